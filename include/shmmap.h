@@ -1,0 +1,177 @@
+/*
+ * shmmap.h - the public API of libshmmap, a cross-process shared-memory map.
+ *
+ * A coordinator process (shmmapd) owns a POSIX shared-memory segment that
+ * holds named hash maps.  A worker process attaches to the coordinator over
+ * a Unix socket once (shmmap_attach), gets ID handles to maps by name
+ * (shmmap_open), and from then on reads and writes the maps directly in
+ * shared memory: gets, puts, deletes and increments never touch the socket.
+ *
+ * Errors
+ *   Every call that can fail returns 0 (or a documented non-negative value)
+ *   on success and a negative errno value on failure, e.g. -ENOENT.  Codes
+ *   of our own (SHMMAP_E*) lie at or below SHMMAP_ERRNO_BASE.
+ *   shmmap_strerror() explains any of them.  The library never prints,
+ *   exits or aborts because of input it was handed.
+ *
+ * Caveats (the operating rules of a multi-process store)
+ *   - A shmmap attachment belongs to the process that made it.  Do not use
+ *     it in a child after fork(); attach again in the child.
+ *   - The socket connection of an attachment is the coordinator's liveness
+ *     signal for the process: closing its file descriptor behind the
+ *     library's back detaches the process.
+ *   - Keys and values are arbitrary bytes (NULs allowed), copied in and out:
+ *     no pointer into shared memory is ever handed to the caller.
+ *   - Every process with write access to the segment is trusted not to
+ *     scribble on it deliberately.  The read path validates every offset it
+ *     follows, so a torn or corrupt structure yields an error, never a
+ *     wild access, but data written by a malicious peer cannot be trusted.
+ *   - A shmmap_map handle is valid only with the attachment that opened it
+ *     (-EBADF elsewhere) and only while its map exists (-ESTALE after the
+ *     map was dropped, even if a new map of the same name was created).
+ *
+ * Thread safety
+ *   All calls on one attachment may be made from several threads at once,
+ *   except shmmap_detach(), which must be the last call on it.
+ */
+#ifndef SHMMAP_H
+#define SHMMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** One attachment of this process to a coordinator.  Opaque. */
+typedef struct shmmap shmmap;
+
+/** ID handle of one named map (never an address). */
+typedef struct {
+	uint64_t id;
+} shmmap_map;
+
+/* Flags of shmmap_open(). */
+#define SHMMAP_CREATE 0x1u /**< create the map if it does not exist */
+
+/* Flags of shmmap_put(). */
+#define SHMMAP_NX 0x1u /**< only if the key is absent, else -EEXIST */
+#define SHMMAP_XX 0x2u /**< only if the key is present, else -ENOENT */
+
+/* Limits that hold whatever the configuration says. */
+#define SHMMAP_NAME_MAX 63 /**< longest map name, in bytes */
+
+/* Error codes of our own, beyond errno's range.  Always negated. */
+#define SHMMAP_ERRNO_BASE 4096
+#define SHMMAP_EBADSEG (SHMMAP_ERRNO_BASE + 1)  /**< segment header invalid */
+#define SHMMAP_EVERSION (SHMMAP_ERRNO_BASE + 2) /**< protocol/layout version mismatch */
+#define SHMMAP_ECORRUPT (SHMMAP_ERRNO_BASE + 3) /**< a structure in the segment is corrupt */
+
+/* Default socket path, used when neither the argument nor $SHMMAP_SOCKET names one. */
+#define SHMMAP_DEFAULT_SOCKET "/run/shmmap/shmmap.sock"
+
+/**
+ * Attach this process to a coordinator.
+ *
+ * @param socket_path  the coordinator's Unix socket; NULL means the value of
+ *                     $SHMMAP_SOCKET, then SHMMAP_DEFAULT_SOCKET.
+ * @param out          receives the new attachment; untouched on failure.
+ * @return 0; -EINVAL if out is NULL or the path is too long; -ENOENT or
+ *         -ECONNREFUSED if no coordinator listens there; -EACCES/-EPERM if
+ *         it refuses this peer; -SHMMAP_EVERSION on a protocol mismatch;
+ *         -SHMMAP_EBADSEG if the segment it hands over does not validate;
+ *         -EAGAIN if it has no free client slot; -ENOMEM.
+ *
+ * The segment is mapped at the coordinator's agreed base address when that
+ * range is free in this process, anywhere else otherwise (the segment holds
+ * only offsets, so both work).  The caller owns the attachment and releases
+ * it with shmmap_detach().
+ */
+int shmmap_attach(const char *socket_path, shmmap **out);
+
+/**
+ * Detach: unmap the segment and close the connection.  Map handles of this
+ * attachment become invalid.  NULL is accepted and ignored.  Must not race
+ * with other calls on the same attachment.
+ */
+void shmmap_detach(shmmap *sm);
+
+/**
+ * Get a handle to the map called name (1..SHMMAP_NAME_MAX bytes, no NUL).
+ *
+ * @param flags  SHMMAP_CREATE to create the map if it does not exist.
+ * @param out    receives the handle; untouched on failure.
+ * @return 0; -ENOENT if it does not exist and SHMMAP_CREATE was not given;
+ *         -EINVAL for a bad name, flags or NULL argument; -ENOSPC if the
+ *         segment has no room for another map; -EPERM for a read-only
+ *         client asking to create; -ECONNRESET if the coordinator is gone.
+ * This is the one data call that talks to the coordinator; thread-safe.
+ */
+int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out);
+
+/**
+ * Store val under key, replacing any present value, atomically for readers:
+ * a concurrent get sees the old value or the new one, never a mix.
+ *
+ * @param key,klen  the key, 1..key limit bytes (the map's configured limit).
+ * @param val,vlen  the value, 0..value limit bytes; val may be NULL if vlen is 0.
+ * @param ttl_s     seconds until the entry expires; 0 means never.
+ * @param flags     0, SHMMAP_NX or SHMMAP_XX.
+ * @return 0; -EEXIST (NX, key present); -ENOENT (XX, key absent);
+ *         -E2BIG (key or value over the map's limits); -ENOSPC (the segment
+ *         is full); -EINVAL (bad arguments); -EBADF/-ESTALE (bad handle);
+ *         -EPERM (read-only attachment).
+ * Thread-safe; the value is copied into shared memory.
+ */
+int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+	       const void *val, size_t vlen, uint32_t ttl_s, unsigned flags);
+
+/**
+ * Copy the value stored under key into buf.  Takes no lock.
+ *
+ * @param buf,cap  the caller's buffer; buf may be NULL if cap is 0.
+ * @param vlen     receives the value's length (also on -ENOBUFS); may be
+ *                 NULL if the length is not wanted.
+ * @return 0; -ENOENT (absent or expired); -ENOBUFS (the value is longer
+ *         than cap: *vlen says how long, buf holds nothing useful);
+ *         -EINVAL, -EBADF, -ESTALE; -SHMMAP_ECORRUPT if the structure
+ *         stays inconsistent after retries (see shmmapctl check).
+ * Thread-safe.
+ */
+int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+	       void *buf, size_t cap, size_t *vlen);
+
+/**
+ * Delete key.
+ * @return 0; -ENOENT if it was absent (or expired); -EINVAL, -EBADF,
+ *         -ESTALE, -EPERM.  Thread-safe.
+ */
+int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen);
+
+/**
+ * Add delta to the decimal integer stored under key, atomically across all
+ * processes, and store the result as decimal ASCII (so tools can show it).
+ * An absent (or expired) key counts as 0; the result then never expires,
+ * otherwise the entry keeps its expiry.
+ *
+ * @param out  receives the new value; may be NULL.
+ * @return 0; -EINVAL if the present value is not a decimal integer
+ *         (optional '-' then 1..19 digits); -ERANGE if the sum overflows
+ *         int64_t (nothing is stored); -ENOSPC, -E2BIG, -EBADF, -ESTALE,
+ *         -EPERM as for shmmap_put.  Thread-safe.
+ */
+int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+		int64_t delta, int64_t *out);
+
+/**
+ * A static, human-readable description of err (negative or positive
+ * errno value, or SHMMAP_E* code).  Never NULL; thread-safe.
+ */
+const char *shmmap_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SHMMAP_H */

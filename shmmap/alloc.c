@@ -1,0 +1,311 @@
+/*
+ * alloc.c - the allocator inside the segment.  No malloc'ed memory is ever
+ * referenced from the segment: everything lives in the heap's pages.
+ *
+ * The heap is npages pages of SEG_PAGE bytes, each described by a struct
+ * seg_page.  Two levels:
+ *   - The page pool hands out runs of contiguous pages (first fit from a
+ *     rover), under the header's pool_lock.  A run backs one large block
+ *     (an entry bigger than the largest class) or a map's table.
+ *   - Size classes (48 B .. SEG_PAGE/2, ~17% apart, multiples of 16) carve
+ *     single pages into blocks.  Each page keeps its own free list (offsets
+ *     within the page, stored in the free blocks) and a count of used
+ *     blocks; the class keeps a doubly linked list of its pages that have
+ *     a free block ("partial"), under the class lock.  A page whose last
+ *     block is freed goes back to the pool at once, so memory freed by one
+ *     size is reusable by any other.
+ *
+ * Lock order: stripe lock -> class lock -> pool lock.
+ * Invariants (checked by check.c):
+ *   - a SLAB page's used == carved - (length of its free list);
+ *   - a SLAB page is on its class's partial list iff used < blocks per page;
+ *   - a RUN head's run pages are followed by run - 1 CONT pages.
+ * The class sizes are computed here, never read back from the segment, so
+ * a scribbled class table cannot steer a block out of bounds.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "internal.h"
+
+static uint32_t class_size[SEG_NCLASSES];
+static uint32_t nclasses;
+static pthread_once_t class_once = PTHREAD_ONCE_INIT;
+
+static void class_init(void)
+{
+	uint32_t s = 48, n = 0;
+	while (n < SEG_NCLASSES && s < SEG_PAGE / 2) {
+		class_size[n++] = s;
+		uint32_t next = (s + s / 6 + SEG_ALIGN - 1) & ~(SEG_ALIGN - 1);
+		s = next > s + SEG_ALIGN ? next : s + SEG_ALIGN;
+	}
+	if (n < SEG_NCLASSES)
+		class_size[n++] = SEG_PAGE / 2;
+	else
+		class_size[SEG_NCLASSES - 1] = SEG_PAGE / 2;
+	nclasses = n;
+}
+
+static uint32_t classes(void)
+{
+	pthread_once(&class_once, class_init);
+	return nclasses;
+}
+
+uint32_t shmmap__nclasses(void)
+{
+	return classes();
+}
+
+uint32_t shmmap__class_size(uint32_t cls)
+{
+	return cls < classes() ? class_size[cls] : 0;
+}
+
+int shmmap__class_of(const struct seg *s, const struct seg_geom *g, size_t n)
+{
+	(void)s;
+	(void)g;
+	uint32_t nc = classes();
+	if (n > class_size[nc - 1])
+		return -1;
+	uint32_t lo = 0, hi = nc - 1;
+	while (lo < hi) { /* first class with size >= n */
+		uint32_t mid = (lo + hi) / 2;
+		if (class_size[mid] >= n)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return (int)lo;
+}
+
+void shmmap__alloc_format(const struct seg *s, const struct seg_geom *g)
+{
+	struct seg_header *h = seg_hdr(s);
+	for (uint32_t i = 0; i < g->nclasses; i++) {
+		struct seg_class *c = seg_class(s, g, i);
+		memset(c, 0, sizeof *c);
+		c->size = shmmap__class_size(i);
+	}
+	for (uint32_t i = 0; i < g->npages; i++)
+		memset(seg_page(s, g, i), 0, sizeof(struct seg_page));
+	h->pool_rover = 0;
+	h->pool_free = g->npages;
+}
+
+/* ---- page pool ---- */
+
+uint32_t shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g,
+			     const struct lock_ctx *c, uint32_t n)
+{
+	struct seg_header *h = seg_hdr(s);
+	if (n == 0 || n > g->npages)
+		return 0;
+	shmmap__lock(&h->pool_lock, c, NULL);
+	uint32_t found = 0;
+	if (h->pool_free >= n) {
+		/* First fit from the rover, wrapping once; a run may not wrap
+		 * around the end of the heap, so the run length restarts at 0.
+		 * n - 1 extra steps find a run that straddles the rover. */
+		uint32_t start = h->pool_rover < g->npages ? h->pool_rover : 0, len = 0;
+		for (uint64_t k = 0; k < (uint64_t)g->npages + n - 1; k++) {
+			uint32_t i = (uint32_t)((start + k) % g->npages);
+			if (i == 0)
+				len = 0;
+			if (seg_page(s, g, i)->kind != PAGE_FREE) {
+				len = 0;
+				continue;
+			}
+			if (++len == n) {
+				found = i - n + 2; /* index + 1 of the run's first page */
+				break;
+			}
+		}
+	}
+	if (found) {
+		uint32_t first = found - 1;
+		struct seg_page *p = seg_page(s, g, first);
+		memset(p, 0, sizeof *p);
+		p->kind = PAGE_RUN;
+		p->run = n;
+		for (uint32_t i = 1; i < n; i++) {
+			struct seg_page *q = seg_page(s, g, first + i);
+			memset(q, 0, sizeof *q);
+			q->kind = PAGE_CONT;
+		}
+		h->pool_free -= n;
+		h->pool_rover = first + n < g->npages ? first + n : 0;
+	}
+	shmmap__unlock(&h->pool_lock);
+	return found;
+}
+
+void shmmap__free_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			uint32_t first)
+{
+	struct seg_header *h = seg_hdr(s);
+	if (first >= g->npages)
+		return;
+	shmmap__lock(&h->pool_lock, c, NULL);
+	struct seg_page *p = seg_page(s, g, first);
+	uint32_t n = 1;
+	if (p->kind == PAGE_RUN) {
+		n = p->run;
+		if (n == 0 || n > g->npages - first)
+			n = 1; /* corrupt run length: free what surely is ours */
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct seg_page *q = seg_page(s, g, first + i);
+		memset(q, 0, sizeof *q);
+		q->kind = PAGE_FREE;
+	}
+	h->pool_free += n;
+	shmmap__unlock(&h->pool_lock);
+}
+
+/* ---- size classes ---- */
+
+static uint32_t blocks_per_page(uint32_t cls)
+{
+	return SEG_PAGE / class_size[cls];
+}
+
+static void partial_push(const struct seg *s, const struct seg_geom *g, struct seg_class *c,
+			 uint32_t pi)
+{
+	struct seg_page *p = seg_page(s, g, pi);
+	p->prev = 0;
+	p->next = c->partial;
+	if (c->partial && c->partial <= g->npages)
+		seg_page(s, g, c->partial - 1)->prev = pi + 1;
+	c->partial = pi + 1;
+}
+
+static void partial_remove(const struct seg *s, const struct seg_geom *g, struct seg_class *c,
+			   uint32_t pi)
+{
+	struct seg_page *p = seg_page(s, g, pi);
+	if (p->prev && p->prev <= g->npages)
+		seg_page(s, g, p->prev - 1)->next = p->next;
+	else
+		c->partial = p->next;
+	if (p->next && p->next <= g->npages)
+		seg_page(s, g, p->next - 1)->prev = p->prev;
+	p->prev = p->next = 0;
+}
+
+uint64_t shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		       size_t n)
+{
+	int ci = shmmap__class_of(s, g, n);
+	if (ci < 0) {
+		uint64_t pages = (n + SEG_PAGE - 1) / SEG_PAGE;
+		if (pages > g->npages)
+			return 0;
+		uint32_t first = shmmap__alloc_pages(s, g, c, (uint32_t)pages);
+		return first ? seg_page_off(g, first - 1) : 0;
+	}
+	uint32_t cls = (uint32_t)ci;
+	struct seg_class *sc = seg_class(s, g, cls);
+	uint32_t size = class_size[cls], per = blocks_per_page(cls);
+	uint64_t off = 0;
+	shmmap__lock(&sc->lock, c, NULL);
+	uint32_t pi1 = sc->partial;
+	if (pi1 == 0 || pi1 > g->npages) {
+		/* No page with room (or a corrupt list head): carve a new page. */
+		pi1 = shmmap__alloc_pages(s, g, c, 1);
+		if (pi1 == 0)
+			goto out;
+		struct seg_page *np = seg_page(s, g, pi1 - 1);
+		np->kind = PAGE_SLAB;
+		np->cls = cls;
+		np->run = 0;
+		sc->pages++;
+		sc->partial = 0;
+		partial_push(s, g, sc, pi1 - 1);
+	}
+	uint32_t pi = pi1 - 1;
+	struct seg_page *p = seg_page(s, g, pi);
+	uint64_t poff = seg_page_off(g, pi);
+	uint32_t boff;
+	if (p->free) {
+		boff = p->free - 1;
+		uint32_t next = *(uint32_t *)seg_ptr(s, poff + boff);
+		/* A free block's link must name another block of this page. */
+		if (boff % size != 0 || boff / size >= per || (next && ((next - 1) % size != 0 ||
+						       (next - 1) / size >= per)))
+			goto out; /* corrupt free list: refuse rather than hand out garbage */
+		p->free = next;
+	} else if (p->carved < per) {
+		boff = p->carved++ * size;
+	} else {
+		goto out; /* a full page on the partial list: corrupt, refuse */
+	}
+	p->used++;
+	sc->used++;
+	if (p->used == per)
+		partial_remove(s, g, sc, pi);
+	off = poff + boff;
+out:
+	shmmap__unlock(&sc->lock);
+	return off;
+}
+
+void shmmap__free(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		  uint64_t off)
+{
+	if (off < g->heap_off || off >= g->heap_off + (uint64_t)g->npages * SEG_PAGE)
+		return;
+	uint32_t pi = (uint32_t)((off - g->heap_off) / SEG_PAGE);
+	uint64_t poff = seg_page_off(g, pi);
+	struct seg_page *p = seg_page(s, g, pi);
+	if (p->kind == PAGE_RUN) {
+		if (off == poff)
+			shmmap__free_pages(s, g, c, pi);
+		return;
+	}
+	if (p->kind != PAGE_SLAB || p->cls >= classes())
+		return;
+	uint32_t cls = p->cls;
+	struct seg_class *sc = seg_class(s, g, cls);
+	uint32_t size = class_size[cls], per = blocks_per_page(cls);
+	uint32_t boff = (uint32_t)(off - poff);
+	shmmap__lock(&sc->lock, c, NULL);
+	if (p->kind != PAGE_SLAB || p->cls != cls || boff % size != 0 || boff / size >= per ||
+	    p->used == 0) {
+		shmmap__unlock(&sc->lock);
+		return;
+	}
+	bool was_full = (p->used == per);
+	*(uint32_t *)seg_ptr(s, off) = p->free;
+	p->free = boff + 1;
+	p->used--;
+	sc->used--;
+	if (was_full)
+		partial_push(s, g, sc, pi);
+	if (p->used == 0) {
+		/* Empty: back to the pool, usable by any size from now on. */
+		partial_remove(s, g, sc, pi);
+		sc->pages--;
+		shmmap__free_pages(s, g, c, pi);
+	}
+	shmmap__unlock(&sc->lock);
+}
+
+size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_t off)
+{
+	if (off < g->heap_off || off >= g->heap_off + (uint64_t)g->npages * SEG_PAGE)
+		return 0;
+	uint32_t pi = (uint32_t)((off - g->heap_off) / SEG_PAGE);
+	const struct seg_page *p = seg_page(s, g, pi);
+	uint64_t poff = seg_page_off(g, pi);
+	if (p->kind == PAGE_RUN)
+		return off == poff && p->run <= g->npages - pi ? (size_t)p->run * SEG_PAGE : 0;
+	if (p->kind == PAGE_SLAB && p->cls < classes() && (off - poff) % class_size[p->cls] == 0 &&
+	    (off - poff) / class_size[p->cls] < blocks_per_page(p->cls))
+		return class_size[p->cls];
+	return 0;
+}

@@ -1,0 +1,341 @@
+/*
+ * client.c - the public API: one attachment (struct shmmap) per call of
+ * shmmap_attach, map handles, and the data calls, which go straight to the
+ * segment (table.c) without touching the socket.
+ *
+ * Invariants:
+ *   - The socket stays open for the whole attachment: it is the
+ *     coordinator's liveness signal for this process.  One request/reply
+ *     at a time on it (sock_mu); it is used only by attach, open, detach.
+ *   - A map view, once published in views[idx], is immutable; a newer open
+ *     of the same index publishes a new one and the old one is kept until
+ *     detach (another thread may still be reading it).
+ *   - A handle is valid iff its tag is this attachment's, a view of its
+ *     index and generation is published here, and the directory entry is
+ *     still LIVE with that generation (-EBADF, -ESTALE otherwise).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "proto.h"
+
+#define REPLY_TIMEOUT_S 10
+
+struct view_node {
+	struct view_node *next;
+	struct map_view v;
+};
+
+/* Extra per-attachment state kept out of internal.h. */
+struct client_ext {
+	_Atomic(struct view_node *) *views; /* [max_maps] */
+	struct view_node *all;              /* every view ever made, under sock_mu */
+	_Atomic uint32_t intent_busy;       /* the slot's intent record is in use */
+	uint32_t seq;
+};
+
+static struct client_ext *ext(shmmap *sm)
+{
+	return sm->ext;
+}
+
+int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *rep)
+{
+	pthread_mutex_lock(&sm->sock_mu);
+	struct proto_msg q = *req;
+	q.seq = ++ext(sm)->seq;
+	int rc = shmmap__proto_send(sm->sock, &q, -1);
+	if (rc == 0)
+		rc = shmmap__proto_recv(sm->sock, rep, NULL);
+	if (rc == -EAGAIN)
+		rc = -ETIMEDOUT;
+	if (rc == 0 && rep->seq != q.seq)
+		rc = -EPROTO;
+	if (rc == 0 && rep->type == MSG_ERROR)
+		rc = rep->u.error.err;
+	pthread_mutex_unlock(&sm->sock_mu);
+	return rc;
+}
+
+static int connect_to(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof sa.sun_path || path[0] == '\0')
+		return -EINVAL;
+	strcpy(sa.sun_path, path);
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -errno;
+	if (connect(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		int e = errno;
+		close(s);
+		return -e;
+	}
+	struct timeval tv = {.tv_sec = REPLY_TIMEOUT_S};
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	return s;
+}
+
+SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
+{
+	if (!out)
+		return -EINVAL;
+	const char *path = socket_path;
+	if (!path || !*path)
+		path = getenv("SHMMAP_SOCKET");
+	if (!path || !*path)
+		path = SHMMAP_DEFAULT_SOCKET;
+	int sock = connect_to(path);
+	if (sock < 0)
+		return sock;
+
+	struct proto_msg m = {.type = MSG_HELLO, .seq = 1};
+	m.u.hello.pid = (uint32_t)getpid();
+	const char *ro = getenv("SHMMAP_READONLY");
+	if (ro && *ro == '1')
+		m.u.hello.flags |= HELLO_F_RDONLY;
+	int fd = -1, rc = shmmap__proto_send(sock, &m, -1);
+	if (rc == 0)
+		rc = shmmap__proto_recv(sock, &m, &fd);
+	if (rc == -EAGAIN)
+		rc = -ETIMEDOUT;
+	if (rc == 0 && m.type == MSG_ERROR)
+		rc = m.u.error.err;
+	else if (rc == 0 && (m.type != MSG_WELCOME || fd < 0))
+		rc = -EPROTO;
+	if (rc < 0)
+		goto fail_sock;
+
+	shmmap *sm = calloc(1, sizeof *sm);
+	struct client_ext *x = calloc(1, sizeof *x);
+	if (!sm || !x) {
+		free(sm);
+		free(x);
+		rc = -ENOMEM;
+		goto fail_sock;
+	}
+	sm->sock = sock;
+	sm->ext = x;
+	x->seq = 1;
+	bool rdonly = (m.u.welcome.flags & HELLO_F_RDONLY) != 0;
+	rc = shmmap__seg_map_fd(fd, m.u.welcome.base, rdonly, &sm->seg);
+	if (rc < 0)
+		goto fail_sm;
+	fd = -1; /* owned by sm->seg now */
+	rc = shmmap__seg_validate(&sm->seg, &sm->geom);
+	if (rc < 0)
+		goto fail_map;
+	if (m.u.welcome.slot >= sm->geom.max_clients) {
+		rc = -EPROTO;
+		goto fail_map;
+	}
+	sm->slot = m.u.welcome.slot;
+	sm->slot_gen = m.u.welcome.slot_gen;
+	sm->tag = (uint16_t)(sm->slot + 1);
+	x->views = calloc(sm->geom.max_maps, sizeof *x->views);
+	if (!x->views) {
+		rc = -ENOMEM;
+		goto fail_map;
+	}
+	pthread_mutex_init(&sm->sock_mu, NULL);
+	*out = sm;
+	return 0;
+
+fail_map:
+	shmmap__seg_unmap(&sm->seg);
+fail_sm:
+	free(x);
+	free(sm);
+fail_sock:
+	if (fd >= 0)
+		close(fd);
+	close(sock);
+	return rc;
+}
+
+SHMMAP_EXPORT void shmmap_detach(shmmap *sm)
+{
+	if (!sm)
+		return;
+	struct proto_msg m = {.type = MSG_BYE};
+	shmmap__proto_send(sm->sock, &m, -1); /* best effort: EOF says the same */
+	close(sm->sock);
+	shmmap__seg_unmap(&sm->seg);
+	struct client_ext *x = ext(sm);
+	for (struct view_node *n = x->all, *next; n; n = next) {
+		next = n->next;
+		free(n);
+	}
+	free(x->views);
+	free(x);
+	pthread_mutex_destroy(&sm->sock_mu);
+	free(sm);
+}
+
+static bool valid_name(const char *name)
+{
+	if (!name)
+		return false;
+	size_t n = strnlen(name, SHMMAP_NAME_MAX + 1);
+	return n > 0 && n <= SHMMAP_NAME_MAX;
+}
+
+SHMMAP_EXPORT int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out)
+{
+	if (!sm || !out || !valid_name(name) || (flags & ~SHMMAP_CREATE))
+		return -EINVAL;
+	struct proto_msg req = {.type = MSG_OPEN}, rep;
+	req.u.open.flags = flags;
+	strcpy(req.u.open.name, name);
+	for (int attempt = 0; attempt < 3; attempt++) {
+		int rc = shmmap__request(sm, &req, &rep);
+		if (rc < 0)
+			return rc;
+		if (rep.type != MSG_OPENED || rep.u.opened.index >= sm->geom.max_maps)
+			return -EPROTO;
+		struct view_node *n = calloc(1, sizeof *n);
+		if (!n)
+			return -ENOMEM;
+		rc = shmmap__map_view(&sm->seg, &sm->geom, rep.u.opened.index, &n->v);
+		if (rc == 0 && n->v.gen != rep.u.opened.gen)
+			rc = -ESTALE; /* dropped and re-created meanwhile: ask again */
+		if (rc < 0) {
+			free(n);
+			if (rc == -ESTALE || rc == -ENOENT)
+				continue;
+			return rc;
+		}
+		struct client_ext *x = ext(sm);
+		pthread_mutex_lock(&sm->sock_mu);
+		struct view_node *cur = atomic_load(&x->views[n->v.idx]);
+		if (cur && cur->v.gen == n->v.gen) {
+			free(n); /* already published by another open */
+		} else {
+			n->next = x->all;
+			x->all = n;
+			atomic_store_explicit(&x->views[n->v.idx], n, memory_order_release);
+		}
+		pthread_mutex_unlock(&sm->sock_mu);
+		out->id = shmmap__handle_id(sm->tag, rep.u.opened.gen, rep.u.opened.index);
+		return 0;
+	}
+	return -ESTALE;
+}
+
+int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v)
+{
+	if (!sm)
+		return -EINVAL;
+	uint16_t tag = (uint16_t)(m.id >> 48);
+	uint32_t gen = (uint32_t)(m.id >> 16), idx = (uint32_t)(m.id & 0xffff);
+	if (tag != sm->tag || idx >= sm->geom.max_maps)
+		return -EBADF;
+	struct view_node *n =
+		atomic_load_explicit(&ext(sm)->views[idx], memory_order_acquire);
+	if (!n)
+		return -EBADF;
+	if (n->v.gen != gen)
+		return (int32_t)(gen - n->v.gen) < 0 ? -ESTALE : -EBADF;
+	const struct seg_mapdir *d = seg_dir(&sm->seg, &sm->geom, idx);
+	if (atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) != MAP_LIVE ||
+	    atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) != gen)
+		return -ESTALE;
+	*v = &n->v;
+	return 0;
+}
+
+/* Build the context of one data call.  The slot's intent record is used by
+ * one thread at a time; a thread that finds it busy runs without one (a
+ * crash then may leak a block, which check finds and repairs). */
+static void op_begin(shmmap *sm, const struct map_view *v, struct op_ctx *o, bool write)
+{
+	o->s = &sm->seg;
+	o->g = &sm->geom;
+	o->lk.s = &sm->seg;
+	o->lk.g = &sm->geom;
+	o->lk.owner = sm->slot + 1;
+	o->ctr = sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, v->idx);
+	o->intent = NULL;
+	if (write && !sm->seg.rdonly &&
+	    atomic_exchange_explicit(&ext(sm)->intent_busy, 1, memory_order_acquire) == 0)
+		o->intent = &seg_slot(&sm->seg, &sm->geom, sm->slot)->intent;
+}
+
+static void op_end(shmmap *sm, struct op_ctx *o)
+{
+	if (o->intent)
+		atomic_store_explicit(&ext(sm)->intent_busy, 0, memory_order_release);
+}
+
+void shmmap__op_ctx(shmmap *sm, const struct map_view *v, struct op_ctx *o)
+{
+	op_begin(sm, v, o, false);
+}
+
+SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+			     const void *val, size_t vlen, uint32_t ttl_s, unsigned flags)
+{
+	const struct map_view *v;
+	if (!key || (!val && vlen))
+		return -EINVAL;
+	int rc = shmmap__resolve(sm, m, &v);
+	if (rc < 0)
+		return rc;
+	struct op_ctx o;
+	op_begin(sm, v, &o, true);
+	rc = shmmap__tbl_put(&o, v, key, klen, val, vlen, ttl_s, flags);
+	op_end(sm, &o);
+	return rc;
+}
+
+SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+			     void *buf, size_t cap, size_t *vlen)
+{
+	const struct map_view *v;
+	if (!key || (!buf && cap))
+		return -EINVAL;
+	int rc = shmmap__resolve(sm, m, &v);
+	if (rc < 0)
+		return rc;
+	struct op_ctx o;
+	op_begin(sm, v, &o, false);
+	return shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen);
+}
+
+SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen)
+{
+	const struct map_view *v;
+	if (!key)
+		return -EINVAL;
+	int rc = shmmap__resolve(sm, m, &v);
+	if (rc < 0)
+		return rc;
+	struct op_ctx o;
+	op_begin(sm, v, &o, true);
+	rc = shmmap__tbl_del(&o, v, key, klen);
+	op_end(sm, &o);
+	return rc;
+}
+
+SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+			      int64_t delta, int64_t *out)
+{
+	const struct map_view *v;
+	if (!key)
+		return -EINVAL;
+	int rc = shmmap__resolve(sm, m, &v);
+	if (rc < 0)
+		return rc;
+	struct op_ctx o;
+	op_begin(sm, v, &o, true);
+	rc = shmmap__tbl_incr(&o, v, key, klen, delta, out);
+	op_end(sm, &o);
+	return rc;
+}

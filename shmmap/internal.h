@@ -1,0 +1,396 @@
+/*
+ * internal.h - the segment layout and the internal interfaces shared by the
+ * library, the coordinator and the admin tool.  Nothing here is public API.
+ *
+ * Segment layout (every reference is an offset from the segment start, so
+ * the segment is valid at any mapping address):
+ *
+ *   0            struct seg_header      one 4 KiB page: identity, geometry,
+ *                                       offsets of the regions below
+ *   slots_off    struct seg_slot[max_clients]          128 B each
+ *   dir_off      struct seg_mapdir[max_maps]           256 B each
+ *   ctr_off      struct seg_counters[max_clients][max_maps]  64 B each
+ *   classes_off  struct seg_class[SEG_NCLASSES]        64 B each
+ *   pages_off    struct seg_page[npages]               32 B each
+ *   heap_off     npages pages of SEG_PAGE bytes (64 KiB), aligned to SEG_PAGE
+ *
+ * The heap holds everything of variable size: each map's bucket array and
+ * lock stripes (a run of pages, see alloc.c) and every entry (struct
+ * seg_entry, in a size-class block or a run of pages).
+ *
+ * Who writes what:
+ *   - header, directory: only the coordinator (maps are published with a
+ *     release store of state after everything else is written);
+ *   - slot i: the coordinator (state, pid, identity); the client in slot i
+ *     writes its intent record and its own counters row;
+ *   - stripes, buckets, entries: whoever holds the stripe lock (stripe.lock);
+ *   - classes and pages: whoever holds the class lock / the pool lock.
+ *
+ * Trust: a process validates every offset it reads from the segment against
+ * its own mapped length (sm->len), never against a header field.
+ */
+#ifndef SHMMAP_INTERNAL_H
+#define SHMMAP_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <sys/types.h>
+
+#include "shmmap.h"
+
+#define SHMMAP_EXPORT __attribute__((visibility("default")))
+
+#define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
+#define SEG_LAYOUT_VERSION 1u
+#define SEG_PAGE (64u * 1024u)      /* allocator page */
+#define SEG_NCLASSES 48u            /* size classes, 32 B .. SEG_PAGE/2 */
+#define SEG_ALIGN 16u               /* every block is 16-byte aligned */
+#define SEG_MAX_CLIENTS_LIMIT 4096u
+#define SEG_MAX_MAPS_LIMIT 4096u
+#define SEG_CHAIN_MAX (1u << 20)    /* a longer chain is corrupt (a cycle) */
+
+#define SEG_CLEAN 1u
+#define SEG_DIRTY 2u
+
+/* Slot states. */
+#define SLOT_FREE 0u
+#define SLOT_LIVE 1u
+#define SLOT_DEAD 2u /* client gone, recovery pending */
+
+/* Map directory states. */
+#define MAP_FREE 0u
+#define MAP_LIVE 1u
+#define MAP_INIT 2u /* being created or dropped by the coordinator */
+
+/* Lock word: 0 = free, else owner slot + 1 in the low bits, plus a waiters bit. */
+#define LOCK_WAITERS 0x80000000u
+#define LOCK_OWNER_MASK 0x7fffffffu
+/* Owner id used by the coordinator itself (never a slot). */
+#define LOCK_OWNER_COORD 0x7ffffff0u
+
+struct seg_header {
+	uint64_t magic;            /*   0 */
+	uint32_t layout_version;   /*   8 */
+	uint32_t header_size;      /*  12 */
+	uint64_t size;             /*  16: total bytes */
+	uint64_t base;             /*  24: agreed mapping address */
+	uint64_t hash_seed;        /*  32 */
+	uint64_t created_ns;       /*  40: CLOCK_REALTIME */
+	_Atomic uint32_t state;    /*  48: SEG_CLEAN / SEG_DIRTY */
+	uint32_t max_clients;      /*  52 */
+	uint32_t max_maps;         /*  56 */
+	uint32_t npages;           /*  60 */
+	uint64_t slots_off;        /*  64 */
+	uint64_t dir_off;          /*  72 */
+	uint64_t ctr_off;          /*  80 */
+	uint64_t classes_off;      /*  88 */
+	uint64_t pages_off;        /*  96 */
+	uint64_t heap_off;         /* 104 */
+	_Atomic uint32_t coord_pid;/* 112 */
+	uint32_t nclasses;         /* 116 */
+	_Atomic uint64_t coord_gen;/* 120: bumped by every coordinator start */
+	_Alignas(64) _Atomic uint32_t pool_lock; /* 128: guards pages[] runs */
+	uint32_t pool_rover;       /* 132: next page to scan from */
+	uint64_t pool_free;        /* 136: free pages (under pool_lock) */
+	_Alignas(64) uint8_t pad[4096 - 192];
+};
+_Static_assert(sizeof(struct seg_header) == 4096, "header is one page");
+_Static_assert(offsetof(struct seg_header, state) == 48, "layout");
+_Static_assert(offsetof(struct seg_header, slots_off) == 64, "layout");
+_Static_assert(offsetof(struct seg_header, heap_off) == 104, "layout");
+_Static_assert(offsetof(struct seg_header, pool_lock) == 128, "layout");
+
+/* The write a client is in the middle of, for recovery (see table.c). */
+struct seg_intent {
+	_Atomic uint32_t op;   /* INTENT_* */
+	uint32_t map;          /* directory index */
+	uint32_t stripe;
+	uint32_t pad;
+	_Atomic uint64_t a;    /* the new entry (allocated, maybe not linked) */
+	_Atomic uint64_t b;    /* the old entry (maybe unlinked, not freed) */
+};
+#define INTENT_NONE 0u
+#define INTENT_LINK 1u   /* a: new entry being linked (b: old it replaces) */
+#define INTENT_UNLINK 2u /* b: entry being unlinked and freed */
+
+struct seg_slot {
+	_Atomic uint32_t state;   /*  0: SLOT_* */
+	uint32_t pid;             /*  4: in the coordinator's pid namespace */
+	uint64_t start_time;      /*  8: /proc/PID/stat starttime (pid reuse) */
+	_Atomic uint64_t gen;     /* 16: bumped at every assignment */
+	uint32_t uid;             /* 24 */
+	uint32_t flags;           /* 28: SLOT_F_* */
+	uint64_t attached_ns;     /* 32 */
+	struct seg_intent intent; /* 40 */
+	uint8_t pad[128 - 72];
+};
+_Static_assert(sizeof(struct seg_slot) == 128, "slot size");
+#define SLOT_F_RDONLY 0x1u
+
+struct seg_mapdir {
+	_Atomic uint32_t state;        /*   0: MAP_* */
+	_Atomic uint32_t gen;          /*   4: bumped at every create and drop */
+	char name[SHMMAP_NAME_MAX + 1];/*   8 */
+	uint64_t buckets_off;          /*  72: uint64_t[nbuckets] */
+	uint64_t stripes_off;          /*  80: struct seg_stripe[nstripes] */
+	uint64_t table_pages;          /*  88: first page index of the table run */
+	uint32_t nbuckets;             /*  96: power of two */
+	uint32_t nstripes;             /* 100: power of two, <= nbuckets */
+	uint32_t key_max;              /* 104 */
+	uint32_t val_max;              /* 108 */
+	uint64_t created_ns;           /* 112 */
+	uint8_t pad[256 - 120];
+};
+_Static_assert(sizeof(struct seg_mapdir) == 256, "mapdir size");
+
+/*
+ * One lock stripe, alone on its cache line.  lock guards every bucket b
+ * with (b & (nstripes - 1)) == this stripe's index, the entries chained
+ * from them, and the two totals below.  seq is the seqlock counter: odd
+ * while a writer is changing the chains.
+ */
+struct seg_stripe {
+	_Atomic uint32_t lock;
+	_Atomic uint32_t seq;
+	uint64_t entries;   /* under lock */
+	uint64_t bytes;     /* key + value bytes, under lock */
+	_Atomic uint64_t lock_waits;
+	uint8_t pad[64 - 32];
+};
+_Static_assert(sizeof(struct seg_stripe) == 64, "stripe is a cache line");
+
+/* Per (client slot, map) counters: written only by that client. */
+struct seg_counters {
+	_Atomic uint64_t hits, misses, puts, dels, incrs, expired;
+	uint64_t pad[2];
+};
+_Static_assert(sizeof(struct seg_counters) == 64, "counters line");
+
+/* An entry: header, then key bytes, then value bytes. */
+struct seg_entry {
+	_Atomic uint64_t next; /* offset of the next entry in the chain, 0 = end */
+	uint64_t hash;
+	uint64_t expire_ms;    /* CLOCK_REALTIME ms, 0 = never */
+	uint32_t klen;
+	uint32_t vlen;
+	unsigned char data[];
+};
+_Static_assert(sizeof(struct seg_entry) == 32, "entry header");
+
+/* A size class: a partial-page list guarded by its own lock. */
+struct seg_class {
+	_Atomic uint32_t lock;
+	uint32_t size;      /* block size, multiple of SEG_ALIGN */
+	uint32_t partial;   /* first page with a free block: index + 1, 0 = none */
+	uint32_t pad0;
+	uint64_t used;      /* blocks in use */
+	uint64_t pages;     /* pages owned */
+	uint8_t pad[64 - 32];
+};
+_Static_assert(sizeof(struct seg_class) == 64, "class line");
+
+/* Page descriptor.  kind: */
+#define PAGE_FREE 0u
+#define PAGE_SLAB 1u  /* blocks of class `cls` */
+#define PAGE_RUN 2u   /* head of a run of `run` pages (large block or table) */
+#define PAGE_CONT 3u  /* continuation of a run */
+struct seg_page {
+	uint32_t kind;
+	uint32_t cls;     /* PAGE_SLAB: class index */
+	uint32_t run;     /* PAGE_RUN: pages in the run; PAGE_FREE: unused */
+	uint32_t used;    /* PAGE_SLAB: blocks in use */
+	uint32_t carved;  /* PAGE_SLAB: blocks ever handed out (rest implicitly free) */
+	uint32_t free;    /* PAGE_SLAB: first free block offset in page + 1, 0 = none */
+	uint32_t prev, next; /* PAGE_SLAB partial list: page index + 1 */
+};
+_Static_assert(sizeof(struct seg_page) == 32, "page desc");
+
+/* A mapped segment, as one process sees it. */
+struct seg {
+	unsigned char *base;  /* where it is mapped here */
+	size_t len;           /* bytes mapped here: the bound for every offset */
+	int fd;
+	bool rdonly;
+	bool at_agreed_base;
+};
+
+static inline struct seg_header *seg_hdr(const struct seg *s)
+{
+	return (struct seg_header *)s->base;
+}
+
+/* Is [off, off + n) inside the mapping and off aligned to `align`? */
+static inline bool seg_ok(const struct seg *s, uint64_t off, uint64_t n, uint64_t align)
+{
+	return off != 0 && off < s->len && n <= s->len - off && (off & (align - 1)) == 0;
+}
+
+static inline void *seg_ptr(const struct seg *s, uint64_t off)
+{
+	return s->base + off;
+}
+
+/* Validated geometry of the segment, computed once per attachment from the
+ * header and checked against the mapped length. */
+struct seg_geom {
+	uint32_t max_clients, max_maps, npages, nclasses;
+	uint64_t slots_off, dir_off, ctr_off, classes_off, pages_off, heap_off;
+	uint64_t hash_seed;
+};
+
+/* ---- segment.c ---- */
+struct seg_params {
+	uint64_t size;
+	uint64_t base;
+	uint32_t max_clients;
+	uint32_t max_maps;
+};
+int shmmap__seg_layout(const struct seg_params *p, struct seg_geom *g);
+int shmmap__seg_create(const char *name, unsigned mode, const struct seg_params *p,
+		       struct seg *s, struct seg_geom *g);
+int shmmap__seg_open_existing(const char *name, const struct seg_params *p,
+			      struct seg *s, struct seg_geom *g);
+int shmmap__seg_map_fd(int fd, uint64_t base, bool rdonly, struct seg *s);
+int shmmap__seg_validate(const struct seg *s, struct seg_geom *g);
+void shmmap__seg_unmap(struct seg *s);
+uint64_t shmmap__now_ms(void);
+uint64_t shmmap__now_ns(void);
+int shmmap__proc_start_time(pid_t pid, uint64_t *out);
+
+static inline struct seg_slot *seg_slot(const struct seg *s, const struct seg_geom *g, uint32_t i)
+{
+	return (struct seg_slot *)(s->base + g->slots_off) + i;
+}
+static inline struct seg_mapdir *seg_dir(const struct seg *s, const struct seg_geom *g, uint32_t i)
+{
+	return (struct seg_mapdir *)(s->base + g->dir_off) + i;
+}
+static inline struct seg_counters *seg_ctr(const struct seg *s, const struct seg_geom *g,
+					   uint32_t slot, uint32_t map)
+{
+	return (struct seg_counters *)(s->base + g->ctr_off) + (size_t)slot * g->max_maps + map;
+}
+static inline struct seg_class *seg_class(const struct seg *s, const struct seg_geom *g, uint32_t i)
+{
+	return (struct seg_class *)(s->base + g->classes_off) + i;
+}
+static inline struct seg_page *seg_page(const struct seg *s, const struct seg_geom *g, uint32_t i)
+{
+	return (struct seg_page *)(s->base + g->pages_off) + i;
+}
+static inline uint64_t seg_page_off(const struct seg_geom *g, uint32_t i)
+{
+	return g->heap_off + (uint64_t)i * SEG_PAGE;
+}
+
+/* ---- lock.c ---- */
+/* Who is locking: the owner id stored in lock words, and how to tell whether
+ * another owner is still alive. */
+struct lock_ctx {
+	const struct seg *s;
+	const struct seg_geom *g;
+	uint32_t owner;  /* slot + 1, or LOCK_OWNER_COORD */
+};
+/* Returns 0, or 1 if the lock was taken over from a dead owner (the caller
+ * must repair what it guards).  Never fails: a dead owner's lock is taken
+ * over after a timeout. */
+int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits);
+void shmmap__unlock(_Atomic uint32_t *w);
+bool shmmap__owner_alive(const struct lock_ctx *c, uint32_t owner);
+
+/* ---- alloc.c ---- */
+void shmmap__alloc_format(const struct seg *s, const struct seg_geom *g);
+/* Returns the offset of a block of at least n bytes, or 0 if none. */
+uint64_t shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		       size_t n);
+void shmmap__free(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		  uint64_t off);
+/* Usable size of the block at off (0 if off is not a live block). */
+size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_t off);
+/* Allocate a run of whole pages (not zeroed); returns first page index + 1, 0 if none. */
+uint32_t shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g,
+			     const struct lock_ctx *c, uint32_t n);
+void shmmap__free_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			uint32_t first);
+int shmmap__class_of(const struct seg *s, const struct seg_geom *g, size_t n);
+uint32_t shmmap__nclasses(void);
+uint32_t shmmap__class_size(uint32_t cls); /* 0 for an invalid class */
+
+/* ---- table.c ---- */
+/* A map as one attachment sees it: pointers computed and bounds-checked once. */
+struct map_view {
+	uint32_t idx, gen;
+	uint32_t nbuckets, nstripes;
+	uint32_t key_max, val_max;
+	_Atomic uint64_t *buckets;
+	struct seg_stripe *stripes;
+};
+struct map_params {
+	uint32_t nbuckets, nstripes, key_max, val_max;
+};
+int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		       uint32_t idx, const char *name, const struct map_params *p);
+void shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			 uint32_t idx);
+int shmmap__map_view(const struct seg *s, const struct seg_geom *g, uint32_t idx,
+		     struct map_view *v);
+uint64_t shmmap__hash(const struct seg_geom *g, const void *key, size_t klen);
+
+struct op_ctx {
+	const struct seg *s;
+	const struct seg_geom *g;
+	struct lock_ctx lk;
+	struct seg_counters *ctr; /* this client's counters for the map, or NULL */
+	struct seg_intent *intent; /* this client's intent record, or NULL */
+};
+int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen, void *buf, size_t cap, size_t *vlen);
+int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags);
+int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen);
+int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const void *key,
+		     size_t klen, int64_t delta, int64_t *out);
+/* Validate the entry at off for map v: in bounds, aligned, lengths within limits. */
+const struct seg_entry *shmmap__entry_at(const struct seg *s, const struct map_view *v,
+					 uint64_t off);
+/* Repair a stripe whose lock was taken over from a dead owner. */
+void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uint32_t stripe);
+
+/* ---- client.c: the attachment ---- */
+struct client_ext; /* client.c's own state: published map views */
+struct shmmap {
+	struct seg seg;
+	struct seg_geom geom;
+	int sock;
+	uint32_t slot;
+	uint64_t slot_gen;
+	uint16_t tag;         /* attachment tag carried in handle ids */
+	pthread_mutex_t sock_mu; /* one request/reply at a time on sock */
+	struct client_ext *ext;
+};
+/* Handle id: tag(16) | gen(32) | index(16). */
+static inline uint64_t shmmap__handle_id(uint16_t tag, uint32_t gen, uint32_t idx)
+{
+	return ((uint64_t)tag << 48) | ((uint64_t)gen << 16) | (idx & 0xffffu);
+}
+/* Resolve a handle to a validated view, or a negative errno. */
+int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v);
+void shmmap__op_ctx(shmmap *sm, const struct map_view *v, struct op_ctx *o);
+/* One request/reply round trip with the coordinator (proto.h messages). */
+struct proto_msg;
+int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *rep);
+
+/* ---- check.c ---- */
+struct check_report {
+	uint64_t entries, bytes, blocks_used, leaked, maps, errors;
+	/* Called once per problem found; may be NULL. */
+	void (*problem)(void *arg, const char *what);
+	void *arg;
+};
+int shmmap__check(const struct seg *s, const struct seg_geom *g, struct check_report *r);
+
+#endif /* SHMMAP_INTERNAL_H */

@@ -1,0 +1,124 @@
+/*
+ * lock.c - cross-process futex locks that survive the death of their owner.
+ *
+ * A lock word is 0 when free, else the owner id (client slot + 1, or
+ * LOCK_OWNER_COORD) with LOCK_WAITERS set when someone may be asleep on it.
+ * The futex calls are the shared (non-PRIVATE) ones: the word lives in a
+ * MAP_SHARED mapping that other processes map at other addresses.
+ *
+ * Algorithm (Drepper's "mutex 2", with an owner instead of 1):
+ *   lock:   CAS 0 -> me.  Contended: set LOCK_WAITERS and FUTEX_WAIT with
+ *           a timeout.  Whoever takes the lock after sleeping takes it with
+ *           LOCK_WAITERS set, so that its unlock wakes the next sleeper.
+ *   unlock: exchange 0; if LOCK_WAITERS was set, FUTEX_WAKE one.
+ * Dead owners: a sleeper wakes up every LOCK_SLICE_NS and checks whether
+ * the owner is still alive (its slot is LIVE, its pid exists and has the
+ * recorded start time).  If not, it takes the lock over with a CAS from the
+ * exact word it saw (so exactly one taker wins) and tells its caller, who
+ * must repair what the lock guards.  A waiter never sleeps forever.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define LOCK_SPIN 64
+#define LOCK_SLICE_NS (20 * 1000 * 1000) /* 20 ms between liveness checks */
+
+static long futex(_Atomic uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
+{
+	return syscall(SYS_futex, (uint32_t *)uaddr, op, val, ts, NULL, 0);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+static bool pid_alive(uint32_t pid, uint64_t start_time)
+{
+	if (pid == 0)
+		return false;
+	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+		return false;
+	if (start_time != 0) {
+		uint64_t now;
+		/* A pid that exists with another start time was reused. */
+		if (shmmap__proc_start_time((pid_t)pid, &now) == 0 && now != start_time)
+			return false;
+	}
+	return true;
+}
+
+bool shmmap__owner_alive(const struct lock_ctx *c, uint32_t owner)
+{
+	if (owner == c->owner)
+		return true; /* another thread of this very process */
+	if (owner == LOCK_OWNER_COORD) {
+		uint32_t pid = atomic_load(&seg_hdr(c->s)->coord_pid);
+		return pid_alive(pid, 0);
+	}
+	if (owner == 0 || owner > c->g->max_clients)
+		return false; /* not a valid owner: garbage in a lock word */
+	const struct seg_slot *sl = seg_slot(c->s, c->g, owner - 1);
+	if (atomic_load_explicit(&sl->state, memory_order_acquire) != SLOT_LIVE)
+		return false;
+	return pid_alive(sl->pid, sl->start_time);
+}
+
+int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits)
+{
+	const uint32_t me = c->owner;
+	uint32_t v = 0;
+	if (atomic_compare_exchange_strong_explicit(w, &v, me, memory_order_acquire,
+						    memory_order_relaxed))
+		return 0;
+	for (int i = 0; i < LOCK_SPIN; i++) {
+		cpu_relax();
+		v = atomic_load_explicit(w, memory_order_relaxed);
+		if (v == 0 && atomic_compare_exchange_weak_explicit(
+				      w, &v, me, memory_order_acquire, memory_order_relaxed))
+			return 0;
+	}
+	if (waits)
+		atomic_fetch_add_explicit((_Atomic uint64_t *)waits, 1, memory_order_relaxed);
+	for (;;) {
+		v = atomic_load_explicit(w, memory_order_relaxed);
+		if (v == 0) {
+			if (atomic_compare_exchange_weak_explicit(w, &v, me | LOCK_WAITERS,
+								  memory_order_acquire,
+								  memory_order_relaxed))
+				return 0;
+			continue;
+		}
+		if (!(v & LOCK_WAITERS)) {
+			if (!atomic_compare_exchange_weak_explicit(w, &v, v | LOCK_WAITERS,
+								   memory_order_relaxed,
+								   memory_order_relaxed))
+				continue;
+			v |= LOCK_WAITERS;
+		}
+		struct timespec ts = {0, LOCK_SLICE_NS};
+		long r = futex(w, FUTEX_WAIT, v, &ts);
+		if (r < 0 && errno == ETIMEDOUT && !shmmap__owner_alive(c, v & LOCK_OWNER_MASK)) {
+			/* Take over from the dead owner: only the CAS winner does. */
+			if (atomic_compare_exchange_strong_explicit(w, &v, me | LOCK_WAITERS,
+								    memory_order_acquire,
+								    memory_order_relaxed))
+				return 1;
+		}
+	}
+}
+
+void shmmap__unlock(_Atomic uint32_t *w)
+{
+	uint32_t v = atomic_exchange_explicit(w, 0, memory_order_release);
+	if (v & LOCK_WAITERS)
+		futex(w, FUTEX_WAKE, 1, NULL);
+}

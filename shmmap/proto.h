@@ -1,0 +1,90 @@
+/*
+ * proto.h - the attach protocol between clients and the coordinator.
+ *
+ * SOCK_SEQPACKET over a Unix socket: one datagram-like record per message,
+ * at most PROTO_MAX_MSG bytes.  Every message is a 16-byte header
+ *     magic u32 | version u16 | type u16 | body length u32 | seq u32
+ * (little-endian) and a body whose length is exact for its type.  WELCOME
+ * carries the segment's file descriptor (SCM_RIGHTS).  Requests are
+ * answered in order; seq echoes the request's.
+ *
+ *   HELLO   c->s  pid u32, flags u32                  -> WELCOME | ERROR
+ *   WELCOME s->c  slot u32, flags u32, slot_gen u64, size u64, base u64,
+ *                 shm name (u16 length + bytes)       + fd
+ *   OPEN    c->s  flags u32, name (u16 length + bytes) -> OPENED | ERROR
+ *   OPENED  s->c  index u32, gen u32
+ *   DROP    c->s  flags u32, name                     -> OK | ERROR
+ *   STATS   c->s  (empty)                             -> STATS_REPLY
+ *   STATS_REPLY   pid u32, clients u32, maps u32, pad u32, uptime_ms u64,
+ *                 coord_gen u64
+ *   BYE     c->s  (empty)                             -> (connection closed)
+ *   OK      s->c  (empty)
+ *   ERROR   s->c  err i32 (a negative errno / SHMMAP_E* code)
+ */
+#ifndef SHMMAP_PROTO_H
+#define SHMMAP_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_MAGIC 0x504d4853u /* "SHMP" little-endian */
+#define PROTO_VERSION 1u
+#define PROTO_HDR 16u
+#define PROTO_MAX_MSG 512u
+#define PROTO_NAME_MAX 255u
+
+enum proto_type {
+	MSG_HELLO = 1,
+	MSG_WELCOME,
+	MSG_OPEN,
+	MSG_OPENED,
+	MSG_DROP,
+	MSG_STATS,
+	MSG_STATS_REPLY,
+	MSG_BYE,
+	MSG_OK,
+	MSG_ERROR,
+	MSG_TYPE_MAX = MSG_ERROR
+};
+
+#define HELLO_F_RDONLY 0x1u /* ask for read-only access */
+
+struct proto_msg {
+	uint16_t type;
+	uint32_t seq;
+	union {
+		struct { uint32_t pid, flags; } hello;
+		struct {
+			uint32_t slot, flags;
+			uint64_t slot_gen, size, base;
+			char shm_name[PROTO_NAME_MAX + 1];
+		} welcome;
+		struct { uint32_t flags; char name[PROTO_NAME_MAX + 1]; } open; /* OPEN, DROP */
+		struct { uint32_t index, gen; } opened;
+		struct {
+			uint32_t pid, clients, maps;
+			uint64_t uptime_ms, coord_gen;
+		} stats;
+		struct { int32_t err; } error;
+	} u;
+};
+
+/* Encode m into buf; returns the length (<= cap) or -EINVAL (bad type or
+ * field, e.g. a name too long) / -ENOBUFS (cap too small). */
+int shmmap__proto_encode(const struct proto_msg *m, void *buf, size_t cap);
+
+/* Decode exactly len bytes of buf into m.  A pure function: returns 0, or
+ * -EBADMSG (truncated, trailing bytes, bad lengths, a name with a NUL or
+ * an over-long one), -EPROTO (bad magic or unknown type) or
+ * -SHMMAP_EVERSION (another protocol version). */
+int shmmap__proto_decode(const void *buf, size_t len, struct proto_msg *m);
+
+
+/* Socket I/O of whole messages (blocking or not, as the socket is).
+ * send: fd_pass >= 0 is passed with SCM_RIGHTS.  Returns 0 or -errno.
+ * recv: returns 0, -EAGAIN, -ECONNRESET at EOF, or a decode error;
+ * *fd_out (if not NULL) receives a passed descriptor or -1; any
+ * descriptor the caller did not ask for is closed. */
+int shmmap__proto_send(int sock, const struct proto_msg *m, int fd_pass);
+int shmmap__proto_recv(int sock, struct proto_msg *m, int *fd_out);
+#endif /* SHMMAP_PROTO_H */

@@ -1,0 +1,605 @@
+/*
+ * table.c - one named map: a bucket array of entry offsets, chained
+ * entries, and lock stripes (see struct seg_stripe in internal.h).
+ *
+ * Writers (put, del, incr) take the stripe lock of the key's bucket.
+ * Readers (get) take no lock: they use the stripe's seqlock.
+ *
+ * Publication order (crash safety): an entry is written completely, then
+ * linked with one aligned 8-byte release store (into a bucket head or the
+ * predecessor's next).  Unlinking is one store too.  A process killed
+ * between any two instructions leaves every chain walkable; the worst it
+ * leaves is a block that is allocated but unreachable (see check.c).
+ *
+ * Seqlock (Boehm 2012, the C11 form that is actually correct):
+ *   writer (holding the stripe lock), around any change that makes an entry
+ *   unreachable or reachable in place of another:
+ *       seq = s + 1 (relaxed); fence(release); ...changes...; seq = s + 2 (release)
+ *   reader:
+ *       s1 = seq (acquire); if odd retry; walk and copy out;
+ *       fence(acquire); s2 = seq (relaxed); if s1 != s2 retry
+ *   An insertion at the head of a chain needs no seq change: a reader sees
+ *   the chain with or without the new, fully written entry.
+ *   An unlinked entry is freed only after the seq change, so a reader that
+ *   might still hold it always retries.  Every offset and length read
+ *   during a walk is validated before use (it may be torn garbage), walks
+ *   are bounded, and a reader that keeps failing falls back to taking the
+ *   stripe lock, which also repairs the stripe of a dead writer.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "internal.h"
+
+#define READ_TRIES 256
+
+#define RELAXED(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+uint64_t shmmap__hash(const struct seg_geom *g, const void *key, size_t klen)
+{
+	return XXH3_64bits_withSeed(key, klen, g->hash_seed);
+}
+
+/* ---- maps ---- */
+
+static uint64_t table_bytes(const struct map_params *p)
+{
+	return (uint64_t)p->nstripes * sizeof(struct seg_stripe) + (uint64_t)p->nbuckets * 8;
+}
+
+int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		       uint32_t idx, const char *name, const struct map_params *p)
+{
+	if (idx >= g->max_maps || !p->nbuckets || (p->nbuckets & (p->nbuckets - 1)) ||
+	    !p->nstripes || (p->nstripes & (p->nstripes - 1)) || p->nstripes > p->nbuckets ||
+	    strlen(name) == 0 || strlen(name) > SHMMAP_NAME_MAX)
+		return -EINVAL;
+	struct seg_mapdir *d = seg_dir(s, g, idx);
+	if (atomic_load(&d->state) != MAP_FREE)
+		return -EBUSY;
+	uint64_t pages = (table_bytes(p) + SEG_PAGE - 1) / SEG_PAGE, off;
+	if (d->stripes_off && d->nbuckets == p->nbuckets && d->nstripes == p->nstripes) {
+		/* The emptied table of a dropped map: reuse it as it is (its
+		 * lock words may still be touched by stale clients). */
+		off = d->stripes_off;
+	} else {
+		if (pages > g->npages)
+			return -ENOSPC;
+		uint32_t first = shmmap__alloc_pages(s, g, c, (uint32_t)pages);
+		if (!first)
+			return -ENOSPC;
+		off = seg_page_off(g, first - 1);
+		memset(seg_ptr(s, off), 0, pages * SEG_PAGE);
+		d->table_pages = first - 1;
+	}
+	atomic_store(&d->state, MAP_INIT);
+	memset(d->name, 0, sizeof d->name);
+	memcpy(d->name, name, strlen(name));
+	d->stripes_off = off;
+	d->buckets_off = off + (uint64_t)p->nstripes * sizeof(struct seg_stripe);
+	d->nbuckets = p->nbuckets;
+	d->nstripes = p->nstripes;
+	d->key_max = p->key_max;
+	d->val_max = p->val_max;
+	d->created_ns = shmmap__now_ns();
+	/* Zero every client's counters row for this map. */
+	for (uint32_t i = 0; i < g->max_clients; i++)
+		memset(seg_ctr(s, g, i, idx), 0, sizeof(struct seg_counters));
+	atomic_fetch_add(&d->gen, 1);
+	/* Publish: everything above is visible to whoever sees MAP_LIVE. */
+	atomic_store_explicit(&d->state, MAP_LIVE, memory_order_release);
+	return 0;
+}
+
+int shmmap__map_view(const struct seg *s, const struct seg_geom *g, uint32_t idx,
+		     struct map_view *v)
+{
+	if (idx >= g->max_maps)
+		return -EINVAL;
+	const struct seg_mapdir *d = seg_dir(s, g, idx);
+	if (atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) != MAP_LIVE)
+		return -ENOENT;
+	struct map_view w = {
+		.idx = idx,
+		.gen = atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed),
+		.nbuckets = d->nbuckets, .nstripes = d->nstripes,
+		.key_max = d->key_max, .val_max = d->val_max,
+	};
+	/* The directory is trusted no more than any other shared byte. */
+	if (!w.nbuckets || (w.nbuckets & (w.nbuckets - 1)) || !w.nstripes ||
+	    (w.nstripes & (w.nstripes - 1)) || w.nstripes > w.nbuckets || !w.key_max ||
+	    !seg_ok(s, d->buckets_off, (uint64_t)w.nbuckets * 8, 8) ||
+	    !seg_ok(s, d->stripes_off, (uint64_t)w.nstripes * sizeof(struct seg_stripe), 64) ||
+	    d->buckets_off < g->heap_off || d->stripes_off < g->heap_off)
+		return -SHMMAP_ECORRUPT;
+	w.buckets = seg_ptr(s, d->buckets_off);
+	w.stripes = seg_ptr(s, d->stripes_off);
+	*v = w;
+	return 0;
+}
+
+/* ---- entries ---- */
+
+/* A validated copy of an entry's header fields. */
+struct ent {
+	const struct seg_entry *e;
+	uint64_t next, hash, expire_ms;
+	uint32_t klen, vlen;
+};
+
+static bool ent_load(const struct seg *s, const struct map_view *v, uint64_t off, struct ent *o)
+{
+	if (!seg_ok(s, off, sizeof(struct seg_entry), SEG_ALIGN))
+		return false;
+	const struct seg_entry *e = seg_ptr(s, off);
+	o->e = e;
+	o->klen = RELAXED(e->klen);
+	o->vlen = RELAXED(e->vlen);
+	if (o->klen == 0 || o->klen > v->key_max || o->vlen > v->val_max ||
+	    !seg_ok(s, off, sizeof *e + (uint64_t)o->klen + o->vlen, SEG_ALIGN))
+		return false;
+	o->hash = RELAXED(e->hash);
+	o->expire_ms = RELAXED(e->expire_ms);
+	o->next = atomic_load_explicit(&((struct seg_entry *)e)->next, memory_order_acquire);
+	return true;
+}
+
+const struct seg_entry *shmmap__entry_at(const struct seg *s, const struct map_view *v,
+					 uint64_t off)
+{
+	struct ent en;
+	return ent_load(s, v, off, &en) ? en.e : NULL;
+}
+
+static bool expired(uint64_t expire_ms, uint64_t *now)
+{
+	if (expire_ms == 0)
+		return false;
+	if (*now == 0)
+		*now = shmmap__now_ms();
+	return expire_ms <= *now;
+}
+
+enum walk { W_FOUND, W_ABSENT, W_EXPIRED, W_TORN };
+
+/*
+ * Find key in bucket b.  On W_FOUND/W_EXPIRED *link points at the link that
+ * holds the entry's offset (bucket head or predecessor's next), *found at
+ * the validated entry.  Used by readers (racing) and writers (locked).
+ */
+static enum walk walk(const struct seg *s, const struct map_view *v, uint32_t b, uint64_t h,
+		      const void *key, size_t klen, _Atomic uint64_t **link, struct ent *found,
+		      uint64_t *now)
+{
+	_Atomic uint64_t *l = &v->buckets[b];
+	uint64_t off = atomic_load_explicit(l, memory_order_acquire);
+	for (uint32_t steps = 0; off; steps++) {
+		if (steps >= SEG_CHAIN_MAX || !ent_load(s, v, off, found))
+			return W_TORN;
+		if (found->hash == h && found->klen == klen &&
+		    memcmp(found->e->data, key, klen) == 0) {
+			if (link)
+				*link = l;
+			return expired(found->expire_ms, now) ? W_EXPIRED : W_FOUND;
+		}
+		l = (_Atomic uint64_t *)&found->e->next;
+		off = found->next;
+	}
+	return W_ABSENT;
+}
+
+static inline struct seg_stripe *stripe_of(const struct map_view *v, uint32_t b)
+{
+	return &v->stripes[b & (v->nstripes - 1)];
+}
+
+static void seq_begin(struct seg_stripe *st)
+{
+	uint32_t q = atomic_load_explicit(&st->seq, memory_order_relaxed);
+	atomic_store_explicit(&st->seq, q + 1, memory_order_relaxed);
+	/* Orders the odd seq before the changes below (pairs with the
+	 * reader's acquire fence before it reloads seq). */
+	atomic_thread_fence(memory_order_release);
+}
+
+static void seq_end(struct seg_stripe *st)
+{
+	uint32_t q = atomic_load_explicit(&st->seq, memory_order_relaxed);
+	/* Release: the changes are visible to whoever reads the even seq. */
+	atomic_store_explicit(&st->seq, q + 1, memory_order_release);
+}
+
+void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uint32_t stripe)
+{
+	struct seg_stripe *st = &v->stripes[stripe];
+	uint32_t q = atomic_load(&st->seq);
+	if (q & 1)
+		atomic_store_explicit(&st->seq, q + 1, memory_order_release);
+	/* Recount, and cut any chain at a link that does not validate (a
+	 * dead writer cannot leave one, a scribbler can). */
+	uint64_t entries = 0, bytes = 0;
+	for (uint32_t b = stripe; b < v->nbuckets; b += v->nstripes) {
+		_Atomic uint64_t *l = &v->buckets[b];
+		uint64_t off = atomic_load(l);
+		struct ent en;
+		for (uint32_t steps = 0; off; steps++) {
+			if (steps >= SEG_CHAIN_MAX || !ent_load(o->s, v, off, &en)) {
+				seq_begin(st);
+				atomic_store_explicit(l, 0, memory_order_release);
+				seq_end(st);
+				break;
+			}
+			entries++;
+			bytes += en.klen + en.vlen;
+			l = (_Atomic uint64_t *)&en.e->next;
+			off = en.next;
+		}
+	}
+	st->entries = entries;
+	st->bytes = bytes;
+}
+
+static void stripe_lock(const struct op_ctx *o, const struct map_view *v, uint32_t b)
+{
+	struct seg_stripe *st = stripe_of(v, b);
+	if (shmmap__lock(&st->lock, &o->lk, (uint64_t *)&st->lock_waits) == 1)
+		shmmap__stripe_repair(o, v, b & (v->nstripes - 1));
+}
+
+/* Still the map the view was made for?  Checked under the stripe lock, so
+ * a writer never links into a map that is being dropped. */
+static bool view_current(const struct op_ctx *o, const struct map_view *v)
+{
+	const struct seg_mapdir *d = seg_dir(o->s, o->g, v->idx);
+	return atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) ==
+		       MAP_LIVE &&
+	       atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) == v->gen;
+}
+
+static inline void count(_Atomic uint64_t *c)
+{
+	/* Only this process writes its counters row: no shared hot line. */
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+	if (klen == 0 || klen > v->key_max)
+		return klen ? -E2BIG : -EINVAL;
+	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
+	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
+	struct seg_stripe *st = stripe_of(v, b);
+	struct ent en;
+	enum walk w = W_TORN;
+	bool locked = false;
+	for (int tries = 0;; tries++) {
+		if (tries >= READ_TRIES && !locked) {
+			if (o->s->rdonly) {
+				/* Cannot lock a read-only mapping: yield and keep trying
+				 * (a dead writer's stripe is repaired by the coordinator),
+				 * within a bound. */
+				if (tries > READ_TRIES * 64)
+					return -EAGAIN;
+				sched_yield();
+			} else {
+				stripe_lock(o, v, b);
+				locked = true;
+			}
+		}
+		uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
+		if ((s1 & 1) && !locked)
+			continue;
+		w = walk(o->s, v, b, h, key, klen, NULL, &en, &now);
+		if (w == W_FOUND && en.vlen <= cap && en.vlen)
+			memcpy(buf, en.e->data + en.klen, en.vlen);
+		if (locked)
+			break;
+		/* Orders the copies above before the re-read of seq. */
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&st->seq, memory_order_relaxed) == s1)
+			break;
+	}
+	if (locked)
+		shmmap__unlock(&st->lock);
+	if (w == W_TORN)
+		return -SHMMAP_ECORRUPT; /* stable and still invalid */
+	if (w != W_FOUND) {
+		if (o->ctr) {
+			count(&o->ctr->misses);
+			if (w == W_EXPIRED)
+				count(&o->ctr->expired);
+		}
+		return -ENOENT;
+	}
+	if (o->ctr)
+		count(&o->ctr->hits);
+	if (vlen)
+		*vlen = en.vlen;
+	return en.vlen > cap ? -ENOBUFS : 0;
+}
+
+/* Fill a freshly allocated entry (not yet reachable: plain stores). */
+static void ent_fill(const struct op_ctx *o, uint64_t off, uint64_t h, const void *key,
+		     uint32_t klen, const void *val, uint32_t vlen, uint64_t expire_ms)
+{
+	struct seg_entry *e = seg_ptr(o->s, off);
+	atomic_store_explicit(&e->next, 0, memory_order_relaxed);
+	e->hash = h;
+	e->expire_ms = expire_ms;
+	e->klen = klen;
+	e->vlen = vlen;
+	memcpy(e->data, key, klen);
+	if (vlen)
+		memcpy(e->data + klen, val, vlen);
+}
+
+static void intent_set(const struct op_ctx *o, uint32_t op, uint32_t map, uint32_t stripe,
+		       uint64_t a, uint64_t b)
+{
+	struct seg_intent *in = o->intent;
+	if (!in)
+		return;
+	in->map = map;
+	in->stripe = stripe;
+	atomic_store_explicit(&in->a, a, memory_order_relaxed);
+	atomic_store_explicit(&in->b, b, memory_order_relaxed);
+	atomic_store_explicit(&in->op, op, memory_order_release);
+}
+
+static void intent_clear(const struct op_ctx *o)
+{
+	if (o->intent)
+		atomic_store_explicit(&o->intent->op, INTENT_NONE, memory_order_release);
+}
+
+/*
+ * Under the stripe lock: make the entry at new_off take the place of the
+ * found one (link != NULL) or go at the head of bucket b.  Returns the
+ * offset of the entry replaced (to free after unlocking), or 0.
+ */
+static uint64_t link_entry(const struct op_ctx *o, const struct map_view *v, uint32_t b,
+			   _Atomic uint64_t *link, const struct ent *old, uint64_t new_off)
+{
+	struct seg_stripe *st = stripe_of(v, b);
+	struct seg_entry *ne = seg_ptr(o->s, new_off);
+	uint64_t old_off = 0;
+	if (link) {
+		old_off = atomic_load_explicit(link, memory_order_relaxed);
+		intent_set(o, INTENT_LINK, v->idx, b & (v->nstripes - 1), new_off, old_off);
+		atomic_store_explicit(&ne->next, old->next, memory_order_relaxed);
+		seq_begin(st);
+		/* Release: the new entry is complete before it is reachable. */
+		atomic_store_explicit(link, new_off, memory_order_release);
+		seq_end(st);
+		st->bytes += (uint64_t)ne->klen + ne->vlen - old->klen - old->vlen;
+	} else {
+		intent_set(o, INTENT_LINK, v->idx, b & (v->nstripes - 1), new_off, 0);
+		_Atomic uint64_t *head = &v->buckets[b];
+		atomic_store_explicit(&ne->next, atomic_load_explicit(head, memory_order_relaxed),
+				      memory_order_relaxed);
+		atomic_store_explicit(head, new_off, memory_order_release);
+		st->entries++;
+		st->bytes += (uint64_t)ne->klen + ne->vlen;
+	}
+	return old_off;
+}
+
+static int check_key(const struct op_ctx *o, const struct map_view *v, size_t klen)
+{
+	if (o->s->rdonly)
+		return -EPERM;
+	if (klen == 0)
+		return -EINVAL;
+	return klen > v->key_max ? -E2BIG : 0;
+}
+
+int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags)
+{
+	int rc = check_key(o, v, klen);
+	if (rc < 0)
+		return rc;
+	if (vlen > v->val_max)
+		return -E2BIG;
+	if ((flags & ~(SHMMAP_NX | SHMMAP_XX)) || flags == (SHMMAP_NX | SHMMAP_XX))
+		return -EINVAL;
+	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
+	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
+	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
+	/* Allocate and fill before taking the stripe lock: short critical section. */
+	uint64_t off = shmmap__alloc(o->s, o->g, &o->lk, sizeof(struct seg_entry) + klen + vlen);
+	if (!off)
+		return -ENOSPC;
+	ent_fill(o, off, h, key, (uint32_t)klen, val, (uint32_t)vlen, expire);
+
+	struct seg_stripe *st = stripe_of(v, b);
+	stripe_lock(o, v, b);
+	_Atomic uint64_t *link = NULL;
+	struct ent old;
+	enum walk w = view_current(o, v) ? walk(o->s, v, b, h, key, klen, &link, &old, &now)
+					 : W_TORN;
+	uint64_t to_free = off;
+	if (w == W_TORN)
+		rc = view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
+	else if (w == W_FOUND && (flags & SHMMAP_NX))
+		rc = -EEXIST;
+	else if (w != W_FOUND && (flags & SHMMAP_XX))
+		rc = -ENOENT;
+	else {
+		/* An expired entry is replaced in place: it counts as absent. */
+		to_free = link_entry(o, v, b, w == W_ABSENT ? NULL : link, &old, off);
+	}
+	shmmap__unlock(&st->lock);
+	if (to_free)
+		shmmap__free(o->s, o->g, &o->lk, to_free);
+	intent_clear(o);
+	if (rc == 0 && o->ctr)
+		count(&o->ctr->puts);
+	return rc;
+}
+
+int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen)
+{
+	int rc = check_key(o, v, klen);
+	if (rc < 0)
+		return rc;
+	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
+	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
+	struct seg_stripe *st = stripe_of(v, b);
+	stripe_lock(o, v, b);
+	_Atomic uint64_t *link = NULL;
+	struct ent old;
+	enum walk w = view_current(o, v) ? walk(o->s, v, b, h, key, klen, &link, &old, &now)
+					 : W_TORN;
+	uint64_t to_free = 0;
+	if (w == W_FOUND || w == W_EXPIRED) {
+		to_free = atomic_load_explicit(link, memory_order_relaxed);
+		intent_set(o, INTENT_UNLINK, v->idx, b & (v->nstripes - 1), 0, to_free);
+		seq_begin(st);
+		atomic_store_explicit(link, old.next, memory_order_release);
+		seq_end(st);
+		st->entries--;
+		st->bytes -= (uint64_t)old.klen + old.vlen;
+	}
+	shmmap__unlock(&st->lock);
+	if (to_free)
+		shmmap__free(o->s, o->g, &o->lk, to_free);
+	intent_clear(o);
+	if (w == W_FOUND) {
+		if (o->ctr)
+			count(&o->ctr->dels);
+		return 0;
+	}
+	if (w == W_TORN)
+		return view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
+	return -ENOENT;
+}
+
+/* Parse the decimal integer a value holds: optional '-', 1..19 digits. */
+static int parse_i64(const unsigned char *p, uint32_t n, int64_t *out)
+{
+	bool neg = n > 0 && p[0] == '-';
+	uint32_t i = neg ? 1 : 0;
+	if (n - i == 0 || n - i > 19)
+		return -EINVAL;
+	uint64_t mag = 0;
+	for (; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return -EINVAL;
+		mag = mag * 10 + (uint64_t)(p[i] - '0');
+	}
+	if (neg ? mag > (uint64_t)INT64_MAX + 1 : mag > (uint64_t)INT64_MAX)
+		return -EINVAL;
+	*out = neg ? (int64_t)(0 - mag) : (int64_t)mag;
+	return 0;
+}
+
+int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const void *key,
+		     size_t klen, int64_t delta, int64_t *out)
+{
+	int rc = check_key(o, v, klen);
+	if (rc < 0)
+		return rc;
+	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
+	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
+	struct seg_stripe *st = stripe_of(v, b);
+	stripe_lock(o, v, b);
+	_Atomic uint64_t *link = NULL;
+	struct ent old;
+	enum walk w = view_current(o, v) ? walk(o->s, v, b, h, key, klen, &link, &old, &now)
+					 : W_TORN;
+	uint64_t to_free = 0, off = 0, expire = 0;
+	int64_t cur = 0, sum = 0;
+	char digits[24];
+	int n = 0;
+	if (w == W_TORN) {
+		rc = view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
+		goto out;
+	}
+	if (w == W_FOUND) {
+		rc = parse_i64(old.e->data + old.klen, old.vlen, &cur);
+		if (rc < 0)
+			goto out;
+		expire = old.expire_ms;
+	}
+	if (__builtin_add_overflow(cur, delta, &sum)) {
+		rc = -ERANGE;
+		goto out;
+	}
+	n = snprintf(digits, sizeof digits, "%" PRId64, sum);
+	if ((uint32_t)n > v->val_max) {
+		rc = -E2BIG;
+		goto out;
+	}
+	/* Allocating under the stripe lock is allowed (stripe -> class -> pool). */
+	off = shmmap__alloc(o->s, o->g, &o->lk, sizeof(struct seg_entry) + klen + (size_t)n);
+	if (!off) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	ent_fill(o, off, h, key, (uint32_t)klen, digits, (uint32_t)n, expire);
+	to_free = link_entry(o, v, b, w == W_ABSENT ? NULL : link, &old, off);
+out:
+	shmmap__unlock(&st->lock);
+	if (to_free)
+		shmmap__free(o->s, o->g, &o->lk, to_free);
+	intent_clear(o);
+	if (rc == 0) {
+		if (o->ctr)
+			count(&o->ctr->incrs);
+		if (out)
+			*out = sum;
+	}
+	return rc;
+}
+
+/*
+ * Drop map idx (coordinator only).  The generation moves first, so every
+ * handle fails with -ESTALE from then on and a writer that already holds a
+ * stripe lock sees it (view_current) before linking.  Then each stripe is
+ * emptied under its lock with a seq change, so a racing reader retries.
+ * The table's pages stay with the directory entry: a stale client may
+ * still touch its lock words, so they are reused only by the next map
+ * created at this index (same geometry), never handed to the allocator.
+ */
+void shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			 uint32_t idx)
+{
+	struct map_view v;
+	if (shmmap__map_view(s, g, idx, &v) < 0)
+		return;
+	struct seg_mapdir *d = seg_dir(s, g, idx);
+	atomic_store(&d->state, MAP_INIT);
+	atomic_fetch_add(&d->gen, 1);
+	struct op_ctx o = {.s = s, .g = g, .lk = *c};
+	for (uint32_t st = 0; st < v.nstripes; st++) {
+		struct seg_stripe *sp = &v.stripes[st];
+		if (shmmap__lock(&sp->lock, c, NULL) == 1)
+			shmmap__stripe_repair(&o, &v, st);
+		for (uint32_t b = st; b < v.nbuckets; b += v.nstripes) {
+			uint64_t off = atomic_load(&v.buckets[b]);
+			seq_begin(sp);
+			atomic_store_explicit(&v.buckets[b], 0, memory_order_release);
+			seq_end(sp);
+			struct ent en;
+			for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
+				if (!ent_load(s, &v, off, &en))
+					break;
+				shmmap__free(s, g, c, off);
+				off = en.next;
+			}
+		}
+		sp->entries = 0;
+		sp->bytes = 0;
+		shmmap__unlock(&sp->lock);
+	}
+	atomic_store_explicit(&d->state, MAP_FREE, memory_order_release);
+}
