@@ -1,0 +1,659 @@
+/*
+ * conf.c - the coordinator's configuration: defaults, the INI loader (on the
+ * system inih) and the size/number parsers.  conf/shmmap.ini documents every
+ * key.
+ *
+ * Invariants:
+ *   - shmmap__conf_load() changes *c only on success: it works on a copy,
+ *     applies every check (per key, then cross-field, then $SHMMAP_SOCKET)
+ *     and copies the result back at the end.
+ *   - Every error is a negative errno plus one message in err (the first
+ *     error wins): "PATH:LINE: section.key: why" for a bad value,
+ *     "PATH:LINE: why" for a bad line, "PATH: why" for an unreadable file.
+ *     Nothing here prints, exits, aborts or touches global state (inih's
+ *     runtime-option globals are left alone); no allocation.
+ *   - Lines reach inih only through conf_reader(), which counts them (so the
+ *     handler knows its line: Debian's inih has no INI_HANDLER_LINENO) and
+ *     refuses what inih would silently get wrong:
+ *       * a line longer than CONF_LINE_MAX bytes (inih's fgets-style buffer
+ *         is INI_MAX_LINE = 200 bytes; the rest of a longer line would be
+ *         parsed as a line of its own);
+ *       * a NUL byte (inih would cut the line there);
+ *       * an unknown [section] (inih does not tell the handler about
+ *         section lines, so an empty unknown section would pass).
+ *     It strips the line terminator, a UTF-8 BOM on line 1 and leading
+ *     whitespace, so inih's multi-line continuation (an indented line
+ *     continues the previous value) never applies: indentation is ignored
+ *     and every key = value pair stands on its own line.
+ *   - Values as inih hands them: trimmed, with an inline comment removed
+ *     only when it starts with ';' after whitespace (Debian's inih
+ *     default); '#' starts a comment only at the start of a line.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+
+#include "conf.h"
+#include "internal.h"
+
+#define KIB (UINT64_C(1) << 10)
+#define MIB (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
+#define TIB (UINT64_C(1) << 40)
+
+/* Longest line accepted, terminator excluded (inih's buffer is 200 bytes). */
+#define CONF_LINE_MAX 199
+/* x86-64 user space with 4-level page tables ends at 2^47 - 4 KiB. */
+#define CONF_USER_END UINT64_C(0x7ffffffff000)
+#define CONF_BASE_ALIGN ((uint64_t)SEG_PAGE)
+#define CONF_SHM_NAME_MAX 255
+
+_Static_assert(SEG_PAGE == 64u * 1024u, "conf/shmmap.ini documents a 64 KiB base alignment");
+_Static_assert(SEG_MAX_CLIENTS_LIMIT == 4096u && SEG_MAX_MAPS_LIMIT == 4096u,
+	       "conf/shmmap.ini documents max_clients/max_maps <= 4096");
+_Static_assert(sizeof(((struct shmmap_conf *)0)->segment.name) == CONF_SHM_NAME_MAX + 1,
+	       "segment.name holds a 255-byte name");
+
+enum conf_kind {
+	KIND_NAME, /* POSIX shm name */
+	KIND_SIZE, /* size with K/M/G/T suffix */
+	KIND_ADDR, /* address: 0x hex or decimal */
+	KIND_MODE, /* octal file mode */
+	KIND_UINT, /* decimal number */
+	KIND_POW2, /* decimal power of two */
+	KIND_PATH, /* socket path */
+};
+
+enum conf_key_id {
+	K_SEG_NAME,
+	K_SEG_SIZE,
+	K_SEG_BASE,
+	K_SEG_MODE,
+	K_SEG_MAX_CLIENTS,
+	K_SEG_MAX_MAPS,
+	K_SRV_SOCKET,
+	K_SRV_SOCKET_MODE,
+	K_MAP_KEY_MAX,
+	K_MAP_VALUE_MAX,
+	K_MAP_BUCKETS,
+	K_MAP_STRIPES,
+	K_COUNT
+};
+
+struct conf_key {
+	const char *section;
+	const char *name;
+	enum conf_kind kind;
+	uint64_t min, max; /* inclusive, for sizes and numbers */
+};
+
+static const struct conf_key conf_keys[K_COUNT] = {
+	[K_SEG_NAME] = { "segment", "name", KIND_NAME, 0, 0 },
+	[K_SEG_SIZE] = { "segment", "size", KIND_SIZE, MIB, TIB },
+	[K_SEG_BASE] = { "segment", "base", KIND_ADDR, 0, 0 },
+	[K_SEG_MODE] = { "segment", "mode", KIND_MODE, 0, 0777 },
+	[K_SEG_MAX_CLIENTS] = { "segment", "max_clients", KIND_UINT, 1, SEG_MAX_CLIENTS_LIMIT },
+	[K_SEG_MAX_MAPS] = { "segment", "max_maps", KIND_UINT, 1, SEG_MAX_MAPS_LIMIT },
+	[K_SRV_SOCKET] = { "server", "socket", KIND_PATH, 0, 0 },
+	[K_SRV_SOCKET_MODE] = { "server", "socket_mode", KIND_MODE, 0, 0777 },
+	[K_MAP_KEY_MAX] = { "map", "key_max", KIND_UINT, 1, 65535 },
+	[K_MAP_VALUE_MAX] = { "map", "value_max", KIND_SIZE, 0, GIB },
+	[K_MAP_BUCKETS] = { "map", "buckets", KIND_POW2, 1, UINT64_C(1) << 26 },
+	[K_MAP_STRIPES] = { "map", "stripes", KIND_POW2, 1, 65536 },
+};
+
+static const char *const conf_sections[] = { "segment", "server", "map" };
+
+struct conf_ctx {
+	FILE *fp;
+	const char *path;
+	struct shmmap_conf conf;  /* working copy, committed on success */
+	unsigned lineno;          /* line last handed to inih, from 1 */
+	unsigned set_on[K_COUNT]; /* line that set each key, 0 = default */
+	int rc;                   /* first error (negative errno), 0 = none */
+	unsigned err_line;        /* its line, 0 = not tied to a line */
+	char *err;
+	size_t errlen;
+};
+
+/* ---- messages ---------------------------------------------------------- */
+
+/*
+ * Record the first error: "PATH[:LINE]: [SECTION.NAME: ]why".  section may
+ * be NULL (no key) or "" (a key outside any section: just NAME).
+ */
+__attribute__((format(printf, 6, 7)))
+static void conf_fail(struct conf_ctx *x, int rc, unsigned line, const char *section,
+		      const char *name, const char *fmt, ...)
+{
+	if (x->rc)
+		return;
+	x->rc = rc;
+	x->err_line = line;
+	if (!x->err || !x->errlen)
+		return;
+
+	size_t n = 0;
+	int w;
+	if (line)
+		w = snprintf(x->err, x->errlen, "%s:%u: ", x->path, line);
+	else
+		w = snprintf(x->err, x->errlen, "%s: ", x->path);
+	if (w > 0)
+		n = (size_t)w;
+	if (n < x->errlen && section) {
+		w = snprintf(x->err + n, x->errlen - n, "%s%s%s: ", section, *section ? "." : "", name);
+		if (w > 0)
+			n += (size_t)w;
+	}
+	if (n < x->errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(x->err + n, x->errlen - n, fmt, ap);
+		va_end(ap);
+	}
+}
+
+/* "64M", "1G", "4096": the shortest exact spelling of a byte count. */
+static const char *fmt_size(char *buf, size_t len, uint64_t v)
+{
+	static const char sfx[] = "KMGT";
+	int i = -1;
+	while (v && i < 3 && v % KIB == 0) {
+		v /= KIB;
+		i++;
+	}
+	if (i < 0)
+		snprintf(buf, len, "%" PRIu64, v);
+	else
+		snprintf(buf, len, "%" PRIu64 "%c", v, sfx[i]);
+	return buf;
+}
+
+/* ---- value parsers ----------------------------------------------------- */
+
+/* Decimal digits only (no sign, no space), fully consumed. */
+static int parse_dec(const char *s, const char **end, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *p = s;
+	if (!isdigit((unsigned char)*p))
+		return -EINVAL;
+	for (; isdigit((unsigned char)*p); p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	if (end)
+		*end = p;
+	else if (*p)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int shmmap__parse_size(const char *s, uint64_t *out)
+{
+	const char *p;
+	uint64_t v, mul = 1;
+	int rc;
+
+	if (!s || !out)
+		return -EINVAL;
+	rc = parse_dec(s, &p, &v);
+	if (rc)
+		return rc;
+	switch (*p) {
+	case 'k': case 'K': mul = KIB; p++; break;
+	case 'm': case 'M': mul = MIB; p++; break;
+	case 'g': case 'G': mul = GIB; p++; break;
+	case 't': case 'T': mul = TIB; p++; break;
+	}
+	if (mul != 1 && (*p == 'i' || *p == 'I')) {
+		p++;
+		if (*p != 'b' && *p != 'B')
+			return -EINVAL;
+	}
+	if (*p == 'b' || *p == 'B')
+		p++;
+	if (*p)
+		return -EINVAL;
+	if (v > UINT64_MAX / mul)
+		return -ERANGE;
+	*out = v * mul;
+	return 0;
+}
+
+/* "0x" then hex digits, or decimal digits; fully consumed. */
+static int parse_addr(const char *s, uint64_t *out)
+{
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		const char *p = s + 2;
+		uint64_t v = 0;
+		if (!isxdigit((unsigned char)*p))
+			return -EINVAL;
+		for (; isxdigit((unsigned char)*p); p++) {
+			unsigned d = isdigit((unsigned char)*p) ? (unsigned)(*p - '0')
+				: (unsigned)(tolower((unsigned char)*p) - 'a' + 10);
+			if (v >> 60)
+				return -ERANGE;
+			v = v << 4 | d;
+		}
+		if (*p)
+			return -EINVAL;
+		*out = v;
+		return 0;
+	}
+	return parse_dec(s, NULL, out);
+}
+
+/* Octal digits only ("0600", "600"). */
+static int parse_octal(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *p = s;
+	if (!*p)
+		return -EINVAL;
+	for (; *p; p++) {
+		if (*p < '0' || *p > '7')
+			return -EINVAL;
+		if (v >> 60)
+			return -ERANGE;
+		v = v << 3 | (unsigned)(*p - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/* ---- one key ----------------------------------------------------------- */
+
+static const char *comment_hint(const char *v)
+{
+	for (const char *p = v; *p; p++)
+		if (*p == '#' && p > v && isspace((unsigned char)p[-1]))
+			return " (inline comments start with ';', not '#')";
+	return "";
+}
+
+static void store_num(struct shmmap_conf *c, enum conf_key_id id, uint64_t v)
+{
+	switch (id) {
+	case K_SEG_SIZE: c->segment.size = v; break;
+	case K_SEG_BASE: c->segment.base = v; break;
+	case K_SEG_MODE: c->segment.mode = (unsigned)v; break;
+	case K_SEG_MAX_CLIENTS: c->segment.max_clients = (uint32_t)v; break;
+	case K_SEG_MAX_MAPS: c->segment.max_maps = (uint32_t)v; break;
+	case K_SRV_SOCKET_MODE: c->server.socket_mode = (unsigned)v; break;
+	case K_MAP_KEY_MAX: c->map.key_max = (uint32_t)v; break;
+	case K_MAP_VALUE_MAX: c->map.value_max = (uint32_t)v; break;
+	case K_MAP_BUCKETS: c->map.buckets = (uint32_t)v; break;
+	case K_MAP_STRIPES: c->map.stripes = (uint32_t)v; break;
+	default: break;
+	}
+}
+
+/* Parse and store one value; on error record it and return false. */
+static bool conf_set(struct conf_ctx *x, enum conf_key_id id, const char *v)
+{
+	const struct conf_key *k = &conf_keys[id];
+	const unsigned ln = x->lineno;
+	const char *sec = k->section, *nm = k->name;
+	char a[32], b[32];
+	uint64_t n = 0;
+	size_t len = strlen(v);
+	int rc;
+
+	if (!len) {
+		conf_fail(x, -EINVAL, ln, sec, nm, "empty value");
+		return false;
+	}
+
+	switch (k->kind) {
+	case KIND_NAME:
+		if (v[0] != '/') {
+			conf_fail(x, -EINVAL, ln, sec, nm, "shm name \"%s\" must start with '/'", v);
+			return false;
+		}
+		if (len < 2) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "shm name \"/\" needs at least one character after the '/'");
+			return false;
+		}
+		if (strchr(v + 1, '/')) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "shm name \"%s\" must not contain '/' after the first character", v);
+			return false;
+		}
+		if (len > CONF_SHM_NAME_MAX) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "shm name is too long (%zu bytes, at most %d)", len, CONF_SHM_NAME_MAX);
+			return false;
+		}
+		memcpy(x->conf.segment.name, v, len + 1);
+		return true;
+
+	case KIND_PATH:
+		if (len >= sizeof(x->conf.server.socket)) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "socket path is too long (%zu bytes, at most %zu)", len,
+				  sizeof(x->conf.server.socket) - 1);
+			return false;
+		}
+		memcpy(x->conf.server.socket, v, len + 1);
+		return true;
+
+	case KIND_SIZE:
+		rc = shmmap__parse_size(v, &n);
+		if (rc == -EINVAL) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "bad size \"%s\" (use a number with optional K, M or G)%s", v,
+				  comment_hint(v));
+			return false;
+		}
+		if (rc || n < k->min || n > k->max) {
+			const char *what = (rc || n > k->max) ? "too large" : "too small";
+			conf_fail(x, -EINVAL, ln, sec, nm, "size \"%s\" is %s (%s..%s)", v, what,
+				  fmt_size(a, sizeof(a), k->min), fmt_size(b, sizeof(b), k->max));
+			return false;
+		}
+		break;
+
+	case KIND_ADDR:
+		rc = parse_addr(v, &n);
+		if (rc == -EINVAL) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "bad address \"%s\" (use 0x and hex digits, or a decimal number)%s", v,
+				  comment_hint(v));
+			return false;
+		}
+		if (rc || n >= CONF_USER_END) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "address %s is outside user space (must be below 0x%" PRIx64 ")", v,
+				  CONF_USER_END);
+			return false;
+		}
+		if (n == 0) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "address must not be 0 (every process maps the segment there)");
+			return false;
+		}
+		if (n % CONF_BASE_ALIGN) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "address %s is not a multiple of 64K (0x%" PRIx64 ")", v,
+				  CONF_BASE_ALIGN);
+			return false;
+		}
+		break;
+
+	case KIND_MODE:
+		rc = parse_octal(v, &n);
+		if (rc == -EINVAL) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "bad mode \"%s\" (use octal digits, e.g. 0600)%s", v, comment_hint(v));
+			return false;
+		}
+		if (rc || n > k->max) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "mode %s is out of range (at most 0777)", v);
+			return false;
+		}
+		break;
+
+	case KIND_UINT:
+	case KIND_POW2:
+		rc = parse_dec(v, NULL, &n);
+		if (rc == -EINVAL) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "bad number \"%s\" (use decimal digits)%s", v, comment_hint(v));
+			return false;
+		}
+		if (rc || n < k->min || n > k->max) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "%s is out of range (%" PRIu64 "..%" PRIu64 ")", v, k->min, k->max);
+			return false;
+		}
+		if (k->kind == KIND_POW2 && (n & (n - 1))) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "%s is not a power of two", v);
+			return false;
+		}
+		break;
+	}
+	store_num(&x->conf, id, n);
+	return true;
+}
+
+/* ---- inih glue --------------------------------------------------------- */
+
+static bool known_section(const char *s, size_t len)
+{
+	for (size_t i = 0; i < sizeof(conf_sections) / sizeof(conf_sections[0]); i++)
+		if (strlen(conf_sections[i]) == len && !memcmp(conf_sections[i], s, len))
+			return true;
+	return false;
+}
+
+/*
+ * An fgets-style reader for ini_parse_stream(): one whole line per call,
+ * counted, terminator and leading whitespace removed; NULL at the end or
+ * once an error is recorded (which stops the parse).
+ */
+static char *conf_reader(char *str, int num, void *stream)
+{
+	struct conf_ctx *x = stream;
+	char buf[CONF_LINE_MAX + 2];
+	size_t len = 0, total = 0;
+	bool nul = false;
+	int ch;
+
+	if (x->rc || num < 2)
+		return NULL;
+	while ((ch = getc(x->fp)) != EOF && ch != '\n') {
+		if (ch == '\0')
+			nul = true;
+		if (len < sizeof(buf) - 1)
+			buf[len++] = (char)ch;
+		total++;
+	}
+	if (ch == EOF && ferror(x->fp)) {
+		int e = errno ? errno : EIO;
+		conf_fail(x, -e, 0, NULL, NULL, "%s", strerror(e));
+		return NULL;
+	}
+	if (ch == EOF && total == 0)
+		return NULL;
+	x->lineno++;
+	if (total && len == total && buf[len - 1] == '\r') {
+		len--;
+		total--;
+	}
+	buf[len] = '\0';
+
+	size_t limit = (size_t)num - 1 < CONF_LINE_MAX ? (size_t)num - 1 : CONF_LINE_MAX;
+	if (total > limit) {
+		conf_fail(x, -EINVAL, x->lineno, NULL, NULL, "line too long (%zu bytes, at most %zu)", total, limit);
+		return NULL;
+	}
+	if (nul) {
+		conf_fail(x, -EINVAL, x->lineno, NULL, NULL, "NUL byte in line");
+		return NULL;
+	}
+
+	char *p = buf;
+	if (x->lineno == 1 && (unsigned char)p[0] == 0xEF && (unsigned char)p[1] == 0xBB &&
+	    (unsigned char)p[2] == 0xBF)
+		p += 3;
+	while (isspace((unsigned char)*p))
+		p++;
+
+	if (*p == '[') {
+		const char *end = strchr(p + 1, ']');
+		/* Without ']' inih reports a syntax error on this line. */
+		if (end) {
+			size_t n = (size_t)(end - (p + 1));
+			if (!known_section(p + 1, n)) {
+				conf_fail(x, -EINVAL, x->lineno, NULL, NULL,
+					  "[%.*s]: unknown section (expected [segment], [server] or [map])", (int)n, p + 1);
+				return NULL;
+			}
+			const char *q = end + 1;
+			while (isspace((unsigned char)*q))
+				q++;
+			if (*q && *q != ';' && *q != '#') {
+				conf_fail(x, -EINVAL, x->lineno, NULL, NULL, "junk after [%.*s]: \"%s\"", (int)n, p + 1, q);
+				return NULL;
+			}
+		}
+	}
+	memcpy(str, p, strlen(p) + 1); /* fits: strlen(p) <= limit <= num - 1 */
+	return str;
+}
+
+static int conf_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct conf_ctx *x = user;
+
+	if (x->rc)
+		return 1; /* already failed: the reader stops the parse */
+	if (!name || !value) {
+		conf_fail(x, -EINVAL, x->lineno, NULL, NULL, "expected key = value");
+		return 0;
+	}
+	if (!*name) {
+		conf_fail(x, -EINVAL, x->lineno, NULL, NULL, "missing key name before '='");
+		return 0;
+	}
+	if (!*section) {
+		conf_fail(x, -EINVAL, x->lineno, section, name, "key outside any section (put it under [segment], [server] or [map])");
+		return 0;
+	}
+	for (int i = 0; i < K_COUNT; i++) {
+		const struct conf_key *k = &conf_keys[i];
+		if (strcmp(k->section, section) || strcmp(k->name, name))
+			continue;
+		if (x->set_on[i]) {
+			conf_fail(x, -EINVAL, x->lineno, section, name, "duplicate key (already set on line %u)", x->set_on[i]);
+			return 0;
+		}
+		x->set_on[i] = x->lineno;
+		return conf_set(x, (enum conf_key_id)i, value) ? 1 : 0;
+	}
+
+	/* Unknown key: list the section's keys. */
+	char keys[160] = "";
+	size_t n = 0;
+	for (int i = 0; i < K_COUNT; i++) {
+		if (strcmp(conf_keys[i].section, section))
+			continue;
+		int w = snprintf(keys + n, sizeof(keys) - n, "%s%s", n ? ", " : "", conf_keys[i].name);
+		if (w < 0 || (size_t)w >= sizeof(keys) - n)
+			break;
+		n += (size_t)w;
+	}
+	conf_fail(x, -EINVAL, x->lineno, section, name, "unknown key (expected one of: %s)", keys);
+	return 0;
+}
+
+/* Cross-field checks, blaming the key set last in the file (else the other). */
+static void conf_check(struct conf_ctx *x)
+{
+	const struct shmmap_conf *c = &x->conf;
+	char a[32], b[32];
+
+	if (c->map.stripes > c->map.buckets) {
+		if (x->set_on[K_MAP_STRIPES] >= x->set_on[K_MAP_BUCKETS])
+			conf_fail(x, -EINVAL, x->set_on[K_MAP_STRIPES], "map", "stripes",
+				  "%" PRIu32 " is more than map.buckets (%" PRIu32 ")", c->map.stripes, c->map.buckets);
+		else
+			conf_fail(x, -EINVAL, x->set_on[K_MAP_BUCKETS], "map", "buckets",
+				  "%" PRIu32 " is fewer than map.stripes (%" PRIu32 ")", c->map.buckets, c->map.stripes);
+	}
+	if (c->segment.size > CONF_USER_END || c->segment.base > CONF_USER_END - c->segment.size) {
+		if (x->set_on[K_SEG_BASE] >= x->set_on[K_SEG_SIZE])
+			conf_fail(x, -EINVAL, x->set_on[K_SEG_BASE], "segment", "base",
+				  "0x%" PRIx64 " + segment.size (%s) ends outside user space (must end at or below 0x%" PRIx64 ")",
+				  c->segment.base, fmt_size(a, sizeof(a), c->segment.size), CONF_USER_END);
+		else
+			conf_fail(x, -EINVAL, x->set_on[K_SEG_SIZE], "segment", "size",
+				  "%s at segment.base (0x%" PRIx64 ") ends outside user space (must end at or below 0x%" PRIx64 ")",
+				  fmt_size(b, sizeof(b), c->segment.size), c->segment.base, CONF_USER_END);
+	}
+}
+
+/* ---- public (internal) entry points ------------------------------------ */
+
+void shmmap__conf_defaults(struct shmmap_conf *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->segment.name, sizeof(c->segment.name), "%s", "/shmmap");
+	c->segment.size = 64 * MIB;
+	c->segment.base = UINT64_C(0x200000000000);
+	c->segment.mode = 0600;
+	c->segment.max_clients = 128;
+	c->segment.max_maps = 64;
+
+	/* A $SHMMAP_SOCKET too long for sun_path is left to shmmap__conf_load()
+	 * to report; here it falls back to the built-in default. */
+	const char *env = getenv("SHMMAP_SOCKET");
+	if (!env || !*env || strlen(env) >= sizeof(c->server.socket))
+		env = SHMMAP_DEFAULT_SOCKET;
+	snprintf(c->server.socket, sizeof(c->server.socket), "%s", env);
+	c->server.socket_mode = 0600;
+
+	c->map.key_max = 250;
+	c->map.value_max = (uint32_t)MIB;
+	c->map.buckets = 16384;
+	c->map.stripes = 256;
+}
+
+int shmmap__conf_load(struct shmmap_conf *c, const char *path, char *err, size_t errlen)
+{
+	struct conf_ctx x;
+
+	memset(&x, 0, sizeof(x));
+	x.path = path ? path : "(null)";
+	x.err = err;
+	x.errlen = errlen;
+	if (err && errlen)
+		err[0] = '\0';
+	if (!c || !path) {
+		conf_fail(&x, -EINVAL, 0, NULL, NULL, "no configuration to load into");
+		return x.rc;
+	}
+	x.conf = *c;
+
+	x.fp = fopen(path, "re");
+	if (!x.fp) {
+		int e = errno;
+		conf_fail(&x, -e, 0, NULL, NULL, "%s", strerror(e));
+		return x.rc;
+	}
+	int line = ini_parse_stream(conf_reader, &x, conf_handler, &x);
+	fclose(x.fp);
+	x.fp = NULL;
+
+	if (line == -2) {
+		x.rc = 0; /* inih could not allocate: that error came first */
+		conf_fail(&x, -ENOMEM, 0, NULL, NULL, "%s", strerror(ENOMEM));
+	} else if (line > 0 && (!x.rc || (unsigned)line < x.err_line)) {
+		/* A line inih could not parse, before any error of ours. */
+		x.rc = 0;
+		conf_fail(&x, -EINVAL, (unsigned)line, NULL, NULL,
+			  "syntax error (expected [section], key = value, or a comment)");
+	}
+	if (x.rc)
+		return x.rc;
+
+	conf_check(&x);
+	if (x.rc)
+		return x.rc;
+
+	const char *env = getenv("SHMMAP_SOCKET");
+	if (env && *env) {
+		size_t len = strlen(env);
+		if (len >= sizeof(x.conf.server.socket)) {
+			if (err && errlen)
+				snprintf(err, errlen, "$SHMMAP_SOCKET: socket path is too long (%zu bytes, at most %zu)", len,
+					 sizeof(x.conf.server.socket) - 1);
+			return -EINVAL;
+		}
+		memcpy(x.conf.server.socket, env, len + 1);
+	}
+
+	*c = x.conf;
+	return 0;
+}

@@ -1,0 +1,52 @@
+/*
+ * conf.h - the coordinator's configuration: defaults, the INI loader
+ * (inih) and size parsing.  See conf/shmmap.ini for every key.
+ */
+#ifndef SHMMAP_CONF_H
+#define SHMMAP_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CONF_PATH_MAX 108 /* sun_path */
+#define CONF_MAX_IDS 32
+
+struct shmmap_conf {
+	struct {
+		char name[256];       /* POSIX shm name, "/shmmap": starts with '/', no other '/' */
+		uint64_t size;        /* bytes, >= 1 MiB */
+		uint64_t base;        /* agreed mapping address, page-aligned, user space */
+		unsigned mode;        /* octal file mode, default 0600 */
+		uint32_t max_clients; /* 1..4096, default 128 */
+		uint32_t max_maps;    /* 1..4096, default 64 */
+	} segment;
+	struct {
+		char socket[CONF_PATH_MAX]; /* Unix socket path */
+		unsigned socket_mode;       /* octal, default 0600 */
+	} server;
+	struct {
+		uint32_t key_max;   /* 1..65535, default 250 */
+		uint32_t value_max; /* 0..(1 GiB), default 1 MiB */
+		uint32_t buckets;   /* power of two, default 16384 */
+		uint32_t stripes;   /* power of two <= buckets, default 256 */
+	} map;
+};
+
+/* Fill c with the defaults (socket: $SHMMAP_SOCKET if set, else SHMMAP_DEFAULT_SOCKET). */
+void shmmap__conf_defaults(struct shmmap_conf *c);
+
+/*
+ * Load the INI file at path over c (which holds defaults).  Unknown sections
+ * or keys, malformed values, values out of range and lines the parser cannot
+ * read are errors.  On error returns a negative errno (-ENOENT/-EACCES for an
+ * unreadable file, -EINVAL for bad content) and writes to err a message
+ * "PATH:LINE: KEY: why" (or "PATH: why").  $SHMMAP_SOCKET, when set,
+ * overrides [server] socket.
+ */
+int shmmap__conf_load(struct shmmap_conf *c, const char *path, char *err, size_t errlen);
+
+/* Parse "123", "64K", "16M", "1G" (also lower case, optional 'B'/"iB"), into bytes. */
+int shmmap__parse_size(const char *s, uint64_t *out);
+
+#endif /* SHMMAP_CONF_H */
