@@ -1,0 +1,837 @@
+/*
+ * coordinator.c - the coordinator (shmmapd): creates or adopts the segment,
+ * serves the attach protocol, assigns client slots, creates and drops maps,
+ * and recovers what a dead client held.  It is never on the data path.
+ *
+ * Threads:
+ *   - I/O thread: one epoll loop over the listening socket, every client
+ *     connection and a wake-up eventfd.  It alone accepts, reads requests,
+ *     assigns and frees slots, writes the map directory, and closes
+ *     sessions.  Requests are small and answered at once; sockets are
+ *     non-blocking, so one slow client never blocks another.
+ *   - Housekeeping thread: every HOUSE_MS it walks the session table under
+ *     an RCU read lock: connections that never said HELLO within
+ *     HANDSHAKE_MS, and clients whose process is gone (pid + start time
+ *     backstop to the socket's EOF), are flagged for the I/O thread, which
+ *     closes them.  It also reaps slots adopted from an earlier coordinator
+ *     whose process died meanwhile.
+ *   The session table is a liburcu cds_lfht keyed by connection fd: the I/O
+ *   thread adds and removes (freeing through call_rcu), the housekeeping
+ *   thread reads it without locks.
+ *
+ * Recovery of a dead slot (recover_slot): mark it DEAD (lock waiters then
+ * see its owner as dead), take over every lock word it holds, repair each
+ * such stripe (seq even, totals recounted), free the entry it allocated
+ * but never linked (its intent record), then mark the slot FREE.  Every
+ * step is idempotent, so a coordinator that dies halfway is harmless: the
+ * next one finds the slot DEAD or LIVE with a dead pid and does it again.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <urcu.h>
+#include <urcu/rculfhash.h>
+
+#include "conf.h"
+#include "coordinator.h"
+#include "internal.h"
+#include "proto.h"
+
+#define HOUSE_MS 100
+#define HANDSHAKE_MS 5000
+#define LISTEN_BACKLOG 128
+
+struct session {
+	int fd;
+	uint32_t slot;          /* valid if welcomed */
+	bool welcomed;
+	pid_t pid;              /* SO_PEERCRED */
+	uid_t uid;
+	gid_t gid;
+	uint64_t start_time;
+	uint64_t connected_ms;
+	_Atomic bool kill;      /* set by housekeeping, acted on by the I/O thread */
+	char why[64];
+	struct cds_lfht_node node;
+	struct rcu_head rcu;
+};
+
+struct coord {
+	struct shmmap_conf conf;
+	struct seg seg;
+	struct seg_geom g;
+	struct lock_ctx lk;
+	int lsock, epfd, wakefd;
+	_Atomic bool stop;
+	bool threads_started;
+	pthread_t io, house;
+	struct cds_lfht *sessions;
+	_Atomic uint32_t nsessions;
+	_Atomic uint32_t nclients;
+	uint64_t start_ms;
+	bool *orphan;            /* [max_clients]: LIVE slots adopted at start */
+	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
+};
+
+__attribute__((format(printf, 1, 2))) static void logf_(const char *fmt, ...)
+{
+	char ts[32];
+	time_t t = time(NULL);
+	struct tm tm;
+	localtime_r(&t, &tm);
+	strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", &tm);
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "%s shmmapd[%d]: %s\n", ts, (int)getpid(), line);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- recovery ---- */
+
+/* Take over lock word w if owner holds it.  Returns true if we now hold it. */
+static bool take_if_owned(_Atomic uint32_t *w, uint32_t owner)
+{
+	uint32_t v = atomic_load(w);
+	while ((v & LOCK_OWNER_MASK) == owner) {
+		if (atomic_compare_exchange_weak(w, &v, LOCK_OWNER_COORD | LOCK_WAITERS))
+			return true;
+	}
+	return false;
+}
+
+static bool reachable(const struct op_ctx *o, const struct map_view *v, uint64_t off)
+{
+	const struct seg_entry *e = shmmap__entry_at(o->s, v, off);
+	if (!e)
+		return false;
+	uint32_t b = (uint32_t)e->hash & (v->nbuckets - 1);
+	uint64_t cur = atomic_load(&v->buckets[b]);
+	for (uint32_t steps = 0; cur && steps < SEG_CHAIN_MAX; steps++) {
+		if (cur == off)
+			return true;
+		const struct seg_entry *x = shmmap__entry_at(o->s, v, cur);
+		if (!x)
+			return false;
+		cur = atomic_load(&((struct seg_entry *)x)->next);
+	}
+	return false;
+}
+
+static void recover_slot(struct coord *c, uint32_t slot)
+{
+	struct seg_slot *sl = seg_slot(&c->seg, &c->g, slot);
+	const uint32_t owner = slot + 1;
+	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
+	unsigned took = 0;
+
+	pthread_mutex_lock(&c->recover_mu);
+	atomic_store(&sl->state, SLOT_DEAD);
+	for (uint32_t m = 0; m < c->g.max_maps; m++) {
+		struct map_view v;
+		if (shmmap__map_view(&c->seg, &c->g, m, &v) < 0)
+			continue;
+		for (uint32_t st = 0; st < v.nstripes; st++) {
+			if (!take_if_owned(&v.stripes[st].lock, owner))
+				continue;
+			shmmap__stripe_repair(&o, &v, st);
+			shmmap__unlock(&v.stripes[st].lock);
+			took++;
+		}
+	}
+	for (uint32_t i = 0; i < c->g.nclasses; i++) {
+		_Atomic uint32_t *w = &seg_class(&c->seg, &c->g, i)->lock;
+		if (take_if_owned(w, owner)) {
+			shmmap__unlock(w);
+			took++;
+		}
+	}
+	if (take_if_owned(&seg_hdr(&c->seg)->pool_lock, owner)) {
+		shmmap__unlock(&seg_hdr(&c->seg)->pool_lock);
+		took++;
+	}
+	/* The write it was in the middle of: a new entry that never got
+	 * linked is freed (it was allocated by the dead client alone). */
+	struct seg_intent *in = &sl->intent;
+	uint32_t op = atomic_load(&in->op);
+	uint64_t a = atomic_load(&in->a);
+	if (op == INTENT_LINK && a) {
+		struct map_view v;
+		if (shmmap__map_view(&c->seg, &c->g, in->map, &v) == 0) {
+			const struct seg_entry *e = shmmap__entry_at(&c->seg, &v, a);
+			if (e) {
+				uint32_t b = (uint32_t)e->hash & (v.nbuckets - 1);
+				struct seg_stripe *st = &v.stripes[b & (v.nstripes - 1)];
+				if (shmmap__lock(&st->lock, &c->lk, NULL) == 1)
+					shmmap__stripe_repair(&o, &v, b & (v.nstripes - 1));
+				bool linked = reachable(&o, &v, a);
+				shmmap__unlock(&st->lock);
+				if (!linked && shmmap__block_size(&c->seg, &c->g, a) > 0) {
+					shmmap__free(&c->seg, &c->g, &c->lk, a);
+					logf_("slot %u: freed an entry allocated but never linked", slot);
+				}
+			}
+		}
+	}
+	atomic_store(&in->op, INTENT_NONE);
+	sl->pid = 0;
+	sl->start_time = 0;
+	sl->flags = 0;
+	atomic_store_explicit(&sl->state, SLOT_FREE, memory_order_release);
+	pthread_mutex_unlock(&c->recover_mu);
+	if (took)
+		logf_("slot %u: released %u lock(s) held by the dead client", slot, took);
+}
+
+/* ---- maps ---- */
+
+static uint32_t count_maps(struct coord *c)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < c->g.max_maps; i++)
+		n += atomic_load(&seg_dir(&c->seg, &c->g, i)->state) == MAP_LIVE;
+	return n;
+}
+
+static int find_map(struct coord *c, const char *name)
+{
+	for (uint32_t i = 0; i < c->g.max_maps; i++) {
+		struct seg_mapdir *d = seg_dir(&c->seg, &c->g, i);
+		if (atomic_load(&d->state) == MAP_LIVE &&
+		    strncmp(d->name, name, sizeof d->name) == 0)
+			return (int)i;
+	}
+	return -ENOENT;
+}
+
+static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
+		    uint32_t *idx, uint32_t *gen)
+{
+	int i = find_map(c, name);
+	if (i == -ENOENT && create) {
+		if (rdonly)
+			return -EPERM;
+		for (uint32_t k = 0; k < c->g.max_maps; k++) {
+			if (atomic_load(&seg_dir(&c->seg, &c->g, k)->state) != MAP_FREE)
+				continue;
+			struct map_params p = {
+				.nbuckets = c->conf.map.buckets, .nstripes = c->conf.map.stripes,
+				.key_max = c->conf.map.key_max, .val_max = c->conf.map.value_max,
+			};
+			int rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);
+			if (rc < 0)
+				return rc;
+			logf_("created map '%s' (index %u)", name, k);
+			i = (int)k;
+			break;
+		}
+		if (i < 0)
+			return -ENOSPC; /* no free directory entry */
+	}
+	if (i < 0)
+		return i;
+	*idx = (uint32_t)i;
+	*gen = atomic_load(&seg_dir(&c->seg, &c->g, (uint32_t)i)->gen);
+	return 0;
+}
+
+static int drop_map(struct coord *c, const char *name)
+{
+	int i = find_map(c, name);
+	if (i < 0)
+		return i;
+	shmmap__map_destroy(&c->seg, &c->g, &c->lk, (uint32_t)i);
+	logf_("dropped map '%s'", name);
+	return 0;
+}
+
+/* ---- sessions ---- */
+
+/* Walk the session table (caller holds the RCU read lock).  Unlike
+ * cds_lfht_for_each_entry, never computes container_of(NULL). */
+static struct session *session_at(struct cds_lfht_iter *it)
+{
+	struct cds_lfht_node *n = cds_lfht_iter_get_node(it);
+	return n ? caa_container_of(n, struct session, node) : NULL;
+}
+
+static struct session *first_session(struct coord *c, struct cds_lfht_iter *it)
+{
+	cds_lfht_first(c->sessions, it);
+	return session_at(it);
+}
+
+static struct session *next_session(struct coord *c, struct cds_lfht_iter *it)
+{
+	cds_lfht_next(c->sessions, it);
+	return session_at(it);
+}
+
+static void free_session_rcu(struct rcu_head *h)
+{
+	free(caa_container_of(h, struct session, rcu));
+}
+
+static void close_session(struct coord *c, struct session *s, const char *why)
+{
+	epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+	if (s->welcomed) {
+		logf_("client pid %d (slot %u) gone: %s", (int)s->pid, s->slot, why);
+		recover_slot(c, s->slot);
+		atomic_fetch_sub(&c->nclients, 1);
+	} else if (why[0]) {
+		logf_("connection from pid %d closed: %s", (int)s->pid, why);
+	}
+	close(s->fd);
+	rcu_read_lock();
+	cds_lfht_del(c->sessions, &s->node);
+	rcu_read_unlock();
+	atomic_fetch_sub(&c->nsessions, 1);
+	call_rcu(&s->rcu, free_session_rcu);
+}
+
+static int send_error(int fd, uint32_t seq, int err)
+{
+	struct proto_msg m = {.type = MSG_ERROR, .seq = seq};
+	m.u.error.err = err < 0 ? err : -err;
+	return shmmap__proto_send(fd, &m, -1);
+}
+
+static int assign_slot(struct coord *c, struct session *s, bool rdonly)
+{
+	for (uint32_t i = 0; i < c->g.max_clients; i++) {
+		struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
+		if (atomic_load(&sl->state) != SLOT_FREE)
+			continue;
+		sl->pid = (uint32_t)s->pid;
+		sl->start_time = s->start_time;
+		sl->uid = s->uid;
+		sl->flags = rdonly ? SLOT_F_RDONLY : 0;
+		sl->attached_ns = shmmap__now_ns();
+		atomic_store(&sl->intent.op, INTENT_NONE);
+		atomic_fetch_add(&sl->gen, 1);
+		atomic_store_explicit(&sl->state, SLOT_LIVE, memory_order_release);
+		return (int)i;
+	}
+	return -EAGAIN;
+}
+
+static int handle_hello(struct coord *c, struct session *s, const struct proto_msg *m)
+{
+	bool rdonly = (m->u.hello.flags & HELLO_F_RDONLY) != 0;
+	int fd = c->seg.fd;
+	if (rdonly) {
+		fd = shm_open(c->conf.segment.name, O_RDONLY | O_CLOEXEC, 0);
+		if (fd < 0)
+			return send_error(s->fd, m->seq, -errno);
+	}
+	int slot = assign_slot(c, s, rdonly);
+	if (slot < 0) {
+		if (rdonly)
+			close(fd);
+		logf_("refusing pid %d: no free client slot", (int)s->pid);
+		send_error(s->fd, m->seq, slot);
+		return slot;
+	}
+	struct proto_msg r = {.type = MSG_WELCOME, .seq = m->seq};
+	r.u.welcome.slot = (uint32_t)slot;
+	r.u.welcome.flags = rdonly ? HELLO_F_RDONLY : 0;
+	r.u.welcome.slot_gen = atomic_load(&seg_slot(&c->seg, &c->g, (uint32_t)slot)->gen);
+	r.u.welcome.size = c->seg.len;
+	r.u.welcome.base = seg_hdr(&c->seg)->base;
+	snprintf(r.u.welcome.shm_name, sizeof r.u.welcome.shm_name, "%s", c->conf.segment.name);
+	int rc = shmmap__proto_send(s->fd, &r, fd);
+	if (rdonly)
+		close(fd);
+	s->slot = (uint32_t)slot;
+	s->welcomed = true; /* even if the send failed: close_session recovers it */
+	atomic_fetch_add(&c->nclients, 1);
+	logf_("client pid %d uid %u attached as slot %d%s", (int)s->pid, (unsigned)s->uid, slot,
+	      rdonly ? " (read-only)" : "");
+	return rc;
+}
+
+/* Handle one request; a negative return closes the session. */
+static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
+{
+	if (!s->welcomed && m->type != MSG_HELLO) {
+		snprintf(s->why, sizeof s->why, "request before HELLO");
+		return -EPROTO;
+	}
+	struct proto_msg r = {.seq = m->seq};
+	int rc;
+	switch (m->type) {
+	case MSG_HELLO:
+		if (s->welcomed) {
+			snprintf(s->why, sizeof s->why, "second HELLO");
+			return -EPROTO;
+		}
+		return handle_hello(c, s, m);
+	case MSG_OPEN: {
+		bool rdonly = seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY;
+		uint32_t idx, gen;
+		rc = open_map(c, m->u.open.name, m->u.open.flags & SHMMAP_CREATE, rdonly, &idx, &gen);
+		if (rc < 0)
+			return send_error(s->fd, m->seq, rc);
+		r.type = MSG_OPENED;
+		r.u.opened.index = idx;
+		r.u.opened.gen = gen;
+		return shmmap__proto_send(s->fd, &r, -1);
+	}
+	case MSG_DROP:
+		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
+			return send_error(s->fd, m->seq, -EPERM);
+		rc = drop_map(c, m->u.open.name);
+		if (rc < 0)
+			return send_error(s->fd, m->seq, rc);
+		r.type = MSG_OK;
+		return shmmap__proto_send(s->fd, &r, -1);
+	case MSG_STATS:
+		r.type = MSG_STATS_REPLY;
+		r.u.stats.pid = (uint32_t)getpid();
+		r.u.stats.clients = atomic_load(&c->nclients);
+		r.u.stats.maps = count_maps(c);
+		r.u.stats.uptime_ms = mono_ms() - c->start_ms;
+		r.u.stats.coord_gen = atomic_load(&seg_hdr(&c->seg)->coord_gen);
+		return shmmap__proto_send(s->fd, &r, -1);
+	case MSG_BYE:
+		snprintf(s->why, sizeof s->why, "detached");
+		return -ECONNRESET;
+	default:
+		snprintf(s->why, sizeof s->why, "unexpected message type %u", m->type);
+		return -EPROTO;
+	}
+}
+
+static bool peer_allowed(struct coord *c, uid_t uid)
+{
+	(void)c;
+	return uid == 0 || uid == geteuid();
+}
+
+static void accept_one(struct coord *c)
+{
+	int fd = accept4(c->lsock, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			logf_("accept: %s", strerror(errno));
+		return;
+	}
+	struct ucred cr;
+	socklen_t len = sizeof cr;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+		logf_("SO_PEERCRED: %s", strerror(errno));
+		close(fd);
+		return;
+	}
+	if (!peer_allowed(c, cr.uid)) {
+		logf_("refusing pid %d: uid %u not allowed", (int)cr.pid, (unsigned)cr.uid);
+		send_error(fd, 0, -EACCES);
+		close(fd);
+		return;
+	}
+	/* A bound on connections: the slots plus as many pending again. */
+	if (atomic_load(&c->nsessions) >= 2 * c->g.max_clients) {
+		logf_("refusing pid %d: too many connections", (int)cr.pid);
+		send_error(fd, 0, -EAGAIN);
+		close(fd);
+		return;
+	}
+	struct session *s = calloc(1, sizeof *s);
+	if (!s) {
+		close(fd);
+		return;
+	}
+	s->fd = fd;
+	s->pid = cr.pid;
+	s->uid = cr.uid;
+	s->gid = cr.gid;
+	s->connected_ms = mono_ms();
+	shmmap__proc_start_time(cr.pid, &s->start_time);
+	cds_lfht_node_init(&s->node);
+	rcu_read_lock();
+	cds_lfht_add(c->sessions, (unsigned long)fd, &s->node);
+	rcu_read_unlock();
+	atomic_fetch_add(&c->nsessions, 1);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = s};
+	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		close_session(c, s, "epoll");
+}
+
+static void read_session(struct coord *c, struct session *s)
+{
+	for (;;) {
+		struct proto_msg m;
+		int rc = shmmap__proto_recv(s->fd, &m, NULL);
+		if (rc == -EAGAIN)
+			return;
+		if (rc == -ECONNRESET) {
+			close_session(c, s, s->welcomed ? "connection closed" : "");
+			return;
+		}
+		if (rc < 0) {
+			char why[96];
+			snprintf(why, sizeof why, "bad message: %s", shmmap_strerror(rc));
+			close_session(c, s, why);
+			return;
+		}
+		s->why[0] = '\0';
+		rc = handle(c, s, &m);
+		if (rc < 0) {
+			close_session(c, s, s->why[0] ? s->why : shmmap_strerror(rc));
+			return;
+		}
+	}
+}
+
+/* Close the sessions the housekeeping thread flagged. */
+static void reap_flagged(struct coord *c)
+{
+	struct cds_lfht_iter it;
+	struct session *s;
+	struct session *victims[64];
+	int n;
+	do {
+		n = 0;
+		rcu_read_lock();
+		for (s = first_session(c, &it); s; s = next_session(c, &it)) {
+			if (atomic_load(&s->kill) && n < 64)
+				victims[n++] = s;
+		}
+		rcu_read_unlock();
+		/* Only this thread frees sessions: the pointers stay valid. */
+		for (int i = 0; i < n; i++)
+			close_session(c, victims[i], victims[i]->why);
+	} while (n == 64);
+}
+
+static void *io_main(void *arg)
+{
+	struct coord *c = arg;
+	rcu_register_thread();
+	struct epoll_event evs[64];
+	while (!atomic_load(&c->stop)) {
+		int n = epoll_wait(c->epfd, evs, 64, 1000);
+		for (int i = 0; i < n; i++) {
+			void *p = evs[i].data.ptr;
+			if (p == &c->lsock) {
+				accept_one(c);
+			} else if (p == &c->wakefd) {
+				uint64_t v;
+				if (read(c->wakefd, &v, sizeof v) < 0) { /* nothing to do */ }
+				reap_flagged(c);
+			} else {
+				read_session(c, p);
+			}
+		}
+	}
+	/* Shutting down: close every connection without freeing the slots:
+	 * the clients keep working on the segment and the next coordinator
+	 * adopts them. */
+	struct cds_lfht_iter it;
+	struct session *s;
+	rcu_read_lock();
+	for (s = first_session(c, &it); s; s = next_session(c, &it)) {
+		cds_lfht_del(c->sessions, &s->node);
+		close(s->fd);
+		call_rcu(&s->rcu, free_session_rcu);
+	}
+	rcu_read_unlock();
+	rcu_unregister_thread();
+	return NULL;
+}
+
+static bool pid_gone(pid_t pid, uint64_t start_time)
+{
+	if (pid <= 0)
+		return false;
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return true;
+	uint64_t now;
+	return start_time && shmmap__proc_start_time(pid, &now) == 0 && now != start_time;
+}
+
+static void *house_main(void *arg)
+{
+	struct coord *c = arg;
+	rcu_register_thread();
+	while (!atomic_load(&c->stop)) {
+		struct timespec ts = {0, HOUSE_MS * 1000000L};
+		nanosleep(&ts, NULL);
+		uint64_t now = mono_ms();
+		bool flagged = false;
+		struct cds_lfht_iter it;
+		struct session *s;
+		rcu_read_lock();
+		for (s = first_session(c, &it); s; s = next_session(c, &it)) {
+			if (atomic_load(&s->kill))
+				continue;
+			const char *why = NULL;
+			if (!s->welcomed && now - s->connected_ms > HANDSHAKE_MS)
+				why = "no HELLO in time";
+			else if (pid_gone(s->pid, s->start_time))
+				why = "process gone";
+			if (why) {
+				snprintf(s->why, sizeof s->why, "%s", why);
+				atomic_store(&s->kill, true);
+				flagged = true;
+			}
+		}
+		rcu_read_unlock();
+		if (flagged) {
+			uint64_t one = 1;
+			if (write(c->wakefd, &one, sizeof one) < 0) { /* the loop retries */ }
+		}
+		/* Slots adopted from an earlier coordinator: reclaim the dead. */
+		for (uint32_t i = 0; i < c->g.max_clients; i++) {
+			if (!c->orphan[i])
+				continue;
+			struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
+			uint32_t st = atomic_load(&sl->state);
+			if (st == SLOT_FREE) {
+				c->orphan[i] = false;
+			} else if (st == SLOT_DEAD || pid_gone((pid_t)sl->pid, sl->start_time)) {
+				logf_("slot %u (pid %u, from an earlier coordinator) is gone", i, sl->pid);
+				recover_slot(c, i);
+				c->orphan[i] = false;
+			}
+		}
+	}
+	rcu_unregister_thread();
+	return NULL;
+}
+
+/* ---- set-up ---- */
+
+static int bind_socket(struct coord *c, char *err, size_t errlen)
+{
+	const char *path = c->conf.server.socket;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof sa.sun_path) {
+		snprintf(err, errlen, "%s: socket path too long", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	/* Create the socket's directory if it is missing (one level). */
+	char dir[sizeof sa.sun_path];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+			int e = errno;
+			snprintf(err, errlen, "%s: cannot create directory: %s", dir, strerror(e));
+			return -e;
+		}
+	}
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -errno;
+	if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		if (errno != EADDRINUSE)
+			goto fail;
+		/* Is another coordinator listening there, or is it stale? */
+		int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		bool live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
+		if (probe >= 0)
+			close(probe);
+		if (live) {
+			snprintf(err, errlen, "%s: another coordinator is listening there", path);
+			close(s);
+			return -EADDRINUSE;
+		}
+		unlink(path);
+		if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0)
+			goto fail;
+	}
+	if (chmod(path, c->conf.server.socket_mode & 0777) < 0 || listen(s, LISTEN_BACKLOG) < 0)
+		goto fail;
+	c->lsock = s;
+	return 0;
+fail:;
+	int e = errno;
+	snprintf(err, errlen, "%s: %s", path, strerror(e));
+	close(s);
+	return -e;
+}
+
+static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errlen)
+{
+	const struct shmmap_conf *cf = &c->conf;
+	struct seg_params p = {
+		.size = cf->segment.size, .base = cf->segment.base,
+		.max_clients = cf->segment.max_clients, .max_maps = cf->segment.max_maps,
+	};
+	struct seg_geom want = {0};
+	if (shmmap__seg_layout(&p, &want) < 0) {
+		snprintf(err, errlen,
+			 "segment.size %llu is too small for max_clients %u and max_maps %u "
+			 "(slots, directory and counters need %llu bytes before the heap)",
+			 (unsigned long long)p.size, p.max_clients, p.max_maps,
+			 (unsigned long long)want.pages_off);
+		return -EINVAL;
+	}
+	int rc = shmmap__seg_open_existing(cf->segment.name, &p, &c->seg, &c->g);
+	if (rc == 0) {
+		logf_("adopted existing segment %s (%llu bytes)", cf->segment.name,
+		      (unsigned long long)c->seg.len);
+	} else if (rc != -ENOENT) {
+		if (!(flags & COORD_REINIT)) {
+			snprintf(err, errlen,
+				 "%s: an object of that name exists but is not a shmmap segment of "
+				 "this configuration (%s); not touching it: remove it or start "
+				 "with --reinit",
+				 cf->segment.name, shmmap_strerror(rc));
+			return rc;
+		}
+		logf_("--reinit: replacing %s (%s)", cf->segment.name, shmmap_strerror(rc));
+		shm_unlink(cf->segment.name);
+		rc = -ENOENT;
+	}
+	if (rc == -ENOENT) {
+		rc = shmmap__seg_create(cf->segment.name, cf->segment.mode, &p, &c->seg, &c->g);
+		if (rc < 0) {
+			snprintf(err, errlen, "%s: cannot create segment of %llu bytes: %s",
+				 cf->segment.name, (unsigned long long)p.size, shmmap_strerror(rc));
+			return rc;
+		}
+		logf_("created segment %s: %llu bytes, %u pages of %u KiB, at %p%s",
+		      cf->segment.name, (unsigned long long)c->seg.len, c->g.npages,
+		      SEG_PAGE / 1024, (void *)c->seg.base,
+		      c->seg.at_agreed_base ? "" : " (not at the agreed base)");
+	}
+	struct seg_header *h = seg_hdr(&c->seg);
+	atomic_store(&h->coord_pid, (uint32_t)getpid());
+	atomic_fetch_add(&h->coord_gen, 1);
+	atomic_store(&h->state, SEG_DIRTY);
+	return 0;
+}
+
+int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsigned flags,
+		       char *err, size_t errlen)
+{
+	struct coord *c = calloc(1, sizeof *c);
+	if (!c)
+		return -ENOMEM;
+	c->conf = *conf;
+	c->lsock = c->epfd = c->wakefd = -1;
+	c->seg.fd = -1;
+	pthread_mutex_init(&c->recover_mu, NULL);
+	c->start_ms = mono_ms();
+	int rc = setup_segment(c, flags, err, errlen);
+	if (rc < 0)
+		goto fail;
+	c->lk = (struct lock_ctx){.s = &c->seg, .g = &c->g, .owner = LOCK_OWNER_COORD};
+	c->orphan = calloc(c->g.max_clients, sizeof *c->orphan);
+	if (!c->orphan) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	/* Slots left by an earlier coordinator: dead ones are recovered now,
+	 * live ones are adopted and watched. */
+	for (uint32_t i = 0; i < c->g.max_clients; i++) {
+		struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
+		uint32_t st = atomic_load(&sl->state);
+		if (st == SLOT_DEAD || (st == SLOT_LIVE && pid_gone((pid_t)sl->pid, sl->start_time)))
+			recover_slot(c, i);
+		else if (st == SLOT_LIVE)
+			c->orphan[i] = true;
+	}
+	rc = bind_socket(c, err, errlen);
+	if (rc < 0)
+		goto fail;
+	c->sessions = cds_lfht_new(64, 64, 0, CDS_LFHT_AUTO_RESIZE, NULL);
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
+	c->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (!c->sessions || c->epfd < 0 || c->wakefd < 0) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "cannot set up the event loop");
+		goto fail;
+	}
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->lsock};
+	epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->lsock, &ev);
+	ev.data.ptr = &c->wakefd;
+	epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->wakefd, &ev);
+	logf_("listening on %s", c->conf.server.socket);
+	*out = c;
+	return 0;
+fail:
+	shmmap__coord_free(c);
+	return rc;
+}
+
+int shmmap__coord_start(struct coord *c)
+{
+	int rc = pthread_create(&c->io, NULL, io_main, c);
+	if (rc)
+		return -rc;
+	rc = pthread_create(&c->house, NULL, house_main, c);
+	if (rc) {
+		atomic_store(&c->stop, true);
+		pthread_join(c->io, NULL);
+		return -rc;
+	}
+	c->threads_started = true;
+	return 0;
+}
+
+void shmmap__coord_stop(struct coord *c)
+{
+	if (!c->threads_started)
+		return;
+	atomic_store(&c->stop, true);
+	uint64_t one = 1;
+	if (write(c->wakefd, &one, sizeof one) < 0) { /* epoll_wait times out anyway */ }
+	pthread_join(c->io, NULL);
+	pthread_join(c->house, NULL);
+	c->threads_started = false;
+}
+
+void shmmap__coord_free(struct coord *c)
+{
+	if (!c)
+		return;
+	shmmap__coord_stop(c);
+	if (c->lsock >= 0) {
+		close(c->lsock);
+		unlink(c->conf.server.socket);
+	}
+	if (c->sessions) {
+		rcu_barrier(); /* every call_rcu'd session is freed */
+		cds_lfht_destroy(c->sessions, NULL);
+	}
+	if (c->epfd >= 0)
+		close(c->epfd);
+	if (c->wakefd >= 0)
+		close(c->wakefd);
+	if (c->seg.base) {
+		struct seg_header *h = seg_hdr(&c->seg);
+		atomic_store(&h->coord_pid, 0);
+		atomic_store(&h->state, SEG_CLEAN);
+		shmmap__seg_unmap(&c->seg);
+	}
+	free(c->orphan);
+	pthread_mutex_destroy(&c->recover_mu);
+	free(c);
+}
