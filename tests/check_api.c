@@ -1,0 +1,679 @@
+/*
+ * check_api.c - the public API end to end: a real shmmapd, real forked
+ * worker processes that attach on their own, share maps, and check each
+ * other's writes.  Every test runs its own coordinator, segment and socket.
+ */
+#include <check.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "shmmap.h"
+#include "testutil.h"
+
+static struct tu_coord co;
+
+static void setup(void)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", NULL), 0);
+}
+
+static void setup_small(void)
+{
+	/* A small segment and tight limits, for the E2BIG / ENOSPC cases. */
+	ck_assert_int_eq(tu_coord_start(&co, "2M",
+					"[map]\nkey_max = 32\nvalue_max = 64K\nbuckets = 256\n"
+					"stripes = 16\n[segment]\nmax_maps = 2\n"),
+			 0);
+}
+
+static void teardown(void)
+{
+	tu_coord_cleanup(&co);
+}
+
+static shmmap *attach(void)
+{
+	shmmap *sm = NULL;
+	int rc = shmmap_attach(co.sock, &sm);
+	ck_assert_msg(rc == 0, "attach: %s", shmmap_strerror(rc));
+	return sm;
+}
+
+static shmmap_map open_map(shmmap *sm, const char *name)
+{
+	shmmap_map m;
+	int rc = shmmap_open(sm, name, SHMMAP_CREATE, &m);
+	ck_assert_msg(rc == 0, "open %s: %s", name, shmmap_strerror(rc));
+	return m;
+}
+
+/* In a child: attach, run fn, exit 0 on success.  Check's asserts do not
+ * cross fork() well, so children report through their exit code. */
+static pid_t spawn(int (*fn)(int), int arg)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(fn(arg));
+	return pid;
+}
+
+static void expect_exit0(pid_t pid, int deadline_ms)
+{
+	int st = tu_waitpid(pid, deadline_ms);
+	ck_assert_msg(st >= 0, "child %d did not finish in time", (int)pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d failed: status %#x",
+		      (int)pid, st);
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- two unrelated workers share a map ---- */
+
+#define SHARE_KEYS 500
+
+static int worker_share(int me)
+{
+	shmmap *sm;
+	if (shmmap_attach(co.sock, &sm))
+		return 10;
+	shmmap_map m;
+	if (shmmap_open(sm, "shared", SHMMAP_CREATE, &m))
+		return 11;
+	char k[32], v[64], buf[64];
+	for (int i = 0; i < SHARE_KEYS; i++) {
+		snprintf(k, sizeof k, "w%d-%d", me, i);
+		int n = snprintf(v, sizeof v, "value %d from worker %d", i, me);
+		if (shmmap_put(sm, m, k, strlen(k), v, (size_t)n, 0, 0))
+			return 12;
+	}
+	/* Wait (deadline 10 s) until every key of the other worker is there. */
+	int other = 1 - me;
+	long long end = mono_ms() + 10000;
+	for (int i = 0; i < SHARE_KEYS;) {
+		snprintf(k, sizeof k, "w%d-%d", other, i);
+		size_t n;
+		int rc = shmmap_get(sm, m, k, strlen(k), buf, sizeof buf, &n);
+		if (rc == -ENOENT) {
+			if (mono_ms() > end)
+				return 13;
+			sched_yield();
+			continue;
+		}
+		int want = snprintf(v, sizeof v, "value %d from worker %d", i, other);
+		if (rc || n != (size_t)want || memcmp(buf, v, n))
+			return 14;
+		i++;
+	}
+	shmmap_detach(sm);
+	return 0;
+}
+
+START_TEST(two_workers_share_a_map)
+{
+	pid_t a = spawn(worker_share, 0), b = spawn(worker_share, 1);
+	expect_exit0(a, 20000);
+	expect_exit0(b, 20000);
+	/* And the parent, a third process, sees all of it. */
+	shmmap *sm = attach();
+	shmmap_map m;
+	ck_assert_int_eq(shmmap_open(sm, "shared", 0, &m), 0);
+	char buf[64];
+	size_t n;
+	ck_assert_int_eq(shmmap_get(sm, m, "w1-499", 6, buf, sizeof buf, &n), 0);
+	ck_assert_int_eq((int)n, (int)strlen("value 499 from worker 1"));
+	ck_assert_int_eq(memcmp(buf, "value 499 from worker 1", n), 0);
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* ---- incr from several processes sums exactly ---- */
+
+#define INCR_PROCS 4
+#define INCR_EACH 5000
+
+static int worker_incr(int me)
+{
+	shmmap *sm;
+	if (shmmap_attach(co.sock, &sm))
+		return 10;
+	shmmap_map m;
+	if (shmmap_open(sm, "counters", SHMMAP_CREATE, &m))
+		return 11;
+	for (int i = 0; i < INCR_EACH; i++) {
+		if (shmmap_incr(sm, m, "hits", 4, 1, NULL))
+			return 12;
+		char k[16];
+		snprintf(k, sizeof k, "p%d", me);
+		if (shmmap_incr(sm, m, k, strlen(k), -2, NULL))
+			return 13;
+	}
+	shmmap_detach(sm);
+	return 0;
+}
+
+START_TEST(incr_from_many_processes_is_exact)
+{
+	pid_t pids[INCR_PROCS];
+	for (int i = 0; i < INCR_PROCS; i++)
+		pids[i] = spawn(worker_incr, i);
+	for (int i = 0; i < INCR_PROCS; i++)
+		expect_exit0(pids[i], 60000);
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "counters");
+	int64_t v = 0;
+	ck_assert_int_eq(shmmap_incr(sm, m, "hits", 4, 0, &v), 0);
+	ck_assert_int_eq(v, (int64_t)INCR_PROCS * INCR_EACH);
+	char buf[32];
+	size_t n;
+	ck_assert_int_eq(shmmap_get(sm, m, "p3", 2, buf, sizeof buf, &n), 0);
+	buf[n] = '\0';
+	ck_assert_str_eq(buf, "-10000"); /* stored as decimal ASCII */
+	shmmap_detach(sm);
+
+	/* The segment is consistent after the concurrent run. */
+	char out[4096], err[4096];
+	char *argv[] = {getenv("SHMMAPCTL"), "-s", co.sock, "check", NULL};
+	int st = tu_run(argv, out, sizeof out, err, sizeof err);
+	ck_assert_msg(st == 0, "shmmapctl check exited %d: %s%s", st, out, err);
+}
+END_TEST
+
+/* ---- several threads of one attachment ---- */
+
+struct thr {
+	shmmap *sm;
+	shmmap_map m;
+	int id, rc;
+};
+
+static void *thread_incr(void *arg)
+{
+	struct thr *t = arg;
+	char k[16], v[16];
+	for (int i = 0; i < 3000 && !t->rc; i++) {
+		t->rc = shmmap_incr(t->sm, t->m, "n", 1, 1, NULL);
+		int n = snprintf(k, sizeof k, "t%d-%d", t->id, i % 100);
+		if (!t->rc)
+			t->rc = shmmap_put(t->sm, t->m, k, (size_t)n, v, sizeof v, 0, 0);
+		if (!t->rc && i % 3 == 0)
+			t->rc = shmmap_del(t->sm, t->m, k, (size_t)n);
+	}
+	return NULL;
+}
+
+START_TEST(threads_share_one_attachment)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "threads");
+	pthread_t th[4];
+	struct thr t[4];
+	for (int i = 0; i < 4; i++) {
+		t[i] = (struct thr){.sm = sm, .m = m, .id = i};
+		pthread_create(&th[i], NULL, thread_incr, &t[i]);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_msg(t[i].rc == 0, "thread %d: %s", i, shmmap_strerror(t[i].rc));
+	}
+	int64_t v;
+	ck_assert_int_eq(shmmap_incr(sm, m, "n", 1, 0, &v), 0);
+	ck_assert_int_eq(v, 4 * 3000);
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* ---- a process whose agreed base range is taken ---- */
+
+static int worker_displaced(int arg)
+{
+	(void)arg;
+	/* Occupy the agreed base before attaching (this child was forked
+	 * before the parent attached, so nothing of the segment is here). */
+	void *want = (void *)(uintptr_t)0x200000000000ULL;
+	void *p = mmap(want, 64 << 20, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		       -1, 0);
+	if (p != want)
+		return 20;
+	shmmap *sm;
+	if (shmmap_attach(co.sock, &sm))
+		return 21;
+	if (sm->seg.at_agreed_base || (void *)sm->seg.base == want)
+		return 22; /* it must have mapped elsewhere */
+	shmmap_map m;
+	if (shmmap_open(sm, "displaced", SHMMAP_CREATE, &m))
+		return 23;
+	if (shmmap_put(sm, m, "from-child", 10, "world", 5, 0, 0))
+		return 25;
+	/* Wait (deadline 10 s) for the parent's key, written at the agreed base. */
+	char buf[64];
+	size_t n;
+	long long end = mono_ms() + 10000;
+	int rc;
+	while ((rc = shmmap_get(sm, m, "from-parent", 11, buf, sizeof buf, &n)) == -ENOENT &&
+	       mono_ms() < end)
+		sched_yield();
+	if (rc || n != 5 || memcmp(buf, "hello", 5))
+		return 24;
+	shmmap_detach(sm);
+	return 0;
+}
+
+START_TEST(attach_when_base_is_taken)
+{
+	pid_t child = spawn(worker_displaced, 0);
+	shmmap *sm = attach();
+	ck_assert(sm->seg.at_agreed_base);
+	shmmap_map m = open_map(sm, "displaced");
+	ck_assert_int_eq(shmmap_put(sm, m, "from-parent", 11, "hello", 5, 0, 0), 0);
+	expect_exit0(child, 15000);
+	char buf[64];
+	size_t n;
+	ck_assert_int_eq(shmmap_get(sm, m, "from-child", 10, buf, sizeof buf, &n), 0);
+	ck_assert_int_eq((int)n, 5);
+	ck_assert_int_eq(memcmp(buf, "world", 5), 0);
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* ---- readers never see a torn value ---- */
+
+/* value = 8-byte sequence number s, then (s % 900) + 16 bytes derived from s. */
+static size_t make_value(uint64_t s, unsigned char *v)
+{
+	size_t len = 8 + 16 + (size_t)(s % 900);
+	memcpy(v, &s, 8);
+	for (size_t i = 8; i < len; i++)
+		v[i] = (unsigned char)(s * 31 + i);
+	return len;
+}
+
+static bool value_ok(const unsigned char *v, size_t len)
+{
+	uint64_t s;
+	if (len < 8)
+		return false;
+	memcpy(&s, v, 8);
+	if (len != 8 + 16 + (size_t)(s % 900))
+		return false;
+	for (size_t i = 8; i < len; i++)
+		if (v[i] != (unsigned char)(s * 31 + i))
+			return false;
+	return true;
+}
+
+static int worker_writer(int me)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) || shmmap_open(sm, "torn", SHMMAP_CREATE, &m))
+		return 10;
+	unsigned char v[1024];
+	for (uint64_t s = 1; s <= 20000; s++) {
+		char k[8];
+		int kn = snprintf(k, sizeof k, "k%d", (int)(s % 8));
+		size_t n = make_value(s * 2 + (uint64_t)me, v);
+		if (shmmap_put(sm, m, k, (size_t)kn, v, n, 0, 0))
+			return 11;
+		if (s % 7 == 0) {
+			int rc = shmmap_del(sm, m, k, (size_t)kn);
+			if (rc && rc != -ENOENT)
+				return 12;
+		}
+	}
+	shmmap_detach(sm);
+	return 0;
+}
+
+static int worker_reader(int arg)
+{
+	(void)arg;
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) || shmmap_open(sm, "torn", SHMMAP_CREATE, &m))
+		return 10;
+	unsigned char buf[1024];
+	long good = 0;
+	for (int i = 0; i < 100000; i++) {
+		char k[8];
+		int kn = snprintf(k, sizeof k, "k%d", i % 8);
+		size_t n;
+		int rc = shmmap_get(sm, m, k, (size_t)kn, buf, sizeof buf, &n);
+		if (rc == -ENOENT)
+			continue;
+		if (rc)
+			return 11;
+		if (!value_ok(buf, n))
+			return 12; /* torn */
+		good++;
+	}
+	shmmap_detach(sm);
+	return good > 0 ? 0 : 13;
+}
+
+START_TEST(readers_never_see_torn_values)
+{
+	pid_t w0 = spawn(worker_writer, 0), w1 = spawn(worker_writer, 1);
+	pid_t r0 = spawn(worker_reader, 0), r1 = spawn(worker_reader, 1);
+	expect_exit0(w0, 60000);
+	expect_exit0(w1, 60000);
+	expect_exit0(r0, 60000);
+	expect_exit0(r1, 60000);
+}
+END_TEST
+
+/* ---- no socket on the data path ---- */
+
+START_TEST(data_path_works_while_coordinator_is_stopped)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "direct");
+	/* Freeze the coordinator: any socket round trip would now time out. */
+	ck_assert_int_eq(kill(co.pid, SIGSTOP), 0);
+	char k[16], buf[16];
+	for (int i = 0; i < 20000; i++) {
+		int n = snprintf(k, sizeof k, "%d", i);
+		ck_assert_int_eq(shmmap_put(sm, m, k, (size_t)n, k, (size_t)n, 0, 0), 0);
+		size_t vl;
+		ck_assert_int_eq(shmmap_get(sm, m, k, (size_t)n, buf, sizeof buf, &vl), 0);
+		ck_assert_int_eq((int)vl, n);
+		if (i % 2)
+			ck_assert_int_eq(shmmap_del(sm, m, k, (size_t)n), 0);
+	}
+	int64_t v;
+	ck_assert_int_eq(shmmap_incr(sm, m, "c", 1, 5, &v), 0);
+	kill(co.pid, SIGCONT);
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* ---- semantics ---- */
+
+START_TEST(put_flags_and_get_errors)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "sem");
+	char buf[8];
+	size_t n = 0;
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "v1", 2, 0, SHMMAP_XX), -ENOENT);
+	ck_assert_int_eq(shmmap_get(sm, m, "k", 1, buf, sizeof buf, &n), -ENOENT);
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "v1", 2, 0, SHMMAP_NX), 0);
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "v2", 2, 0, SHMMAP_NX), -EEXIST);
+	ck_assert_int_eq(shmmap_get(sm, m, "k", 1, buf, sizeof buf, &n), 0);
+	ck_assert_int_eq(memcmp(buf, "v1", 2), 0);
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "longer value", 12, 0, SHMMAP_XX), 0);
+	ck_assert_int_eq(shmmap_get(sm, m, "k", 1, buf, sizeof buf, &n), -ENOBUFS);
+	ck_assert_int_eq((int)n, 12);
+	ck_assert_int_eq(shmmap_get(sm, m, "k", 1, NULL, 0, &n), -ENOBUFS);
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "x", 1, 0, SHMMAP_NX | SHMMAP_XX), -EINVAL);
+	/* Keys and values are bytes: NULs included. */
+	ck_assert_int_eq(shmmap_put(sm, m, "a\0b", 3, "\0\0\1", 3, 0, 0), 0);
+	ck_assert_int_eq(shmmap_get(sm, m, "a\0c", 3, buf, sizeof buf, &n), -ENOENT);
+	ck_assert_int_eq(shmmap_get(sm, m, "a\0b", 3, buf, sizeof buf, &n), 0);
+	ck_assert_int_eq((int)n, 3);
+	ck_assert_int_eq(memcmp(buf, "\0\0\1", 3), 0);
+	/* Empty value. */
+	ck_assert_int_eq(shmmap_put(sm, m, "e", 1, NULL, 0, 0, 0), 0);
+	ck_assert_int_eq(shmmap_get(sm, m, "e", 1, NULL, 0, &n), 0);
+	ck_assert_int_eq((int)n, 0);
+	ck_assert_int_eq(shmmap_del(sm, m, "e", 1), 0);
+	ck_assert_int_eq(shmmap_del(sm, m, "e", 1), -ENOENT);
+	/* incr */
+	int64_t v;
+	ck_assert_int_eq(shmmap_incr(sm, m, "k", 1, 1, &v), -EINVAL); /* not a number */
+	ck_assert_int_eq(shmmap_put(sm, m, "big", 3, "9223372036854775806", 19, 0, 0), 0);
+	ck_assert_int_eq(shmmap_incr(sm, m, "big", 3, 1, &v), 0);
+	ck_assert_int_eq(v, INT64_MAX);
+	ck_assert_int_eq(shmmap_incr(sm, m, "big", 3, 1, &v), -ERANGE);
+	ck_assert_int_eq(shmmap_get(sm, m, "big", 3, buf, 8, &n), -ENOBUFS);
+	ck_assert_int_eq((int)n, 19); /* unchanged by the failed incr */
+	ck_assert_int_eq(shmmap_incr(sm, m, "neg", 3, INT64_MIN, &v), 0);
+	ck_assert_int_eq(shmmap_incr(sm, m, "neg", 3, -1, &v), -ERANGE);
+	/* Bad arguments. */
+	ck_assert_int_eq(shmmap_put(sm, m, "", 0, "v", 1, 0, 0), -EINVAL);
+	ck_assert_int_eq(shmmap_put(sm, m, NULL, 1, "v", 1, 0, 0), -EINVAL);
+	ck_assert_int_eq(shmmap_get(sm, m, "k", 1, NULL, 5, &n), -EINVAL);
+	ck_assert_int_eq(shmmap_open(sm, "", SHMMAP_CREATE, &m), -EINVAL);
+	ck_assert_int_eq(shmmap_open(sm, "nope", 0, &(shmmap_map){0}), -ENOENT);
+	char longname[SHMMAP_NAME_MAX + 2];
+	memset(longname, 'n', sizeof longname - 1);
+	longname[sizeof longname - 1] = '\0';
+	ck_assert_int_eq(shmmap_open(sm, longname, SHMMAP_CREATE, &(shmmap_map){0}), -EINVAL);
+	shmmap_detach(sm);
+}
+END_TEST
+
+START_TEST(handles_are_checked)
+{
+	shmmap *a = attach(), *b = attach();
+	shmmap_map ma = open_map(a, "h"), mb = open_map(b, "h");
+	ck_assert_int_eq(shmmap_put(a, ma, "k", 1, "v", 1, 0, 0), 0);
+	char buf[4];
+	size_t n;
+	/* A handle of attachment a used with b: refused, not misused. */
+	ck_assert_int_eq(shmmap_get(b, ma, "k", 1, buf, sizeof buf, &n), -EBADF);
+	ck_assert_int_eq(shmmap_get(b, mb, "k", 1, buf, sizeof buf, &n), 0);
+	ck_assert_int_eq(shmmap_get(a, (shmmap_map){0}, "k", 1, buf, sizeof buf, &n), -EBADF);
+	/* An older generation of the same map index: stale. */
+	ck_assert_int_eq(shmmap_get(a, (shmmap_map){ma.id - (1ull << 16)}, "k", 1, buf, 4, &n),
+			 -ESTALE);
+	/* A newer one was never handed out: not ours. */
+	ck_assert_int_eq(shmmap_get(a, (shmmap_map){ma.id + (1ull << 16)}, "k", 1, buf, 4, &n),
+			 -EBADF);
+	ck_assert_int_eq(shmmap_get(NULL, ma, "k", 1, buf, sizeof buf, &n), -EINVAL);
+	shmmap_detach(a);
+	shmmap_detach(b);
+	shmmap_detach(NULL);
+}
+END_TEST
+
+START_TEST(limits_give_e2big_and_enospc)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "small");
+	/* The directory is full at max_maps = 2. */
+	shmmap_map m2;
+	ck_assert_int_eq(shmmap_open(sm, "second", SHMMAP_CREATE, &m2), 0);
+	ck_assert_int_eq(shmmap_open(sm, "third", SHMMAP_CREATE, &m2), -ENOSPC);
+	static char big[64 * 1024 + 1];
+	char key[40];
+	memset(key, 'k', sizeof key);
+	ck_assert_int_eq(shmmap_put(sm, m, key, 33, "v", 1, 0, 0), -E2BIG);
+	ck_assert_int_eq(shmmap_put(sm, m, key, 32, "v", 1, 0, 0), 0);
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, big, sizeof big, 0, 0), -E2BIG);
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, big, sizeof big - 1, 0, 0), 0);
+	/* Fill the segment with 1 KiB values until -ENOSPC; nothing crashes and
+	 * nothing written before is lost. */
+	int i, rc = 0;
+	char k[16], v[1024];
+	for (i = 0; i < 100000; i++) {
+		int kn = snprintf(k, sizeof k, "f%d", i);
+		memset(v, 'a' + i % 26, sizeof v);
+		rc = shmmap_put(sm, m, k, (size_t)kn, v, sizeof v, 0, 0);
+		if (rc)
+			break;
+	}
+	ck_assert_int_eq(rc, -ENOSPC);
+	ck_assert_int_gt(i, 100);
+	for (int j = 0; j < i; j++) {
+		int kn = snprintf(k, sizeof k, "f%d", j);
+		size_t n;
+		ck_assert_int_eq(shmmap_get(sm, m, k, (size_t)kn, v, sizeof v, &n), 0);
+		ck_assert_int_eq(v[0], 'a' + j % 26);
+	}
+	/* Deleting makes room again. */
+	ck_assert_int_eq(shmmap_del(sm, m, "f0", 2), 0);
+	ck_assert_int_eq(shmmap_put(sm, m, "again", 5, v, sizeof v, 0, 0), 0);
+	shmmap_detach(sm);
+}
+END_TEST
+
+struct ttl_arg {
+	shmmap *sm;
+	shmmap_map m;
+};
+
+static bool ttl_gone(void *p)
+{
+	struct ttl_arg *a = p;
+	char buf[8];
+	size_t n;
+	return shmmap_get(a->sm, a->m, "t", 1, buf, sizeof buf, &n) == -ENOENT;
+}
+
+START_TEST(ttl_expires)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "ttl");
+	ck_assert_int_eq(shmmap_put(sm, m, "t", 1, "v", 1, 1, 0), 0);
+	ck_assert_int_eq(shmmap_put(sm, m, "forever", 7, "v", 1, 0, 0), 0);
+	char buf[8];
+	size_t n;
+	long long t0 = mono_ms();
+	ck_assert_int_eq(shmmap_get(sm, m, "t", 1, buf, sizeof buf, &n), 0);
+	struct ttl_arg a = {sm, m};
+	ck_assert(tu_wait(ttl_gone, &a, 3000));
+	ck_assert_int_ge(mono_ms() - t0, 900); /* not before its time */
+	ck_assert_int_eq(shmmap_get(sm, m, "forever", 7, buf, sizeof buf, &n), 0);
+	/* An expired key counts as absent for NX and XX. */
+	ck_assert_int_eq(shmmap_put(sm, m, "t", 1, "w", 1, 0, SHMMAP_XX), -ENOENT);
+	ck_assert_int_eq(shmmap_put(sm, m, "t", 1, "w", 1, 0, SHMMAP_NX), 0);
+	shmmap_detach(sm);
+}
+END_TEST
+
+START_TEST(large_values_round_trip)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "large");
+	size_t sz = 300 * 1024;
+	unsigned char *v = malloc(sz), *buf = malloc(sz);
+	for (size_t i = 0; i < sz; i++)
+		v[i] = (unsigned char)(i * 7);
+	for (int r = 0; r < 20; r++) {
+		ck_assert_int_eq(shmmap_put(sm, m, "big", 3, v, sz - (size_t)r * 1000, 0, 0), 0);
+		size_t n;
+		ck_assert_int_eq(shmmap_get(sm, m, "big", 3, buf, sz, &n), 0);
+		ck_assert_uint_eq(n, sz - (size_t)r * 1000);
+		ck_assert_int_eq(memcmp(buf, v, n), 0);
+	}
+	free(v);
+	free(buf);
+	shmmap_detach(sm);
+}
+END_TEST
+
+START_TEST(attach_errors)
+{
+	shmmap *sm = NULL;
+	ck_assert_int_eq(shmmap_attach("/nonexistent/dir/sock", &sm), -ENOENT);
+	ck_assert_ptr_null(sm);
+	ck_assert_int_eq(shmmap_attach(co.sock, NULL), -EINVAL);
+	char longp[200];
+	memset(longp, 'x', sizeof longp - 1);
+	longp[sizeof longp - 1] = '\0';
+	ck_assert_int_eq(shmmap_attach(longp, &sm), -EINVAL);
+	/* $SHMMAP_SOCKET is used when no path is given. */
+	setenv("SHMMAP_SOCKET", co.sock, 1);
+	ck_assert_int_eq(shmmap_attach(NULL, &sm), 0);
+	unsetenv("SHMMAP_SOCKET");
+	shmmap_detach(sm);
+	/* Every error code has a description. */
+	int codes[] = {0, -ENOENT, -EEXIST, -E2BIG, -ENOSPC, -ENOBUFS, -ESTALE, -EBADF,
+		       -ERANGE, -SHMMAP_EBADSEG, -SHMMAP_EVERSION, -SHMMAP_ECORRUPT, -99999};
+	for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+		ck_assert_ptr_nonnull(shmmap_strerror(codes[i]));
+	ck_assert_str_ne(shmmap_strerror(-SHMMAP_EBADSEG), shmmap_strerror(-SHMMAP_ECORRUPT));
+}
+END_TEST
+
+/* A client killed with SIGKILL frees its slot: the coordinator sees EOF. */
+static int worker_attach_and_hang(int fd)
+{
+	shmmap *sm;
+	if (shmmap_attach(co.sock, &sm))
+		return 10;
+	char c = 1;
+	if (write(fd, &c, 1) != 1)
+		return 11;
+	pause();
+	return 0;
+}
+
+static int pipefd[2];
+static bool slot_free_again(void *p)
+{
+	shmmap *sm = p;
+	for (uint32_t i = 0; i < sm->geom.max_clients; i++)
+		if (i != sm->slot &&
+		    atomic_load(&seg_slot(&sm->seg, &sm->geom, i)->state) != SLOT_FREE)
+			return false;
+	return true;
+}
+
+START_TEST(killed_client_slot_is_reclaimed)
+{
+	shmmap *sm = attach();
+	ck_assert_int_eq(pipe(pipefd), 0);
+	pid_t pid = spawn(worker_attach_and_hang, pipefd[1]);
+	char c;
+	ck_assert_int_eq(read(pipefd[0], &c, 1), 1);
+	ck_assert(!slot_free_again(sm));
+	kill(pid, SIGKILL);
+	tu_waitpid(pid, 5000);
+	ck_assert(tu_wait(slot_free_again, sm, 5000));
+	close(pipefd[0]);
+	close(pipefd[1]);
+	shmmap_detach(sm);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("api");
+	TCase *tc = tcase_create("multiprocess");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, two_workers_share_a_map);
+	tcase_add_test(tc, incr_from_many_processes_is_exact);
+	tcase_add_test(tc, threads_share_one_attachment);
+	tcase_add_test(tc, attach_when_base_is_taken);
+	tcase_add_test(tc, readers_never_see_torn_values);
+	tcase_add_test(tc, data_path_works_while_coordinator_is_stopped);
+	tcase_add_test(tc, put_flags_and_get_errors);
+	tcase_add_test(tc, handles_are_checked);
+	tcase_add_test(tc, ttl_expires);
+	tcase_add_test(tc, large_values_round_trip);
+	tcase_add_test(tc, attach_errors);
+	tcase_add_test(tc, killed_client_slot_is_reclaimed);
+	suite_add_tcase(s, tc);
+	TCase *small = tcase_create("limits");
+	tcase_add_checked_fixture(small, setup_small, teardown);
+	tcase_set_timeout(small, 60);
+	tcase_add_test(small, limits_give_e2big_and_enospc);
+	suite_add_tcase(s, small);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,243 @@
+/*
+ * testutil.c - helpers for the Check programs (see testutil.h): a real
+ * shmmapd on a private config, socket and segment; deadline-bounded waits
+ * (tests never sleep to synchronise: they poll a condition with a deadline).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+static void nap_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool tu_wait(bool (*pred)(void *), void *arg, int deadline_ms)
+{
+	long long end = now_ms() + deadline_ms;
+	for (;;) {
+		if (pred(arg))
+			return true;
+		if (now_ms() >= end)
+			return false;
+		nap_ms(5);
+	}
+}
+
+int tu_waitpid(pid_t pid, int deadline_ms)
+{
+	long long end = now_ms() + deadline_ms;
+	int st;
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid)
+			return st;
+		if (r < 0)
+			return -1;
+		if (now_ms() >= end) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return -1;
+		}
+		nap_ms(2);
+	}
+}
+
+static bool sock_accepts(void *arg)
+{
+	const char *path = arg;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof sa.sun_path)
+		return false;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return false;
+	bool ok = connect(s, (struct sockaddr *)&sa, sizeof sa) == 0;
+	close(s);
+	return ok;
+}
+
+static void dump_log(const struct tu_coord *c)
+{
+	FILE *f = fopen(c->log, "r");
+	char line[512];
+	if (!f)
+		return;
+	while (fgets(line, sizeof line, f))
+		fprintf(stderr, "  shmmapd: %s", line);
+	fclose(f);
+}
+
+int tu_coord_restart(struct tu_coord *c)
+{
+	const char *bin = getenv("SHMMAPD");
+	if (!bin) {
+		fprintf(stderr, "testutil: $SHMMAPD is not set\n");
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int fd = open(c->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
+		execl(bin, "shmmapd", "-c", c->conf, "--foreground", (char *)NULL);
+		_exit(127);
+	}
+	c->pid = pid;
+	long long end = now_ms() + 10000;
+	while (!sock_accepts(c->sock)) {
+		int st;
+		if (waitpid(pid, &st, WNOHANG) == pid || now_ms() > end) {
+			fprintf(stderr, "testutil: shmmapd did not come up\n");
+			dump_log(c);
+			if (now_ms() > end) {
+				kill(pid, SIGKILL);
+				waitpid(pid, &st, 0);
+			}
+			c->pid = 0;
+			return -1;
+		}
+		nap_ms(5);
+	}
+	return 0;
+}
+
+int tu_coord_start(struct tu_coord *c, const char *size, const char *extra_conf)
+{
+	static int counter;
+	memset(c, 0, sizeof *c);
+	snprintf(c->dir, sizeof c->dir, "/tmp/shmmap-test-XXXXXX");
+	if (!mkdtemp(c->dir))
+		return -1;
+	snprintf(c->conf, sizeof c->conf, "%s/shmmap.ini", c->dir);
+	if ((size_t)snprintf(c->sock, sizeof c->sock, "%.90s/sock", c->dir) >= sizeof c->sock)
+		return -1;
+	snprintf(c->log, sizeof c->log, "%s/shmmapd.log", c->dir);
+	snprintf(c->shm, sizeof c->shm, "/shmmap-test-%d-%d", (int)getpid(), counter++);
+	shm_unlink(c->shm);
+	FILE *f = fopen(c->conf, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "[segment]\nname = %s\nsize = %s\n\n[server]\nsocket = %s\n\n%s\n", c->shm,
+		size ? size : "8M", c->sock, extra_conf ? extra_conf : "");
+	fclose(f);
+	return tu_coord_restart(c);
+}
+
+int tu_coord_stop(struct tu_coord *c)
+{
+	if (c->pid <= 0)
+		return -1;
+	kill(c->pid, SIGTERM);
+	int st = tu_waitpid(c->pid, 10000);
+	c->pid = 0;
+	return st;
+}
+
+void tu_coord_cleanup(struct tu_coord *c)
+{
+	if (c->pid > 0) {
+		kill(c->pid, SIGKILL);
+		tu_waitpid(c->pid, 10000);
+		c->pid = 0;
+	}
+	if (c->shm[0])
+		shm_unlink(c->shm);
+	if (c->dir[0]) {
+		unlink(c->conf);
+		unlink(c->sock);
+		unlink(c->log);
+		rmdir(c->dir);
+	}
+}
+
+static void drain(int fd, char *buf, size_t cap, size_t *len, bool *open_)
+{
+	char tmp[4096];
+	ssize_t n = read(fd, tmp, sizeof tmp);
+	if (n <= 0) {
+		*open_ = false;
+		return;
+	}
+	if (buf && cap) {
+		size_t room = cap - 1 - *len;
+		size_t k = (size_t)n < room ? (size_t)n : room;
+		memcpy(buf + *len, tmp, k);
+		*len += k;
+		buf[*len] = '\0';
+	}
+}
+
+int tu_run(char *const argv[], char *out, size_t cap, char *err, size_t errcap)
+{
+	int po[2], pe[2];
+	if (pipe(po) < 0)
+		return -1;
+	if (pipe(pe) < 0) {
+		close(po[0]);
+		close(po[1]);
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		dup2(po[1], 1);
+		dup2(pe[1], 2);
+		close(po[0]);
+		close(pe[0]);
+		close(po[1]);
+		close(pe[1]);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(po[1]);
+	close(pe[1]);
+	size_t ol = 0, el = 0;
+	if (out && cap)
+		out[0] = '\0';
+	if (err && errcap)
+		err[0] = '\0';
+	bool oo = true, eo = true;
+	long long end = now_ms() + 20000;
+	while ((oo || eo) && now_ms() < end) {
+		struct pollfd p[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+		if (poll(p, 2, 100) < 0 && errno != EINTR)
+			break;
+		if (oo && (p[0].revents & (POLLIN | POLLHUP)))
+			drain(po[0], out, cap, &ol, &oo);
+		if (eo && (p[1].revents & (POLLIN | POLLHUP)))
+			drain(pe[0], err, errcap, &el, &eo);
+	}
+	close(po[0]);
+	close(pe[0]);
+	int st = tu_waitpid(pid, oo || eo ? 0 : 20000);
+	if (st < 0 || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}

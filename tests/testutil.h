@@ -1,0 +1,48 @@
+/*
+ * testutil.h - helpers shared by the Check test programs: unique names,
+ * a real shmmapd started on a private config, deadline waits.
+ * Every resource a helper creates is removed by the matching stop call.
+ */
+#ifndef SHMMAP_TESTUTIL_H
+#define SHMMAP_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* A coordinator run by a test. */
+struct tu_coord {
+	pid_t pid;
+	char dir[256];      /* private temp directory (config, socket, log) */
+	char conf[300];     /* config file path */
+	char sock[108];     /* socket path (fits sun_path) */
+	char shm[64];       /* segment name, "/shmmap-test-<pid>-<n>" */
+	char log[300];      /* coordinator's stderr */
+};
+
+/* Extra config lines (e.g. "[map]\nvalue_max = 4K\n") may be NULL.
+ * size like "8M".  Starts build/shmmapd (path from $SHMMAPD) in the
+ * foreground as a child and waits (deadline 10 s) until its socket
+ * accepts.  Returns 0 or -1 (with a message on stderr). */
+int tu_coord_start(struct tu_coord *c, const char *size, const char *extra_conf);
+/* Start again on the same config (after a stop or a crash). */
+int tu_coord_restart(struct tu_coord *c);
+/* SIGTERM and wait (deadline 10 s); returns the exit status, or -1. */
+int tu_coord_stop(struct tu_coord *c);
+/* Stop if running, unlink the segment, remove the temp directory. */
+void tu_coord_cleanup(struct tu_coord *c);
+
+/* Wait until pred(arg) is true, polling every ms milliseconds, at most
+ * deadline_ms.  Returns true if it became true. */
+bool tu_wait(bool (*pred)(void *), void *arg, int deadline_ms);
+
+/* Wait for a child with a deadline; returns its wait status, or -1 on
+ * timeout (after which the child is SIGKILLed and reaped). */
+int tu_waitpid(pid_t pid, int deadline_ms);
+
+/* Run argv (argv[0] is a path) with stdout captured into out (NUL-terminated,
+ * at most cap - 1 bytes) and stderr into err (may be NULL).  Returns the
+ * exit status (0..255), or -1 if it did not exit within 20 s. */
+int tu_run(char *const argv[], char *out, size_t cap, char *err, size_t errcap);
+
+#endif
