@@ -235,8 +235,8 @@ uint64_t shmmap__alloc(const struct seg *s, const struct seg_geom *g, const stru
 		boff = p->free - 1;
 		uint32_t next = *(uint32_t *)seg_ptr(s, poff + boff);
 		/* A free block's link must name another block of this page. */
-		if (boff % size != 0 || boff / size >= per || (next && ((next - 1) % size != 0 ||
-						       (next - 1) / size >= per)))
+		if (boff % size != 0 || boff / size >= p->carved ||
+		    (next && ((next - 1) % size != 0 || (next - 1) / size >= p->carved)))
 			goto out; /* corrupt free list: refuse rather than hand out garbage */
 		p->free = next;
 	} else if (p->carved < per) {

@@ -53,6 +53,9 @@ int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *r
 	int rc = shmmap__proto_send(sm->sock, &q, -1);
 	if (rc == 0)
 		rc = shmmap__proto_recv(sm->sock, rep, NULL);
+	/* Skip late replies to earlier requests that timed out. */
+	while (rc == 0 && (int32_t)(rep->seq - q.seq) < 0)
+		rc = shmmap__proto_recv(sm->sock, rep, NULL);
 	if (rc == -EAGAIN)
 		rc = -ETIMEDOUT;
 	if (rc == 0 && rep->seq != q.seq)
@@ -253,7 +256,7 @@ int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v)
 
 /* Build the context of one data call.  The slot's intent record is used by
  * one thread at a time; a thread that finds it busy runs without one (a
- * crash then may leak a block, which check finds and repairs). */
+ * crash then may leak a block, which shmmapctl check reports). */
 static void op_begin(shmmap *sm, const struct map_view *v, struct op_ctx *o, bool write)
 {
 	o->s = &sm->seg;

@@ -46,7 +46,7 @@
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
 #define SEG_LAYOUT_VERSION 1u
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
-#define SEG_NCLASSES 48u            /* size classes, 32 B .. SEG_PAGE/2 */
+#define SEG_NCLASSES 48u            /* room for the size classes, 48 B .. SEG_PAGE/2 */
 #define SEG_ALIGN 16u               /* every block is 16-byte aligned */
 #define SEG_MAX_CLIENTS_LIMIT 4096u
 #define SEG_MAX_MAPS_LIMIT 4096u
