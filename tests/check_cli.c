@@ -1,0 +1,666 @@
+/*
+ * check_cli.c - shmmapctl end to end: every test starts its own shmmapd
+ * (private config, socket and segment), drives the real build/shmmapctl
+ * ($SHMMAPCTL) through tu_run, and checks exit codes and output.  Some
+ * tests also attach from this process (linked with libshmmap.a) to write
+ * through the API, or to damage the segment on purpose and see that
+ * `shmmapctl check` notices.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "shmmap.h"
+#include "testutil.h"
+
+#define OUT_CAP 65536
+
+static struct tu_coord co;
+static char out[OUT_CAP], err[OUT_CAP];
+
+static void setup(void)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+}
+
+static void teardown(void)
+{
+	tu_coord_cleanup(&co);
+}
+
+/* Run shmmapctl -s SOCK args... (NULL-terminated); output in out/err. */
+static int ctl(const char *a0, ...)
+{
+	char *argv[32];
+	int n = 0;
+	argv[n++] = getenv("SHMMAPCTL");
+	ck_assert_msg(argv[0] != NULL, "$SHMMAPCTL is not set");
+	argv[n++] = "-s";
+	argv[n++] = co.sock;
+	va_list ap;
+	va_start(ap, a0);
+	for (const char *a = a0; a && n < 31; a = va_arg(ap, const char *))
+		argv[n++] = (char *)a;
+	va_end(ap);
+	argv[n] = NULL;
+	return tu_run(argv, out, sizeof out, err, sizeof err);
+}
+
+/* Run and require exit status want. */
+#define CTL_EXPECT(want, ...)                                                              \
+	do {                                                                               \
+		int st_ = ctl(__VA_ARGS__, (const char *)NULL);                            \
+		ck_assert_msg(st_ == (want), "shmmapctl exited %d, wanted %d\nstdout: %s\nstderr: %s", \
+			      st_, (want), out, err);                                      \
+	} while (0)
+
+static shmmap *attach(void)
+{
+	shmmap *sm = NULL;
+	int rc = shmmap_attach(co.sock, &sm);
+	ck_assert_msg(rc == 0, "attach: %s", shmmap_strerror(rc));
+	return sm;
+}
+
+static shmmap_map open_map(shmmap *sm, const char *name)
+{
+	shmmap_map m;
+	int rc = shmmap_open(sm, name, SHMMAP_CREATE, &m);
+	ck_assert_msg(rc == 0, "open %s: %s", name, shmmap_strerror(rc));
+	return m;
+}
+
+/* ---- a strict little JSON validator (RFC 8259 syntax) ---- */
+
+static const char *js_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	return p;
+}
+
+static const char *js_value(const char *p, int depth);
+
+static const char *js_string(const char *p)
+{
+	if (*p++ != '"')
+		return NULL;
+	while (*p != '"') {
+		unsigned char ch = (unsigned char)*p;
+		if (ch == '\0' || ch < 0x20)
+			return NULL;
+		if (ch == '\\') {
+			p++;
+			if (*p == 'u') {
+				for (int i = 1; i <= 4; i++)
+					if (!strchr("0123456789abcdefABCDEF", p[i]) || !p[i])
+						return NULL;
+				p += 5;
+				continue;
+			}
+			if (!*p || !strchr("\"\\/bfnrt", *p))
+				return NULL;
+		}
+		p++;
+	}
+	return p + 1;
+}
+
+static const char *js_number(const char *p)
+{
+	if (*p == '-')
+		p++;
+	if (*p == '0')
+		p++;
+	else if (*p >= '1' && *p <= '9')
+		while (*p >= '0' && *p <= '9')
+			p++;
+	else
+		return NULL;
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return NULL;
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	if (*p == 'e' || *p == 'E') {
+		p++;
+		if (*p == '+' || *p == '-')
+			p++;
+		if (*p < '0' || *p > '9')
+			return NULL;
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	return p;
+}
+
+static const char *js_value(const char *p, int depth)
+{
+	if (depth > 32)
+		return NULL;
+	p = js_ws(p);
+	if (*p == '{' || *p == '[') {
+		char close = *p == '{' ? '}' : ']';
+		bool obj = *p == '{';
+		p = js_ws(p + 1);
+		if (*p == close)
+			return p + 1;
+		for (;;) {
+			if (obj) {
+				p = js_string(js_ws(p));
+				if (!p)
+					return NULL;
+				p = js_ws(p);
+				if (*p++ != ':')
+					return NULL;
+			}
+			p = js_value(p, depth + 1);
+			if (!p)
+				return NULL;
+			p = js_ws(p);
+			if (*p == close)
+				return p + 1;
+			if (*p++ != ',')
+				return NULL;
+		}
+	}
+	if (*p == '"')
+		return js_string(p);
+	if (strncmp(p, "true", 4) == 0)
+		return p + 4;
+	if (strncmp(p, "false", 5) == 0)
+		return p + 5;
+	if (strncmp(p, "null", 4) == 0)
+		return p + 4;
+	return js_number(p);
+}
+
+/* One JSON value, nothing after it but whitespace. */
+static bool json_valid(const char *s)
+{
+	const char *p = js_value(s, 0);
+	return p && *js_ws(p) == '\0';
+}
+
+#define ASSERT_JSON(first_char)                                                            \
+	do {                                                                               \
+		ck_assert_msg(out[0] == (first_char), "JSON should start with %c: %s",    \
+			      (first_char), out);                                          \
+		ck_assert_msg(json_valid(out), "invalid JSON: %s", out);                   \
+	} while (0)
+
+#define ASSERT_HAS(needle) ck_assert_msg(strstr(out, (needle)) != NULL, "no %s in: %s", (needle), out)
+
+/* ---- tests ---- */
+
+START_TEST(put_then_get)
+{
+	CTL_EXPECT(0, "put", "m", "k1", "hello world");
+	ck_assert_str_eq(out, "");
+	CTL_EXPECT(0, "get", "m", "k1");
+	ck_assert_str_eq(out, "hello world\n");
+	/* Replace, and an empty value. */
+	CTL_EXPECT(0, "put", "m", "k1", "second");
+	CTL_EXPECT(0, "get", "m", "k1");
+	ck_assert_str_eq(out, "second\n");
+	CTL_EXPECT(0, "put", "m", "empty", "");
+	CTL_EXPECT(0, "get", "m", "empty");
+	ck_assert_str_eq(out, "\n");
+	/* A value that starts with '-' goes after "--". */
+	CTL_EXPECT(0, "put", "m", "neg", "--", "-42");
+	CTL_EXPECT(0, "get", "m", "neg");
+	ck_assert_str_eq(out, "-42\n");
+}
+END_TEST
+
+START_TEST(get_missing)
+{
+	CTL_EXPECT(0, "put", "m", "present", "v");
+	CTL_EXPECT(1, "get", "m", "absent");
+	ck_assert_str_eq(out, "");
+	ck_assert_msg(strstr(err, "get: absent: no such key"), "stderr: %s", err);
+	CTL_EXPECT(1, "get", "nomap", "k");
+	ck_assert_msg(strstr(err, "no such map"), "stderr: %s", err);
+	CTL_EXPECT(1, "del", "nomap", "k");
+	CTL_EXPECT(1, "keys", "nomap");
+	CTL_EXPECT(1, "stats", "nomap");
+	/* Asking must not have created it. */
+	CTL_EXPECT(0, "maps");
+	ck_assert_msg(strstr(out, "nomap") == NULL, "maps: %s", out);
+}
+END_TEST
+
+START_TEST(del_then_get)
+{
+	CTL_EXPECT(0, "put", "m", "k", "v");
+	CTL_EXPECT(0, "get", "m", "k");
+	CTL_EXPECT(0, "del", "m", "k");
+	CTL_EXPECT(1, "get", "m", "k");
+	CTL_EXPECT(1, "del", "m", "k");
+	ck_assert_msg(strstr(err, "no such key"), "stderr: %s", err);
+}
+END_TEST
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Split out into sorted lines; returns the count. */
+static int sorted_lines(char *buf, char **lines, int max)
+{
+	int n = 0;
+	for (char *save, *l = strtok_r(buf, "\n", &save); l && n < max;
+	     l = strtok_r(NULL, "\n", &save))
+		lines[n++] = l;
+	qsort(lines, (size_t)n, sizeof *lines, cmp_str);
+	return n;
+}
+
+START_TEST(keys_lists_exactly)
+{
+	const char *keys[] = {"alpha", "beta", "gamma", "with space", "a\x01z", "back\\slash"};
+	const char *shown[] = {"alpha", "beta", "gamma", "with space", "a\\x01z", "back\\\\slash"};
+	size_t nk = sizeof keys / sizeof keys[0];
+	for (size_t i = 0; i < nk; i++)
+		CTL_EXPECT(0, "put", "km", keys[i], "v");
+	CTL_EXPECT(0, "put", "other", "not-this-one", "v");
+	CTL_EXPECT(0, "del", "km", "beta");
+	CTL_EXPECT(0, "keys", "km");
+	char *lines[16];
+	int n = sorted_lines(out, lines, 16);
+	const char *want[8];
+	size_t nw = 0;
+	for (size_t i = 0; i < nk; i++)
+		if (strcmp(keys[i], "beta") != 0)
+			want[nw++] = shown[i];
+	qsort(want, nw, sizeof *want, cmp_str);
+	ck_assert_int_eq(n, (int)nw);
+	for (size_t i = 0; i < nw; i++)
+		ck_assert_str_eq(lines[i], want[i]);
+
+	CTL_EXPECT(0, "keys", "km", "--json");
+	ASSERT_JSON('[');
+	ASSERT_HAS("\"alpha\"");
+	ASSERT_HAS("\"a\\u0001z\"");
+	ASSERT_HAS("\"back\\\\slash\"");
+	ck_assert_msg(strstr(out, "\"beta\"") == NULL, "deleted key listed: %s", out);
+
+	/* An empty map lists nothing. */
+	CTL_EXPECT(0, "del", "other", "not-this-one");
+	CTL_EXPECT(0, "keys", "other");
+	ck_assert_str_eq(out, "");
+	CTL_EXPECT(0, "--json", "keys", "other");
+	ck_assert_str_eq(out, "[]\n");
+}
+END_TEST
+
+START_TEST(json_outputs)
+{
+	CTL_EXPECT(0, "put", "jm", "k", "quote\" back\\ tab\t nl\n");
+	CTL_EXPECT(0, "--json", "status");
+	ASSERT_JSON('{');
+	ASSERT_HAS("\"size\":8388608");
+	ASSERT_HAS("\"layout_version\":1");
+	ASSERT_HAS("\"coordinator\":{\"pid\":");
+	ASSERT_HAS("\"maps\":1");
+	CTL_EXPECT(0, "--json", "maps");
+	ASSERT_JSON('[');
+	ASSERT_HAS("\"name\":\"jm\"");
+	ASSERT_HAS("\"entries\":1");
+	CTL_EXPECT(0, "--json", "stats");
+	ASSERT_JSON('{');
+	ASSERT_HAS("\"maps\":[");
+	ASSERT_HAS("\"segment\":{");
+	CTL_EXPECT(0, "stats", "jm", "--json");
+	ASSERT_JSON('{');
+	ASSERT_HAS("\"name\":\"jm\"");
+	CTL_EXPECT(0, "--json", "clients");
+	ASSERT_JSON('[');
+	ASSERT_HAS("\"self\":true");
+	CTL_EXPECT(0, "--json", "check");
+	ASSERT_JSON('{');
+	ASSERT_HAS("\"ok\":true");
+	ASSERT_HAS("\"errors\":0");
+	CTL_EXPECT(0, "--json", "get", "jm", "k");
+	ASSERT_JSON('{');
+	ASSERT_HAS("\"key\":\"k\"");
+	ASSERT_HAS("\"value\":\"quote\\\" back\\\\ tab\\t nl\\n\"");
+	CTL_EXPECT(0, "--json", "keys", "jm");
+	ASSERT_JSON('[');
+	/* Text output of the same commands works too. */
+	CTL_EXPECT(0, "status");
+	ASSERT_HAS("layout version");
+	CTL_EXPECT(0, "stats");
+	ASSERT_HAS("jm");
+}
+END_TEST
+
+START_TEST(stats_count_ops)
+{
+	CTL_EXPECT(0, "put", "s", "a", "1");
+	CTL_EXPECT(0, "put", "s", "b", "2");
+	CTL_EXPECT(0, "put", "s", "c", "3");
+	CTL_EXPECT(0, "get", "s", "a");
+	CTL_EXPECT(0, "get", "s", "b");
+	CTL_EXPECT(1, "get", "s", "zz");
+	CTL_EXPECT(0, "stats", "s", "--json");
+	ASSERT_JSON('{');
+	ASSERT_HAS("\"entries\":3");
+	ASSERT_HAS("\"bytes\":6");
+	ASSERT_HAS("\"puts\":3");
+	ASSERT_HAS("\"hits\":2");
+	ASSERT_HAS("\"misses\":1");
+	ASSERT_HAS("\"dels\":0");
+	CTL_EXPECT(0, "del", "s", "c");
+	CTL_EXPECT(0, "stats", "s");
+	ck_assert_msg(strstr(out, "dels        1") && strstr(out, "entries     2"), "stats: %s",
+		      out);
+}
+END_TEST
+
+START_TEST(usage_errors)
+{
+	CTL_EXPECT(2, NULL);
+	ck_assert_msg(strstr(err, "usage:"), "stderr: %s", err);
+	CTL_EXPECT(2, "frobnicate");
+	ck_assert_msg(strstr(err, "usage:"), "stderr: %s", err);
+	CTL_EXPECT(2, "put", "m", "k");
+	CTL_EXPECT(2, "put", "m");
+	CTL_EXPECT(2, "get", "m");
+	CTL_EXPECT(2, "get", "m", "k", "extra");
+	CTL_EXPECT(2, "keys");
+	CTL_EXPECT(2, "status", "extra");
+	CTL_EXPECT(2, "--no-such-option", "status");
+	CTL_EXPECT(2, "put", "m", "k", "v", "--ttl", "soon");
+	CTL_EXPECT(2, "get", "m", "k", "--ttl", "5");
+	/* None of these reached the segment. */
+	CTL_EXPECT(0, "maps");
+	ck_assert_msg(strstr(out, "\nm ") == NULL, "maps: %s", out);
+}
+END_TEST
+
+START_TEST(check_after_burst)
+{
+	shmmap *sm = attach();
+	shmmap_map a = open_map(sm, "burst"), b = open_map(sm, "other");
+	static char val[130000];
+	for (size_t i = 0; i < sizeof val; i++)
+		val[i] = (char)('a' + i % 26);
+	char k[48];
+	int rc;
+	/* Small and medium values (slab classes), a few large ones (page runs). */
+	for (int i = 0; i < 1200; i++) {
+		snprintf(k, sizeof k, "key-%d", i);
+		size_t n = (size_t)(i * 97) % 1500;
+		rc = shmmap_put(sm, i % 4 ? a : b, k, strlen(k), val, n, 0, 0);
+		ck_assert_msg(rc == 0, "put %s: %s", k, shmmap_strerror(rc));
+	}
+	for (int i = 0; i < 12; i++) {
+		snprintf(k, sizeof k, "big-%d", i);
+		rc = shmmap_put(sm, a, k, strlen(k), val, 30000 + (size_t)i * 8000, 0, 0);
+		ck_assert_msg(rc == 0, "put %s: %s", k, shmmap_strerror(rc));
+	}
+	/* Deletes, overwrites with other sizes, increments. */
+	for (int i = 0; i < 1200; i++) {
+		snprintf(k, sizeof k, "key-%d", i);
+		shmmap_map m = i % 4 ? a : b;
+		if (i % 3 == 0) {
+			rc = shmmap_del(sm, m, k, strlen(k));
+			ck_assert_msg(rc == 0, "del %s: %s", k, shmmap_strerror(rc));
+		} else if (i % 5 == 0) {
+			rc = shmmap_put(sm, m, k, strlen(k), val, (size_t)(i * 53) % 3000, 0, 0);
+			ck_assert_msg(rc == 0, "put %s: %s", k, shmmap_strerror(rc));
+		}
+	}
+	for (int i = 0; i < 12; i += 2) {
+		snprintf(k, sizeof k, "big-%d", i);
+		ck_assert_int_eq(shmmap_del(sm, a, k, strlen(k)), 0);
+	}
+	for (int i = 0; i < 50; i++)
+		ck_assert_int_eq(shmmap_incr(sm, b, "ctr", 3, 1, NULL), 0);
+
+	CTL_EXPECT(0, "check");
+	ASSERT_HAS("errors       0");
+	ASSERT_HAS("leaked       0");
+	CTL_EXPECT(0, "--json", "check");
+	ASSERT_JSON('{');
+	ASSERT_HAS("\"maps\":2");
+	ASSERT_HAS("\"errors\":0");
+	/* 1200 - 400 deleted + 6 big left + ctr */
+	ASSERT_HAS("\"entries\":807");
+	CTL_EXPECT(0, "get", "other", "ctr");
+	ck_assert_str_eq(out, "50\n");
+	shmmap_detach(sm);
+	CTL_EXPECT(0, "check");
+}
+END_TEST
+
+START_TEST(check_finds_damage)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "dmg");
+	for (int i = 0; i < 100; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "k%d", i);
+		ck_assert_int_eq(shmmap_put(sm, m, k, strlen(k), "value", 5, 0, 0), 0);
+	}
+	CTL_EXPECT(0, "check");
+
+	/* A block allocated and never linked: a leak. */
+	struct lock_ctx lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1};
+	uint64_t off = shmmap__alloc(&sm->seg, &sm->geom, &lk, 200);
+	ck_assert(off != 0);
+	CTL_EXPECT(3, "--json", "check");
+	ASSERT_JSON('{');
+	ASSERT_HAS("\"ok\":false");
+	ASSERT_HAS("\"leaked\":1");
+	shmmap__free(&sm->seg, &sm->geom, &lk, off);
+	CTL_EXPECT(0, "check");
+
+	/* Stripe totals that disagree with the chains. */
+	const struct map_view *v;
+	ck_assert_int_eq(shmmap__resolve(sm, m, &v), 0);
+	v->stripes[0].entries += 1;
+	CTL_EXPECT(3, "check");
+	ASSERT_HAS("totals");
+	v->stripes[0].entries -= 1;
+
+	/* An entry moved to the head of the wrong bucket, then moved back. */
+	uint32_t b = 0;
+	while (atomic_load(&v->buckets[b]) == 0)
+		b++;
+	uint32_t other = (b + 1) & (v->nbuckets - 1);
+	uint64_t head = atomic_load(&v->buckets[b]);
+	struct seg_entry *e = seg_ptr(&sm->seg, head);
+	uint64_t next = atomic_load(&e->next);
+	atomic_store(&v->buckets[b], next);
+	atomic_store(&e->next, atomic_load(&v->buckets[other]));
+	atomic_store(&v->buckets[other], head);
+	CTL_EXPECT(3, "check");
+	ASSERT_HAS("hashes to bucket");
+	atomic_store(&v->buckets[other], atomic_load(&e->next));
+	atomic_store(&e->next, next);
+	atomic_store(&v->buckets[b], head);
+	CTL_EXPECT(0, "check");
+
+	/* A chain that loops back on itself. */
+	atomic_store(&e->next, head);
+	CTL_EXPECT(3, "check");
+	ASSERT_HAS("has a cycle");
+	atomic_store(&e->next, next);
+	CTL_EXPECT(0, "check");
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* ---- check beside live writers ---- */
+
+static _Atomic int *stop_flag; /* MAP_SHARED: the parent tells writers to stop */
+
+/* A child: attach on its own and write until told to stop.  Exit code only
+ * (Check's asserts do not cross fork()). */
+static int writer(int id)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) || shmmap_open(sm, "busy", SHMMAP_CREATE, &m))
+		return 10;
+	static char val[70000];
+	memset(val, 'v', sizeof val);
+	unsigned seed = (unsigned)id * 7919u + 1;
+	while (!atomic_load(stop_flag)) {
+		char k[32];
+		seed = seed * 1103515245u + 12345u;
+		unsigned r = seed >> 8;
+		snprintf(k, sizeof k, "k%u", r % 500);
+		size_t n = r % 97 == 0 ? 40000 + r % 20000 : r % 700;
+		int rc;
+		switch (r % 4) {
+		case 0:
+		case 1: rc = shmmap_put(sm, m, k, strlen(k), val, n, 0, 0); break;
+		case 2: rc = shmmap_del(sm, m, k, strlen(k)); break;
+		default: rc = shmmap_incr(sm, m, "ctr", 3, 1, NULL); break;
+		}
+		if (rc < 0 && rc != -ENOENT)
+			return 11;
+	}
+	shmmap_detach(sm);
+	return 0;
+}
+
+static bool busy_map_filled(void *arg)
+{
+	(void)arg;
+	return ctl("stats", "busy", "--json", (const char *)NULL) == 0 &&
+	       strstr(out, "\"entries\":0,") == NULL && strstr(out, "\"puts\":") != NULL &&
+	       strstr(out, "\"puts\":0,") == NULL;
+}
+
+START_TEST(check_while_writing)
+{
+	stop_flag = mmap(NULL, sizeof *stop_flag, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(stop_flag != MAP_FAILED);
+	atomic_store(stop_flag, 0);
+	pid_t pids[2];
+	for (int i = 0; i < 2; i++) {
+		pids[i] = fork();
+		ck_assert_int_ge(pids[i], 0);
+		if (pids[i] == 0)
+			_exit(writer(i));
+	}
+	bool filled = tu_wait(busy_map_filled, NULL, 10000);
+	/* Writes in flight must not be taken for damage. */
+	int bad = 0;
+	for (int i = 0; filled && i < 5; i++)
+		if (ctl("check", (const char *)NULL) != 0)
+			bad++;
+	char last[OUT_CAP];
+	memcpy(last, out, sizeof last);
+	atomic_store(stop_flag, 1);
+	for (int i = 0; i < 2; i++) {
+		int st = tu_waitpid(pids[i], 10000);
+		ck_assert_msg(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			      "writer %d failed: status %#x", i, st);
+	}
+	munmap(stop_flag, sizeof *stop_flag);
+	ck_assert_msg(filled, "the writers never got going: %s %s", out, err);
+	ck_assert_msg(bad == 0, "%d of 5 checks beside writers failed; last:\n%s", bad, last);
+	CTL_EXPECT(0, "check");
+	ASSERT_HAS("leaked       0");
+}
+END_TEST
+
+static bool shows_pid(void *arg)
+{
+	int pid = *(int *)arg;
+	if (ctl("--json", "clients", (const char *)NULL) != 0)
+		return false;
+	char needle[32];
+	snprintf(needle, sizeof needle, "\"pid\":%d,", pid);
+	return strstr(out, needle) != NULL;
+}
+
+static bool not_shows_pid(void *arg)
+{
+	return !shows_pid(arg);
+}
+
+START_TEST(clients_shows_self)
+{
+	shmmap *sm = attach();
+	int pid = (int)getpid();
+	char needle[32];
+	CTL_EXPECT(0, "clients");
+	snprintf(needle, sizeof needle, " %d ", pid);
+	ASSERT_HAS(needle);
+	ck_assert(shows_pid(&pid));
+	ASSERT_JSON('[');
+	shmmap_detach(sm);
+	/* The coordinator frees the slot once it sees the connection close. */
+	ck_assert_msg(tu_wait(not_shows_pid, &pid, 5000), "slot of pid %d not freed: %s", pid,
+		      out);
+}
+END_TEST
+
+static bool key_gone(void *arg)
+{
+	(void)arg;
+	return ctl("get", "t", "short", (const char *)NULL) == 1;
+}
+
+START_TEST(ttl_expires)
+{
+	CTL_EXPECT(0, "put", "t", "short", "lived", "--ttl", "1");
+	CTL_EXPECT(0, "get", "t", "short");
+	ck_assert_str_eq(out, "lived\n");
+	/* Options before the command work as well. */
+	CTL_EXPECT(0, "--ttl", "0", "put", "t", "forever", "v");
+	ck_assert_msg(tu_wait(key_gone, NULL, 5000), "key did not expire: %s %s", out, err);
+	CTL_EXPECT(0, "get", "t", "forever");
+	CTL_EXPECT(0, "keys", "t");
+	ck_assert_str_eq(out, "forever\n");
+	CTL_EXPECT(0, "check");
+}
+END_TEST
+
+static Suite *cli_suite(void)
+{
+	Suite *s = suite_create("cli");
+	TCase *tc = tcase_create("cli");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, put_then_get);
+	tcase_add_test(tc, get_missing);
+	tcase_add_test(tc, del_then_get);
+	tcase_add_test(tc, keys_lists_exactly);
+	tcase_add_test(tc, json_outputs);
+	tcase_add_test(tc, stats_count_ops);
+	tcase_add_test(tc, usage_errors);
+	tcase_add_test(tc, check_after_burst);
+	tcase_add_test(tc, check_finds_damage);
+	tcase_add_test(tc, check_while_writing);
+	tcase_add_test(tc, clients_shows_self);
+	tcase_add_test(tc, ttl_expires);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(cli_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
