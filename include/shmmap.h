@@ -83,6 +83,12 @@ typedef struct {
  *         -SHMMAP_EBADSEG if the segment it hands over does not validate;
  *         -EAGAIN if it has no free client slot; -ENOMEM.
  *
+ * With $SHMMAP_READONLY set to 1 the attachment asks for read-only access;
+ * the coordinator also imposes it on peers of its readonly_uids/gids lists.
+ * A read-only attachment maps the segment PROT_READ from an O_RDONLY
+ * descriptor: gets work and write nothing; puts, deletes, increments and
+ * creating maps fail with -EPERM.
+ *
  * The segment is mapped at the coordinator's agreed base address when that
  * range is free in this process, anywhere else otherwise (the segment holds
  * only offsets, so both work).  The caller owns the attachment and releases
@@ -136,7 +142,9 @@ int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t klen,
  * @return 0; -ENOENT (absent or expired); -ENOBUFS (the value is longer
  *         than cap: *vlen says how long, buf holds nothing useful);
  *         -EINVAL, -EBADF, -ESTALE; -SHMMAP_ECORRUPT if the structure
- *         stays inconsistent after retries (see shmmapctl check).
+ *         stays inconsistent after retries (see shmmapctl check);
+ *         -EAGAIN on a read-only attachment if a writer kept the key's
+ *         stripe busy through every retry.
  * Thread-safe.
  */
 int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t klen,

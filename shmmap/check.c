@@ -751,7 +751,7 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 					 * in one of them. */
 					bit_set(c->reached, bit);
 				}
-				if (bsize < need && page_stable(c, page_of(c->g, off)))
+				if (bsize < need && (!in_heap(c->g, off) || page_stable(c, page_of(c->g, off))))
 					problem(c, "map '%s' bucket %u: entry %#llx needs %llu B, its "
 						   "block has %zu", name, b, (unsigned long long)off,
 						(unsigned long long)need, bsize);

@@ -105,8 +105,10 @@ SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
 	if (ro && *ro == '1')
 		m.u.hello.flags |= HELLO_F_RDONLY;
 	int fd = -1, rc = shmmap__proto_send(sock, &m, -1);
-	if (rc == 0)
-		rc = shmmap__proto_recv(sock, &m, &fd);
+	/* Even if the send failed, a refusal may be waiting to be read. */
+	int rc2 = shmmap__proto_recv(sock, &m, &fd);
+	if (rc == 0 || rc2 == 0)
+		rc = rc2;
 	if (rc == -EAGAIN)
 		rc = -ETIMEDOUT;
 	if (rc == 0 && m.type == MSG_ERROR)

@@ -38,6 +38,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
 #include <ini.h>
 
 #include "conf.h"
@@ -69,6 +73,8 @@ enum conf_kind {
 	KIND_UINT, /* decimal number */
 	KIND_POW2, /* decimal power of two */
 	KIND_PATH, /* socket path */
+	KIND_UIDS, /* list of user names or uids */
+	KIND_GIDS, /* list of group names or gids */
 };
 
 enum conf_key_id {
@@ -80,6 +86,10 @@ enum conf_key_id {
 	K_SEG_MAX_MAPS,
 	K_SRV_SOCKET,
 	K_SRV_SOCKET_MODE,
+	K_SRV_ALLOW_UIDS,
+	K_SRV_ALLOW_GIDS,
+	K_SRV_RO_UIDS,
+	K_SRV_RO_GIDS,
 	K_MAP_KEY_MAX,
 	K_MAP_VALUE_MAX,
 	K_MAP_BUCKETS,
@@ -103,6 +113,10 @@ static const struct conf_key conf_keys[K_COUNT] = {
 	[K_SEG_MAX_MAPS] = { "segment", "max_maps", KIND_UINT, 1, SEG_MAX_MAPS_LIMIT },
 	[K_SRV_SOCKET] = { "server", "socket", KIND_PATH, 0, 0 },
 	[K_SRV_SOCKET_MODE] = { "server", "socket_mode", KIND_MODE, 0, 0777 },
+	[K_SRV_ALLOW_UIDS] = { "server", "allow_uids", KIND_UIDS, 0, 0 },
+	[K_SRV_ALLOW_GIDS] = { "server", "allow_gids", KIND_GIDS, 0, 0 },
+	[K_SRV_RO_UIDS] = { "server", "readonly_uids", KIND_UIDS, 0, 0 },
+	[K_SRV_RO_GIDS] = { "server", "readonly_gids", KIND_GIDS, 0, 0 },
 	[K_MAP_KEY_MAX] = { "map", "key_max", KIND_UINT, 1, 65535 },
 	[K_MAP_VALUE_MAX] = { "map", "value_max", KIND_SIZE, 0, GIB },
 	[K_MAP_BUCKETS] = { "map", "buckets", KIND_POW2, 1, UINT64_C(1) << 26 },
@@ -273,6 +287,39 @@ static int parse_octal(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* ---- id lists ---------------------------------------------------------- */
+
+static struct conf_ids *ids_of(struct shmmap_conf *c, enum conf_key_id id)
+{
+	switch (id) {
+	case K_SRV_ALLOW_UIDS: return &c->server.allow_uids;
+	case K_SRV_ALLOW_GIDS: return &c->server.allow_gids;
+	case K_SRV_RO_UIDS: return &c->server.readonly_uids;
+	default: return &c->server.readonly_gids;
+	}
+}
+
+/* Resolve one list item: a decimal id or a user/group name. */
+static int resolve_id(const char *item, bool group, uint32_t *out)
+{
+	uint64_t n;
+	if (parse_dec(item, NULL, &n) == 0)
+		return n < UINT32_MAX ? (*out = (uint32_t)n, 0) : -ERANGE;
+	char buf[4096];
+	if (group) {
+		struct group gr, *res = NULL;
+		if (getgrnam_r(item, &gr, buf, sizeof buf, &res) != 0 || !res)
+			return -ENOENT;
+		*out = (uint32_t)res->gr_gid;
+	} else {
+		struct passwd pw, *res = NULL;
+		if (getpwnam_r(item, &pw, buf, sizeof buf, &res) != 0 || !res)
+			return -ENOENT;
+		*out = (uint32_t)res->pw_uid;
+	}
+	return 0;
+}
+
 /* ---- one key ----------------------------------------------------------- */
 
 static const char *comment_hint(const char *v)
@@ -345,6 +392,39 @@ static bool conf_set(struct conf_ctx *x, enum conf_key_id id, const char *v)
 		}
 		memcpy(x->conf.server.socket, v, len + 1);
 		return true;
+
+	case KIND_UIDS:
+	case KIND_GIDS: {
+		struct conf_ids *ids = ids_of(&x->conf, id);
+		char item[256];
+		ids->n = 0;
+		for (const char *p = v; *p;) {
+			while (*p == ' ' || *p == '\t' || *p == ',')
+				p++;
+			size_t il = strcspn(p, ", \t");
+			if (il == 0)
+				break;
+			if (il >= sizeof item) {
+				conf_fail(x, -EINVAL, ln, sec, nm, "list item too long");
+				return false;
+			}
+			memcpy(item, p, il);
+			item[il] = '\0';
+			p += il;
+			if (ids->n == CONF_MAX_IDS) {
+				conf_fail(x, -EINVAL, ln, sec, nm, "more than %d ids", CONF_MAX_IDS);
+				return false;
+			}
+			rc = resolve_id(item, k->kind == KIND_GIDS, &ids->id[ids->n]);
+			if (rc < 0) {
+				conf_fail(x, -EINVAL, ln, sec, nm, "no such %s \"%s\"",
+					  k->kind == KIND_GIDS ? "group" : "user", item);
+				return false;
+			}
+			ids->n++;
+		}
+		return true;
+	}
 
 	case KIND_SIZE:
 		rc = shmmap__parse_size(v, &n);

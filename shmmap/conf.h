@@ -12,6 +12,12 @@
 #define CONF_PATH_MAX 108 /* sun_path */
 #define CONF_MAX_IDS 32
 
+/* A list of uids or gids from the config ("0, 1000, www-data"). */
+struct conf_ids {
+	uint32_t n;
+	uint32_t id[CONF_MAX_IDS];
+};
+
 struct shmmap_conf {
 	struct {
 		char name[256];       /* POSIX shm name, "/shmmap": starts with '/', no other '/' */
@@ -24,6 +30,10 @@ struct shmmap_conf {
 	struct {
 		char socket[CONF_PATH_MAX]; /* Unix socket path */
 		unsigned socket_mode;       /* octal, default 0600 */
+		/* Peers allowed besides root and the coordinator's own uid. */
+		struct conf_ids allow_uids, allow_gids;
+		/* Peers allowed read-only (unless also allowed above). */
+		struct conf_ids readonly_uids, readonly_gids;
 	} server;
 	struct {
 		uint32_t key_max;   /* 1..65535, default 250 */

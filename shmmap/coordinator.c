@@ -11,7 +11,7 @@
  *     non-blocking, so one slow client never blocks another.
  *   - Housekeeping thread: every HOUSE_MS it walks the session table under
  *     an RCU read lock: connections that never said HELLO within
- *     HANDSHAKE_MS, and clients whose process is gone (pid + start time
+ *     HANDSHAKE_MS (at most MAX_PENDING of them are kept at once), and clients whose process is gone (pid + start time
  *     backstop to the socket's EOF), are flagged for the I/O thread, which
  *     closes them.  It also reaps slots adopted from an earlier coordinator
  *     whose process died meanwhile.
@@ -53,6 +53,7 @@
 #define HOUSE_MS 100
 #define HANDSHAKE_MS 5000
 #define LISTEN_BACKLOG 128
+#define MAX_PENDING 64u /* connections without HELLO */
 
 struct session {
 	int fd;
@@ -61,6 +62,8 @@ struct session {
 	pid_t pid;              /* SO_PEERCRED */
 	uid_t uid;
 	gid_t gid;
+	bool readonly_only;     /* allowed read-only access at most */
+	bool refused;           /* not allowed at all: answer HELLO with -EACCES */
 	uint64_t start_time;
 	uint64_t connected_ms;
 	_Atomic bool kill;      /* set by housekeeping, acted on by the I/O thread */
@@ -339,7 +342,7 @@ static int assign_slot(struct coord *c, struct session *s, bool rdonly)
 
 static int handle_hello(struct coord *c, struct session *s, const struct proto_msg *m)
 {
-	bool rdonly = (m->u.hello.flags & HELLO_F_RDONLY) != 0;
+	bool rdonly = (m->u.hello.flags & HELLO_F_RDONLY) || s->readonly_only;
 	int fd = c->seg.fd;
 	if (rdonly) {
 		fd = shm_open(c->conf.segment.name, O_RDONLY | O_CLOEXEC, 0);
@@ -375,6 +378,13 @@ static int handle_hello(struct coord *c, struct session *s, const struct proto_m
 /* Handle one request; a negative return closes the session. */
 static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 {
+	if (s->refused) {
+		logf_("refusing pid %d: uid %u gid %u not allowed", (int)s->pid, (unsigned)s->uid,
+		      (unsigned)s->gid);
+		send_error(s->fd, m->seq, -EACCES);
+		snprintf(s->why, sizeof s->why, "refused");
+		return -EACCES;
+	}
 	if (!s->welcomed && m->type != MSG_HELLO) {
 		snprintf(s->why, sizeof s->why, "request before HELLO");
 		return -EPROTO;
@@ -424,10 +434,39 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 	}
 }
 
-static bool peer_allowed(struct coord *c, uid_t uid)
+static bool in_ids(const struct conf_ids *ids, uint32_t id)
 {
-	(void)c;
-	return uid == 0 || uid == geteuid();
+	for (uint32_t i = 0; i < ids->n; i++)
+		if (ids->id[i] == id)
+			return true;
+	return false;
+}
+
+/* Access of a peer: 2 = read-write, 1 = read-only, 0 = refused.  Root and
+ * the coordinator's own uid always have read-write access. */
+static int peer_access(const struct coord *c, uid_t uid, gid_t gid)
+{
+	const struct shmmap_conf *cf = &c->conf;
+	if (uid == 0 || uid == geteuid() || in_ids(&cf->server.allow_uids, uid) ||
+	    in_ids(&cf->server.allow_gids, gid))
+		return 2;
+	if (in_ids(&cf->server.readonly_uids, uid) || in_ids(&cf->server.readonly_gids, gid))
+		return 1;
+	return 0;
+}
+
+static void evict_oldest_pending(struct coord *c)
+{
+	struct cds_lfht_iter it;
+	struct session *s, *oldest = NULL;
+	rcu_read_lock();
+	for (s = first_session(c, &it); s; s = next_session(c, &it))
+		if (!s->welcomed && (!oldest || s->connected_ms < oldest->connected_ms))
+			oldest = s;
+	rcu_read_unlock();
+	/* Only this thread frees sessions: oldest stays valid. */
+	if (oldest)
+		close_session(c, oldest, "too many pending connections: evicted the oldest");
 }
 
 static void accept_one(struct coord *c)
@@ -445,19 +484,12 @@ static void accept_one(struct coord *c)
 		close(fd);
 		return;
 	}
-	if (!peer_allowed(c, cr.uid)) {
-		logf_("refusing pid %d: uid %u not allowed", (int)cr.pid, (unsigned)cr.uid);
-		send_error(fd, 0, -EACCES);
-		close(fd);
-		return;
-	}
-	/* A bound on connections: the slots plus as many pending again. */
-	if (atomic_load(&c->nsessions) >= 2 * c->g.max_clients) {
-		logf_("refusing pid %d: too many connections", (int)cr.pid);
-		send_error(fd, 0, -EAGAIN);
-		close(fd);
-		return;
-	}
+	int access = peer_access(c, cr.uid, cr.gid);
+	/* At most MAX_PENDING connections that have not said HELLO: a flood of
+	 * idle connections evicts its own oldest members, so a legitimate
+	 * client (which says HELLO at once) is never starved. */
+	if (atomic_load(&c->nsessions) - atomic_load(&c->nclients) >= MAX_PENDING)
+		evict_oldest_pending(c);
 	struct session *s = calloc(1, sizeof *s);
 	if (!s) {
 		close(fd);
@@ -467,6 +499,10 @@ static void accept_one(struct coord *c)
 	s->pid = cr.pid;
 	s->uid = cr.uid;
 	s->gid = cr.gid;
+	s->readonly_only = (access == 1);
+	/* A refused peer is told so in answer to its HELLO: an error sent
+	 * before it was read could be lost to the peer's ECONNRESET. */
+	s->refused = !access;
 	s->connected_ms = mono_ms();
 	shmmap__proc_start_time(cr.pid, &s->start_time);
 	cds_lfht_node_init(&s->node);

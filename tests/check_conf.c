@@ -177,6 +177,23 @@ START_TEST(test_good_style)
 }
 END_TEST
 
+START_TEST(test_good_ids)
+{
+	struct shmmap_conf c;
+	unsetenv("SHMMAP_SOCKET");
+	shmmap__conf_defaults(&c);
+	load_good(&c, "conf/good-ids.ini");
+	ck_assert_uint_eq(c.server.allow_uids.n, 2);
+	ck_assert_uint_eq(c.server.allow_uids.id[0], 0); /* root, by name */
+	ck_assert_uint_eq(c.server.allow_uids.id[1], 1000);
+	ck_assert_uint_eq(c.server.allow_gids.n, 1);
+	ck_assert_uint_eq(c.server.readonly_uids.n, 1);
+	ck_assert_uint_eq(c.server.readonly_uids.id[0], 65534); /* nobody */
+	ck_assert_uint_eq(c.server.readonly_gids.n, 2);
+	ck_assert_uint_eq(c.server.readonly_gids.id[1], 4242);
+}
+END_TEST
+
 START_TEST(test_good_empty)
 {
 	struct shmmap_conf c, d;
@@ -227,6 +244,8 @@ static const struct bad_case bad_cases[] = {
 	{ "bad-base-end.ini", -EINVAL, ":4: segment.base: ", "ends outside user space" },
 	{ "bad-mode.ini", -EINVAL, ":2: segment.mode: ", "bad mode \"0800\"" },
 	{ "bad-mode-range.ini", -EINVAL, ":3: server.socket_mode: ", "out of range" },
+	{ "bad-unknown-user.ini", -EINVAL, ":3: server.readonly_uids: ", "no such user \"no-such-user-xyz\"" },
+	{ "bad-gid-range.ini", -EINVAL, ":2: server.allow_gids: ", "no such group" },
 	{ "bad-name-empty.ini", -EINVAL, ":3: segment.name: ", "empty value" },
 	{ "bad-name-slash.ini", -EINVAL, ":2: segment.name: ", "must start with '/'" },
 	{ "bad-name-inner-slash.ini", -EINVAL, ":2: segment.name: ", "must not contain '/'" },
@@ -604,6 +623,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_good_full);
 	tcase_add_test(tc, test_good_partial);
 	tcase_add_test(tc, test_good_style);
+	tcase_add_test(tc, test_good_ids);
 	tcase_add_test(tc, test_good_empty);
 	tcase_add_test(tc, test_load_over_values);
 	tcase_add_test(tc, test_crlf_bom_no_final_newline);

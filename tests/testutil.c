@@ -91,6 +91,11 @@ static void dump_log(const struct tu_coord *c)
 
 int tu_coord_restart(struct tu_coord *c)
 {
+	return tu_coord_restart_with(c, NULL);
+}
+
+int tu_coord_restart_with(struct tu_coord *c, const char *arg)
+{
 	const char *bin = getenv("SHMMAPD");
 	if (!bin) {
 		fprintf(stderr, "testutil: $SHMMAPD is not set\n");
@@ -105,7 +110,7 @@ int tu_coord_restart(struct tu_coord *c)
 			dup2(fd, 2);
 			close(fd);
 		}
-		execl(bin, "shmmapd", "-c", c->conf, "--foreground", (char *)NULL);
+		execl(bin, "shmmapd", "-c", c->conf, "--foreground", arg, (char *)NULL);
 		_exit(127);
 	}
 	c->pid = pid;

@@ -27,6 +27,8 @@ struct tu_coord {
 int tu_coord_start(struct tu_coord *c, const char *size, const char *extra_conf);
 /* Start again on the same config (after a stop or a crash). */
 int tu_coord_restart(struct tu_coord *c);
+/* The same, with one more command-line argument (e.g. "--reinit"). */
+int tu_coord_restart_with(struct tu_coord *c, const char *arg);
 /* SIGTERM and wait (deadline 10 s); returns the exit status, or -1. */
 int tu_coord_stop(struct tu_coord *c);
 /* Stop if running, unlink the segment, remove the temp directory. */
