@@ -75,8 +75,18 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	$(O)/shmmapd -c conf/shmmap.ini --foreground
 
+# The benchmark of shmmap against its peers (installs liblmdb-dev,
+# redis-server, libhiredis-dev if missing); bench-short is the CI smoke run.
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@O=$(O) CC="$(CC)" scripts/bench.sh $(BENCH_ARGS)
+
+bench-short: deps
+	@$(MAKE) --no-print-directory all
+	@O=$(O) CC="$(CC)" scripts/bench.sh --short
+
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps build-tests check-tests test asan run clean
+.PHONY: all deps build-tests check-tests test asan run bench bench-short clean
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
