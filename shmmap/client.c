@@ -279,11 +279,6 @@ static void op_end(shmmap *sm, struct op_ctx *o)
 		atomic_store_explicit(&ext(sm)->intent_busy, 0, memory_order_release);
 }
 
-void shmmap__op_ctx(shmmap *sm, const struct map_view *v, struct op_ctx *o)
-{
-	op_begin(sm, v, o, false);
-}
-
 SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t klen,
 			     const void *val, size_t vlen, uint32_t ttl_s, unsigned flags)
 {

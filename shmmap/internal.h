@@ -379,7 +379,6 @@ static inline uint64_t shmmap__handle_id(uint16_t tag, uint32_t gen, uint32_t id
 }
 /* Resolve a handle to a validated view, or a negative errno. */
 int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v);
-void shmmap__op_ctx(shmmap *sm, const struct map_view *v, struct op_ctx *o);
 /* One request/reply round trip with the coordinator (proto.h messages). */
 struct proto_msg;
 int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *rep);

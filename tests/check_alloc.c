@@ -25,26 +25,8 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "testutil.h"
 
-/* Check's ck_assert* record a checkpoint (file I/O) on every pass, far too
- * slow for loops of many thousand checks: these only act on failure. */
-#define CK(expr)                                                              \
-	do {                                                                  \
-		if (!(expr))                                                  \
-			ck_abort_msg("Assertion '%s' failed", #expr);         \
-	} while (0)
-#define CK_MSG(expr, ...)                                                     \
-	do {                                                                  \
-		if (!(expr))                                                  \
-			ck_abort_msg(__VA_ARGS__);                            \
-	} while (0)
-#define CK_EQ(a, b)                                                           \
-	do {                                                                  \
-		long long ck_a_ = (long long)(a), ck_b_ = (long long)(b);     \
-		if (ck_a_ != ck_b_)                                           \
-			ck_abort_msg("Assertion '%s == %s' failed: %lld != %lld", \
-				     #a, #b, ck_a_, ck_b_);                   \
-	} while (0)
 
 #define AGREED_BASE 0x200000000000ULL
 #define MIB (1024ull * 1024ull)
@@ -1145,9 +1127,5 @@ static Suite *alloc_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(alloc_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(alloc_suite());
 }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "testutil.h"
 #include "shmmap.h"
 
 #define ERRLEN 1024
@@ -656,9 +657,5 @@ static Suite *conf_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(conf_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(conf_suite());
 }

@@ -246,3 +246,12 @@ int tu_run(char *const argv[], char *out, size_t cap, char *err, size_t errcap)
 		return -1;
 	return WEXITSTATUS(st);
 }
+
+int tu_run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -6,9 +6,33 @@
 #ifndef SHMMAP_TESTUTIL_H
 #define SHMMAP_TESTUTIL_H
 
+#include <check.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+/* Check's ck_assert* record a checkpoint (file I/O) on every pass, far too
+ * slow for loops of many thousand checks: these only act on failure. */
+#define CK(expr)                                                              \
+	do {                                                                  \
+		if (!(expr))                                                  \
+			ck_abort_msg("Assertion '%s' failed", #expr);         \
+	} while (0)
+#define CK_MSG(expr, ...)                                                     \
+	do {                                                                  \
+		if (!(expr))                                                  \
+			ck_abort_msg(__VA_ARGS__);                            \
+	} while (0)
+#define CK_EQ(a, b)                                                           \
+	do {                                                                  \
+		long long ck_a_ = (long long)(a), ck_b_ = (long long)(b);     \
+		if (ck_a_ != ck_b_)                                           \
+			ck_abort_msg("Assertion '%s == %s' failed: %lld != %lld", \
+				     #a, #b, ck_a_, ck_b_);                   \
+	} while (0)
+
+/* Run every test of s (CK_NORMAL output); the exit code for main(). */
+int tu_run_suite(Suite *s);
 
 /* A coordinator run by a test. */
 struct tu_coord {
