@@ -19,12 +19,17 @@ INIH_LIBS  = $(shell pkg-config --libs inih 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 
 LIB_SRCS := shmmap/errors.c shmmap/segment.c shmmap/lock.c shmmap/alloc.c \
-            shmmap/table.c shmmap/proto.c shmmap/client.c shmmap/check.c
+            shmmap/table.c shmmap/proto.c shmmap/client.c shmmap/check.c \
+            shmmap/sweep.c shmmap/crashpoint.c
 D_SRCS   := shmmap/shmmapd.c shmmap/coordinator.c shmmap/conf.c
 CTL_SRCS := shmmap/shmmapctl.c
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/check_*.c))
 
 LIB_OBJS := $(LIB_SRCS:%.c=$(O)/%.o)
+# The library again with the crash-point hook compiled in (internal.h), for
+# the crash tests only: shmmapd, shmmapctl and every user get the plain one.
+CRASH_OBJS := $(LIB_SRCS:%.c=$(O)/crash/%.o)
+CRASH_TESTS := check_crash
 D_OBJS   := $(D_SRCS:%.c=$(O)/%.o)
 CTL_OBJS := $(CTL_SRCS:%.c=$(O)/%.o)
 T_BINS   := $(TESTS:%=$(O)/tests/%)
@@ -36,7 +41,14 @@ $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
 
+$(O)/crash/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DSHMMAP_CRASHPOINTS $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
+
 $(O)/libshmmap.a: $(LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(O)/libshmmap_crash.a: $(CRASH_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(O)/libshmmap.so: $(LIB_OBJS)
@@ -50,6 +62,10 @@ $(O)/shmmapctl: $(CTL_OBJS) $(O)/libshmmap.a
 
 $(O)/tests/check_%: $(O)/tests/check_%.o $(T_COMMON) $(O)/shmmap/conf.o $(O)/libshmmap.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(INIH_LIBS) $(CHECK_LIBS) -lrt
+
+$(CRASH_TESTS:%=$(O)/tests/%.o): CPPFLAGS += -DSHMMAP_CRASHPOINTS
+$(CRASH_TESTS:%=$(O)/tests/%): $(O)/tests/%: $(O)/tests/%.o $(T_COMMON) $(O)/libshmmap_crash.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(CHECK_LIBS) -lrt
 
 # Tests drive the real binaries; they find them through these variables.
 TEST_ENV = SHMMAPD=$(abspath $(O)/shmmapd) SHMMAPCTL=$(abspath $(O)/shmmapctl) \

@@ -15,6 +15,14 @@
  *     block is freed goes back to the pool at once, so memory freed by one
  *     size is reusable by any other.
  *
+ * Crash safety: every allocation is recorded, under the lock that hands it
+ * out, in the caller's record (an intent record's a, see internal.h), and
+ * a free with a record clears it under the lock that takes the block back.
+ * A process that dies holding a class or pool lock may leave the lists and
+ * counters half-updated: waiters never take these locks over
+ * (shmmap__lock_nosteal); the coordinator rebuilds the allocator from what
+ * is in use (sweep.c).  CRASH_POINT() marks the stores for the crash tests.
+ *
  * Lock order: stripe lock -> class lock -> pool lock.
  * Invariants (checked by check.c):
  *   - a SLAB page's used == carved - (length of its free list);
@@ -98,58 +106,54 @@ void shmmap__alloc_format(const struct seg *s, const struct seg_geom *g)
 
 /* ---- page pool ---- */
 
-uint32_t shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g,
-			     const struct lock_ctx *c, uint32_t n)
+/* Under pool_lock: find and take a run of n free pages; index + 1, or 0. */
+static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, uint32_t n)
 {
 	struct seg_header *h = seg_hdr(s);
-	if (n == 0 || n > g->npages)
+	if (h->pool_free < n)
 		return 0;
-	shmmap__lock(&h->pool_lock, c, NULL);
-	uint32_t found = 0;
-	if (h->pool_free >= n) {
-		/* First fit from the rover, wrapping once; a run may not wrap
-		 * around the end of the heap, so the run length restarts at 0.
-		 * n - 1 extra steps find a run that straddles the rover. */
-		uint32_t start = h->pool_rover < g->npages ? h->pool_rover : 0, len = 0;
-		for (uint64_t k = 0; k < (uint64_t)g->npages + n - 1; k++) {
-			uint32_t i = (uint32_t)((start + k) % g->npages);
-			if (i == 0)
-				len = 0;
-			if (seg_page(s, g, i)->kind != PAGE_FREE) {
-				len = 0;
-				continue;
-			}
-			if (++len == n) {
-				found = i - n + 2; /* index + 1 of the run's first page */
-				break;
-			}
+	/* First fit from the rover, wrapping once; a run may not wrap around
+	 * the end of the heap, so the run length restarts at 0.  n - 1 extra
+	 * steps find a run that straddles the rover. */
+	uint32_t start = h->pool_rover < g->npages ? h->pool_rover : 0, len = 0, found = 0;
+	for (uint64_t k = 0; k < (uint64_t)g->npages + n - 1; k++) {
+		uint32_t i = (uint32_t)((start + k) % g->npages);
+		if (i == 0)
+			len = 0;
+		if (seg_page(s, g, i)->kind != PAGE_FREE) {
+			len = 0;
+			continue;
+		}
+		if (++len == n) {
+			found = i - n + 2;
+			break;
 		}
 	}
-	if (found) {
-		uint32_t first = found - 1;
-		struct seg_page *p = seg_page(s, g, first);
-		memset(p, 0, sizeof *p);
-		p->kind = PAGE_RUN;
-		p->run = n;
-		for (uint32_t i = 1; i < n; i++) {
-			struct seg_page *q = seg_page(s, g, first + i);
-			memset(q, 0, sizeof *q);
-			q->kind = PAGE_CONT;
-		}
-		h->pool_free -= n;
-		h->pool_rover = first + n < g->npages ? first + n : 0;
+	if (!found)
+		return 0;
+	uint32_t first = found - 1;
+	/* CONT pages first, the head last: until the head says RUN, a crash
+	 * leaves CONT pages that no run owns, which the sweep frees. */
+	for (uint32_t i = 1; i < n; i++) {
+		struct seg_page *q = seg_page(s, g, first + i);
+		memset(q, 0, sizeof *q);
+		q->kind = PAGE_CONT;
 	}
-	shmmap__unlock(&h->pool_lock);
+	struct seg_page *p = seg_page(s, g, first);
+	memset(p, 0, sizeof *p);
+	p->run = n;
+	p->kind = PAGE_RUN;
+	CRASH_POINT();
+	h->pool_free -= n;
+	h->pool_rover = first + n < g->npages ? first + n : 0;
+	CRASH_POINT();
 	return found;
 }
 
-void shmmap__free_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-			uint32_t first)
+/* Under pool_lock: give the run at first back. */
+static void pool_give(const struct seg *s, const struct seg_geom *g, uint32_t first)
 {
 	struct seg_header *h = seg_hdr(s);
-	if (first >= g->npages)
-		return;
-	shmmap__lock(&h->pool_lock, c, NULL);
 	struct seg_page *p = seg_page(s, g, first);
 	uint32_t n = 1;
 	if (p->kind == PAGE_RUN) {
@@ -161,9 +165,49 @@ void shmmap__free_pages(const struct seg *s, const struct seg_geom *g, const str
 		struct seg_page *q = seg_page(s, g, first + i);
 		memset(q, 0, sizeof *q);
 		q->kind = PAGE_FREE;
+		CRASH_POINT();
 	}
 	h->pool_free += n;
+	CRASH_POINT();
+}
+
+int shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			uint32_t n, uint32_t *first)
+{
+	struct seg_header *h = seg_hdr(s);
+	if (n == 0 || n > g->npages)
+		return -ENOSPC;
+	int rc = shmmap__lock_nosteal(&h->pool_lock, c);
+	if (rc < 0)
+		return rc;
+	CRASH_POINT();
+	uint32_t found = pool_take(s, g, n);
 	shmmap__unlock(&h->pool_lock);
+	if (!found)
+		return -ENOSPC;
+	*first = found - 1;
+	return 0;
+}
+
+int shmmap__free_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		       uint32_t first, _Atomic uint64_t *rec)
+{
+	struct seg_header *h = seg_hdr(s);
+	if (first >= g->npages)
+		return 0;
+	int rc = shmmap__lock_nosteal(&h->pool_lock, c);
+	if (rc < 0)
+		return rc;
+	CRASH_POINT();
+	if (!rec || atomic_load_explicit(rec, memory_order_relaxed) == seg_page_off(g, first)) {
+		pool_give(s, g, first);
+		if (rec) {
+			atomic_store_explicit(rec, 0, memory_order_relaxed);
+			CRASH_POINT();
+		}
+	}
+	shmmap__unlock(&h->pool_lock);
+	return 0;
 }
 
 /* ---- size classes ---- */
@@ -182,6 +226,7 @@ static void partial_push(const struct seg *s, const struct seg_geom *g, struct s
 	if (c->partial && c->partial <= g->npages)
 		seg_page(s, g, c->partial - 1)->prev = pi + 1;
 	c->partial = pi + 1;
+	CRASH_POINT();
 }
 
 static void partial_remove(const struct seg *s, const struct seg_geom *g, struct seg_class *c,
@@ -195,34 +240,58 @@ static void partial_remove(const struct seg *s, const struct seg_geom *g, struct
 	if (p->next && p->next <= g->npages)
 		seg_page(s, g, p->next - 1)->prev = p->prev;
 	p->prev = p->next = 0;
+	CRASH_POINT();
 }
 
-uint64_t shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		       size_t n)
+int shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		  size_t n, _Atomic uint64_t *rec)
 {
 	int ci = shmmap__class_of(s, g, n);
 	if (ci < 0) {
+		/* A large block: a run of pages, recorded under the pool lock. */
 		uint64_t pages = (n + SEG_PAGE - 1) / SEG_PAGE;
+		struct seg_header *h = seg_hdr(s);
 		if (pages > g->npages)
-			return 0;
-		uint32_t first = shmmap__alloc_pages(s, g, c, (uint32_t)pages);
-		return first ? seg_page_off(g, first - 1) : 0;
+			return -ENOSPC;
+		int rc = shmmap__lock_nosteal(&h->pool_lock, c);
+		if (rc < 0)
+			return rc;
+		uint32_t found = pool_take(s, g, (uint32_t)pages);
+		if (found) {
+			atomic_store_explicit(rec, seg_page_off(g, found - 1), memory_order_relaxed);
+			CRASH_POINT();
+		}
+		shmmap__unlock(&h->pool_lock);
+		return found ? 0 : -ENOSPC;
 	}
 	uint32_t cls = (uint32_t)ci;
 	struct seg_class *sc = seg_class(s, g, cls);
 	uint32_t size = class_size[cls], per = blocks_per_page(cls);
-	uint64_t off = 0;
-	shmmap__lock(&sc->lock, c, NULL);
+	int rc = shmmap__lock_nosteal(&sc->lock, c);
+	if (rc < 0)
+		return rc;
+	CRASH_POINT();
+	rc = -ENOSPC;
 	uint32_t pi1 = sc->partial;
 	if (pi1 == 0 || pi1 > g->npages) {
-		/* No page with room (or a corrupt list head): carve a new page. */
-		pi1 = shmmap__alloc_pages(s, g, c, 1);
+		/* No page with room (or a corrupt list head): carve a new page.
+		 * Nested pool lock (class -> pool is the order). */
+		struct seg_header *h = seg_hdr(s);
+		int prc = shmmap__lock_nosteal(&h->pool_lock, c);
+		if (prc < 0) {
+			rc = prc;
+			goto out;
+		}
+		pi1 = pool_take(s, g, 1);
+		if (pi1) {
+			struct seg_page *np = seg_page(s, g, pi1 - 1);
+			np->cls = cls;
+			np->kind = PAGE_SLAB;
+			CRASH_POINT();
+		}
+		shmmap__unlock(&h->pool_lock);
 		if (pi1 == 0)
 			goto out;
-		struct seg_page *np = seg_page(s, g, pi1 - 1);
-		np->kind = PAGE_SLAB;
-		np->cls = cls;
-		np->run = 0;
 		sc->pages++;
 		sc->partial = 0;
 		partial_push(s, g, sc, pi1 - 1);
@@ -244,55 +313,75 @@ uint64_t shmmap__alloc(const struct seg *s, const struct seg_geom *g, const stru
 	} else {
 		goto out; /* a full page on the partial list: corrupt, refuse */
 	}
+	CRASH_POINT();
 	p->used++;
 	sc->used++;
+	CRASH_POINT();
 	if (p->used == per)
 		partial_remove(s, g, sc, pi);
-	off = poff + boff;
+	atomic_store_explicit(rec, poff + boff, memory_order_relaxed);
+	CRASH_POINT();
+	rc = 0;
 out:
 	shmmap__unlock(&sc->lock);
-	return off;
+	return rc;
 }
 
-void shmmap__free(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		  uint64_t off)
+int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		 uint64_t off, _Atomic uint64_t *rec)
 {
 	if (off < g->heap_off || off >= g->heap_off + (uint64_t)g->npages * SEG_PAGE)
-		return;
+		return 0;
 	uint32_t pi = (uint32_t)((off - g->heap_off) / SEG_PAGE);
 	uint64_t poff = seg_page_off(g, pi);
 	struct seg_page *p = seg_page(s, g, pi);
-	if (p->kind == PAGE_RUN) {
-		if (off == poff)
-			shmmap__free_pages(s, g, c, pi);
-		return;
-	}
-	if (p->kind != PAGE_SLAB || p->cls >= classes())
-		return;
-	uint32_t cls = p->cls;
+	uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
+	if (kind == PAGE_RUN)
+		return off == poff ? shmmap__free_pages(s, g, c, pi, rec) : 0;
+	uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
+	if (kind != PAGE_SLAB || cls >= classes())
+		return 0;
 	struct seg_class *sc = seg_class(s, g, cls);
 	uint32_t size = class_size[cls], per = blocks_per_page(cls);
 	uint32_t boff = (uint32_t)(off - poff);
-	shmmap__lock(&sc->lock, c, NULL);
+	int rc = shmmap__lock_nosteal(&sc->lock, c);
+	if (rc < 0)
+		return rc;
+	CRASH_POINT();
 	if (p->kind != PAGE_SLAB || p->cls != cls || boff % size != 0 || boff / size >= per ||
-	    p->used == 0) {
+	    p->used == 0 || (rec && atomic_load_explicit(rec, memory_order_relaxed) != off)) {
 		shmmap__unlock(&sc->lock);
-		return;
+		return 0;
 	}
 	bool was_full = (p->used == per);
 	*(uint32_t *)seg_ptr(s, off) = p->free;
+	CRASH_POINT();
 	p->free = boff + 1;
+	CRASH_POINT();
 	p->used--;
 	sc->used--;
+	CRASH_POINT();
 	if (was_full)
 		partial_push(s, g, sc, pi);
+	if (rec) {
+		atomic_store_explicit(rec, 0, memory_order_relaxed);
+		CRASH_POINT();
+	}
 	if (p->used == 0) {
-		/* Empty: back to the pool, usable by any size from now on. */
-		partial_remove(s, g, sc, pi);
-		sc->pages--;
-		shmmap__free_pages(s, g, c, pi);
+		/* Empty: back to the pool, usable by any size from now on.  The
+		 * pool lock is nested (class -> pool); if it cannot be had, the
+		 * page stays an empty slab page of this class (still usable). */
+		struct seg_header *h = seg_hdr(s);
+		if (shmmap__lock_nosteal(&h->pool_lock, c) == 0) {
+			partial_remove(s, g, sc, pi);
+			sc->pages--;
+			CRASH_POINT();
+			pool_give(s, g, pi);
+			shmmap__unlock(&h->pool_lock);
+		}
 	}
 	shmmap__unlock(&sc->lock);
+	return 0;
 }
 
 size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_t off)

@@ -7,6 +7,7 @@
  * Invariants checked (see internal.h, alloc.c, table.c):
  *   header     fields agree with the validated geometry and mapped length;
  *   slots      known states; a LIVE slot has a pid; a FREE slot no intent;
+ *              a LIVE or DEAD slot whose client is gone awaits recovery;
  *   directory  known states; a LIVE map has a unique, non-empty name and a
  *              table (stripes, then buckets) at the start of its own run of
  *              pages, big enough for it;
@@ -53,9 +54,9 @@
  *   - A block that looks leaked gets a second look at the end: if it now
  *     validates as an entry linked in its bucket, or is a map's table, it
  *     was linked during the check.
- * What remains is rare and short-lived (a put between its allocation and
- * its link, which table.c does not record anywhere until it holds the
- * stripe lock; a block freed and reused within the walk): the caller
+ * What remains is rare and short-lived (a block allocated, or linked and
+ * its record cleared, between the walk and the look at the intent records;
+ * a block freed and reused within the walk): the caller
  * re-runs before believing a problem (shmmapctl keeps only the problems
  * that every one of its runs reports).  The price: under write load, pages
  * and stripes being written are not judged, so a complete audit (leaks in
@@ -256,21 +257,26 @@ static void check_slots(struct ck *c)
 	for (uint32_t i = 0; i < c->g->max_clients; i++) {
 		struct seg_slot *sl = seg_slot(c->s, c->g, i);
 		uint32_t st = atomic_load_explicit(&sl->state, memory_order_acquire);
-		uint32_t op = atomic_load_explicit(&sl->intent.op, memory_order_relaxed);
+		uint32_t busy = 0;
+		for (uint32_t k = 0; k < SEG_INTENTS; k++)
+			busy += atomic_load_explicit(&sl->intent[k].a, memory_order_relaxed) ||
+				atomic_load_explicit(&sl->intent[k].b, memory_order_relaxed);
 		if (st != SLOT_FREE && st != SLOT_LIVE && st != SLOT_DEAD) {
 			problem(c, "slot %u: unknown state %u", i, st);
 			continue;
 		}
-		if (op != INTENT_NONE && op != INTENT_LINK && op != INTENT_UNLINK)
-			problem(c, "slot %u: unknown intent op %u", i, op);
+		if (st == SLOT_DEAD || (st == SLOT_LIVE && !shmmap__slot_alive(c->s, c->g, i) &&
+					atomic_load(&sl->state) == SLOT_LIVE))
+			problem(c, "slot %u: its client is dead and not yet recovered (pid %u)", i,
+				LOAD(sl->pid));
 		if (st == SLOT_LIVE && LOAD(sl->pid) == 0)
 			problem(c, "slot %u: live but has no pid", i);
 		if (st != SLOT_FREE && (LOAD(sl->flags) & ~SLOT_F_RDONLY))
 			problem(c, "slot %u: unknown flags %#x", i, LOAD(sl->flags));
 		/* Re-read: the slot may have been freed and re-assigned meanwhile. */
-		if (st == SLOT_FREE && op != INTENT_NONE &&
+		if (st == SLOT_FREE && busy &&
 		    atomic_load_explicit(&sl->state, memory_order_acquire) == SLOT_FREE)
-			problem(c, "slot %u: free but its intent record is set (op %u)", i, op);
+			problem(c, "slot %u: free but %u of its intent records are set", i, busy);
 	}
 }
 
@@ -848,13 +854,13 @@ static void mark_intents(struct ck *c)
 {
 	for (uint32_t i = 0; i < c->g->max_clients; i++) {
 		struct seg_slot *sl = seg_slot(c->s, c->g, i);
-		if (atomic_load_explicit(&sl->state, memory_order_acquire) == SLOT_FREE ||
-		    atomic_load_explicit(&sl->intent.op, memory_order_acquire) == INTENT_NONE)
+		if (atomic_load_explicit(&sl->state, memory_order_acquire) == SLOT_FREE)
 			continue;
-		uint64_t offs[2] = {atomic_load(&sl->intent.a), atomic_load(&sl->intent.b)};
-		for (int k = 0; k < 2; k++) {
+		for (uint32_t r = 0; r < 2 * SEG_INTENTS; r++) {
+			struct seg_intent *in = &sl->intent[r / 2];
+			uint64_t off = atomic_load(r % 2 ? &in->b : &in->a);
 			const char *why;
-			uint64_t bit = offs[k] ? block_bit(c, offs[k], &why) : NO_BITS;
+			uint64_t bit = off ? block_bit(c, off, &why) : NO_BITS;
 			if (bit != NO_BITS)
 				bit_set(c->reached, bit);
 		}

@@ -15,6 +15,7 @@
  *     still LIVE with that generation (-EBADF, -ESTALE otherwise).
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -36,7 +37,8 @@ struct view_node {
 struct client_ext {
 	_Atomic(struct view_node *) *views; /* [max_maps] */
 	struct view_node *all;              /* every view ever made, under sock_mu */
-	_Atomic uint32_t intent_busy;       /* the slot's intent record is in use */
+	_Atomic uint32_t rec_free;  /* bit k: the slot's intent record k is free */
+	_Atomic uint32_t rec_parked;/* bit k: record k holds a block whose free failed */
 	uint32_t seq;
 };
 
@@ -129,6 +131,7 @@ SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
 	sm->sock = sock;
 	sm->ext = x;
 	x->seq = 1;
+	x->rec_free = (uint32_t)((1ull << SEG_INTENTS) - 1);
 	bool rdonly = (m.u.welcome.flags & HELLO_F_RDONLY) != 0;
 	rc = shmmap__seg_map_fd(fd, m.u.welcome.base, rdonly, &sm->seg);
 	if (rc < 0)
@@ -256,10 +259,73 @@ int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v)
 	return 0;
 }
 
-/* Build the context of one data call.  The slot's intent record is used by
- * one thread at a time; a thread that finds it busy runs without one (a
- * crash then may leak a block, which shmmapctl check reports). */
-static void op_begin(shmmap *sm, const struct map_view *v, struct op_ctx *o, bool write)
+/*
+ * The intent records of this attachment's slot: one per writing thread at
+ * a time (claimed from rec_free for the length of one write).  A write
+ * whose final free failed (-EAGAIN: an allocator lock awaits the
+ * coordinator's repair) leaves its block recorded; the record is parked
+ * and the next write that finds it parked finishes that free first.
+ */
+static void unpark(shmmap *sm, const struct op_ctx *base)
+{
+	struct client_ext *x = ext(sm);
+	uint32_t parked = atomic_exchange(&x->rec_parked, 0);
+	for (uint32_t k = 0; k < SEG_INTENTS; k++) {
+		if (!(parked & (1u << k)))
+			continue;
+		struct seg_intent *in = &seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[k];
+		uint64_t a = atomic_load(&in->a), b = atomic_load(&in->b);
+		if (b)
+			shmmap__free(base->s, base->g, &base->lk, b, &in->b);
+		if (a)
+			shmmap__free(base->s, base->g, &base->lk, a, &in->a);
+		if (atomic_load(&in->a) || atomic_load(&in->b))
+			atomic_fetch_or(&x->rec_parked, 1u << k);
+		else
+			atomic_fetch_or(&x->rec_free, 1u << k);
+	}
+}
+
+static int rec_claim(shmmap *sm, struct op_ctx *o)
+{
+	struct client_ext *x = ext(sm);
+	if (atomic_load_explicit(&x->rec_parked, memory_order_relaxed))
+		unpark(sm, o);
+	for (int spins = 0;; spins++) {
+		uint32_t m = atomic_load_explicit(&x->rec_free, memory_order_relaxed);
+		if (m) {
+			uint32_t k = (uint32_t)__builtin_ctz(m);
+			if (atomic_compare_exchange_weak_explicit(&x->rec_free, &m, m & ~(1u << k),
+								  memory_order_acquire,
+								  memory_order_relaxed)) {
+				o->intent = &seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[k];
+				return 0;
+			}
+			continue;
+		}
+		/* More writing threads than records: wait for one (every write
+		 * is short), unless they are all parked on a broken allocator. */
+		if (atomic_load(&x->rec_parked) == (1u << SEG_INTENTS) - 1)
+			return -EAGAIN;
+		if (spins > 64)
+			sched_yield();
+	}
+}
+
+static void rec_release(shmmap *sm, struct op_ctx *o)
+{
+	struct client_ext *x = ext(sm);
+	struct seg_intent *in = o->intent;
+	uint32_t k = (uint32_t)(in - seg_slot(&sm->seg, &sm->geom, sm->slot)->intent);
+	if (atomic_load_explicit(&in->a, memory_order_relaxed) ||
+	    atomic_load_explicit(&in->b, memory_order_relaxed))
+		atomic_fetch_or_explicit(&x->rec_parked, 1u << k, memory_order_release);
+	else
+		atomic_fetch_or_explicit(&x->rec_free, 1u << k, memory_order_release);
+}
+
+/* Build the context of one data call (a write claims an intent record). */
+static int op_begin(shmmap *sm, const struct map_view *v, struct op_ctx *o, bool write)
 {
 	o->s = &sm->seg;
 	o->g = &sm->geom;
@@ -268,15 +334,15 @@ static void op_begin(shmmap *sm, const struct map_view *v, struct op_ctx *o, boo
 	o->lk.owner = sm->slot + 1;
 	o->ctr = sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, v->idx);
 	o->intent = NULL;
-	if (write && !sm->seg.rdonly &&
-	    atomic_exchange_explicit(&ext(sm)->intent_busy, 1, memory_order_acquire) == 0)
-		o->intent = &seg_slot(&sm->seg, &sm->geom, sm->slot)->intent;
+	if (write && !sm->seg.rdonly)
+		return rec_claim(sm, o);
+	return 0;
 }
 
 static void op_end(shmmap *sm, struct op_ctx *o)
 {
 	if (o->intent)
-		atomic_store_explicit(&ext(sm)->intent_busy, 0, memory_order_release);
+		rec_release(sm, o);
 }
 
 SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t klen,
@@ -289,7 +355,9 @@ SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t k
 	if (rc < 0)
 		return rc;
 	struct op_ctx o;
-	op_begin(sm, v, &o, true);
+	rc = op_begin(sm, v, &o, true);
+	if (rc < 0)
+		return rc;
 	rc = shmmap__tbl_put(&o, v, key, klen, val, vlen, ttl_s, flags);
 	op_end(sm, &o);
 	return rc;
@@ -305,7 +373,7 @@ SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t k
 	if (rc < 0)
 		return rc;
 	struct op_ctx o;
-	op_begin(sm, v, &o, false);
+	(void)op_begin(sm, v, &o, false);
 	return shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen);
 }
 
@@ -318,7 +386,9 @@ SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t k
 	if (rc < 0)
 		return rc;
 	struct op_ctx o;
-	op_begin(sm, v, &o, true);
+	rc = op_begin(sm, v, &o, true);
+	if (rc < 0)
+		return rc;
 	rc = shmmap__tbl_del(&o, v, key, klen);
 	op_end(sm, &o);
 	return rc;
@@ -334,7 +404,9 @@ SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t 
 	if (rc < 0)
 		return rc;
 	struct op_ctx o;
-	op_begin(sm, v, &o, true);
+	rc = op_begin(sm, v, &o, true);
+	if (rc < 0)
+		return rc;
 	rc = shmmap__tbl_incr(&o, v, key, klen, delta, out);
 	op_end(sm, &o);
 	return rc;

@@ -19,12 +19,15 @@
  *   thread adds and removes (freeing through call_rcu), the housekeeping
  *   thread reads it without locks.
  *
- * Recovery of a dead slot (recover_slot): mark it DEAD (lock waiters then
- * see its owner as dead), take over every lock word it holds, repair each
- * such stripe (seq even, totals recounted), free the entry it allocated
- * but never linked (its intent record), then mark the slot FREE.  Every
- * step is idempotent, so a coordinator that dies halfway is harmless: the
- * next one finds the slot DEAD or LIVE with a dead pid and does it again.
+ * Recovery of a dead slot (recover_slot_locked): mark it DEAD (lock
+ * waiters then see its owner as dead), take over and repair every stripe
+ * it holds, free what its intent records still name, or sweep the whole
+ * allocator (sweep.c) if it died holding an allocator lock; then mark the
+ * slot FREE.  Every step is idempotent, so a coordinator that dies halfway
+ * is harmless: the next one finds the slot DEAD (or LIVE with a dead pid)
+ * and does it again, after taking over whatever locks its predecessor held
+ * and sweeping (adopt_repair, at start).  Recoveries, sweeps and map
+ * creation and drop are serialised by recover_mu.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -87,6 +90,7 @@ struct coord {
 	uint64_t start_ms;
 	bool *orphan;            /* [max_clients]: LIVE slots adopted at start */
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
+	bool adopted;               /* the segment existed before this start */
 };
 
 __attribute__((format(printf, 1, 2))) static void logf_(const char *fmt, ...)
@@ -113,98 +117,194 @@ static uint64_t mono_ms(void)
 
 /* ---- recovery ---- */
 
-/* Take over lock word w if owner holds it.  Returns true if we now hold it. */
-static bool take_if_owned(_Atomic uint32_t *w, uint32_t owner)
+/* Does owner hold any allocator lock (a class lock or the pool lock)? */
+static bool holds_alloc_lock(struct coord *c, uint32_t owner)
 {
-	uint32_t v = atomic_load(w);
-	while ((v & LOCK_OWNER_MASK) == owner) {
-		if (atomic_compare_exchange_weak(w, &v, LOCK_OWNER_COORD | LOCK_WAITERS))
+	for (uint32_t i = 0; i < c->g.nclasses; i++)
+		if ((atomic_load(&seg_class(&c->seg, &c->g, i)->lock) & LOCK_OWNER_MASK) == owner)
 			return true;
-	}
-	return false;
+	return (atomic_load(&seg_hdr(&c->seg)->pool_lock) & LOCK_OWNER_MASK) == owner;
 }
 
-static bool reachable(const struct op_ctx *o, const struct map_view *v, uint64_t off)
+/* Take over and repair every stripe lock `owner` holds; returns how many. */
+static unsigned take_stripes(struct coord *c, uint32_t owner)
 {
-	const struct seg_entry *e = shmmap__entry_at(o->s, v, off);
-	if (!e)
-		return false;
-	uint32_t b = (uint32_t)e->hash & (v->nbuckets - 1);
-	uint64_t cur = atomic_load(&v->buckets[b]);
-	for (uint32_t steps = 0; cur && steps < SEG_CHAIN_MAX; steps++) {
-		if (cur == off)
-			return true;
-		const struct seg_entry *x = shmmap__entry_at(o->s, v, cur);
-		if (!x)
-			return false;
-		cur = atomic_load(&((struct seg_entry *)x)->next);
-	}
-	return false;
-}
-
-static void recover_slot(struct coord *c, uint32_t slot)
-{
-	struct seg_slot *sl = seg_slot(&c->seg, &c->g, slot);
-	const uint32_t owner = slot + 1;
 	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
 	unsigned took = 0;
-
-	pthread_mutex_lock(&c->recover_mu);
-	atomic_store(&sl->state, SLOT_DEAD);
 	for (uint32_t m = 0; m < c->g.max_maps; m++) {
 		struct map_view v;
 		if (shmmap__map_view(&c->seg, &c->g, m, &v) < 0)
 			continue;
 		for (uint32_t st = 0; st < v.nstripes; st++) {
-			if (!take_if_owned(&v.stripes[st].lock, owner))
+			if (!shmmap__lock_take_from(&v.stripes[st].lock, owner, LOCK_OWNER_COORD))
 				continue;
 			shmmap__stripe_repair(&o, &v, st);
 			shmmap__unlock(&v.stripes[st].lock);
 			took++;
 		}
 	}
-	for (uint32_t i = 0; i < c->g.nclasses; i++) {
-		_Atomic uint32_t *w = &seg_class(&c->seg, &c->g, i)->lock;
-		if (take_if_owned(w, owner)) {
-			shmmap__unlock(w);
-			took++;
+	return took;
+}
+
+static void log_sweep(const char *why, const struct sweep_report *r)
+{
+	logf_("sweep (%s): %llu blocks in use, %llu freed, %llu pages back to the pool, "
+	      "%u dead slot(s) settled%s",
+	      why, (unsigned long long)r->roots, (unsigned long long)r->freed,
+	      (unsigned long long)r->pages_freed, r->dead_slots,
+	      r->bad_roots ? " (some linked entries lie in no valid block: run shmmapctl check)"
+			   : "");
+}
+
+/*
+ * Recover slot `slot`, whose client is gone.  Caller holds recover_mu.
+ *  1. Mark it DEAD: from now on every lock waiter sees its owner dead.
+ *  2. Take over each stripe lock it holds and repair the stripe: its write
+ *     there is then either done or not done (stripe_repair settles the
+ *     intent records that name the stripe).
+ *  3. What its intent records still name is unreachable and its alone:
+ *     free it.  If it died holding an allocator lock (or one is held by
+ *     another dead process), the allocator may be half-updated: sweep
+ *     instead, which rebuilds it and settles every dead slot's records.
+ *  4. Mark it FREE.
+ * Every step is idempotent, so a coordinator that dies halfway is harmless:
+ * the next one finds the slot DEAD (or LIVE with a dead pid) and starts over.
+ */
+static void recover_slot_locked(struct coord *c, uint32_t slot)
+{
+	struct seg_slot *sl = seg_slot(&c->seg, &c->g, slot);
+	const uint32_t owner = slot + 1;
+	atomic_store(&sl->state, SLOT_DEAD);
+	unsigned took = take_stripes(c, owner);
+	bool sweep = holds_alloc_lock(c, owner);
+	unsigned freed = 0;
+	for (uint32_t k = 0; k < SEG_INTENTS && !sweep; k++) {
+		struct seg_intent *in = &sl->intent[k];
+		_Atomic uint64_t *recs[2] = {&in->b, &in->a};
+		for (int j = 0; j < 2 && !sweep; j++) {
+			uint64_t off = atomic_load(recs[j]);
+			if (!off)
+				continue;
+			if (shmmap__free(&c->seg, &c->g, &c->lk, off, recs[j]) < 0)
+				sweep = true;
+			else
+				freed++;
 		}
 	}
-	if (take_if_owned(&seg_hdr(&c->seg)->pool_lock, owner)) {
-		shmmap__unlock(&seg_hdr(&c->seg)->pool_lock);
-		took++;
+	if (sweep) {
+		struct sweep_report r;
+		if (shmmap__sweep(&c->seg, &c->g, &c->lk, &r) == 0)
+			log_sweep("a dead client held an allocator lock", &r);
+		else
+			logf_("slot %u: sweep failed: out of memory", slot);
 	}
-	/* The write it was in the middle of: a new entry that never got
-	 * linked is freed (it was allocated by the dead client alone). */
-	struct seg_intent *in = &sl->intent;
-	uint32_t op = atomic_load(&in->op);
-	uint64_t a = atomic_load(&in->a);
-	if (op == INTENT_LINK && a) {
-		struct map_view v;
-		if (shmmap__map_view(&c->seg, &c->g, in->map, &v) == 0) {
-			const struct seg_entry *e = shmmap__entry_at(&c->seg, &v, a);
-			if (e) {
-				uint32_t b = (uint32_t)e->hash & (v.nbuckets - 1);
-				struct seg_stripe *st = &v.stripes[b & (v.nstripes - 1)];
-				if (shmmap__lock(&st->lock, &c->lk, NULL) == 1)
-					shmmap__stripe_repair(&o, &v, b & (v.nstripes - 1));
-				bool linked = reachable(&o, &v, a);
-				shmmap__unlock(&st->lock);
-				if (!linked && shmmap__block_size(&c->seg, &c->g, a) > 0) {
-					shmmap__free(&c->seg, &c->g, &c->lk, a);
-					logf_("slot %u: freed an entry allocated but never linked", slot);
-				}
-			}
-		}
-	}
-	atomic_store(&in->op, INTENT_NONE);
 	sl->pid = 0;
 	sl->start_time = 0;
 	sl->flags = 0;
 	atomic_store_explicit(&sl->state, SLOT_FREE, memory_order_release);
+	if (took || freed)
+		logf_("slot %u: released %u stripe lock(s), freed %u block(s) in flight", slot,
+		      took, freed);
+}
+
+static void recover_slot(struct coord *c, uint32_t slot)
+{
+	pthread_mutex_lock(&c->recover_mu);
+	recover_slot_locked(c, slot);
 	pthread_mutex_unlock(&c->recover_mu);
-	if (took)
-		logf_("slot %u: released %u lock(s) held by the dead client", slot, took);
+}
+
+/*
+ * Repair everything that can be repaired without losing a live entry
+ * (shmmapctl check --repair): recover the slots of dead clients, repair
+ * every stripe (odd counters, wrong totals, intent records), then sweep
+ * the allocator (leaks, broken lists).
+ */
+static int repair_all(struct coord *c, struct proto_msg *rep)
+{
+	pthread_mutex_lock(&c->recover_mu);
+	uint32_t slots = 0, stripes = 0;
+	for (uint32_t i = 0; i < c->g.max_clients; i++) {
+		struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
+		uint32_t st = atomic_load(&sl->state);
+		if (st != SLOT_FREE && !shmmap__slot_alive(&c->seg, &c->g, i)) {
+			recover_slot_locked(c, i);
+			slots++;
+		}
+	}
+	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
+	for (uint32_t m = 0; m < c->g.max_maps; m++) {
+		struct map_view v;
+		if (shmmap__map_view(&c->seg, &c->g, m, &v) < 0)
+			continue;
+		for (uint32_t st = 0; st < v.nstripes; st++) {
+			shmmap__lock(&v.stripes[st].lock, &c->lk, NULL);
+			shmmap__stripe_repair(&o, &v, st);
+			shmmap__unlock(&v.stripes[st].lock);
+			stripes++;
+		}
+	}
+	struct sweep_report r;
+	int rc = shmmap__sweep(&c->seg, &c->g, &c->lk, &r);
+	pthread_mutex_unlock(&c->recover_mu);
+	if (rc < 0)
+		return rc;
+	log_sweep("shmmapctl check --repair", &r);
+	rep->type = MSG_REPAIRED;
+	rep->u.repaired.slots = slots;
+	rep->u.repaired.stripes = stripes;
+	rep->u.repaired.roots = r.roots;
+	rep->u.repaired.freed = r.freed;
+	rep->u.repaired.pages_freed = r.pages_freed;
+	rep->u.repaired.bad_roots = r.bad_roots;
+	return 0;
+}
+
+/*
+ * At start, on an adopted segment: whatever an earlier coordinator held is
+ * stale (it is dead: we are starting).  Take its locks over, finish the
+ * drop or create of a map it left half-done (the map is emptied and
+ * freed: its handles were already stale), then recover dead slots and
+ * sweep, so the allocator is whole whatever instant it died at.
+ */
+static void adopt_repair(struct coord *c)
+{
+	unsigned took = take_stripes(c, LOCK_OWNER_COORD);
+	for (uint32_t i = 0; i < c->g.nclasses; i++)
+		took += shmmap__lock_take_from(&seg_class(&c->seg, &c->g, i)->lock,
+					       LOCK_OWNER_COORD, LOCK_OWNER_COORD);
+	took += shmmap__lock_take_from(&seg_hdr(&c->seg)->pool_lock, LOCK_OWNER_COORD,
+				       LOCK_OWNER_COORD);
+	/* Held by us now (same owner id): the sweep below re-takes them, so
+	 * release them first (the sweep repairs what they guard). */
+	for (uint32_t i = 0; i < c->g.nclasses; i++) {
+		_Atomic uint32_t *w = &seg_class(&c->seg, &c->g, i)->lock;
+		if ((atomic_load(w) & LOCK_OWNER_MASK) == LOCK_OWNER_COORD)
+			shmmap__unlock(w);
+	}
+	if ((atomic_load(&seg_hdr(&c->seg)->pool_lock) & LOCK_OWNER_MASK) == LOCK_OWNER_COORD)
+		shmmap__unlock(&seg_hdr(&c->seg)->pool_lock);
+	unsigned half = 0;
+	for (uint32_t m = 0; m < c->g.max_maps; m++) {
+		struct seg_mapdir *d = seg_dir(&c->seg, &c->g, m);
+		if (atomic_load(&d->state) != MAP_INIT)
+			continue;
+		/* Empty its table (locks included) if it has a sane one; the
+		 * sweep then frees the entries, which nothing reaches. */
+		uint64_t tb = (uint64_t)d->nstripes * sizeof(struct seg_stripe) +
+			      (uint64_t)d->nbuckets * 8;
+		if (d->stripes_off && seg_ok(&c->seg, d->stripes_off, tb, 64) &&
+		    d->stripes_off >= c->g.heap_off)
+			memset(seg_ptr(&c->seg, d->stripes_off), 0, tb);
+		else
+			d->stripes_off = 0;
+		atomic_fetch_add(&d->gen, 1);
+		atomic_store(&d->state, MAP_FREE);
+		half++;
+	}
+	if (took || half)
+		logf_("took over %u lock(s) and %u half-done map change(s) of the previous "
+		      "coordinator", took, half);
 }
 
 /* ---- maps ---- */
@@ -242,7 +342,9 @@ static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 				.nbuckets = c->conf.map.buckets, .nstripes = c->conf.map.stripes,
 				.key_max = c->conf.map.key_max, .val_max = c->conf.map.value_max,
 			};
+			pthread_mutex_lock(&c->recover_mu); /* no sweep meanwhile */
 			int rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);
+			pthread_mutex_unlock(&c->recover_mu);
 			if (rc < 0)
 				return rc;
 			logf_("created map '%s' (index %u)", name, k);
@@ -264,7 +366,9 @@ static int drop_map(struct coord *c, const char *name)
 	int i = find_map(c, name);
 	if (i < 0)
 		return i;
+	pthread_mutex_lock(&c->recover_mu);
 	shmmap__map_destroy(&c->seg, &c->g, &c->lk, (uint32_t)i);
+	pthread_mutex_unlock(&c->recover_mu);
 	logf_("dropped map '%s'", name);
 	return 0;
 }
@@ -332,7 +436,10 @@ static int assign_slot(struct coord *c, struct session *s, bool rdonly)
 		sl->uid = s->uid;
 		sl->flags = rdonly ? SLOT_F_RDONLY : 0;
 		sl->attached_ns = shmmap__now_ns();
-		atomic_store(&sl->intent.op, INTENT_NONE);
+		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
+			atomic_store(&sl->intent[k].a, 0);
+			atomic_store(&sl->intent[k].b, 0);
+		}
 		atomic_fetch_add(&sl->gen, 1);
 		atomic_store_explicit(&sl->state, SLOT_LIVE, memory_order_release);
 		return (int)i;
@@ -424,6 +531,13 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		r.u.stats.maps = count_maps(c);
 		r.u.stats.uptime_ms = mono_ms() - c->start_ms;
 		r.u.stats.coord_gen = atomic_load(&seg_hdr(&c->seg)->coord_gen);
+		return shmmap__proto_send(s->fd, &r, -1);
+	case MSG_REPAIR:
+		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
+			return send_error(s->fd, m->seq, -EPERM);
+		rc = repair_all(c, &r);
+		if (rc < 0)
+			return send_error(s->fd, m->seq, rc);
 		return shmmap__proto_send(s->fd, &r, -1);
 	case MSG_BYE:
 		snprintf(s->why, sizeof s->why, "detached");
@@ -730,6 +844,7 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 	}
 	int rc = shmmap__seg_open_existing(cf->segment.name, &p, &c->seg, &c->g);
 	if (rc == 0) {
+		c->adopted = true;
 		logf_("adopted existing segment %s (%llu bytes)", cf->segment.name,
 		      (unsigned long long)c->seg.len);
 	} else if (rc != -ENOENT) {
@@ -785,14 +900,22 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 		goto fail;
 	}
 	/* Slots left by an earlier coordinator: dead ones are recovered now,
-	 * live ones are adopted and watched. */
-	for (uint32_t i = 0; i < c->g.max_clients; i++) {
-		struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
-		uint32_t st = atomic_load(&sl->state);
-		if (st == SLOT_DEAD || (st == SLOT_LIVE && pid_gone((pid_t)sl->pid, sl->start_time)))
-			recover_slot(c, i);
-		else if (st == SLOT_LIVE)
-			c->orphan[i] = true;
+	 * live ones are adopted and watched.  Then the allocator is swept, so
+	 * that whatever instant the last coordinator died at, it is whole. */
+	if (c->adopted) {
+		adopt_repair(c);
+		for (uint32_t i = 0; i < c->g.max_clients; i++) {
+			struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
+			uint32_t st = atomic_load(&sl->state);
+			if (st == SLOT_DEAD ||
+			    (st == SLOT_LIVE && pid_gone((pid_t)sl->pid, sl->start_time)))
+				recover_slot(c, i);
+			else if (st == SLOT_LIVE)
+				c->orphan[i] = true;
+		}
+		struct sweep_report r;
+		if (shmmap__sweep(&c->seg, &c->g, &c->lk, &r) == 0)
+			log_sweep("adopted segment", &r);
 	}
 	rc = bind_socket(c, err, errlen);
 	if (rc < 0)

@@ -7,7 +7,7 @@
  *
  *   0            struct seg_header      one 4 KiB page: identity, geometry,
  *                                       offsets of the regions below
- *   slots_off    struct seg_slot[max_clients]          128 B each
+ *   slots_off    struct seg_slot[max_clients]          640 B each
  *   dir_off      struct seg_mapdir[max_maps]           256 B each
  *   ctr_off      struct seg_counters[max_clients][max_maps]  64 B each
  *   classes_off  struct seg_class[SEG_NCLASSES]        64 B each
@@ -44,7 +44,7 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 1u
+#define SEG_LAYOUT_VERSION 2u
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 48u            /* room for the size classes, 48 B .. SEG_PAGE/2 */
 #define SEG_ALIGN 16u               /* every block is 16-byte aligned */
@@ -103,18 +103,33 @@ _Static_assert(offsetof(struct seg_header, slots_off) == 64, "layout");
 _Static_assert(offsetof(struct seg_header, heap_off) == 104, "layout");
 _Static_assert(offsetof(struct seg_header, pool_lock) == 128, "layout");
 
-/* The write a client is in the middle of, for recovery (see table.c). */
+/*
+ * An intent record: the blocks one writing thread owns while they are not
+ * reachable from a chain, so that recovery can tell what a dead writer
+ * allocated but never linked, and what it unlinked but never freed.
+ *   a  set by the allocator, under the class (or pool) lock, to the block
+ *      it hands out; cleared by the writer right after linking the block
+ *      (still under the stripe lock), or by the free of it.
+ *   b  set by the writer, under the stripe lock, before the store that
+ *      unlinks the entry; cleared by the free of it, under the class lock.
+ * So, for a writer that holds no stripe lock, a and b are blocks no chain
+ * reaches and nobody else may free; for one that dies holding a stripe
+ * lock, whoever takes the lock over decides (stripe_repair: reachable
+ * means the store happened).  A free with a record frees only if the record
+ * still names the block, and clears it in the same critical section: a
+ * block is freed once, whoever frees it (the writer, a lock taker, the
+ * coordinator).  map and stripe say where a and b belong.
+ */
 struct seg_intent {
-	_Atomic uint32_t op;   /* INTENT_* */
-	uint32_t map;          /* directory index */
-	uint32_t stripe;
-	uint32_t pad;
-	_Atomic uint64_t a;    /* the new entry (allocated, maybe not linked) */
-	_Atomic uint64_t b;    /* the old entry (maybe unlinked, not freed) */
+	_Atomic uint64_t a;
+	_Atomic uint64_t b;
+	_Atomic uint32_t map;
+	_Atomic uint32_t stripe;
+	uint64_t pad;
 };
-#define INTENT_NONE 0u
-#define INTENT_LINK 1u   /* a: new entry being linked (b: old it replaces) */
-#define INTENT_UNLINK 2u /* b: entry being unlinked and freed */
+_Static_assert(sizeof(struct seg_intent) == 32, "intent record");
+/* Intent records per slot: the writing threads of one attachment at once. */
+#define SEG_INTENTS 16u
 
 struct seg_slot {
 	_Atomic uint32_t state;   /*  0: SLOT_* */
@@ -124,10 +139,10 @@ struct seg_slot {
 	uint32_t uid;             /* 24 */
 	uint32_t flags;           /* 28: SLOT_F_* */
 	uint64_t attached_ns;     /* 32 */
-	struct seg_intent intent; /* 40 */
-	uint8_t pad[128 - 72];
+	uint8_t pad[128 - 40];
+	struct seg_intent intent[SEG_INTENTS]; /* 128 */
 };
-_Static_assert(sizeof(struct seg_slot) == 128, "slot size");
+_Static_assert(sizeof(struct seg_slot) == 128 + 32 * SEG_INTENTS, "slot size");
 #define SLOT_F_RDONLY 0x1u
 
 struct seg_mapdir {
@@ -296,28 +311,83 @@ struct lock_ctx {
 };
 /* Returns 0, or 1 if the lock was taken over from a dead owner (the caller
  * must repair what it guards).  Never fails: a dead owner's lock is taken
- * over after a timeout. */
+ * over after a timeout.  For stripe locks (and the coordinator's sweep). */
 int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits);
+/* For allocator locks (classes, pool), which only the coordinator repairs:
+ * never takes over.  Returns 0, or -EAGAIN once the owner has been dead for
+ * LOCK_DEAD_WAIT_MS (the coordinator is down or slow to repair). */
+int shmmap__lock_nosteal(_Atomic uint32_t *w, const struct lock_ctx *c);
 void shmmap__unlock(_Atomic uint32_t *w);
 bool shmmap__owner_alive(const struct lock_ctx *c, uint32_t owner);
+/* Take lock word w over if `owner` holds it (no wait).  True if we now hold it. */
+bool shmmap__lock_take_from(_Atomic uint32_t *w, uint32_t owner, uint32_t me);
+#define LOCK_DEAD_WAIT_MS 1000u
+
+/* ---- crash points (test builds only: -DSHMMAP_CRASHPOINTS) ----
+ * CRASH_POINT() marks the instant after a store to shared memory on the
+ * write paths.  In a test build, shmmap__crash_arm(k, sig) makes the k-th
+ * point reached by this process raise sig (SIGKILL, or SIGSTOP to freeze
+ * it there).  In a normal build it compiles to nothing. */
+#ifdef SHMMAP_CRASHPOINTS
+void shmmap__crash_point(void);
+void shmmap__crash_arm(unsigned long k, int sig);
+unsigned long shmmap__crash_count(void); /* points passed since arming */
+#define CRASH_POINT() shmmap__crash_point()
+#else
+#define CRASH_POINT() ((void)0)
+#endif
 
 /* ---- alloc.c ---- */
 void shmmap__alloc_format(const struct seg *s, const struct seg_geom *g);
-/* Returns the offset of a block of at least n bytes, or 0 if none. */
-uint64_t shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		       size_t n);
-void shmmap__free(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		  uint64_t off);
+/*
+ * Allocate a block of at least n bytes and store its offset in *rec (an
+ * intent record's a, or a local), under the allocator lock, so that a crash
+ * at any point leaves the block either free or named by *rec.
+ * Returns 0, -ENOSPC, or -EAGAIN (an allocator lock of a dead owner awaits
+ * the coordinator's repair).
+ */
+int shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		  size_t n, _Atomic uint64_t *rec);
+/*
+ * Free the block at off.  With rec: only if *rec == off, and *rec is
+ * cleared under the same lock (so a block is freed once, whoever tries).
+ * Returns 0 (freed, or nothing to do) or -EAGAIN (as above; *rec keeps off).
+ */
+int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		 uint64_t off, _Atomic uint64_t *rec);
 /* Usable size of the block at off (0 if off is not a live block). */
 size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_t off);
-/* Allocate a run of whole pages (not zeroed); returns first page index + 1, 0 if none. */
-uint32_t shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g,
-			     const struct lock_ctx *c, uint32_t n);
-void shmmap__free_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-			uint32_t first);
+/* A run of whole pages (not zeroed): *first = its first page index.
+ * Returns 0, -ENOSPC or -EAGAIN. */
+int shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			uint32_t n, uint32_t *first);
+int shmmap__free_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		       uint32_t first, _Atomic uint64_t *rec);
 int shmmap__class_of(const struct seg *s, const struct seg_geom *g, size_t n);
 uint32_t shmmap__nclasses(void);
 uint32_t shmmap__class_size(uint32_t cls); /* 0 for an invalid class */
+
+/* ---- sweep.c: the allocator rebuilt from what is reachable ---- */
+struct sweep_report {
+	uint64_t roots;      /* blocks found in use */
+	uint64_t freed;      /* blocks that were allocated and are now free */
+	uint64_t pages_freed;/* pages given back to the pool */
+	uint64_t bad_roots;  /* reachable entries in no valid block (left alone) */
+	uint32_t dead_slots; /* slots whose intent records were settled */
+};
+/*
+ * Rebuild every page descriptor, class and the pool from the blocks in use:
+ * entries reachable from a map, map tables, and the blocks named by intent
+ * records of live slots.  Holds every class lock and the pool lock (taking
+ * them over from dead owners) for the duration; stripes are not locked
+ * (live writers go on; see sweep.c for why nothing in flight is lost).
+ * The intent records of slots that are not alive are cleared: what they
+ * named is free unless a chain reaches it.  Coordinator only.
+ */
+int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		  struct sweep_report *r);
+/* Is the slot's client alive (LIVE, pid present with its start time)? */
+bool shmmap__slot_alive(const struct seg *s, const struct seg_geom *g, uint32_t slot);
 
 /* ---- table.c ---- */
 /* A map as one attachment sees it: pointers computed and bounds-checked once. */
@@ -344,7 +414,7 @@ struct op_ctx {
 	const struct seg_geom *g;
 	struct lock_ctx lk;
 	struct seg_counters *ctr; /* this client's counters for the map, or NULL */
-	struct seg_intent *intent; /* this client's intent record, or NULL */
+	struct seg_intent *intent; /* this thread's intent record, or NULL (no crash safety) */
 };
 int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen, void *buf, size_t cap, size_t *vlen);
@@ -357,8 +427,15 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 /* Validate the entry at off for map v: in bounds, aligned, lengths within limits. */
 const struct seg_entry *shmmap__entry_at(const struct seg *s, const struct map_view *v,
 					 uint64_t off);
-/* Repair a stripe whose lock was taken over from a dead owner. */
+/*
+ * Repair a stripe whose lock the caller holds, taken over from a dead
+ * owner: make its sequence counter even, settle the intent records that
+ * name it (a block a dead writer linked, or did not unlink, is no longer
+ * in flight), recount its totals.
+ */
 void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uint32_t stripe);
+/* Is the entry at off linked in its bucket of v?  Call with its stripe locked. */
+bool shmmap__tbl_linked(const struct seg *s, const struct map_view *v, uint64_t off);
 
 /* ---- client.c: the attachment ---- */
 struct client_ext; /* client.c's own state: published map views */

@@ -16,6 +16,11 @@
  * recorded start time).  If not, it takes the lock over with a CAS from the
  * exact word it saw (so exactly one taker wins) and tells its caller, who
  * must repair what the lock guards.  A waiter never sleeps forever.
+ *
+ * Allocator locks (classes, pool) are never taken over by a waiter: what
+ * they guard is repaired only by the coordinator's sweep (sweep.c), which
+ * takes them over itself.  Their waiters (shmmap__lock_nosteal) give up
+ * with -EAGAIN once the owner has been dead for LOCK_DEAD_WAIT_MS.
  */
 #include <errno.h>
 #include <linux/futex.h>
@@ -56,6 +61,17 @@ static bool pid_alive(uint32_t pid, uint64_t start_time)
 	return true;
 }
 
+bool shmmap__slot_alive(const struct seg *s, const struct seg_geom *g, uint32_t slot)
+{
+	if (slot >= g->max_clients)
+		return false;
+	const struct seg_slot *sl = seg_slot(s, g, slot);
+	if (atomic_load_explicit(&sl->state, memory_order_acquire) != SLOT_LIVE)
+		return false;
+	return pid_alive(__atomic_load_n(&sl->pid, __ATOMIC_RELAXED),
+			 __atomic_load_n(&sl->start_time, __ATOMIC_RELAXED));
+}
+
 bool shmmap__owner_alive(const struct lock_ctx *c, uint32_t owner)
 {
 	if (owner == c->owner)
@@ -66,19 +82,33 @@ bool shmmap__owner_alive(const struct lock_ctx *c, uint32_t owner)
 	}
 	if (owner == 0 || owner > c->g->max_clients)
 		return false; /* not a valid owner: garbage in a lock word */
-	const struct seg_slot *sl = seg_slot(c->s, c->g, owner - 1);
-	if (atomic_load_explicit(&sl->state, memory_order_acquire) != SLOT_LIVE)
-		return false;
-	return pid_alive(sl->pid, sl->start_time);
+	return shmmap__slot_alive(c->s, c->g, owner - 1);
 }
 
-int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits)
+bool shmmap__lock_take_from(_Atomic uint32_t *w, uint32_t owner, uint32_t me)
+{
+	uint32_t v = atomic_load(w);
+	while (v != 0 && (v & LOCK_OWNER_MASK) == owner) {
+		/* Keep the waiters bit: whoever sleeps on it gets woken. */
+		if (atomic_compare_exchange_weak(w, &v, me | LOCK_WAITERS))
+			return true;
+	}
+	return false;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* steal: take over from a dead owner (returns 1); else give up with
+ * -EAGAIN once the owner has been seen dead for LOCK_DEAD_WAIT_MS. */
+static int lock_slow(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits, bool steal)
 {
 	const uint32_t me = c->owner;
 	uint32_t v = 0;
-	if (atomic_compare_exchange_strong_explicit(w, &v, me, memory_order_acquire,
-						    memory_order_relaxed))
-		return 0;
 	for (int i = 0; i < LOCK_SPIN; i++) {
 		cpu_relax();
 		v = atomic_load_explicit(w, memory_order_relaxed);
@@ -88,6 +118,7 @@ int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits)
 	}
 	if (waits)
 		atomic_fetch_add_explicit((_Atomic uint64_t *)waits, 1, memory_order_relaxed);
+	uint64_t dead_since = 0;
 	for (;;) {
 		v = atomic_load_explicit(w, memory_order_relaxed);
 		if (v == 0) {
@@ -106,14 +137,42 @@ int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits)
 		}
 		struct timespec ts = {0, LOCK_SLICE_NS};
 		long r = futex(w, FUTEX_WAIT, v, &ts);
-		if (r < 0 && errno == ETIMEDOUT && !shmmap__owner_alive(c, v & LOCK_OWNER_MASK)) {
+		if (r == 0 || errno != ETIMEDOUT)
+			continue;
+		if (shmmap__owner_alive(c, v & LOCK_OWNER_MASK)) {
+			dead_since = 0;
+			continue;
+		}
+		if (steal) {
 			/* Take over from the dead owner: only the CAS winner does. */
 			if (atomic_compare_exchange_strong_explicit(w, &v, me | LOCK_WAITERS,
 								    memory_order_acquire,
 								    memory_order_relaxed))
 				return 1;
+		} else if (!dead_since) {
+			dead_since = mono_ms();
+		} else if (mono_ms() - dead_since >= LOCK_DEAD_WAIT_MS) {
+			return -EAGAIN;
 		}
 	}
+}
+
+int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits)
+{
+	uint32_t v = 0;
+	if (atomic_compare_exchange_strong_explicit(w, &v, c->owner, memory_order_acquire,
+						    memory_order_relaxed))
+		return 0;
+	return lock_slow(w, c, waits, true);
+}
+
+int shmmap__lock_nosteal(_Atomic uint32_t *w, const struct lock_ctx *c)
+{
+	uint32_t v = 0;
+	if (atomic_compare_exchange_strong_explicit(w, &v, c->owner, memory_order_acquire,
+						    memory_order_relaxed))
+		return 0;
+	return lock_slow(w, c, NULL, false);
 }
 
 void shmmap__unlock(_Atomic uint32_t *w)

@@ -102,9 +102,23 @@ int shmmap__proto_encode(const struct proto_msg *m, void *buf, size_t cap)
 	case MSG_ERROR:
 		put_u32(&w, (uint32_t)m->u.error.err);
 		break;
+	case MSG_REPAIRED:
+		put_u32(&w, m->u.repaired.slots);
+		put_u32(&w, m->u.repaired.stripes);
+		put_u64(&w, m->u.repaired.roots);
+		put_u64(&w, m->u.repaired.freed);
+		put_u64(&w, m->u.repaired.pages_freed);
+		put_u64(&w, m->u.repaired.bad_roots);
+		break;
+	case MSG_RESUME:
+		put_u32(&w, m->u.resume.pid);
+		put_u32(&w, m->u.resume.slot);
+		put_u64(&w, m->u.resume.slot_gen);
+		break;
 	case MSG_STATS:
 	case MSG_BYE:
 	case MSG_OK:
+	case MSG_REPAIR:
 		break;
 	default:
 		return -EINVAL;
@@ -229,7 +243,20 @@ int shmmap__proto_decode(const void *buf, size_t len, struct proto_msg *m)
 		if (!r.bad && m->u.error.err >= 0)
 			r.bad = true;
 		break;
-	default: /* STATS, BYE, OK: empty body */
+	case MSG_REPAIRED:
+		m->u.repaired.slots = get_u32(&r);
+		m->u.repaired.stripes = get_u32(&r);
+		m->u.repaired.roots = get_u64(&r);
+		m->u.repaired.freed = get_u64(&r);
+		m->u.repaired.pages_freed = get_u64(&r);
+		m->u.repaired.bad_roots = get_u64(&r);
+		break;
+	case MSG_RESUME:
+		m->u.resume.pid = get_u32(&r);
+		m->u.resume.slot = get_u32(&r);
+		m->u.resume.slot_gen = get_u64(&r);
+		break;
+	default: /* STATS, BYE, OK, REPAIR: empty body */
 		break;
 	}
 	if (r.bad || r.pos != len)

@@ -18,6 +18,12 @@
  *   STATS_REPLY   pid u32, clients u32, maps u32, pad u32, uptime_ms u64,
  *                 coord_gen u64
  *   BYE     c->s  (empty)                             -> (connection closed)
+ *   REPAIR  c->s  (empty)                             -> REPAIRED | ERROR
+ *   REPAIRED s->c slots u32, stripes u32, roots u64, freed u64,
+ *                 pages_freed u64, bad_roots u64
+ *   RESUME  c->s  pid u32, slot u32, slot_gen u64     -> WELCOME | ERROR
+ *                 (a client reconnecting to a restarted coordinator,
+ *                 keeping the slot it has)
  *   OK      s->c  (empty)
  *   ERROR   s->c  err i32 (a negative errno / SHMMAP_E* code)
  */
@@ -44,7 +50,10 @@ enum proto_type {
 	MSG_BYE,
 	MSG_OK,
 	MSG_ERROR,
-	MSG_TYPE_MAX = MSG_ERROR
+	MSG_REPAIR,
+	MSG_REPAIRED,
+	MSG_RESUME,
+	MSG_TYPE_MAX = MSG_RESUME
 };
 
 #define HELLO_F_RDONLY 0x1u /* ask for read-only access */
@@ -66,6 +75,11 @@ struct proto_msg {
 			uint64_t uptime_ms, coord_gen;
 		} stats;
 		struct { int32_t err; } error;
+		struct {
+			uint32_t slots, stripes;
+			uint64_t roots, freed, pages_freed, bad_roots;
+		} repaired;
+		struct { uint32_t pid, slot; uint64_t slot_gen; } resume;
 	} u;
 };
 

@@ -71,12 +71,15 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 	} else {
 		if (pages > g->npages)
 			return -ENOSPC;
-		uint32_t first = shmmap__alloc_pages(s, g, c, (uint32_t)pages);
-		if (!first)
-			return -ENOSPC;
-		off = seg_page_off(g, first - 1);
+		uint32_t first;
+		int rc = shmmap__alloc_pages(s, g, c, (uint32_t)pages, &first);
+		if (rc < 0)
+			return rc;
+		off = seg_page_off(g, first);
 		memset(seg_ptr(s, off), 0, pages * SEG_PAGE);
-		d->table_pages = first - 1;
+		/* A crash before the directory names the run leaks it until the
+		 * next sweep (the coordinator sweeps at every start). */
+		d->table_pages = first;
 	}
 	atomic_store(&d->state, MAP_INIT);
 	memset(d->name, 0, sizeof d->name);
@@ -215,12 +218,64 @@ static void seq_end(struct seg_stripe *st)
 	atomic_store_explicit(&st->seq, q + 1, memory_order_release);
 }
 
+/* Under the stripe lock: is the entry at off linked in its bucket of v? */
+static bool linked(const struct seg *s, const struct map_view *v, uint32_t stripe, uint64_t off)
+{
+	struct ent en;
+	if (!off || !ent_load(s, v, off, &en))
+		return false;
+	uint32_t b = (uint32_t)en.hash & (v->nbuckets - 1);
+	if ((b & (v->nstripes - 1)) != stripe)
+		return false;
+	uint64_t cur = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
+	for (uint32_t steps = 0; cur && steps < SEG_CHAIN_MAX; steps++) {
+		if (cur == off)
+			return true;
+		if (!ent_load(s, v, cur, &en))
+			return false;
+		cur = en.next;
+	}
+	return false;
+}
+
+bool shmmap__tbl_linked(const struct seg *s, const struct map_view *v, uint64_t off)
+{
+	struct ent en;
+	if (!off || !ent_load(s, v, off, &en))
+		return false;
+	uint32_t b = (uint32_t)en.hash & (v->nbuckets - 1);
+	return linked(s, v, b & (v->nstripes - 1), off);
+}
+
 void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uint32_t stripe)
 {
 	struct seg_stripe *st = &v->stripes[stripe];
 	uint32_t q = atomic_load(&st->seq);
 	if (q & 1)
 		atomic_store_explicit(&st->seq, q + 1, memory_order_release);
+	/*
+	 * The dead writer's intent: under this lock it either made its store
+	 * (the new entry a is linked, the old entry b is not) or it did not.
+	 * A block that is linked is no longer in flight: its record is cleared
+	 * (a CAS, so a concurrent free of another block is not undone).  What
+	 * stays recorded is unreachable and the dead slot's alone, for the
+	 * coordinator to free.  Only a dead writer's record can name a linked
+	 * block here: a live one clears a and unlinks b before it unlocks.
+	 */
+	for (uint32_t i = 0; i < o->g->max_clients; i++) {
+		struct seg_slot *sl = seg_slot(o->s, o->g, i);
+		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
+			struct seg_intent *in = &sl->intent[k];
+			uint64_t a = atomic_load(&in->a), b = atomic_load(&in->b);
+			if ((!a && !b) || atomic_load(&in->map) != v->idx ||
+			    atomic_load(&in->stripe) != stripe)
+				continue;
+			if (a && linked(o->s, v, stripe, a))
+				atomic_compare_exchange_strong(&in->a, &a, 0);
+			if (b && linked(o->s, v, stripe, b))
+				atomic_compare_exchange_strong(&in->b, &b, 0);
+		}
+	}
 	/* Recount, and cut any chain at a link that does not validate (a
 	 * dead writer cannot leave one, a scribbler can). */
 	uint64_t entries = 0, bytes = 0;
@@ -340,54 +395,59 @@ static void ent_fill(const struct op_ctx *o, uint64_t off, uint64_t h, const voi
 		memcpy(e->data + klen, val, vlen);
 }
 
-static void intent_set(const struct op_ctx *o, uint32_t op, uint32_t map, uint32_t stripe,
-		       uint64_t a, uint64_t b)
+/* The record of this write: the client's, or a scratch one (no crash
+ * safety: unit tests and the coordinator's own writes). */
+static struct seg_intent *rec_begin(const struct op_ctx *o, const struct map_view *v, uint32_t b,
+				    struct seg_intent *scratch)
 {
-	struct seg_intent *in = o->intent;
-	if (!in)
-		return;
-	in->map = map;
-	in->stripe = stripe;
-	atomic_store_explicit(&in->a, a, memory_order_relaxed);
-	atomic_store_explicit(&in->b, b, memory_order_relaxed);
-	atomic_store_explicit(&in->op, op, memory_order_release);
-}
-
-static void intent_clear(const struct op_ctx *o)
-{
-	if (o->intent)
-		atomic_store_explicit(&o->intent->op, INTENT_NONE, memory_order_release);
+	struct seg_intent *in = o->intent ? o->intent : scratch;
+	if (in == scratch)
+		memset(scratch, 0, sizeof *scratch);
+	atomic_store_explicit(&in->map, v->idx, memory_order_relaxed);
+	atomic_store_explicit(&in->stripe, b & (v->nstripes - 1), memory_order_relaxed);
+	return in;
 }
 
 /*
- * Under the stripe lock: make the entry at new_off take the place of the
- * found one (link != NULL) or go at the head of bucket b.  Returns the
- * offset of the entry replaced (to free after unlocking), or 0.
+ * Under the stripe lock: make the entry in->a take the place of the found
+ * one (link != NULL) or go at the head of bucket b.  Returns the offset of
+ * the entry replaced (recorded in in->b, to free after unlocking), or 0.
  */
-static uint64_t link_entry(const struct op_ctx *o, const struct map_view *v, uint32_t b,
-			   _Atomic uint64_t *link, const struct ent *old, uint64_t new_off)
+static uint64_t link_entry(const struct map_view *v, uint32_t b, _Atomic uint64_t *link,
+			   const struct ent *old, struct seg_intent *in, const struct seg *s)
 {
 	struct seg_stripe *st = stripe_of(v, b);
-	struct seg_entry *ne = seg_ptr(o->s, new_off);
+	uint64_t new_off = atomic_load_explicit(&in->a, memory_order_relaxed);
+	struct seg_entry *ne = seg_ptr(s, new_off);
 	uint64_t old_off = 0;
 	if (link) {
 		old_off = atomic_load_explicit(link, memory_order_relaxed);
-		intent_set(o, INTENT_LINK, v->idx, b & (v->nstripes - 1), new_off, old_off);
+		/* b before the store that unlinks it (the release below orders it). */
+		atomic_store_explicit(&in->b, old_off, memory_order_relaxed);
+		CRASH_POINT();
 		atomic_store_explicit(&ne->next, old->next, memory_order_relaxed);
 		seq_begin(st);
+		CRASH_POINT();
 		/* Release: the new entry is complete before it is reachable. */
 		atomic_store_explicit(link, new_off, memory_order_release);
+		CRASH_POINT();
+		atomic_store_explicit(&in->a, 0, memory_order_release);
+		CRASH_POINT();
 		seq_end(st);
+		CRASH_POINT();
 		st->bytes += (uint64_t)ne->klen + ne->vlen - old->klen - old->vlen;
 	} else {
-		intent_set(o, INTENT_LINK, v->idx, b & (v->nstripes - 1), new_off, 0);
 		_Atomic uint64_t *head = &v->buckets[b];
 		atomic_store_explicit(&ne->next, atomic_load_explicit(head, memory_order_relaxed),
 				      memory_order_relaxed);
 		atomic_store_explicit(head, new_off, memory_order_release);
+		CRASH_POINT();
+		atomic_store_explicit(&in->a, 0, memory_order_release);
+		CRASH_POINT();
 		st->entries++;
 		st->bytes += (uint64_t)ne->klen + ne->vlen;
 	}
+	CRASH_POINT();
 	return old_off;
 }
 
@@ -398,6 +458,24 @@ static int check_key(const struct op_ctx *o, const struct map_view *v, size_t kl
 	if (klen == 0)
 		return -EINVAL;
 	return klen > v->key_max ? -E2BIG : 0;
+}
+
+/* After unlocking: free what the write took out of the chains, or the new
+ * entry it did not link.  A failure (-EAGAIN) leaves the block recorded
+ * for the caller to retry (client.c parks the record). */
+static int settle(const struct op_ctx *o, struct seg_intent *in)
+{
+	int rc = 0;
+	uint64_t x = atomic_load_explicit(&in->b, memory_order_relaxed);
+	if (x)
+		rc = shmmap__free(o->s, o->g, &o->lk, x, &in->b);
+	x = atomic_load_explicit(&in->a, memory_order_relaxed);
+	if (x) {
+		int r2 = shmmap__free(o->s, o->g, &o->lk, x, &in->a);
+		if (r2 < 0)
+			rc = r2;
+	}
+	return rc;
 }
 
 int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
@@ -413,36 +491,36 @@ int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void
 	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
 	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
 	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
+	struct seg_intent scratch, *in = rec_begin(o, v, b, &scratch);
 	/* Allocate and fill before taking the stripe lock: short critical section. */
-	uint64_t off = shmmap__alloc(o->s, o->g, &o->lk, sizeof(struct seg_entry) + klen + vlen);
-	if (!off)
-		return -ENOSPC;
-	ent_fill(o, off, h, key, (uint32_t)klen, val, (uint32_t)vlen, expire);
+	rc = shmmap__alloc(o->s, o->g, &o->lk, sizeof(struct seg_entry) + klen + vlen, &in->a);
+	if (rc < 0)
+		return rc;
+	ent_fill(o, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
+		 val, (uint32_t)vlen, expire);
+	CRASH_POINT();
 
 	struct seg_stripe *st = stripe_of(v, b);
 	stripe_lock(o, v, b);
+	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
 	enum walk w = view_current(o, v) ? walk(o->s, v, b, h, key, klen, &link, &old, &now)
 					 : W_TORN;
-	uint64_t to_free = off;
 	if (w == W_TORN)
 		rc = view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
 	else if (w == W_FOUND && (flags & SHMMAP_NX))
 		rc = -EEXIST;
 	else if (w != W_FOUND && (flags & SHMMAP_XX))
 		rc = -ENOENT;
-	else {
-		/* An expired entry is replaced in place: it counts as absent. */
-		to_free = link_entry(o, v, b, w == W_ABSENT ? NULL : link, &old, off);
-	}
+	else /* an expired entry is replaced in place: it counts as absent */
+		link_entry(v, b, w == W_ABSENT ? NULL : link, &old, in, o->s);
 	shmmap__unlock(&st->lock);
-	if (to_free)
-		shmmap__free(o->s, o->g, &o->lk, to_free);
-	intent_clear(o);
+	CRASH_POINT();
+	int src = settle(o, in);
 	if (rc == 0 && o->ctr)
 		count(&o->ctr->puts);
-	return rc;
+	return rc < 0 ? rc : src;
 }
 
 int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void *key,
@@ -454,29 +532,34 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
 	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
 	struct seg_stripe *st = stripe_of(v, b);
+	struct seg_intent scratch, *in = rec_begin(o, v, b, &scratch);
 	stripe_lock(o, v, b);
+	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
 	enum walk w = view_current(o, v) ? walk(o->s, v, b, h, key, klen, &link, &old, &now)
 					 : W_TORN;
-	uint64_t to_free = 0;
 	if (w == W_FOUND || w == W_EXPIRED) {
-		to_free = atomic_load_explicit(link, memory_order_relaxed);
-		intent_set(o, INTENT_UNLINK, v->idx, b & (v->nstripes - 1), 0, to_free);
+		atomic_store_explicit(&in->b, atomic_load_explicit(link, memory_order_relaxed),
+				      memory_order_relaxed);
+		CRASH_POINT();
 		seq_begin(st);
+		CRASH_POINT();
 		atomic_store_explicit(link, old.next, memory_order_release);
+		CRASH_POINT();
 		seq_end(st);
+		CRASH_POINT();
 		st->entries--;
 		st->bytes -= (uint64_t)old.klen + old.vlen;
+		CRASH_POINT();
 	}
 	shmmap__unlock(&st->lock);
-	if (to_free)
-		shmmap__free(o->s, o->g, &o->lk, to_free);
-	intent_clear(o);
+	CRASH_POINT();
+	int src = settle(o, in);
 	if (w == W_FOUND) {
 		if (o->ctr)
 			count(&o->ctr->dels);
-		return 0;
+		return src;
 	}
 	if (w == W_TORN)
 		return view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
@@ -511,12 +594,14 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
 	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
 	struct seg_stripe *st = stripe_of(v, b);
+	struct seg_intent scratch, *in = rec_begin(o, v, b, &scratch);
 	stripe_lock(o, v, b);
+	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
 	enum walk w = view_current(o, v) ? walk(o->s, v, b, h, key, klen, &link, &old, &now)
 					 : W_TORN;
-	uint64_t to_free = 0, off = 0, expire = 0;
+	uint64_t expire = 0;
 	int64_t cur = 0, sum = 0;
 	char digits[24];
 	int n = 0;
@@ -540,25 +625,24 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 		goto out;
 	}
 	/* Allocating under the stripe lock is allowed (stripe -> class -> pool). */
-	off = shmmap__alloc(o->s, o->g, &o->lk, sizeof(struct seg_entry) + klen + (size_t)n);
-	if (!off) {
-		rc = -ENOSPC;
+	rc = shmmap__alloc(o->s, o->g, &o->lk, sizeof(struct seg_entry) + klen + (size_t)n, &in->a);
+	if (rc < 0)
 		goto out;
-	}
-	ent_fill(o, off, h, key, (uint32_t)klen, digits, (uint32_t)n, expire);
-	to_free = link_entry(o, v, b, w == W_ABSENT ? NULL : link, &old, off);
+	ent_fill(o, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
+		 digits, (uint32_t)n, expire);
+	CRASH_POINT();
+	link_entry(v, b, w == W_ABSENT ? NULL : link, &old, in, o->s);
 out:
 	shmmap__unlock(&st->lock);
-	if (to_free)
-		shmmap__free(o->s, o->g, &o->lk, to_free);
-	intent_clear(o);
+	CRASH_POINT();
+	int src = settle(o, in);
 	if (rc == 0) {
 		if (o->ctr)
 			count(&o->ctr->incrs);
 		if (out)
 			*out = sum;
 	}
-	return rc;
+	return rc < 0 ? rc : src;
 }
 
 /*
@@ -593,7 +677,7 @@ void shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const st
 			for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
 				if (!ent_load(s, &v, off, &en))
 					break;
-				shmmap__free(s, g, c, off);
+				shmmap__free(s, g, c, off, NULL);
 				off = en.next;
 			}
 		}

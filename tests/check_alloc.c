@@ -131,14 +131,29 @@ static uint64_t class_used_total(void)
 	return n;
 }
 
+/* The allocator with a local record: the block's offset, or 0 if none. */
+static uint64_t alloc_lk(const struct seg *s, const struct seg_geom *g,
+			 const struct lock_ctx *lk, size_t n)
+{
+	_Atomic uint64_t rec = 0;
+	return shmmap__alloc(s, g, lk, n, &rec) == 0 ? atomic_load(&rec) : 0;
+}
+
+/* A run of pages: first page index + 1, or 0 if none. */
+static uint32_t pages_lk(const struct lock_ctx *lk, uint32_t n)
+{
+	uint32_t first;
+	return shmmap__alloc_pages(&g_seg, &g_geom, lk, n, &first) == 0 ? first + 1 : 0;
+}
+
 static uint64_t a_alloc(size_t n)
 {
-	return shmmap__alloc(&g_seg, &g_geom, &g_lk, n);
+	return alloc_lk(&g_seg, &g_geom, &g_lk, n);
 }
 
 static void a_free(uint64_t off)
 {
-	shmmap__free(&g_seg, &g_geom, &g_lk, off);
+	shmmap__free(&g_seg, &g_geom, &g_lk, off, NULL);
 }
 
 static size_t bsize(uint64_t off)
@@ -388,7 +403,7 @@ START_TEST(create_exclusive_mode_and_adopt)
 	CK_EQ(shmmap__seg_open_existing(g_extra, &q, &s3, &g2), -SHMMAP_EBADSEG);
 	CK_EQ(shmmap__seg_open_existing(g_extra, &p, &s3, &g2), 0);
 	CK_MSG(memcmp(&g, &g2, sizeof g) == 0, "adopted geometry differs");
-	uint64_t off = shmmap__alloc(&s, &g, &(struct lock_ctx){.s = &s, .g = &g, .owner = 1}, 40);
+	uint64_t off = alloc_lk(&s, &g, &(struct lock_ctx){.s = &s, .g = &g, .owner = 1}, 40);
 	ck_assert_uint_ne(off, 0);
 	CK_EQ(shmmap__block_size(&s3, &g2, off), 48);
 	shmmap__seg_unmap(&s3);
@@ -620,16 +635,16 @@ START_TEST(large_runs)
 	CK_EQ(count_pages(PAGE_FREE), g_geom.npages);
 
 	/* page runs directly */
-	CK_EQ(shmmap__alloc_pages(&g_seg, &g_geom, &g_lk, 0), 0);
-	CK_EQ(shmmap__alloc_pages(&g_seg, &g_geom, &g_lk, g_geom.npages + 1), 0);
-	CK_EQ(shmmap__alloc_pages(&g_seg, &g_geom, &g_lk, UINT32_MAX), 0);
-	uint32_t f = shmmap__alloc_pages(&g_seg, &g_geom, &g_lk, g_geom.npages);
+	CK_EQ(pages_lk(&g_lk, 0), 0);
+	CK_EQ(pages_lk(&g_lk, g_geom.npages + 1), 0);
+	CK_EQ(pages_lk(&g_lk, UINT32_MAX), 0);
+	uint32_t f = pages_lk(&g_lk, g_geom.npages);
 	CK_EQ(f, 1); /* the whole heap: the only run starts at page 0 */
 	CK_EQ(pool_free(), 0);
 	CK_EQ(a_alloc(1), 0);
 	CK_EQ(a_alloc(SEG_PAGE), 0);
-	CK_EQ(shmmap__alloc_pages(&g_seg, &g_geom, &g_lk, 1), 0);
-	shmmap__free_pages(&g_seg, &g_geom, &g_lk, f - 1);
+	CK_EQ(pages_lk(&g_lk, 1), 0);
+	shmmap__free_pages(&g_seg, &g_geom, &g_lk, f - 1, NULL);
 	CK_EQ(pool_free(), pool0);
 
 	/* sizes that cannot be had */
@@ -715,7 +730,7 @@ START_TEST(exhaustion_pages)
 		size_t n = (size_t)(rnd() % (3 * SEG_PAGE));
 		CK_MSG(a_alloc(n) == 0, "alloc(%zu) succeeded on a full heap", n);
 	}
-	CK_EQ(shmmap__alloc_pages(&g_seg, &g_geom, &g_lk, 1), 0);
+	CK_EQ(pages_lk(&g_lk, 1), 0);
 	CK_EQ(class_used_total(), 0);
 	shuffle(offs, got);
 	for (size_t i = 0; i < got; i++)
@@ -931,7 +946,7 @@ static int alloc_child(int k, struct shared_res *res, int nops)
 				return 1;
 			}
 			nruns -= o->size > SEG_PAGE / 2;
-			shmmap__free(&g_seg, &g_geom, &lk, o->off);
+			shmmap__free(&g_seg, &g_geom, &lk, o->off, NULL);
 			live[i] = live[--nlive];
 			continue;
 		}
@@ -944,7 +959,7 @@ static int alloc_child(int k, struct shared_res *res, int nops)
 				    : SEG_PAGE / 2 + 1 + rnd() % (3 * SEG_PAGE);
 		if (n > SEG_PAGE / 2 && nruns == MAXRUNS)
 			n = 100;
-		uint64_t off = shmmap__alloc(&g_seg, &g_geom, &lk, n);
+		uint64_t off = alloc_lk(&g_seg, &g_geom, &lk, n);
 		res->ops[k]++;
 		if (!off) {
 			res->nomem[k]++;
@@ -967,7 +982,7 @@ static int alloc_child(int k, struct shared_res *res, int nops)
 			snprintf(res->msg[k], sizeof res->msg[k], "child %d: block overwritten", k);
 			return 1;
 		}
-		shmmap__free(&g_seg, &g_geom, &lk, o->off);
+		shmmap__free(&g_seg, &g_geom, &lk, o->off, NULL);
 	}
 	return 0;
 }
@@ -996,12 +1011,12 @@ static int pages_child(int k, struct shared_res *res, int nops)
 					return 1;
 				}
 			}
-			shmmap__free_pages(&g_seg, &g_geom, &lk, runs[i].first);
+			shmmap__free_pages(&g_seg, &g_geom, &lk, runs[i].first, NULL);
 			runs[i] = runs[--nr];
 			continue;
 		}
 		uint32_t n = 1 + (uint32_t)(rnd() % 3);
-		uint32_t f = shmmap__alloc_pages(&g_seg, &g_geom, &lk, n);
+		uint32_t f = pages_lk(&lk, n);
 		res->ops[k]++;
 		if (!f) {
 			res->nomem[k]++;
@@ -1019,7 +1034,7 @@ static int pages_child(int k, struct shared_res *res, int nops)
 		nr++;
 	}
 	while (nr > 0)
-		shmmap__free_pages(&g_seg, &g_geom, &lk, runs[--nr].first);
+		shmmap__free_pages(&g_seg, &g_geom, &lk, runs[--nr].first, NULL);
 	return 0;
 }
 

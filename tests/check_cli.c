@@ -310,7 +310,7 @@ START_TEST(json_outputs)
 	CTL_EXPECT(0, "--json", "status");
 	ASSERT_JSON('{');
 	ASSERT_HAS("\"size\":8388608");
-	ASSERT_HAS("\"layout_version\":1");
+	ASSERT_HAS("\"layout_version\":2");
 	ASSERT_HAS("\"coordinator\":{\"pid\":");
 	ASSERT_HAS("\"maps\":1");
 	CTL_EXPECT(0, "--json", "maps");
@@ -458,13 +458,15 @@ START_TEST(check_finds_damage)
 
 	/* A block allocated and never linked: a leak. */
 	struct lock_ctx lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1};
-	uint64_t off = shmmap__alloc(&sm->seg, &sm->geom, &lk, 200);
+	_Atomic uint64_t rec = 0;
+	ck_assert_int_eq(shmmap__alloc(&sm->seg, &sm->geom, &lk, 200, &rec), 0);
+	uint64_t off = atomic_load(&rec);
 	ck_assert(off != 0);
 	CTL_EXPECT(3, "--json", "check");
 	ASSERT_JSON('{');
 	ASSERT_HAS("\"ok\":false");
 	ASSERT_HAS("\"leaked\":1");
-	shmmap__free(&sm->seg, &sm->geom, &lk, off);
+	shmmap__free(&sm->seg, &sm->geom, &lk, off, NULL);
 	CTL_EXPECT(0, "check");
 
 	/* Stripe totals that disagree with the chains. */

@@ -71,6 +71,13 @@ static size_t samples(struct proto_msg *out, size_t cap)
 	ADD({ m->type = MSG_ERROR; m->seq = 13; m->u.error.err = -ENOENT; });
 	ADD({ m->type = MSG_ERROR; m->seq = 14; m->u.error.err = -SHMMAP_EVERSION; });
 	ADD({ m->type = MSG_ERROR; m->seq = 15; m->u.error.err = INT32_MIN; });
+	ADD({ m->type = MSG_REPAIR; m->seq = 16; });
+	ADD({
+		m->type = MSG_REPAIRED; m->seq = 17; m->u.repaired.slots = 2; m->u.repaired.stripes = 7;
+		m->u.repaired.roots = 1ull << 40; m->u.repaired.freed = 3;
+		m->u.repaired.pages_freed = 1; m->u.repaired.bad_roots = UINT64_MAX;
+	});
+	ADD({ m->type = MSG_RESUME; m->seq = 18; m->u.resume.pid = 42; m->u.resume.slot = 4095; m->u.resume.slot_gen = 1ull << 33; });
 #undef ADD
 	return n;
 }
@@ -112,6 +119,19 @@ static void expect_msg_eq(const struct proto_msg *a, const struct proto_msg *b)
 	case MSG_ERROR:
 		CK_EQ(a->u.error.err, b->u.error.err);
 		break;
+	case MSG_REPAIRED:
+		CK_EQ(a->u.repaired.slots, b->u.repaired.slots);
+		CK_EQ(a->u.repaired.stripes, b->u.repaired.stripes);
+		CK_EQ(a->u.repaired.roots, b->u.repaired.roots);
+		CK_EQ(a->u.repaired.freed, b->u.repaired.freed);
+		CK_EQ(a->u.repaired.pages_freed, b->u.repaired.pages_freed);
+		CK_EQ(a->u.repaired.bad_roots, b->u.repaired.bad_roots);
+		break;
+	case MSG_RESUME:
+		CK_EQ(a->u.resume.pid, b->u.resume.pid);
+		CK_EQ(a->u.resume.slot, b->u.resume.slot);
+		CK_EQ(a->u.resume.slot_gen, b->u.resume.slot_gen);
+		break;
 	default:
 		break;
 	}
@@ -128,6 +148,8 @@ static size_t body_len(const struct proto_msg *m)
 	case MSG_OPENED: return 8;
 	case MSG_STATS_REPLY: return 32;
 	case MSG_ERROR: return 4;
+	case MSG_REPAIRED: return 40;
+	case MSG_RESUME: return 16;
 	default: return 0;
 	}
 }

@@ -781,7 +781,7 @@ START_TEST(counters_and_intent)
 {
 	struct op_ctx o = g_op;
 	o.ctr = seg_ctr(&g_seg, &g_geom, 0, 0);
-	o.intent = &seg_slot(&g_seg, &g_geom, 0)->intent;
+	o.intent = &seg_slot(&g_seg, &g_geom, 0)->intent[3];
 	char buf[16];
 	size_t vl;
 	CK_EQ(shmmap__tbl_put(&o, &g_v, "a", 1, "1", 1, 0, 0), 0);
@@ -798,7 +798,10 @@ START_TEST(counters_and_intent)
 	CK_EQ(atomic_load(&o.ctr->incrs), 1);
 	CK_EQ(atomic_load(&o.ctr->dels), 1);
 	CK_EQ(atomic_load(&o.ctr->expired), 0);
-	CK_EQ(atomic_load(&o.intent->op), INTENT_NONE);
+	/* nothing left in flight */
+	CK_EQ(atomic_load(&o.intent->a), 0);
+	CK_EQ(atomic_load(&o.intent->b), 0);
+	CK_EQ(atomic_load(&o.intent->map), g_v.idx);
 	/* other rows untouched */
 	CK_EQ(atomic_load(&seg_ctr(&g_seg, &g_geom, 1, 0)->puts), 0);
 	CK_EQ(atomic_load(&seg_ctr(&g_seg, &g_geom, 0, 1)->puts), 0);

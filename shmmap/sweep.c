@@ -1,0 +1,254 @@
+/*
+ * sweep.c - rebuilding the allocator from what is in use: the repair for a
+ * process that died holding a class or pool lock (its lists and counters
+ * may be half-updated), for a coordinator that died in the middle of
+ * anything, and for `shmmapctl check --repair`.  Coordinator only.
+ *
+ * What is in use (the roots):
+ *   - every entry reachable from a LIVE map's chains;
+ *   - every map table run named by a directory entry (a dropped map keeps
+ *     its table, see table.c);
+ *   - every block named by an intent record (a, b) of a live slot: a write
+ *     in flight (see struct seg_intent).
+ * Everything else that the page descriptors call allocated is freed, and
+ * the descriptors, free lists, partial lists, class totals and the pool
+ * are written afresh from the roots.
+ *
+ * Why nothing in flight is lost although writers go on (stripes are not
+ * locked): the sweep holds every class lock and the pool lock, so no block
+ * is allocated or freed meanwhile.  A block a live writer allocated before
+ * is named by its record's a until linked (a is cleared after the link
+ * store); a block it unlinks is named by b before the unlink store, and b
+ * stays set until its free, which waits for the sweep.  The records are
+ * read, then every chain is walked, then the records are read again: a
+ * block not seen linked by the walk was unlinked before the walk passed
+ * (b set by then: seen by the second read) or linked after (a set since
+ * before the sweep: seen by the first read, or still set at the second).
+ *
+ * Idempotent: it only writes what it computes from the roots, so a sweep
+ * cut short by a crash is simply run again (the next coordinator takes
+ * over the locks it held and sweeps at start).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct sw {
+	const struct seg *s;
+	const struct seg_geom *g;
+	unsigned char *root; /* a bit per SEG_ALIGN unit of the heap */
+	uint64_t units;
+	uint64_t roots;
+};
+
+static void mark(struct sw *w, uint64_t off)
+{
+	const struct seg_geom *g = w->g;
+	if (off < g->heap_off || (off - g->heap_off) % SEG_ALIGN)
+		return;
+	uint64_t u = (off - g->heap_off) / SEG_ALIGN;
+	if (u >= w->units)
+		return;
+	if (!(w->root[u / 8] & (1u << (u % 8)))) {
+		w->root[u / 8] |= (unsigned char)(1u << (u % 8));
+		w->roots++;
+	}
+}
+
+static bool is_root(const struct sw *w, uint64_t off)
+{
+	uint64_t u = (off - w->g->heap_off) / SEG_ALIGN;
+	return u < w->units && (w->root[u / 8] & (1u << (u % 8)));
+}
+
+static void mark_records(struct sw *w, const bool *alive)
+{
+	for (uint32_t i = 0; i < w->g->max_clients; i++) {
+		if (!alive[i])
+			continue;
+		struct seg_slot *sl = seg_slot(w->s, w->g, i);
+		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
+			mark(w, atomic_load_explicit(&sl->intent[k].a, memory_order_acquire));
+			mark(w, atomic_load_explicit(&sl->intent[k].b, memory_order_acquire));
+		}
+	}
+}
+
+static void mark_chains(struct sw *w)
+{
+	for (uint32_t m = 0; m < w->g->max_maps; m++) {
+		struct map_view v;
+		if (shmmap__map_view(w->s, w->g, m, &v) < 0)
+			continue;
+		for (uint32_t b = 0; b < v.nbuckets; b++) {
+			uint64_t off = atomic_load_explicit(&v.buckets[b], memory_order_acquire);
+			for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
+				const struct seg_entry *e = shmmap__entry_at(w->s, &v, off);
+				if (!e)
+					break;
+				mark(w, off);
+				off = atomic_load_explicit(&((struct seg_entry *)e)->next,
+							   memory_order_acquire);
+			}
+		}
+	}
+}
+
+static void mark_tables(struct sw *w)
+{
+	for (uint32_t m = 0; m < w->g->max_maps; m++) {
+		const struct seg_mapdir *d = seg_dir(w->s, w->g, m);
+		uint64_t first = __atomic_load_n(&d->table_pages, __ATOMIC_RELAXED);
+		uint64_t soff = __atomic_load_n(&d->stripes_off, __ATOMIC_RELAXED);
+		if (soff && first < w->g->npages && seg_page_off(w->g, (uint32_t)first) == soff)
+			mark(w, soff);
+	}
+}
+
+/* Rebuild one slab page from the roots; returns blocks in use (0: give the
+ * page back).  *matched counts the roots it accounted for. */
+static uint32_t rebuild_slab(struct sw *w, uint32_t pi, uint64_t *matched)
+{
+	struct seg_page *p = seg_page(w->s, w->g, pi);
+	uint32_t size = shmmap__class_size(p->cls), per = SEG_PAGE / size;
+	uint64_t poff = seg_page_off(w->g, pi);
+	uint32_t used = 0, free = 0;
+	for (uint32_t j = per; j-- > 0;) {
+		uint64_t off = poff + (uint64_t)j * size;
+		if (is_root(w, off)) {
+			used++;
+			continue;
+		}
+		*(uint32_t *)seg_ptr(w->s, off) = free;
+		free = j * size + 1;
+	}
+	*matched += used;
+	if (used) {
+		p->used = used;
+		p->carved = per;
+		p->free = free;
+		p->prev = p->next = 0;
+	}
+	return used;
+}
+
+static void page_free(struct sw *w, uint32_t pi)
+{
+	struct seg_page *p = seg_page(w->s, w->g, pi);
+	memset(p, 0, sizeof *p);
+	p->kind = PAGE_FREE;
+}
+
+static void rebuild(struct sw *w, struct sweep_report *r)
+{
+	const struct seg *s = w->s;
+	const struct seg_geom *g = w->g;
+	uint32_t nc = shmmap__nclasses();
+	uint64_t matched = 0, used_before = 0, used_after = 0;
+	for (uint32_t k = 0; k < g->nclasses; k++) {
+		struct seg_class *c = seg_class(s, g, k);
+		used_before += c->used;
+		c->partial = 0;
+		c->used = 0;
+		c->pages = 0;
+	}
+	for (uint32_t i = 0; i < g->npages;) {
+		struct seg_page *p = seg_page(s, g, i);
+		if (p->kind == PAGE_RUN) {
+			uint32_t n = p->run;
+			bool ok = n >= 1 && n <= g->npages - i;
+			for (uint32_t j = 1; ok && j < n; j++)
+				ok = seg_page(s, g, i + j)->kind == PAGE_CONT;
+			used_before++;
+			if (ok && is_root(w, seg_page_off(g, i))) {
+				matched++;
+				used_after++;
+				i += n;
+				continue;
+			}
+			r->pages_freed++;
+			page_free(w, i++);
+			continue; /* its CONT pages, now ownerless, are freed below */
+		}
+		if (p->kind == PAGE_SLAB && p->cls < nc && p->cls < g->nclasses) {
+			uint32_t used = rebuild_slab(w, i, &matched);
+			if (used) {
+				struct seg_class *c = seg_class(s, g, p->cls);
+				c->pages++;
+				c->used += used;
+				used_after += used;
+				if (used < SEG_PAGE / shmmap__class_size(p->cls)) {
+					p->next = c->partial;
+					if (c->partial)
+						seg_page(s, g, c->partial - 1)->prev = i + 1;
+					c->partial = i + 1;
+				}
+			} else {
+				r->pages_freed++;
+				page_free(w, i);
+			}
+			i++;
+			continue;
+		}
+		if (p->kind != PAGE_FREE)
+			r->pages_freed++; /* an ownerless CONT page or garbage */
+		page_free(w, i++);
+	}
+	uint64_t nfree = 0;
+	for (uint32_t i = 0; i < g->npages; i++)
+		nfree += seg_page(s, g, i)->kind == PAGE_FREE;
+	struct seg_header *h = seg_hdr(s);
+	h->pool_free = nfree;
+	h->pool_rover = 0;
+	r->roots = w->roots;
+	r->bad_roots = w->roots > matched ? w->roots - matched : 0;
+	r->freed = used_before > used_after ? used_before - used_after : 0;
+}
+
+int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		  struct sweep_report *r)
+{
+	memset(r, 0, sizeof *r);
+	struct sw w = {.s = s, .g = g};
+	w.units = (uint64_t)g->npages * (SEG_PAGE / SEG_ALIGN);
+	w.root = calloc((size_t)(w.units + 7) / 8, 1);
+	bool *alive = calloc(g->max_clients, sizeof *alive);
+	if (!w.root || !alive) {
+		free(w.root);
+		free(alive);
+		return -ENOMEM;
+	}
+	/* Lock order: classes, then the pool (as alloc.c nests them). */
+	for (uint32_t k = 0; k < g->nclasses; k++)
+		shmmap__lock(&seg_class(s, g, k)->lock, c, NULL);
+	shmmap__lock(&seg_hdr(s)->pool_lock, c, NULL);
+
+	for (uint32_t i = 0; i < g->max_clients; i++)
+		alive[i] = shmmap__slot_alive(s, g, i);
+	mark_records(&w, alive);
+	mark_tables(&w);
+	mark_chains(&w);
+	mark_records(&w, alive);
+	rebuild(&w, r);
+	/* What the records of dead slots named is now free unless linked. */
+	for (uint32_t i = 0; i < g->max_clients; i++) {
+		if (alive[i])
+			continue;
+		struct seg_slot *sl = seg_slot(s, g, i);
+		bool any = false;
+		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
+			any |= atomic_exchange(&sl->intent[k].a, 0) != 0;
+			any |= atomic_exchange(&sl->intent[k].b, 0) != 0;
+		}
+		r->dead_slots += any;
+	}
+
+	shmmap__unlock(&seg_hdr(s)->pool_lock);
+	for (uint32_t k = g->nclasses; k-- > 0;)
+		shmmap__unlock(&seg_class(s, g, k)->lock);
+	free(w.root);
+	free(alive);
+	return 0;
+}

@@ -1,0 +1,428 @@
+/*
+ * check_crash.c - crash safety at every store: real writer processes,
+ * built with the crash-point hook (internal.h, CRASH_POINT), are killed
+ * with SIGKILL at the k-th store to shared memory of an insert, a replace,
+ * a delete and an incr, for every k until the operation completes.  After
+ * each kill the coordinator recovers the dead slot, and the test checks
+ * that the operation is fully applied or fully absent, that every other
+ * entry is intact, that the stripe and the allocator work, and that the
+ * whole-segment check finds nothing (no leak, no odd counter, no lock).
+ * Also: a writer frozen (SIGSTOP) while it holds a stripe lock, then
+ * killed, hands the lock to a waiting process within a second.
+ */
+#include <check.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "shmmap.h"
+#include "testutil.h"
+
+#define MAP "crash"
+#define NFILL 48     /* other entries, sharing the few buckets */
+#define MAX_K 2000   /* more crash points than any operation has */
+
+static struct tu_coord co;
+static shmmap *g_sm;
+static shmmap_map g_m;
+
+static void setup(void)
+{
+	/* Few buckets and stripes: chains of several entries, so an entry is
+	 * replaced or unlinked in the middle of a chain as well as at its head. */
+	ck_assert_int_eq(tu_coord_start(&co, "8M",
+					"[map]\nbuckets = 16\nstripes = 4\nvalue_max = 256K\n"),
+			 0);
+	int rc = shmmap_attach(co.sock, &g_sm);
+	ck_assert_msg(rc == 0, "attach: %s", shmmap_strerror(rc));
+	rc = shmmap_open(g_sm, MAP, SHMMAP_CREATE, &g_m);
+	ck_assert_msg(rc == 0, "open: %s", shmmap_strerror(rc));
+	for (int i = 0; i < NFILL; i++) {
+		char k[32], v[64];
+		int kl = snprintf(k, sizeof k, "fill-%d", i);
+		int vl = snprintf(v, sizeof v, "value of fill-%d", i);
+		ck_assert_int_eq(shmmap_put(g_sm, g_m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
+	}
+}
+
+static void teardown(void)
+{
+	if (g_sm)
+		shmmap_detach(g_sm);
+	g_sm = NULL;
+	tu_coord_cleanup(&co);
+}
+
+/* Every entry but the test's own is still there, intact. */
+static void expect_fill_intact(void)
+{
+	for (int i = 0; i < NFILL; i++) {
+		char k[32], v[64], buf[64];
+		int kl = snprintf(k, sizeof k, "fill-%d", i);
+		int vl = snprintf(v, sizeof v, "value of fill-%d", i);
+		size_t n = 0;
+		int rc = shmmap_get(g_sm, g_m, k, (size_t)kl, buf, sizeof buf, &n);
+		CK_MSG(rc == 0 && n == (size_t)vl && memcmp(buf, v, n) == 0,
+		       "%s damaged: rc %d len %zu", k, rc, n);
+	}
+}
+
+/* No slot in use but ours: the coordinator recovered the dead writer. */
+static bool recovered(void *arg)
+{
+	(void)arg;
+	for (uint32_t i = 0; i < g_sm->geom.max_clients; i++) {
+		if (i == g_sm->slot)
+			continue;
+		if (atomic_load(&seg_slot(&g_sm->seg, &g_sm->geom, i)->state) != SLOT_FREE)
+			return false;
+	}
+	return true;
+}
+
+static void problem_cb(void *arg, const char *what)
+{
+	char *first = arg;
+	if (!first[0])
+		snprintf(first, 512, "%s", what);
+}
+
+/* The whole-segment check on the quiet segment: nothing to report. */
+static void expect_clean(const char *ctx, unsigned long k)
+{
+	char first[512] = "";
+	struct check_report r = {.problem = problem_cb, .arg = first};
+	int rc = shmmap__check(&g_sm->seg, &g_sm->geom, &r);
+	CK_MSG(rc == 0 && r.errors == 0 && r.leaked == 0,
+	       "%s, killed at store %lu: check: rc %d, %llu problem(s), %llu leaked; first: %s",
+	       ctx, k, rc, (unsigned long long)r.errors, (unsigned long long)r.leaked, first);
+}
+
+/* A value of n bytes, all of them derived from tag. */
+static void make_value(char *buf, size_t n, char tag)
+{
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (char)(tag + (char)(i % 23));
+}
+
+enum op { OP_INSERT, OP_REPLACE, OP_DELETE, OP_INCR_NEW, OP_INCR_OLD };
+
+struct scenario {
+	const char *name;
+	enum op op;
+	size_t old_len, new_len; /* value sizes: pick classes and page runs */
+};
+
+/* Put the key in its "before" state. */
+static void prepare(const struct scenario *sc, const char *key, char *old)
+{
+	size_t kl = strlen(key);
+	int rc = shmmap_del(g_sm, g_m, key, kl);
+	CK_MSG(rc == 0 || rc == -ENOENT, "del: %d", rc);
+	switch (sc->op) {
+	case OP_REPLACE:
+	case OP_DELETE:
+		make_value(old, sc->old_len, 'a');
+		CK_EQ(shmmap_put(g_sm, g_m, key, kl, old, sc->old_len, 0, 0), 0);
+		break;
+	case OP_INCR_OLD:
+		CK_EQ(shmmap_put(g_sm, g_m, key, kl, "41", 2, 0, 0), 0);
+		break;
+	default:
+		break;
+	}
+}
+
+/* In the child: attach, arm the hook, do the operation.  Exits 0 if the
+ * operation completed (k was past its last store). */
+static void child(const struct scenario *sc, const char *key, unsigned long k, int sig,
+		  _Atomic uint32_t *slot_out)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
+		_exit(20);
+	if (slot_out)
+		atomic_store(slot_out, sm->slot + 1);
+	static char val[256 * 1024];
+	make_value(val, sc->new_len, 'n');
+	size_t kl = strlen(key);
+	int64_t out;
+	shmmap__crash_arm(k, sig);
+	int rc;
+	switch (sc->op) {
+	case OP_INSERT:
+	case OP_REPLACE:
+		rc = shmmap_put(sm, m, key, kl, val, sc->new_len, 0, 0);
+		break;
+	case OP_DELETE:
+		rc = shmmap_del(sm, m, key, kl);
+		break;
+	default:
+		rc = shmmap_incr(sm, m, key, kl, 1, &out);
+		break;
+	}
+	shmmap__crash_arm(0, 0);
+	_exit(rc == 0 ? 0 : 21);
+}
+
+/* After the crash: the key holds exactly the old or exactly the new state. */
+static bool expect_old_or_new(const struct scenario *sc, const char *key, const char *old,
+			      unsigned long k)
+{
+	static char buf[256 * 1024], want[256 * 1024];
+	size_t n = 0;
+	int rc = shmmap_get(g_sm, g_m, key, strlen(key), buf, sizeof buf, &n);
+	make_value(want, sc->new_len, 'n');
+	bool is_old = false, is_new = false;
+	switch (sc->op) {
+	case OP_INSERT:
+		is_old = rc == -ENOENT;
+		is_new = rc == 0 && n == sc->new_len && memcmp(buf, want, n) == 0;
+		break;
+	case OP_REPLACE:
+		is_old = rc == 0 && n == sc->old_len && memcmp(buf, old, n) == 0;
+		is_new = rc == 0 && n == sc->new_len && memcmp(buf, want, n) == 0;
+		break;
+	case OP_DELETE:
+		is_old = rc == 0 && n == sc->old_len && memcmp(buf, old, n) == 0;
+		is_new = rc == -ENOENT;
+		break;
+	case OP_INCR_NEW:
+		is_old = rc == -ENOENT;
+		is_new = rc == 0 && n == 1 && buf[0] == '1';
+		break;
+	case OP_INCR_OLD:
+		is_old = rc == 0 && n == 2 && memcmp(buf, "41", 2) == 0;
+		is_new = rc == 0 && n == 2 && memcmp(buf, "42", 2) == 0;
+		break;
+	}
+	CK_MSG(is_old || is_new, "%s, killed at store %lu: torn state: get rc %d, length %zu",
+	       sc->name, k, rc, n);
+	return is_new;
+}
+
+static void wait_recovered(const char *ctx, unsigned long k)
+{
+	CK_MSG(tu_wait(recovered, NULL, 5000), "%s, killed at store %lu: slot not recovered",
+	       ctx, k);
+}
+
+/* Kill the writer at every store of the operation in turn. */
+static void sweep(const struct scenario *sc)
+{
+	static char old[256 * 1024];
+	const char *key = "the-key";
+	unsigned long k;
+	unsigned news = 0;
+	for (k = 1; k <= MAX_K; k++) {
+		prepare(sc, key, old);
+		pid_t pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0)
+			child(sc, key, k, SIGKILL, NULL);
+		int st = tu_waitpid(pid, 10000);
+		CK_MSG(st != -1, "%s: child hung at store %lu", sc->name, k);
+		if (WIFEXITED(st)) {
+			CK_MSG(WEXITSTATUS(st) == 0, "%s: the operation failed (exit %d) at k=%lu",
+			       sc->name, WEXITSTATUS(st), k);
+			wait_recovered(sc->name, k);
+			CK_MSG(expect_old_or_new(sc, key, old, k), "%s: completed but not applied",
+			       sc->name);
+			break;
+		}
+		CK_MSG(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: child died oddly (%#x)",
+		       sc->name, st);
+		wait_recovered(sc->name, k);
+		news += expect_old_or_new(sc, key, old, k);
+		expect_fill_intact();
+		expect_clean(sc->name, k);
+		/* The stripe and the allocator work: a write and a read of the key. */
+		char v[8] = "after";
+		CK_EQ(shmmap_put(g_sm, g_m, key, strlen(key), v, 5, 0, 0), 0);
+		size_t n;
+		char buf[8];
+		CK_EQ(shmmap_get(g_sm, g_m, key, strlen(key), buf, sizeof buf, &n), 0);
+		CK_MSG(n == 5 && memcmp(buf, "after", 5) == 0, "%s: read back failed", sc->name);
+	}
+	CK_MSG(k <= MAX_K, "%s: never completed", sc->name);
+	/* Not vacuous: the operation was cut at many stores, both before and
+	 * after the one that makes it visible. */
+	CK_MSG(k > 8, "%s: only %lu crash points", sc->name, k - 1);
+	CK_MSG(news > 0 && news < k - 1, "%s: %u of %lu crashes left it applied", sc->name, news,
+	       k - 1);
+	expect_clean(sc->name, k);
+	fprintf(stderr, "  %s: killed at each of %lu stores, %u left it applied\n", sc->name,
+		k - 1, news);
+}
+
+/* Sizes: each scenario's values go to a size class of their own (so the
+ * class starts without a page: the page pool is crossed too), and one
+ * replace uses values bigger than a page (runs of pages). */
+START_TEST(crash_insert)
+{
+	sweep(&(struct scenario){"insert", OP_INSERT, 0, 3000});
+}
+END_TEST
+
+START_TEST(crash_replace)
+{
+	sweep(&(struct scenario){"replace", OP_REPLACE, 5000, 7000});
+}
+END_TEST
+
+START_TEST(crash_replace_large)
+{
+	sweep(&(struct scenario){"replace of page runs", OP_REPLACE, 100 * 1024, 140 * 1024});
+}
+END_TEST
+
+START_TEST(crash_delete)
+{
+	sweep(&(struct scenario){"delete", OP_DELETE, 9000, 0});
+}
+END_TEST
+
+START_TEST(crash_incr)
+{
+	sweep(&(struct scenario){"incr of a new key", OP_INCR_NEW, 0, 0});
+	sweep(&(struct scenario){"incr of a key", OP_INCR_OLD, 0, 0});
+}
+END_TEST
+
+/* ---- a frozen lock holder, then killed ---- */
+
+static uint32_t stripe_of_key(const char *key)
+{
+	const struct map_view *v;
+	ck_assert_int_eq(shmmap__resolve(g_sm, g_m, &v), 0);
+	uint64_t h = shmmap__hash(&g_sm->geom, key, strlen(key));
+	return ((uint32_t)h & (v->nbuckets - 1)) & (v->nstripes - 1);
+}
+
+static _Atomic uint32_t *stripe_lock_word(uint32_t stripe)
+{
+	const struct map_view *v;
+	ck_assert_int_eq(shmmap__resolve(g_sm, g_m, &v), 0);
+	return &v->stripes[stripe].lock;
+}
+
+struct waiting {
+	_Atomic uint32_t *w;
+};
+
+static bool has_waiter(void *arg)
+{
+	struct waiting *x = arg;
+	return (atomic_load(x->w) & LOCK_WAITERS) != 0;
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+START_TEST(frozen_holder_killed)
+{
+	static char old[8192];
+	const struct scenario sc = {"replace (frozen)", OP_REPLACE, 5000, 7000};
+	const char *key = "the-key";
+	uint32_t stripe = stripe_of_key(key);
+	_Atomic uint32_t *w = stripe_lock_word(stripe);
+	/* A key of another bucket in the same stripe, for the waiter. */
+	char other[32] = "";
+	for (int i = 0; i < 10000 && !other[0]; i++) {
+		char k[32];
+		snprintf(k, sizeof k, "other-%d", i);
+		if (stripe_of_key(k) == stripe)
+			strcpy(other, k);
+	}
+	ck_assert(other[0]);
+	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(slot != MAP_FAILED);
+	bool frozen_in_lock = false;
+	for (unsigned long k = 1; k <= MAX_K && !frozen_in_lock; k++) {
+		prepare(&sc, key, old);
+		atomic_store(slot, 0);
+		pid_t pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0)
+			child(&sc, key, k, SIGSTOP, slot);
+		int st;
+		long long end = mono_ms() + 10000;
+		pid_t r;
+		while ((r = waitpid(pid, &st, WNOHANG | WUNTRACED)) == 0 && mono_ms() < end) {
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, NULL); /* polling the child's state, with a deadline */
+		}
+		CK_MSG(r == pid, "child neither stopped nor exited");
+		CK_MSG(WIFSTOPPED(st), "the operation completed before a lock was seen held");
+		uint32_t owner = atomic_load(w) & LOCK_OWNER_MASK;
+		frozen_in_lock = owner != 0 && owner == atomic_load(slot);
+		if (frozen_in_lock) {
+			/* A waiter on the same stripe blocks on the frozen holder. */
+			pid_t wp = fork();
+			ck_assert_int_ge(wp, 0);
+			if (wp == 0) {
+				shmmap *sm;
+				shmmap_map m;
+				if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
+					_exit(20);
+				_exit(shmmap_put(sm, m, other, strlen(other), "w", 1, 0, 0) == 0 ? 0
+												  : 21);
+			}
+			struct waiting x = {w};
+			CK_MSG(tu_wait(has_waiter, &x, 5000), "the waiter never blocked on the lock");
+			CK_EQ(waitpid(wp, &st, WNOHANG), 0); /* still blocked */
+			long long t0 = mono_ms();
+			kill(pid, SIGKILL);
+			int wst = tu_waitpid(wp, 5000);
+			long long dt = mono_ms() - t0;
+			CK_MSG(wst != -1 && WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
+			       "the waiter failed (%#x)", wst);
+			CK_MSG(dt < 1000, "the waiter got the lock %lld ms after the kill", dt);
+			ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
+		} else {
+			kill(pid, SIGKILL);
+			ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
+		}
+		wait_recovered(sc.name, k);
+		expect_old_or_new(&sc, key, old, k);
+		expect_fill_intact();
+		expect_clean(sc.name, k);
+	}
+	CK_MSG(frozen_in_lock, "never caught the writer inside the stripe lock");
+	munmap(slot, 4096);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("crash");
+	TCase *tc = tcase_create("crash");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, crash_insert);
+	tcase_add_test(tc, crash_replace);
+	tcase_add_test(tc, crash_replace_large);
+	tcase_add_test(tc, crash_delete);
+	tcase_add_test(tc, crash_incr);
+	tcase_add_test(tc, frozen_holder_killed);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(suite());
+}
