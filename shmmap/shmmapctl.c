@@ -48,6 +48,7 @@ struct ctl {
 	const char *sock;
 	bool json;
 	bool ttl_set;
+	bool repair;
 	uint32_t ttl;
 };
 
@@ -62,7 +63,10 @@ static const char usage_text[] =
 	"  del MAP KEY                  delete KEY (exit 1 if absent)\n"
 	"  keys MAP                     list the keys (non-printable bytes as \\xNN)\n"
 	"  clients                      the client slots in use\n"
-	"  check                        verify the whole segment (exit 3 on problems)\n"
+	"  check [--repair]             verify the whole segment (exit 3 on problems);\n"
+	"                               --repair first has the coordinator fix what it\n"
+	"                               can without losing a live entry (dead clients'\n"
+	"                               locks and writes, counters, leaks, free lists)\n"
 	"options:\n"
 	"  -s, --socket PATH  the coordinator's socket (default: $SHMMAP_SOCKET, then\n"
 	"                     " SHMMAP_DEFAULT_SOCKET ")\n"
@@ -739,6 +743,23 @@ static void problems_intersect(struct problems *keep, const struct problems *cur
 static int cmd_check(struct ctl *c, char **args)
 {
 	(void)args;
+	struct proto_msg rep = {0};
+	if (c->repair) {
+		struct proto_msg req = {.type = MSG_REPAIR};
+		int rrc = shmmap__request(c->sm, &req, &rep);
+		if (rrc == 0 && rep.type != MSG_REPAIRED)
+			rrc = -EPROTO;
+		if (rrc < 0)
+			return fail("repair", rrc);
+		if (!c->json)
+			printf("repair: %u dead client(s) recovered, %u stripe(s) checked, %" PRIu64
+			       " block(s) in use, %" PRIu64 " freed, %" PRIu64
+			       " page(s) back to the pool%s\n",
+			       rep.u.repaired.slots, rep.u.repaired.stripes, rep.u.repaired.roots,
+			       rep.u.repaired.freed, rep.u.repaired.pages_freed,
+			       rep.u.repaired.bad_roots ? "; some entries lie in no valid block"
+							: "");
+	}
 	struct problems keep = {0}, cur = {0};
 	struct check_report r = {.problem = problem_cb, .arg = &cur};
 	size_t first_n = 0;
@@ -783,8 +804,16 @@ static int cmd_check(struct ctl *c, char **args)
 				putchar(',');
 			put_json_str(stdout, keep.v[i]);
 		}
-		printf("],\"problems_not_shown\":%" PRIu64 ",\"transient\":%" PRIu64 "}\n",
+		printf("],\"problems_not_shown\":%" PRIu64 ",\"transient\":%" PRIu64,
 		       keep.dropped, transient);
+		if (c->repair)
+			printf(",\"repair\":{\"slots\":%u,\"stripes\":%u,\"in_use\":%" PRIu64
+			       ",\"freed\":%" PRIu64 ",\"pages_freed\":%" PRIu64
+			       ",\"bad_entries\":%" PRIu64 "}",
+			       rep.u.repaired.slots, rep.u.repaired.stripes, rep.u.repaired.roots,
+			       rep.u.repaired.freed, rep.u.repaired.pages_freed,
+			       rep.u.repaired.bad_roots);
+		printf("}\n");
 	} else {
 		printf("maps         %" PRIu64 "\nentries      %" PRIu64 "\nbytes        %" PRIu64
 		       "\nblocks used  %" PRIu64 "\nleaked       %" PRIu64 "\nerrors       %" PRIu64
@@ -843,6 +872,7 @@ int main(int argc, char **argv)
 		{"socket", required_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{"ttl", required_argument, NULL, 't'},
+		{"repair", no_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -861,6 +891,9 @@ int main(int argc, char **argv)
 			if (!parse_ttl(optarg, &c.ttl))
 				return usage("--ttl: expects whole seconds, 0..4294967295");
 			c.ttl_set = true;
+			break;
+		case 'r':
+			c.repair = true;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -888,6 +921,8 @@ int main(int argc, char **argv)
 	}
 	if (c.ttl_set && cmd->fn != cmd_put)
 		return usage("--ttl applies to put only");
+	if (c.repair && cmd->fn != cmd_check)
+		return usage("--repair applies to check only");
 
 	int rc = shmmap_attach(c.sock, &c.sm);
 	if (rc < 0) {

@@ -8,7 +8,9 @@
  * entry is intact, that the stripe and the allocator work, and that the
  * whole-segment check finds nothing (no leak, no odd counter, no lock).
  * Also: a writer frozen (SIGSTOP) while it holds a stripe lock, then
- * killed, hands the lock to a waiting process within a second.
+ * killed, hands the lock to a waiting process within a second; and the
+ * coordinator's sweep (shmmapctl check --repair) run again and again while
+ * writers write loses no acknowledged write and frees a leaked block.
  */
 #include <check.h>
 #include <errno.h>
@@ -406,6 +408,138 @@ START_TEST(frozen_holder_killed)
 }
 END_TEST
 
+/* ---- the sweep (check --repair) while writers write ---- */
+
+struct load {
+	_Atomic int stop;
+	_Atomic unsigned long ops[4];
+	_Atomic unsigned long acked[4][64]; /* last acknowledged version of a key */
+};
+
+static uint64_t fnv(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ull;
+	return h;
+}
+
+/* A value: version, then filler whose length varies with it (so every
+ * size class moves), then a checksum of the rest. */
+static size_t versioned(char *buf, int w, int key, unsigned long ver)
+{
+	size_t n = 16 + (ver * 37 + (unsigned long)key * 11) % 1500;
+	memcpy(buf, &ver, 8);
+	for (size_t i = 8; i < n - 8; i++)
+		buf[i] = (char)(w * 31 + key + (int)i);
+	uint64_t h = fnv(buf, n - 8);
+	memcpy(buf + n - 8, &h, 8);
+	return n;
+}
+
+static void writer(struct load *L, int w)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
+		_exit(20);
+	char buf[2048], k[32];
+	for (unsigned long ver = 1; !atomic_load(&L->stop); ver++) {
+		int key = (int)(ver % 64);
+		int kl = snprintf(k, sizeof k, "w%d-%d", w, key);
+		if (ver % 7 == 0) {
+			int rc = shmmap_del(sm, m, k, (size_t)kl);
+			if (rc < 0 && rc != -ENOENT)
+				_exit(22);
+			atomic_store(&L->acked[w][key], 0);
+		} else {
+			size_t n = versioned(buf, w, key, ver);
+			int rc = shmmap_put(sm, m, k, (size_t)kl, buf, n, 0, 0);
+			if (rc < 0)
+				_exit(23);
+			atomic_store(&L->acked[w][key], ver);
+		}
+		atomic_fetch_add(&L->ops[w], 1);
+	}
+	shmmap_detach(sm);
+	_exit(0);
+}
+
+static int ctl_repair(void)
+{
+	char *argv[] = {getenv("SHMMAPCTL"), "--socket", co.sock, "check", "--repair", NULL};
+	static char out[16384], err[4096];
+	ck_assert_msg(argv[0] != NULL, "$SHMMAPCTL is not set");
+	int rc = tu_run(argv, out, sizeof out, err, sizeof err);
+	if (rc != 0)
+		fprintf(stderr, "check --repair: exit %d\n%s%s", rc, out, err);
+	return rc;
+}
+
+static bool writers_moved(void *arg)
+{
+	struct load *L = arg;
+	for (int w = 0; w < 3; w++)
+		if (atomic_load(&L->ops[w]) < 200)
+			return false;
+	return true;
+}
+
+START_TEST(sweep_under_load)
+{
+	struct load *L = mmap(NULL, sizeof *L, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			      -1, 0);
+	ck_assert(L != MAP_FAILED);
+	/* A leaked block for the repair to find. */
+	struct lock_ctx lk = {.s = &g_sm->seg, .g = &g_sm->geom, .owner = g_sm->slot + 1};
+	_Atomic uint64_t rec = 0;
+	ck_assert_int_eq(shmmap__alloc(&g_sm->seg, &g_sm->geom, &lk, 333, &rec), 0);
+	pid_t pids[3];
+	for (int w = 0; w < 3; w++) {
+		pids[w] = fork();
+		ck_assert_int_ge(pids[w], 0);
+		if (pids[w] == 0)
+			writer(L, w);
+	}
+	CK_MSG(tu_wait(writers_moved, L, 10000), "the writers did not get going");
+	/* Sweeps, each while the writers allocate, link, unlink and free. */
+	for (int i = 0; i < 15; i++)
+		CK_EQ(ctl_repair(), 0);
+	unsigned long before[3];
+	for (int w = 0; w < 3; w++)
+		before[w] = atomic_load(&L->ops[w]);
+	atomic_store(&L->stop, 1);
+	for (int w = 0; w < 3; w++) {
+		int st = tu_waitpid(pids[w], 10000);
+		CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "writer %d: status %#x", w,
+		       st);
+		CK_MSG(before[w] > 200, "writer %d made no progress", w);
+	}
+	/* Every acknowledged version is there, intact. */
+	char buf[2048], want[2048], k[32];
+	for (int w = 0; w < 3; w++) {
+		for (int key = 0; key < 64; key++) {
+			unsigned long ver = atomic_load(&L->acked[w][key]);
+			int kl = snprintf(k, sizeof k, "w%d-%d", w, key);
+			size_t n = 0;
+			int rc = shmmap_get(g_sm, g_m, k, (size_t)kl, buf, sizeof buf, &n);
+			if (ver == 0) {
+				CK_MSG(rc == -ENOENT, "%s: deleted but get gives %d", k, rc);
+				continue;
+			}
+			size_t wn = versioned(want, w, key, ver);
+			CK_MSG(rc == 0 && n == wn && memcmp(buf, want, n) == 0,
+			       "%s: version %lu lost or torn (rc %d, length %zu)", k, ver, rc, n);
+		}
+	}
+	expect_fill_intact();
+	/* The leak is gone (the repair freed it), and nothing else is wrong. */
+	expect_clean("after the sweeps", 0);
+	munmap(L, sizeof *L);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("crash");
@@ -418,6 +552,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, crash_delete);
 	tcase_add_test(tc, crash_incr);
 	tcase_add_test(tc, frozen_holder_killed);
+	tcase_add_test(tc, sweep_under_load);
 	suite_add_tcase(s, tc);
 	return s;
 }
