@@ -30,9 +30,31 @@
  *     (-EBADF elsewhere) and only while its map exists (-ESTALE after the
  *     map was dropped, even if a new map of the same name was created).
  *
+ * Crashes (what a crash can cost, and what it cannot)
+ *   - A process killed at any instruction (SIGKILL, OOM killer, segfault)
+ *     leaves every entry either as it was or as its write made it, never a
+ *     mix; a write that returned 0 is never lost.  Its locks are taken over
+ *     and what it had allocated is freed: by a waiting process within tens
+ *     of milliseconds for a lock on the entries, by the coordinator for the
+ *     allocator (it learns of the death at once from the closed socket).
+ *     Meanwhile puts, deletes and increments that need the allocator part
+ *     it held may wait for the repair; after LOCK_DEAD_WAIT_MS (1 s) with
+ *     no coordinator to repair it they return -EAGAIN (nothing is stored
+ *     or lost; retry).
+ *   - While the coordinator is down, gets, puts, deletes and increments go
+ *     on (they do not use the socket).  A restarted coordinator adopts the
+ *     segment with all its data; the next call that needs the socket
+ *     (shmmap_open) reconnects and keeps this attachment's slot.  A
+ *     coordinator started with --reinit has a new segment: the attachment
+ *     is then stale (-ESTALE) and must be detached and made again.
+ *   - A process stopped (SIGSTOP, a debugger) while it holds a lock is not
+ *     dead: writers of the same lock stripe wait for it.
+ *
  * Thread safety
  *   All calls on one attachment may be made from several threads at once,
- *   except shmmap_detach(), which must be the last call on it.
+ *   except shmmap_detach(), which must be the last call on it.  Up to 16
+ *   threads of one attachment write at the same instant; more wait their
+ *   turn (each write is short).
  */
 #ifndef SHMMAP_H
 #define SHMMAP_H
@@ -111,8 +133,11 @@ void shmmap_detach(shmmap *sm);
  * @return 0; -ENOENT if it does not exist and SHMMAP_CREATE was not given;
  *         -EINVAL for a bad name, flags or NULL argument; -ENOSPC if the
  *         segment has no room for another map; -EPERM for a read-only
- *         client asking to create; -ECONNRESET if the coordinator is gone.
- * This is the one data call that talks to the coordinator; thread-safe.
+ *         client asking to create; -ECONNRESET or -ECONNREFUSED if the
+ *         coordinator is gone and no new one answers; -ESTALE if a new one
+ *         does not know this attachment (it made a new segment).
+ * This is the one data call that talks to the coordinator (after a
+ * coordinator restart it reconnects first, see Crashes); thread-safe.
  */
 int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out);
 
@@ -127,7 +152,8 @@ int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out);
  * @return 0; -EEXIST (NX, key present); -ENOENT (XX, key absent);
  *         -E2BIG (key or value over the map's limits); -ENOSPC (the segment
  *         is full); -EINVAL (bad arguments); -EBADF/-ESTALE (bad handle);
- *         -EPERM (read-only attachment).
+ *         -EPERM (read-only attachment); -EAGAIN (the allocator awaits the
+ *         coordinator's repair after a crash: nothing was stored, retry).
  * Thread-safe; the value is copied into shared memory.
  */
 int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t klen,
@@ -153,7 +179,8 @@ int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t klen,
 /**
  * Delete key.
  * @return 0; -ENOENT if it was absent (or expired); -EINVAL, -EBADF,
- *         -ESTALE, -EPERM.  Thread-safe.
+ *         -ESTALE, -EPERM; -EAGAIN if its stripe or an allocator lock
+ *         awaits repair (see Crashes).  Thread-safe.
  */
 int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen);
 
@@ -167,7 +194,7 @@ int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen);
  * @return 0; -EINVAL if the present value is not a decimal integer
  *         (optional '-' then 1..19 digits); -ERANGE if the sum overflows
  *         int64_t (nothing is stored); -ENOSPC, -E2BIG, -EBADF, -ESTALE,
- *         -EPERM as for shmmap_put.  Thread-safe.
+ *         -EPERM, -EAGAIN as for shmmap_put.  Thread-safe.
  */
 int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t klen,
 		int64_t delta, int64_t *out);

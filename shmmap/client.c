@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -37,6 +38,7 @@ struct view_node {
 struct client_ext {
 	_Atomic(struct view_node *) *views; /* [max_maps] */
 	struct view_node *all;              /* every view ever made, under sock_mu */
+	char path[108];             /* the coordinator's socket, for resuming */
 	_Atomic uint32_t rec_free;  /* bit k: the slot's intent record k is free */
 	_Atomic uint32_t rec_parked;/* bit k: record k holds a block whose free failed */
 	uint32_t seq;
@@ -47,9 +49,49 @@ static struct client_ext *ext(shmmap *sm)
 	return sm->ext;
 }
 
-int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *rep)
+static int connect_to(const char *path);
+
+/*
+ * The coordinator went away (restarted): connect again and ask to keep
+ * this attachment's slot (RESUME).  The restarted coordinator adopted the
+ * segment and our slot with it; if it created a new segment instead, or
+ * does not know the slot, this attachment is stale.  Under sock_mu.
+ */
+static int resume(shmmap *sm)
 {
-	pthread_mutex_lock(&sm->sock_mu);
+	int s = connect_to(ext(sm)->path);
+	if (s < 0)
+		return s;
+	struct proto_msg m = {.type = MSG_RESUME, .seq = ++ext(sm)->seq};
+	m.u.resume.pid = (uint32_t)getpid();
+	m.u.resume.slot = sm->slot;
+	m.u.resume.slot_gen = sm->slot_gen;
+	int fd = -1, rc = shmmap__proto_send(s, &m, -1);
+	if (rc == 0)
+		rc = shmmap__proto_recv(s, &m, &fd);
+	if (rc == 0 && m.type == MSG_ERROR)
+		rc = m.u.error.err;
+	else if (rc == 0 && (m.type != MSG_WELCOME || m.u.welcome.slot != sm->slot ||
+			     m.u.welcome.size != sm->seg.len))
+		rc = -ESTALE;
+	if (fd >= 0)
+		close(fd); /* the same segment, mapped already */
+	if (rc < 0) {
+		close(s);
+		return rc == -EAGAIN ? -ETIMEDOUT : rc;
+	}
+	close(sm->sock);
+	sm->sock = s;
+	return 0;
+}
+
+static bool conn_lost(int rc)
+{
+	return rc == -ECONNRESET || rc == -EPIPE || rc == -ENOTCONN || rc == -ECONNREFUSED;
+}
+
+static int round_trip(shmmap *sm, const struct proto_msg *req, struct proto_msg *rep)
+{
 	struct proto_msg q = *req;
 	q.seq = ++ext(sm)->seq;
 	int rc = shmmap__proto_send(sm->sock, &q, -1);
@@ -62,6 +104,17 @@ int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *r
 		rc = -ETIMEDOUT;
 	if (rc == 0 && rep->seq != q.seq)
 		rc = -EPROTO;
+	return rc;
+}
+
+int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *rep)
+{
+	pthread_mutex_lock(&sm->sock_mu);
+	int rc = round_trip(sm, req, rep);
+	/* The coordinator restarted: resume, then ask again (every request is
+	 * idempotent: open, drop by name, stats, repair). */
+	if (conn_lost(rc) && resume(sm) == 0)
+		rc = round_trip(sm, req, rep);
 	if (rc == 0 && rep->type == MSG_ERROR)
 		rc = rep->u.error.err;
 	pthread_mutex_unlock(&sm->sock_mu);
@@ -131,6 +184,7 @@ SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
 	sm->sock = sock;
 	sm->ext = x;
 	x->seq = 1;
+	snprintf(x->path, sizeof x->path, "%s", path);
 	x->rec_free = (uint32_t)((1ull << SEG_INTENTS) - 1);
 	bool rdonly = (m.u.welcome.flags & HELLO_F_RDONLY) != 0;
 	rc = shmmap__seg_map_fd(fd, m.u.welcome.base, rdonly, &sm->seg);

@@ -88,7 +88,7 @@ struct coord {
 	_Atomic uint32_t nsessions;
 	_Atomic uint32_t nclients;
 	uint64_t start_ms;
-	bool *orphan;            /* [max_clients]: LIVE slots adopted at start */
+	_Atomic bool *orphan;    /* [max_clients]: LIVE slots adopted at start, not resumed */
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
 	bool adopted;               /* the segment existed before this start */
 };
@@ -447,39 +447,65 @@ static int assign_slot(struct coord *c, struct session *s, bool rdonly)
 	return -EAGAIN;
 }
 
-static int handle_hello(struct coord *c, struct session *s, const struct proto_msg *m)
+/* Send WELCOME for slot (with a descriptor of the segment, O_RDONLY for a
+ * read-only client) and bind the session to the slot. */
+static int welcome(struct coord *c, struct session *s, uint32_t seq, uint32_t slot, bool rdonly)
 {
-	bool rdonly = (m->u.hello.flags & HELLO_F_RDONLY) || s->readonly_only;
+	s->slot = slot;
+	s->welcomed = true; /* even if what follows fails: close_session recovers it */
+	atomic_fetch_add(&c->nclients, 1);
 	int fd = c->seg.fd;
 	if (rdonly) {
 		fd = shm_open(c->conf.segment.name, O_RDONLY | O_CLOEXEC, 0);
 		if (fd < 0)
-			return send_error(s->fd, m->seq, -errno);
+			return send_error(s->fd, seq, -errno);
 	}
-	int slot = assign_slot(c, s, rdonly);
-	if (slot < 0) {
-		if (rdonly)
-			close(fd);
-		logf_("refusing pid %d: no free client slot", (int)s->pid);
-		send_error(s->fd, m->seq, slot);
-		return slot;
-	}
-	struct proto_msg r = {.type = MSG_WELCOME, .seq = m->seq};
-	r.u.welcome.slot = (uint32_t)slot;
+	struct proto_msg r = {.type = MSG_WELCOME, .seq = seq};
+	r.u.welcome.slot = slot;
 	r.u.welcome.flags = rdonly ? HELLO_F_RDONLY : 0;
-	r.u.welcome.slot_gen = atomic_load(&seg_slot(&c->seg, &c->g, (uint32_t)slot)->gen);
+	r.u.welcome.slot_gen = atomic_load(&seg_slot(&c->seg, &c->g, slot)->gen);
 	r.u.welcome.size = c->seg.len;
 	r.u.welcome.base = seg_hdr(&c->seg)->base;
 	snprintf(r.u.welcome.shm_name, sizeof r.u.welcome.shm_name, "%s", c->conf.segment.name);
 	int rc = shmmap__proto_send(s->fd, &r, fd);
 	if (rdonly)
 		close(fd);
-	s->slot = (uint32_t)slot;
-	s->welcomed = true; /* even if the send failed: close_session recovers it */
-	atomic_fetch_add(&c->nclients, 1);
+	return rc;
+}
+
+static int handle_hello(struct coord *c, struct session *s, const struct proto_msg *m)
+{
+	bool rdonly = (m->u.hello.flags & HELLO_F_RDONLY) || s->readonly_only;
+	int slot = assign_slot(c, s, rdonly);
+	if (slot < 0) {
+		logf_("refusing pid %d: no free client slot", (int)s->pid);
+		send_error(s->fd, m->seq, slot);
+		return slot;
+	}
 	logf_("client pid %d uid %u attached as slot %d%s", (int)s->pid, (unsigned)s->uid, slot,
 	      rdonly ? " (read-only)" : "");
-	return rc;
+	return welcome(c, s, m->seq, (uint32_t)slot, rdonly);
+}
+
+/*
+ * A client of an earlier coordinator reconnecting: it keeps its slot if the
+ * slot is one adopted at start (still LIVE, not yet resumed), of the same
+ * process (pid as the kernel reports the peer) and generation.
+ */
+static int handle_resume(struct coord *c, struct session *s, const struct proto_msg *m)
+{
+	uint32_t slot = m->u.resume.slot;
+	struct seg_slot *sl = slot < c->g.max_clients ? seg_slot(&c->seg, &c->g, slot) : NULL;
+	bool expected = true;
+	if (!sl || atomic_load(&sl->state) != SLOT_LIVE || sl->pid != (uint32_t)s->pid ||
+	    atomic_load(&sl->gen) != m->u.resume.slot_gen ||
+	    !atomic_compare_exchange_strong(&c->orphan[slot], &expected, false)) {
+		logf_("refusing to resume pid %d in slot %u: not its slot", (int)s->pid, slot);
+		return send_error(s->fd, m->seq, -ESTALE);
+	}
+	bool rdonly = (sl->flags & SLOT_F_RDONLY) || s->readonly_only;
+	logf_("client pid %d resumed slot %u", (int)s->pid, slot);
+	return welcome(c, s, m->seq, slot, rdonly);
 }
 
 /* Handle one request; a negative return closes the session. */
@@ -492,7 +518,7 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		snprintf(s->why, sizeof s->why, "refused");
 		return -EACCES;
 	}
-	if (!s->welcomed && m->type != MSG_HELLO) {
+	if (!s->welcomed && m->type != MSG_HELLO && m->type != MSG_RESUME) {
 		snprintf(s->why, sizeof s->why, "request before HELLO");
 		return -EPROTO;
 	}
@@ -505,6 +531,12 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 			return -EPROTO;
 		}
 		return handle_hello(c, s, m);
+	case MSG_RESUME:
+		if (s->welcomed) {
+			snprintf(s->why, sizeof s->why, "RESUME after HELLO");
+			return -EPROTO;
+		}
+		return handle_resume(c, s, m);
 	case MSG_OPEN: {
 		bool rdonly = seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY;
 		uint32_t idx, gen;
@@ -755,16 +787,16 @@ static void *house_main(void *arg)
 		}
 		/* Slots adopted from an earlier coordinator: reclaim the dead. */
 		for (uint32_t i = 0; i < c->g.max_clients; i++) {
-			if (!c->orphan[i])
+			if (!atomic_load(&c->orphan[i]))
 				continue;
 			struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
 			uint32_t st = atomic_load(&sl->state);
 			if (st == SLOT_FREE) {
-				c->orphan[i] = false;
+				atomic_store(&c->orphan[i], false);
 			} else if (st == SLOT_DEAD || pid_gone((pid_t)sl->pid, sl->start_time)) {
 				logf_("slot %u (pid %u, from an earlier coordinator) is gone", i, sl->pid);
 				recover_slot(c, i);
-				c->orphan[i] = false;
+				atomic_store(&c->orphan[i], false);
 			}
 		}
 	}
@@ -911,7 +943,7 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 			    (st == SLOT_LIVE && pid_gone((pid_t)sl->pid, sl->start_time)))
 				recover_slot(c, i);
 			else if (st == SLOT_LIVE)
-				c->orphan[i] = true;
+				atomic_store(&c->orphan[i], true);
 		}
 		struct sweep_report r;
 		if (shmmap__sweep(&c->seg, &c->g, &c->lk, &r) == 0)

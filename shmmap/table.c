@@ -461,21 +461,17 @@ static int check_key(const struct op_ctx *o, const struct map_view *v, size_t kl
 }
 
 /* After unlocking: free what the write took out of the chains, or the new
- * entry it did not link.  A failure (-EAGAIN) leaves the block recorded
- * for the caller to retry (client.c parks the record). */
-static int settle(const struct op_ctx *o, struct seg_intent *in)
+ * entry it did not link.  If an allocator lock awaits repair (-EAGAIN), the
+ * block stays recorded: the write itself stands, and client.c parks the
+ * record and frees the block later (or the coordinator does). */
+static void settle(const struct op_ctx *o, struct seg_intent *in)
 {
-	int rc = 0;
 	uint64_t x = atomic_load_explicit(&in->b, memory_order_relaxed);
 	if (x)
-		rc = shmmap__free(o->s, o->g, &o->lk, x, &in->b);
+		(void)shmmap__free(o->s, o->g, &o->lk, x, &in->b);
 	x = atomic_load_explicit(&in->a, memory_order_relaxed);
-	if (x) {
-		int r2 = shmmap__free(o->s, o->g, &o->lk, x, &in->a);
-		if (r2 < 0)
-			rc = r2;
-	}
-	return rc;
+	if (x)
+		(void)shmmap__free(o->s, o->g, &o->lk, x, &in->a);
 }
 
 int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
@@ -517,10 +513,10 @@ int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void
 		link_entry(v, b, w == W_ABSENT ? NULL : link, &old, in, o->s);
 	shmmap__unlock(&st->lock);
 	CRASH_POINT();
-	int src = settle(o, in);
+	settle(o, in);
 	if (rc == 0 && o->ctr)
 		count(&o->ctr->puts);
-	return rc < 0 ? rc : src;
+	return rc;
 }
 
 int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void *key,
@@ -555,11 +551,11 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 	}
 	shmmap__unlock(&st->lock);
 	CRASH_POINT();
-	int src = settle(o, in);
+	settle(o, in);
 	if (w == W_FOUND) {
 		if (o->ctr)
 			count(&o->ctr->dels);
-		return src;
+		return 0;
 	}
 	if (w == W_TORN)
 		return view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
@@ -635,14 +631,14 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 out:
 	shmmap__unlock(&st->lock);
 	CRASH_POINT();
-	int src = settle(o, in);
+	settle(o, in);
 	if (rc == 0) {
 		if (o->ctr)
 			count(&o->ctr->incrs);
 		if (out)
 			*out = sum;
 	}
-	return rc < 0 ? rc : src;
+	return rc;
 }
 
 /*

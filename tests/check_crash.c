@@ -10,7 +10,9 @@
  * Also: a writer frozen (SIGSTOP) while it holds a stripe lock, then
  * killed, hands the lock to a waiting process within a second; and the
  * coordinator's sweep (shmmapctl check --repair) run again and again while
- * writers write loses no acknowledged write and frees a leaked block.
+ * writers write loses no acknowledged write and frees a leaked block; and
+ * the coordinator SIGKILLed: workers go on, a restarted one adopts the
+ * data, resumes the attachment and reclaims a worker that died meanwhile.
  */
 #include <check.h>
 #include <errno.h>
@@ -540,6 +542,76 @@ START_TEST(sweep_under_load)
 }
 END_TEST
 
+/* ---- the coordinator killed ---- */
+
+START_TEST(coordinator_killed)
+{
+	/* A second worker, attached, that dies while the coordinator is down. */
+	int ready[2];
+	ck_assert_int_eq(pipe(ready), 0);
+	pid_t w = fork();
+	ck_assert_int_ge(w, 0);
+	if (w == 0) {
+		shmmap *sm;
+		shmmap_map m;
+		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
+			_exit(20);
+		if (shmmap_put(sm, m, "from-the-dead", 13, "x", 1, 0, 0) < 0)
+			_exit(21);
+		char c = 1;
+		if (write(ready[1], &c, 1) != 1)
+			_exit(22);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	char c;
+	ck_assert_int_eq(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+
+	kill(co.pid, SIGKILL);
+	ck_assert_int_ge(tu_waitpid(co.pid, 5000), 0);
+	co.pid = 0;
+	/* The data path goes on without a coordinator. */
+	CK_EQ(shmmap_put(g_sm, g_m, "while-down", 10, "still here", 10, 0, 0), 0);
+	expect_fill_intact();
+	kill(w, SIGKILL);
+	ck_assert_int_ge(tu_waitpid(w, 5000), 0);
+	CK_EQ(shmmap_put(g_sm, g_m, "while-down-2", 12, "also", 4, 0, 0), 0);
+
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	/* This attachment resumes its slot on its next request. */
+	shmmap_map m2;
+	int rc = shmmap_open(g_sm, "after-restart", SHMMAP_CREATE, &m2);
+	CK_MSG(rc == 0, "open after the restart: %s", shmmap_strerror(rc));
+	CK_EQ(shmmap_put(g_sm, m2, "k", 1, "v", 1, 0, 0), 0);
+	/* The slot of the worker that died meanwhile is reclaimed. */
+	wait_recovered("worker dead while the coordinator was down", 0);
+	char buf[16];
+	size_t n;
+	CK_EQ(shmmap_get(g_sm, g_m, "while-down", 10, buf, sizeof buf, &n), 0);
+	CK_MSG(n == 10 && memcmp(buf, "still here", 10) == 0, "write made while down lost");
+	CK_EQ(shmmap_get(g_sm, g_m, "from-the-dead", 13, buf, sizeof buf, &n), 0);
+	expect_fill_intact();
+	expect_clean("coordinator restart", 0);
+	/* A new worker attaches and sees everything. */
+	pid_t r = fork();
+	ck_assert_int_ge(r, 0);
+	if (r == 0) {
+		shmmap *sm;
+		shmmap_map m;
+		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
+			_exit(20);
+		char b[16];
+		size_t len;
+		_exit(shmmap_get(sm, m, "while-down-2", 12, b, sizeof b, &len) == 0 && len == 4 ? 0
+											       : 21);
+	}
+	int st = tu_waitpid(r, 10000);
+	CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "new worker: %#x", st);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("crash");
@@ -553,6 +625,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, crash_incr);
 	tcase_add_test(tc, frozen_holder_killed);
 	tcase_add_test(tc, sweep_under_load);
+	tcase_add_test(tc, coordinator_killed);
 	suite_add_tcase(s, tc);
 	return s;
 }
