@@ -151,7 +151,10 @@ int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out);
  * @param flags     0, SHMMAP_NX or SHMMAP_XX.
  * @return 0; -EEXIST (NX, key present); -ENOENT (XX, key absent);
  *         -E2BIG (key or value over the map's limits); -ENOSPC (the segment
- *         is full); -EINVAL (bad arguments); -EBADF/-ESTALE (bad handle);
+ *         is full: with the map's policy "reject", or when even evicting
+ *         every other entry of the map would not make room; with "evict",
+ *         the default, approximately least recently used entries of the map
+ *         are evicted until the value fits); -EINVAL (bad arguments); -EBADF/-ESTALE (bad handle);
  *         -EPERM (read-only attachment); -EAGAIN (the allocator awaits the
  *         coordinator's repair after a crash: nothing was stored, retry).
  * Thread-safe; the value is copied into shared memory.
@@ -198,6 +201,80 @@ int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen);
  */
 int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t klen,
 		int64_t delta, int64_t *out);
+
+/**
+ * Compare and swap: store val under key only if the present value is
+ * exactly expected (elen bytes), atomically across all processes.
+ *
+ * @param ttl_s  as for shmmap_put (0: never expires).
+ * @return 0 (swapped); -ECANCELED (present, but the value differs: nothing
+ *         stored); -ENOENT (absent or expired); otherwise as shmmap_put.
+ * Thread-safe.
+ */
+int shmmap_cas(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+	       const void *expected, size_t elen, const void *val, size_t vlen,
+	       uint32_t ttl_s);
+
+/**
+ * Remove every entry of the map (done by the coordinator; the map and its
+ * handles stay valid).  Entries written during the flush may survive it.
+ * @return 0; -EBADF/-ESTALE (bad handle); -EPERM (read-only attachment);
+ *         errors of the socket as for shmmap_open.  Thread-safe.
+ */
+int shmmap_flush(shmmap *sm, shmmap_map m);
+
+/**
+ * Drop the map called name: its entries are freed and every handle to it,
+ * in every process, gives -ESTALE from then on (also after a new map of
+ * the same name is created).
+ * @return 0; -ENOENT (no such map); -EINVAL (bad name); -EPERM (read-only
+ *         attachment); errors of the socket as for shmmap_open.  Thread-safe.
+ */
+int shmmap_drop(shmmap *sm, const char *name);
+
+/**
+ * Called by shmmap_foreach() for each entry, outside any lock, with copies
+ * (valid during the call only).  expire_ms: when it expires, in
+ * CLOCK_REALTIME milliseconds since the epoch, 0 for never.  Return 0 to go
+ * on, anything else to stop the walk (shmmap_foreach then returns it).
+ */
+typedef int (*shmmap_each_fn)(const void *key, size_t klen, const void *val, size_t vlen,
+			      uint64_t expire_ms, void *arg);
+
+/**
+ * Walk the map's live (unexpired) entries, one bucket at a time: each
+ * bucket's entries are copied out consistently, then fn is called for
+ * each.  Safe under concurrent writes, which are never blocked for longer
+ * than one bucket's copy: a key written, added or deleted during the walk
+ * may be seen with its old or new value, or missed, but no key is seen
+ * twice and the walk never crashes or loops.  Keys present and unchanged for
+ * the whole walk are all seen.
+ *
+ * @return 0 after the last entry; fn's non-zero return if it stopped the
+ *         walk; -EINVAL (NULL fn); -EBADF/-ESTALE; -ENOMEM; -EAGAIN on a
+ *         read-only attachment if writers kept a bucket busy through every
+ *         retry.  Thread-safe.
+ */
+int shmmap_foreach(shmmap *sm, shmmap_map m, shmmap_each_fn fn, void *arg);
+
+/** Counters of one map, summed over every process (see shmmap_stats). */
+struct shmmap_stats {
+	uint64_t entries;     /**< entries linked (expired ones until reclaimed) */
+	uint64_t bytes;       /**< their key + value bytes */
+	uint64_t hits, misses;/**< gets that found a value / did not */
+	uint64_t puts, dels, incrs, cas;  /**< successful writes of each kind */
+	uint64_t evictions;   /**< entries evicted to make room (policy evict) */
+	uint64_t expirations; /**< expired entries removed (by reclaim or a write) */
+	uint64_t lock_waits;  /**< times a writer had to wait for a stripe lock */
+};
+
+/**
+ * Read the map's counters.  Each is exact for operations that have
+ * returned; the sum is taken without stopping writers, so counters moving
+ * during the call may be seen at slightly different instants.
+ * @return 0; -EINVAL (NULL out); -EBADF/-ESTALE.  Thread-safe.
+ */
+int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *out);
 
 /**
  * A static, human-readable description of err (negative or positive

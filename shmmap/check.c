@@ -674,8 +674,7 @@ static void check_table_run(struct ck *c, uint32_t i, uint32_t state)
 		if (buckets_off != stripes_off + (uint64_t)ns * sizeof(struct seg_stripe))
 			problem(c, "map %u: buckets at %#llx do not follow its %u stripes", i,
 				(unsigned long long)buckets_off, ns);
-		if ((uint64_t)p->run * SEG_PAGE <
-		    (uint64_t)ns * sizeof(struct seg_stripe) + (uint64_t)nb * 8)
+		if ((uint64_t)p->run * SEG_PAGE < shmmap__table_bytes(nb, ns))
 			problem(c, "map %u: table of %u stripes and %u buckets overflows its %u "
 				   "pages", i, ns, nb, p->run);
 	}

@@ -465,3 +465,108 @@ SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t 
 	op_end(sm, &o);
 	return rc;
 }
+
+SHMMAP_EXPORT int shmmap_cas(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+			     const void *expected, size_t elen, const void *val, size_t vlen,
+			     uint32_t ttl_s)
+{
+	const struct map_view *v;
+	if (!key || (!expected && elen) || (!val && vlen))
+		return -EINVAL;
+	int rc = shmmap__resolve(sm, m, &v);
+	if (rc < 0)
+		return rc;
+	struct op_ctx o;
+	rc = op_begin(sm, v, &o, true);
+	if (rc < 0)
+		return rc;
+	rc = shmmap__tbl_cas(&o, v, key, klen, expected, elen, val, vlen, ttl_s);
+	op_end(sm, &o);
+	return rc;
+}
+
+/* FLUSH or DROP of a map, by name, through the coordinator. */
+static int map_request(shmmap *sm, uint16_t type, const char *name)
+{
+	if (sm->seg.rdonly)
+		return -EPERM;
+	struct proto_msg req = {.type = type}, rep;
+	strcpy(req.u.open.name, name);
+	int rc = shmmap__request(sm, &req, &rep);
+	if (rc == 0 && rep.type != MSG_OK)
+		rc = -EPROTO;
+	return rc;
+}
+
+SHMMAP_EXPORT int shmmap_flush(shmmap *sm, shmmap_map m)
+{
+	const struct map_view *v;
+	int rc = shmmap__resolve(sm, m, &v);
+	if (rc < 0)
+		return rc;
+	/* The name, copied from the directory and bounded like any shared byte. */
+	char name[SHMMAP_NAME_MAX + 1];
+	const struct seg_mapdir *d = seg_dir(&sm->seg, &sm->geom, v->idx);
+	memcpy(name, d->name, sizeof name);
+	name[SHMMAP_NAME_MAX] = '\0';
+	if (!valid_name(name))
+		return -SHMMAP_ECORRUPT;
+	rc = map_request(sm, MSG_FLUSH, name);
+	/* Dropped (and perhaps re-created) meanwhile: this handle is stale. */
+	if (rc == 0 || rc == -ENOENT) {
+		int r2 = shmmap__resolve(sm, m, &v);
+		if (r2 < 0)
+			return r2;
+	}
+	return rc;
+}
+
+SHMMAP_EXPORT int shmmap_drop(shmmap *sm, const char *name)
+{
+	if (!sm || !valid_name(name))
+		return -EINVAL;
+	return map_request(sm, MSG_DROP, name);
+}
+
+SHMMAP_EXPORT int shmmap_foreach(shmmap *sm, shmmap_map m, shmmap_each_fn fn, void *arg)
+{
+	const struct map_view *v;
+	if (!fn)
+		return -EINVAL;
+	int rc = shmmap__resolve(sm, m, &v);
+	if (rc < 0)
+		return rc;
+	struct op_ctx o;
+	(void)op_begin(sm, v, &o, false);
+	return shmmap__tbl_foreach(&o, v, fn, arg);
+}
+
+SHMMAP_EXPORT int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *out)
+{
+	const struct map_view *v;
+	if (!out)
+		return -EINVAL;
+	int rc = shmmap__resolve(sm, m, &v);
+	if (rc < 0)
+		return rc;
+	struct shmmap_stats t = {0};
+	for (uint32_t i = 0; i < v->nstripes; i++) {
+		const struct seg_stripe *st = &v->stripes[i];
+		t.entries += __atomic_load_n(&st->entries, __ATOMIC_RELAXED);
+		t.bytes += __atomic_load_n(&st->bytes, __ATOMIC_RELAXED);
+		t.evictions += __atomic_load_n(&st->evictions, __ATOMIC_RELAXED);
+		t.expirations += __atomic_load_n(&st->expirations, __ATOMIC_RELAXED);
+		t.lock_waits += atomic_load_explicit(&st->lock_waits, memory_order_relaxed);
+	}
+	for (uint32_t i = 0; i < sm->geom.max_clients; i++) {
+		struct seg_counters *c = seg_ctr(&sm->seg, &sm->geom, i, v->idx);
+		t.hits += atomic_load_explicit(&c->hits, memory_order_relaxed);
+		t.misses += atomic_load_explicit(&c->misses, memory_order_relaxed);
+		t.puts += atomic_load_explicit(&c->puts, memory_order_relaxed);
+		t.dels += atomic_load_explicit(&c->dels, memory_order_relaxed);
+		t.incrs += atomic_load_explicit(&c->incrs, memory_order_relaxed);
+		t.cas += atomic_load_explicit(&c->cas, memory_order_relaxed);
+	}
+	*out = t;
+	return 0;
+}

@@ -75,6 +75,8 @@ enum conf_kind {
 	KIND_PATH, /* socket path */
 	KIND_UIDS, /* list of user names or uids */
 	KIND_GIDS, /* list of group names or gids */
+	KIND_POLICY, /* evict | reject */
+	KIND_FILE, /* absolute file path */
 };
 
 enum conf_key_id {
@@ -94,6 +96,9 @@ enum conf_key_id {
 	K_MAP_VALUE_MAX,
 	K_MAP_BUCKETS,
 	K_MAP_STRIPES,
+	K_MAP_POLICY,
+	K_PERS_SNAPSHOT,
+	K_PERS_INTERVAL,
 	K_COUNT
 };
 
@@ -121,9 +126,12 @@ static const struct conf_key conf_keys[K_COUNT] = {
 	[K_MAP_VALUE_MAX] = { "map", "value_max", KIND_SIZE, 0, GIB },
 	[K_MAP_BUCKETS] = { "map", "buckets", KIND_POW2, 1, UINT64_C(1) << 26 },
 	[K_MAP_STRIPES] = { "map", "stripes", KIND_POW2, 1, 65536 },
+	[K_MAP_POLICY] = { "map", "policy", KIND_POLICY, 0, 0 },
+	[K_PERS_SNAPSHOT] = { "persistence", "snapshot", KIND_FILE, 0, 0 },
+	[K_PERS_INTERVAL] = { "persistence", "interval", KIND_UINT, 0, 86400 * 365 },
 };
 
-static const char *const conf_sections[] = { "segment", "server", "map" };
+static const char *const conf_sections[] = { "segment", "server", "map", "persistence" };
 
 struct conf_ctx {
 	FILE *fp;
@@ -343,6 +351,7 @@ static void store_num(struct shmmap_conf *c, enum conf_key_id id, uint64_t v)
 	case K_MAP_VALUE_MAX: c->map.value_max = (uint32_t)v; break;
 	case K_MAP_BUCKETS: c->map.buckets = (uint32_t)v; break;
 	case K_MAP_STRIPES: c->map.stripes = (uint32_t)v; break;
+	case K_PERS_INTERVAL: c->persistence.interval = (uint32_t)v; break;
 	default: break;
 	}
 }
@@ -382,6 +391,31 @@ static bool conf_set(struct conf_ctx *x, enum conf_key_id id, const char *v)
 			return false;
 		}
 		memcpy(x->conf.segment.name, v, len + 1);
+		return true;
+
+	case KIND_POLICY:
+		if (strcmp(v, "evict") == 0) {
+			x->conf.map.policy = MAP_POLICY_EVICT;
+		} else if (strcmp(v, "reject") == 0) {
+			x->conf.map.policy = MAP_POLICY_REJECT;
+		} else {
+			conf_fail(x, -EINVAL, ln, sec, nm, "unknown policy \"%s\" (evict or reject)%s", v,
+				  comment_hint(v));
+			return false;
+		}
+		return true;
+
+	case KIND_FILE:
+		if (v[0] != '/') {
+			conf_fail(x, -EINVAL, ln, sec, nm, "\"%s\" is not an absolute path", v);
+			return false;
+		}
+		if (len >= sizeof(x->conf.persistence.snapshot)) {
+			conf_fail(x, -EINVAL, ln, sec, nm, "path is too long (%zu bytes, at most %zu)", len,
+				  sizeof(x->conf.persistence.snapshot) - 1);
+			return false;
+		}
+		memcpy(x->conf.persistence.snapshot, v, len + 1);
 		return true;
 
 	case KIND_PATH:

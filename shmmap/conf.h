@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #define CONF_PATH_MAX 108 /* sun_path */
+#define CONF_SNAPSHOT_MAX 256 /* snapshot file path (fits a protocol name) */
 #define CONF_MAX_IDS 32
 
 /* A list of uids or gids from the config ("0, 1000, www-data"). */
@@ -40,7 +41,12 @@ struct shmmap_conf {
 		uint32_t value_max; /* 0..(1 GiB), default 1 MiB */
 		uint32_t buckets;   /* power of two, default 16384 */
 		uint32_t stripes;   /* power of two <= buckets, default 256 */
+		uint32_t policy;    /* MAP_POLICY_EVICT (default) or MAP_POLICY_REJECT */
 	} map;
+	struct {
+		char snapshot[CONF_SNAPSHOT_MAX]; /* file path, "" = none */
+		uint32_t interval;  /* seconds between snapshots, 0 = only on request and at exit */
+	} persistence;
 };
 
 /* Fill c with the defaults (socket: $SHMMAP_SOCKET if set, else SHMMAP_DEFAULT_SOCKET). */

@@ -54,6 +54,7 @@
 #include "proto.h"
 
 #define HOUSE_MS 100
+#define RECLAIM_BUCKETS 2048 /* per map and round: a full pass of 16K buckets in 0.8 s */
 #define HANDSHAKE_MS 5000
 #define LISTEN_BACKLOG 128
 #define MAX_PENDING 64u /* connections without HELLO */
@@ -89,6 +90,7 @@ struct coord {
 	_Atomic uint32_t nclients;
 	uint64_t start_ms;
 	_Atomic bool *orphan;    /* [max_clients]: LIVE slots adopted at start, not resumed */
+	uint32_t *reclaim_at;    /* [max_maps]: the background reclaim's next bucket */
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
 	bool adopted;               /* the segment existed before this start */
 };
@@ -202,6 +204,8 @@ static void recover_slot_locked(struct coord *c, uint32_t slot)
 	sl->start_time = 0;
 	sl->flags = 0;
 	atomic_store_explicit(&sl->state, SLOT_FREE, memory_order_release);
+	if (took || freed || sweep)
+		atomic_fetch_add(&seg_hdr(&c->seg)->recoveries, 1);
 	if (took || freed)
 		logf_("slot %u: released %u stripe lock(s), freed %u block(s) in flight", slot,
 		      took, freed);
@@ -341,6 +345,7 @@ static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 			struct map_params p = {
 				.nbuckets = c->conf.map.buckets, .nstripes = c->conf.map.stripes,
 				.key_max = c->conf.map.key_max, .val_max = c->conf.map.value_max,
+				.policy = c->conf.map.policy,
 			};
 			pthread_mutex_lock(&c->recover_mu); /* no sweep meanwhile */
 			int rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);
@@ -358,6 +363,18 @@ static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 		return i;
 	*idx = (uint32_t)i;
 	*gen = atomic_load(&seg_dir(&c->seg, &c->g, (uint32_t)i)->gen);
+	return 0;
+}
+
+static int flush_map(struct coord *c, const char *name)
+{
+	int i = find_map(c, name);
+	if (i < 0)
+		return i;
+	pthread_mutex_lock(&c->recover_mu);
+	shmmap__map_flush(&c->seg, &c->g, &c->lk, (uint32_t)i);
+	pthread_mutex_unlock(&c->recover_mu);
+	logf_("flushed map '%s'", name);
 	return 0;
 }
 
@@ -564,6 +581,14 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		r.u.stats.uptime_ms = mono_ms() - c->start_ms;
 		r.u.stats.coord_gen = atomic_load(&seg_hdr(&c->seg)->coord_gen);
 		return shmmap__proto_send(s->fd, &r, -1);
+	case MSG_FLUSH:
+		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
+			return send_error(s->fd, m->seq, -EPERM);
+		rc = flush_map(c, m->u.open.name);
+		if (rc < 0)
+			return send_error(s->fd, m->seq, rc);
+		r.type = MSG_OK;
+		return shmmap__proto_send(s->fd, &r, -1);
 	case MSG_REPAIR:
 		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
 			return send_error(s->fd, m->seq, -EPERM);
@@ -754,6 +779,21 @@ static bool pid_gone(pid_t pid, uint64_t start_time)
 	return start_time && shmmap__proc_start_time(pid, &now) == 0 && now != start_time;
 }
 
+/* Expired entries: RECLAIM_BUCKETS buckets of every map per round, one
+ * entry per stripe lock hold (recover_mu: the coordinator's own frees must
+ * not race its sweeps, which do not see them). */
+static void reclaim_expired(struct coord *c)
+{
+	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
+	for (uint32_t m = 0; m < c->g.max_maps; m++) {
+		struct map_view v;
+		pthread_mutex_lock(&c->recover_mu);
+		if (shmmap__map_view(&c->seg, &c->g, m, &v) == 0)
+			shmmap__tbl_reclaim(&o, &v, &c->reclaim_at[m], RECLAIM_BUCKETS);
+		pthread_mutex_unlock(&c->recover_mu);
+	}
+}
+
 static void *house_main(void *arg)
 {
 	struct coord *c = arg;
@@ -785,6 +825,7 @@ static void *house_main(void *arg)
 			uint64_t one = 1;
 			if (write(c->wakefd, &one, sizeof one) < 0) { /* the loop retries */ }
 		}
+		reclaim_expired(c);
 		/* Slots adopted from an earlier coordinator: reclaim the dead. */
 		for (uint32_t i = 0; i < c->g.max_clients; i++) {
 			if (!atomic_load(&c->orphan[i]))
@@ -927,7 +968,8 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 		goto fail;
 	c->lk = (struct lock_ctx){.s = &c->seg, .g = &c->g, .owner = LOCK_OWNER_COORD};
 	c->orphan = calloc(c->g.max_clients, sizeof *c->orphan);
-	if (!c->orphan) {
+	c->reclaim_at = calloc(c->g.max_maps, sizeof *c->reclaim_at);
+	if (!c->orphan || !c->reclaim_at) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1023,6 +1065,7 @@ void shmmap__coord_free(struct coord *c)
 		shmmap__seg_unmap(&c->seg);
 	}
 	free(c->orphan);
+	free(c->reclaim_at);
 	pthread_mutex_destroy(&c->recover_mu);
 	free(c);
 }

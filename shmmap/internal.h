@@ -14,8 +14,9 @@
  *   pages_off    struct seg_page[npages]               32 B each
  *   heap_off     npages pages of SEG_PAGE bytes (64 KiB), aligned to SEG_PAGE
  *
- * The heap holds everything of variable size: each map's bucket array and
- * lock stripes (a run of pages, see alloc.c) and every entry (struct
+ * The heap holds everything of variable size: each map's table (a run of
+ * pages, see alloc.c: its lock stripes, its bucket array, then one
+ * "recently used" byte per bucket for eviction) and every entry (struct
  * seg_entry, in a size-class block or a run of pages).
  *
  * Who writes what:
@@ -60,6 +61,10 @@
 #define SLOT_LIVE 1u
 #define SLOT_DEAD 2u /* client gone, recovery pending */
 
+/* What a put does when memory is full. */
+#define MAP_POLICY_EVICT 0u  /* evict approximately least recently used entries */
+#define MAP_POLICY_REJECT 1u /* fail with -ENOSPC, lose nothing */
+
 /* Map directory states. */
 #define MAP_FREE 0u
 #define MAP_LIVE 1u
@@ -95,6 +100,8 @@ struct seg_header {
 	_Alignas(64) _Atomic uint32_t pool_lock; /* 128: guards pages[] runs */
 	uint32_t pool_rover;       /* 132: next page to scan from */
 	uint64_t pool_free;        /* 136: free pages (under pool_lock) */
+	_Atomic uint64_t recoveries; /* 144: dead clients recovered (coordinator) */
+	_Atomic uint64_t sweeps;     /* 152: allocator sweeps (coordinator) */
 	_Alignas(64) uint8_t pad[4096 - 192];
 };
 _Static_assert(sizeof(struct seg_header) == 4096, "header is one page");
@@ -157,7 +164,9 @@ struct seg_mapdir {
 	uint32_t key_max;              /* 104 */
 	uint32_t val_max;              /* 108 */
 	uint64_t created_ns;           /* 112 */
-	uint8_t pad[256 - 120];
+	uint32_t policy;               /* 120: MAP_POLICY_* */
+	_Atomic uint32_t clock_hand;   /* 124: next bucket the evicting hand looks at */
+	uint8_t pad[256 - 128];
 };
 _Static_assert(sizeof(struct seg_mapdir) == 256, "mapdir size");
 
@@ -173,14 +182,16 @@ struct seg_stripe {
 	uint64_t entries;   /* under lock */
 	uint64_t bytes;     /* key + value bytes, under lock */
 	_Atomic uint64_t lock_waits;
-	uint8_t pad[64 - 32];
+	uint64_t evictions;   /* under lock */
+	uint64_t expirations; /* under lock: expired entries unlinked */
+	uint8_t pad[64 - 48];
 };
 _Static_assert(sizeof(struct seg_stripe) == 64, "stripe is a cache line");
 
 /* Per (client slot, map) counters: written only by that client. */
 struct seg_counters {
-	_Atomic uint64_t hits, misses, puts, dels, incrs, expired;
-	uint64_t pad[2];
+	_Atomic uint64_t hits, misses, puts, dels, incrs, expired, cas;
+	uint64_t pad[1];
 };
 _Static_assert(sizeof(struct seg_counters) == 64, "counters line");
 
@@ -395,11 +406,13 @@ struct map_view {
 	uint32_t idx, gen;
 	uint32_t nbuckets, nstripes;
 	uint32_t key_max, val_max;
+	uint32_t policy;
 	_Atomic uint64_t *buckets;
 	struct seg_stripe *stripes;
+	_Atomic uint8_t *refs;   /* [nbuckets]: set by a get or put, cleared by the evicting hand */
 };
 struct map_params {
-	uint32_t nbuckets, nstripes, key_max, val_max;
+	uint32_t nbuckets, nstripes, key_max, val_max, policy;
 };
 int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		       uint32_t idx, const char *name, const struct map_params *p);
@@ -424,6 +437,26 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 		    size_t klen);
 int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const void *key,
 		     size_t klen, int64_t delta, int64_t *out);
+/* put with an absolute expiry (CLOCK_REALTIME ms, 0 = never): snapshots. */
+int shmmap__tbl_put_at(const struct op_ctx *o, const struct map_view *v, const void *key,
+		       size_t klen, const void *val, size_t vlen, uint64_t expire_ms,
+		       unsigned flags);
+int shmmap__tbl_cas(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen, const void *expected, size_t elen, const void *val, size_t vlen,
+		    uint32_t ttl_s);
+/* Walk the live entries (see shmmap_foreach in shmmap.h). */
+int shmmap__tbl_foreach(const struct op_ctx *o, const struct map_view *v, shmmap_each_fn fn,
+			void *arg);
+/* Unlink and free expired entries of up to nb buckets from *cursor (moved
+ * on); returns how many were removed.  Each stripe is held for one removal
+ * at a time.  For the coordinator's background reclaim. */
+uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, uint32_t *cursor,
+			     uint32_t nb);
+/* Remove every entry of map idx, stripe by stripe (coordinator only). */
+void shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		       uint32_t idx);
+/* Bytes of a map table: stripes, buckets, refs. */
+uint64_t shmmap__table_bytes(uint32_t nbuckets, uint32_t nstripes);
 /* Validate the entry at off for map v: in bounds, aligned, lengths within limits. */
 const struct seg_entry *shmmap__entry_at(const struct seg *s, const struct map_view *v,
 					 uint64_t off);

@@ -84,8 +84,13 @@ int shmmap__proto_encode(const struct proto_msg *m, void *buf, size_t cap)
 		break;
 	case MSG_OPEN:
 	case MSG_DROP:
+	case MSG_FLUSH:
 		put_u32(&w, m->u.open.flags);
 		rc = put_name(&w, m->u.open.name, SHMMAP_NAME_MAX);
+		break;
+	case MSG_SAVE:
+		put_u32(&w, m->u.save.flags);
+		rc = put_name(&w, m->u.save.path, PROTO_NAME_MAX);
 		break;
 	case MSG_OPENED:
 		put_u32(&w, m->u.opened.index);
@@ -221,10 +226,15 @@ int shmmap__proto_decode(const void *buf, size_t len, struct proto_msg *m)
 		break;
 	case MSG_OPEN:
 	case MSG_DROP:
+	case MSG_FLUSH:
 		m->u.open.flags = get_u32(&r);
 		get_name(&r, m->u.open.name, SHMMAP_NAME_MAX);
 		if (!r.bad && m->u.open.name[0] == '\0')
 			r.bad = true;
+		break;
+	case MSG_SAVE:
+		m->u.save.flags = get_u32(&r);
+		get_name(&r, m->u.save.path, PROTO_NAME_MAX);
 		break;
 	case MSG_OPENED:
 		m->u.opened.index = get_u32(&r);

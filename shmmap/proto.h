@@ -21,6 +21,9 @@
  *   REPAIR  c->s  (empty)                             -> REPAIRED | ERROR
  *   REPAIRED s->c slots u32, stripes u32, roots u64, freed u64,
  *                 pages_freed u64, bad_roots u64
+ *   FLUSH   c->s  flags u32, name                     -> OK | ERROR
+ *   SAVE    c->s  flags u32, path (u16 length + bytes; empty: the configured
+ *                 snapshot path)                      -> OK | ERROR
  *   RESUME  c->s  pid u32, slot u32, slot_gen u64     -> WELCOME | ERROR
  *                 (a client reconnecting to a restarted coordinator,
  *                 keeping the slot it has)
@@ -53,7 +56,9 @@ enum proto_type {
 	MSG_REPAIR,
 	MSG_REPAIRED,
 	MSG_RESUME,
-	MSG_TYPE_MAX = MSG_RESUME
+	MSG_FLUSH,
+	MSG_SAVE,
+	MSG_TYPE_MAX = MSG_SAVE
 };
 
 #define HELLO_F_RDONLY 0x1u /* ask for read-only access */
@@ -68,7 +73,8 @@ struct proto_msg {
 			uint64_t slot_gen, size, base;
 			char shm_name[PROTO_NAME_MAX + 1];
 		} welcome;
-		struct { uint32_t flags; char name[PROTO_NAME_MAX + 1]; } open; /* OPEN, DROP */
+		struct { uint32_t flags; char name[PROTO_NAME_MAX + 1]; } open; /* OPEN, DROP, FLUSH */
+		struct { uint32_t flags; char path[PROTO_NAME_MAX + 1]; } save;
 		struct { uint32_t index, gen; } opened;
 		struct {
 			uint32_t pid, clients, maps;

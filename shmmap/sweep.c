@@ -245,6 +245,7 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 		r->dead_slots += any;
 	}
 
+	atomic_fetch_add(&seg_hdr(s)->sweeps, 1);
 	shmmap__unlock(&seg_hdr(s)->pool_lock);
 	for (uint32_t k = g->nclasses; k-- > 0;)
 		shmmap__unlock(&seg_class(s, g, k)->lock);

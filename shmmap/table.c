@@ -30,6 +30,7 @@
 #include <inttypes.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define XXH_INLINE_ALL
@@ -48,9 +49,14 @@ uint64_t shmmap__hash(const struct seg_geom *g, const void *key, size_t klen)
 
 /* ---- maps ---- */
 
+uint64_t shmmap__table_bytes(uint32_t nbuckets, uint32_t nstripes)
+{
+	return (uint64_t)nstripes * sizeof(struct seg_stripe) + (uint64_t)nbuckets * 9;
+}
+
 static uint64_t table_bytes(const struct map_params *p)
 {
-	return (uint64_t)p->nstripes * sizeof(struct seg_stripe) + (uint64_t)p->nbuckets * 8;
+	return shmmap__table_bytes(p->nbuckets, p->nstripes);
 }
 
 int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
@@ -90,6 +96,8 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 	d->nstripes = p->nstripes;
 	d->key_max = p->key_max;
 	d->val_max = p->val_max;
+	d->policy = p->policy;
+	atomic_store(&d->clock_hand, 0);
 	d->created_ns = shmmap__now_ns();
 	/* Zero every client's counters row for this map. */
 	for (uint32_t i = 0; i < g->max_clients; i++)
@@ -112,17 +120,18 @@ int shmmap__map_view(const struct seg *s, const struct seg_geom *g, uint32_t idx
 		.idx = idx,
 		.gen = atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed),
 		.nbuckets = d->nbuckets, .nstripes = d->nstripes,
-		.key_max = d->key_max, .val_max = d->val_max,
+		.key_max = d->key_max, .val_max = d->val_max, .policy = d->policy,
 	};
 	/* The directory is trusted no more than any other shared byte. */
 	if (!w.nbuckets || (w.nbuckets & (w.nbuckets - 1)) || !w.nstripes ||
 	    (w.nstripes & (w.nstripes - 1)) || w.nstripes > w.nbuckets || !w.key_max ||
-	    !seg_ok(s, d->buckets_off, (uint64_t)w.nbuckets * 8, 8) ||
+	    !seg_ok(s, d->buckets_off, (uint64_t)w.nbuckets * 9, 8) ||
 	    !seg_ok(s, d->stripes_off, (uint64_t)w.nstripes * sizeof(struct seg_stripe), 64) ||
 	    d->buckets_off < g->heap_off || d->stripes_off < g->heap_off)
 		return -SHMMAP_ECORRUPT;
 	w.buckets = seg_ptr(s, d->buckets_off);
 	w.stripes = seg_ptr(s, d->stripes_off);
+	w.refs = seg_ptr(s, d->buckets_off + (uint64_t)w.nbuckets * 8);
 	*v = w;
 	return 0;
 }
@@ -373,8 +382,13 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 		}
 		return -ENOENT;
 	}
-	if (o->ctr)
+	if (o->ctr) {
 		count(&o->ctr->hits);
+		/* Recently used, for the evicting hand: written only when it was
+		 * clear, so a hot bucket's line is not written on every get. */
+		if (!atomic_load_explicit(&v->refs[b], memory_order_relaxed))
+			atomic_store_explicit(&v->refs[b], 1, memory_order_relaxed);
+	}
 	if (vlen)
 		*vlen = en.vlen;
 	return en.vlen > cap ? -ENOBUFS : 0;
@@ -448,6 +462,7 @@ static uint64_t link_entry(const struct map_view *v, uint32_t b, _Atomic uint64_
 		st->bytes += (uint64_t)ne->klen + ne->vlen;
 	}
 	CRASH_POINT();
+	atomic_store_explicit(&v->refs[b], 1, memory_order_relaxed); /* new: recently used */
 	return old_off;
 }
 
@@ -474,8 +489,116 @@ static void settle(const struct op_ctx *o, struct seg_intent *in)
 		(void)shmmap__free(o->s, o->g, &o->lk, x, &in->a);
 }
 
-int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
-		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags)
+/*
+ * Memory is full and the map's policy is evict: run the clock hand over
+ * the map's buckets.  A bucket used since the hand last passed (refs[b])
+ * gets a second chance; otherwise its last entry (the oldest: new entries
+ * go to the head) is unlinked and freed, expired entries first.  In the
+ * first round only entries of the wanted size class are taken (their
+ * block is reusable at once); then any.  Called with no stripe lock held;
+ * takes one at a time.  Returns 0 once an allocation of n bytes succeeded
+ * (recorded in in->a), else -ENOSPC.
+ */
+static int evict_for(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
+		     size_t n)
+{
+	struct seg_mapdir *d = seg_dir(o->s, o->g, v->idx);
+	int want = shmmap__class_of(o->s, o->g, n);
+	uint64_t now = 0;
+	/* Rounds: 0 same class, 1 and 2 any (the second pass of the hand
+	 * finds every bucket's mark cleared by the first). */
+	for (int round = 0; round < 3; round++) {
+		for (uint32_t scanned = 0; scanned < v->nbuckets; scanned++) {
+			uint32_t b = atomic_fetch_add_explicit(&d->clock_hand, 1,
+							       memory_order_relaxed) &
+				     (v->nbuckets - 1);
+			if (!atomic_load_explicit(&v->buckets[b], memory_order_relaxed))
+				continue;
+			if (round > 0 && atomic_load_explicit(&v->refs[b], memory_order_relaxed)) {
+				atomic_store_explicit(&v->refs[b], 0, memory_order_relaxed);
+				continue;
+			}
+			struct seg_stripe *st = stripe_of(v, b);
+			stripe_lock(o, v, b);
+			if (!view_current(o, v)) {
+				shmmap__unlock(&st->lock);
+				return -ESTALE;
+			}
+			/* The victim: the first expired entry, else the last one of
+			 * the wanted class (round 0) or of any. */
+			_Atomic uint64_t *l = &v->buckets[b], *vl = NULL;
+			struct ent en, victim;
+			bool exp = false;
+			uint64_t off = atomic_load_explicit(l, memory_order_relaxed);
+			for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
+				if (!ent_load(o->s, v, off, &en))
+					break;
+				if (expired(en.expire_ms, &now)) {
+					vl = l;
+					victim = en;
+					exp = true;
+					break;
+				}
+				if (round > 0 || shmmap__class_of(o->s, o->g, shmmap__block_size(
+						 o->s, o->g, off)) == want) {
+					vl = l;
+					victim = en;
+				}
+				l = (_Atomic uint64_t *)&en.e->next;
+				off = en.next;
+			}
+			if (vl) {
+				atomic_store_explicit(&in->b, atomic_load_explicit(vl, memory_order_relaxed),
+						      memory_order_relaxed);
+				CRASH_POINT();
+				seq_begin(st);
+				atomic_store_explicit(vl, victim.next, memory_order_release);
+				CRASH_POINT();
+				seq_end(st);
+				st->entries--;
+				st->bytes -= (uint64_t)victim.klen + victim.vlen;
+				if (exp)
+					st->expirations++;
+				else
+					st->evictions++;
+			}
+			shmmap__unlock(&st->lock);
+			if (!vl)
+				continue;
+			uint64_t x = atomic_load_explicit(&in->b, memory_order_relaxed);
+			if (shmmap__free(o->s, o->g, &o->lk, x, &in->b) < 0)
+				return -EAGAIN; /* in->b stays recorded: parked by client.c */
+			int rc = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
+			if (rc != -ENOSPC)
+				return rc;
+		}
+	}
+	return -ENOSPC;
+}
+
+/* Allocate n bytes for a new entry, evicting if the map's policy says so. */
+static int alloc_entry(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
+		       size_t n)
+{
+	int rc = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
+	if (rc == -ENOSPC && v->policy == MAP_POLICY_EVICT)
+		rc = evict_for(o, v, in, n);
+	return rc;
+}
+
+/* Compare a present entry's value with expected (for cas). */
+static bool value_is(const struct ent *en, const void *expected, size_t elen)
+{
+	return en->vlen == elen && (elen == 0 || memcmp(en->e->data + en->klen, expected, elen) == 0);
+}
+
+/*
+ * put, put_at and cas.  expected != NULL: cas (replace only a present entry
+ * whose value is exactly expected).
+ */
+static int put_impl(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen, const void *val, size_t vlen, uint64_t expire, unsigned flags,
+		    const void *expected, size_t elen)
 {
 	int rc = check_key(o, v, klen);
 	if (rc < 0)
@@ -486,10 +609,9 @@ int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void
 		return -EINVAL;
 	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
 	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
-	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
 	struct seg_intent scratch, *in = rec_begin(o, v, b, &scratch);
 	/* Allocate and fill before taking the stripe lock: short critical section. */
-	rc = shmmap__alloc(o->s, o->g, &o->lk, sizeof(struct seg_entry) + klen + vlen, &in->a);
+	rc = alloc_entry(o, v, in, sizeof(struct seg_entry) + klen + vlen);
 	if (rc < 0)
 		return rc;
 	ent_fill(o, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
@@ -507,16 +629,45 @@ int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void
 		rc = view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
 	else if (w == W_FOUND && (flags & SHMMAP_NX))
 		rc = -EEXIST;
-	else if (w != W_FOUND && (flags & SHMMAP_XX))
+	else if (w != W_FOUND && ((flags & SHMMAP_XX) || expected))
 		rc = -ENOENT;
-	else /* an expired entry is replaced in place: it counts as absent */
+	else if (expected && !value_is(&old, expected, elen))
+		rc = -ECANCELED;
+	else { /* an expired entry is replaced in place: it counts as absent */
+		if (w == W_EXPIRED)
+			st->expirations++;
 		link_entry(v, b, w == W_ABSENT ? NULL : link, &old, in, o->s);
+	}
 	shmmap__unlock(&st->lock);
 	CRASH_POINT();
 	settle(o, in);
 	if (rc == 0 && o->ctr)
-		count(&o->ctr->puts);
+		count(expected ? &o->ctr->cas : &o->ctr->puts);
 	return rc;
+}
+
+int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags)
+{
+	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
+	return put_impl(o, v, key, klen, val, vlen, expire, flags, NULL, 0);
+}
+
+int shmmap__tbl_put_at(const struct op_ctx *o, const struct map_view *v, const void *key,
+		       size_t klen, const void *val, size_t vlen, uint64_t expire_ms,
+		       unsigned flags)
+{
+	return put_impl(o, v, key, klen, val, vlen, expire_ms, flags, NULL, 0);
+}
+
+int shmmap__tbl_cas(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen, const void *expected, size_t elen, const void *val, size_t vlen,
+		    uint32_t ttl_s)
+{
+	if (!expected && elen)
+		return -EINVAL;
+	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
+	return put_impl(o, v, key, klen, val, vlen, expire, 0, expected ? expected : "", elen);
 }
 
 int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void *key,
@@ -547,6 +698,8 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 		CRASH_POINT();
 		st->entries--;
 		st->bytes -= (uint64_t)old.klen + old.vlen;
+		if (w == W_EXPIRED)
+			st->expirations++;
 		CRASH_POINT();
 	}
 	shmmap__unlock(&st->lock);
@@ -591,6 +744,13 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
 	struct seg_stripe *st = stripe_of(v, b);
 	struct seg_intent scratch, *in = rec_begin(o, v, b, &scratch);
+	/* Room for any int64 in decimal, allocated before the stripe lock (so
+	 * no allocator lock is ever taken under a stripe lock, and eviction
+	 * can run). */
+	size_t room = v->val_max < 20 ? v->val_max : 20;
+	rc = alloc_entry(o, v, in, sizeof(struct seg_entry) + klen + room);
+	if (rc < 0)
+		return rc;
 	stripe_lock(o, v, b);
 	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
@@ -616,14 +776,12 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 		goto out;
 	}
 	n = snprintf(digits, sizeof digits, "%" PRId64, sum);
-	if ((uint32_t)n > v->val_max) {
+	if ((uint32_t)n > room) {
 		rc = -E2BIG;
 		goto out;
 	}
-	/* Allocating under the stripe lock is allowed (stripe -> class -> pool). */
-	rc = shmmap__alloc(o->s, o->g, &o->lk, sizeof(struct seg_entry) + klen + (size_t)n, &in->a);
-	if (rc < 0)
-		goto out;
+	if (w == W_EXPIRED)
+		st->expirations++;
 	ent_fill(o, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
 		 digits, (uint32_t)n, expire);
 	CRASH_POINT();
@@ -639,6 +797,198 @@ out:
 			*out = sum;
 	}
 	return rc;
+}
+
+/* ---- walking a map ---- */
+
+/* A growable copy of one bucket's entries. */
+struct bucket_copy {
+	unsigned char *buf;
+	size_t len, cap;
+};
+
+static int copy_push(struct bucket_copy *c, const struct ent *en)
+{
+	size_t need = sizeof(struct seg_entry) + en->klen + en->vlen;
+	need = (need + 7) & ~(size_t)7;
+	if (c->len + need > c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 4096;
+		while (cap < c->len + need)
+			cap *= 2;
+		unsigned char *nb = realloc(c->buf, cap);
+		if (!nb)
+			return -ENOMEM;
+		c->buf = nb;
+		c->cap = cap;
+	}
+	struct seg_entry *e = (struct seg_entry *)(c->buf + c->len);
+	e->next = 0;
+	e->hash = en->hash;
+	e->expire_ms = en->expire_ms;
+	e->klen = en->klen;
+	e->vlen = en->vlen;
+	memcpy(e->data, en->e->data, (size_t)en->klen + en->vlen);
+	c->len += need;
+	return 0;
+}
+
+/* Copy bucket b's live entries, consistently (seqlock; the stripe lock
+ * after READ_TRIES failed tries, or -EAGAIN on a read-only mapping). */
+static int copy_bucket(const struct op_ctx *o, const struct map_view *v, uint32_t b,
+		       struct bucket_copy *c)
+{
+	struct seg_stripe *st = stripe_of(v, b);
+	bool locked = false;
+	int rc = 0;
+	for (int tries = 0;; tries++) {
+		if (tries >= READ_TRIES && !locked) {
+			if (o->s->rdonly) {
+				if (tries > READ_TRIES * 64)
+					return -EAGAIN;
+				sched_yield();
+			} else {
+				stripe_lock(o, v, b);
+				locked = true;
+			}
+		}
+		uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
+		if ((s1 & 1) && !locked)
+			continue;
+		c->len = 0;
+		rc = 0;
+		uint64_t now = 0, off = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
+		struct ent en;
+		for (uint32_t steps = 0; off && rc == 0; steps++) {
+			if (steps >= SEG_CHAIN_MAX || !ent_load(o->s, v, off, &en)) {
+				rc = -SHMMAP_ECORRUPT;
+				break;
+			}
+			if (!expired(en.expire_ms, &now))
+				rc = copy_push(c, &en);
+			off = en.next;
+		}
+		if (locked || rc == -ENOMEM)
+			break;
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&st->seq, memory_order_relaxed) == s1)
+			break;
+	}
+	if (locked)
+		shmmap__unlock(&st->lock);
+	return rc;
+}
+
+int shmmap__tbl_foreach(const struct op_ctx *o, const struct map_view *v, shmmap_each_fn fn,
+			void *arg)
+{
+	if (!fn)
+		return -EINVAL;
+	struct bucket_copy c = {0};
+	int rc = 0;
+	for (uint32_t b = 0; b < v->nbuckets && rc == 0; b++) {
+		if (!atomic_load_explicit(&v->buckets[b], memory_order_relaxed))
+			continue;
+		rc = copy_bucket(o, v, b, &c);
+		if (rc == -SHMMAP_ECORRUPT && !view_current(o, v))
+			rc = -ESTALE;
+		for (size_t at = 0; rc == 0 && at < c.len;) {
+			const struct seg_entry *e = (const struct seg_entry *)(c.buf + at);
+			rc = fn(e->data, e->klen, e->data + e->klen, e->vlen, e->expire_ms, arg);
+			at += (sizeof *e + e->klen + e->vlen + 7) & ~(size_t)7;
+		}
+	}
+	free(c.buf);
+	return rc;
+}
+
+/* ---- background reclaim and flush (coordinator) ---- */
+
+uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, uint32_t *cursor,
+			     uint32_t nb)
+{
+	uint64_t removed = 0, now = 0;
+	for (uint32_t i = 0; i < nb && i < v->nbuckets; i++) {
+		uint32_t b = (*cursor)++ & (v->nbuckets - 1);
+		if (!atomic_load_explicit(&v->buckets[b], memory_order_relaxed))
+			continue;
+		struct seg_stripe *st = stripe_of(v, b);
+		/* One expired entry per lock hold, so a writer waits at most for
+		 * one chain walk. */
+		for (;;) {
+			stripe_lock(o, v, b);
+			_Atomic uint64_t *l = &v->buckets[b], *vl = NULL;
+			struct ent en, victim;
+			uint64_t off = atomic_load_explicit(l, memory_order_relaxed);
+			for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
+				if (!ent_load(o->s, v, off, &en))
+					break;
+				if (expired(en.expire_ms, &now)) {
+					vl = l;
+					victim = en;
+					break;
+				}
+				l = (_Atomic uint64_t *)&en.e->next;
+				off = en.next;
+			}
+			uint64_t x = 0;
+			if (vl) {
+				x = atomic_load_explicit(vl, memory_order_relaxed);
+				seq_begin(st);
+				atomic_store_explicit(vl, victim.next, memory_order_release);
+				seq_end(st);
+				st->entries--;
+				st->bytes -= (uint64_t)victim.klen + victim.vlen;
+				st->expirations++;
+			}
+			shmmap__unlock(&st->lock);
+			if (!x)
+				break;
+			shmmap__free(o->s, o->g, &o->lk, x, NULL);
+			removed++;
+		}
+	}
+	return removed;
+}
+
+/* Under the stripe lock: empty every bucket of stripe st, freeing the
+ * entries (after the seq change, so a racing reader retries). */
+static void empty_stripe(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			 const struct map_view *v, uint32_t st)
+{
+	struct seg_stripe *sp = &v->stripes[st];
+	for (uint32_t b = st; b < v->nbuckets; b += v->nstripes) {
+		uint64_t off = atomic_load(&v->buckets[b]);
+		if (!off)
+			continue;
+		seq_begin(sp);
+		atomic_store_explicit(&v->buckets[b], 0, memory_order_release);
+		seq_end(sp);
+		struct ent en;
+		for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
+			if (!ent_load(s, v, off, &en))
+				break;
+			shmmap__free(s, g, c, off, NULL);
+			off = en.next;
+		}
+	}
+	sp->entries = 0;
+	sp->bytes = 0;
+}
+
+void shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		       uint32_t idx)
+{
+	struct map_view v;
+	if (shmmap__map_view(s, g, idx, &v) < 0)
+		return;
+	struct op_ctx o = {.s = s, .g = g, .lk = *c};
+	for (uint32_t st = 0; st < v.nstripes; st++) {
+		struct seg_stripe *sp = &v.stripes[st];
+		if (shmmap__lock(&sp->lock, c, NULL) == 1)
+			shmmap__stripe_repair(&o, &v, st);
+		empty_stripe(s, g, c, &v, st);
+		shmmap__unlock(&sp->lock);
+	}
 }
 
 /*
@@ -664,21 +1014,7 @@ void shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const st
 		struct seg_stripe *sp = &v.stripes[st];
 		if (shmmap__lock(&sp->lock, c, NULL) == 1)
 			shmmap__stripe_repair(&o, &v, st);
-		for (uint32_t b = st; b < v.nbuckets; b += v.nstripes) {
-			uint64_t off = atomic_load(&v.buckets[b]);
-			seq_begin(sp);
-			atomic_store_explicit(&v.buckets[b], 0, memory_order_release);
-			seq_end(sp);
-			struct ent en;
-			for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
-				if (!ent_load(s, &v, off, &en))
-					break;
-				shmmap__free(s, g, c, off, NULL);
-				off = en.next;
-			}
-		}
-		sp->entries = 0;
-		sp->bytes = 0;
+		empty_stripe(s, g, c, &v, st);
 		shmmap__unlock(&sp->lock);
 	}
 	atomic_store_explicit(&d->state, MAP_FREE, memory_order_release);

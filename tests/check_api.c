@@ -31,7 +31,7 @@ static void setup_small(void)
 	/* A small segment and tight limits, for the E2BIG / ENOSPC cases. */
 	ck_assert_int_eq(tu_coord_start(&co, "2M",
 					"[map]\nkey_max = 32\nvalue_max = 64K\nbuckets = 256\n"
-					"stripes = 16\n[segment]\nmax_maps = 2\n"),
+					"stripes = 16\npolicy = reject\n[segment]\nmax_maps = 2\n"),
 			 0);
 }
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "internal.h"
 #include "testutil.h"
 #include "shmmap.h"
 
@@ -70,6 +71,9 @@ static void assert_conf_eq(const struct shmmap_conf *a, const struct shmmap_conf
 	ck_assert_uint_eq(a->map.value_max, b->map.value_max);
 	ck_assert_uint_eq(a->map.buckets, b->map.buckets);
 	ck_assert_uint_eq(a->map.stripes, b->map.stripes);
+	ck_assert_uint_eq(a->map.policy, b->map.policy);
+	ck_assert_str_eq(a->persistence.snapshot, b->persistence.snapshot);
+	ck_assert_uint_eq(a->persistence.interval, b->persistence.interval);
 }
 
 /* Load a golden good file; it must succeed and leave err empty. */
@@ -140,6 +144,9 @@ START_TEST(test_good_full)
 	ck_assert_uint_eq(c.map.value_max, 0);
 	ck_assert_uint_eq(c.map.buckets, 1u << 26);
 	ck_assert_uint_eq(c.map.stripes, 65536);
+	ck_assert_uint_eq(c.map.policy, MAP_POLICY_REJECT);
+	ck_assert_str_eq(c.persistence.snapshot, "/var/lib/shmmap/test.snap");
+	ck_assert_uint_eq(c.persistence.interval, 300);
 }
 END_TEST
 
@@ -253,6 +260,9 @@ static const struct bad_case bad_cases[] = {
 	{ "bad-stripes.ini", -EINVAL, ":5: map.stripes: ", "128 is more than map.buckets (64)" },
 	{ "bad-buckets-pow2.ini", -EINVAL, ":2: map.buckets: ", "not a power of two" },
 	{ "bad-stripes-range.ini", -EINVAL, ":3: map.stripes: ", "out of range" },
+	{ "bad-policy.ini", -EINVAL, ":2: map.policy: ", "unknown policy \"lru\" (evict or reject)" },
+	{ "bad-snapshot-relative.ini", -EINVAL, ":2: persistence.snapshot: ", "not an absolute path" },
+	{ "bad-interval.ini", -EINVAL, ":3: persistence.interval: ", "bad number" },
 	{ "bad-empty-value.ini", -EINVAL, ":5: map.key_max: ", "empty value" },
 	{ "bad-long-line.ini", -EINVAL, ":3: ", "line too long" },
 	{ "bad-socket-long.ini", -EINVAL, ":2: server.socket: ", "too long" },

@@ -78,6 +78,9 @@ static size_t samples(struct proto_msg *out, size_t cap)
 		m->u.repaired.pages_freed = 1; m->u.repaired.bad_roots = UINT64_MAX;
 	});
 	ADD({ m->type = MSG_RESUME; m->seq = 18; m->u.resume.pid = 42; m->u.resume.slot = 4095; m->u.resume.slot_gen = 1ull << 33; });
+	ADD({ m->type = MSG_FLUSH; m->seq = 19; strcpy(m->u.open.name, "flushed"); });
+	ADD({ m->type = MSG_SAVE; m->seq = 20; strcpy(m->u.save.path, "/tmp/x.snap"); });
+	ADD({ m->type = MSG_SAVE; m->seq = 21; m->u.save.flags = 1; });
 #undef ADD
 	return n;
 }
@@ -100,8 +103,13 @@ static void expect_msg_eq(const struct proto_msg *a, const struct proto_msg *b)
 		CK_EQ(a->u.welcome.base, b->u.welcome.base);
 		ck_assert_str_eq(a->u.welcome.shm_name, b->u.welcome.shm_name);
 		break;
+	case MSG_SAVE:
+		CK_EQ(a->u.save.flags, b->u.save.flags);
+		ck_assert_str_eq(a->u.save.path, b->u.save.path);
+		break;
 	case MSG_OPEN:
 	case MSG_DROP:
+	case MSG_FLUSH:
 		CK_EQ(a->u.open.flags, b->u.open.flags);
 		ck_assert_str_eq(a->u.open.name, b->u.open.name);
 		break;
@@ -144,7 +152,9 @@ static size_t body_len(const struct proto_msg *m)
 	case MSG_HELLO: return 8;
 	case MSG_WELCOME: return 32 + 2 + strlen(m->u.welcome.shm_name);
 	case MSG_OPEN:
-	case MSG_DROP: return 4 + 2 + strlen(m->u.open.name);
+	case MSG_DROP:
+	case MSG_FLUSH: return 4 + 2 + strlen(m->u.open.name);
+	case MSG_SAVE: return 4 + 2 + strlen(m->u.save.path);
 	case MSG_OPENED: return 8;
 	case MSG_STATS_REPLY: return 32;
 	case MSG_ERROR: return 4;

@@ -65,7 +65,8 @@ static void tbl_up(uint64_t size)
 	mark_slot_live(0, getpid());
 	rc = shmmap__map_create(&g_seg, &g_geom, &g_lk, 0, "t",
 				&(struct map_params){.nbuckets = 64, .nstripes = 8,
-						     .key_max = KEY_MAX, .val_max = VAL_MAX});
+						     .key_max = KEY_MAX, .val_max = VAL_MAX,
+						     .policy = MAP_POLICY_REJECT});
 	CK_MSG(rc == 0, "map_create: %s", shmmap_strerror(rc));
 	rc = shmmap__map_view(&g_seg, &g_geom, 0, &g_v);
 	CK_MSG(rc == 0, "map_view: %s", shmmap_strerror(rc));
