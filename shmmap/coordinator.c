@@ -776,7 +776,8 @@ static bool pid_gone(pid_t pid, uint64_t start_time)
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return true;
 	uint64_t now;
-	return start_time && shmmap__proc_start_time(pid, &now) == 0 && now != start_time;
+	int rc = shmmap__proc_start_time(pid, &now);
+	return rc == -ESRCH || (rc == 0 && start_time && now != start_time);
 }
 
 /* Expired entries: RECLAIM_BUCKETS buckets of every map per round, one

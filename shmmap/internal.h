@@ -284,6 +284,7 @@ int shmmap__seg_validate(const struct seg *s, struct seg_geom *g);
 void shmmap__seg_unmap(struct seg *s);
 uint64_t shmmap__now_ms(void);
 uint64_t shmmap__now_ns(void);
+/* /proc/PID/stat starttime; -ESRCH if the process is gone or a zombie. */
 int shmmap__proc_start_time(pid_t pid, uint64_t *out);
 
 static inline struct seg_slot *seg_slot(const struct seg *s, const struct seg_geom *g, uint32_t i)

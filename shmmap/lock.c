@@ -52,12 +52,13 @@ static bool pid_alive(uint32_t pid, uint64_t start_time)
 		return false;
 	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
 		return false;
-	if (start_time != 0) {
-		uint64_t now;
-		/* A pid that exists with another start time was reused. */
-		if (shmmap__proc_start_time((pid_t)pid, &now) == 0 && now != start_time)
-			return false;
-	}
+	uint64_t now;
+	int rc = shmmap__proc_start_time((pid_t)pid, &now);
+	if (rc == -ESRCH)
+		return false; /* gone, or a zombie */
+	/* A pid that exists with another start time was reused. */
+	if (rc == 0 && start_time != 0 && now != start_time)
+		return false;
 	return true;
 }
 

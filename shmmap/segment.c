@@ -62,6 +62,10 @@ int shmmap__proc_start_time(pid_t pid, uint64_t *out)
 	if (!p)
 		return -EIO;
 	p++;
+	/* A zombie has released nothing it held in shared memory, but it is
+	 * dead: it will never unlock.  Report it as gone. */
+	if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X'))
+		return -ESRCH;
 	/* After ')' come fields 3 (state) .. ; starttime is field 22. */
 	for (int field = 3; field < 22; field++) {
 		p = strchr(p + 1, ' ');
