@@ -490,87 +490,110 @@ static void settle(const struct op_ctx *o, struct seg_intent *in)
 }
 
 /*
+ * Under no lock: unlink one victim from bucket b (the first expired entry,
+ * else the last, i.e. oldest, entry of class want, or of any class if want
+ * is -2) and free it.  Returns 1 if one was removed, 0 if none qualified,
+ * or a negative errno.
+ */
+static int evict_one(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
+		     uint32_t b, int want)
+{
+	struct seg_stripe *st = stripe_of(v, b);
+	uint64_t now = 0;
+	stripe_lock(o, v, b);
+	if (!view_current(o, v)) {
+		shmmap__unlock(&st->lock);
+		return -ESTALE;
+	}
+	_Atomic uint64_t *l = &v->buckets[b], *vl = NULL;
+	struct ent en, victim;
+	bool exp = false;
+	uint64_t off = atomic_load_explicit(l, memory_order_relaxed);
+	for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
+		if (!ent_load(o->s, v, off, &en))
+			break;
+		if (expired(en.expire_ms, &now)) {
+			vl = l;
+			victim = en;
+			exp = true;
+			break;
+		}
+		if (want == -2 ||
+		    shmmap__class_of(o->s, o->g, shmmap__block_size(o->s, o->g, off)) == want) {
+			vl = l;
+			victim = en;
+		}
+		l = (_Atomic uint64_t *)&en.e->next;
+		off = en.next;
+	}
+	if (vl) {
+		atomic_store_explicit(&in->b, atomic_load_explicit(vl, memory_order_relaxed),
+				      memory_order_relaxed);
+		CRASH_POINT();
+		seq_begin(st);
+		atomic_store_explicit(vl, victim.next, memory_order_release);
+		CRASH_POINT();
+		seq_end(st);
+		st->entries--;
+		st->bytes -= (uint64_t)victim.klen + victim.vlen;
+		if (exp)
+			st->expirations++;
+		else
+			st->evictions++;
+	}
+	shmmap__unlock(&st->lock);
+	if (!vl)
+		return 0;
+	uint64_t x = atomic_load_explicit(&in->b, memory_order_relaxed);
+	if (shmmap__free(o->s, o->g, &o->lk, x, &in->b) < 0)
+		return -EAGAIN; /* in->b stays recorded: parked by client.c */
+	return 1;
+}
+
+/*
  * Memory is full and the map's policy is evict: run the clock hand over
  * the map's buckets.  A bucket used since the hand last passed (refs[b])
- * gets a second chance; otherwise its last entry (the oldest: new entries
- * go to the head) is unlinked and freed, expired entries first.  In the
- * first round only entries of the wanted size class are taken (their
- * block is reusable at once); then any.  Called with no stripe lock held;
- * takes one at a time.  Returns 0 once an allocation of n bytes succeeded
- * (recorded in in->a), else -ENOSPC.
+ * gets a second chance: the hand clears its mark and moves on.  Otherwise
+ * the bucket's entries are evicted, oldest first, expired ones before
+ * all, until the allocation succeeds.  In the first round only entries of
+ * the wanted size class are taken (their block is reusable at once), then
+ * any.  Called with no stripe lock held; takes one at a time, for one
+ * removal.  Returns 0 once an allocation of n bytes succeeded (recorded in
+ * in->a), else -ENOSPC (or -ESTALE, -EAGAIN).
  */
 static int evict_for(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
 		     size_t n)
 {
 	struct seg_mapdir *d = seg_dir(o->s, o->g, v->idx);
-	int want = shmmap__class_of(o->s, o->g, n);
-	uint64_t now = 0;
-	/* Rounds: 0 same class, 1 and 2 any (the second pass of the hand
-	 * finds every bucket's mark cleared by the first). */
-	for (int round = 0; round < 3; round++) {
+	int cls = shmmap__class_of(o->s, o->g, n);
+	/* Rounds: 0 same class (if n has one), 1 and 2 any (each pass of the
+	 * hand clears the marks it passes, so by round 2 only marks set
+	 * meanwhile remain: recent use buys a bucket one more revolution).
+	 * The last round ignores the marks, so that a put that fits always
+	 * succeeds. */
+	for (int round = cls < 0 ? 1 : 0; round < 4; round++) {
+		int want = round == 0 ? cls : -2;
 		for (uint32_t scanned = 0; scanned < v->nbuckets; scanned++) {
 			uint32_t b = atomic_fetch_add_explicit(&d->clock_hand, 1,
 							       memory_order_relaxed) &
 				     (v->nbuckets - 1);
 			if (!atomic_load_explicit(&v->buckets[b], memory_order_relaxed))
 				continue;
-			if (round > 0 && atomic_load_explicit(&v->refs[b], memory_order_relaxed)) {
+			if (round < 3 && atomic_load_explicit(&v->refs[b], memory_order_relaxed)) {
 				atomic_store_explicit(&v->refs[b], 0, memory_order_relaxed);
 				continue;
 			}
-			struct seg_stripe *st = stripe_of(v, b);
-			stripe_lock(o, v, b);
-			if (!view_current(o, v)) {
-				shmmap__unlock(&st->lock);
-				return -ESTALE;
-			}
-			/* The victim: the first expired entry, else the last one of
-			 * the wanted class (round 0) or of any. */
-			_Atomic uint64_t *l = &v->buckets[b], *vl = NULL;
-			struct ent en, victim;
-			bool exp = false;
-			uint64_t off = atomic_load_explicit(l, memory_order_relaxed);
-			for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
-				if (!ent_load(o->s, v, off, &en))
-					break;
-				if (expired(en.expire_ms, &now)) {
-					vl = l;
-					victim = en;
-					exp = true;
+			for (;;) {
+				int r = evict_one(o, v, in, b, want);
+				if (r <= 0) {
+					if (r < 0)
+						return r;
 					break;
 				}
-				if (round > 0 || shmmap__class_of(o->s, o->g, shmmap__block_size(
-						 o->s, o->g, off)) == want) {
-					vl = l;
-					victim = en;
-				}
-				l = (_Atomic uint64_t *)&en.e->next;
-				off = en.next;
+				r = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
+				if (r != -ENOSPC)
+					return r;
 			}
-			if (vl) {
-				atomic_store_explicit(&in->b, atomic_load_explicit(vl, memory_order_relaxed),
-						      memory_order_relaxed);
-				CRASH_POINT();
-				seq_begin(st);
-				atomic_store_explicit(vl, victim.next, memory_order_release);
-				CRASH_POINT();
-				seq_end(st);
-				st->entries--;
-				st->bytes -= (uint64_t)victim.klen + victim.vlen;
-				if (exp)
-					st->expirations++;
-				else
-					st->evictions++;
-			}
-			shmmap__unlock(&st->lock);
-			if (!vl)
-				continue;
-			uint64_t x = atomic_load_explicit(&in->b, memory_order_relaxed);
-			if (shmmap__free(o->s, o->g, &o->lk, x, &in->b) < 0)
-				return -EAGAIN; /* in->b stays recorded: parked by client.c */
-			int rc = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
-			if (rc != -ENOSPC)
-				return rc;
 		}
 	}
 	return -ENOSPC;
