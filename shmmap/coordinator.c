@@ -178,7 +178,10 @@ static void recover_slot_locked(struct coord *c, uint32_t slot)
 	const uint32_t owner = slot + 1;
 	atomic_store(&sl->state, SLOT_DEAD);
 	unsigned took = take_stripes(c, owner);
-	bool sweep = holds_alloc_lock(c, owner);
+	/* An allocator lock of ours here is one taken over from a dead
+	 * predecessor at start (our own allocator use is serialised with
+	 * recovery by recover_mu): the sweep repairs it. */
+	bool sweep = holds_alloc_lock(c, owner) || holds_alloc_lock(c, LOCK_OWNER_COORD);
 	unsigned freed = 0;
 	for (uint32_t k = 0; k < SEG_INTENTS && !sweep; k++) {
 		struct seg_intent *in = &sl->intent[k];
@@ -279,15 +282,9 @@ static void adopt_repair(struct coord *c)
 					       LOCK_OWNER_COORD, LOCK_OWNER_COORD);
 	took += shmmap__lock_take_from(&seg_hdr(&c->seg)->pool_lock, LOCK_OWNER_COORD,
 				       LOCK_OWNER_COORD);
-	/* Held by us now (same owner id): the sweep below re-takes them, so
-	 * release them first (the sweep repairs what they guard). */
-	for (uint32_t i = 0; i < c->g.nclasses; i++) {
-		_Atomic uint32_t *w = &seg_class(&c->seg, &c->g, i)->lock;
-		if ((atomic_load(w) & LOCK_OWNER_MASK) == LOCK_OWNER_COORD)
-			shmmap__unlock(w);
-	}
-	if ((atomic_load(&seg_hdr(&c->seg)->pool_lock) & LOCK_OWNER_MASK) == LOCK_OWNER_COORD)
-		shmmap__unlock(&seg_hdr(&c->seg)->pool_lock);
+	/* The allocator locks taken over stay held until the sweep at the end
+	 * of the start (shmmap__coord_init), which repairs what they guard and
+	 * releases them: nobody may allocate from a half-updated class. */
 	unsigned half = 0;
 	for (uint32_t m = 0; m < c->g.max_maps; m++) {
 		struct seg_mapdir *d = seg_dir(&c->seg, &c->g, m);

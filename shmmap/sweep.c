@@ -207,6 +207,12 @@ static void rebuild(struct sw *w, struct sweep_report *r)
 	r->freed = used_before > used_after ? used_before - used_after : 0;
 }
 
+static void lock_for_sweep(_Atomic uint32_t *w, const struct lock_ctx *c)
+{
+	if ((atomic_load(w) & LOCK_OWNER_MASK) != c->owner)
+		shmmap__lock(w, c, NULL);
+}
+
 int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		  struct sweep_report *r)
 {
@@ -220,10 +226,13 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 		free(alive);
 		return -ENOMEM;
 	}
-	/* Lock order: classes, then the pool (as alloc.c nests them). */
+	/* Lock order: classes, then the pool (as alloc.c nests them).  A lock
+	 * that already names us was taken over from our dead predecessor and
+	 * kept for this sweep (adopt_repair): the coordinator's own allocator
+	 * use is serialised with its sweeps, so it holds none otherwise. */
 	for (uint32_t k = 0; k < g->nclasses; k++)
-		shmmap__lock(&seg_class(s, g, k)->lock, c, NULL);
-	shmmap__lock(&seg_hdr(s)->pool_lock, c, NULL);
+		lock_for_sweep(&seg_class(s, g, k)->lock, c);
+	lock_for_sweep(&seg_hdr(s)->pool_lock, c);
 
 	for (uint32_t i = 0; i < g->max_clients; i++)
 		alive[i] = shmmap__slot_alive(s, g, i);
