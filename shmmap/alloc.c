@@ -302,11 +302,14 @@ int shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lo
 	uint32_t boff;
 	if (p->free) {
 		boff = p->free - 1;
-		uint32_t next = *(uint32_t *)seg_ptr(s, poff + boff);
-		/* A free block's link must name another block of this page. */
-		if (boff % size != 0 || boff / size >= p->carved ||
-		    (next && ((next - 1) % size != 0 || (next - 1) / size >= p->carved)))
+		/* The head and the link it holds must each name a carved block of
+		 * this page: checked before either is followed. */
+		if (boff % size != 0 || boff / size >= p->carved || boff / size >= per)
 			goto out; /* corrupt free list: refuse rather than hand out garbage */
+		uint32_t next = *(uint32_t *)seg_ptr(s, poff + boff);
+		if (next && ((next - 1) % size != 0 || (next - 1) / size >= p->carved ||
+			     (next - 1) / size >= per))
+			goto out;
 		p->free = next;
 	} else if (p->carved < per) {
 		boff = p->carved++ * size;
@@ -327,20 +330,31 @@ out:
 	return rc;
 }
 
+/* off names no live block (a scribbled entry): nothing to free, but the
+ * record that names it is settled, or its writer would keep it forever.
+ * (While a record names a block, nobody else frees it: so a record that
+ * still names off here means off was never a live block.) */
+static int forget(_Atomic uint64_t *rec, uint64_t off)
+{
+	if (rec)
+		atomic_compare_exchange_strong(rec, &off, 0);
+	return 0;
+}
+
 int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		 uint64_t off, _Atomic uint64_t *rec)
 {
 	if (off < g->heap_off || off >= g->heap_off + (uint64_t)g->npages * SEG_PAGE)
-		return 0;
+		return forget(rec, off);
 	uint32_t pi = (uint32_t)((off - g->heap_off) / SEG_PAGE);
 	uint64_t poff = seg_page_off(g, pi);
 	struct seg_page *p = seg_page(s, g, pi);
 	uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
 	if (kind == PAGE_RUN)
-		return off == poff ? shmmap__free_pages(s, g, c, pi, rec) : 0;
+		return off == poff ? shmmap__free_pages(s, g, c, pi, rec) : forget(rec, off);
 	uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
 	if (kind != PAGE_SLAB || cls >= classes())
-		return 0;
+		return forget(rec, off);
 	struct seg_class *sc = seg_class(s, g, cls);
 	uint32_t size = class_size[cls], per = blocks_per_page(cls);
 	uint32_t boff = (uint32_t)(off - poff);
@@ -348,8 +362,13 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 	if (rc < 0)
 		return rc;
 	CRASH_POINT();
+	if (rec && atomic_load_explicit(rec, memory_order_relaxed) != off) {
+		shmmap__unlock(&sc->lock);
+		return 0; /* freed already, by a recoverer */
+	}
 	if (p->kind != PAGE_SLAB || p->cls != cls || boff % size != 0 || boff / size >= per ||
-	    p->used == 0 || (rec && atomic_load_explicit(rec, memory_order_relaxed) != off)) {
+	    p->used == 0) {
+		forget(rec, off);
 		shmmap__unlock(&sc->lock);
 		return 0;
 	}

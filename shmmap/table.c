@@ -39,6 +39,7 @@
 #include "internal.h"
 
 #define READ_TRIES 256
+#define REF_SAMPLE 4 /* a power of two */
 
 #define RELAXED(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
@@ -384,9 +385,13 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 	}
 	if (o->ctr) {
 		count(&o->ctr->hits);
-		/* Recently used, for the evicting hand: written only when it was
+		/* Recently used, for the evicting hand: looked at by one get in
+		 * REF_SAMPLE of this thread (a key read often is still marked
+		 * within a revolution of the hand), and written only when it was
 		 * clear, so a hot bucket's line is not written on every get. */
-		if (!atomic_load_explicit(&v->refs[b], memory_order_relaxed))
+		static _Thread_local unsigned tick;
+		if ((++tick & (REF_SAMPLE - 1)) == 0 &&
+		    !atomic_load_explicit(&v->refs[b], memory_order_relaxed))
 			atomic_store_explicit(&v->refs[b], 1, memory_order_relaxed);
 	}
 	if (vlen)
@@ -526,7 +531,11 @@ static int evict_one(const struct op_ctx *o, const struct map_view *v, struct se
 		l = (_Atomic uint64_t *)&en.e->next;
 		off = en.next;
 	}
+	uint32_t own = atomic_load_explicit(&in->stripe, memory_order_relaxed);
 	if (vl) {
+		/* The record names the victim's stripe while b names the victim:
+		 * whoever takes this lock over from us settles b by it. */
+		atomic_store_explicit(&in->stripe, b & (v->nstripes - 1), memory_order_relaxed);
 		atomic_store_explicit(&in->b, atomic_load_explicit(vl, memory_order_relaxed),
 				      memory_order_relaxed);
 		CRASH_POINT();
@@ -547,6 +556,8 @@ static int evict_one(const struct op_ctx *o, const struct map_view *v, struct se
 	uint64_t x = atomic_load_explicit(&in->b, memory_order_relaxed);
 	if (shmmap__free(o->s, o->g, &o->lk, x, &in->b) < 0)
 		return -EAGAIN; /* in->b stays recorded: parked by client.c */
+	/* b is settled: the record is the put's own again. */
+	atomic_store_explicit(&in->stripe, own, memory_order_relaxed);
 	return 1;
 }
 
@@ -555,9 +566,9 @@ static int evict_one(const struct op_ctx *o, const struct map_view *v, struct se
  * the map's buckets.  A bucket used since the hand last passed (refs[b])
  * gets a second chance: the hand clears its mark and moves on.  Otherwise
  * the bucket's entries are evicted, oldest first, expired ones before
- * all, until the allocation succeeds.  In the first round only entries of
- * the wanted size class are taken (their block is reusable at once), then
- * any.  Called with no stripe lock held; takes one at a time, for one
+ * all, until the allocation succeeds.  In the first two rounds only entries
+ * of the wanted size class are taken (their block is reusable at once),
+ * then any.  Called with no stripe lock held; takes one at a time, for one
  * removal.  Returns 0 once an allocation of n bytes succeeded (recorded in
  * in->a), else -ENOSPC (or -ESTALE, -EAGAIN).
  */
@@ -566,13 +577,13 @@ static int evict_for(const struct op_ctx *o, const struct map_view *v, struct se
 {
 	struct seg_mapdir *d = seg_dir(o->s, o->g, v->idx);
 	int cls = shmmap__class_of(o->s, o->g, n);
-	/* Rounds: 0 same class (if n has one), 1 and 2 any (each pass of the
-	 * hand clears the marks it passes, so by round 2 only marks set
-	 * meanwhile remain: recent use buys a bucket one more revolution).
-	 * The last round ignores the marks, so that a put that fits always
-	 * succeeds. */
-	for (int round = cls < 0 ? 1 : 0; round < 4; round++) {
-		int want = round == 0 ? cls : -2;
+	/* Rounds: 0 and 1 the same class (if n has one), 2 and 3 any.  Each
+	 * pass of the hand clears the marks it passes, so the second round of
+	 * each kind finds only marks set meanwhile: recent use buys a bucket
+	 * one more revolution.  The last round ignores the marks, so that a
+	 * put that fits always succeeds. */
+	for (int round = cls < 0 ? 2 : 0; round < 4; round++) {
+		int want = round < 2 ? cls : -2;
 		for (uint32_t scanned = 0; scanned < v->nbuckets; scanned++) {
 			uint32_t b = atomic_fetch_add_explicit(&d->clock_hand, 1,
 							       memory_order_relaxed) &
@@ -882,7 +893,9 @@ static int copy_bucket(const struct op_ctx *o, const struct map_view *v, uint32_
 		uint64_t now = 0, off = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
 		struct ent en;
 		for (uint32_t steps = 0; off && rc == 0; steps++) {
-			if (steps >= SEG_CHAIN_MAX || !ent_load(o->s, v, off, &en)) {
+			/* More than the segment holds: a cycle, not a chain. */
+			if (steps >= SEG_CHAIN_MAX || c->len > o->s->len ||
+			    !ent_load(o->s, v, off, &en)) {
 				rc = -SHMMAP_ECORRUPT;
 				break;
 			}

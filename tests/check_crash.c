@@ -34,6 +34,7 @@
 #define MAX_K 2000   /* more crash points than any operation has */
 
 static struct tu_coord co;
+static unsigned long g_k; /* the crash point of the last kill, for messages */
 static shmmap *g_sm;
 static shmmap_map g_m;
 
@@ -67,6 +68,7 @@ static void teardown(void)
 /* Every entry but the test's own is still there, intact. */
 static void expect_fill_intact(void)
 {
+
 	for (int i = 0; i < NFILL; i++) {
 		char k[32], v[64], buf[64];
 		int kl = snprintf(k, sizeof k, "fill-%d", i);
@@ -74,7 +76,7 @@ static void expect_fill_intact(void)
 		size_t n = 0;
 		int rc = shmmap_get(g_sm, g_m, k, (size_t)kl, buf, sizeof buf, &n);
 		CK_MSG(rc == 0 && n == (size_t)vl && memcmp(buf, v, n) == 0,
-		       "%s damaged: rc %d len %zu", k, rc, n);
+		       "%s damaged: rc %d len %zu (after crash point %lu)", k, rc, n, g_k);
 	}
 }
 
@@ -122,7 +124,29 @@ struct scenario {
 	const char *name;
 	enum op op;
 	size_t old_len, new_len; /* value sizes: pick classes and page runs */
+	bool full;               /* the segment is full: the write must evict */
 };
+
+/* Fill the segment with values of n bytes until no page and no block of
+ * their class is free: the next put of that size must evict one. */
+static void fill_segment(size_t n)
+{
+	static char v[16384];
+	static unsigned next;
+	int cls = shmmap__class_of(&g_sm->seg, &g_sm->geom, sizeof(struct seg_entry) + 7 + n);
+	ck_assert_int_ge(cls, 0);
+	const struct seg_class *c = seg_class(&g_sm->seg, &g_sm->geom, (uint32_t)cls);
+	for (int i = 0; i < 100000; i++) {
+		if (seg_hdr(&g_sm->seg)->pool_free == 0 && c->partial == 0)
+			return;
+		char k[32];
+		/* 7 bytes, as long as the test's key: the same size class */
+		int kn = snprintf(k, sizeof k, "f%06u", next++ % 1000000);
+		make_value(v, n, 'f');
+		CK_EQ(shmmap_put(g_sm, g_m, k, (size_t)kn, v, n, 0, 0), 0);
+	}
+	ck_abort_msg("the segment never filled up");
+}
 
 /* Put the key in its "before" state. */
 static void prepare(const struct scenario *sc, const char *key, char *old)
@@ -142,6 +166,8 @@ static void prepare(const struct scenario *sc, const char *key, char *old)
 	default:
 		break;
 	}
+	if (sc->full)
+		fill_segment(sc->new_len);
 }
 
 /* In the child: attach, arm the hook, do the operation.  Exits 0 if the
@@ -246,15 +272,18 @@ static void sweep(const struct scenario *sc)
 		       sc->name, st);
 		wait_recovered(sc->name, k);
 		news += expect_old_or_new(sc, key, old, k);
+		g_k = k;
 		expect_fill_intact();
 		expect_clean(sc->name, k);
-		/* The stripe and the allocator work: a write and a read of the key. */
-		char v[8] = "after";
-		CK_EQ(shmmap_put(g_sm, g_m, key, strlen(key), v, 5, 0, 0), 0);
-		size_t n;
-		char buf[8];
+		/* The stripe and the allocator work: a write and a read of the key.
+		 * In a full segment, a value of the fillers' size (so that what it
+		 * evicts is a filler, not one of the entries checked above). */
+		static char after[16384], buf[16384];
+		size_t an = sc->full ? sc->new_len : 5, n;
+		make_value(after, an, 'z');
+		CK_EQ(shmmap_put(g_sm, g_m, key, strlen(key), after, an, 0, 0), 0);
 		CK_EQ(shmmap_get(g_sm, g_m, key, strlen(key), buf, sizeof buf, &n), 0);
-		CK_MSG(n == 5 && memcmp(buf, "after", 5) == 0, "%s: read back failed", sc->name);
+		CK_MSG(n == an && memcmp(buf, after, an) == 0, "%s: read back failed", sc->name);
 	}
 	CK_MSG(k <= MAX_K, "%s: never completed", sc->name);
 	/* Not vacuous: the operation was cut at many stores, both before and
@@ -272,32 +301,43 @@ static void sweep(const struct scenario *sc)
  * replace uses values bigger than a page (runs of pages). */
 START_TEST(crash_insert)
 {
-	sweep(&(struct scenario){"insert", OP_INSERT, 0, 3000});
+	sweep(&(struct scenario){"insert", OP_INSERT, 0, 3000, false});
 }
 END_TEST
 
 START_TEST(crash_replace)
 {
-	sweep(&(struct scenario){"replace", OP_REPLACE, 5000, 7000});
+	sweep(&(struct scenario){"replace", OP_REPLACE, 5000, 7000, false});
 }
 END_TEST
 
 START_TEST(crash_replace_large)
 {
-	sweep(&(struct scenario){"replace of page runs", OP_REPLACE, 100 * 1024, 140 * 1024});
+	sweep(&(struct scenario){"replace of page runs", OP_REPLACE, 100 * 1024, 140 * 1024, false});
 }
 END_TEST
 
 START_TEST(crash_delete)
 {
-	sweep(&(struct scenario){"delete", OP_DELETE, 9000, 0});
+	sweep(&(struct scenario){"delete", OP_DELETE, 9000, 0, false});
+}
+END_TEST
+
+/* A put into a full segment: it evicts (unlink and free a victim) first. */
+START_TEST(crash_evicting_put)
+{
+	struct scenario sc = {"insert that evicts", OP_INSERT, 0, 5000, true};
+	sweep(&sc);
+	struct shmmap_stats st;
+	ck_assert_int_eq(shmmap_stats(g_sm, g_m, &st), 0);
+	CK_MSG(st.evictions > 0, "nothing was evicted: the scenario did not test eviction");
 }
 END_TEST
 
 START_TEST(crash_incr)
 {
-	sweep(&(struct scenario){"incr of a new key", OP_INCR_NEW, 0, 0});
-	sweep(&(struct scenario){"incr of a key", OP_INCR_OLD, 0, 0});
+	sweep(&(struct scenario){"incr of a new key", OP_INCR_NEW, 0, 0, false});
+	sweep(&(struct scenario){"incr of a key", OP_INCR_OLD, 0, 0, false});
 }
 END_TEST
 
@@ -338,7 +378,7 @@ static long long mono_ms(void)
 START_TEST(frozen_holder_killed)
 {
 	static char old[8192];
-	const struct scenario sc = {"replace (frozen)", OP_REPLACE, 5000, 7000};
+	const struct scenario sc = {"replace (frozen)", OP_REPLACE, 5000, 7000, false};
 	const char *key = "the-key";
 	uint32_t stripe = stripe_of_key(key);
 	_Atomic uint32_t *w = stripe_lock_word(stripe);
@@ -536,7 +576,9 @@ START_TEST(sweep_under_load)
 		}
 	}
 	expect_fill_intact();
-	/* The leak is gone (the repair freed it), and nothing else is wrong. */
+	/* The leak is gone (the repair freed it), and nothing else is wrong
+	 * once the coordinator has seen the writers go. */
+	wait_recovered("writers gone", 0);
 	expect_clean("after the sweeps", 0);
 	munmap(L, sizeof *L);
 }
@@ -704,6 +746,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, crash_replace_large);
 	tcase_add_test(tc, crash_delete);
 	tcase_add_test(tc, crash_incr);
+	tcase_add_test(tc, crash_evicting_put);
 	tcase_add_test(tc, frozen_holder_killed);
 	tcase_add_test(tc, sweep_under_load);
 	tcase_add_test(tc, coordinator_killed);
