@@ -101,8 +101,16 @@ bench-short: deps
 	@$(MAKE) --no-print-directory all
 	@O=$(O) CC="$(CC)" scripts/bench.sh --short
 
-clean:
-	rm -rf build build-asan
+# libFuzzer targets in tests/fuzz/ (installs clang and the libFuzzer runtime
+# if missing; builds in build-fuzz/); fuzz-short is the CI smoke run.
+fuzz: deps
+	@scripts/fuzz.sh
 
-.PHONY: all deps build-tests check-tests test asan run bench bench-short clean
+fuzz-short: deps
+	@scripts/fuzz.sh --short
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+.PHONY: all deps build-tests check-tests test asan run bench bench-short fuzz fuzz-short clean
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
