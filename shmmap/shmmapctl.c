@@ -5,30 +5,50 @@
  * (shmmap_attach: one slot, the socket as liveness signal) and then reads
  * the segment directly through the attachment's validated mapping and
  * geometry (sm->seg, sm->geom): the directory, stripes, counters, slots and
- * allocator tables.  Keys and values go through the public API; the only
- * other writes it makes are the ones those calls make.  It asks the
- * coordinator only for what the segment does not say (MSG_STATS: pid,
- * uptime, attached clients).
+ * allocator tables.  Keys and values go through the public API (get, put,
+ * del, foreach for dump, put for load, flush, drop); the only other writes
+ * it makes are the ones those calls make.  It asks the coordinator only for
+ * what the segment does not say (MSG_STATS: pid, uptime, attached clients)
+ * and for what only the coordinator may do (MSG_REPAIR, MSG_SAVE).
  *
  * Reading rules (the same as the library's read path): every offset read
  * from the segment is validated before use (shmmap__map_view,
  * shmmap__entry_at), walks are bounded, and `keys` copies each bucket's
  * chain under the stripe's seqlock, retrying when a writer moved it.  It
- * never takes a segment lock.
+ * never takes a segment lock.  Counters and allocator figures are plain
+ * numbers read without a lock: they are clamped to what the geometry
+ * allows before any arithmetic, never used as offsets.
  *
  * Output: text for people, --json for scripts (one JSON value on stdout;
- * strings escaped, bytes outside printable ASCII as \u00NN).  Exit status:
- * 0 ok, 1 no such key or map, 2 usage, 3 check found problems, 4 any other
- * failure, with "shmmapctl: what failed: why" on stderr.
+ * strings escaped, bytes outside printable ASCII as \u00NN), `metrics` in
+ * the Prometheus text format, `dump` in the line format of DUMP FORMAT
+ * below.  Exit status: 0 ok, 1 no such key or map, 2 usage, 3 check found
+ * problems, 4 any other failure, with "shmmapctl: what failed: why" on
+ * stderr.
+ *
+ * DUMP FORMAT (dump writes it, load reads it): one entry per line,
+ *     EXPIRE_MS SP KEY SP VALUE LF
+ * EXPIRE_MS is when the entry expires, in CLOCK_REALTIME milliseconds since
+ * the epoch, 0 for never.  KEY and VALUE are the bytes, with every byte
+ * outside 0x21..0x7e, and '%' itself, written as %XX (two upper-case hex
+ * digits; load accepts either case).  So a field never holds a space, and a
+ * text key reads as itself (greppable: `dump m | grep ' user:42 '`).  An
+ * empty field is written "-", and a field that is exactly the byte "-" is
+ * written %2D.  load also skips empty lines and lines starting with '#'.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +62,8 @@ enum { RC_OK = 0, RC_NOTFOUND = 1, RC_USAGE = 2, RC_PROBLEMS = 3, RC_FAIL = 4 };
 #define PROBLEMS_KEPT 10000   /* check: problems kept per run, the rest counted */
 #define KEYS_TRIES 100000     /* keys: seqlock retries per bucket */
 #define GET_TRIES 16          /* get: retries when the value grew meanwhile */
+#define TOP_INTERVAL_MS 1000u /* top: default refresh interval */
+#define TOP_INTERVAL_MAX 3600000u
 
 struct ctl {
 	shmmap *sm;
@@ -50,6 +72,9 @@ struct ctl {
 	bool ttl_set;
 	bool repair;
 	uint32_t ttl;
+	bool interval_set, iterations_set;
+	uint32_t interval_ms; /* top */
+	uint64_t iterations;  /* top: 0 = until quit */
 };
 
 static const char usage_text[] =
@@ -58,10 +83,30 @@ static const char usage_text[] =
 	"  status                       the segment and its coordinator\n"
 	"  maps                         one line per map\n"
 	"  stats [MAP]                  counters of MAP, or of every map and the segment\n"
+	"                               (pages, bytes, clients, memory by size class)\n"
 	"  get MAP KEY                  print the value and a newline (exit 1 if absent)\n"
 	"  put MAP KEY VALUE [--ttl S]  store VALUE (creates MAP); expire after S seconds\n"
 	"  del MAP KEY                  delete KEY (exit 1 if absent)\n"
 	"  keys MAP                     list the keys (non-printable bytes as \\xNN)\n"
+	"  dump MAP                     write every entry, one per line:\n"
+	"                                 EXPIRE_MS KEY VALUE\n"
+	"                               EXPIRE_MS: CLOCK_REALTIME ms, 0 = never; in KEY\n"
+	"                               and VALUE every byte outside 0x21..0x7e, and '%',\n"
+	"                               is %XX; an empty field is \"-\" (\"-\" itself: %2D)\n"
+	"  load MAP FILE                put the entries of a dump (FILE \"-\": stdin) into\n"
+	"                               MAP (created if needed), keeping their expiry;\n"
+	"                               expired ones are skipped.  A bad line stops the\n"
+	"                               load (FILE:LINE: why); earlier lines stay loaded\n"
+	"  flush MAP                    remove every entry of MAP (exit 1 if no such map)\n"
+	"  drop MAP                     delete MAP and its entries (exit 1 if none)\n"
+	"  save [PATH]                  have the coordinator write a snapshot to PATH, or\n"
+	"                               to its configured snapshot path\n"
+	"  metrics                      every counter and gauge in the Prometheus text\n"
+	"                               format\n"
+	"  top [--interval MS] [--iterations N]\n"
+	"                               live view of every map: entries, memory, ops/s,\n"
+	"                               hit ratio, evictions/s (q or ^C quits); plain\n"
+	"                               snapshots when stdout is not a terminal\n"
 	"  clients                      the client slots in use\n"
 	"  check [--repair]             verify the whole segment (exit 3 on problems);\n"
 	"                               --repair first has the coordinator fix what it\n"
@@ -70,8 +115,10 @@ static const char usage_text[] =
 	"options:\n"
 	"  -s, --socket PATH  the coordinator's socket (default: $SHMMAP_SOCKET, then\n"
 	"                     " SHMMAP_DEFAULT_SOCKET ")\n"
-	"      --json         machine-readable output\n"
+	"      --json         machine-readable output (not for metrics and top)\n"
 	"      --ttl S        (put) seconds until the entry expires, 0 = never\n"
+	"      --interval MS  (top) refresh every MS milliseconds (default 1000)\n"
+	"      --iterations N (top) quit after N refreshes\n"
 	"  -h, --help         this text\n"
 	"Options may follow the command; put \"--\" before arguments that begin with '-'.\n"
 	"Exit status: 0 ok, 1 no such key or map, 2 usage, 3 check found problems,\n"
@@ -88,6 +135,13 @@ static int usage(const char *why)
 static int fail(const char *what, int rc)
 {
 	fprintf(stderr, "shmmapctl: %s: %s\n", what, shmmap_strerror(rc));
+	return RC_FAIL;
+}
+
+/* The same for a failed read or write of our own files (errno e > 0). */
+static int fail_io(const char *what, int e)
+{
+	fprintf(stderr, "shmmapctl: %s: %s\n", what, strerror(e));
 	return RC_FAIL;
 }
 
@@ -164,7 +218,7 @@ struct map_info {
 	uint32_t idx;
 	char name[SHMMAP_NAME_MAX + 1];
 	struct map_view v;
-	uint64_t entries, bytes, lock_waits;
+	uint64_t entries, bytes, lock_waits, evictions, expirations;
 };
 
 /* Map idx if it is LIVE: 0, -ENOENT, or -SHMMAP_ECORRUPT (bad table). */
@@ -177,12 +231,14 @@ static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
 	mi->idx = idx;
 	memcpy(mi->name, d->name, sizeof mi->name);
 	mi->name[SHMMAP_NAME_MAX] = '\0';
-	mi->entries = mi->bytes = mi->lock_waits = 0;
+	mi->entries = mi->bytes = mi->lock_waits = mi->evictions = mi->expirations = 0;
 	for (uint32_t s = 0; s < mi->v.nstripes; s++) {
 		struct seg_stripe *st = &mi->v.stripes[s];
 		mi->entries += LOAD(st->entries);
 		mi->bytes += LOAD(st->bytes);
 		mi->lock_waits += atomic_load_explicit(&st->lock_waits, memory_order_relaxed);
+		mi->evictions += LOAD(st->evictions);
+		mi->expirations += LOAD(st->expirations);
 	}
 	return 0;
 }
@@ -204,7 +260,7 @@ static int find_map(shmmap *sm, const char *name, struct map_info *mi)
 }
 
 struct ctr_sum {
-	uint64_t hits, misses, puts, dels, incrs, expired;
+	uint64_t hits, misses, puts, dels, incrs, expired, cas;
 };
 
 /* Sum of every slot's counters row for map idx (rows are zeroed when the
@@ -220,8 +276,137 @@ static struct ctr_sum counters(shmmap *sm, uint32_t idx)
 		t.dels += atomic_load_explicit(&c->dels, memory_order_relaxed);
 		t.incrs += atomic_load_explicit(&c->incrs, memory_order_relaxed);
 		t.expired += atomic_load_explicit(&c->expired, memory_order_relaxed);
+		t.cas += atomic_load_explicit(&c->cas, memory_order_relaxed);
 	}
 	return t;
+}
+
+/* One map's figures, read at one instant (as far as lock-free reads go). */
+struct map_stat {
+	struct map_info mi;
+	struct ctr_sum t;
+	uint64_t table_bytes; /* its stripes, buckets and use marks */
+	uint64_t memory;      /* table + entry headers + keys and values */
+};
+
+static void map_stat_fill(shmmap *sm, struct map_stat *ms)
+{
+	ms->t = counters(sm, ms->mi.idx);
+	ms->table_bytes = shmmap__table_bytes(ms->mi.v.nbuckets, ms->mi.v.nstripes);
+	ms->memory = ms->table_bytes + ms->mi.bytes + ms->mi.entries * sizeof(struct seg_entry);
+}
+
+/*
+ * Every LIVE map, in directory order, into *out (malloc'ed; n maps).  A map
+ * whose table does not validate is left out and counted in *bad (with a
+ * message on stderr unless quiet).  Returns 0 or -ENOMEM.
+ */
+static int collect_maps(shmmap *sm, bool quiet, struct map_stat **out, size_t *n, uint32_t *bad)
+{
+	struct map_stat *v = calloc(sm->geom.max_maps ? sm->geom.max_maps : 1, sizeof *v);
+	if (!v)
+		return -ENOMEM;
+	size_t k = 0;
+	uint32_t nbad = 0;
+	for (uint32_t i = 0; i < sm->geom.max_maps; i++) {
+		int rc = map_info(sm, i, &v[k].mi);
+		if (rc == -ENOENT)
+			continue;
+		if (rc < 0) {
+			if (!quiet)
+				fprintf(stderr, "shmmapctl: map %u: %s\n", i, shmmap_strerror(rc));
+			nbad++;
+			continue;
+		}
+		map_stat_fill(sm, &v[k]);
+		k++;
+	}
+	*out = v;
+	*n = k;
+	if (bad)
+		*bad = nbad;
+	return 0;
+}
+
+static const char *policy_name(uint32_t p)
+{
+	switch (p) {
+	case MAP_POLICY_EVICT: return "evict";
+	case MAP_POLICY_REJECT: return "reject";
+	}
+	return "unknown";
+}
+
+/* One size class as the segment describes it, clamped to the geometry. */
+struct class_info {
+	uint32_t cls, size;
+	uint64_t used, pages; /* blocks in use, pages owned */
+};
+
+/* Class k (k < sm->geom.nclasses): its size is computed (alloc.c), never
+ * read back; pages and used are clamped to what the heap can hold. */
+static struct class_info class_info(shmmap *sm, uint32_t k)
+{
+	struct seg_class *sc = seg_class(&sm->seg, &sm->geom, k);
+	struct class_info ci = {.cls = k, .size = shmmap__class_size(k)};
+	ci.pages = LOAD(sc->pages);
+	ci.used = LOAD(sc->used);
+	if (ci.pages > sm->geom.npages)
+		ci.pages = sm->geom.npages;
+	uint64_t per = ci.size ? SEG_PAGE / ci.size : 0;
+	if (ci.used > ci.pages * per)
+		ci.used = ci.pages * per;
+	return ci;
+}
+
+/* The segment as a whole. */
+struct seg_sum {
+	uint64_t size, heap_bytes, bytes_used, bytes_free;
+	uint64_t pages_total, pages_used, pages_free;
+	uint64_t recoveries, sweeps;
+	uint32_t clients, clients_dead, maps;
+};
+
+/*
+ * Bytes used: blocks in use in the size classes' pages, plus every page of
+ * a run (large values and map tables; a run counts whole).  The figures
+ * are read without the allocator locks, so they may be a moment apart:
+ * every difference is clamped at 0.
+ */
+static void seg_summary(shmmap *sm, uint32_t nmaps, struct seg_sum *ss)
+{
+	const struct seg_header *h = seg_hdr(&sm->seg);
+	uint64_t npages = sm->geom.npages;
+	*ss = (struct seg_sum){0};
+	ss->size = LOAD(h->size);
+	ss->pages_total = npages;
+	ss->heap_bytes = npages * SEG_PAGE;
+	ss->pages_free = LOAD(h->pool_free);
+	if (ss->pages_free > npages)
+		ss->pages_free = npages;
+	ss->pages_used = npages - ss->pages_free;
+	uint64_t slab_pages = 0, slab_bytes = 0;
+	for (uint32_t k = 0; k < sm->geom.nclasses; k++) {
+		struct class_info ci = class_info(sm, k);
+		slab_pages += ci.pages;
+		slab_bytes += ci.used * ci.size;
+	}
+	if (slab_pages > ss->pages_used)
+		slab_pages = ss->pages_used;
+	ss->bytes_used = slab_bytes + (ss->pages_used - slab_pages) * SEG_PAGE;
+	if (ss->bytes_used > ss->heap_bytes)
+		ss->bytes_used = ss->heap_bytes;
+	ss->bytes_free = ss->heap_bytes - ss->bytes_used;
+	ss->recoveries = atomic_load_explicit((_Atomic uint64_t *)&h->recoveries,
+					      memory_order_relaxed);
+	ss->sweeps = atomic_load_explicit((_Atomic uint64_t *)&h->sweeps, memory_order_relaxed);
+	for (uint32_t i = 0; i < sm->geom.max_clients; i++) {
+		uint32_t st = atomic_load_explicit(&seg_slot(&sm->seg, &sm->geom, i)->state,
+						   memory_order_relaxed);
+		ss->clients += st == SLOT_LIVE;
+		ss->clients_dead += st == SLOT_DEAD;
+	}
+	ss->maps = nmaps;
 }
 
 /* Open map by name for get/put/del/keys; prints the message itself. */
@@ -331,96 +516,121 @@ static int cmd_maps(struct ctl *c, char **args)
 	return RC_OK;
 }
 
-static void stats_json(const struct map_info *mi, const struct ctr_sum *t)
+static void stats_json(const struct map_stat *ms)
 {
+	const struct map_info *mi = &ms->mi;
+	const struct ctr_sum *t = &ms->t;
 	printf("{\"name\":");
 	put_json_str(stdout, mi->name);
-	printf(",\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"hits\":%" PRIu64
+	printf(",\"index\":%u,\"policy\":\"%s\",\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64
+	       ",\"table_bytes\":%" PRIu64 ",\"memory_bytes\":%" PRIu64 ",\"hits\":%" PRIu64
 	       ",\"misses\":%" PRIu64 ",\"puts\":%" PRIu64 ",\"dels\":%" PRIu64
-	       ",\"incrs\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"lock_waits\":%" PRIu64 "}",
-	       mi->entries, mi->bytes, t->hits, t->misses, t->puts, t->dels, t->incrs, t->expired,
-	       mi->lock_waits);
+	       ",\"incrs\":%" PRIu64 ",\"cas\":%" PRIu64 ",\"evictions\":%" PRIu64
+	       ",\"expirations\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"lock_waits\":%" PRIu64 "}",
+	       mi->idx, policy_name(mi->v.policy), mi->entries, mi->bytes, ms->table_bytes,
+	       ms->memory, t->hits, t->misses, t->puts, t->dels, t->incrs, t->cas, mi->evictions,
+	       mi->expirations, t->expired, mi->lock_waits);
 }
 
 static int cmd_stats(struct ctl *c, char **args)
 {
 	shmmap *sm = c->sm;
-	struct map_info mi;
 	if (args[0]) {
-		int rc = find_map(sm, args[0], &mi);
+		struct map_stat ms;
+		int rc = find_map(sm, args[0], &ms.mi);
 		if (rc == -ENOENT) {
 			key_msg("stats", args[0], "no such map");
 			return RC_NOTFOUND;
 		}
 		if (rc < 0)
 			return fail("stats: read map", rc);
-		struct ctr_sum t = counters(sm, mi.idx);
+		map_stat_fill(sm, &ms);
 		if (c->json) {
-			stats_json(&mi, &t);
+			stats_json(&ms);
 			putchar('\n');
 			return RC_OK;
 		}
+		const struct map_info *mi = &ms.mi;
+		const struct ctr_sum *t = &ms.t;
 		printf("map         ");
-		put_text(stdout, mi.name, strlen(mi.name));
-		printf("\nentries     %" PRIu64 "\nbytes       %" PRIu64 "\nhits        %" PRIu64
+		put_text(stdout, mi->name, strlen(mi->name));
+		printf("\npolicy      %s\nentries     %" PRIu64 "\nbytes       %" PRIu64
+		       "\nmemory      %" PRIu64 " (table %" PRIu64 ")\nhits        %" PRIu64
 		       "\nmisses      %" PRIu64 "\nputs        %" PRIu64 "\ndels        %" PRIu64
-		       "\nincrs       %" PRIu64 "\nexpired     %" PRIu64 "\nlock_waits  %" PRIu64
+		       "\nincrs       %" PRIu64 "\ncas         %" PRIu64 "\nevictions   %" PRIu64
+		       "\nexpirations %" PRIu64 "\nexpired     %" PRIu64 "\nlock_waits  %" PRIu64
 		       "\n",
-		       mi.entries, mi.bytes, t.hits, t.misses, t.puts, t.dels, t.incrs, t.expired,
-		       mi.lock_waits);
+		       policy_name(mi->v.policy), mi->entries, mi->bytes, ms.memory, ms.table_bytes,
+		       t->hits, t->misses, t->puts, t->dels, t->incrs, t->cas, mi->evictions,
+		       mi->expirations, t->expired, mi->lock_waits);
 		return RC_OK;
 	}
-	bool first = true;
+	struct map_stat *maps;
+	size_t n;
+	int rc = collect_maps(sm, false, &maps, &n, NULL);
+	if (rc < 0)
+		return fail("stats", rc);
+	struct seg_sum ss;
+	seg_summary(sm, (uint32_t)n, &ss);
 	if (c->json)
 		printf("{\"maps\":[");
 	else
-		printf("%-20s %9s %11s %9s %9s %9s %9s %9s %8s %10s\n", "MAP", "ENTRIES", "BYTES",
-		       "HITS", "MISSES", "PUTS", "DELS", "INCRS", "EXPIRED", "LOCK_WAITS");
-	for (uint32_t i = 0; i < sm->geom.max_maps; i++) {
-		int rc = map_info(sm, i, &mi);
-		if (rc == -ENOENT)
-			continue;
-		if (rc < 0) {
-			fprintf(stderr, "shmmapctl: stats: map %u: %s\n", i, shmmap_strerror(rc));
-			continue;
-		}
-		struct ctr_sum t = counters(sm, i);
+		printf("%-20s %-6s %9s %11s %9s %9s %9s %9s %9s %9s %9s %9s %8s %10s\n", "MAP",
+		       "POLICY", "ENTRIES", "BYTES", "HITS", "MISSES", "PUTS", "DELS", "INCRS", "CAS",
+		       "EVICTED", "EXPIRED", "EXP_GETS", "LOCK_WAITS");
+	for (size_t i = 0; i < n; i++) {
+		const struct map_stat *ms = &maps[i];
 		if (c->json) {
-			if (!first)
+			if (i)
 				putchar(',');
-			stats_json(&mi, &t);
-		} else {
-			put_text(stdout, mi.name, strlen(mi.name));
-			int pad = 20 - (int)strlen(mi.name);
-			printf("%*s %9" PRIu64 " %11" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64
-			       " %9" PRIu64 " %9" PRIu64 " %8" PRIu64 " %10" PRIu64 "\n",
-			       pad > 0 ? pad : 0, "", mi.entries, mi.bytes, t.hits, t.misses, t.puts,
-			       t.dels, t.incrs, t.expired, mi.lock_waits);
+			stats_json(ms);
+			continue;
 		}
-		first = false;
+		put_text(stdout, ms->mi.name, strlen(ms->mi.name));
+		int pad = 20 - (int)strlen(ms->mi.name);
+		printf("%*s %-6s %9" PRIu64 " %11" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64
+		       " %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64
+		       " %10" PRIu64 "\n",
+		       pad > 0 ? pad : 0, "", policy_name(ms->mi.v.policy), ms->mi.entries,
+		       ms->mi.bytes, ms->t.hits, ms->t.misses, ms->t.puts, ms->t.dels, ms->t.incrs,
+		       ms->t.cas, ms->mi.evictions, ms->mi.expirations, ms->t.expired,
+		       ms->mi.lock_waits);
 	}
+	free(maps);
 	/* Segment totals: the pool and every class in use. */
-	uint64_t pool_free = LOAD(seg_hdr(&sm->seg)->pool_free);
-	uint64_t used_pages = pool_free <= sm->geom.npages ? sm->geom.npages - pool_free : 0;
-	if (c->json)
-		printf("],\"segment\":{\"pages_total\":%u,\"pages_used\":%" PRIu64
-		       ",\"pages_free\":%" PRIu64 ",\"classes\":[",
-		       sm->geom.npages, used_pages, pool_free);
-	else
-		printf("\npages: %u total, %" PRIu64 " used, %" PRIu64 " free\n%5s %7s %7s %10s\n",
-		       sm->geom.npages, used_pages, pool_free, "CLASS", "SIZE", "PAGES", "BLOCKS");
-	first = true;
+	if (c->json) {
+		printf("],\"segment\":{\"size\":%" PRIu64 ",\"page_size\":%u,\"pages_total\":%" PRIu64
+		       ",\"pages_used\":%" PRIu64 ",\"pages_free\":%" PRIu64 ",\"heap_bytes\":%" PRIu64
+		       ",\"bytes_used\":%" PRIu64 ",\"bytes_free\":%" PRIu64 ",\"recoveries\":%" PRIu64
+		       ",\"sweeps\":%" PRIu64 ",\"clients\":%u,\"clients_dead\":%u,\"maps\":%u"
+		       ",\"classes\":[",
+		       ss.size, SEG_PAGE, ss.pages_total, ss.pages_used, ss.pages_free, ss.heap_bytes,
+		       ss.bytes_used, ss.bytes_free, ss.recoveries, ss.sweeps, ss.clients,
+		       ss.clients_dead, ss.maps);
+	} else {
+		char hu[32], hf[32];
+		human_size(ss.bytes_used, hu, sizeof hu);
+		human_size(ss.bytes_free, hf, sizeof hf);
+		printf("\npages       %" PRIu64 " total, %" PRIu64 " used, %" PRIu64 " free\n"
+		       "bytes       %" PRIu64 " used (%s), %" PRIu64 " free (%s)\n"
+		       "clients     %u live, %u dead\nrecoveries  %" PRIu64 "\nsweeps      %" PRIu64
+		       "\n%5s %7s %7s %10s %12s\n",
+		       ss.pages_total, ss.pages_used, ss.pages_free, ss.bytes_used, hu, ss.bytes_free,
+		       hf, ss.clients, ss.clients_dead, ss.recoveries, ss.sweeps, "CLASS", "SIZE",
+		       "PAGES", "BLOCKS", "BYTES");
+	}
+	bool first = true;
 	for (uint32_t k = 0; k < sm->geom.nclasses; k++) {
-		struct seg_class *sc = seg_class(&sm->seg, &sm->geom, k);
-		uint64_t used = LOAD(sc->used), pages = LOAD(sc->pages);
-		if (!used && !pages)
+		struct class_info ci = class_info(sm, k);
+		if (!ci.used && !ci.pages)
 			continue;
 		if (c->json)
-			printf("%s{\"class\":%u,\"size\":%u,\"pages\":%" PRIu64 ",\"used\":%" PRIu64 "}",
-			       first ? "" : ",", k, shmmap__class_size(k), pages, used);
+			printf("%s{\"class\":%u,\"size\":%u,\"pages\":%" PRIu64
+			       ",\"blocks_used\":%" PRIu64 ",\"bytes_used\":%" PRIu64 "}",
+			       first ? "" : ",", k, ci.size, ci.pages, ci.used, ci.used * ci.size);
 		else
-			printf("%5u %7u %7" PRIu64 " %10" PRIu64 "\n", k, shmmap__class_size(k), pages,
-			       used);
+			printf("%5u %7u %7" PRIu64 " %10" PRIu64 " %12" PRIu64 "\n", k, ci.size, ci.pages,
+			       ci.used, ci.used * ci.size);
 		first = false;
 	}
 	if (c->json)
@@ -622,6 +832,862 @@ static int cmd_keys(struct ctl *c, char **args)
 	if (rc < 0)
 		return fail("keys", rc);
 	return RC_OK;
+}
+
+/* ---- dump and load (the line format: see DUMP FORMAT at the top) ---- */
+
+/* One field: bytes 0x21..0x7e but '%' as they are, the rest as %XX; an
+ * empty field "-", a lone "-" as %2D. */
+static void put_field(FILE *f, const void *p, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *b = p;
+	if (n == 0) {
+		putc('-', f);
+		return;
+	}
+	if (n == 1 && b[0] == '-') {
+		fputs("%2D", f);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (b[i] > 0x20 && b[i] < 0x7f && b[i] != '%') {
+			putc(b[i], f);
+		} else {
+			putc('%', f);
+			putc(hex[b[i] >> 4], f);
+			putc(hex[b[i] & 15], f);
+		}
+	}
+}
+
+struct dump_ctx {
+	bool json, first;
+	uint64_t n;
+};
+
+static int dump_cb(const void *key, size_t klen, const void *val, size_t vlen,
+		   uint64_t expire_ms, void *arg)
+{
+	struct dump_ctx *d = arg;
+	if (d->json) {
+		printf("%s{\"key\":", d->first ? "" : ",");
+		put_json(stdout, key, klen);
+		printf(",\"value\":");
+		put_json(stdout, val, vlen);
+		printf(",\"expire_ms\":%" PRIu64 "}", expire_ms);
+	} else {
+		printf("%" PRIu64 " ", expire_ms);
+		put_field(stdout, key, klen);
+		putchar(' ');
+		put_field(stdout, val, vlen);
+		putchar('\n');
+	}
+	d->first = false;
+	d->n++;
+	/* Stop at a write error (a closed pipe): main reports it. */
+	return ferror(stdout) ? 1 : 0;
+}
+
+static int cmd_dump(struct ctl *c, char **args)
+{
+	shmmap_map m;
+	int rc = open_map(c, "dump", args[0], 0, &m);
+	if (rc != RC_OK)
+		return rc;
+	struct dump_ctx d = {.json = c->json, .first = true};
+	if (c->json)
+		putchar('[');
+	rc = shmmap_foreach(c->sm, m, dump_cb, &d);
+	if (c->json)
+		puts("]");
+	if (rc == 1)
+		return fail_io("dump: write to stdout", errno ? errno : EIO);
+	if (rc == -ESTALE) {
+		key_msg("dump", args[0], "the map was dropped during the dump");
+		return RC_NOTFOUND;
+	}
+	if (rc < 0)
+		return fail("dump", rc);
+	return RC_OK;
+}
+
+static int hexval(unsigned char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Decode the field s[0..n) in place (the result is never longer).  col is
+ * the field's column in its line (1-based), for messages.  Returns the
+ * decoded length, or -1 with why filled.
+ */
+static ssize_t unescape_field(char *s, size_t n, size_t col, char *why, size_t whycap)
+{
+	if (n == 1 && s[0] == '-')
+		return 0;
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch == '%') {
+			int hi = n - i >= 3 ? hexval((unsigned char)s[i + 1]) : -1;
+			int lo = n - i >= 3 ? hexval((unsigned char)s[i + 2]) : -1;
+			if (hi < 0 || lo < 0) {
+				snprintf(why, whycap,
+					 "column %zu: '%%' must be followed by two hex digits", col + i);
+				return -1;
+			}
+			s[o++] = (char)(hi * 16 + lo);
+			i += 2;
+		} else if (ch < 0x20 || ch == 0x7f) {
+			snprintf(why, whycap, "column %zu: raw control byte 0x%02x (write it as %%%02X)",
+				 col + i, ch, ch);
+			return -1;
+		} else {
+			s[o++] = (char)ch;
+		}
+	}
+	return (ssize_t)o;
+}
+
+/* One parsed line of a dump. */
+struct dump_line {
+	uint64_t expire_ms;
+	char *key, *val;
+	size_t klen, vlen;
+};
+
+/* Parse line[0..n) (no LF) in place: 0, or -1 with why filled. */
+static int parse_dump_line(char *line, size_t n, struct dump_line *dl, char *why, size_t whycap)
+{
+	char *sp1 = memchr(line, ' ', n);
+	char *sp2 = sp1 ? memchr(sp1 + 1, ' ', n - (size_t)(sp1 + 1 - line)) : NULL;
+	if (!sp2) {
+		snprintf(why, whycap, "expected EXPIRE_MS KEY VALUE, separated by single spaces");
+		return -1;
+	}
+	char *end = line + n;
+	if (memchr(sp2 + 1, ' ', (size_t)(end - (sp2 + 1)))) {
+		snprintf(why, whycap, "more than three fields (a space in a key or value is %%20)");
+		return -1;
+	}
+	size_t elen = (size_t)(sp1 - line);
+	uint64_t e = 0;
+	bool ok = elen > 0 && elen <= 20;
+	for (size_t i = 0; ok && i < elen; i++) {
+		unsigned d = (unsigned char)line[i] - '0';
+		if (d > 9 || e > (UINT64_MAX - d) / 10)
+			ok = false;
+		else
+			e = e * 10 + d;
+	}
+	if (!ok) {
+		snprintf(why, whycap, "EXPIRE_MS is not a number of milliseconds (0 = never)");
+		return -1;
+	}
+	dl->expire_ms = e;
+	char *k = sp1 + 1, *v = sp2 + 1;
+	size_t kn = (size_t)(sp2 - k), vn = (size_t)(end - v);
+	if (kn == 0 || vn == 0) {
+		snprintf(why, whycap, "empty %s field (an empty value is written \"-\")",
+			 kn == 0 ? "key" : "value");
+		return -1;
+	}
+	ssize_t kl = unescape_field(k, kn, (size_t)(k - line) + 1, why, whycap);
+	if (kl < 0)
+		return -1;
+	if (kl == 0) {
+		snprintf(why, whycap, "the key is empty");
+		return -1;
+	}
+	ssize_t vl = unescape_field(v, vn, (size_t)(v - line) + 1, why, whycap);
+	if (vl < 0)
+		return -1;
+	dl->key = k;
+	dl->klen = (size_t)kl;
+	dl->val = v;
+	dl->vlen = (size_t)vl;
+	return 0;
+}
+
+/* Seconds of ttl that keep an entry at least until expire_ms (0 = never). */
+static uint32_t ttl_until(uint64_t expire_ms, uint64_t now)
+{
+	if (expire_ms == 0)
+		return 0;
+	uint64_t s = (expire_ms - now + 999) / 1000;
+	return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+}
+
+static int cmd_load(struct ctl *c, char **args)
+{
+	const char *file = args[1];
+	bool is_stdin = strcmp(file, "-") == 0;
+	const char *fname = is_stdin ? "<stdin>" : file;
+	FILE *f = is_stdin ? stdin : fopen(file, "r");
+	if (!f) {
+		int e = errno;
+		fprintf(stderr, "shmmapctl: load: %s: %s\n", file, strerror(e));
+		return RC_FAIL;
+	}
+	shmmap_map m;
+	int ret = open_map(c, "load", args[0], SHMMAP_CREATE, &m);
+	char *line = NULL;
+	size_t cap = 0;
+	uint64_t lineno = 0, loaded = 0, expired = 0;
+	while (ret == RC_OK) {
+		errno = 0;
+		ssize_t n = getline(&line, &cap, f);
+		if (n < 0) {
+			if (ferror(f) || errno == ENOMEM) {
+				int e = errno ? errno : EIO;
+				fprintf(stderr, "shmmapctl: load: %s:%" PRIu64 ": read error: %s (the %" PRIu64
+						" entries before it stay loaded)\n",
+					fname, lineno + 1, strerror(e), loaded);
+				ret = RC_FAIL;
+			}
+			break;
+		}
+		lineno++;
+		size_t len = (size_t)n;
+		if (len && line[len - 1] == '\n')
+			len--;
+		if (len == 0 || line[0] == '#')
+			continue;
+		struct dump_line dl;
+		char why[160];
+		int rc = parse_dump_line(line, len, &dl, why, sizeof why);
+		uint64_t now = shmmap__now_ms();
+		if (rc == 0 && dl.expire_ms && dl.expire_ms <= now) {
+			expired++;
+			continue;
+		}
+		if (rc == 0) {
+			rc = shmmap_put(c->sm, m, dl.key, dl.klen, dl.val, dl.vlen,
+					ttl_until(dl.expire_ms, now), 0);
+			if (rc < 0)
+				snprintf(why, sizeof why, "put: %s", shmmap_strerror(rc));
+		}
+		if (rc < 0) {
+			fprintf(stderr, "shmmapctl: load: %s:%" PRIu64 ": %s\n"
+					"shmmapctl: load: stopped at line %" PRIu64 ": the %" PRIu64
+					" entr%s of earlier lines %s loaded; this line and the rest "
+					"are not\n",
+				fname, lineno, why, lineno, loaded, loaded == 1 ? "y" : "ies",
+				loaded == 1 ? "is" : "are");
+			ret = RC_FAIL;
+			break;
+		}
+		loaded++;
+	}
+	free(line);
+	if (!is_stdin)
+		fclose(f);
+	if (ret != RC_OK)
+		return ret;
+	if (c->json) {
+		printf("{\"map\":");
+		put_json_str(stdout, args[0]);
+		printf(",\"loaded\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"lines\":%" PRIu64 "}\n",
+		       loaded, expired, lineno);
+	} else {
+		printf("loaded %" PRIu64 " entr%s into ", loaded, loaded == 1 ? "y" : "ies");
+		put_text(stdout, args[0], strlen(args[0]));
+		printf(" (%" PRIu64 " already expired, skipped)\n", expired);
+	}
+	return RC_OK;
+}
+
+/* ---- flush, drop, save ---- */
+
+static int cmd_flush(struct ctl *c, char **args)
+{
+	shmmap_map m;
+	int rc = open_map(c, "flush", args[0], 0, &m);
+	if (rc != RC_OK)
+		return rc;
+	rc = shmmap_flush(c->sm, m);
+	if (rc == -ENOENT || rc == -ESTALE) {
+		key_msg("flush", args[0], "no such map (dropped meanwhile)");
+		return RC_NOTFOUND;
+	}
+	if (rc < 0)
+		return fail("flush", rc);
+	return RC_OK;
+}
+
+static int cmd_drop(struct ctl *c, char **args)
+{
+	int rc = shmmap_drop(c->sm, args[0]);
+	if (rc == -ENOENT) {
+		key_msg("drop", args[0], "no such map");
+		return RC_NOTFOUND;
+	}
+	if (rc < 0)
+		return fail("drop", rc);
+	return RC_OK;
+}
+
+/*
+ * path made absolute for the coordinator (whose working directory is not
+ * ours): the realpath of its directory, then its last component.  The file
+ * itself need not exist.  0, or a negative errno.
+ */
+static int abs_path(const char *path, char *out, size_t cap)
+{
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+		return -EISDIR;
+	char dir[PATH_MAX];
+	if (!slash) {
+		strcpy(dir, ".");
+	} else if (slash == path) {
+		strcpy(dir, "/");
+	} else {
+		size_t n = (size_t)(slash - path);
+		if (n >= sizeof dir)
+			return -ENAMETOOLONG;
+		memcpy(dir, path, n);
+		dir[n] = '\0';
+	}
+	char *real = realpath(dir, NULL);
+	if (!real)
+		return -errno;
+	int n = snprintf(out, cap, "%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/", base);
+	free(real);
+	if (n < 0 || (size_t)n >= cap)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static int cmd_save(struct ctl *c, char **args)
+{
+	struct proto_msg req = {.type = MSG_SAVE}, rep;
+	if (args[0]) {
+		int rc = abs_path(args[0], req.u.save.path, sizeof req.u.save.path);
+		if (rc < 0) {
+			key_msg("save", args[0], strerror(-rc));
+			return RC_FAIL;
+		}
+	}
+	int rc = shmmap__request(c->sm, &req, &rep);
+	if (rc == 0 && rep.type != MSG_OK)
+		rc = -EPROTO;
+	if (rc < 0)
+		return fail("save", rc);
+	if (c->json) {
+		printf("{\"saved\":true,\"path\":");
+		if (args[0])
+			put_json_str(stdout, req.u.save.path);
+		else
+			printf("null");
+		printf("}\n");
+	} else {
+		puts("saved");
+	}
+	return RC_OK;
+}
+
+/* ---- metrics: the Prometheus text exposition format (version 0.0.4) ---- */
+
+/* Length of the valid UTF-8 sequence at p[0..n), or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned char b = p[0];
+	size_t len;
+	uint32_t cp;
+	if (b < 0x80)
+		return 1;
+	if (b >= 0xc2 && b <= 0xdf) {
+		len = 2;
+		cp = b & 0x1f;
+	} else if (b >= 0xe0 && b <= 0xef) {
+		len = 3;
+		cp = b & 0x0f;
+	} else if (b >= 0xf0 && b <= 0xf4) {
+		len = 4;
+		cp = b & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/* A label value: backslash, double quote and line feed escaped (the
+ * format's only escapes); a byte that is not valid UTF-8 becomes U+FFFD. */
+static void put_label(FILE *f, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+	for (size_t i = 0; i < n;) {
+		size_t l = utf8_len(p + i, n - i);
+		if (l == 0) {
+			fputs("\xef\xbf\xbd", f);
+			i++;
+			continue;
+		}
+		if (p[i] == '\\')
+			fputs("\\\\", f);
+		else if (p[i] == '"')
+			fputs("\\\"", f);
+		else if (p[i] == '\n')
+			fputs("\\n", f);
+		else
+			fwrite(p + i, 1, l, f);
+		i += l;
+	}
+}
+
+static void metric_head(const char *name, const char *type, const char *help)
+{
+	printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* name{map="..."[,extra]} value */
+static void metric_map(const char *name, const struct map_stat *ms, const char *extra,
+		       uint64_t value)
+{
+	printf("%s{map=\"", name);
+	put_label(stdout, ms->mi.name);
+	printf("\"%s} %" PRIu64 "\n", extra ? extra : "", value);
+}
+
+/* One family with one sample per map: the value at offset `off` of
+ * struct map_stat (a uint64_t). */
+static void family_per_map(const char *name, const char *type, const char *help,
+			   const struct map_stat *maps, size_t n, size_t off)
+{
+	metric_head(name, type, help);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v;
+		memcpy(&v, (const char *)&maps[i] + off, sizeof v);
+		metric_map(name, &maps[i], NULL, v);
+	}
+}
+
+static int cmd_metrics(struct ctl *c, char **args)
+{
+	(void)args;
+	shmmap *sm = c->sm;
+	struct map_stat *maps;
+	size_t n;
+	int rc = collect_maps(sm, false, &maps, &n, NULL);
+	if (rc < 0)
+		return fail("metrics", rc);
+	struct seg_sum ss;
+	seg_summary(sm, (uint32_t)n, &ss);
+
+	metric_head("shmmap_map_info", "gauge", "Each map, with its policy when memory is full (always 1).");
+	for (size_t i = 0; i < n; i++) {
+		char extra[32];
+		snprintf(extra, sizeof extra, ",policy=\"%s\"", policy_name(maps[i].mi.v.policy));
+		metric_map("shmmap_map_info", &maps[i], extra, 1);
+	}
+	family_per_map("shmmap_map_entries", "gauge",
+		       "Entries linked in the map (expired ones until they are reclaimed).", maps, n,
+		       offsetof(struct map_stat, mi.entries));
+	family_per_map("shmmap_map_bytes", "gauge", "Key and value bytes of the map's entries.",
+		       maps, n, offsetof(struct map_stat, mi.bytes));
+	family_per_map("shmmap_map_memory_bytes", "gauge",
+		       "Memory of the map: its table, entry headers, keys and values.", maps, n,
+		       offsetof(struct map_stat, memory));
+	metric_head("shmmap_map_ops_total", "counter",
+		    "Operations on the map, by kind: gets that found a value (get_hit) or not "
+		    "(get_miss), successful puts, dels, incrs and cas.");
+	for (size_t i = 0; i < n; i++) {
+		const struct ctr_sum *t = &maps[i].t;
+		static const char *const op[] = {"get_hit", "get_miss", "put", "del", "incr", "cas"};
+		const uint64_t v[] = {t->hits, t->misses, t->puts, t->dels, t->incrs, t->cas};
+		for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) {
+			char extra[32];
+			snprintf(extra, sizeof extra, ",op=\"%s\"", op[k]);
+			metric_map("shmmap_map_ops_total", &maps[i], extra, v[k]);
+		}
+	}
+	family_per_map("shmmap_map_get_expired_total", "counter",
+		       "Gets that found only an expired entry (also counted as get_miss).", maps, n,
+		       offsetof(struct map_stat, t.expired));
+	family_per_map("shmmap_map_evictions_total", "counter",
+		       "Entries evicted to make room (policy evict).", maps, n,
+		       offsetof(struct map_stat, mi.evictions));
+	family_per_map("shmmap_map_expirations_total", "counter",
+		       "Expired entries removed, by the background reclaim or a write.", maps, n,
+		       offsetof(struct map_stat, mi.expirations));
+	family_per_map("shmmap_map_lock_waits_total", "counter",
+		       "Times a writer had to wait for a stripe lock of the map.", maps, n,
+		       offsetof(struct map_stat, mi.lock_waits));
+	free(maps);
+
+	const struct {
+		const char *name, *type, *help;
+		uint64_t v;
+	} seg[] = {
+		{"shmmap_segment_size_bytes", "gauge", "Size of the shared-memory segment.", ss.size},
+		{"shmmap_segment_pages", "gauge", "Allocator pages of the heap (64 KiB each).",
+		 ss.pages_total},
+		{"shmmap_segment_pages_free", "gauge", "Pages in the free pool.", ss.pages_free},
+		{"shmmap_segment_heap_bytes", "gauge", "Bytes of the heap.", ss.heap_bytes},
+		{"shmmap_segment_heap_used_bytes", "gauge",
+		 "Heap bytes in use: blocks of the size classes, and whole page runs.", ss.bytes_used},
+		{"shmmap_segment_heap_free_bytes", "gauge", "Heap bytes not in use.", ss.bytes_free},
+		{"shmmap_segment_recoveries_total", "counter",
+		 "Dead clients recovered by the coordinator.", ss.recoveries},
+		{"shmmap_segment_sweeps_total", "counter",
+		 "Allocator rebuilds (sweeps) by the coordinator.", ss.sweeps},
+		{"shmmap_segment_clients", "gauge", "Attached clients (live slots, this one included).",
+		 ss.clients},
+		{"shmmap_segment_clients_dead", "gauge", "Slots of dead clients awaiting recovery.",
+		 ss.clients_dead},
+		{"shmmap_segment_maps", "gauge", "Maps in the segment.", ss.maps},
+	};
+	for (size_t i = 0; i < sizeof seg / sizeof seg[0]; i++) {
+		metric_head(seg[i].name, seg[i].type, seg[i].help);
+		printf("%s %" PRIu64 "\n", seg[i].name, seg[i].v);
+	}
+	const struct {
+		const char *name, *help;
+	} cls[] = {
+		{"shmmap_class_pages", "Pages owned by the size class."},
+		{"shmmap_class_blocks_used", "Blocks of the size class in use."},
+		{"shmmap_class_bytes_used", "Bytes of the size class's blocks in use."},
+	};
+	for (size_t f = 0; f < sizeof cls / sizeof cls[0]; f++) {
+		metric_head(cls[f].name, "gauge", cls[f].help);
+		for (uint32_t k = 0; k < sm->geom.nclasses; k++) {
+			struct class_info ci = class_info(sm, k);
+			uint64_t v = f == 0 ? ci.pages : f == 1 ? ci.used : ci.used * ci.size;
+			printf("%s{class=\"%u\",size=\"%u\"} %" PRIu64 "\n", cls[f].name, k, ci.size, v);
+		}
+	}
+	return RC_OK;
+}
+
+/* ---- top: a live view ---- */
+
+static volatile sig_atomic_t top_quit;
+
+static void top_on_signal(int sig)
+{
+	(void)sig;
+	top_quit = 1;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* What the previous frame saw of map idx (rates are deltas against it). */
+struct top_prev {
+	bool valid;
+	uint32_t gen;
+	struct ctr_sum t;
+	uint64_t evictions;
+};
+
+static uint64_t delta(uint64_t now, uint64_t before)
+{
+	return now >= before ? now - before : 0; /* a reset counter: no rate */
+}
+
+/* s escaped as put_text does, cut to fit cap. */
+static void text_name(char *out, size_t cap, const char *s)
+{
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		char tmp[8];
+		if (*p == '\\')
+			strcpy(tmp, "\\\\");
+		else if (*p >= 0x20 && *p < 0x7f)
+			snprintf(tmp, sizeof tmp, "%c", *p);
+		else
+			snprintf(tmp, sizeof tmp, "\\x%02x", *p);
+		size_t l = strlen(tmp);
+		if (o + l >= cap)
+			break;
+		memcpy(out + o, tmp, l);
+		o += l;
+	}
+	out[o] = '\0';
+}
+
+static void rate(FILE *f, uint64_t d, double dt)
+{
+	if (dt > 0)
+		fprintf(f, " %9.1f", (double)d / dt);
+	else
+		fprintf(f, " %9s", "-");
+}
+
+/*
+ * One frame into f.  prev[] (max_maps) holds the previous frame's counters
+ * and is updated; dt is the seconds since that frame (0 on the first).
+ * max_rows: map lines that fit (0 = no limit).
+ */
+static void top_frame(FILE *f, shmmap *sm, struct top_prev *prev, double dt, const struct ctl *c,
+		      bool keys, unsigned max_rows)
+{
+	struct map_stat *maps = NULL;
+	size_t n = 0;
+	uint32_t bad = 0;
+	int rc = collect_maps(sm, true, &maps, &n, &bad);
+	struct seg_sum ss;
+	seg_summary(sm, (uint32_t)n, &ss);
+	char when[32] = "";
+	time_t t = time(NULL);
+	struct tm tm;
+	if (localtime_r(&t, &tm))
+		strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+	char hs[32], hu[32], hf[32];
+	human_size(ss.size, hs, sizeof hs);
+	human_size(ss.bytes_used, hu, sizeof hu);
+	human_size(ss.bytes_free, hf, sizeof hf);
+	fprintf(f, "shmmapctl top  %s  every %u ms%s\n", when, c->interval_ms,
+		keys ? "  (q quits)" : "");
+	fprintf(f, "segment  %s: heap %s used, %s free; pages %" PRIu64 " total, %" PRIu64
+		   " free\n",
+		hs, hu, hf, ss.pages_total, ss.pages_free);
+	fprintf(f, "clients  %u live, %u dead   maps %u   recoveries %" PRIu64 "   sweeps %" PRIu64
+		   "\n",
+		ss.clients, ss.clients_dead, ss.maps, ss.recoveries, ss.sweeps);
+	if (rc < 0)
+		fprintf(f, "(cannot read the maps: %s)\n", shmmap_strerror(rc));
+	if (bad)
+		fprintf(f, "(%u map(s) unreadable: see shmmapctl check)\n", bad);
+	fprintf(f, "\n%-20s %-6s %10s %10s %9s %9s %9s %9s %6s %9s\n", "MAP", "POLICY", "ENTRIES",
+		"MEM", "GETS/S", "PUTS/S", "DELS/S", "OPS/S", "HIT%", "EVICT/S");
+	/* Forget maps that are gone; a map re-created under the index has
+	 * another gen and starts afresh. */
+	bool *seen = calloc(sm->geom.max_maps ? sm->geom.max_maps : 1, sizeof *seen);
+	for (size_t i = 0; i < n; i++) {
+		const struct map_stat *ms = &maps[i];
+		struct top_prev *p = &prev[ms->mi.idx];
+		bool have = dt > 0 && p->valid && p->gen == ms->mi.v.gen;
+		double d = have ? dt : 0;
+		const struct ctr_sum *now = &ms->t;
+		struct ctr_sum z = {0};
+		const struct ctr_sum *b = have ? &p->t : &z;
+		uint64_t dh = delta(now->hits, b->hits), dm = delta(now->misses, b->misses);
+		uint64_t dp = delta(now->puts, b->puts), dd = delta(now->dels, b->dels);
+		uint64_t dops = dh + dm + dp + dd + delta(now->incrs, b->incrs) +
+				delta(now->cas, b->cas);
+		uint64_t de = delta(ms->mi.evictions, have ? p->evictions : 0);
+		if (seen)
+			seen[ms->mi.idx] = true;
+		*p = (struct top_prev){.valid = true, .gen = ms->mi.v.gen, .t = *now,
+				       .evictions = ms->mi.evictions};
+		if (max_rows && i >= max_rows) {
+			if (i == max_rows)
+				fprintf(f, "(%zu more maps)\n", n - i);
+			continue;
+		}
+		char name[21], mem[32];
+		text_name(name, sizeof name, ms->mi.name);
+		human_size(ms->memory, mem, sizeof mem);
+		fprintf(f, "%-20s %-6s %10" PRIu64 " %10s", name, policy_name(ms->mi.v.policy),
+			ms->mi.entries, mem);
+		rate(f, dh + dm, d);
+		rate(f, dp, d);
+		rate(f, dd, d);
+		rate(f, dops, d);
+		if (have && dh + dm)
+			fprintf(f, " %5.1f%%", 100.0 * (double)dh / (double)(dh + dm));
+		else
+			fprintf(f, " %6s", "-");
+		rate(f, de, d);
+		fputc('\n', f);
+	}
+	if (!n)
+		fprintf(f, "(no maps)\n");
+	for (uint32_t i = 0; seen && i < sm->geom.max_maps; i++)
+		if (!seen[i])
+			prev[i].valid = false;
+	free(seen);
+	free(maps);
+}
+
+/* Write a frame: on a terminal, over the previous one (home, each line
+ * cleared to its end, the rest of the screen cleared). */
+static void top_show(const char *buf, size_t len, bool tty)
+{
+	if (!tty) {
+		fwrite(buf, 1, len, stdout);
+		putchar('\n');
+	} else {
+		fputs("\033[H", stdout);
+		for (size_t i = 0; i < len; i++) {
+			if (buf[i] == '\n')
+				fputs("\033[K", stdout);
+			putchar(buf[i]);
+		}
+		fputs("\033[J", stdout);
+	}
+	fflush(stdout);
+}
+
+static const int top_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+#define TOP_NSIG (sizeof top_signals / sizeof top_signals[0])
+
+/*
+ * Wait up to ms for a key (if keys) or a quit signal.  The quit signals are
+ * blocked outside ppoll (orig is the mask to wait with), so one that comes
+ * while a frame is drawn ends the wait at once.  Returns 1 to quit, 0 to
+ * draw the next frame.
+ */
+static int top_wait(uint32_t ms, bool *keys, const sigset_t *orig)
+{
+	uint64_t end = mono_ns() + (uint64_t)ms * 1000000u;
+	for (;;) {
+		if (top_quit)
+			return 1;
+		uint64_t now = mono_ns();
+		if (now >= end)
+			return 0;
+		uint64_t left = end - now;
+		struct timespec ts = {(time_t)(left / 1000000000u), (long)(left % 1000000000u)};
+		struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+		int r = ppoll(&pfd, *keys ? 1 : 0, &ts, orig);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			nanosleep(&ts, NULL); /* not expected: wait without keys */
+			*keys = false;
+			continue;
+		}
+		if (r == 0)
+			continue;
+		if (pfd.revents & POLLIN) {
+			char kb[64];
+			ssize_t k = read(STDIN_FILENO, kb, sizeof kb);
+			if (k > 0) {
+				if (memchr(kb, 'q', (size_t)k) || memchr(kb, 'Q', (size_t)k))
+					return 1;
+				return 0; /* any other key: refresh now */
+			}
+			if (k == 0 || (errno != EINTR && errno != EAGAIN))
+				*keys = false; /* end of input: go on without keys */
+		} else {
+			*keys = false; /* POLLHUP, POLLERR, POLLNVAL */
+		}
+	}
+}
+
+/* Frames until the iterations are done, 'q', a quit signal or a failed write. */
+static int top_loop(const struct ctl *c, struct top_prev *prev, bool tty, bool *keys,
+		    const sigset_t *orig)
+{
+	if (tty)
+		fputs("\033[?25l\033[2J", stdout); /* hide the cursor, clear */
+	int ret = RC_OK;
+	uint64_t last = 0;
+	for (uint64_t frame = 0;; frame++) {
+		uint64_t now = mono_ns();
+		double dt = frame ? (double)(now - last) / 1e9 : 0;
+		last = now;
+		unsigned max_rows = 0;
+		struct winsize ws;
+		if (tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 10)
+			max_rows = ws.ws_row - 9u;
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *mf = open_memstream(&buf, &len);
+		if (!mf) {
+			ret = fail("top", -ENOMEM);
+			break;
+		}
+		top_frame(mf, c->sm, prev, dt, c, *keys, max_rows);
+		if (fclose(mf) != 0) {
+			free(buf);
+			ret = fail("top", -ENOMEM);
+			break;
+		}
+		top_show(buf, len, tty);
+		free(buf);
+		if (ferror(stdout))
+			break; /* main reports it */
+		if (c->iterations && frame + 1 >= c->iterations)
+			break;
+		if (top_wait(c->interval_ms, keys, orig))
+			break;
+	}
+	if (tty)
+		fputs("\033[?25h", stdout); /* the cursor back */
+	fflush(stdout);
+	return ret;
+}
+
+static int cmd_top(struct ctl *c, char **args)
+{
+	(void)args;
+	shmmap *sm = c->sm;
+	bool tty = isatty(STDOUT_FILENO);
+	/* Keys only from a terminal we are in the foreground of (changing the
+	 * modes of another would stop us with SIGTTOU). */
+	bool keys = isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
+	struct termios saved;
+	if (keys && tcgetattr(STDIN_FILENO, &saved) < 0)
+		keys = false;
+	bool raw_set = false;
+
+	sigset_t block, orig;
+	sigemptyset(&block);
+	for (size_t i = 0; i < TOP_NSIG; i++)
+		sigaddset(&block, top_signals[i]);
+	sigprocmask(SIG_BLOCK, &block, &orig);
+	struct sigaction sa = {.sa_handler = top_on_signal}, old[TOP_NSIG], old_pipe;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < TOP_NSIG; i++)
+		sigaction(top_signals[i], &sa, &old[i]);
+	/* A closed stdout must end the loop through the terminal's restore,
+	 * not kill us: main then reports the failed write. */
+	struct sigaction ign = {.sa_handler = SIG_IGN};
+	sigemptyset(&ign.sa_mask);
+	sigaction(SIGPIPE, &ign, &old_pipe);
+	top_quit = 0;
+
+	if (keys) {
+		struct termios raw = saved;
+		raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+		raw.c_cc[VMIN] = 1;
+		raw.c_cc[VTIME] = 0;
+		raw_set = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+		keys = raw_set;
+	}
+	int ret = RC_OK;
+	struct top_prev *prev = calloc(sm->geom.max_maps ? sm->geom.max_maps : 1, sizeof *prev);
+	if (!prev)
+		ret = fail("top", -ENOMEM);
+	else
+		ret = top_loop(c, prev, tty, &keys, &orig);
+	free(prev);
+	if (raw_set)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	/* Unblock first: a pending quit signal then meets our handler, not the
+	 * default action, and we exit like after 'q'. */
+	sigprocmask(SIG_SETMASK, &orig, NULL);
+	for (size_t i = 0; i < TOP_NSIG; i++)
+		sigaction(top_signals[i], &old[i], NULL);
+	sigaction(SIGPIPE, &old_pipe, NULL);
+	return ret;
 }
 
 static const char *slot_state(uint32_t st)
@@ -849,6 +1915,13 @@ static const struct command commands[] = {
 	{"put", 3, 3, cmd_put},
 	{"del", 2, 2, cmd_del},
 	{"keys", 1, 1, cmd_keys},
+	{"dump", 1, 1, cmd_dump},
+	{"load", 2, 2, cmd_load},
+	{"flush", 1, 1, cmd_flush},
+	{"drop", 1, 1, cmd_drop},
+	{"save", 0, 1, cmd_save},
+	{"metrics", 0, 0, cmd_metrics},
+	{"top", 0, 0, cmd_top},
 	{"clients", 0, 0, cmd_clients},
 	{"check", 0, 0, cmd_check},
 };
@@ -866,6 +1939,20 @@ static bool parse_ttl(const char *s, uint32_t *out)
 	return true;
 }
 
+/* A whole number in [min, max]. */
+static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	if (*s < '0' || *s > '9')
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -873,11 +1960,14 @@ int main(int argc, char **argv)
 		{"json", no_argument, NULL, 'j'},
 		{"ttl", required_argument, NULL, 't'},
 		{"repair", no_argument, NULL, 'r'},
+		{"interval", required_argument, NULL, 'i'},
+		{"iterations", required_argument, NULL, 'n'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	struct ctl c = {0};
+	struct ctl c = {.interval_ms = TOP_INTERVAL_MS};
 	int opt;
+	uint64_t v;
 	/* GNU getopt permutes: options may come after the command too. */
 	while ((opt = getopt_long(argc, argv, "s:h", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -894,6 +1984,18 @@ int main(int argc, char **argv)
 			break;
 		case 'r':
 			c.repair = true;
+			break;
+		case 'i':
+			if (!parse_u64(optarg, 1, TOP_INTERVAL_MAX, &v))
+				return usage("--interval: expects milliseconds, 1..3600000");
+			c.interval_ms = (uint32_t)v;
+			c.interval_set = true;
+			break;
+		case 'n':
+			if (!parse_u64(optarg, 1, UINT64_MAX, &v))
+				return usage("--iterations: expects a whole number, at least 1");
+			c.iterations = v;
+			c.iterations_set = true;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -923,6 +2025,10 @@ int main(int argc, char **argv)
 		return usage("--ttl applies to put only");
 	if (c.repair && cmd->fn != cmd_check)
 		return usage("--repair applies to check only");
+	if ((c.interval_set || c.iterations_set) && cmd->fn != cmd_top)
+		return usage("--interval and --iterations apply to top only");
+	if (c.json && (cmd->fn == cmd_top || cmd->fn == cmd_metrics))
+		return usage("--json does not apply to top and metrics");
 
 	int rc = shmmap_attach(c.sock, &c.sm);
 	if (rc < 0) {
@@ -937,7 +2043,7 @@ int main(int argc, char **argv)
 	shmmap_detach(c.sm);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		if (ret == RC_OK)
-			ret = fail("write to stdout", errno ? -errno : -EIO);
+			ret = fail_io("write to stdout", errno ? errno : EIO);
 	}
 	return ret;
 }
