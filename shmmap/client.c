@@ -378,15 +378,20 @@ static void rec_release(shmmap *sm, struct op_ctx *o)
 		atomic_fetch_or_explicit(&x->rec_free, 1u << k, memory_order_release);
 }
 
-/* Build the context of one data call (a write claims an intent record). */
-static int op_begin(shmmap *sm, const struct map_view *v, struct op_ctx *o, bool write)
+/* Resolve the handle and build the context of one data call (a write
+ * claims an intent record: op_end releases it). */
+static int op_begin(shmmap *sm, shmmap_map m, const struct map_view **v, struct op_ctx *o,
+		    bool write)
 {
+	int rc = shmmap__resolve(sm, m, v);
+	if (rc < 0)
+		return rc;
 	o->s = &sm->seg;
 	o->g = &sm->geom;
 	o->lk.s = &sm->seg;
 	o->lk.g = &sm->geom;
 	o->lk.owner = sm->slot + 1;
-	o->ctr = sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, v->idx);
+	o->ctr = sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, (*v)->idx);
 	o->intent = NULL;
 	if (write && !sm->seg.rdonly)
 		return rec_claim(sm, o);
@@ -405,11 +410,8 @@ SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t k
 	const struct map_view *v;
 	if (!key || (!val && vlen))
 		return -EINVAL;
-	int rc = shmmap__resolve(sm, m, &v);
-	if (rc < 0)
-		return rc;
 	struct op_ctx o;
-	rc = op_begin(sm, v, &o, true);
+	int rc = op_begin(sm, m, &v, &o, true);
 	if (rc < 0)
 		return rc;
 	rc = shmmap__tbl_put(&o, v, key, klen, val, vlen, ttl_s, flags);
@@ -423,12 +425,9 @@ SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t k
 	const struct map_view *v;
 	if (!key || (!buf && cap))
 		return -EINVAL;
-	int rc = shmmap__resolve(sm, m, &v);
-	if (rc < 0)
-		return rc;
 	struct op_ctx o;
-	(void)op_begin(sm, v, &o, false);
-	return shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen);
+	int rc = op_begin(sm, m, &v, &o, false);
+	return rc < 0 ? rc : shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen);
 }
 
 SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen)
@@ -436,11 +435,8 @@ SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t k
 	const struct map_view *v;
 	if (!key)
 		return -EINVAL;
-	int rc = shmmap__resolve(sm, m, &v);
-	if (rc < 0)
-		return rc;
 	struct op_ctx o;
-	rc = op_begin(sm, v, &o, true);
+	int rc = op_begin(sm, m, &v, &o, true);
 	if (rc < 0)
 		return rc;
 	rc = shmmap__tbl_del(&o, v, key, klen);
@@ -454,11 +450,8 @@ SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t 
 	const struct map_view *v;
 	if (!key)
 		return -EINVAL;
-	int rc = shmmap__resolve(sm, m, &v);
-	if (rc < 0)
-		return rc;
 	struct op_ctx o;
-	rc = op_begin(sm, v, &o, true);
+	int rc = op_begin(sm, m, &v, &o, true);
 	if (rc < 0)
 		return rc;
 	rc = shmmap__tbl_incr(&o, v, key, klen, delta, out);
@@ -473,11 +466,8 @@ SHMMAP_EXPORT int shmmap_cas(shmmap *sm, shmmap_map m, const void *key, size_t k
 	const struct map_view *v;
 	if (!key || (!expected && elen) || (!val && vlen))
 		return -EINVAL;
-	int rc = shmmap__resolve(sm, m, &v);
-	if (rc < 0)
-		return rc;
 	struct op_ctx o;
-	rc = op_begin(sm, v, &o, true);
+	int rc = op_begin(sm, m, &v, &o, true);
 	if (rc < 0)
 		return rc;
 	rc = shmmap__tbl_cas(&o, v, key, klen, expected, elen, val, vlen, ttl_s);
@@ -533,12 +523,9 @@ SHMMAP_EXPORT int shmmap_foreach(shmmap *sm, shmmap_map m, shmmap_each_fn fn, vo
 	const struct map_view *v;
 	if (!fn)
 		return -EINVAL;
-	int rc = shmmap__resolve(sm, m, &v);
-	if (rc < 0)
-		return rc;
 	struct op_ctx o;
-	(void)op_begin(sm, v, &o, false);
-	return shmmap__tbl_foreach(&o, v, fn, arg);
+	int rc = op_begin(sm, m, &v, &o, false);
+	return rc < 0 ? rc : shmmap__tbl_foreach(&o, v, fn, arg);
 }
 
 SHMMAP_EXPORT int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *out)

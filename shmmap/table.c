@@ -333,6 +333,56 @@ static inline void count(_Atomic uint64_t *c)
 	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
+/*
+ * The reader's side of the seqlock, shared by get and the walk: a try is
+ * read_begin(), then the reads, then read_end(), which says whether what
+ * was read is consistent.  After READ_TRIES failed tries the reader takes
+ * the stripe lock (which also repairs the stripe of a dead writer); on a
+ * read-only mapping, which cannot lock, it yields and gives up with
+ * -EAGAIN after READ_TRIES * 64 (the coordinator repairs a dead writer's
+ * stripe meanwhile).  read_done() releases the lock if it was taken.
+ */
+struct reader {
+	struct seg_stripe *st;
+	uint32_t s1;
+	int tries;
+	bool locked;
+};
+
+/* 0: read now; 1: the stripe is being written, try again; -EAGAIN. */
+static inline int read_begin(const struct op_ctx *o, const struct map_view *v, uint32_t b,
+			     struct reader *r)
+{
+	if (r->tries++ >= READ_TRIES && !r->locked) {
+		if (o->s->rdonly) {
+			if (r->tries > READ_TRIES * 64)
+				return -EAGAIN;
+			sched_yield();
+		} else {
+			stripe_lock(o, v, b);
+			r->locked = true;
+		}
+	}
+	r->s1 = atomic_load_explicit(&r->st->seq, memory_order_acquire);
+	return (r->s1 & 1) && !r->locked ? 1 : 0;
+}
+
+/* Was what was read since read_begin() consistent? */
+static inline bool read_end(struct reader *r)
+{
+	if (r->locked)
+		return true;
+	/* Orders the reads before the re-read of seq (Boehm's fence). */
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&r->st->seq, memory_order_relaxed) == r->s1;
+}
+
+static inline void read_done(struct reader *r)
+{
+	if (r->locked)
+		shmmap__unlock(&r->st->lock);
+}
+
 int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen, void *buf, size_t cap, size_t *vlen)
 {
@@ -340,39 +390,22 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 		return klen ? -E2BIG : -EINVAL;
 	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
 	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
-	struct seg_stripe *st = stripe_of(v, b);
+	struct reader r = {.st = stripe_of(v, b)};
 	struct ent en;
 	enum walk w = W_TORN;
-	bool locked = false;
-	for (int tries = 0;; tries++) {
-		if (tries >= READ_TRIES && !locked) {
-			if (o->s->rdonly) {
-				/* Cannot lock a read-only mapping: yield and keep trying
-				 * (a dead writer's stripe is repaired by the coordinator),
-				 * within a bound. */
-				if (tries > READ_TRIES * 64)
-					return -EAGAIN;
-				sched_yield();
-			} else {
-				stripe_lock(o, v, b);
-				locked = true;
-			}
-		}
-		uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
-		if ((s1 & 1) && !locked)
+	for (;;) {
+		int rc = read_begin(o, v, b, &r);
+		if (rc < 0)
+			return rc;
+		if (rc > 0)
 			continue;
 		w = walk(o->s, v, b, h, key, klen, NULL, &en, &now);
 		if (w == W_FOUND && en.vlen <= cap && en.vlen)
 			memcpy(buf, en.e->data + en.klen, en.vlen);
-		if (locked)
-			break;
-		/* Orders the copies above before the re-read of seq. */
-		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&st->seq, memory_order_relaxed) == s1)
+		if (read_end(&r))
 			break;
 	}
-	if (locked)
-		shmmap__unlock(&st->lock);
+	read_done(&r);
 	if (w == W_TORN)
 		return -SHMMAP_ECORRUPT; /* stable and still invalid */
 	if (w != W_FOUND) {
@@ -871,25 +904,15 @@ static int copy_push(struct bucket_copy *c, const struct ent *en)
 static int copy_bucket(const struct op_ctx *o, const struct map_view *v, uint32_t b,
 		       struct bucket_copy *c)
 {
-	struct seg_stripe *st = stripe_of(v, b);
-	bool locked = false;
-	int rc = 0;
-	for (int tries = 0;; tries++) {
-		if (tries >= READ_TRIES && !locked) {
-			if (o->s->rdonly) {
-				if (tries > READ_TRIES * 64)
-					return -EAGAIN;
-				sched_yield();
-			} else {
-				stripe_lock(o, v, b);
-				locked = true;
-			}
-		}
-		uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
-		if ((s1 & 1) && !locked)
+	struct reader r = {.st = stripe_of(v, b)};
+	int rc;
+	for (;;) {
+		rc = read_begin(o, v, b, &r);
+		if (rc < 0)
+			return rc;
+		if (rc > 0)
 			continue;
 		c->len = 0;
-		rc = 0;
 		uint64_t now = 0, off = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
 		struct ent en;
 		for (uint32_t steps = 0; off && rc == 0; steps++) {
@@ -903,14 +926,10 @@ static int copy_bucket(const struct op_ctx *o, const struct map_view *v, uint32_
 				rc = copy_push(c, &en);
 			off = en.next;
 		}
-		if (locked || rc == -ENOMEM)
-			break;
-		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&st->seq, memory_order_relaxed) == s1)
+		if (rc == -ENOMEM || read_end(&r))
 			break;
 	}
-	if (locked)
-		shmmap__unlock(&st->lock);
+	read_done(&r);
 	return rc;
 }
 

@@ -83,19 +83,11 @@ static char *read_file(const char *path, size_t *n)
 /* Run shmmapctl -s SOCK args... (NULL-terminated); output in out/err. */
 static int ctl(const char *a0, ...)
 {
-	char *argv[32];
-	int n = 0;
-	argv[n++] = getenv("SHMMAPCTL");
-	ck_assert_msg(argv[0] != NULL, "$SHMMAPCTL is not set");
-	argv[n++] = "-s";
-	argv[n++] = co.sock;
 	va_list ap;
 	va_start(ap, a0);
-	for (const char *a = a0; a && n < 31; a = va_arg(ap, const char *))
-		argv[n++] = (char *)a;
+	int rc = tu_vctl(co.sock, out, sizeof out, err, sizeof err, a0, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	return tu_run(argv, out, sizeof out, err, sizeof err);
+	return rc;
 }
 
 #define CTL_EXPECT(want, ...)                                                              \
@@ -122,21 +114,8 @@ __attribute__((format(printf, 1, 2))) static int sh(const char *fmt, ...)
 #define ASSERT_HAS(needle) ck_assert_msg(strstr(out, (needle)) != NULL, "no %s in: %.3000s", (needle), out)
 #define ERR_HAS(needle) ck_assert_msg(strstr(err, (needle)) != NULL, "no %s in stderr: %s", (needle), err)
 
-static shmmap *attach(void)
-{
-	shmmap *sm = NULL;
-	int rc = shmmap_attach(co.sock, &sm);
-	ck_assert_msg(rc == 0, "attach: %s", shmmap_strerror(rc));
-	return sm;
-}
-
-static shmmap_map open_map(shmmap *sm, const char *name)
-{
-	shmmap_map m;
-	int rc = shmmap_open(sm, name, SHMMAP_CREATE, &m);
-	ck_assert_msg(rc == 0, "open %s: %s", name, shmmap_strerror(rc));
-	return m;
-}
+#define attach() tu_attach(co.sock)
+#define open_map(sm, name) tu_open((sm), (name))
 
 /* ---- a strict little JSON parser (RFC 8259) into a static node pool ---- */
 
@@ -464,7 +443,7 @@ START_TEST(stats_exact)
 {
 	shmmap *sm = attach();
 	shmmap_map m = open_map(sm, "exact");
-	open_map(sm, "idle");
+	(void)open_map(sm, "idle");
 	struct scenario sc;
 	run_scenario(sm, m, &sc);
 
@@ -1143,7 +1122,7 @@ START_TEST(metrics_format_and_values)
 	const char *odd = "q\"uote\\back\nline";
 	shmmap_map o = open_map(sm, odd);
 	ck_assert_int_eq(shmmap_put(sm, o, "k", 1, "v", 1, 0, 0), 0);
-	open_map(sm, "bad\xffutf8");
+	(void)open_map(sm, "bad\xffutf8");
 
 	CTL_EXPECT(0, "metrics");
 	ASSERT_HAS("shmmap_map_entries{map=\"q\\\"uote\\\\back\\nline\"} 1\n");

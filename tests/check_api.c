@@ -40,21 +40,8 @@ static void teardown(void)
 	tu_coord_cleanup(&co);
 }
 
-static shmmap *attach(void)
-{
-	shmmap *sm = NULL;
-	int rc = shmmap_attach(co.sock, &sm);
-	ck_assert_msg(rc == 0, "attach: %s", shmmap_strerror(rc));
-	return sm;
-}
-
-static shmmap_map open_map(shmmap *sm, const char *name)
-{
-	shmmap_map m;
-	int rc = shmmap_open(sm, name, SHMMAP_CREATE, &m);
-	ck_assert_msg(rc == 0, "open %s: %s", name, shmmap_strerror(rc));
-	return m;
-}
+#define attach() tu_attach(co.sock)
+#define open_map(sm, name) tu_open((sm), (name))
 
 /* In a child: attach, run fn, exit 0 on success.  Check's asserts do not
  * cross fork() well, so children report through their exit code. */

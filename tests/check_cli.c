@@ -38,19 +38,11 @@ static void teardown(void)
 /* Run shmmapctl -s SOCK args... (NULL-terminated); output in out/err. */
 static int ctl(const char *a0, ...)
 {
-	char *argv[32];
-	int n = 0;
-	argv[n++] = getenv("SHMMAPCTL");
-	ck_assert_msg(argv[0] != NULL, "$SHMMAPCTL is not set");
-	argv[n++] = "-s";
-	argv[n++] = co.sock;
 	va_list ap;
 	va_start(ap, a0);
-	for (const char *a = a0; a && n < 31; a = va_arg(ap, const char *))
-		argv[n++] = (char *)a;
+	int rc = tu_vctl(co.sock, out, sizeof out, err, sizeof err, a0, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	return tu_run(argv, out, sizeof out, err, sizeof err);
+	return rc;
 }
 
 /* Run and require exit status want. */
@@ -61,21 +53,8 @@ static int ctl(const char *a0, ...)
 			      st_, (want), out, err);                                      \
 	} while (0)
 
-static shmmap *attach(void)
-{
-	shmmap *sm = NULL;
-	int rc = shmmap_attach(co.sock, &sm);
-	ck_assert_msg(rc == 0, "attach: %s", shmmap_strerror(rc));
-	return sm;
-}
-
-static shmmap_map open_map(shmmap *sm, const char *name)
-{
-	shmmap_map m;
-	int rc = shmmap_open(sm, name, SHMMAP_CREATE, &m);
-	ck_assert_msg(rc == 0, "open %s: %s", name, shmmap_strerror(rc));
-	return m;
-}
+#define attach() tu_attach(co.sock)
+#define open_map(sm, name) tu_open((sm), (name))
 
 /* ---- a strict little JSON validator (RFC 8259 syntax) ---- */
 

@@ -255,3 +255,44 @@ int tu_run_suite(Suite *s)
 	srunner_free(sr);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
+
+shmmap *tu_attach(const char *sock)
+{
+	shmmap *sm = NULL;
+	int rc = shmmap_attach(sock, &sm);
+	ck_assert_msg(rc == 0, "attach: %s", shmmap_strerror(rc));
+	return sm;
+}
+
+uint64_t tu_open_id(shmmap *sm, const char *name)
+{
+	shmmap_map m;
+	int rc = shmmap_open(sm, name, SHMMAP_CREATE, &m);
+	ck_assert_msg(rc == 0, "open %s: %s", name, shmmap_strerror(rc));
+	return m.id;
+}
+
+int tu_vctl(const char *sock, char *out, size_t cap, char *err, size_t errcap, const char *a0,
+	    va_list ap)
+{
+	char *argv[32];
+	int n = 0;
+	argv[n++] = getenv("SHMMAPCTL");
+	ck_assert_msg(argv[0] != NULL, "$SHMMAPCTL is not set");
+	argv[n++] = "-s";
+	argv[n++] = (char *)sock;
+	for (const char *a = a0; a && n < 31; a = va_arg(ap, const char *))
+		argv[n++] = (char *)a;
+	argv[n] = NULL;
+	return tu_run(argv, out, cap, err, errcap);
+}
+
+int tu_ctl(const char *sock, char *out, size_t cap, char *err, size_t errcap, const char *a0,
+	   ...)
+{
+	va_list ap;
+	va_start(ap, a0);
+	int rc = tu_vctl(sock, out, cap, err, errcap, a0, ap);
+	va_end(ap);
+	return rc;
+}

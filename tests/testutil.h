@@ -7,9 +7,13 @@
 #define SHMMAP_TESTUTIL_H
 
 #include <check.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "shmmap.h"
 
 /* Check's ck_assert* record a checkpoint (file I/O) on every pass, far too
  * slow for loops of many thousand checks: these only act on failure. */
@@ -70,5 +74,18 @@ int tu_waitpid(pid_t pid, int deadline_ms);
  * at most cap - 1 bytes) and stderr into err (may be NULL).  Returns the
  * exit status (0..255), or -1 if it did not exit within 20 s. */
 int tu_run(char *const argv[], char *out, size_t cap, char *err, size_t errcap);
+
+/* Attach to the coordinator at sock, or fail the test. */
+shmmap *tu_attach(const char *sock);
+/* Open (creating) the map called name, or fail the test. */
+uint64_t tu_open_id(shmmap *sm, const char *name);
+#define tu_open(sm, name) ((shmmap_map){.id = tu_open_id((sm), (name))})
+
+/* Run $SHMMAPCTL -s sock ARGS... (NULL-terminated list, at most 28) with
+ * stdout into out and stderr into err, as tu_run.  Returns its exit status. */
+int tu_ctl(const char *sock, char *out, size_t cap, char *err, size_t errcap, const char *a0,
+	   ...);
+int tu_vctl(const char *sock, char *out, size_t cap, char *err, size_t errcap, const char *a0,
+	    va_list ap);
 
 #endif
