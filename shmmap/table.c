@@ -39,7 +39,6 @@
 #include "internal.h"
 
 #define READ_TRIES 256
-#define REF_SAMPLE 4 /* a power of two */
 
 #define RELAXED(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
@@ -146,7 +145,10 @@ struct ent {
 	uint32_t klen, vlen;
 };
 
-static bool ent_load(const struct seg *s, const struct map_view *v, uint64_t off, struct ent *o)
+/* Inlined into every walk: the read path is a few loads, not calls. */
+static inline __attribute__((always_inline)) bool ent_load(const struct seg *s,
+							     const struct map_view *v,
+							     uint64_t off, struct ent *o)
 {
 	if (!seg_ok(s, off, sizeof(struct seg_entry), SEG_ALIGN))
 		return false;
@@ -181,12 +183,27 @@ static bool expired(uint64_t expire_ms, uint64_t *now)
 
 enum walk { W_FOUND, W_ABSENT, W_EXPIRED, W_TORN };
 
+/* Keys of 8 to 16 bytes (a common case) compared inline, not by a call. */
+static inline bool key_eq(const unsigned char *a, const void *b, size_t n)
+{
+	if (n <= 16 && n >= 8) {
+		uint64_t a0, a1, b0, b1;
+		memcpy(&a0, a, 8);
+		memcpy(&b0, b, 8);
+		memcpy(&a1, a + n - 8, 8);
+		memcpy(&b1, (const unsigned char *)b + n - 8, 8);
+		return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+	}
+	return memcmp(a, b, n) == 0;
+}
+
 /*
  * Find key in bucket b.  On W_FOUND/W_EXPIRED *link points at the link that
  * holds the entry's offset (bucket head or predecessor's next), *found at
  * the validated entry.  Used by readers (racing) and writers (locked).
  */
-static enum walk walk(const struct seg *s, const struct map_view *v, uint32_t b, uint64_t h,
+static inline __attribute__((always_inline)) enum walk
+walk(const struct seg *s, const struct map_view *v, uint32_t b, uint64_t h,
 		      const void *key, size_t klen, _Atomic uint64_t **link, struct ent *found,
 		      uint64_t *now)
 {
@@ -196,7 +213,7 @@ static enum walk walk(const struct seg *s, const struct map_view *v, uint32_t b,
 		if (steps >= SEG_CHAIN_MAX || !ent_load(s, v, off, found))
 			return W_TORN;
 		if (found->hash == h && found->klen == klen &&
-		    memcmp(found->e->data, key, klen) == 0) {
+		    key_eq(found->e->data, key, klen)) {
 			if (link)
 				*link = l;
 			return expired(found->expire_ms, now) ? W_EXPIRED : W_FOUND;
@@ -418,13 +435,9 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 	}
 	if (o->ctr) {
 		count(&o->ctr->hits);
-		/* Recently used, for the evicting hand: looked at by one get in
-		 * REF_SAMPLE of this thread (a key read often is still marked
-		 * within a revolution of the hand), and written only when it was
+		/* Recently used, for the evicting hand: written only when it was
 		 * clear, so a hot bucket's line is not written on every get. */
-		static _Thread_local unsigned tick;
-		if ((++tick & (REF_SAMPLE - 1)) == 0 &&
-		    !atomic_load_explicit(&v->refs[b], memory_order_relaxed))
+		if (!atomic_load_explicit(&v->refs[b], memory_order_relaxed))
 			atomic_store_explicit(&v->refs[b], 1, memory_order_relaxed);
 	}
 	if (vlen)
