@@ -1387,6 +1387,67 @@ static void print_machine(void)
 	printf("timer:   %s\n", timer_desc);
 }
 
+/*
+ * What the machine itself gives: dependent-free random 8-byte reads over a
+ * shared 256 MiB array, by 1 process and by 2 at once.  A get of a table
+ * much larger than the caches is a few such reads, so this bounds how any
+ * table here can scale from 1 to 2 processes (printed as a ratio).
+ */
+static double probe_reads(const uint64_t *a, size_t n, int nproc, double secs)
+{
+	_Atomic uint64_t *done = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (done == MAP_FAILED)
+		return NAN;
+	atomic_store(done, 0);
+	double t0 = (double)now_ns() / 1e9;
+	pid_t pids[2] = {0, 0};
+	for (int p = 0; p < nproc; p++) {
+		pids[p] = fork();
+		if (pids[p] == 0) {
+			uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(p + 1), sum = 0, ops = 0;
+			while ((double)now_ns() / 1e9 - t0 < secs) {
+				for (int i = 0; i < 4096; i++) {
+					x = x * 6364136223846793005ull + 1442695040888963407ull;
+					sum += a[(x >> 17) % n];
+				}
+				ops += 4096;
+			}
+			atomic_fetch_add(done, ops + (sum == 42));
+			_exit(0);
+		}
+	}
+	for (int p = 0; p < nproc; p++)
+		if (pids[p] > 0)
+			waitpid(pids[p], NULL, 0);
+	double r = (double)atomic_load(done) / secs;
+	munmap(done, 4096);
+	return r;
+}
+
+static void print_memory_probe(void)
+{
+	/* The tables of the 16/64 workload take about 16 MiB, those of 32/1K
+	 * more than 100 MiB. */
+	const size_t mib[2] = {16, 256};
+	for (int k = 0; k < (opt.short_mode ? 1 : 2); k++) {
+		size_t n = mib[k] << 17; /* 8-byte words */
+		uint64_t *a = mmap(NULL, n * 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+				   -1, 0);
+		if (a == MAP_FAILED)
+			return;
+		for (size_t i = 0; i < n; i++)
+			a[i] = i;
+		double secs = opt.short_mode ? 0.1 : 0.5;
+		double one = probe_reads(a, n, 1, secs), two = probe_reads(a, n, 2, secs);
+		printf("memory:  random 8-byte reads over %zu MiB: 1 process %.1fM/s, 2 processes "
+		       "%.1fM/s (%.2fx)\n", mib[k], one / 1e6, two / 1e6, two / one);
+		munmap(a, n * 8);
+	}
+	printf("         (what the machine gives: the most any table here can scale from 1 to 2 "
+	       "processes)\n");
+}
+
 static void print_throughput(void)
 {
 	char a[32], b[32];
@@ -1705,6 +1766,7 @@ int main(int argc, char **argv)
 	       opt.short_mode ? ", SHORT mode (a smoke run: the figures mean little)" : "",
 	       opt.nkeys, opt.rounds, opt.rounds == 1 ? "" : "s", opt.dur, opt.lat_dur);
 	print_machine();
+	print_memory_probe();
 	for (int s = 0; s < NSYS; s++)
 		if (!systems[s].avail)
 			printf("not measured: %s (%s)\n", systems[s].name,
