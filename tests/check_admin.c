@@ -1229,7 +1229,7 @@ static pid_t start_writer(void)
 			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert(stop_flag != MAP_FAILED);
 	atomic_store(stop_flag, 0);
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		shmmap *sm;

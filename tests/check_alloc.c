@@ -1049,7 +1049,7 @@ static void run_concurrent(int (*fn)(int, struct shared_res *, int))
 	CK_EQ(pipe(gate), 0);
 	pid_t pids[NCHILD];
 	for (int k = 0; k < NCHILD; k++) {
-		pids[k] = fork();
+		pids[k] = tu_fork();
 		ck_assert_int_ge(pids[k], 0);
 		if (pids[k] == 0) {
 			char c;

@@ -44,10 +44,10 @@ static void teardown(void)
 #define open_map(sm, name) tu_open((sm), (name))
 
 /* In a child: attach, run fn, exit 0 on success.  Check's asserts do not
- * cross fork() well, so children report through their exit code. */
+ * cross tu_fork() well, so children report through their exit code. */
 static pid_t spawn(int (*fn)(int), int arg)
 {
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
 		_exit(fn(arg));

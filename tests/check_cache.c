@@ -236,7 +236,7 @@ START_TEST(cas_races_between_processes)
 	ck_assert(ready != MAP_FAILED);
 	pid_t p[W];
 	for (int i = 0; i < W; i++) {
-		p[i] = fork();
+		p[i] = tu_fork();
 		ck_assert_int_ge(p[i], 0);
 		if (p[i] == 0)
 			_exit(cas_worker(R, ready, W));
@@ -318,7 +318,7 @@ START_TEST(foreach_during_writes)
 	_Atomic int *stop = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 				 -1, 0);
 	ck_assert(stop != MAP_FAILED);
-	pid_t w = fork();
+	pid_t w = tu_fork();
 	ck_assert_int_ge(w, 0);
 	if (w == 0) {
 		/* Churn: keys added and deleted all the time, in the same buckets. */
@@ -387,7 +387,7 @@ START_TEST(stats_count_exactly)
 	ck_assert_int_eq(shmmap_cas(sm, m, "k10", 3, "v", 1, "w", 1, 0), 0);
 	CK_EQ(shmmap_cas(sm, m, "k10", 3, "v", 1, "w", 1, 0), -ECANCELED);
 	/* Another process's operations are counted too. */
-	pid_t p = fork();
+	pid_t p = tu_fork();
 	ck_assert_int_ge(p, 0);
 	if (p == 0) {
 		shmmap *s2;

@@ -686,7 +686,7 @@ static pid_t spawn(int (*fn)(int), int arg)
 {
 	fflush(stdout);
 	fflush(stderr);
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	FAIL_IF(pid < 0, "fork: %s", strerror(errno));
 	if (pid == 0)
 		_exit(fn(arg));

@@ -489,7 +489,7 @@ END_TEST
 static _Atomic int *stop_flag; /* MAP_SHARED: the parent tells writers to stop */
 
 /* A child: attach on its own and write until told to stop.  Exit code only
- * (Check's asserts do not cross fork()). */
+ * (Check's asserts do not cross tu_fork()). */
 static int writer(int id)
 {
 	shmmap *sm;
@@ -535,7 +535,7 @@ START_TEST(check_while_writing)
 	atomic_store(stop_flag, 0);
 	pid_t pids[2];
 	for (int i = 0; i < 2; i++) {
-		pids[i] = fork();
+		pids[i] = tu_fork();
 		ck_assert_int_ge(pids[i], 0);
 		if (pids[i] == 0)
 			_exit(writer(i));

@@ -254,7 +254,7 @@ static void sweep(const struct scenario *sc)
 	unsigned news = 0;
 	for (k = 1; k <= MAX_K; k++) {
 		prepare(sc, key, old);
-		pid_t pid = fork();
+		pid_t pid = tu_fork();
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0)
 			child(sc, key, k, SIGKILL, NULL);
@@ -398,7 +398,7 @@ START_TEST(frozen_holder_killed)
 	for (unsigned long k = 1; k <= MAX_K && !frozen_in_lock; k++) {
 		prepare(&sc, key, old);
 		atomic_store(slot, 0);
-		pid_t pid = fork();
+		pid_t pid = tu_fork();
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0)
 			child(&sc, key, k, SIGSTOP, slot);
@@ -415,7 +415,7 @@ START_TEST(frozen_holder_killed)
 		frozen_in_lock = owner != 0 && owner == atomic_load(slot);
 		if (frozen_in_lock) {
 			/* A waiter on the same stripe blocks on the frozen holder. */
-			pid_t wp = fork();
+			pid_t wp = tu_fork();
 			ck_assert_int_ge(wp, 0);
 			if (wp == 0) {
 				shmmap *sm;
@@ -539,7 +539,7 @@ START_TEST(sweep_under_load)
 	ck_assert_int_eq(shmmap__alloc(&g_sm->seg, &g_sm->geom, &lk, 333, &rec), 0);
 	pid_t pids[3];
 	for (int w = 0; w < 3; w++) {
-		pids[w] = fork();
+		pids[w] = tu_fork();
 		ck_assert_int_ge(pids[w], 0);
 		if (pids[w] == 0)
 			writer(L, w);
@@ -591,7 +591,7 @@ START_TEST(coordinator_killed)
 	/* A second worker, attached, that dies while the coordinator is down. */
 	int ready[2];
 	ck_assert_int_eq(pipe(ready), 0);
-	pid_t w = fork();
+	pid_t w = tu_fork();
 	ck_assert_int_ge(w, 0);
 	if (w == 0) {
 		shmmap *sm;
@@ -637,7 +637,7 @@ START_TEST(coordinator_killed)
 	expect_fill_intact();
 	expect_clean("coordinator restart", 0);
 	/* A new worker attaches and sees everything. */
-	pid_t r = fork();
+	pid_t r = tu_fork();
 	ck_assert_int_ge(r, 0);
 	if (r == 0) {
 		shmmap *sm;
@@ -672,7 +672,7 @@ START_TEST(coordinator_died_mid_work)
 	_Atomic uint32_t *wslot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
 				       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert(wslot != MAP_FAILED);
-	pid_t w = fork();
+	pid_t w = tu_fork();
 	ck_assert_int_ge(w, 0);
 	if (w == 0) {
 		shmmap *sm;

@@ -849,7 +849,7 @@ static void start_children(pid_t *pids, int n, int (*fn)(int, struct report *), 
 	int gate[2];
 	CK_EQ(pipe(gate), 0);
 	for (int k = 0; k < n; k++) {
-		pids[k] = fork();
+		pids[k] = tu_fork();
 		ck_assert_int_ge(pids[k], 0);
 		if (pids[k] == 0) {
 			char c;
@@ -1090,7 +1090,7 @@ START_TEST(readonly_get_bounded_when_seq_stuck_odd)
 	struct seg_stripe *st = stripe_of_key("k", 1);
 	atomic_fetch_add(&st->seq, 1); /* as if a writer died mid-update */
 	struct report *r = report_new();
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		struct seg ro = {.fd = -1};
@@ -1142,7 +1142,7 @@ START_TEST(dead_lock_holder_recovered)
 	struct seg_stripe *st = stripe_of_key("k", 1);
 	int gate[2];
 	CK_EQ(pipe(gate), 0);
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		char c;

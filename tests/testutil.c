@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -101,7 +102,7 @@ int tu_coord_restart_with(struct tu_coord *c, const char *arg)
 		fprintf(stderr, "testutil: $SHMMAPD is not set\n");
 		return -1;
 	}
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
@@ -208,7 +209,7 @@ int tu_run(char *const argv[], char *out, size_t cap, char *err, size_t errcap)
 		close(po[1]);
 		return -1;
 	}
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
@@ -295,4 +296,16 @@ int tu_ctl(const char *sock, char *out, size_t cap, char *err, size_t errcap, co
 	int rc = tu_vctl(sock, out, cap, err, errcap, a0, ap);
 	va_end(ap);
 	return rc;
+}
+
+pid_t tu_fork(void)
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent) /* died before the line above */
+			_exit(99);
+	}
+	return pid;
 }

@@ -75,6 +75,10 @@ int tu_waitpid(pid_t pid, int deadline_ms);
  * exit status (0..255), or -1 if it did not exit within 20 s. */
 int tu_run(char *const argv[], char *out, size_t cap, char *err, size_t errcap);
 
+/* fork(), with the child killed (SIGKILL) when the test process dies, so
+ * that a failed or timed-out test leaves no worker spinning behind it. */
+pid_t tu_fork(void);
+
 /* Attach to the coordinator at sock, or fail the test. */
 shmmap *tu_attach(const char *sock);
 /* Open (creating) the map called name, or fail the test. */
