@@ -21,7 +21,7 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 LIB_SRCS := shmmap/errors.c shmmap/segment.c shmmap/lock.c shmmap/alloc.c \
             shmmap/table.c shmmap/proto.c shmmap/client.c shmmap/check.c \
             shmmap/sweep.c shmmap/crashpoint.c
-D_SRCS   := shmmap/shmmapd.c shmmap/coordinator.c shmmap/conf.c
+D_SRCS   := shmmap/shmmapd.c shmmap/coordinator.c shmmap/conf.c shmmap/snapshot.c
 CTL_SRCS := shmmap/shmmapctl.c
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/check_*.c))
 
@@ -61,6 +61,11 @@ $(O)/shmmapctl: $(CTL_OBJS) $(O)/libshmmap.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) -lrt
 
 $(O)/tests/check_%: $(O)/tests/check_%.o $(T_COMMON) $(O)/shmmap/conf.o $(O)/libshmmap.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(INIH_LIBS) $(CHECK_LIBS) -lrt
+
+# check_snapshot also reads snapshot files itself.
+$(O)/tests/check_snapshot: $(O)/tests/check_snapshot.o $(T_COMMON) $(O)/shmmap/snapshot.o \
+                           $(O)/shmmap/conf.o $(O)/libshmmap.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(INIH_LIBS) $(CHECK_LIBS) -lrt
 
 $(CRASH_TESTS:%=$(O)/tests/%.o): CPPFLAGS += -DSHMMAP_CRASHPOINTS

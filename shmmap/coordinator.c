@@ -28,6 +28,12 @@
  * and does it again, after taking over whatever locks its predecessor held
  * and sweeping (adopt_repair, at start).  Recoveries, sweeps and map
  * creation and drop are serialised by recover_mu.
+ *
+ * Snapshots (snapshot.c; see "snapshots" below): loaded at start into a
+ * segment created fresh, before the socket is bound; saved by the
+ * housekeeping thread (every [persistence] interval, and on MSG_SAVE, whose
+ * reply the I/O thread sends once the save is done), and once more by
+ * shmmap__coord_stop after both threads are gone.  One save at a time.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +58,7 @@
 #include "coordinator.h"
 #include "internal.h"
 #include "proto.h"
+#include "snapshot.h"
 
 #define HOUSE_MS 100
 #define RECLAIM_BUCKETS 2048 /* per map and round: a full pass of 16K buckets in 0.8 s */
@@ -93,6 +100,15 @@ struct coord {
 	uint32_t *reclaim_at;    /* [max_maps]: the background reclaim's next bucket */
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
 	bool adopted;               /* the segment existed before this start */
+	/* Snapshots.  save_mu guards save_state, save_rc and save_path (the
+	 * I/O thread queues, the housekeeping thread runs and posts the
+	 * result); save_client and save_seq are the I/O thread's alone. */
+	pthread_mutex_t save_mu;
+	int save_state, save_rc;    /* SAVE_*; the result of a requested save */
+	char save_path[PROTO_NAME_MAX + 1];
+	struct session *save_client; /* awaits the reply to MSG_SAVE, or NULL */
+	uint32_t save_seq;
+	uint64_t save_next_ms;      /* housekeeping: the next interval save (mono_ms) */
 };
 
 __attribute__((format(printf, 1, 2))) static void logf_(const char *fmt, ...)
@@ -387,6 +403,176 @@ static int drop_map(struct coord *c, const char *name)
 	return 0;
 }
 
+/* ---- snapshots ---- */
+
+enum { SAVE_IDLE, SAVE_QUEUED, SAVE_RUNNING, SAVE_DONE };
+
+/* Write a snapshot to path now, and log how it went. */
+static int save_now(struct coord *c, const char *path)
+{
+	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
+	struct snap_save_report r;
+	char err[512];
+	uint64_t t0 = mono_ms();
+	int rc = shmmap__snap_save(&o, path, &r, err, sizeof err);
+	if (rc < 0)
+		logf_("snapshot not saved: %s", err);
+	else
+		logf_("saved %llu entries to %s in %llu ms", (unsigned long long)r.entries, path,
+		      (unsigned long long)(mono_ms() - t0));
+	return rc;
+}
+
+/* Housekeeping thread: run a save asked for with MSG_SAVE (its result goes
+ * to the I/O thread, which replies), then the interval's if it is due. */
+static void save_due(struct coord *c)
+{
+	const char *conf_path = c->conf.persistence.snapshot;
+	const uint64_t every_ms = (uint64_t)c->conf.persistence.interval * 1000u;
+	char path[sizeof c->save_path];
+	pthread_mutex_lock(&c->save_mu);
+	bool asked = c->save_state == SAVE_QUEUED && !atomic_load(&c->stop);
+	if (asked) {
+		memcpy(path, c->save_path, sizeof path);
+		c->save_state = SAVE_RUNNING;
+	}
+	pthread_mutex_unlock(&c->save_mu);
+	if (asked) {
+		int rc = save_now(c, path);
+		pthread_mutex_lock(&c->save_mu);
+		c->save_rc = rc;
+		c->save_state = SAVE_DONE;
+		pthread_mutex_unlock(&c->save_mu);
+		uint64_t one = 1;
+		if (write(c->wakefd, &one, sizeof one) < 0) { /* the I/O loop wakes within 1 s */ }
+		if (rc == 0 && strcmp(path, conf_path) == 0)
+			c->save_next_ms = mono_ms() + every_ms;
+	}
+	/* The next interval save starts `interval` seconds after this one
+	 * ended: saves never run back to back, however long they take. */
+	if (every_ms && conf_path[0] && !atomic_load(&c->stop) && mono_ms() >= c->save_next_ms) {
+		save_now(c, conf_path);
+		c->save_next_ms = mono_ms() + every_ms;
+	}
+}
+
+/* Loading: records go through open_map and shmmap__tbl_put_at. */
+struct load_ctx {
+	struct coord *c;
+	struct op_ctx o;
+	struct map_view v; /* the map last opened */
+};
+
+static int load_open(void *arg, const char *name, uint32_t *key_max, uint32_t *val_max)
+{
+	struct load_ctx *l = arg;
+	uint32_t idx, gen;
+	int rc = open_map(l->c, name, true, false, &idx, &gen);
+	if (rc == 0)
+		rc = shmmap__map_view(&l->c->seg, &l->c->g, idx, &l->v);
+	if (rc < 0) {
+		logf_("snapshot: map '%s' not loaded: %s", name,
+		      rc == -ENOSPC ? "no room for another map (segment.max_maps, segment.size)"
+				    : shmmap_strerror(rc));
+		return rc;
+	}
+	*key_max = l->v.key_max;
+	*val_max = l->v.val_max;
+	return 0;
+}
+
+static int load_put(void *arg, const void *key, uint32_t klen, const void *val, uint32_t vlen,
+		    uint64_t expire_ms)
+{
+	struct load_ctx *l = arg;
+	pthread_mutex_lock(&l->c->recover_mu); /* our allocations must not race a sweep */
+	int rc = shmmap__tbl_put_at(&l->o, &l->v, key, klen, val, vlen, expire_ms, 0);
+	pthread_mutex_unlock(&l->c->recover_mu);
+	return rc;
+}
+
+/*
+ * At start, into a segment created fresh: load the configured snapshot.
+ * No file there: start empty.  A file that does not verify, or a load that
+ * fails, stops the start with the reason in err (the caller removes the
+ * segment, so the next start tries again; the file is not touched):
+ * serving an empty or partial cache instead would replace the snapshot
+ * with it at the next save.  While loading, the segment's magic is
+ * SNAP_LOADING_SEG_MAGIC, so a coordinator killed meanwhile leaves a
+ * segment nobody adopts, which the next start replaces (half_loaded).
+ */
+static int load_snapshot(struct coord *c, char *err, size_t errlen)
+{
+	const char *path = c->conf.persistence.snapshot;
+	if (!path[0])
+		return 0;
+	char dir[sizeof c->conf.persistence.snapshot];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	slash[slash == dir ? 1 : 0] = '\0';
+	if (access(dir, W_OK | X_OK) < 0)
+		logf_("warning: snapshots cannot be saved to %s: %s: %s", path, dir, strerror(errno));
+	if (c->adopted) {
+		logf_("snapshot %s not loaded: the adopted segment's data is newer", path);
+		return 0;
+	}
+	_Atomic uint64_t *magic = (_Atomic uint64_t *)&seg_hdr(&c->seg)->magic;
+	atomic_store(magic, SNAP_LOADING_SEG_MAGIC);
+	struct load_ctx l = {.c = c, .o = {.s = &c->seg, .g = &c->g, .lk = c->lk}};
+	struct snap_sink sink = {.open = load_open, .put = load_put, .arg = &l};
+	struct snap_load_report r;
+	uint64_t t0 = mono_ms();
+	int rc = shmmap__snap_load(path, &sink, &r, err, errlen);
+	if (rc == -ENOENT) {
+		err[0] = '\0';
+		atomic_store(magic, SEG_MAGIC);
+		logf_("no snapshot at %s: starting empty", path);
+		return 0;
+	}
+	if (rc < 0) {
+		size_t n = strlen(err);
+		snprintf(err + n, errlen - n,
+			 "; not starting, to keep the snapshot's data (a start without it would "
+			 "replace it at the next save): the file is left as it is; move it aside "
+			 "to start empty");
+		return rc;
+	}
+	uint64_t evicted = 0;
+	for (uint32_t m = 0; m < c->g.max_maps; m++) {
+		struct map_view v;
+		if (shmmap__map_view(&c->seg, &c->g, m, &v) == 0)
+			for (uint32_t st = 0; st < v.nstripes; st++)
+				evicted += v.stripes[st].evictions;
+	}
+	atomic_store(magic, SEG_MAGIC);
+	logf_("loaded %llu entries of %u maps from %s (%llu expired skipped) in %llu ms",
+	      (unsigned long long)r.loaded, count_maps(c), path, (unsigned long long)r.expired,
+	      (unsigned long long)(mono_ms() - t0));
+	if (r.no_map || r.too_big || r.no_room || evicted)
+		logf_("snapshot %s: %llu entries of maps that could not be created, %llu over the "
+		      "map limits (key_max, value_max) and %llu that did not fit were not loaded, "
+		      "and %llu were evicted to make room: the next save will not have them",
+		      path, (unsigned long long)r.no_map, (unsigned long long)r.too_big,
+		      (unsigned long long)r.no_room, (unsigned long long)evicted);
+	return 0;
+}
+
+/* Is the object called name a segment whose coordinator died while loading
+ * a snapshot into it (see load_snapshot)? */
+static bool half_loaded(const char *name)
+{
+	int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	struct seg_header h;
+	ssize_t n = pread(fd, &h, sizeof h, 0);
+	close(fd);
+	if (n != (ssize_t)sizeof h || h.magic != SNAP_LOADING_SEG_MAGIC)
+		return false;
+	pid_t pid = (pid_t)atomic_load(&h.coord_pid);
+	return pid <= 0 || pid == getpid() || (kill(pid, 0) < 0 && errno == ESRCH);
+}
+
 /* ---- sessions ---- */
 
 /* Walk the session table (caller holds the RCU read lock).  Unlike
@@ -416,6 +602,8 @@ static void free_session_rcu(struct rcu_head *h)
 
 static void close_session(struct coord *c, struct session *s, const char *why)
 {
+	if (c->save_client == s)
+		c->save_client = NULL; /* its save goes on; nobody to answer */
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
 	if (s->welcomed) {
 		logf_("client pid %d (slot %u) gone: %s", (int)s->pid, s->slot, why);
@@ -522,6 +710,51 @@ static int handle_resume(struct coord *c, struct session *s, const struct proto_
 	return welcome(c, s, m->seq, slot, rdonly);
 }
 
+/*
+ * MSG_SAVE: queue the save for the housekeeping thread; save_finish sends
+ * the reply.  Returns 0 (queued) or the error to answer with at once.
+ */
+static int save_request(struct coord *c, struct session *s, const struct proto_msg *m)
+{
+	const char *path = m->u.save.path[0] ? m->u.save.path : c->conf.persistence.snapshot;
+	if (m->u.save.flags || path[0] != '/')
+		return -EINVAL; /* no path given and none configured, or a relative one */
+	/* The file is written with the coordinator's rights: a path of the
+	 * client's choosing only for peers that have those rights anyway. */
+	if (m->u.save.path[0] && s->uid != 0 && s->uid != geteuid())
+		return -EPERM;
+	pthread_mutex_lock(&c->save_mu);
+	bool busy = c->save_state != SAVE_IDLE;
+	if (!busy) {
+		snprintf(c->save_path, sizeof c->save_path, "%s", path);
+		c->save_state = SAVE_QUEUED;
+	}
+	pthread_mutex_unlock(&c->save_mu);
+	if (busy)
+		return -EBUSY;
+	c->save_client = s;
+	c->save_seq = m->seq;
+	return 0;
+}
+
+/* I/O thread, on a wake-up: reply to MSG_SAVE if its save is done. */
+static void save_finish(struct coord *c)
+{
+	pthread_mutex_lock(&c->save_mu);
+	bool done = c->save_state == SAVE_DONE;
+	int rc = c->save_rc;
+	if (done)
+		c->save_state = SAVE_IDLE;
+	pthread_mutex_unlock(&c->save_mu);
+	struct session *s = c->save_client;
+	if (!done || !s)
+		return; /* not yet, or the client is gone (the save is logged) */
+	c->save_client = NULL;
+	struct proto_msg r = {.type = MSG_OK, .seq = c->save_seq};
+	if ((rc < 0 ? send_error(s->fd, c->save_seq, rc) : shmmap__proto_send(s->fd, &r, -1)) < 0)
+		close_session(c, s, "cannot send the reply to SAVE");
+}
+
 /* Handle one request; a negative return closes the session. */
 static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 {
@@ -586,6 +819,11 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 			return send_error(s->fd, m->seq, rc);
 		r.type = MSG_OK;
 		return shmmap__proto_send(s->fd, &r, -1);
+	case MSG_SAVE: /* answered by save_finish once the save is done */
+		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
+			return send_error(s->fd, m->seq, -EPERM);
+		rc = save_request(c, s, m);
+		return rc < 0 ? send_error(s->fd, m->seq, rc) : 0;
 	case MSG_REPAIR:
 		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
 			return send_error(s->fd, m->seq, -EPERM);
@@ -745,6 +983,7 @@ static void *io_main(void *arg)
 				uint64_t v;
 				if (read(c->wakefd, &v, sizeof v) < 0) { /* nothing to do */ }
 				reap_flagged(c);
+				save_finish(c);
 			} else {
 				read_session(c, p);
 			}
@@ -755,6 +994,7 @@ static void *io_main(void *arg)
 	 * adopts them. */
 	struct cds_lfht_iter it;
 	struct session *s;
+	c->save_client = NULL;
 	rcu_read_lock();
 	for (s = first_session(c, &it); s; s = next_session(c, &it)) {
 		cds_lfht_del(c->sessions, &s->node);
@@ -838,6 +1078,7 @@ static void *house_main(void *arg)
 				atomic_store(&c->orphan[i], false);
 			}
 		}
+		save_due(c);
 	}
 	rcu_unregister_thread();
 	return NULL;
@@ -918,6 +1159,11 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 		c->adopted = true;
 		logf_("adopted existing segment %s (%llu bytes)", cf->segment.name,
 		      (unsigned long long)c->seg.len);
+	} else if (rc != -ENOENT && half_loaded(cf->segment.name)) {
+		logf_("%s: its coordinator died while loading a snapshot into it: replacing it",
+		      cf->segment.name);
+		shm_unlink(cf->segment.name);
+		rc = -ENOENT;
 	} else if (rc != -ENOENT) {
 		if (!(flags & COORD_REINIT)) {
 			snprintf(err, errlen,
@@ -960,7 +1206,9 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	c->lsock = c->epfd = c->wakefd = -1;
 	c->seg.fd = -1;
 	pthread_mutex_init(&c->recover_mu, NULL);
+	pthread_mutex_init(&c->save_mu, NULL);
 	c->start_ms = mono_ms();
+	c->save_next_ms = c->start_ms + (uint64_t)conf->persistence.interval * 1000u;
 	int rc = setup_segment(c, flags, err, errlen);
 	if (rc < 0)
 		goto fail;
@@ -988,6 +1236,11 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 		struct sweep_report r;
 		if (shmmap__sweep(&c->seg, &c->g, &c->lk, &r) == 0)
 			log_sweep("adopted segment", &r);
+	}
+	rc = load_snapshot(c, err, errlen);
+	if (rc < 0) {
+		shm_unlink(c->conf.segment.name); /* ours, made for the load: start over next time */
+		goto fail;
 	}
 	rc = bind_socket(c, err, errlen);
 	if (rc < 0)
@@ -1037,6 +1290,9 @@ void shmmap__coord_stop(struct coord *c)
 	pthread_join(c->io, NULL);
 	pthread_join(c->house, NULL);
 	c->threads_started = false;
+	/* The final snapshot, now that nothing else of ours runs. */
+	if (c->conf.persistence.snapshot[0])
+		save_now(c, c->conf.persistence.snapshot);
 }
 
 void shmmap__coord_free(struct coord *c)
@@ -1065,5 +1321,6 @@ void shmmap__coord_free(struct coord *c)
 	free(c->orphan);
 	free(c->reclaim_at);
 	pthread_mutex_destroy(&c->recover_mu);
+	pthread_mutex_destroy(&c->save_mu);
 	free(c);
 }

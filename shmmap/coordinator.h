@@ -17,7 +17,8 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 		       char *err, size_t errlen);
 /* Start the I/O and housekeeping threads. */
 int shmmap__coord_start(struct coord *c);
-/* Ask the threads to stop and wait for them (call from any thread). */
+/* Ask the threads to stop and wait for them (call from any thread), then
+ * write the last snapshot if [persistence] snapshot is set. */
 void shmmap__coord_stop(struct coord *c);
 /* Close the socket, mark the segment clean, unmap; NULL is ignored. */
 void shmmap__coord_free(struct coord *c);
