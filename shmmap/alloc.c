@@ -39,6 +39,8 @@
 
 static uint32_t class_size[SEG_NCLASSES];
 static uint32_t nclasses;
+/* The class of a request of n bytes, by (n + 15) / 16: one load. */
+static uint8_t class_for[SEG_PAGE / 2 / SEG_ALIGN + 1];
 static pthread_once_t class_once = PTHREAD_ONCE_INIT;
 
 static void class_init(void)
@@ -54,6 +56,12 @@ static void class_init(void)
 	else
 		class_size[SEG_NCLASSES - 1] = SEG_PAGE / 2;
 	nclasses = n;
+	_Static_assert(SEG_NCLASSES <= 256, "class_for holds a byte");
+	for (uint32_t u = 0, k = 0; u < sizeof class_for; u++) {
+		while (class_size[k] < u * SEG_ALIGN) /* first class with size >= u * 16 */
+			k++;
+		class_for[u] = (uint8_t)k;
+	}
 }
 
 static uint32_t classes(void)
@@ -79,15 +87,7 @@ int shmmap__class_of(const struct seg *s, const struct seg_geom *g, size_t n)
 	uint32_t nc = classes();
 	if (n > class_size[nc - 1])
 		return -1;
-	uint32_t lo = 0, hi = nc - 1;
-	while (lo < hi) { /* first class with size >= n */
-		uint32_t mid = (lo + hi) / 2;
-		if (class_size[mid] >= n)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return (int)lo;
+	return class_for[(n + SEG_ALIGN - 1) / SEG_ALIGN];
 }
 
 void shmmap__alloc_format(const struct seg *s, const struct seg_geom *g)
