@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -69,6 +70,7 @@
 struct session {
 	int fd;
 	uint32_t slot;          /* valid if welcomed */
+	uint64_t slot_gen;      /* the slot's generation when it was ours */
 	bool welcomed;
 	pid_t pid;              /* SO_PEERCRED */
 	uid_t uid;
@@ -89,6 +91,7 @@ struct coord {
 	struct seg_geom g;
 	struct lock_ctx lk;
 	int lsock, epfd, wakefd;
+	int lockfd;              /* flock'ed: one coordinator per segment */
 	_Atomic bool stop;
 	bool threads_started;
 	pthread_t io, house;
@@ -174,6 +177,37 @@ static void log_sweep(const char *why, const struct sweep_report *r)
 			   : "");
 }
 
+/* Under recover_mu: the coordinator's own frees met an allocator lock of a
+ * dead process and left entries (unlinked, so no chain reaches them) to a
+ * sweep, which also repairs that lock's state. */
+static void sweep_deferred(struct coord *c, const char *what)
+{
+	struct sweep_report r;
+	if (shmmap__sweep(&c->seg, &c->g, &c->lk, &r) == 0)
+		log_sweep(what, &r);
+}
+
+/*
+ * A dead writer's record, before what it names is freed: a block it names
+ * may still be linked if the writer died holding the record's stripe lock
+ * and someone else took that lock over but has not repaired the stripe
+ * yet.  So take that stripe lock (waiting for such a taker, or taking it
+ * over and repairing it ourselves) and settle the record under it.
+ */
+static void settle_record(struct coord *c, struct seg_intent *in)
+{
+	if (!atomic_load(&in->a) && !atomic_load(&in->b))
+		return;
+	struct map_view v;
+	uint32_t map = atomic_load(&in->map), stripe = atomic_load(&in->stripe);
+	if (shmmap__map_view(&c->seg, &c->g, map, &v) < 0 || stripe >= v.nstripes)
+		return; /* dropped: its chains were emptied under every stripe lock */
+	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
+	shmmap__lock(&v.stripes[stripe].lock, &c->lk, NULL);
+	shmmap__stripe_repair(&o, &v, stripe);
+	shmmap__unlock(&v.stripes[stripe].lock);
+}
+
 /*
  * Recover slot `slot`, whose client is gone.  Caller holds recover_mu.
  *  1. Mark it DEAD: from now on every lock waiter sees its owner dead.
@@ -201,6 +235,7 @@ static void recover_slot_locked(struct coord *c, uint32_t slot)
 	unsigned freed = 0;
 	for (uint32_t k = 0; k < SEG_INTENTS && !sweep; k++) {
 		struct seg_intent *in = &sl->intent[k];
+		settle_record(c, in);
 		_Atomic uint64_t *recs[2] = {&in->b, &in->a};
 		for (int j = 0; j < 2 && !sweep; j++) {
 			uint64_t off = atomic_load(recs[j]);
@@ -230,10 +265,15 @@ static void recover_slot_locked(struct coord *c, uint32_t slot)
 		      took, freed);
 }
 
-static void recover_slot(struct coord *c, uint32_t slot)
+/* Recover slot if it is still the one of generation gen (a session's slot
+ * may have been recovered already, by check --repair, and given to another
+ * client since: that one must not be touched). */
+static void recover_slot(struct coord *c, uint32_t slot, uint64_t gen)
 {
 	pthread_mutex_lock(&c->recover_mu);
-	recover_slot_locked(c, slot);
+	struct seg_slot *sl = seg_slot(&c->seg, &c->g, slot);
+	if (atomic_load(&sl->state) != SLOT_FREE && atomic_load(&sl->gen) == gen)
+		recover_slot_locked(c, slot);
 	pthread_mutex_unlock(&c->recover_mu);
 }
 
@@ -385,7 +425,8 @@ static int flush_map(struct coord *c, const char *name)
 	if (i < 0)
 		return i;
 	pthread_mutex_lock(&c->recover_mu);
-	shmmap__map_flush(&c->seg, &c->g, &c->lk, (uint32_t)i);
+	if (shmmap__map_flush(&c->seg, &c->g, &c->lk, (uint32_t)i))
+		sweep_deferred(c, "flush");
 	pthread_mutex_unlock(&c->recover_mu);
 	logf_("flushed map '%s'", name);
 	return 0;
@@ -397,7 +438,8 @@ static int drop_map(struct coord *c, const char *name)
 	if (i < 0)
 		return i;
 	pthread_mutex_lock(&c->recover_mu);
-	shmmap__map_destroy(&c->seg, &c->g, &c->lk, (uint32_t)i);
+	if (shmmap__map_destroy(&c->seg, &c->g, &c->lk, (uint32_t)i))
+		sweep_deferred(c, "drop");
 	pthread_mutex_unlock(&c->recover_mu);
 	logf_("dropped map '%s'", name);
 	return 0;
@@ -607,7 +649,7 @@ static void close_session(struct coord *c, struct session *s, const char *why)
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
 	if (s->welcomed) {
 		logf_("client pid %d (slot %u) gone: %s", (int)s->pid, s->slot, why);
-		recover_slot(c, s->slot);
+		recover_slot(c, s->slot, s->slot_gen);
 		atomic_fetch_sub(&c->nclients, 1);
 	} else if (why[0]) {
 		logf_("connection from pid %d closed: %s", (int)s->pid, why);
@@ -654,6 +696,7 @@ static int assign_slot(struct coord *c, struct session *s, bool rdonly)
 static int welcome(struct coord *c, struct session *s, uint32_t seq, uint32_t slot, bool rdonly)
 {
 	s->slot = slot;
+	s->slot_gen = atomic_load(&seg_slot(&c->seg, &c->g, slot)->gen);
 	s->welcomed = true; /* even if what follows fails: close_session recovers it */
 	atomic_fetch_add(&c->nclients, 1);
 	int fd = c->seg.fd;
@@ -700,6 +743,7 @@ static int handle_resume(struct coord *c, struct session *s, const struct proto_
 	struct seg_slot *sl = slot < c->g.max_clients ? seg_slot(&c->seg, &c->g, slot) : NULL;
 	bool expected = true;
 	if (!sl || atomic_load(&sl->state) != SLOT_LIVE || sl->pid != (uint32_t)s->pid ||
+	    sl->start_time != s->start_time || sl->uid != (uint32_t)s->uid ||
 	    atomic_load(&sl->gen) != m->u.resume.slot_gen ||
 	    !atomic_compare_exchange_strong(&c->orphan[slot], &expected, false)) {
 		logf_("refusing to resume pid %d in slot %u: not its slot", (int)s->pid, slot);
@@ -1025,9 +1069,12 @@ static void reclaim_expired(struct coord *c)
 	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
 	for (uint32_t m = 0; m < c->g.max_maps; m++) {
 		struct map_view v;
+		bool deferred = false;
 		pthread_mutex_lock(&c->recover_mu);
 		if (shmmap__map_view(&c->seg, &c->g, m, &v) == 0)
-			shmmap__tbl_reclaim(&o, &v, &c->reclaim_at[m], RECLAIM_BUCKETS);
+			shmmap__tbl_reclaim(&o, &v, &c->reclaim_at[m], RECLAIM_BUCKETS, &deferred);
+		if (deferred)
+			sweep_deferred(c, "expiry");
 		pthread_mutex_unlock(&c->recover_mu);
 	}
 }
@@ -1074,7 +1121,7 @@ static void *house_main(void *arg)
 				atomic_store(&c->orphan[i], false);
 			} else if (st == SLOT_DEAD || pid_gone((pid_t)sl->pid, sl->start_time)) {
 				logf_("slot %u (pid %u, from an earlier coordinator) is gone", i, sl->pid);
-				recover_slot(c, i);
+				recover_slot(c, i, atomic_load(&sl->gen));
 				atomic_store(&c->orphan[i], false);
 			}
 		}
@@ -1136,6 +1183,35 @@ fail:;
 	snprintf(err, errlen, "%s: %s", path, strerror(e));
 	close(s);
 	return -e;
+}
+
+/*
+ * One coordinator per segment: an exclusive flock on a companion object
+ * (NAME.lock in the same shm namespace, never removed, so that every
+ * coordinator locks the same one), taken before the segment is touched.
+ * The kernel releases it when the process dies, however it dies.
+ */
+static int lock_segment(struct coord *c, char *err, size_t errlen)
+{
+	char name[256];
+	snprintf(name, sizeof name, "%.240s.lock", c->conf.segment.name);
+	c->lockfd = shm_open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (c->lockfd < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s: %s", name, strerror(e));
+		return -e;
+	}
+	if (flock(c->lockfd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		if (e == EWOULDBLOCK)
+			snprintf(err, errlen,
+				 "%s: another coordinator is running on this segment; not touching it",
+				 c->conf.segment.name);
+		else
+			snprintf(err, errlen, "%s: %s", name, strerror(e));
+		return e == EWOULDBLOCK ? -EBUSY : -e;
+	}
+	return 0;
 }
 
 static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errlen)
@@ -1203,13 +1279,16 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	if (!c)
 		return -ENOMEM;
 	c->conf = *conf;
-	c->lsock = c->epfd = c->wakefd = -1;
+	c->lsock = c->epfd = c->wakefd = c->lockfd = -1;
 	c->seg.fd = -1;
 	pthread_mutex_init(&c->recover_mu, NULL);
 	pthread_mutex_init(&c->save_mu, NULL);
 	c->start_ms = mono_ms();
 	c->save_next_ms = c->start_ms + (uint64_t)conf->persistence.interval * 1000u;
-	int rc = setup_segment(c, flags, err, errlen);
+	int rc = lock_segment(c, err, errlen);
+	if (rc < 0)
+		goto fail;
+	rc = setup_segment(c, flags, err, errlen);
 	if (rc < 0)
 		goto fail;
 	c->lk = (struct lock_ctx){.s = &c->seg, .g = &c->g, .owner = LOCK_OWNER_COORD};
@@ -1229,7 +1308,7 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 			uint32_t st = atomic_load(&sl->state);
 			if (st == SLOT_DEAD ||
 			    (st == SLOT_LIVE && pid_gone((pid_t)sl->pid, sl->start_time)))
-				recover_slot(c, i);
+				recover_slot(c, i, atomic_load(&sl->gen));
 			else if (st == SLOT_LIVE)
 				atomic_store(&c->orphan[i], true);
 		}
@@ -1314,10 +1393,13 @@ void shmmap__coord_free(struct coord *c)
 		close(c->wakefd);
 	if (c->seg.base) {
 		struct seg_header *h = seg_hdr(&c->seg);
-		atomic_store(&h->coord_pid, 0);
-		atomic_store(&h->state, SEG_CLEAN);
+		uint32_t me = (uint32_t)getpid();
+		if (atomic_compare_exchange_strong(&h->coord_pid, &me, 0))
+			atomic_store(&h->state, SEG_CLEAN);
 		shmmap__seg_unmap(&c->seg);
 	}
+	if (c->lockfd >= 0)
+		close(c->lockfd);
 	free(c->orphan);
 	free(c->reclaim_at);
 	pthread_mutex_destroy(&c->recover_mu);

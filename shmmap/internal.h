@@ -417,7 +417,7 @@ struct map_params {
 };
 int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		       uint32_t idx, const char *name, const struct map_params *p);
-void shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+bool shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 			 uint32_t idx);
 int shmmap__map_view(const struct seg *s, const struct seg_geom *g, uint32_t idx,
 		     struct map_view *v);
@@ -450,11 +450,14 @@ int shmmap__tbl_foreach(const struct op_ctx *o, const struct map_view *v, shmmap
 			void *arg);
 /* Unlink and free expired entries of up to nb buckets from *cursor (moved
  * on); returns how many were removed.  Each stripe is held for one removal
- * at a time.  For the coordinator's background reclaim. */
+ * at a time, and a busy stripe is skipped.  For the coordinator's
+ * background reclaim.  *deferred is set if a free had to be left to a
+ * sweep (an allocator lock of a dead process): the caller sweeps. */
 uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, uint32_t *cursor,
-			     uint32_t nb);
-/* Remove every entry of map idx, stripe by stripe (coordinator only). */
-void shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			     uint32_t nb, bool *deferred);
+/* Remove every entry of map idx, stripe by stripe (coordinator only).
+ * Returns true if frees were left to a sweep (as above). */
+bool shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		       uint32_t idx);
 /* Bytes of a map table: stripes, buckets, refs. */
 uint64_t shmmap__table_bytes(uint32_t nbuckets, uint32_t nstripes);

@@ -150,6 +150,8 @@ static int lock_slow(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *wa
 								    memory_order_acquire,
 								    memory_order_relaxed))
 				return 1;
+		} else if (me == LOCK_OWNER_COORD) {
+			return -EAGAIN; /* the coordinator sweeps rather than wait */
 		} else if (!dead_since) {
 			dead_since = mono_ms();
 		} else if (mono_ms() - dead_since >= LOCK_DEAD_WAIT_MS) {

@@ -62,15 +62,18 @@ int shmmap__proc_start_time(pid_t pid, uint64_t *out)
 	if (!p)
 		return -EIO;
 	p++;
-	/* A zombie has released nothing it held in shared memory, but it is
-	 * dead: it will never unlock.  Report it as gone. */
-	if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X'))
-		return -ESRCH;
-	/* After ')' come fields 3 (state) .. ; starttime is field 22. */
+	/* A zombie will never unlock anything: it is gone.  But the leader of
+	 * a thread group that exited with pthread_exit() is a zombie too while
+	 * its other threads run: gone only if no other thread is left. */
+	bool zombie = p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X');
+	/* After ')' come fields 3 (state) .. ; num_threads is field 20,
+	 * starttime field 22. */
 	for (int field = 3; field < 22; field++) {
 		p = strchr(p + 1, ' ');
 		if (!p)
 			return -EIO;
+		if (field == 19 && zombie && strtol(p + 1, NULL, 10) <= 1)
+			return -ESRCH;
 	}
 	char *end;
 	errno = 0;

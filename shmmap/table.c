@@ -77,6 +77,9 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 	} else {
 		if (pages > g->npages)
 			return -ENOSPC;
+		/* The old table (another geometry) is let go first: the directory
+		 * never names a run that the sweep would not keep. */
+		d->stripes_off = 0;
 		uint32_t first;
 		int rc = shmmap__alloc_pages(s, g, c, (uint32_t)pages, &first);
 		if (rc < 0)
@@ -972,18 +975,23 @@ int shmmap__tbl_foreach(const struct op_ctx *o, const struct map_view *v, shmmap
 /* ---- background reclaim and flush (coordinator) ---- */
 
 uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, uint32_t *cursor,
-			     uint32_t nb)
+			     uint32_t nb, bool *deferred)
 {
 	uint64_t removed = 0, now = 0;
-	for (uint32_t i = 0; i < nb && i < v->nbuckets; i++) {
+	for (uint32_t i = 0; i < nb && i < v->nbuckets && !*deferred; i++) {
 		uint32_t b = (*cursor)++ & (v->nbuckets - 1);
 		if (!atomic_load_explicit(&v->buckets[b], memory_order_relaxed))
 			continue;
 		struct seg_stripe *st = stripe_of(v, b);
 		/* One expired entry per lock hold, so a writer waits at most for
-		 * one chain walk. */
+		 * one chain walk; a stripe that is busy is left for the next
+		 * round (never wait for a writer here: it may be stopped). */
 		for (;;) {
-			stripe_lock(o, v, b);
+			uint32_t free_word = 0;
+			if (!atomic_compare_exchange_strong_explicit(&st->lock, &free_word, o->lk.owner,
+								     memory_order_acquire,
+								     memory_order_relaxed))
+				break;
 			_Atomic uint64_t *l = &v->buckets[b], *vl = NULL;
 			struct ent en, victim;
 			uint64_t off = atomic_load_explicit(l, memory_order_relaxed);
@@ -1011,8 +1019,11 @@ uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, u
 			shmmap__unlock(&st->lock);
 			if (!x)
 				break;
-			shmmap__free(o->s, o->g, &o->lk, x, NULL);
 			removed++;
+			if (shmmap__free(o->s, o->g, &o->lk, x, NULL) < 0) {
+				*deferred = true; /* unreachable now: the sweep frees it */
+				break;
+			}
 		}
 	}
 	return removed;
@@ -1021,7 +1032,7 @@ uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, u
 /* Under the stripe lock: empty every bucket of stripe st, freeing the
  * entries (after the seq change, so a racing reader retries). */
 static void empty_stripe(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-			 const struct map_view *v, uint32_t st)
+			 const struct map_view *v, uint32_t st, bool *deferred)
 {
 	struct seg_stripe *sp = &v->stripes[st];
 	for (uint32_t b = st; b < v->nbuckets; b += v->nstripes) {
@@ -1035,7 +1046,10 @@ static void empty_stripe(const struct seg *s, const struct seg_geom *g, const st
 		for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
 			if (!ent_load(s, v, off, &en))
 				break;
-			shmmap__free(s, g, c, off, NULL);
+			/* An allocator lock awaits repair: leave the rest, which no
+			 * chain reaches now, to the sweep the caller runs. */
+			if (!*deferred && shmmap__free(s, g, c, off, NULL) < 0)
+				*deferred = true;
 			off = en.next;
 		}
 	}
@@ -1043,20 +1057,22 @@ static void empty_stripe(const struct seg *s, const struct seg_geom *g, const st
 	sp->bytes = 0;
 }
 
-void shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+bool shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		       uint32_t idx)
 {
 	struct map_view v;
+	bool deferred = false;
 	if (shmmap__map_view(s, g, idx, &v) < 0)
-		return;
+		return false;
 	struct op_ctx o = {.s = s, .g = g, .lk = *c};
 	for (uint32_t st = 0; st < v.nstripes; st++) {
 		struct seg_stripe *sp = &v.stripes[st];
 		if (shmmap__lock(&sp->lock, c, NULL) == 1)
 			shmmap__stripe_repair(&o, &v, st);
-		empty_stripe(s, g, c, &v, st);
+		empty_stripe(s, g, c, &v, st, &deferred);
 		shmmap__unlock(&sp->lock);
 	}
+	return deferred;
 }
 
 /*
@@ -1068,12 +1084,13 @@ void shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const stru
  * still touch its lock words, so they are reused only by the next map
  * created at this index (same geometry), never handed to the allocator.
  */
-void shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+bool shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 			 uint32_t idx)
 {
 	struct map_view v;
+	bool deferred = false;
 	if (shmmap__map_view(s, g, idx, &v) < 0)
-		return;
+		return false;
 	struct seg_mapdir *d = seg_dir(s, g, idx);
 	atomic_store(&d->state, MAP_INIT);
 	atomic_fetch_add(&d->gen, 1);
@@ -1082,8 +1099,9 @@ void shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const st
 		struct seg_stripe *sp = &v.stripes[st];
 		if (shmmap__lock(&sp->lock, c, NULL) == 1)
 			shmmap__stripe_repair(&o, &v, st);
-		empty_stripe(s, g, c, &v, st);
+		empty_stripe(s, g, c, &v, st, &deferred);
 		shmmap__unlock(&sp->lock);
 	}
 	atomic_store_explicit(&d->state, MAP_FREE, memory_order_release);
+	return deferred;
 }

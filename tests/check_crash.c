@@ -16,6 +16,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -735,6 +736,90 @@ START_TEST(coordinator_died_mid_work)
 }
 END_TEST
 
+/* A second coordinator on the same segment (another socket) must refuse
+ * to start and touch nothing: not the locks, not the header. */
+START_TEST(second_coordinator_refused)
+{
+	char conf2[320], sock2[300], out[4096], err[4096];
+	snprintf(conf2, sizeof conf2, "%s/second.ini", co.dir);
+	snprintf(sock2, sizeof sock2, "%s/sock2", co.dir);
+	FILE *f = fopen(conf2, "w");
+	ck_assert(f != NULL);
+	fprintf(f, "[segment]\nname = %s\nsize = 8M\n[server]\nsocket = %s\n", co.shm, sock2);
+	fclose(f);
+	uint32_t pid_before = atomic_load(&seg_hdr(&g_sm->seg)->coord_pid);
+	uint64_t sweeps = atomic_load(&seg_hdr(&g_sm->seg)->sweeps);
+	char *argv[] = {getenv("SHMMAPD"), "-c", conf2, "--foreground", NULL};
+	ck_assert(argv[0] != NULL);
+	int rc = tu_run(argv, out, sizeof out, err, sizeof err);
+	CK_MSG(rc != 0 && strstr(err, "another coordinator is running"),
+	       "second coordinator: exit %d, stderr: %s", rc, err);
+	CK_EQ(atomic_load(&seg_hdr(&g_sm->seg)->coord_pid), pid_before);
+	CK_EQ(atomic_load(&seg_hdr(&g_sm->seg)->sweeps), sweeps);
+	CK_EQ(atomic_load(&seg_hdr(&g_sm->seg)->state), SEG_DIRTY);
+	unlink(conf2);
+	/* The first one still serves. */
+	shmmap_map m2;
+	CK_EQ(shmmap_open(g_sm, "still-served", SHMMAP_CREATE, &m2), 0);
+	expect_fill_intact();
+}
+END_TEST
+
+/* ---- telling the dead from the living ---- */
+
+static void *idle_thread(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return '?';
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : '?';
+}
+
+static bool is_zombie(void *arg)
+{
+	return proc_state(*(pid_t *)arg) == 'Z';
+}
+
+/* A process whose main thread called pthread_exit() shows as a zombie
+ * while its other threads run: it is alive (its locks must not be taken,
+ * its slot not recovered).  A real zombie is dead. */
+START_TEST(zombie_leader_is_alive)
+{
+	pid_t pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, idle_thread, NULL) != 0)
+			_exit(20);
+		pthread_exit(NULL);
+	}
+	CK_MSG(tu_wait(is_zombie, &pid, 5000), "the main thread did not exit");
+	uint64_t st;
+	CK_EQ(shmmap__proc_start_time(pid, &st), 0);
+	kill(pid, SIGKILL);
+	/* Not reaped yet: a zombie with no thread left. */
+	struct timespec ts = {0, 1000000};
+	for (int i = 0; i < 5000 && shmmap__proc_start_time(pid, &st) != -ESRCH; i++)
+		nanosleep(&ts, NULL); /* polling the kernel's view, with a deadline */
+	CK_EQ(shmmap__proc_start_time(pid, &st), -ESRCH);
+	ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("crash");
@@ -751,6 +836,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, sweep_under_load);
 	tcase_add_test(tc, coordinator_killed);
 	tcase_add_test(tc, coordinator_died_mid_work);
+	tcase_add_test(tc, zombie_leader_is_alive);
+	tcase_add_test(tc, second_coordinator_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -172,8 +172,12 @@ void tu_coord_cleanup(struct tu_coord *c)
 		tu_waitpid(c->pid, 10000);
 		c->pid = 0;
 	}
-	if (c->shm[0])
+	if (c->shm[0]) {
+		char lock[80];
+		snprintf(lock, sizeof lock, "%s.lock", c->shm); /* the coordinators' flock */
 		shm_unlink(c->shm);
+		shm_unlink(lock);
+	}
 	if (c->dir[0]) {
 		unlink(c->conf);
 		unlink(c->sock);
