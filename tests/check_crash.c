@@ -765,6 +765,98 @@ START_TEST(second_coordinator_refused)
 }
 END_TEST
 
+/*
+ * A session outlives its process (a child inherited the socket), the slot
+ * is recovered meanwhile by check --repair and given to a new client:
+ * when the old session finally closes, the new client's slot is not
+ * touched.
+ */
+struct log_wait {
+	char needle[64];
+};
+
+static bool log_has(void *arg)
+{
+	struct log_wait *lw = arg;
+	static char buf[1 << 16];
+	FILE *f = fopen(co.log, "r");
+	if (!f)
+		return false;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return strstr(buf, lw->needle) != NULL;
+}
+
+START_TEST(stale_session_spares_reused_slot)
+{
+	int gcpipe[2], attached[2], go[2];
+	ck_assert_int_eq(pipe(gcpipe), 0);
+	ck_assert_int_eq(pipe(attached), 0);
+	ck_assert_int_eq(pipe(go), 0);
+	pid_t w = tu_fork();
+	ck_assert_int_ge(w, 0);
+	if (w == 0) {
+		shmmap *sm;
+		if (shmmap_attach(co.sock, &sm) < 0)
+			_exit(20);
+		/* A grandchild keeps the socket (and so the session) open. */
+		pid_t gc = fork();
+		if (gc == 0) {
+			for (;;)
+				pause();
+		}
+		_exit(gc > 0 && write(gcpipe[1], &gc, sizeof gc) == sizeof gc ? 0 : 22);
+	}
+	pid_t gc;
+	ck_assert_int_eq(read(gcpipe[0], &gc, sizeof gc), (int)sizeof gc);
+	ck_assert_int_ge(tu_waitpid(w, 5000), 0); /* the slot's process is gone */
+	/* check --repair recovers the slot (its pid is dead), session or not. */
+	CK_EQ(ctl_repair(), 0);
+	wait_recovered("check --repair", 0);
+	/* A new client gets that slot. */
+	pid_t n = tu_fork();
+	ck_assert_int_ge(n, 0);
+	if (n == 0) {
+		shmmap *sm;
+		shmmap_map m;
+		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
+			_exit(20);
+		char x = 1;
+		if (write(attached[1], &x, 1) != 1 || read(go[0], &x, 1) != 1)
+			_exit(21);
+		for (int i = 0; i < 100; i++) {
+			char k[16];
+			int kn = snprintf(k, sizeof k, "n%d", i);
+			if (shmmap_put(sm, m, k, (size_t)kn, "v", 1, 0, 0) < 0)
+				_exit(24);
+		}
+		/* Still our slot: LIVE, with our pid. */
+		struct seg_slot *sl = seg_slot(&sm->seg, &sm->geom, sm->slot);
+		if (atomic_load(&sl->state) != SLOT_LIVE || sl->pid != (uint32_t)getpid())
+			_exit(25);
+		shmmap_detach(sm);
+		_exit(0);
+	}
+	char x;
+	ck_assert_int_eq(read(attached[0], &x, 1), 1);
+	/* Now the old session closes, and the coordinator handles it. */
+	kill(gc, SIGKILL);
+	struct log_wait lw;
+	snprintf(lw.needle, sizeof lw.needle, "client pid %d (slot", (int)w);
+	CK_MSG(tu_wait(log_has, &lw, 5000), "the old session was never closed");
+	ck_assert_int_eq(write(go[1], &x, 1), 1);
+	int st = tu_waitpid(n, 10000);
+	CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	       "the new client lost its slot to the old session's recovery: %#x", st);
+	for (int i = 0; i < 2; i++) {
+		close(gcpipe[i]);
+		close(attached[i]);
+		close(go[i]);
+	}
+}
+END_TEST
+
 /* ---- telling the dead from the living ---- */
 
 static void *idle_thread(void *arg)
@@ -838,6 +930,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, coordinator_died_mid_work);
 	tcase_add_test(tc, zombie_leader_is_alive);
 	tcase_add_test(tc, second_coordinator_refused);
+	tcase_add_test(tc, stale_session_spares_reused_slot);
 	suite_add_tcase(s, tc);
 	return s;
 }
