@@ -857,6 +857,73 @@ START_TEST(stale_session_spares_reused_slot)
 }
 END_TEST
 
+/*
+ * The coordinator flushes a map while a dead process holds the allocator
+ * lock of the entries' size class: it must not wait on that lock once per
+ * entry, but leave the frees to a sweep, and finish within a second or so.
+ */
+START_TEST(flush_meets_dead_allocator_lock)
+{
+	shmmap_map fm;
+	ck_assert_int_eq(shmmap_open(g_sm, "flushme", SHMMAP_CREATE, &fm), 0);
+	static char v[3000];
+	make_value(v, sizeof v, 'q');
+	for (int i = 0; i < 300; i++) {
+		char k[16];
+		int kn = snprintf(k, sizeof k, "m%04d", i);
+		ck_assert_int_eq(shmmap_put(g_sm, fm, k, (size_t)kn, v, sizeof v, 0, 0), 0);
+	}
+	int cls = shmmap__class_of(&g_sm->seg, &g_sm->geom, sizeof(struct seg_entry) + 5 + sizeof v);
+	_Atomic uint32_t *clock_w = &seg_class(&g_sm->seg, &g_sm->geom, (uint32_t)cls)->lock;
+	/* D stops right after taking that class lock, in a put of that size. */
+	pid_t d = tu_fork();
+	ck_assert_int_ge(d, 0);
+	if (d == 0) {
+		shmmap *sm;
+		shmmap_map m;
+		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, "flushme", 0, &m) < 0)
+			_exit(20);
+		shmmap__crash_arm(1, SIGSTOP);
+		shmmap_put(sm, m, "m9999", 5, v, sizeof v, 0, 0);
+		_exit(21);
+	}
+	int st;
+	long long end = mono_ms() + 10000;
+	pid_t r;
+	while ((r = waitpid(d, &st, WNOHANG | WUNTRACED)) == 0 && mono_ms() < end) {
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL); /* polling the child's state, with a deadline */
+	}
+	CK_MSG(r == d && WIFSTOPPED(st), "D did not stop in the allocator");
+	CK_MSG((atomic_load(clock_w) & LOCK_OWNER_MASK) != 0, "D holds no class lock");
+	/* F asks for the flush; the coordinator blocks on D's lock. */
+	pid_t f = tu_fork();
+	ck_assert_int_ge(f, 0);
+	if (f == 0) {
+		shmmap *sm;
+		shmmap_map m;
+		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, "flushme", 0, &m) < 0)
+			_exit(20);
+		_exit(shmmap_flush(sm, m) == 0 ? 0 : 22);
+	}
+	struct waiting x = {clock_w};
+	CK_MSG(tu_wait(has_waiter, &x, 5000), "the flush never waited on D's lock");
+	long long t0 = mono_ms();
+	kill(d, SIGKILL);
+	int fst = tu_waitpid(f, 10000);
+	long long dt = mono_ms() - t0;
+	CK_MSG(fst != -1 && WIFEXITED(fst) && WEXITSTATUS(fst) == 0, "flush failed: %#x", fst);
+	CK_MSG(dt < 3000, "the flush took %lld ms after D died", dt);
+	ck_assert_int_ge(tu_waitpid(d, 5000), 0);
+	wait_recovered("flush with a dead allocator lock", 0);
+	struct shmmap_stats ss;
+	ck_assert_int_eq(shmmap_stats(g_sm, fm, &ss), 0);
+	CK_EQ(ss.entries, 0);
+	expect_fill_intact();
+	expect_clean("flush with a dead allocator lock", 0);
+}
+END_TEST
+
 /* ---- telling the dead from the living ---- */
 
 static void *idle_thread(void *arg)
@@ -931,6 +998,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, zombie_leader_is_alive);
 	tcase_add_test(tc, second_coordinator_refused);
 	tcase_add_test(tc, stale_session_spares_reused_slot);
+	tcase_add_test(tc, flush_meets_dead_allocator_lock);
 	suite_add_tcase(s, tc);
 	return s;
 }
