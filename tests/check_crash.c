@@ -924,6 +924,77 @@ START_TEST(flush_meets_dead_allocator_lock)
 }
 END_TEST
 
+/* A writer stopped (SIGSTOP) inside a stripe lock is alive, so its stripe's
+ * writers wait for it; but the coordinator must go on serving everyone
+ * else (its background reclaim skips the busy stripe). */
+static int attach_detach(void)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
+		return 20;
+	shmmap_detach(sm);
+	return 0;
+}
+
+START_TEST(stopped_writer_does_not_wedge_coordinator)
+{
+	static char old[8192];
+	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false};
+	const char *key = "the-key";
+	_Atomic uint32_t *w = stripe_lock_word(stripe_of_key(key));
+	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(slot != MAP_FAILED);
+	pid_t pid = -1;
+	for (unsigned long k = 1; k <= MAX_K; k++) {
+		prepare(&sc, key, old);
+		atomic_store(slot, 0);
+		pid = tu_fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0)
+			child(&sc, key, k, SIGSTOP, slot);
+		int st;
+		long long end = mono_ms() + 10000;
+		pid_t r;
+		while ((r = waitpid(pid, &st, WNOHANG | WUNTRACED)) == 0 && mono_ms() < end) {
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, NULL); /* polling the child's state, with a deadline */
+		}
+		CK_MSG(r == pid && WIFSTOPPED(st), "child neither stopped nor held the lock");
+		uint32_t owner = atomic_load(w) & LOCK_OWNER_MASK;
+		if (owner != 0 && owner == atomic_load(slot))
+			break;
+		kill(pid, SIGKILL);
+		ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
+		wait_recovered(sc.name, k);
+		pid = -1;
+	}
+	ck_assert_int_gt(pid, 0);
+	/* Clients come and go for a while: at least 8 of them, over at least
+	 * 600 ms, so that the coordinator's background rounds (every 100 ms)
+	 * meet the stopped writer's stripe several times meanwhile. */
+	long long until = mono_ms() + 600;
+	for (int i = 0; i < 8 || mono_ms() < until; i++) {
+		long long t0 = mono_ms();
+		pid_t c = tu_fork();
+		ck_assert_int_ge(c, 0);
+		if (c == 0)
+			_exit(attach_detach());
+		int st = tu_waitpid(c, 5000);
+		CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		       "attach/detach %d failed while a writer is stopped: %#x", i, st);
+		CK_MSG(mono_ms() - t0 < 2000, "attach/detach %d took %lld ms", i, mono_ms() - t0);
+	}
+	kill(pid, SIGKILL);
+	ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
+	wait_recovered(sc.name, 0);
+	expect_fill_intact();
+	expect_clean(sc.name, 0);
+	munmap(slot, 4096);
+}
+END_TEST
+
 /* ---- telling the dead from the living ---- */
 
 static void *idle_thread(void *arg)
@@ -999,6 +1070,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, second_coordinator_refused);
 	tcase_add_test(tc, stale_session_spares_reused_slot);
 	tcase_add_test(tc, flush_meets_dead_allocator_lock);
+	tcase_add_test(tc, stopped_writer_does_not_wedge_coordinator);
 	suite_add_tcase(s, tc);
 	return s;
 }
