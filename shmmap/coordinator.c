@@ -1266,6 +1266,9 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 		      c->seg.at_agreed_base ? "" : " (not at the agreed base)");
 	}
 	struct seg_header *h = seg_hdr(&c->seg);
+	uint64_t me_start = 0;
+	shmmap__proc_start_time(getpid(), &me_start);
+	atomic_store(&h->coord_start, me_start);
 	atomic_store(&h->coord_pid, (uint32_t)getpid());
 	atomic_fetch_add(&h->coord_gen, 1);
 	atomic_store(&h->state, SEG_DIRTY);

@@ -102,6 +102,7 @@ struct seg_header {
 	uint64_t pool_free;        /* 136: free pages (under pool_lock) */
 	_Atomic uint64_t recoveries; /* 144: dead clients recovered (coordinator) */
 	_Atomic uint64_t sweeps;     /* 152: allocator sweeps (coordinator) */
+	_Atomic uint64_t coord_start;/* 160: the coordinator's start time (pid reuse) */
 	_Alignas(64) uint8_t pad[4096 - 192];
 };
 _Static_assert(sizeof(struct seg_header) == 4096, "header is one page");

@@ -78,8 +78,9 @@ bool shmmap__owner_alive(const struct lock_ctx *c, uint32_t owner)
 	if (owner == c->owner)
 		return true; /* another thread of this very process */
 	if (owner == LOCK_OWNER_COORD) {
-		uint32_t pid = atomic_load(&seg_hdr(c->s)->coord_pid);
-		return pid_alive(pid, 0);
+		const struct seg_header *h = seg_hdr(c->s);
+		uint64_t start = atomic_load(&h->coord_start);
+		return pid_alive(atomic_load(&h->coord_pid), start);
 	}
 	if (owner == 0 || owner > c->g->max_clients)
 		return false; /* not a valid owner: garbage in a lock word */

@@ -239,6 +239,10 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 	mark_records(&w, alive);
 	mark_tables(&w);
 	mark_chains(&w);
+	/* A client that attached meanwhile may have unlinked something after
+	 * the walk passed it: its records count too from here on. */
+	for (uint32_t i = 0; i < g->max_clients; i++)
+		alive[i] = alive[i] || shmmap__slot_alive(s, g, i);
 	mark_records(&w, alive);
 	rebuild(&w, r);
 	/* What the records of dead slots named is now free unless linked. */
