@@ -165,7 +165,7 @@ static void build_image(void)
 	    (rc = shmmap__tbl_put(&o, &v1, "small", 5, "0123456789", 10, 0, 0)) < 0 ||
 	    (rc = shmmap__tbl_put(&o, &v2, "x", 1, "y", 1, 0, 0)) < 0)
 		die("put", rc);
-	shmmap__map_destroy(&s, &g, &lk, 2);
+	(void)shmmap__map_destroy(&s, &g, &lk, 2);
 	for (uint32_t i = 0; i < g.max_maps; i++)
 		seg_dir(&s, &g, i)->created_ns = 0;
 
@@ -510,7 +510,8 @@ static void write_paths(bool pristine)
 	repair_stripes(&o, views, nv, false);
 	for (uint32_t i = 0; i < nv; i++) {
 		uint32_t cursor = 0; /* the background reclaim of expired entries */
-		shmmap__tbl_reclaim(&o, &views[i], &cursor, views[i].nbuckets);
+		bool deferred = false; /* the sweep below runs either way */
+		shmmap__tbl_reclaim(&o, &views[i], &cursor, views[i].nbuckets, &deferred);
 	}
 	CHECK(shmmap__sweep(s, &g, &lk, &sr) == 0);
 
