@@ -409,6 +409,7 @@ struct map_view {
 	uint32_t nbuckets, nstripes;
 	uint32_t key_max, val_max;
 	uint32_t policy;
+	uint32_t chain_max;      /* a longer chain is a cycle: more entries than blocks fit */
 	_Atomic uint64_t *buckets;
 	struct seg_stripe *stripes;
 	_Atomic uint8_t *refs;   /* [nbuckets]: set by a get or put, cleared by the evicting hand */

@@ -758,7 +758,7 @@ static int bucket_keys(shmmap *sm, const struct map_view *v, uint32_t b, uint64_
 		uint64_t off = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
 		for (uint32_t steps = 0; off; steps++) {
 			const struct seg_entry *e =
-				steps < SEG_CHAIN_MAX ? shmmap__entry_at(&sm->seg, v, off) : NULL;
+				steps < v->chain_max ? shmmap__entry_at(&sm->seg, v, off) : NULL;
 			if (!e) {
 				torn = true;
 				break;

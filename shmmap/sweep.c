@@ -84,7 +84,7 @@ static void mark_chains(struct sw *w)
 			continue;
 		for (uint32_t b = 0; b < v.nbuckets; b++) {
 			uint64_t off = atomic_load_explicit(&v.buckets[b], memory_order_acquire);
-			for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
+			for (uint32_t steps = 0; off && steps < v.chain_max; steps++) {
 				const struct seg_entry *e = shmmap__entry_at(w->s, &v, off);
 				if (!e)
 					break;

@@ -132,6 +132,9 @@ int shmmap__map_view(const struct seg *s, const struct seg_geom *g, uint32_t idx
 	    !seg_ok(s, d->stripes_off, (uint64_t)w.nstripes * sizeof(struct seg_stripe), 64) ||
 	    d->buckets_off < g->heap_off || d->stripes_off < g->heap_off)
 		return -SHMMAP_ECORRUPT;
+	/* No chain holds more entries than the heap has smallest blocks. */
+	uint64_t blocks = (uint64_t)g->npages * (SEG_PAGE / 48) + 1;
+	w.chain_max = blocks < SEG_CHAIN_MAX ? (uint32_t)blocks : SEG_CHAIN_MAX;
 	w.buckets = seg_ptr(s, d->buckets_off);
 	w.stripes = seg_ptr(s, d->stripes_off);
 	w.refs = seg_ptr(s, d->buckets_off + (uint64_t)w.nbuckets * 8);
@@ -213,7 +216,7 @@ walk(const struct seg *s, const struct map_view *v, uint32_t b, uint64_t h,
 	_Atomic uint64_t *l = &v->buckets[b];
 	uint64_t off = atomic_load_explicit(l, memory_order_acquire);
 	for (uint32_t steps = 0; off; steps++) {
-		if (steps >= SEG_CHAIN_MAX || !ent_load(s, v, off, found))
+		if (steps >= v->chain_max || !ent_load(s, v, off, found))
 			return W_TORN;
 		if (found->hash == h && found->klen == klen &&
 		    key_eq(found->e->data, key, klen)) {
@@ -258,7 +261,7 @@ static bool linked(const struct seg *s, const struct map_view *v, uint32_t strip
 	if ((b & (v->nstripes - 1)) != stripe)
 		return false;
 	uint64_t cur = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
-	for (uint32_t steps = 0; cur && steps < SEG_CHAIN_MAX; steps++) {
+	for (uint32_t steps = 0; cur && steps < v->chain_max; steps++) {
 		if (cur == off)
 			return true;
 		if (!ent_load(s, v, cur, &en))
@@ -314,7 +317,7 @@ void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uin
 		uint64_t off = atomic_load(l);
 		struct ent en;
 		for (uint32_t steps = 0; off; steps++) {
-			if (steps >= SEG_CHAIN_MAX || !ent_load(o->s, v, off, &en)) {
+			if (steps >= v->chain_max || !ent_load(o->s, v, off, &en)) {
 				seq_begin(st);
 				atomic_store_explicit(l, 0, memory_order_release);
 				seq_end(st);
@@ -543,43 +546,66 @@ static void settle(const struct op_ctx *o, struct seg_intent *in)
 		(void)shmmap__free(o->s, o->g, &o->lk, x, &in->a);
 }
 
+#define WANT_ANY (-2)     /* find_victim: an entry of any size class */
+#define VICTIM_WALK_MAX 1024u
+#define EVICT_PER_VISIT 64u /* evictions from one bucket per visit of the hand */
+#define WANT_EXPIRED (-3) /* find_victim: expired entries only */
+
+/*
+ * Under the stripe lock of bucket b: the link to the entry to remove, or
+ * NULL.  The first expired entry; else (want >= 0 or WANT_ANY) the last,
+ * i.e. oldest, entry of size class want or of any class.  *victim gets the
+ * entry, *exp whether it had expired.
+ */
+static _Atomic uint64_t *find_victim(const struct op_ctx *o, const struct map_view *v,
+				     uint32_t b, int want, struct ent *victim, bool *exp)
+{
+	uint64_t now = 0;
+	_Atomic uint64_t *l = &v->buckets[b], *vl = NULL;
+	struct ent en;
+	uint64_t off = atomic_load_explicit(l, memory_order_relaxed);
+	*exp = false;
+	/* Bounded well below SEG_CHAIN_MAX: eviction may look at a bucket
+	 * many times in a row, and a chain this long is already pathological
+	 * (or a cycle in a corrupt segment): its tail is simply not a victim. */
+	for (uint32_t steps = 0; off && steps < VICTIM_WALK_MAX; steps++) {
+		if (!ent_load(o->s, v, off, &en))
+			break;
+		if (expired(en.expire_ms, &now)) {
+			*victim = en;
+			*exp = true;
+			return l;
+		}
+		if (want == WANT_ANY ||
+		    (want >= 0 && shmmap__class_of(o->s, o->g, shmmap__block_size(o->s, o->g, off)) ==
+					  want)) {
+			vl = l;
+			*victim = en;
+		}
+		l = (_Atomic uint64_t *)&en.e->next;
+		off = en.next;
+	}
+	return vl;
+}
+
 /*
  * Under no lock: unlink one victim from bucket b (the first expired entry,
  * else the last, i.e. oldest, entry of class want, or of any class if want
- * is -2) and free it.  Returns 1 if one was removed, 0 if none qualified,
+ * is WANT_ANY) and free it.  Returns 1 if one was removed, 0 if none qualified,
  * or a negative errno.
  */
 static int evict_one(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
 		     uint32_t b, int want)
 {
 	struct seg_stripe *st = stripe_of(v, b);
-	uint64_t now = 0;
 	stripe_lock(o, v, b);
 	if (!view_current(o, v)) {
 		shmmap__unlock(&st->lock);
 		return -ESTALE;
 	}
-	_Atomic uint64_t *l = &v->buckets[b], *vl = NULL;
-	struct ent en, victim;
+	struct ent victim;
 	bool exp = false;
-	uint64_t off = atomic_load_explicit(l, memory_order_relaxed);
-	for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
-		if (!ent_load(o->s, v, off, &en))
-			break;
-		if (expired(en.expire_ms, &now)) {
-			vl = l;
-			victim = en;
-			exp = true;
-			break;
-		}
-		if (want == -2 ||
-		    shmmap__class_of(o->s, o->g, shmmap__block_size(o->s, o->g, off)) == want) {
-			vl = l;
-			victim = en;
-		}
-		l = (_Atomic uint64_t *)&en.e->next;
-		off = en.next;
-	}
+	_Atomic uint64_t *vl = find_victim(o, v, b, want, &victim, &exp);
 	uint32_t own = atomic_load_explicit(&in->stripe, memory_order_relaxed);
 	if (vl) {
 		/* The record names the victim's stripe while b names the victim:
@@ -632,7 +658,7 @@ static int evict_for(const struct op_ctx *o, const struct map_view *v, struct se
 	 * one more revolution.  The last round ignores the marks, so that a
 	 * put that fits always succeeds. */
 	for (int round = cls < 0 ? 2 : 0; round < 4; round++) {
-		int want = round < 2 ? cls : -2;
+		int want = round < 2 ? cls : WANT_ANY;
 		for (uint32_t scanned = 0; scanned < v->nbuckets; scanned++) {
 			uint32_t b = atomic_fetch_add_explicit(&d->clock_hand, 1,
 							       memory_order_relaxed) &
@@ -643,7 +669,9 @@ static int evict_for(const struct op_ctx *o, const struct map_view *v, struct se
 				atomic_store_explicit(&v->refs[b], 0, memory_order_relaxed);
 				continue;
 			}
-			for (;;) {
+			/* A bucket's entries, oldest first, until the value fits; the
+			 * bound keeps a corrupt (cyclic) chain from holding the hand. */
+			for (uint32_t k = 0; k < EVICT_PER_VISIT; k++) {
 				int r = evict_one(o, v, in, b, want);
 				if (r <= 0) {
 					if (r < 0)
@@ -933,7 +961,7 @@ static int copy_bucket(const struct op_ctx *o, const struct map_view *v, uint32_
 		struct ent en;
 		for (uint32_t steps = 0; off && rc == 0; steps++) {
 			/* More than the segment holds: a cycle, not a chain. */
-			if (steps >= SEG_CHAIN_MAX || c->len > o->s->len ||
+			if (steps >= v->chain_max || c->len > o->s->len ||
 			    !ent_load(o->s, v, off, &en)) {
 				rc = -SHMMAP_ECORRUPT;
 				break;
@@ -977,7 +1005,7 @@ int shmmap__tbl_foreach(const struct op_ctx *o, const struct map_view *v, shmmap
 uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, uint32_t *cursor,
 			     uint32_t nb, bool *deferred)
 {
-	uint64_t removed = 0, now = 0;
+	uint64_t removed = 0;
 	for (uint32_t i = 0; i < nb && i < v->nbuckets && !*deferred; i++) {
 		uint32_t b = (*cursor)++ & (v->nbuckets - 1);
 		if (!atomic_load_explicit(&v->buckets[b], memory_order_relaxed))
@@ -992,20 +1020,9 @@ uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, u
 								     memory_order_acquire,
 								     memory_order_relaxed))
 				break;
-			_Atomic uint64_t *l = &v->buckets[b], *vl = NULL;
-			struct ent en, victim;
-			uint64_t off = atomic_load_explicit(l, memory_order_relaxed);
-			for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
-				if (!ent_load(o->s, v, off, &en))
-					break;
-				if (expired(en.expire_ms, &now)) {
-					vl = l;
-					victim = en;
-					break;
-				}
-				l = (_Atomic uint64_t *)&en.e->next;
-				off = en.next;
-			}
+			struct ent victim;
+			bool exp;
+			_Atomic uint64_t *vl = find_victim(o, v, b, WANT_EXPIRED, &victim, &exp);
 			uint64_t x = 0;
 			if (vl) {
 				x = atomic_load_explicit(vl, memory_order_relaxed);
@@ -1043,7 +1060,7 @@ static void empty_stripe(const struct seg *s, const struct seg_geom *g, const st
 		atomic_store_explicit(&v->buckets[b], 0, memory_order_release);
 		seq_end(sp);
 		struct ent en;
-		for (uint32_t steps = 0; off && steps < SEG_CHAIN_MAX; steps++) {
+		for (uint32_t steps = 0; off && steps < v->chain_max; steps++) {
 			if (!ent_load(s, v, off, &en))
 				break;
 			/* An allocator lock awaits repair: leave the rest, which no

@@ -587,9 +587,10 @@ END_TEST
 
 /* ---- the coordinator killed ---- */
 
-START_TEST(coordinator_killed)
+/* A worker that attaches (and puts key, if not NULL), tells its slot, and
+ * waits to be killed.  Returns once it is attached. */
+static pid_t idle_worker(const char *key, uint32_t *slot)
 {
-	/* A second worker, attached, that dies while the coordinator is down. */
 	int ready[2];
 	ck_assert_int_eq(pipe(ready), 0);
 	pid_t w = tu_fork();
@@ -599,18 +600,26 @@ START_TEST(coordinator_killed)
 		shmmap_map m;
 		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
 			_exit(20);
-		if (shmmap_put(sm, m, "from-the-dead", 13, "x", 1, 0, 0) < 0)
+		if (key && shmmap_put(sm, m, key, strlen(key), "x", 1, 0, 0) < 0)
 			_exit(21);
-		char c = 1;
-		if (write(ready[1], &c, 1) != 1)
+		if (write(ready[1], &sm->slot, sizeof sm->slot) != sizeof sm->slot)
 			_exit(22);
 		for (;;)
 			pause();
 	}
 	close(ready[1]);
-	char c;
-	ck_assert_int_eq(read(ready[0], &c, 1), 1);
+	uint32_t s;
+	ck_assert_int_eq(read(ready[0], &s, sizeof s), (int)sizeof s);
 	close(ready[0]);
+	if (slot)
+		*slot = s;
+	return w;
+}
+
+START_TEST(coordinator_killed)
+{
+	/* A second worker, attached, that dies while the coordinator is down. */
+	pid_t w = idle_worker("from-the-dead", NULL);
 
 	kill(co.pid, SIGKILL);
 	ck_assert_int_ge(tu_waitpid(co.pid, 5000), 0);
@@ -668,37 +677,16 @@ START_TEST(coordinator_died_mid_work)
 	ck_assert_int_eq(shmmap_open(g_sm, "doomed", SHMMAP_CREATE, &doomed), 0);
 	CK_EQ(shmmap_put(g_sm, doomed, "x", 1, "y", 1, 0, 0), 0);
 	/* A worker that will die too, between an allocation and its link. */
-	int ready[2];
-	ck_assert_int_eq(pipe(ready), 0);
-	_Atomic uint32_t *wslot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-				       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	ck_assert(wslot != MAP_FAILED);
-	pid_t w = tu_fork();
-	ck_assert_int_ge(w, 0);
-	if (w == 0) {
-		shmmap *sm;
-		if (shmmap_attach(co.sock, &sm) < 0)
-			_exit(20);
-		atomic_store(wslot, sm->slot + 1);
-		char c = 1;
-		if (write(ready[1], &c, 1) != 1)
-			_exit(21);
-		for (;;)
-			pause();
-	}
-	close(ready[1]);
-	char c;
-	ck_assert_int_eq(read(ready[0], &c, 1), 1);
-	close(ready[0]);
+	uint32_t wslot;
+	pid_t w = idle_worker(NULL, &wslot);
 	kill(co.pid, SIGKILL);
 	ck_assert_int_ge(tu_waitpid(co.pid, 5000), 0);
 	co.pid = 0;
 	kill(w, SIGKILL);
 	ck_assert_int_ge(tu_waitpid(w, 5000), 0);
-	struct seg_intent *rec = &seg_slot(&g_sm->seg, &g_sm->geom, atomic_load(wslot) - 1)->intent[0];
+	struct seg_intent *rec = &seg_slot(&g_sm->seg, &g_sm->geom, wslot)->intent[0];
 	struct lock_ctx lk = {.s = &g_sm->seg, .g = &g_sm->geom, .owner = g_sm->slot + 1};
 	ck_assert_int_eq(shmmap__alloc(&g_sm->seg, &g_sm->geom, &lk, 40, &rec->a), 0);
-	munmap(wslot, 4096);
 
 	struct seg *sg = &g_sm->seg;
 	const struct seg_geom *g = &g_sm->geom;
