@@ -49,6 +49,9 @@
  *     is then stale (-ESTALE) and must be detached and made again.
  *   - A process stopped (SIGSTOP, a debugger) while it holds a lock is not
  *     dead: writers of the same lock stripe wait for it.
+ *   - If the coordinator ever recovers this attachment's slot (it took the
+ *     process for dead), writes on the attachment fail with -ESTALE from
+ *     then on: detach and attach again.
  *
  * Thread safety
  *   All calls on one attachment may be made from several threads at once,

@@ -393,8 +393,16 @@ static int op_begin(shmmap *sm, shmmap_map m, const struct map_view **v, struct 
 	o->lk.owner = sm->slot + 1;
 	o->ctr = sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, (*v)->idx);
 	o->intent = NULL;
-	if (write && !sm->seg.rdonly)
+	if (write && !sm->seg.rdonly) {
+		/* Still our slot?  If the coordinator recovered it (it took this
+		 * process for dead), writing under its identity would corrupt
+		 * whoever has it now. */
+		const struct seg_slot *sl = seg_slot(&sm->seg, &sm->geom, sm->slot);
+		if (atomic_load_explicit(&sl->gen, memory_order_relaxed) != sm->slot_gen ||
+		    atomic_load_explicit(&sl->state, memory_order_relaxed) != SLOT_LIVE)
+			return -ESTALE;
 		return rec_claim(sm, o);
+	}
 	return 0;
 }
 

@@ -983,6 +983,26 @@ START_TEST(stopped_writer_does_not_wedge_coordinator)
 }
 END_TEST
 
+/* An attachment whose slot the coordinator recovered (here: its generation
+ * moved, as when the slot is given to someone else) must not write under
+ * that identity any more; reads go on. */
+START_TEST(recovered_slot_refuses_writes)
+{
+	struct seg_slot *sl = seg_slot(&g_sm->seg, &g_sm->geom, g_sm->slot);
+	CK_EQ(shmmap_put(g_sm, g_m, "k", 1, "v", 1, 0, 0), 0);
+	atomic_fetch_add(&sl->gen, 1);
+	CK_EQ(shmmap_put(g_sm, g_m, "k", 1, "w", 1, 0, 0), -ESTALE);
+	CK_EQ(shmmap_del(g_sm, g_m, "k", 1), -ESTALE);
+	CK_EQ(shmmap_incr(g_sm, g_m, "n", 1, 1, NULL), -ESTALE);
+	char buf[4];
+	size_t n;
+	CK_EQ(shmmap_get(g_sm, g_m, "k", 1, buf, sizeof buf, &n), 0);
+	CK_MSG(n == 1 && buf[0] == 'v', "the refused writes changed the value");
+	atomic_fetch_sub(&sl->gen, 1);
+	CK_EQ(shmmap_put(g_sm, g_m, "k", 1, "w", 1, 0, 0), 0);
+}
+END_TEST
+
 /* ---- telling the dead from the living ---- */
 
 static void *idle_thread(void *arg)
@@ -1059,6 +1079,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, stale_session_spares_reused_slot);
 	tcase_add_test(tc, flush_meets_dead_allocator_lock);
 	tcase_add_test(tc, stopped_writer_does_not_wedge_coordinator);
+	tcase_add_test(tc, recovered_slot_refuses_writes);
 	suite_add_tcase(s, tc);
 	return s;
 }
