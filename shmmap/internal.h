@@ -330,6 +330,8 @@ int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits)
  * never takes over.  Returns 0, or -EAGAIN once the owner has been dead for
  * LOCK_DEAD_WAIT_MS (the coordinator is down or slow to repair). */
 int shmmap__lock_nosteal(_Atomic uint32_t *w, const struct lock_ctx *c);
+/* Take the lock if it is free, without waiting. */
+bool shmmap__trylock(_Atomic uint32_t *w, const struct lock_ctx *c);
 void shmmap__unlock(_Atomic uint32_t *w);
 bool shmmap__owner_alive(const struct lock_ctx *c, uint32_t owner);
 /* Take lock word w over if `owner` holds it (no wait).  True if we now hold it. */

@@ -170,6 +170,13 @@ int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits)
 	return lock_slow(w, c, waits, true);
 }
 
+bool shmmap__trylock(_Atomic uint32_t *w, const struct lock_ctx *c)
+{
+	uint32_t v = 0;
+	return atomic_compare_exchange_strong_explicit(w, &v, c->owner, memory_order_acquire,
+						       memory_order_relaxed);
+}
+
 int shmmap__lock_nosteal(_Atomic uint32_t *w, const struct lock_ctx *c)
 {
 	uint32_t v = 0;

@@ -1015,10 +1015,7 @@ uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, u
 		 * one chain walk; a stripe that is busy is left for the next
 		 * round (never wait for a writer here: it may be stopped). */
 		for (;;) {
-			uint32_t free_word = 0;
-			if (!atomic_compare_exchange_strong_explicit(&st->lock, &free_word, o->lk.owner,
-								     memory_order_acquire,
-								     memory_order_relaxed))
+			if (!shmmap__trylock(&st->lock, &o->lk))
 				break;
 			struct ent victim;
 			bool exp;
@@ -1074,22 +1071,30 @@ static void empty_stripe(const struct seg *s, const struct seg_geom *g, const st
 	sp->bytes = 0;
 }
 
+/* Every stripe of v emptied under its lock (repaired first if taken over
+ * from a dead owner).  True if frees were left to a sweep. */
+static bool empty_map(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		      const struct map_view *v)
+{
+	struct op_ctx o = {.s = s, .g = g, .lk = *c};
+	bool deferred = false;
+	for (uint32_t st = 0; st < v->nstripes; st++) {
+		struct seg_stripe *sp = &v->stripes[st];
+		if (shmmap__lock(&sp->lock, c, NULL) == 1)
+			shmmap__stripe_repair(&o, v, st);
+		empty_stripe(s, g, c, v, st, &deferred);
+		shmmap__unlock(&sp->lock);
+	}
+	return deferred;
+}
+
 bool shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		       uint32_t idx)
 {
 	struct map_view v;
-	bool deferred = false;
 	if (shmmap__map_view(s, g, idx, &v) < 0)
 		return false;
-	struct op_ctx o = {.s = s, .g = g, .lk = *c};
-	for (uint32_t st = 0; st < v.nstripes; st++) {
-		struct seg_stripe *sp = &v.stripes[st];
-		if (shmmap__lock(&sp->lock, c, NULL) == 1)
-			shmmap__stripe_repair(&o, &v, st);
-		empty_stripe(s, g, c, &v, st, &deferred);
-		shmmap__unlock(&sp->lock);
-	}
-	return deferred;
+	return empty_map(s, g, c, &v);
 }
 
 /*
@@ -1105,20 +1110,12 @@ bool shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const st
 			 uint32_t idx)
 {
 	struct map_view v;
-	bool deferred = false;
 	if (shmmap__map_view(s, g, idx, &v) < 0)
 		return false;
 	struct seg_mapdir *d = seg_dir(s, g, idx);
 	atomic_store(&d->state, MAP_INIT);
 	atomic_fetch_add(&d->gen, 1);
-	struct op_ctx o = {.s = s, .g = g, .lk = *c};
-	for (uint32_t st = 0; st < v.nstripes; st++) {
-		struct seg_stripe *sp = &v.stripes[st];
-		if (shmmap__lock(&sp->lock, c, NULL) == 1)
-			shmmap__stripe_repair(&o, &v, st);
-		empty_stripe(s, g, c, &v, st, &deferred);
-		shmmap__unlock(&sp->lock);
-	}
+	bool deferred = empty_map(s, g, c, &v);
 	atomic_store_explicit(&d->state, MAP_FREE, memory_order_release);
 	return deferred;
 }

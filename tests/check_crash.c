@@ -376,6 +376,18 @@ static long long mono_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Wait (deadline 10 s) until the child stops or ends; waitpid's result. */
+static pid_t wait_stopped(pid_t pid, int *st)
+{
+	long long end = mono_ms() + 10000;
+	pid_t r;
+	while ((r = waitpid(pid, st, WNOHANG | WUNTRACED)) == 0 && mono_ms() < end) {
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL); /* polling the child's state, with a deadline */
+	}
+	return r;
+}
+
 START_TEST(frozen_holder_killed)
 {
 	static char old[8192];
@@ -404,12 +416,7 @@ START_TEST(frozen_holder_killed)
 		if (pid == 0)
 			child(&sc, key, k, SIGSTOP, slot);
 		int st;
-		long long end = mono_ms() + 10000;
-		pid_t r;
-		while ((r = waitpid(pid, &st, WNOHANG | WUNTRACED)) == 0 && mono_ms() < end) {
-			struct timespec ts = {0, 1000000};
-			nanosleep(&ts, NULL); /* polling the child's state, with a deadline */
-		}
+		pid_t r = wait_stopped(pid, &st);
 		CK_MSG(r == pid, "child neither stopped nor exited");
 		CK_MSG(WIFSTOPPED(st), "the operation completed before a lock was seen held");
 		uint32_t owner = atomic_load(w) & LOCK_OWNER_MASK;
@@ -876,12 +883,7 @@ START_TEST(flush_meets_dead_allocator_lock)
 		_exit(21);
 	}
 	int st;
-	long long end = mono_ms() + 10000;
-	pid_t r;
-	while ((r = waitpid(d, &st, WNOHANG | WUNTRACED)) == 0 && mono_ms() < end) {
-		struct timespec ts = {0, 1000000};
-		nanosleep(&ts, NULL); /* polling the child's state, with a deadline */
-	}
+	pid_t r = wait_stopped(d, &st);
 	CK_MSG(r == d && WIFSTOPPED(st), "D did not stop in the allocator");
 	CK_MSG((atomic_load(clock_w) & LOCK_OWNER_MASK) != 0, "D holds no class lock");
 	/* F asks for the flush; the coordinator blocks on D's lock. */
@@ -943,12 +945,7 @@ START_TEST(stopped_writer_does_not_wedge_coordinator)
 		if (pid == 0)
 			child(&sc, key, k, SIGSTOP, slot);
 		int st;
-		long long end = mono_ms() + 10000;
-		pid_t r;
-		while ((r = waitpid(pid, &st, WNOHANG | WUNTRACED)) == 0 && mono_ms() < end) {
-			struct timespec ts = {0, 1000000};
-			nanosleep(&ts, NULL); /* polling the child's state, with a deadline */
-		}
+		pid_t r = wait_stopped(pid, &st);
 		CK_MSG(r == pid && WIFSTOPPED(st), "child neither stopped nor held the lock");
 		uint32_t owner = atomic_load(w) & LOCK_OWNER_MASK;
 		if (owner != 0 && owner == atomic_load(slot))
