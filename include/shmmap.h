@@ -15,8 +15,17 @@
  *   exits or aborts because of input it was handed.
  *
  * Caveats (the operating rules of a multi-process store)
- *   - A shmmap attachment belongs to the process that made it.  Do not use
- *     it in a child after fork(); attach again in the child.
+ *   - An attachment and its map handles stay valid across fork(): the
+ *     pre-fork pattern (a master attaches and opens its maps, then forks
+ *     workers that use what they inherited) is supported.  In the child,
+ *     the first call on an inherited attachment re-attaches it under a
+ *     client slot of the child's own (one round trip to the coordinator),
+ *     so no process ever writes under another's identity.  If that fails
+ *     (no coordinator), the call returns the error and touches nothing;
+ *     the next call tries again.  shmmap_detach() in the child releases
+ *     only the child's own resources: the parent stays attached.  Only
+ *     fork() as glibc runs it (pthread_atfork handlers) is covered, not a
+ *     raw clone() or vfork().
  *   - The socket connection of an attachment is the coordinator's liveness
  *     signal for the process: closing its file descriptor behind the
  *     library's back detaches the process.
@@ -50,8 +59,9 @@
  *   - A process stopped (SIGSTOP, a debugger) while it holds a lock is not
  *     dead: writers of the same lock stripe wait for it.
  *   - If the coordinator ever recovers this attachment's slot (it took the
- *     process for dead), writes on the attachment fail with -ESTALE from
- *     then on: detach and attach again.
+ *     process for dead), or was restarted with a new segment (--reinit),
+ *     calls on the attachment fail with -SHMMAP_EDETACHED from then on:
+ *     detach and attach again.
  *
  * Thread safety
  *   All calls on one attachment may be made from several threads at once,
@@ -92,6 +102,7 @@ typedef struct {
 #define SHMMAP_EBADSEG (SHMMAP_ERRNO_BASE + 1)  /**< segment header invalid */
 #define SHMMAP_EVERSION (SHMMAP_ERRNO_BASE + 2) /**< protocol/layout version mismatch */
 #define SHMMAP_ECORRUPT (SHMMAP_ERRNO_BASE + 3) /**< a structure in the segment is corrupt */
+#define SHMMAP_EDETACHED (SHMMAP_ERRNO_BASE + 4) /**< this attachment is no longer valid */
 
 /* Default socket path, used when neither the argument nor $SHMMAP_SOCKET names one. */
 #define SHMMAP_DEFAULT_SOCKET "/run/shmmap/shmmap.sock"
@@ -102,9 +113,9 @@ typedef struct {
  * @param socket_path  the coordinator's Unix socket; NULL means the value of
  *                     $SHMMAP_SOCKET, then SHMMAP_DEFAULT_SOCKET.
  * @param out          receives the new attachment; untouched on failure.
- * @return 0; -EINVAL if out is NULL or the path is too long; -ENOENT or
- *         -ECONNREFUSED if no coordinator listens there; -EACCES/-EPERM if
- *         it refuses this peer; -SHMMAP_EVERSION on a protocol mismatch;
+ * @return 0; -EINVAL if out is NULL or the path is too long;
+ *         -ECONNREFUSED if no coordinator listens there (no socket file, or
+ *         nothing listening on it); -EACCES/-EPERM if it refuses this peer; -SHMMAP_EVERSION on a protocol mismatch;
  *         -SHMMAP_EBADSEG if the segment it hands over does not validate;
  *         -EAGAIN if it has no free client slot; -ENOMEM.
  *
@@ -120,6 +131,18 @@ typedef struct {
  * it with shmmap_detach().
  */
 int shmmap_attach(const char *socket_path, shmmap **out);
+
+/**
+ * The particulars of the last error this thread got from a call that talks
+ * to the coordinator (shmmap_attach, shmmap_open, shmmap_flush,
+ * shmmap_drop, and the first call in a forked child, which re-attaches):
+ * the socket path, the coordinator's own reason (e.g. why a snapshot was
+ * not saved), what to do.  "" when that call succeeded or has nothing to
+ * add; data calls (get, put, ...) leave it as it is.  The string belongs
+ * to the library and stays valid until this thread's next such call.
+ * Never NULL; thread-safe (one per thread).
+ */
+const char *shmmap_errdetail(void);
 
 /**
  * Detach: unmap the segment and close the connection.  Map handles of this

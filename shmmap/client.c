@@ -13,13 +13,27 @@
  *   - A handle is valid iff its tag is this attachment's, a view of its
  *     index and generation is published here, and the directory entry is
  *     still LIVE with that generation (-EBADF, -ESTALE otherwise).
+ *
+ * Fork: every attachment is in a process-wide registry.  The fork handlers
+ * (pthread_atfork) hold every attachment's sock_mu across fork(), so the
+ * child never inherits one locked mid-request.  In the child, each
+ * attachment's inherited connection is closed at once (the parent's stays
+ * the parent's: the coordinator's liveness signal for it is untouched) and
+ * the attachment is marked forked: slot, slot_gen and the intent records
+ * are the parent's, and nothing is written under them.  The child's first
+ * call re-attaches (HELLO on a new connection: its own slot), keeping the
+ * mapping, the views and the handles, which stay valid (the tag is the
+ * attachment's, not the slot's).  Until that succeeds every call fails and
+ * touches nothing.  The check on the data path is one load of `forked`.
  */
 #include <errno.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -42,7 +56,35 @@ struct client_ext {
 	_Atomic uint32_t rec_free;  /* bit k: the slot's intent record k is free */
 	_Atomic uint32_t rec_parked;/* bit k: record k holds a block whose free failed */
 	uint32_t seq;
+	uint32_t hello_flags;       /* HELLO_F_* this attachment asked for */
+	shmmap *reg_prev, *reg_next;/* the registry of attachments (reg_mu) */
 };
+
+/* ---- error details (shmmap_errdetail) ---- */
+
+static __thread char errdetail[320];
+
+__attribute__((format(printf, 1, 2))) static void set_detail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(errdetail, sizeof errdetail, fmt, ap);
+	va_end(ap);
+}
+
+SHMMAP_EXPORT const char *shmmap_errdetail(void)
+{
+	return errdetail;
+}
+
+/* The coordinator's reason for an ERROR reply, kept for shmmap_errdetail(). */
+static void detail_from_reply(const struct proto_msg *rep)
+{
+	if (rep->u.error.why[0])
+		set_detail("%s", rep->u.error.why);
+	else
+		set_detail("the coordinator answered: %s", shmmap_strerror(rep->u.error.err));
+}
 
 static struct client_ext *ext(shmmap *sm)
 {
@@ -78,6 +120,11 @@ static int resume(shmmap *sm)
 		close(fd); /* the same segment, mapped already */
 	if (rc < 0) {
 		close(s);
+		if (rc == -ESTALE) {
+			set_detail("the coordinator at %s was restarted with a new segment: this "
+				   "attachment is stale (detach and attach again)", ext(sm)->path);
+			return -SHMMAP_EDETACHED;
+		}
 		return rc == -EAGAIN ? -ETIMEDOUT : rc;
 	}
 	close(sm->sock);
@@ -107,16 +154,35 @@ static int round_trip(shmmap *sm, const struct proto_msg *req, struct proto_msg 
 	return rc;
 }
 
+static int reattach_locked(shmmap *sm);
+
 int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *rep)
 {
+	errdetail[0] = '\0';
 	pthread_mutex_lock(&sm->sock_mu);
-	int rc = round_trip(sm, req, rep);
-	/* The coordinator restarted: resume, then ask again (every request is
-	 * idempotent: open, drop by name, stats, repair). */
-	if (conn_lost(rc) && resume(sm) == 0)
+	int rc = 0;
+	if (atomic_load_explicit(&sm->forked, memory_order_acquire))
+		rc = reattach_locked(sm);
+	if (rc == 0) {
 		rc = round_trip(sm, req, rep);
-	if (rc == 0 && rep->type == MSG_ERROR)
-		rc = rep->u.error.err;
+		/* The coordinator restarted: resume, then ask again (every request
+		 * is idempotent: open, drop by name, stats, repair). */
+		if (conn_lost(rc)) {
+			int r2 = resume(sm);
+			if (r2 == 0)
+				rc = round_trip(sm, req, rep);
+			else if (r2 == -SHMMAP_EDETACHED)
+				rc = r2;
+			else
+				set_detail("the connection to the coordinator at %s was lost and it "
+					   "does not answer again: %s", ext(sm)->path,
+					   shmmap_strerror(r2));
+		}
+		if (rc == 0 && rep->type == MSG_ERROR) {
+			rc = rep->u.error.err;
+			detail_from_reply(rep);
+		}
+	}
 	pthread_mutex_unlock(&sm->sock_mu);
 	return rc;
 }
@@ -141,24 +207,42 @@ static int connect_to(const char *path)
 	return s;
 }
 
-SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
+/* A failed connect to path, said the way a user can act on. */
+static int connect_error(const char *path, int rc)
 {
-	if (!out)
-		return -EINVAL;
-	const char *path = socket_path;
-	if (!path || !*path)
-		path = getenv("SHMMAP_SOCKET");
-	if (!path || !*path)
-		path = SHMMAP_DEFAULT_SOCKET;
+	switch (rc) {
+	case -ENOENT:
+		set_detail("no coordinator at %s: there is no socket there (is shmmapd running, "
+			   "and is this its [server] socket? $SHMMAP_SOCKET names another path)",
+			   path);
+		return -ECONNREFUSED;
+	case -ECONNREFUSED:
+		set_detail("no coordinator at %s: nothing listens on that socket (shmmapd is not "
+			   "running, or was killed)", path);
+		return rc;
+	case -EACCES:
+		set_detail("cannot connect to %s: permission denied (the socket's mode, "
+			   "[server] socket_mode, or its directory)", path);
+		return rc;
+	case -EINVAL:
+		set_detail("socket path '%.200s' is empty or too long", path);
+		return rc;
+	default:
+		set_detail("cannot connect to %s: %s", path, strerror(-rc));
+		return rc;
+	}
+}
+
+/* Connect to path and say HELLO with flags: on success *sockp is the
+ * connection, *w the WELCOME and *fdp the segment's descriptor. */
+static int hello(const char *path, uint32_t flags, int *sockp, struct proto_msg *w, int *fdp)
+{
 	int sock = connect_to(path);
 	if (sock < 0)
-		return sock;
-
+		return connect_error(path, sock);
 	struct proto_msg m = {.type = MSG_HELLO, .seq = 1};
 	m.u.hello.pid = (uint32_t)getpid();
-	const char *ro = getenv("SHMMAP_READONLY");
-	if (ro && *ro == '1')
-		m.u.hello.flags |= HELLO_F_RDONLY;
+	m.u.hello.flags = flags;
 	int fd = -1, rc = shmmap__proto_send(sock, &m, -1);
 	/* Even if the send failed, a refusal may be waiting to be read. */
 	int rc2 = shmmap__proto_recv(sock, &m, &fd);
@@ -166,12 +250,202 @@ SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
 		rc = rc2;
 	if (rc == -EAGAIN)
 		rc = -ETIMEDOUT;
-	if (rc == 0 && m.type == MSG_ERROR)
+	if (rc == 0 && m.type == MSG_ERROR) {
 		rc = m.u.error.err;
-	else if (rc == 0 && (m.type != MSG_WELCOME || fd < 0))
+		detail_from_reply(&m);
+	} else if (rc == 0 && (m.type != MSG_WELCOME || fd < 0)) {
 		rc = -EPROTO;
+	}
+	if (rc < 0) {
+		if (!errdetail[0])
+			set_detail("%s: the coordinator did not welcome this process: %s", path,
+				   shmmap_strerror(rc));
+		if (fd >= 0)
+			close(fd);
+		close(sock);
+		return rc;
+	}
+	*sockp = sock;
+	*w = m;
+	*fdp = fd;
+	return 0;
+}
+
+/* ---- the registry of attachments, and fork ---- */
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static shmmap *reg_head;        /* every attachment of this process (reg_mu) */
+static uint16_t reg_tag;        /* the last tag handed out (reg_mu) */
+static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
+
+/* Before fork(): no attachment may be mid-request in the child, so hold
+ * every sock_mu across the fork (order: reg_mu, then sock_mu). */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&reg_mu);
+	for (shmmap *sm = reg_head; sm; sm = ext(sm)->reg_next)
+		pthread_mutex_lock(&sm->sock_mu);
+}
+
+static void fork_parent(void)
+{
+	for (shmmap *sm = reg_head; sm; sm = ext(sm)->reg_next)
+		pthread_mutex_unlock(&sm->sock_mu);
+	pthread_mutex_unlock(&reg_mu);
+}
+
+/* In the child (one thread, async-signal-safe calls only): let go of the
+ * parent's connection and mark every attachment for re-attaching. */
+static void fork_child(void)
+{
+	for (shmmap *sm = reg_head; sm; sm = ext(sm)->reg_next) {
+		struct client_ext *x = ext(sm);
+		if (sm->sock >= 0)
+			close(sm->sock);
+		sm->sock = -1;
+		/* The parent's records: the child's slot will have its own. */
+		atomic_store_explicit(&x->rec_free, 0, memory_order_relaxed);
+		atomic_store_explicit(&x->rec_parked, 0, memory_order_relaxed);
+		atomic_store_explicit(&sm->forked, 1, memory_order_release);
+		pthread_mutex_init(&sm->sock_mu, NULL);
+	}
+	pthread_mutex_init(&reg_mu, NULL);
+}
+
+static void reg_init(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void reg_add(shmmap *sm)
+{
+	pthread_once(&reg_once, reg_init);
+	pthread_mutex_lock(&reg_mu);
+	/* A tag per attachment of the process (never 0, skipping live ones),
+	 * so a handle is never taken for another attachment's. */
+	for (bool used = true; used;) {
+		if (++reg_tag == 0)
+			reg_tag = 1;
+		used = false;
+		for (shmmap *o = reg_head; o && !used; o = ext(o)->reg_next)
+			used = o->tag == reg_tag;
+	}
+	sm->tag = reg_tag;
+	ext(sm)->reg_next = reg_head;
+	if (reg_head)
+		ext(reg_head)->reg_prev = sm;
+	reg_head = sm;
+	pthread_mutex_unlock(&reg_mu);
+}
+
+static void reg_del(shmmap *sm)
+{
+	struct client_ext *x = ext(sm);
+	pthread_mutex_lock(&reg_mu);
+	if (x->reg_prev)
+		ext(x->reg_prev)->reg_next = x->reg_next;
+	else
+		reg_head = x->reg_next;
+	if (x->reg_next)
+		ext(x->reg_next)->reg_prev = x->reg_prev;
+	pthread_mutex_unlock(&reg_mu);
+}
+
+/*
+ * In a forked child, under sock_mu: attach again as this process (a slot
+ * of its own), keeping the inherited mapping, views and handles.  The
+ * coordinator must hand over the very segment we have mapped; otherwise
+ * (it was restarted with a new one) the attachment is stale.
+ */
+static int reattach_locked(shmmap *sm)
+{
+	struct client_ext *x = ext(sm);
+	if (!atomic_load_explicit(&sm->forked, memory_order_relaxed))
+		return 0; /* another thread of the child did it */
+	int sock, fd;
+	struct proto_msg w;
+	int rc = hello(x->path, x->hello_flags | (sm->seg.rdonly ? HELLO_F_RDONLY : 0), &sock,
+		       &w, &fd);
+	if (rc < 0) {
+		size_t n = strlen(errdetail);
+		snprintf(errdetail + n, sizeof errdetail - n,
+			 " (re-attaching an attachment inherited across fork)");
+		return rc;
+	}
+	struct stat a, b;
+	bool same = fstat(fd, &a) == 0 && fstat(sm->seg.fd, &b) == 0 && a.st_dev == b.st_dev &&
+		    a.st_ino == b.st_ino && w.u.welcome.size == sm->seg.len &&
+		    w.u.welcome.slot < sm->geom.max_clients;
+	close(fd);
+	if (!same) {
+		close(sock); /* the coordinator recovers the slot it just gave */
+		set_detail("re-attaching after fork: the coordinator at %s serves another segment "
+			   "now (restarted with --reinit): detach and attach again", x->path);
+		return -SHMMAP_EDETACHED;
+	}
+	if (w.u.welcome.flags & HELLO_F_RDONLY)
+		sm->seg.rdonly = true; /* imposed on this process: writes give -EPERM */
+	sm->sock = sock;
+	sm->slot = w.u.welcome.slot;
+	sm->slot_gen = w.u.welcome.slot_gen;
+	x->seq = 1;
+	atomic_store_explicit(&x->rec_parked, 0, memory_order_relaxed);
+	atomic_store_explicit(&x->rec_free, (uint32_t)((1ull << SEG_INTENTS) - 1),
+			      memory_order_relaxed);
+	/* Publish: a thread that sees forked == 0 sees the slot above. */
+	atomic_store_explicit(&sm->forked, 0, memory_order_release);
+	return 0;
+}
+
+static int reattach(shmmap *sm)
+{
+	errdetail[0] = '\0';
+	pthread_mutex_lock(&sm->sock_mu);
+	int rc = reattach_locked(sm);
+	pthread_mutex_unlock(&sm->sock_mu);
+	return rc;
+}
+
+/* Every call starts here: a forked child re-attaches first. */
+static inline int fork_check(shmmap *sm)
+{
+	if (__builtin_expect(atomic_load_explicit(&sm->forked, memory_order_acquire) != 0, 0))
+		return reattach(sm);
+	return 0;
+}
+
+static int attach(const char *socket_path, uint32_t admin, shmmap **out);
+
+SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
+{
+	return attach(socket_path, 0, out);
+}
+
+int shmmap__attach_admin(const char *socket_path, shmmap **out)
+{
+	return attach(socket_path, HELLO_F_ADMIN, out);
+}
+
+static int attach(const char *socket_path, uint32_t admin, shmmap **out)
+{
+	if (!out)
+		return -EINVAL;
+	errdetail[0] = '\0';
+	const char *path = socket_path;
+	if (!path || !*path)
+		path = getenv("SHMMAP_SOCKET");
+	if (!path || !*path)
+		path = SHMMAP_DEFAULT_SOCKET;
+	uint32_t flags = 0;
+	const char *ro = getenv("SHMMAP_READONLY");
+	if (ro && *ro == '1')
+		flags |= HELLO_F_RDONLY;
+	flags |= admin;
+	int sock, fd = -1;
+	struct proto_msg m;
+	int rc = hello(path, flags, &sock, &m, &fd);
 	if (rc < 0)
-		goto fail_sock;
+		return rc;
 
 	shmmap *sm = calloc(1, sizeof *sm);
 	struct client_ext *x = calloc(1, sizeof *x);
@@ -184,6 +458,7 @@ SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
 	sm->sock = sock;
 	sm->ext = x;
 	x->seq = 1;
+	x->hello_flags = flags & HELLO_F_ADMIN;
 	snprintf(x->path, sizeof x->path, "%s", path);
 	x->rec_free = (uint32_t)((1ull << SEG_INTENTS) - 1);
 	bool rdonly = (m.u.welcome.flags & HELLO_F_RDONLY) != 0;
@@ -192,21 +467,24 @@ SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
 		goto fail_sm;
 	fd = -1; /* owned by sm->seg now */
 	rc = shmmap__seg_validate(&sm->seg, &sm->geom);
-	if (rc < 0)
+	if (rc < 0) {
+		set_detail("%s: the segment the coordinator handed over does not validate: %s",
+			   path, shmmap_strerror(rc));
 		goto fail_map;
+	}
 	if (m.u.welcome.slot >= sm->geom.max_clients) {
 		rc = -EPROTO;
 		goto fail_map;
 	}
 	sm->slot = m.u.welcome.slot;
 	sm->slot_gen = m.u.welcome.slot_gen;
-	sm->tag = (uint16_t)(sm->slot + 1);
 	x->views = calloc(sm->geom.max_maps, sizeof *x->views);
 	if (!x->views) {
 		rc = -ENOMEM;
 		goto fail_map;
 	}
 	pthread_mutex_init(&sm->sock_mu, NULL);
+	reg_add(sm);
 	*out = sm;
 	return 0;
 
@@ -226,9 +504,14 @@ SHMMAP_EXPORT void shmmap_detach(shmmap *sm)
 {
 	if (!sm)
 		return;
-	struct proto_msg m = {.type = MSG_BYE};
-	shmmap__proto_send(sm->sock, &m, -1); /* best effort: EOF says the same */
-	close(sm->sock);
+	reg_del(sm);
+	/* In a child that never re-attached, sock is -1: the parent's
+	 * connection was let go at the fork, and the parent stays attached. */
+	if (sm->sock >= 0) {
+		struct proto_msg m = {.type = MSG_BYE};
+		shmmap__proto_send(sm->sock, &m, -1); /* best effort: EOF says the same */
+		close(sm->sock);
+	}
 	shmmap__seg_unmap(&sm->seg);
 	struct client_ext *x = ext(sm);
 	for (struct view_node *n = x->all, *next; n; n = next) {
@@ -383,7 +666,12 @@ static void rec_release(shmmap *sm, struct op_ctx *o)
 static int op_begin(shmmap *sm, shmmap_map m, const struct map_view **v, struct op_ctx *o,
 		    bool write)
 {
-	int rc = shmmap__resolve(sm, m, v);
+	if (!sm)
+		return -EINVAL;
+	int rc = fork_check(sm);
+	if (rc < 0)
+		return rc;
+	rc = shmmap__resolve(sm, m, v);
 	if (rc < 0)
 		return rc;
 	o->s = &sm->seg;
@@ -399,8 +687,11 @@ static int op_begin(shmmap *sm, shmmap_map m, const struct map_view **v, struct 
 		 * whoever has it now. */
 		const struct seg_slot *sl = seg_slot(&sm->seg, &sm->geom, sm->slot);
 		if (atomic_load_explicit(&sl->gen, memory_order_relaxed) != sm->slot_gen ||
-		    atomic_load_explicit(&sl->state, memory_order_relaxed) != SLOT_LIVE)
-			return -ESTALE;
+		    atomic_load_explicit(&sl->state, memory_order_relaxed) != SLOT_LIVE) {
+			set_detail("the coordinator recovered this attachment's client slot %u (it "
+				   "took the process for dead): detach and attach again", sm->slot);
+			return -SHMMAP_EDETACHED;
+		}
 		return rec_claim(sm, o);
 	}
 	return 0;
@@ -499,7 +790,9 @@ static int map_request(shmmap *sm, uint16_t type, const char *name)
 SHMMAP_EXPORT int shmmap_flush(shmmap *sm, shmmap_map m)
 {
 	const struct map_view *v;
-	int rc = shmmap__resolve(sm, m, &v);
+	int rc = sm ? fork_check(sm) : -EINVAL;
+	if (rc == 0)
+		rc = shmmap__resolve(sm, m, &v);
 	if (rc < 0)
 		return rc;
 	/* The name, copied from the directory and bounded like any shared byte. */
@@ -539,9 +832,11 @@ SHMMAP_EXPORT int shmmap_foreach(shmmap *sm, shmmap_map m, shmmap_each_fn fn, vo
 SHMMAP_EXPORT int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *out)
 {
 	const struct map_view *v;
-	if (!out)
+	if (!out || !sm)
 		return -EINVAL;
-	int rc = shmmap__resolve(sm, m, &v);
+	int rc = fork_check(sm);
+	if (rc == 0)
+		rc = shmmap__resolve(sm, m, &v);
 	if (rc < 0)
 		return rc;
 	struct shmmap_stats t = {0};

@@ -108,6 +108,7 @@ struct coord {
 	 * result); save_client and save_seq are the I/O thread's alone. */
 	pthread_mutex_t save_mu;
 	int save_state, save_rc;    /* SAVE_*; the result of a requested save */
+	char save_err[PROTO_NAME_MAX + 1]; /* and why it failed */
 	char save_path[PROTO_NAME_MAX + 1];
 	struct session *save_client; /* awaits the reply to MSG_SAVE, or NULL */
 	uint32_t save_seq;
@@ -449,14 +450,17 @@ static int drop_map(struct coord *c, const char *name)
 
 enum { SAVE_IDLE, SAVE_QUEUED, SAVE_RUNNING, SAVE_DONE };
 
-/* Write a snapshot to path now, and log how it went. */
-static int save_now(struct coord *c, const char *path)
+/* Write a snapshot to path now, and log how it went (why it failed also
+ * into why, if not NULL). */
+static int save_now(struct coord *c, const char *path, char *why, size_t whylen)
 {
 	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
 	struct snap_save_report r;
 	char err[512];
 	uint64_t t0 = mono_ms();
 	int rc = shmmap__snap_save(&o, path, &r, err, sizeof err);
+	if (rc < 0 && why)
+		snprintf(why, whylen, "snapshot not saved: %.230s", err);
 	if (rc < 0)
 		logf_("snapshot not saved: %s", err);
 	else
@@ -480,9 +484,11 @@ static void save_due(struct coord *c)
 	}
 	pthread_mutex_unlock(&c->save_mu);
 	if (asked) {
-		int rc = save_now(c, path);
+		char why[sizeof c->save_err] = "";
+		int rc = save_now(c, path, why, sizeof why);
 		pthread_mutex_lock(&c->save_mu);
 		c->save_rc = rc;
+		memcpy(c->save_err, why, sizeof why);
 		c->save_state = SAVE_DONE;
 		pthread_mutex_unlock(&c->save_mu);
 		uint64_t one = 1;
@@ -493,7 +499,7 @@ static void save_due(struct coord *c)
 	/* The next interval save starts `interval` seconds after this one
 	 * ended: saves never run back to back, however long they take. */
 	if (every_ms && conf_path[0] && !atomic_load(&c->stop) && mono_ms() >= c->save_next_ms) {
-		save_now(c, conf_path);
+		save_now(c, conf_path, NULL, 0);
 		c->save_next_ms = mono_ms() + every_ms;
 	}
 }
@@ -662,15 +668,40 @@ static void close_session(struct coord *c, struct session *s, const char *why)
 	call_rcu(&s->rcu, free_session_rcu);
 }
 
-static int send_error(int fd, uint32_t seq, int err)
+/* Answer with an error and, if why is not NULL, the reason for people
+ * (shmmap_errdetail() on the client's side). */
+__attribute__((format(printf, 4, 5))) static int send_error_why(int fd, uint32_t seq, int err,
+								 const char *why, ...)
 {
 	struct proto_msg m = {.type = MSG_ERROR, .seq = seq};
 	m.u.error.err = err < 0 ? err : -err;
+	if (why) {
+		va_list ap;
+		va_start(ap, why);
+		vsnprintf(m.u.error.why, sizeof m.u.error.why, why, ap);
+		va_end(ap);
+	}
 	return shmmap__proto_send(fd, &m, -1);
 }
 
-static int assign_slot(struct coord *c, struct session *s, bool rdonly)
+static int send_error(int fd, uint32_t seq, int err)
 {
+	return send_error_why(fd, seq, err, NULL);
+}
+
+/*
+ * A free slot for a new client.  One slot is kept for admin tools
+ * (HELLO_F_ADMIN, as shmmapctl says): a worker does not take the last free
+ * one, so an admin can still inspect a coordinator whose other slots are
+ * all taken (with max_clients = 1 nothing is kept).
+ */
+static int assign_slot(struct coord *c, struct session *s, bool rdonly, bool admin)
+{
+	uint32_t nfree = 0;
+	for (uint32_t i = 0; i < c->g.max_clients; i++)
+		nfree += atomic_load(&seg_slot(&c->seg, &c->g, i)->state) == SLOT_FREE;
+	if (!admin && nfree < 2 && c->g.max_clients > 1)
+		return -EAGAIN;
 	for (uint32_t i = 0; i < c->g.max_clients; i++) {
 		struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
 		if (atomic_load(&sl->state) != SLOT_FREE)
@@ -721,10 +752,14 @@ static int welcome(struct coord *c, struct session *s, uint32_t seq, uint32_t sl
 static int handle_hello(struct coord *c, struct session *s, const struct proto_msg *m)
 {
 	bool rdonly = (m->u.hello.flags & HELLO_F_RDONLY) || s->readonly_only;
-	int slot = assign_slot(c, s, rdonly);
+	bool admin = (m->u.hello.flags & HELLO_F_ADMIN) != 0;
+	int slot = assign_slot(c, s, rdonly, admin);
 	if (slot < 0) {
 		logf_("refusing pid %d: no free client slot", (int)s->pid);
-		send_error(s->fd, m->seq, slot);
+		send_error_why(s->fd, m->seq, slot,
+			       "no free client slot: all %u are taken%s (raise [segment] max_clients, "
+			       "or see shmmapctl clients)",
+			       c->g.max_clients, admin ? "" : " (one is kept for admin tools)");
 		return slot;
 	}
 	logf_("client pid %d uid %u attached as slot %d%s", (int)s->pid, (unsigned)s->uid, slot,
@@ -787,6 +822,8 @@ static void save_finish(struct coord *c)
 	pthread_mutex_lock(&c->save_mu);
 	bool done = c->save_state == SAVE_DONE;
 	int rc = c->save_rc;
+	char why[sizeof c->save_err];
+	memcpy(why, c->save_err, sizeof why);
 	if (done)
 		c->save_state = SAVE_IDLE;
 	pthread_mutex_unlock(&c->save_mu);
@@ -795,8 +832,19 @@ static void save_finish(struct coord *c)
 		return; /* not yet, or the client is gone (the save is logged) */
 	c->save_client = NULL;
 	struct proto_msg r = {.type = MSG_OK, .seq = c->save_seq};
-	if ((rc < 0 ? send_error(s->fd, c->save_seq, rc) : shmmap__proto_send(s->fd, &r, -1)) < 0)
+	if ((rc < 0 ? send_error_why(s->fd, c->save_seq, rc, "%s", why)
+		    : shmmap__proto_send(s->fd, &r, -1)) < 0)
 		close_session(c, s, "cannot send the reply to SAVE");
+}
+
+/* Clients attached: LIVE slots, counted as shmmapctl clients does (after a
+ * restart, adopted slots not yet resumed count: their processes work on). */
+static uint32_t live_slots(struct coord *c)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < c->g.max_clients; i++)
+		n += atomic_load(&seg_slot(&c->seg, &c->g, i)->state) == SLOT_LIVE;
+	return n;
 }
 
 /* Handle one request; a negative return closes the session. */
@@ -805,7 +853,10 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 	if (s->refused) {
 		logf_("refusing pid %d: uid %u gid %u not allowed", (int)s->pid, (unsigned)s->uid,
 		      (unsigned)s->gid);
-		send_error(s->fd, m->seq, -EACCES);
+		send_error_why(s->fd, m->seq, -EACCES,
+			       "uid %u gid %u is not allowed by the coordinator ([server] allow_uids, "
+			       "allow_gids, readonly_uids, readonly_gids)",
+			       (unsigned)s->uid, (unsigned)s->gid);
 		snprintf(s->why, sizeof s->why, "refused");
 		return -EACCES;
 	}
@@ -850,7 +901,7 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 	case MSG_STATS:
 		r.type = MSG_STATS_REPLY;
 		r.u.stats.pid = (uint32_t)getpid();
-		r.u.stats.clients = atomic_load(&c->nclients);
+		r.u.stats.clients = live_slots(c);
 		r.u.stats.maps = count_maps(c);
 		r.u.stats.uptime_ms = mono_ms() - c->start_ms;
 		r.u.stats.coord_gen = atomic_load(&seg_hdr(&c->seg)->coord_gen);
@@ -1374,7 +1425,7 @@ void shmmap__coord_stop(struct coord *c)
 	c->threads_started = false;
 	/* The final snapshot, now that nothing else of ours runs. */
 	if (c->conf.persistence.snapshot[0])
-		save_now(c, c->conf.persistence.snapshot);
+		save_now(c, c->conf.persistence.snapshot, NULL, 0);
 }
 
 void shmmap__coord_free(struct coord *c)

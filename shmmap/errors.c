@@ -17,12 +17,16 @@ SHMMAP_EXPORT const char *shmmap_strerror(int err)
 	case SHMMAP_EBADSEG: return "shared segment header is invalid (wrong magic, version or size)";
 	case SHMMAP_EVERSION: return "protocol or layout version mismatch with the coordinator";
 	case SHMMAP_ECORRUPT: return "a structure in the shared segment is corrupt (run shmmapctl check)";
+	case SHMMAP_EDETACHED:
+		return "this attachment is no longer valid (its client slot was recovered, or the "
+		       "coordinator has a new segment): detach and attach again";
 	case ENOENT: return "no such key or map";
 	case EEXIST: return "key already exists";
 	case E2BIG: return "key or value larger than the map allows";
 	case ENOSPC: return "shared segment is full";
 	case ENOBUFS: return "value larger than the buffer";
-	case ESTALE: return "map handle refers to a map that was dropped";
+	case ESTALE: return "map handle is stale: its map was dropped (or dropped and created again)";
+	case ECONNREFUSED: return "no coordinator is listening at the socket path (is shmmapd running?)";
 	case EBADF: return "map handle does not belong to this attachment";
 	case ERANGE: return "integer overflow";
 	case ECONNRESET: return "connection to the coordinator lost";

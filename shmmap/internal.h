@@ -483,10 +483,14 @@ struct client_ext; /* client.c's own state: published map views */
 struct shmmap {
 	struct seg seg;
 	struct seg_geom geom;
+	/* Set in a child by the fork handler: slot, slot_gen and sock are the
+	 * parent's (sock closed, -1) until the next call re-attaches.  Read
+	 * with acquire on every call: slot and slot_gen are valid after it. */
+	_Atomic uint32_t forked;
 	int sock;
 	uint32_t slot;
 	uint64_t slot_gen;
-	uint16_t tag;         /* attachment tag carried in handle ids */
+	uint16_t tag;         /* attachment tag carried in handle ids (never changes) */
 	pthread_mutex_t sock_mu; /* one request/reply at a time on sock */
 	struct client_ext *ext;
 };
@@ -495,6 +499,9 @@ static inline uint64_t shmmap__handle_id(uint16_t tag, uint32_t gen, uint32_t id
 {
 	return ((uint64_t)tag << 48) | ((uint64_t)gen << 16) | (idx & 0xffffu);
 }
+/* shmmap_attach for admin tools: may take the client slot the coordinator
+ * keeps for them when every other one is taken. */
+int shmmap__attach_admin(const char *socket_path, shmmap **out);
 /* Resolve a handle to a validated view, or a negative errno. */
 int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v);
 /* One request/reply round trip with the coordinator (proto.h messages). */

@@ -106,6 +106,8 @@ int shmmap__proto_encode(const struct proto_msg *m, void *buf, size_t cap)
 		break;
 	case MSG_ERROR:
 		put_u32(&w, (uint32_t)m->u.error.err);
+		if (m->u.error.why[0])
+			rc = put_name(&w, m->u.error.why, PROTO_NAME_MAX);
 		break;
 	case MSG_REPAIRED:
 		put_u32(&w, m->u.repaired.slots);
@@ -252,6 +254,12 @@ int shmmap__proto_decode(const void *buf, size_t len, struct proto_msg *m)
 		m->u.error.err = (int32_t)get_u32(&r);
 		if (!r.bad && m->u.error.err >= 0)
 			r.bad = true;
+		m->u.error.why[0] = '\0';
+		if (!r.bad && r.pos < len) {
+			get_name(&r, m->u.error.why, PROTO_NAME_MAX);
+			if (!r.bad && m->u.error.why[0] == '\0')
+				r.bad = true; /* an empty reason is sent as none */
+		}
 		break;
 	case MSG_REPAIRED:
 		m->u.repaired.slots = get_u32(&r);

@@ -28,7 +28,9 @@
  *                 (a client reconnecting to a restarted coordinator,
  *                 keeping the slot it has)
  *   OK      s->c  (empty)
- *   ERROR   s->c  err i32 (a negative errno / SHMMAP_E* code)
+ *   ERROR   s->c  err i32 (a negative errno / SHMMAP_E* code), then
+ *                 optionally why (u16 length + bytes): the coordinator's
+ *                 reason, for people (a body of 4 bytes has none)
  */
 #ifndef SHMMAP_PROTO_H
 #define SHMMAP_PROTO_H
@@ -62,6 +64,7 @@ enum proto_type {
 };
 
 #define HELLO_F_RDONLY 0x1u /* ask for read-only access */
+#define HELLO_F_ADMIN 0x2u  /* an admin tool: may take the slot kept for admins */
 
 struct proto_msg {
 	uint16_t type;
@@ -80,7 +83,7 @@ struct proto_msg {
 			uint32_t pid, clients, maps;
 			uint64_t uptime_ms, coord_gen;
 		} stats;
-		struct { int32_t err; } error;
+		struct { int32_t err; char why[PROTO_NAME_MAX + 1]; } error;
 		struct {
 			uint32_t slots, stripes;
 			uint64_t roots, freed, pages_freed, bad_roots;

@@ -134,7 +134,17 @@ static int usage(const char *why)
 
 static int fail(const char *what, int rc)
 {
-	fprintf(stderr, "shmmapctl: %s: %s\n", what, shmmap_strerror(rc));
+	/* The particulars (a path, the coordinator's reason), with control
+	 * characters shown as '?': the text came over a socket. */
+	char d[320];
+	snprintf(d, sizeof d, "%s", shmmap_errdetail());
+	for (char *p = d; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	if (d[0])
+		fprintf(stderr, "shmmapctl: %s: %s: %s\n", what, shmmap_strerror(rc), d);
+	else
+		fprintf(stderr, "shmmapctl: %s: %s\n", what, shmmap_strerror(rc));
 	return RC_FAIL;
 }
 
@@ -2030,7 +2040,7 @@ int main(int argc, char **argv)
 	if (c.json && (cmd->fn == cmd_top || cmd->fn == cmd_metrics))
 		return usage("--json does not apply to top and metrics");
 
-	int rc = shmmap_attach(c.sock, &c.sm);
+	int rc = shmmap__attach_admin(c.sock, &c.sm);
 	if (rc < 0) {
 		const char *path = c.sock ? c.sock : getenv("SHMMAP_SOCKET");
 		if (!path || !*path)

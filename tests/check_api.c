@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -567,8 +569,23 @@ END_TEST
 START_TEST(attach_errors)
 {
 	shmmap *sm = NULL;
-	ck_assert_int_eq(shmmap_attach("/nonexistent/dir/sock", &sm), -ENOENT);
+	/* No coordinator there: not "no such key", and the detail names the path. */
+	ck_assert_int_eq(shmmap_attach("/nonexistent/dir/sock", &sm), -ECONNREFUSED);
 	ck_assert_ptr_null(sm);
+	ck_assert_ptr_nonnull(strstr(shmmap_errdetail(), "/nonexistent/dir/sock"));
+	ck_assert_ptr_nonnull(strstr(shmmap_errdetail(), "no socket"));
+	ck_assert_str_ne(shmmap_strerror(-ECONNREFUSED), shmmap_strerror(-ENOENT));
+	/* A socket file that nobody listens on any more. */
+	char dead[100];
+	snprintf(dead, sizeof dead, "%.80s/dead.sock", co.dir);
+	int ls = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", dead);
+	ck_assert_int_eq(bind(ls, (struct sockaddr *)&sa, sizeof sa), 0);
+	close(ls);
+	ck_assert_int_eq(shmmap_attach(dead, &sm), -ECONNREFUSED);
+	ck_assert_ptr_nonnull(strstr(shmmap_errdetail(), "nothing listens"));
+	unlink(dead);
 	ck_assert_int_eq(shmmap_attach(co.sock, NULL), -EINVAL);
 	char longp[200];
 	memset(longp, 'x', sizeof longp - 1);

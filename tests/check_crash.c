@@ -988,9 +988,9 @@ START_TEST(recovered_slot_refuses_writes)
 	struct seg_slot *sl = seg_slot(&g_sm->seg, &g_sm->geom, g_sm->slot);
 	CK_EQ(shmmap_put(g_sm, g_m, "k", 1, "v", 1, 0, 0), 0);
 	atomic_fetch_add(&sl->gen, 1);
-	CK_EQ(shmmap_put(g_sm, g_m, "k", 1, "w", 1, 0, 0), -ESTALE);
-	CK_EQ(shmmap_del(g_sm, g_m, "k", 1), -ESTALE);
-	CK_EQ(shmmap_incr(g_sm, g_m, "n", 1, 1, NULL), -ESTALE);
+	CK_EQ(shmmap_put(g_sm, g_m, "k", 1, "w", 1, 0, 0), -SHMMAP_EDETACHED);
+	CK_EQ(shmmap_del(g_sm, g_m, "k", 1), -SHMMAP_EDETACHED);
+	CK_EQ(shmmap_incr(g_sm, g_m, "n", 1, 1, NULL), -SHMMAP_EDETACHED);
 	char buf[4];
 	size_t n;
 	CK_EQ(shmmap_get(g_sm, g_m, "k", 1, buf, sizeof buf, &n), 0);

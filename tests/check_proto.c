@@ -71,6 +71,8 @@ static size_t samples(struct proto_msg *out, size_t cap)
 	ADD({ m->type = MSG_ERROR; m->seq = 13; m->u.error.err = -ENOENT; });
 	ADD({ m->type = MSG_ERROR; m->seq = 14; m->u.error.err = -SHMMAP_EVERSION; });
 	ADD({ m->type = MSG_ERROR; m->seq = 15; m->u.error.err = INT32_MIN; });
+	ADD({ m->type = MSG_ERROR; m->seq = 16; m->u.error.err = -ENOSPC;
+	      strcpy(m->u.error.why, "snapshot not saved: /x: No space left on device"); });
 	ADD({ m->type = MSG_REPAIR; m->seq = 16; });
 	ADD({
 		m->type = MSG_REPAIRED; m->seq = 17; m->u.repaired.slots = 2; m->u.repaired.stripes = 7;
@@ -126,6 +128,7 @@ static void expect_msg_eq(const struct proto_msg *a, const struct proto_msg *b)
 		break;
 	case MSG_ERROR:
 		CK_EQ(a->u.error.err, b->u.error.err);
+		ck_assert_str_eq(a->u.error.why, b->u.error.why);
 		break;
 	case MSG_REPAIRED:
 		CK_EQ(a->u.repaired.slots, b->u.repaired.slots);
@@ -157,7 +160,7 @@ static size_t body_len(const struct proto_msg *m)
 	case MSG_SAVE: return 4 + 2 + strlen(m->u.save.path);
 	case MSG_OPENED: return 8;
 	case MSG_STATS_REPLY: return 32;
-	case MSG_ERROR: return 4;
+	case MSG_ERROR: return 4 + (m->u.error.why[0] ? 2 + strlen(m->u.error.why) : 0);
 	case MSG_REPAIRED: return 40;
 	case MSG_RESUME: return 16;
 	default: return 0;
@@ -318,6 +321,12 @@ START_TEST(decode_rejects_bodies)
 		/* truncated: every shorter body, with a body field that agrees */
 		for (int cut = PROTO_HDR; cut < len; cut++) {
 			put_le32(buf + 8, (uint32_t)(cut - (int)PROTO_HDR));
+			/* ERROR's reason is optional: without it, the body is err alone. */
+			if (ms[i].type == MSG_ERROR && cut == (int)PROTO_HDR + 4) {
+				CK_EQ(decode_exact(buf, (size_t)cut, &m), 0);
+				CK(m.u.error.err == ms[i].u.error.err && m.u.error.why[0] == '\0');
+				continue;
+			}
 			CK_MSG(decode_exact(buf, (size_t)cut, &m) == -EBADMSG,
 			       "type %u truncated to %d accepted", ms[i].type, cut);
 		}
