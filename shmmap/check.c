@@ -817,6 +817,17 @@ static void check_maps(struct ck *c)
 			continue;
 		}
 		check_table_run(c, i, st);
+		if (st == MAP_INIT && LOAD(d->dropping)) {
+			/* Being dropped: its entries are still in use until emptied. */
+			struct map_view v;
+			if (shmmap__map_view_linked(c->s, g, i, &v) == 0) {
+				char nm[32];
+				snprintf(nm, sizeof nm, "#%u (being dropped)", i);
+				c->views[c->nviews++] = v;
+				check_chains(c, &v, nm);
+			}
+			continue;
+		}
 		if (st != MAP_LIVE)
 			continue;
 		c->r->maps++;

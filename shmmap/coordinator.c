@@ -66,6 +66,10 @@
 #define HANDSHAKE_MS 5000
 #define LISTEN_BACKLOG 128
 #define MAX_PENDING 64u /* connections without HELLO */
+/* The longest the coordinator waits for a lock a live process holds: past
+ * that the holder may be stopped, and the work is deferred, never waited
+ * for (c->lk.wait_ms). */
+#define COORD_LOCK_WAIT_MS 20u
 
 struct session {
 	int fd;
@@ -102,6 +106,7 @@ struct coord {
 	_Atomic bool *orphan;    /* [max_clients]: LIVE slots adopted at start, not resumed */
 	uint32_t *reclaim_at;    /* [max_maps]: the background reclaim's next bucket */
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
+	bool sweep_pending;         /* a sweep waits for a busy allocator lock (recover_mu) */
 	bool adopted;               /* the segment existed before this start */
 	/* Snapshots.  save_mu guards save_state, save_rc and save_path (the
 	 * I/O thread queues, the housekeeping thread runs and posts the
@@ -148,20 +153,44 @@ static bool holds_alloc_lock(struct coord *c, uint32_t owner)
 	return (atomic_load(&seg_hdr(&c->seg)->pool_lock) & LOCK_OWNER_MASK) == owner;
 }
 
-/* Take over and repair every stripe lock `owner` holds; returns how many. */
+/* The lock stripes of directory entry m's table, whatever its state (a
+ * dropped map's retained table, or one being created or dropped, has lock
+ * words a stale client may hold), or NULL if it has no sane table. */
+static struct seg_stripe *table_stripes(struct coord *c, uint32_t m, uint32_t *n)
+{
+	const struct seg_mapdir *d = seg_dir(&c->seg, &c->g, m);
+	uint64_t off = __atomic_load_n(&d->stripes_off, __ATOMIC_RELAXED);
+	uint32_t ns = __atomic_load_n(&d->nstripes, __ATOMIC_RELAXED);
+	if (!off || !ns || ns > (1u << 20) || off < c->g.heap_off ||
+	    !seg_ok(&c->seg, off, (uint64_t)ns * sizeof(struct seg_stripe), 64))
+		return NULL;
+	*n = ns;
+	return seg_ptr(&c->seg, off);
+}
+
+/* Take over and repair every stripe lock `owner` holds; returns how many.
+ * Stripes of tables that are not live (a dropped map's, kept for reuse)
+ * are released too: when the slot is given to another client, no lock
+ * word may still name it. */
 static unsigned take_stripes(struct coord *c, uint32_t owner)
 {
 	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
 	unsigned took = 0;
 	for (uint32_t m = 0; m < c->g.max_maps; m++) {
 		struct map_view v;
-		if (shmmap__map_view(&c->seg, &c->g, m, &v) < 0)
-			continue;
-		for (uint32_t st = 0; st < v.nstripes; st++) {
-			if (!shmmap__lock_take_from(&v.stripes[st].lock, owner, LOCK_OWNER_COORD))
+		bool linked = shmmap__map_view_linked(&c->seg, &c->g, m, &v) == 0;
+		uint32_t ns = 0;
+		struct seg_stripe *sp = linked ? v.stripes : table_stripes(c, m, &ns);
+		if (linked)
+			ns = v.nstripes;
+		for (uint32_t st = 0; sp && st < ns; st++) {
+			if (!shmmap__lock_take_from(&sp[st].lock, owner, LOCK_OWNER_COORD))
 				continue;
-			shmmap__stripe_repair(&o, &v, st);
-			shmmap__unlock(&v.stripes[st].lock);
+			if (linked)
+				shmmap__stripe_repair(&o, &v, st);
+			else
+				atomic_store(&sp[st].seq, (atomic_load(&sp[st].seq) + 1) & ~1u);
+			shmmap__unlock(&sp[st].lock);
 			took++;
 		}
 	}
@@ -178,14 +207,35 @@ static void log_sweep(const char *why, const struct sweep_report *r)
 			   : "");
 }
 
+/* Under recover_mu: sweep, or if a live process holds an allocator lock
+ * on to (stopped, say), leave it pending for the housekeeping thread,
+ * which tries again every round.  Returns the sweep's result. */
+static int sweep_or_defer(struct coord *c, const char *what, struct sweep_report *r)
+{
+	int rc = shmmap__sweep(&c->seg, &c->g, &c->lk, r);
+	if (rc == 0) {
+		c->sweep_pending = false;
+		log_sweep(what, r);
+	} else if (rc == -EBUSY) {
+		if (!c->sweep_pending)
+			logf_("sweep (%s) deferred: a live process holds an allocator lock "
+			      "(stopped?); trying again every %d ms", what, HOUSE_MS);
+		c->sweep_pending = true;
+	} else {
+		logf_("sweep (%s) failed: %s", what, shmmap_strerror(rc));
+		c->sweep_pending = true;
+	}
+	return rc;
+}
+
 /* Under recover_mu: the coordinator's own frees met an allocator lock of a
- * dead process and left entries (unlinked, so no chain reaches them) to a
- * sweep, which also repairs that lock's state. */
+ * dead process (or one a live process holds on to) and left entries
+ * (unlinked, so no chain reaches them) to a sweep, which also repairs that
+ * lock's state. */
 static void sweep_deferred(struct coord *c, const char *what)
 {
 	struct sweep_report r;
-	if (shmmap__sweep(&c->seg, &c->g, &c->lk, &r) == 0)
-		log_sweep(what, &r);
+	sweep_or_defer(c, what, &r);
 }
 
 /*
@@ -195,18 +245,26 @@ static void sweep_deferred(struct coord *c, const char *what)
  * yet.  So take that stripe lock (waiting for such a taker, or taking it
  * over and repairing it ourselves) and settle the record under it.
  */
-static void settle_record(struct coord *c, struct seg_intent *in)
+static bool settle_record(struct coord *c, struct seg_intent *in, struct seg_slot *sl)
 {
 	if (!atomic_load(&in->a) && !atomic_load(&in->b))
-		return;
+		return true;
 	struct map_view v;
 	uint32_t map = atomic_load(&in->map), stripe = atomic_load(&in->stripe);
-	if (shmmap__map_view(&c->seg, &c->g, map, &v) < 0 || stripe >= v.nstripes)
-		return; /* dropped: its chains were emptied under every stripe lock */
+	if (shmmap__map_view_linked(&c->seg, &c->g, map, &v) < 0 || stripe >= v.nstripes)
+		return true; /* dropped: its chains were emptied under every stripe lock */
 	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
-	shmmap__lock(&v.stripes[stripe].lock, &c->lk, NULL);
+	if (shmmap__lock(&v.stripes[stripe].lock, &c->lk, NULL) < 0) {
+		/* A live process holds on to it (stopped?): not now. */
+		sl->wait_kind = SLOT_WAIT_STRIPE;
+		sl->wait_owner = atomic_load(&v.stripes[stripe].lock) & LOCK_OWNER_MASK;
+		sl->wait_map = map;
+		sl->wait_stripe = stripe;
+		return false;
+	}
 	shmmap__stripe_repair(&o, &v, stripe);
 	shmmap__unlock(&v.stripes[stripe].lock);
+	return true;
 }
 
 /*
@@ -222,39 +280,66 @@ static void settle_record(struct coord *c, struct seg_intent *in)
  *  4. Mark it FREE.
  * Every step is idempotent, so a coordinator that dies halfway is harmless:
  * the next one finds the slot DEAD (or LIVE with a dead pid) and starts over.
+ * No step waits for a lock that a live process holds on to (the lock_ctx
+ * is bounded): such a step leaves the slot DEAD, with what it waits for in
+ * its wait_* fields (shmmapctl clients shows it), and returns false; the
+ * housekeeping thread tries every DEAD slot again each round, so recovery
+ * finishes as soon as the lock is let go.
  */
-static void recover_slot_locked(struct coord *c, uint32_t slot)
+static bool recover_slot_locked(struct coord *c, uint32_t slot)
 {
 	struct seg_slot *sl = seg_slot(&c->seg, &c->g, slot);
 	const uint32_t owner = slot + 1;
-	atomic_store(&sl->state, SLOT_DEAD);
+	if (atomic_exchange(&sl->state, SLOT_DEAD) != SLOT_DEAD || !sl->dead_ns)
+		sl->dead_ns = shmmap__now_ns();
+	sl->wait_kind = SLOT_WAIT_NONE;
+	sl->wait_owner = 0;
 	unsigned took = take_stripes(c, owner);
 	/* An allocator lock of ours here is one taken over from a dead
 	 * predecessor at start (our own allocator use is serialised with
 	 * recovery by recover_mu): the sweep repairs it. */
 	bool sweep = holds_alloc_lock(c, owner) || holds_alloc_lock(c, LOCK_OWNER_COORD);
+	bool busy = false;
 	unsigned freed = 0;
-	for (uint32_t k = 0; k < SEG_INTENTS && !sweep; k++) {
+	for (uint32_t k = 0; k < SEG_INTENTS && !sweep && !busy; k++) {
 		struct seg_intent *in = &sl->intent[k];
-		settle_record(c, in);
+		if (!settle_record(c, in, sl)) {
+			busy = true;
+			break;
+		}
 		_Atomic uint64_t *recs[2] = {&in->b, &in->a};
-		for (int j = 0; j < 2 && !sweep; j++) {
+		for (int j = 0; j < 2 && !sweep && !busy; j++) {
 			uint64_t off = atomic_load(recs[j]);
 			if (!off)
 				continue;
-			if (shmmap__free(&c->seg, &c->g, &c->lk, off, recs[j]) < 0)
+			int rc = shmmap__free(&c->seg, &c->g, &c->lk, off, recs[j]);
+			if (rc == -EBUSY) {
+				sl->wait_kind = SLOT_WAIT_ALLOC;
+				busy = true;
+			} else if (rc < 0) {
 				sweep = true;
-			else
+			} else {
 				freed++;
+			}
 		}
 	}
-	if (sweep) {
+	if (!busy && sweep) {
 		struct sweep_report r;
-		if (shmmap__sweep(&c->seg, &c->g, &c->lk, &r) == 0)
-			log_sweep("a dead client held an allocator lock", &r);
-		else
-			logf_("slot %u: sweep failed: out of memory", slot);
+		int rc = sweep_or_defer(c, "a dead client held an allocator lock", &r);
+		if (rc == -EBUSY) {
+			sl->wait_kind = SLOT_WAIT_ALLOC;
+			busy = true;
+		}
 	}
+	if (busy) {
+		if (took || freed)
+			logf_("slot %u: released %u stripe lock(s), freed %u block(s) in flight; the "
+			      "rest waits for a lock a live process holds (stopped?)", slot, took,
+			      freed);
+		return false;
+	}
+	sl->wait_kind = SLOT_WAIT_NONE;
+	sl->dead_ns = 0;
 	sl->pid = 0;
 	sl->start_time = 0;
 	sl->flags = 0;
@@ -264,15 +349,30 @@ static void recover_slot_locked(struct coord *c, uint32_t slot)
 	if (took || freed)
 		logf_("slot %u: released %u stripe lock(s), freed %u block(s) in flight", slot,
 		      took, freed);
+	return true;
 }
 
-/* Recover slot if it is still the one of generation gen (a session's slot
+/*
+ * Recover slot if it is still the one of generation gen (a session's slot
  * may have been recovered already, by check --repair, and given to another
- * client since: that one must not be touched). */
-static void recover_slot(struct coord *c, uint32_t slot, uint64_t gen)
+ * client since: that one must not be touched).  It is marked DEAD at once
+ * (lock waiters then see its owner dead).  With wait false (the I/O
+ * thread), recovery is not even waited for: if recover_mu is busy, the
+ * housekeeping thread does it (it retries every DEAD slot each round).
+ */
+static void recover_slot(struct coord *c, uint32_t slot, uint64_t gen, bool wait)
 {
-	pthread_mutex_lock(&c->recover_mu);
 	struct seg_slot *sl = seg_slot(&c->seg, &c->g, slot);
+	/* Only the I/O thread gives slots out, so gen cannot move under us
+	 * there; the housekeeping thread re-checks under recover_mu. */
+	uint32_t live = SLOT_LIVE;
+	if (atomic_load(&sl->gen) == gen &&
+	    atomic_compare_exchange_strong(&sl->state, &live, SLOT_DEAD))
+		sl->dead_ns = shmmap__now_ns();
+	if (wait)
+		pthread_mutex_lock(&c->recover_mu);
+	else if (pthread_mutex_trylock(&c->recover_mu) != 0)
+		return;
 	if (atomic_load(&sl->state) != SLOT_FREE && atomic_load(&sl->gen) == gen)
 		recover_slot_locked(c, slot);
 	pthread_mutex_unlock(&c->recover_mu);
@@ -287,34 +387,44 @@ static void recover_slot(struct coord *c, uint32_t slot, uint64_t gen)
 static int repair_all(struct coord *c, struct proto_msg *rep)
 {
 	pthread_mutex_lock(&c->recover_mu);
-	uint32_t slots = 0, stripes = 0;
+	uint32_t slots = 0, stripes = 0, busy = 0, pending = 0;
 	for (uint32_t i = 0; i < c->g.max_clients; i++) {
 		struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
 		uint32_t st = atomic_load(&sl->state);
 		if (st != SLOT_FREE && !shmmap__slot_alive(&c->seg, &c->g, i)) {
-			recover_slot_locked(c, i);
-			slots++;
+			if (recover_slot_locked(c, i))
+				slots++;
+			else
+				pending++;
 		}
 	}
+	/* A stripe whose lock a live process holds on to (stopped?) is
+	 * skipped and counted, not waited for. */
 	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
 	for (uint32_t m = 0; m < c->g.max_maps; m++) {
 		struct map_view v;
-		if (shmmap__map_view(&c->seg, &c->g, m, &v) < 0)
+		if (shmmap__map_view_linked(&c->seg, &c->g, m, &v) < 0)
 			continue;
 		for (uint32_t st = 0; st < v.nstripes; st++) {
-			shmmap__lock(&v.stripes[st].lock, &c->lk, NULL);
+			if (shmmap__lock(&v.stripes[st].lock, &c->lk, NULL) < 0) {
+				busy++;
+				continue;
+			}
 			shmmap__stripe_repair(&o, &v, st);
 			shmmap__unlock(&v.stripes[st].lock);
 			stripes++;
 		}
 	}
-	struct sweep_report r;
-	int rc = shmmap__sweep(&c->seg, &c->g, &c->lk, &r);
+	struct sweep_report r = {0};
+	int rc = sweep_or_defer(c, "shmmapctl check --repair", &r);
 	pthread_mutex_unlock(&c->recover_mu);
-	if (rc < 0)
+	if (rc < 0 && rc != -EBUSY)
 		return rc;
-	log_sweep("shmmapctl check --repair", &r);
+	if (rc == -EBUSY)
+		busy++; /* the allocator: the sweep waits for its lock */
 	rep->type = MSG_REPAIRED;
+	rep->u.repaired.busy = busy;
+	rep->u.repaired.pending = pending;
 	rep->u.repaired.slots = slots;
 	rep->u.repaired.stripes = stripes;
 	rep->u.repaired.roots = r.roots;
@@ -331,9 +441,27 @@ static int repair_all(struct coord *c, struct proto_msg *rep)
  * freed: its handles were already stale), then recover dead slots and
  * sweep, so the allocator is whole whatever instant it died at.
  */
+/* Does directory entry d name a table whose geometry fits in its run of
+ * pages?  (A create that died half-way may have new offsets with the old
+ * geometry.) */
+static bool table_fits_run(struct coord *c, const struct seg_mapdir *d)
+{
+	uint64_t first = d->table_pages;
+	if (!d->stripes_off || first >= c->g.npages ||
+	    d->stripes_off != seg_page_off(&c->g, (uint32_t)first) || !d->nbuckets ||
+	    (d->nbuckets & (d->nbuckets - 1)) || !d->nstripes ||
+	    (d->nstripes & (d->nstripes - 1)) || d->nstripes > d->nbuckets)
+		return false;
+	const struct seg_page *p = seg_page(&c->seg, &c->g, (uint32_t)first);
+	uint64_t run = p->kind == PAGE_RUN ? p->run : 0;
+	return run && run <= c->g.npages - first &&
+	       shmmap__table_bytes(d->nbuckets, d->nstripes) <= run * SEG_PAGE &&
+	       d->buckets_off == d->stripes_off + (uint64_t)d->nstripes * sizeof(struct seg_stripe);
+}
+
 static void adopt_repair(struct coord *c)
 {
-	unsigned took = take_stripes(c, LOCK_OWNER_COORD);
+	unsigned took = 0;
 	for (uint32_t i = 0; i < c->g.nclasses; i++)
 		took += shmmap__lock_take_from(&seg_class(&c->seg, &c->g, i)->lock,
 					       LOCK_OWNER_COORD, LOCK_OWNER_COORD);
@@ -347,18 +475,30 @@ static void adopt_repair(struct coord *c)
 		struct seg_mapdir *d = seg_dir(&c->seg, &c->g, m);
 		if (atomic_load(&d->state) != MAP_INIT)
 			continue;
-		/* Empty its table (locks included) if it has a sane one; the
-		 * sweep then frees the entries, which nothing reaches. */
-		uint64_t tb = (uint64_t)d->nstripes * sizeof(struct seg_stripe) +
-			      (uint64_t)d->nbuckets * 8;
-		if (d->stripes_off && seg_ok(&c->seg, d->stripes_off, tb, 64) &&
-		    d->stripes_off >= c->g.heap_off)
-			memset(seg_ptr(&c->seg, d->stripes_off), 0, tb);
-		else
-			d->stripes_off = 0;
 		atomic_fetch_add(&d->gen, 1);
-		atomic_store(&d->state, MAP_FREE);
 		half++;
+		if (!table_fits_run(c, d)) {
+			/* No sane table (a create that died before it had one):
+			 * nothing was linked; the sweep frees what is left. */
+			d->stripes_off = 0;
+			atomic_store(&d->dropping, 0);
+			atomic_store(&d->state, MAP_FREE);
+			continue;
+		}
+		/* Half created or half dropped: finish it as a drop, emptying
+		 * the table under its stripe locks (never with a memset, which
+		 * would wipe a lock a stuck writer still holds); below, and
+		 * later by the housekeeping thread if a live process holds a
+		 * stripe. */
+		atomic_store(&d->dropping, 1);
+	}
+	took += take_stripes(c, LOCK_OWNER_COORD);
+	for (uint32_t m = 0; m < c->g.max_maps; m++) {
+		struct empty_report er = {0};
+		if (shmmap__map_drop_finish(&c->seg, &c->g, &c->lk, m, &er) == 1)
+			logf_("map %u: a half-done drop waits for a stripe held by a live process", m);
+		if (er.deferred)
+			c->sweep_pending = true;
 	}
 	if (took || half)
 		logf_("took over %u lock(s) and %u half-done map change(s) of the previous "
@@ -420,30 +560,93 @@ static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 	return 0;
 }
 
-static int flush_map(struct coord *c, const char *name)
+/* Who holds lock owner id `owner`, for messages: "pid N (slot S)". */
+static void owner_text(struct coord *c, uint32_t owner, char *buf, size_t n)
+{
+	if (owner >= 1 && owner <= c->g.max_clients)
+		snprintf(buf, n, "pid %u (slot %u)", seg_slot(&c->seg, &c->g, owner - 1)->pid,
+			 owner - 1);
+	else
+		snprintf(buf, n, "an unknown owner");
+}
+
+/*
+ * Flush map name.  Stripes that a live process holds on to (stopped, say)
+ * are not waited for: they keep their entries, and the client is told
+ * (-EBUSY, with the holder in why).
+ */
+static int flush_map(struct coord *c, const char *name, char *why, size_t whylen)
 {
 	int i = find_map(c, name);
 	if (i < 0)
 		return i;
+	struct empty_report r;
 	pthread_mutex_lock(&c->recover_mu);
-	if (shmmap__map_flush(&c->seg, &c->g, &c->lk, (uint32_t)i))
+	int rc = shmmap__map_flush(&c->seg, &c->g, &c->lk, (uint32_t)i, &r);
+	if (r.deferred)
 		sweep_deferred(c, "flush");
 	pthread_mutex_unlock(&c->recover_mu);
+	if (rc < 0)
+		return rc;
+	if (r.busy) {
+		char who[64];
+		owner_text(c, r.busy_owner, who, sizeof who);
+		snprintf(why, whylen,
+			 "map '%.64s' flushed but for %u stripe(s) that a live process holds (%s: "
+			 "stopped?); flush again once it lets go",
+			 name, r.busy, who);
+		logf_("%s", why);
+		return -EBUSY;
+	}
 	logf_("flushed map '%s'", name);
 	return 0;
 }
 
+/*
+ * Drop map name.  Its name is free at once; stripes a live process holds
+ * on to are emptied later by the housekeeping thread (the map stays
+ * MAP_INIT, dropping, until then).
+ */
 static int drop_map(struct coord *c, const char *name)
 {
 	int i = find_map(c, name);
 	if (i < 0)
 		return i;
+	struct empty_report r;
 	pthread_mutex_lock(&c->recover_mu);
-	if (shmmap__map_destroy(&c->seg, &c->g, &c->lk, (uint32_t)i))
+	int rc = shmmap__map_destroy(&c->seg, &c->g, &c->lk, (uint32_t)i, &r);
+	if (r.deferred)
 		sweep_deferred(c, "drop");
 	pthread_mutex_unlock(&c->recover_mu);
-	logf_("dropped map '%s'", name);
+	if (rc < 0)
+		return rc;
+	if (rc == 1) {
+		char who[64];
+		owner_text(c, r.busy_owner, who, sizeof who);
+		logf_("dropped map '%s'; %u of its stripe(s) are held by %s (stopped?) and will be "
+		      "emptied once let go", name, r.busy, who);
+	} else {
+		logf_("dropped map '%s'", name);
+	}
 	return 0;
+}
+
+/* Housekeeping: finish the drops that waited for a busy stripe. */
+static void finish_drops(struct coord *c)
+{
+	for (uint32_t m = 0; m < c->g.max_maps; m++) {
+		struct seg_mapdir *d = seg_dir(&c->seg, &c->g, m);
+		if (atomic_load(&d->state) != MAP_INIT || !atomic_load(&d->dropping))
+			continue;
+		struct empty_report r = {0};
+		pthread_mutex_lock(&c->recover_mu);
+		int rc = shmmap__map_drop_finish(&c->seg, &c->g, &c->lk, m, &r);
+		if (r.deferred)
+			sweep_deferred(c, "drop");
+		pthread_mutex_unlock(&c->recover_mu);
+		if (rc == 0)
+			logf_("map %u: the drop waiting for a busy stripe is done", m);
+	}
 }
 
 /* ---- snapshots ---- */
@@ -567,6 +770,7 @@ static int load_snapshot(struct coord *c, char *err, size_t errlen)
 	_Atomic uint64_t *magic = (_Atomic uint64_t *)&seg_hdr(&c->seg)->magic;
 	atomic_store(magic, SNAP_LOADING_SEG_MAGIC);
 	struct load_ctx l = {.c = c, .o = {.s = &c->seg, .g = &c->g, .lk = c->lk}};
+	l.o.lk.wait_ms = 0; /* a fresh segment: nobody else holds its locks */
 	struct snap_sink sink = {.open = load_open, .put = load_put, .arg = &l};
 	struct snap_load_report r;
 	uint64_t t0 = mono_ms();
@@ -655,7 +859,8 @@ static void close_session(struct coord *c, struct session *s, const char *why)
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
 	if (s->welcomed) {
 		logf_("client pid %d (slot %u) gone: %s", (int)s->pid, s->slot, why);
-		recover_slot(c, s->slot, s->slot_gen);
+		/* Never waits: if recovery is busy, housekeeping finishes it. */
+		recover_slot(c, s->slot, s->slot_gen, false);
 		atomic_fetch_sub(&c->nclients, 1);
 	} else if (why[0]) {
 		logf_("connection from pid %d closed: %s", (int)s->pid, why);
@@ -883,6 +1088,16 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		bool rdonly = seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY;
 		uint32_t idx, gen;
 		rc = open_map(c, m->u.open.name, m->u.open.flags & SHMMAP_CREATE, rdonly, &idx, &gen);
+		if (rc == -EBUSY || rc == -EAGAIN)
+			return send_error_why(s->fd, m->seq, rc,
+					      "map '%.64s' not created: the allocator's lock is held by "
+					      "%s process; try again",
+					      m->u.open.name, rc == -EBUSY ? "a live (stopped?)" : "a dead");
+		if (rc == -ENOSPC)
+			return send_error_why(s->fd, m->seq, rc,
+					      "map '%.64s' not created: no room for its table, or all "
+					      "%u map directory entries are taken ([segment] size, "
+					      "max_maps)", m->u.open.name, c->g.max_maps);
 		if (rc < 0)
 			return send_error(s->fd, m->seq, rc);
 		r.type = MSG_OPENED;
@@ -906,14 +1121,18 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		r.u.stats.uptime_ms = mono_ms() - c->start_ms;
 		r.u.stats.coord_gen = atomic_load(&seg_hdr(&c->seg)->coord_gen);
 		return shmmap__proto_send(s->fd, &r, -1);
-	case MSG_FLUSH:
+	case MSG_FLUSH: {
 		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
 			return send_error(s->fd, m->seq, -EPERM);
-		rc = flush_map(c, m->u.open.name);
+		char why[PROTO_NAME_MAX + 1] = "";
+		rc = flush_map(c, m->u.open.name, why, sizeof why);
+		if (rc < 0 && why[0])
+			return send_error_why(s->fd, m->seq, rc, "%s", why);
 		if (rc < 0)
 			return send_error(s->fd, m->seq, rc);
 		r.type = MSG_OK;
 		return shmmap__proto_send(s->fd, &r, -1);
+	}
 	case MSG_SAVE: /* answered by save_finish once the save is done */
 		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
 			return send_error(s->fd, m->seq, -EPERM);
@@ -1130,6 +1349,32 @@ static void reclaim_expired(struct coord *c)
 	}
 }
 
+/*
+ * Housekeeping: recovery that waited for a lock a live process held on to
+ * (DEAD slots; recover_slot_locked records what each waits for), and a
+ * sweep left pending for the same reason.  Each try is bounded (the
+ * lock_ctx gives up after COORD_LOCK_WAIT_MS), so a stopped process delays
+ * only what needs its lock.
+ */
+static void retry_pending(struct coord *c)
+{
+	for (uint32_t i = 0; i < c->g.max_clients; i++) {
+		struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
+		if (atomic_load(&sl->state) != SLOT_DEAD)
+			continue;
+		pthread_mutex_lock(&c->recover_mu);
+		if (atomic_load(&sl->state) == SLOT_DEAD && recover_slot_locked(c, i))
+			logf_("slot %u: recovery that waited for a busy lock is done", i);
+		pthread_mutex_unlock(&c->recover_mu);
+	}
+	pthread_mutex_lock(&c->recover_mu);
+	if (c->sweep_pending) {
+		struct sweep_report r;
+		sweep_or_defer(c, "deferred", &r);
+	}
+	pthread_mutex_unlock(&c->recover_mu);
+}
+
 static void *house_main(void *arg)
 {
 	struct coord *c = arg;
@@ -1172,10 +1417,12 @@ static void *house_main(void *arg)
 				atomic_store(&c->orphan[i], false);
 			} else if (st == SLOT_DEAD || pid_gone((pid_t)sl->pid, sl->start_time)) {
 				logf_("slot %u (pid %u, from an earlier coordinator) is gone", i, sl->pid);
-				recover_slot(c, i, atomic_load(&sl->gen));
+				recover_slot(c, i, atomic_load(&sl->gen), true);
 				atomic_store(&c->orphan[i], false);
 			}
 		}
+		retry_pending(c);
+		finish_drops(c);
 		save_due(c);
 	}
 	rcu_unregister_thread();
@@ -1345,7 +1592,8 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	rc = setup_segment(c, flags, err, errlen);
 	if (rc < 0)
 		goto fail;
-	c->lk = (struct lock_ctx){.s = &c->seg, .g = &c->g, .owner = LOCK_OWNER_COORD};
+	c->lk = (struct lock_ctx){.s = &c->seg, .g = &c->g, .owner = LOCK_OWNER_COORD,
+				  .wait_ms = COORD_LOCK_WAIT_MS};
 	c->orphan = calloc(c->g.max_clients, sizeof *c->orphan);
 	c->reclaim_at = calloc(c->g.max_maps, sizeof *c->reclaim_at);
 	if (!c->orphan || !c->reclaim_at) {
@@ -1362,13 +1610,14 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 			uint32_t st = atomic_load(&sl->state);
 			if (st == SLOT_DEAD ||
 			    (st == SLOT_LIVE && pid_gone((pid_t)sl->pid, sl->start_time)))
-				recover_slot(c, i, atomic_load(&sl->gen));
+				recover_slot(c, i, atomic_load(&sl->gen), true);
 			else if (st == SLOT_LIVE)
 				atomic_store(&c->orphan[i], true);
 		}
 		struct sweep_report r;
-		if (shmmap__sweep(&c->seg, &c->g, &c->lk, &r) == 0)
-			log_sweep("adopted segment", &r);
+		pthread_mutex_lock(&c->recover_mu);
+		sweep_or_defer(c, "adopted segment", &r);
+		pthread_mutex_unlock(&c->recover_mu);
 	}
 	rc = load_snapshot(c, err, errlen);
 	if (rc < 0) {

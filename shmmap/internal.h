@@ -147,11 +147,21 @@ struct seg_slot {
 	uint32_t uid;             /* 24 */
 	uint32_t flags;           /* 28: SLOT_F_* */
 	uint64_t attached_ns;     /* 32 */
-	uint8_t pad[128 - 40];
+	/* While recovery of a DEAD slot waits for a lock a live process holds
+	 * (written by the coordinator, shown by shmmapctl): */
+	uint32_t wait_kind;       /* 40: SLOT_WAIT_* */
+	uint32_t wait_owner;      /* 44: the holder's lock owner id (slot + 1), 0 unknown */
+	uint32_t wait_map;        /* 48: SLOT_WAIT_STRIPE: map index */
+	uint32_t wait_stripe;     /* 52: SLOT_WAIT_STRIPE: stripe index */
+	uint64_t dead_ns;         /* 56: when the coordinator found it gone */
+	uint8_t pad[128 - 64];
 	struct seg_intent intent[SEG_INTENTS]; /* 128 */
 };
 _Static_assert(sizeof(struct seg_slot) == 128 + 32 * SEG_INTENTS, "slot size");
 #define SLOT_F_RDONLY 0x1u
+#define SLOT_WAIT_NONE 0u
+#define SLOT_WAIT_STRIPE 1u /* a stripe lock */
+#define SLOT_WAIT_ALLOC 2u  /* an allocator (class or pool) lock */
 
 struct seg_mapdir {
 	_Atomic uint32_t state;        /*   0: MAP_* */
@@ -167,7 +177,8 @@ struct seg_mapdir {
 	uint64_t created_ns;           /* 112 */
 	uint32_t policy;               /* 120: MAP_POLICY_* */
 	_Atomic uint32_t clock_hand;   /* 124: next bucket the evicting hand looks at */
-	uint8_t pad[256 - 128];
+	_Atomic uint32_t dropping;     /* 128: MAP_INIT because a drop is under way */
+	uint8_t pad[256 - 132];
 };
 _Static_assert(sizeof(struct seg_mapdir) == 256, "mapdir size");
 
@@ -321,14 +332,21 @@ struct lock_ctx {
 	const struct seg *s;
 	const struct seg_geom *g;
 	uint32_t owner;  /* slot + 1, or LOCK_OWNER_COORD */
+	/* 0: wait as long as the owner lives (clients).  Else give up with
+	 * -EBUSY after wait_ms while a live owner holds the lock: the
+	 * coordinator never waits for a process that may be stopped; it
+	 * defers the work instead. */
+	uint32_t wait_ms;
 };
 /* Returns 0, or 1 if the lock was taken over from a dead owner (the caller
- * must repair what it guards).  Never fails: a dead owner's lock is taken
- * over after a timeout.  For stripe locks (and the coordinator's sweep). */
+ * must repair what it guards), or -EBUSY (only with c->wait_ms: a live
+ * owner held it all that time).  A dead owner's lock is taken over after
+ * a timeout.  For stripe locks (and the coordinator's sweep). */
 int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits);
 /* For allocator locks (classes, pool), which only the coordinator repairs:
  * never takes over.  Returns 0, or -EAGAIN once the owner has been dead for
- * LOCK_DEAD_WAIT_MS (the coordinator is down or slow to repair). */
+ * LOCK_DEAD_WAIT_MS (the coordinator is down or slow to repair), or -EBUSY
+ * as above. */
 int shmmap__lock_nosteal(_Atomic uint32_t *w, const struct lock_ctx *c);
 /* Take the lock if it is free, without waiting. */
 bool shmmap__trylock(_Atomic uint32_t *w, const struct lock_ctx *c);
@@ -399,6 +417,8 @@ struct sweep_report {
  * The intent records of slots that are not alive are cleared: what they
  * named is free unless a chain reaches it.  Coordinator only.
  */
+/* Returns 0, -ENOMEM, or -EBUSY (a live process held on to an allocator
+ * lock for c->wait_ms: nothing was changed; try again later). */
 int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		  struct sweep_report *r);
 /* Is the slot's client alive (LIVE, pid present with its start time)? */
@@ -421,10 +441,16 @@ struct map_params {
 };
 int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		       uint32_t idx, const char *name, const struct map_params *p);
-bool shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-			 uint32_t idx);
+struct empty_report;
+int shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			uint32_t idx, struct empty_report *r);
 int shmmap__map_view(const struct seg *s, const struct seg_geom *g, uint32_t idx,
 		     struct map_view *v);
+/* A view of a map whose chains may hold entries: a live map, or one
+ * being dropped (MAP_INIT, dropping) whose busy stripes are not emptied
+ * yet.  For the sweep and check, which must count those entries. */
+int shmmap__map_view_linked(const struct seg *s, const struct seg_geom *g, uint32_t idx,
+			    struct map_view *v);
 uint64_t shmmap__hash(const struct seg_geom *g, const void *key, size_t klen);
 
 struct op_ctx {
@@ -459,10 +485,21 @@ int shmmap__tbl_foreach(const struct op_ctx *o, const struct map_view *v, shmmap
  * sweep (an allocator lock of a dead process): the caller sweeps. */
 uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, uint32_t *cursor,
 			     uint32_t nb, bool *deferred);
-/* Remove every entry of map idx, stripe by stripe (coordinator only).
- * Returns true if frees were left to a sweep (as above). */
-bool shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		       uint32_t idx);
+/* What emptying a map's stripes did (flush, drop). */
+struct empty_report {
+	uint32_t busy;       /* stripes a live process held on to: left as they were */
+	uint32_t busy_owner; /* the lock owner id of one of them */
+	bool deferred;       /* frees were left to a sweep (as above) */
+};
+/* Remove every entry of map idx, stripe by stripe (coordinator only):
+ * 0 or -ENOENT; busy stripes are skipped (see struct empty_report). */
+int shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		      uint32_t idx, struct empty_report *r);
+/* Finish emptying a map being dropped (MAP_INIT, dropping): 0 once it is
+ * MAP_FREE, 1 while a live process still holds one of its stripes,
+ * -ENOENT if it is not being dropped.  r accumulates. */
+int shmmap__map_drop_finish(const struct seg *s, const struct seg_geom *g,
+			    const struct lock_ctx *c, uint32_t idx, struct empty_report *r);
 /* Bytes of a map table: stripes, buckets, refs. */
 uint64_t shmmap__table_bytes(uint32_t nbuckets, uint32_t nstripes);
 /* Validate the entry at off for map v: in bounds, aligned, lengths within limits. */

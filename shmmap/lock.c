@@ -17,6 +17,9 @@
  * exact word it saw (so exactly one taker wins) and tells its caller, who
  * must repair what the lock guards.  A waiter never sleeps forever.
  *
+ * Bounded waits: a lock_ctx with wait_ms (the coordinator's) gives up with
+ * -EBUSY once a live owner has held the lock that long; the caller defers.
+ *
  * Allocator locks (classes, pool) are never taken over by a waiter: what
  * they guard is repaired only by the coordinator's sweep (sweep.c), which
  * takes them over itself.  Their waiters (shmmap__lock_nosteal) give up
@@ -120,7 +123,7 @@ static int lock_slow(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *wa
 	}
 	if (waits)
 		atomic_fetch_add_explicit((_Atomic uint64_t *)waits, 1, memory_order_relaxed);
-	uint64_t dead_since = 0;
+	uint64_t dead_since = 0, give_up = c->wait_ms ? mono_ms() + c->wait_ms : 0;
 	for (;;) {
 		v = atomic_load_explicit(w, memory_order_relaxed);
 		if (v == 0) {
@@ -138,6 +141,14 @@ static int lock_slow(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *wa
 			v |= LOCK_WAITERS;
 		}
 		struct timespec ts = {0, LOCK_SLICE_NS};
+		if (give_up) {
+			uint64_t now = mono_ms();
+			if (now >= give_up && shmmap__owner_alive(c, v & LOCK_OWNER_MASK))
+				return -EBUSY; /* alive, and holding on: maybe stopped */
+			uint64_t left = now < give_up ? give_up - now : 1;
+			if (left * 1000000u < (uint64_t)LOCK_SLICE_NS)
+				ts.tv_nsec = (long)(left * 1000000u);
+		}
 		long r = futex(w, FUTEX_WAIT, v, &ts);
 		if (r == 0 || errno != ETIMEDOUT)
 			continue;

@@ -116,6 +116,8 @@ int shmmap__proto_encode(const struct proto_msg *m, void *buf, size_t cap)
 		put_u64(&w, m->u.repaired.freed);
 		put_u64(&w, m->u.repaired.pages_freed);
 		put_u64(&w, m->u.repaired.bad_roots);
+		put_u32(&w, m->u.repaired.busy);
+		put_u32(&w, m->u.repaired.pending);
 		break;
 	case MSG_RESUME:
 		put_u32(&w, m->u.resume.pid);
@@ -268,6 +270,8 @@ int shmmap__proto_decode(const void *buf, size_t len, struct proto_msg *m)
 		m->u.repaired.freed = get_u64(&r);
 		m->u.repaired.pages_freed = get_u64(&r);
 		m->u.repaired.bad_roots = get_u64(&r);
+		m->u.repaired.busy = get_u32(&r);
+		m->u.repaired.pending = get_u32(&r);
 		break;
 	case MSG_RESUME:
 		m->u.resume.pid = get_u32(&r);

@@ -20,7 +20,9 @@
  *   BYE     c->s  (empty)                             -> (connection closed)
  *   REPAIR  c->s  (empty)                             -> REPAIRED | ERROR
  *   REPAIRED s->c slots u32, stripes u32, roots u64, freed u64,
- *                 pages_freed u64, bad_roots u64
+ *                 pages_freed u64, bad_roots u64, busy u32, pending u32
+ *                 (busy: stripes or the allocator a live process held on
+ *                 to, skipped; pending: dead slots whose recovery waits)
  *   FLUSH   c->s  flags u32, name                     -> OK | ERROR
  *   SAVE    c->s  flags u32, path (u16 length + bytes; empty: the configured
  *                 snapshot path)                      -> OK | ERROR
@@ -87,6 +89,7 @@ struct proto_msg {
 		struct {
 			uint32_t slots, stripes;
 			uint64_t roots, freed, pages_freed, bad_roots;
+			uint32_t busy, pending;
 		} repaired;
 		struct { uint32_t pid, slot; uint64_t slot_gen; } resume;
 	} u;

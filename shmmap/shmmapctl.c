@@ -450,6 +450,11 @@ static int cmd_status(struct ctl *c, char **args)
 		return fail("status: ask the coordinator", rc);
 	uint32_t st = atomic_load((_Atomic uint32_t *)&h->state);
 	const char *state = st == SEG_CLEAN ? "clean" : st == SEG_DIRTY ? "dirty" : "unknown";
+	/* Counted as `clients` counts them: slots in the segment. */
+	uint32_t dead = 0;
+	for (uint32_t i = 0; i < sm->geom.max_clients; i++)
+		dead += atomic_load_explicit(&seg_slot(&sm->seg, &sm->geom, i)->state,
+					     memory_order_relaxed) == SLOT_DEAD;
 	uint64_t pool_free = LOAD(h->pool_free);
 	uint64_t size = LOAD(h->size), base = LOAD(h->base);
 	uintptr_t at = (uintptr_t)sm->seg.base;
@@ -457,12 +462,12 @@ static int cmd_status(struct ctl *c, char **args)
 		printf("{\"size\":%" PRIu64 ",\"base\":\"%#" PRIx64 "\",\"mapped_at\":\"%#" PRIxPTR
 		       "\",\"at_agreed_base\":%s,\"layout_version\":%u,\"state\":\"%s\","
 		       "\"max_clients\":%u,\"max_maps\":%u,\"page_size\":%u,\"pages_total\":%u,"
-		       "\"pages_free\":%" PRIu64 ",\"clients\":%u,\"maps\":%u,"
+		       "\"pages_free\":%" PRIu64 ",\"clients\":%u,\"clients_dead\":%u,\"maps\":%u,"
 		       "\"coordinator\":{\"pid\":%u,\"uptime_ms\":%" PRIu64
 		       ",\"generation\":%" PRIu64 "}}\n",
 		       size, base, at, sm->seg.at_agreed_base ? "true" : "false",
 		       LOAD(h->layout_version), state, sm->geom.max_clients, sm->geom.max_maps,
-		       SEG_PAGE, sm->geom.npages, pool_free, rep.u.stats.clients, rep.u.stats.maps,
+		       SEG_PAGE, sm->geom.npages, pool_free, rep.u.stats.clients, dead, rep.u.stats.maps,
 		       rep.u.stats.pid, rep.u.stats.uptime_ms, rep.u.stats.coord_gen);
 		return RC_OK;
 	}
@@ -478,7 +483,10 @@ static int cmd_status(struct ctl *c, char **args)
 	printf("max maps        %u\n", sm->geom.max_maps);
 	printf("pages           %u total, %" PRIu64 " free (%s each)\n", sm->geom.npages,
 	       pool_free, hp);
-	printf("clients         %u attached\n", rep.u.stats.clients);
+	printf("clients         %u attached", rep.u.stats.clients);
+	if (dead)
+		printf(", %u dead awaiting recovery (see shmmapctl clients)", dead);
+	printf("\n");
 	printf("maps            %u\n", rep.u.stats.maps);
 	printf("coordinator     pid %u, up %" PRIu64 ".%03" PRIu64 " s, generation %" PRIu64 "\n",
 	       rep.u.stats.pid, rep.u.stats.uptime_ms / 1000, rep.u.stats.uptime_ms % 1000,
@@ -1728,22 +1736,44 @@ static int cmd_clients(struct ctl *c, char **args)
 			continue;
 		uint32_t pid = LOAD(sl->pid), uid = LOAD(sl->uid), flags = LOAD(sl->flags);
 		uint64_t at = LOAD(sl->attached_ns);
+		/* A dead client whose recovery waits for a lock a live process
+		 * holds (the coordinator says which in the slot). */
+		char waits[128] = "";
+		uint32_t wk = LOAD(sl->wait_kind), wo = LOAD(sl->wait_owner);
+		uint32_t wpid = wo >= 1 && wo <= sm->geom.max_clients
+					? LOAD(seg_slot(&sm->seg, &sm->geom, wo - 1)->pid)
+					: 0;
+		if (st == SLOT_DEAD && wk == SLOT_WAIT_STRIPE)
+			snprintf(waits, sizeof waits, "recovery waits for stripe %u of map %u, held by "
+				 "pid %u (slot %u)", LOAD(sl->wait_stripe), LOAD(sl->wait_map), wpid,
+				 wo ? wo - 1 : 0);
+		else if (st == SLOT_DEAD && wk == SLOT_WAIT_ALLOC)
+			snprintf(waits, sizeof waits, "recovery waits for an allocator lock held by "
+				 "a live process");
+		else if (st == SLOT_DEAD)
+			snprintf(waits, sizeof waits, "recovery under way");
 		uint64_t age = now > at ? (now - at) / 1000000000u : 0;
 		bool ro = flags & SLOT_F_RDONLY, self = (i == sm->slot);
 		if (c->json) {
 			printf("%s{\"slot\":%u,\"pid\":%u,\"uid\":%u,\"state\":\"%s\","
 			       "\"attached_ns\":%" PRIu64 ",\"age_s\":%" PRIu64
-			       ",\"rdonly\":%s,\"self\":%s}",
+			       ",\"rdonly\":%s,\"self\":%s",
 			       first ? "" : ",", i, pid, uid, slot_state(st), at, age,
 			       ro ? "true" : "false", self ? "true" : "false");
+			if (waits[0]) {
+				printf(",\"pending\":");
+				put_json_str(stdout, waits);
+			}
+			putchar('}');
 		} else {
 			char when[32] = "-";
 			time_t t = (time_t)(at / 1000000000u);
 			struct tm tm;
 			if (at && localtime_r(&t, &tm))
 				strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-			printf("%5u %8u %6u %-5s %-19s %9" PRIu64 " %s%s\n", i, pid, uid,
-			       slot_state(st), when, age, ro ? "ro" : "rw", self ? ",self" : "");
+			printf("%5u %8u %6u %-5s %-19s %9" PRIu64 " %s%s%s%s\n", i, pid, uid,
+			       slot_state(st), when, age, ro ? "ro" : "rw", self ? ",self" : "",
+			       waits[0] ? "  " : "", waits);
 		}
 		first = false;
 	}
@@ -1835,6 +1865,12 @@ static int cmd_check(struct ctl *c, char **args)
 			       rep.u.repaired.freed, rep.u.repaired.pages_freed,
 			       rep.u.repaired.bad_roots ? "; some entries lie in no valid block"
 							: "");
+		if (!c->json && (rep.u.repaired.busy || rep.u.repaired.pending))
+			printf("repair: skipped %u lock(s) that a live process holds on to "
+			       "(stopped?); %u dead client(s) wait for one to be recovered (see "
+			       "shmmapctl clients); the coordinator finishes as soon as they are "
+			       "let go\n",
+			       rep.u.repaired.busy, rep.u.repaired.pending);
 	}
 	struct problems keep = {0}, cur = {0};
 	struct check_report r = {.problem = problem_cb, .arg = &cur};
@@ -1885,10 +1921,10 @@ static int cmd_check(struct ctl *c, char **args)
 		if (c->repair)
 			printf(",\"repair\":{\"slots\":%u,\"stripes\":%u,\"in_use\":%" PRIu64
 			       ",\"freed\":%" PRIu64 ",\"pages_freed\":%" PRIu64
-			       ",\"bad_entries\":%" PRIu64 "}",
+			       ",\"bad_entries\":%" PRIu64 ",\"busy\":%u,\"pending\":%u}",
 			       rep.u.repaired.slots, rep.u.repaired.stripes, rep.u.repaired.roots,
 			       rep.u.repaired.freed, rep.u.repaired.pages_freed,
-			       rep.u.repaired.bad_roots);
+			       rep.u.repaired.bad_roots, rep.u.repaired.busy, rep.u.repaired.pending);
 		printf("}\n");
 	} else {
 		printf("maps         %" PRIu64 "\nentries      %" PRIu64 "\nbytes        %" PRIu64

@@ -80,7 +80,7 @@ static void mark_chains(struct sw *w)
 {
 	for (uint32_t m = 0; m < w->g->max_maps; m++) {
 		struct map_view v;
-		if (shmmap__map_view(w->s, w->g, m, &v) < 0)
+		if (shmmap__map_view_linked(w->s, w->g, m, &v) < 0)
 			continue;
 		for (uint32_t b = 0; b < v.nbuckets; b++) {
 			uint64_t off = atomic_load_explicit(&v.buckets[b], memory_order_acquire);
@@ -207,10 +207,15 @@ static void rebuild(struct sw *w, struct sweep_report *r)
 	r->freed = used_before > used_after ? used_before - used_after : 0;
 }
 
-static void lock_for_sweep(_Atomic uint32_t *w, const struct lock_ctx *c)
+/* 1 if taken now, 0 if already ours (taken over from a dead predecessor
+ * and kept for this sweep), or -EBUSY if a live process holds on to it
+ * (c->wait_ms). */
+static int lock_for_sweep(_Atomic uint32_t *w, const struct lock_ctx *c)
 {
-	if ((atomic_load(w) & LOCK_OWNER_MASK) != c->owner)
-		shmmap__lock(w, c, NULL);
+	if ((atomic_load(w) & LOCK_OWNER_MASK) == c->owner)
+		return 0;
+	int rc = shmmap__lock(w, c, NULL);
+	return rc < 0 ? rc : 1;
 }
 
 int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
@@ -229,10 +234,28 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 	/* Lock order: classes, then the pool (as alloc.c nests them).  A lock
 	 * that already names us was taken over from our dead predecessor and
 	 * kept for this sweep (adopt_repair): the coordinator's own allocator
-	 * use is serialised with its sweeps, so it holds none otherwise. */
-	for (uint32_t k = 0; k < g->nclasses; k++)
-		lock_for_sweep(&seg_class(s, g, k)->lock, c);
-	lock_for_sweep(&seg_hdr(s)->pool_lock, c);
+	 * use is serialised with its sweeps, so it holds none otherwise.
+	 * took[k]: lock k (the classes, then the pool) was taken by this call. */
+	bool took[SEG_NCLASSES + 1] = {0};
+	int rc = 0;
+	uint32_t n = g->nclasses <= SEG_NCLASSES ? g->nclasses : SEG_NCLASSES;
+	for (uint32_t k = 0; k <= n && rc >= 0; k++) {
+		rc = lock_for_sweep(k < n ? &seg_class(s, g, k)->lock : &seg_hdr(s)->pool_lock, c);
+		took[k] = rc == 1;
+	}
+	if (rc < 0) {
+		/* A live process (stopped, say) holds an allocator lock: give
+		 * back what this call took (not a dead predecessor's locks,
+		 * kept until a sweep repairs them) and let the caller try
+		 * again later, rather than hold every other class up. */
+		for (uint32_t k = 0; k <= n; k++)
+			if (took[k])
+				shmmap__unlock(k < n ? &seg_class(s, g, k)->lock
+						     : &seg_hdr(s)->pool_lock);
+		free(w.root);
+		free(alive);
+		return rc;
+	}
 
 	for (uint32_t i = 0; i < g->max_clients; i++)
 		alive[i] = shmmap__slot_alive(s, g, i);

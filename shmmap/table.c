@@ -111,6 +111,9 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 	return 0;
 }
 
+static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx,
+		     struct map_view *v);
+
 int shmmap__map_view(const struct seg *s, const struct seg_geom *g, uint32_t idx,
 		     struct map_view *v)
 {
@@ -119,6 +122,32 @@ int shmmap__map_view(const struct seg *s, const struct seg_geom *g, uint32_t idx
 	const struct seg_mapdir *d = seg_dir(s, g, idx);
 	if (atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) != MAP_LIVE)
 		return -ENOENT;
+	return view_fill(s, g, idx, v);
+}
+
+/* A view of a map being dropped (MAP_INIT with dropping set), to empty it. */
+static int dropping_view(const struct seg *s, const struct seg_geom *g, uint32_t idx,
+			 struct map_view *v)
+{
+	if (idx >= g->max_maps)
+		return -EINVAL;
+	struct seg_mapdir *d = seg_dir(s, g, idx);
+	if (atomic_load(&d->state) != MAP_INIT || !atomic_load(&d->dropping))
+		return -ENOENT;
+	return view_fill(s, g, idx, v);
+}
+
+int shmmap__map_view_linked(const struct seg *s, const struct seg_geom *g, uint32_t idx,
+			    struct map_view *v)
+{
+	int rc = shmmap__map_view(s, g, idx, v);
+	return rc == -ENOENT ? dropping_view(s, g, idx, v) : rc;
+}
+
+static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx,
+		     struct map_view *v)
+{
+	const struct seg_mapdir *d = seg_dir(s, g, idx);
 	struct map_view w = {
 		.idx = idx,
 		.gen = atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed),
@@ -333,11 +362,15 @@ void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uin
 	st->bytes = bytes;
 }
 
-static void stripe_lock(const struct op_ctx *o, const struct map_view *v, uint32_t b)
+/* 0, or -EBUSY (only for a bounded lock_ctx, the coordinator's: the lock
+ * is not held, and the caller gives up). */
+static int stripe_lock(const struct op_ctx *o, const struct map_view *v, uint32_t b)
 {
 	struct seg_stripe *st = stripe_of(v, b);
-	if (shmmap__lock(&st->lock, &o->lk, (uint64_t *)&st->lock_waits) == 1)
+	int rc = shmmap__lock(&st->lock, &o->lk, (uint64_t *)&st->lock_waits);
+	if (rc == 1)
 		shmmap__stripe_repair(o, v, b & (v->nstripes - 1));
+	return rc < 0 ? rc : 0;
 }
 
 /* Still the map the view was made for?  Checked under the stripe lock, so
@@ -382,7 +415,9 @@ static inline int read_begin(const struct op_ctx *o, const struct map_view *v, u
 				return -EAGAIN;
 			sched_yield();
 		} else {
-			stripe_lock(o, v, b);
+			int rc = stripe_lock(o, v, b);
+			if (rc < 0)
+				return rc;
 			r->locked = true;
 		}
 	}
@@ -598,7 +633,9 @@ static int evict_one(const struct op_ctx *o, const struct map_view *v, struct se
 		     uint32_t b, int want)
 {
 	struct seg_stripe *st = stripe_of(v, b);
-	stripe_lock(o, v, b);
+	int lrc = stripe_lock(o, v, b);
+	if (lrc < 0)
+		return lrc;
 	if (!view_current(o, v)) {
 		shmmap__unlock(&st->lock);
 		return -ESTALE;
@@ -730,7 +767,10 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 	CRASH_POINT();
 
 	struct seg_stripe *st = stripe_of(v, b);
-	stripe_lock(o, v, b);
+	if ((rc = stripe_lock(o, v, b)) < 0) {
+		settle(o, in);
+		return rc;
+	}
 	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
@@ -791,7 +831,8 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
 	struct seg_stripe *st = stripe_of(v, b);
 	struct seg_intent scratch, *in = rec_begin(o, v, b, &scratch);
-	stripe_lock(o, v, b);
+	if ((rc = stripe_lock(o, v, b)) < 0)
+		return rc;
 	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
@@ -862,7 +903,10 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	rc = alloc_entry(o, v, in, sizeof(struct seg_entry) + klen + room);
 	if (rc < 0)
 		return rc;
-	stripe_lock(o, v, b);
+	if ((rc = stripe_lock(o, v, b)) < 0) {
+		settle(o, in);
+		return rc;
+	}
 	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
@@ -1072,29 +1116,37 @@ static void empty_stripe(const struct seg *s, const struct seg_geom *g, const st
 }
 
 /* Every stripe of v emptied under its lock (repaired first if taken over
- * from a dead owner).  True if frees were left to a sweep. */
-static bool empty_map(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		      const struct map_view *v)
+ * from a dead owner).  A stripe whose lock a live process holds on to
+ * (c->wait_ms: maybe a stopped process) is left as it is and counted. */
+static void empty_map(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		      const struct map_view *v, struct empty_report *r)
 {
 	struct op_ctx o = {.s = s, .g = g, .lk = *c};
-	bool deferred = false;
 	for (uint32_t st = 0; st < v->nstripes; st++) {
 		struct seg_stripe *sp = &v->stripes[st];
-		if (shmmap__lock(&sp->lock, c, NULL) == 1)
+		int rc = shmmap__lock(&sp->lock, c, NULL);
+		if (rc < 0) {
+			r->busy++;
+			r->busy_owner = atomic_load(&sp->lock) & LOCK_OWNER_MASK;
+			continue;
+		}
+		if (rc == 1)
 			shmmap__stripe_repair(&o, v, st);
-		empty_stripe(s, g, c, v, st, &deferred);
+		empty_stripe(s, g, c, v, st, &r->deferred);
 		shmmap__unlock(&sp->lock);
 	}
-	return deferred;
 }
 
-bool shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		       uint32_t idx)
+int shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		      uint32_t idx, struct empty_report *r)
 {
 	struct map_view v;
-	if (shmmap__map_view(s, g, idx, &v) < 0)
-		return false;
-	return empty_map(s, g, c, &v);
+	*r = (struct empty_report){0};
+	int rc = shmmap__map_view(s, g, idx, &v);
+	if (rc < 0)
+		return rc;
+	empty_map(s, g, c, &v, r);
+	return 0;
 }
 
 /*
@@ -1105,17 +1157,45 @@ bool shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const stru
  * The table's pages stay with the directory entry: a stale client may
  * still touch its lock words, so they are reused only by the next map
  * created at this index (same geometry), never handed to the allocator.
+ * A stripe held by a live process (stopped, say) is not waited for: the
+ * map stays MAP_INIT with dropping set (its name is free at once), and
+ * shmmap__map_drop_finish empties the rest once the lock is let go.
+ * Returns 0 (dropped), 1 (under way: r->busy stripes left) or -ENOENT.
  */
-bool shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-			 uint32_t idx)
+int shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			uint32_t idx, struct empty_report *r)
 {
 	struct map_view v;
-	if (shmmap__map_view(s, g, idx, &v) < 0)
-		return false;
+	*r = (struct empty_report){0};
+	int rc = shmmap__map_view(s, g, idx, &v);
+	if (rc < 0)
+		return rc;
 	struct seg_mapdir *d = seg_dir(s, g, idx);
+	atomic_store(&d->dropping, 1);
 	atomic_store(&d->state, MAP_INIT);
 	atomic_fetch_add(&d->gen, 1);
-	bool deferred = empty_map(s, g, c, &v);
+	return shmmap__map_drop_finish(s, g, c, idx, r);
+}
+
+int shmmap__map_drop_finish(const struct seg *s, const struct seg_geom *g,
+			    const struct lock_ctx *c, uint32_t idx, struct empty_report *r)
+{
+	struct map_view v;
+	uint32_t busy = r->busy;
+	int rc = dropping_view(s, g, idx, &v);
+	if (rc == -SHMMAP_ECORRUPT) {
+		/* No sane table to empty: let it go (the sweep frees what no
+		 * chain reaches). */
+		seg_dir(s, g, idx)->stripes_off = 0;
+	} else if (rc < 0) {
+		return rc;
+	} else {
+		empty_map(s, g, c, &v, r);
+		if (r->busy > busy)
+			return 1;
+	}
+	struct seg_mapdir *d = seg_dir(s, g, idx);
+	atomic_store(&d->dropping, 0);
 	atomic_store_explicit(&d->state, MAP_FREE, memory_order_release);
-	return deferred;
+	return 0;
 }

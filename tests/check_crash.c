@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -927,35 +928,42 @@ static int attach_detach(void)
 	return 0;
 }
 
-START_TEST(stopped_writer_does_not_wedge_coordinator)
+/* A writer of sc on key, stopped (SIGSTOP) at the first crash point at
+ * which it holds key's stripe lock: its pid, its slot + 1 in *slot. */
+static pid_t freeze_in_stripe_lock(const struct scenario *sc, const char *key,
+				   _Atomic uint32_t *slot)
 {
 	static char old[8192];
-	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false};
-	const char *key = "the-key";
 	_Atomic uint32_t *w = stripe_lock_word(stripe_of_key(key));
-	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	ck_assert(slot != MAP_FAILED);
-	pid_t pid = -1;
 	for (unsigned long k = 1; k <= MAX_K; k++) {
-		prepare(&sc, key, old);
+		prepare(sc, key, old);
 		atomic_store(slot, 0);
-		pid = tu_fork();
+		pid_t pid = tu_fork();
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0)
-			child(&sc, key, k, SIGSTOP, slot);
+			child(sc, key, k, SIGSTOP, slot);
 		int st;
 		pid_t r = wait_stopped(pid, &st);
 		CK_MSG(r == pid && WIFSTOPPED(st), "child neither stopped nor held the lock");
 		uint32_t owner = atomic_load(w) & LOCK_OWNER_MASK;
 		if (owner != 0 && owner == atomic_load(slot))
-			break;
+			return pid;
 		kill(pid, SIGKILL);
 		ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
-		wait_recovered(sc.name, k);
-		pid = -1;
+		wait_recovered(sc->name, k);
 	}
-	ck_assert_int_gt(pid, 0);
+	ck_abort_msg("never caught the writer inside the stripe lock");
+	return -1;
+}
+
+START_TEST(stopped_writer_does_not_wedge_coordinator)
+{
+	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false};
+	const char *key = "the-key";
+	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(slot != MAP_FAILED);
+	pid_t pid = freeze_in_stripe_lock(&sc, key, slot);
 	/* Clients come and go for a while: at least 8 of them, over at least
 	 * 600 ms, so that the coordinator's background rounds (every 100 ms)
 	 * meet the stopped writer's stripe several times meanwhile. */
@@ -977,6 +985,204 @@ START_TEST(stopped_writer_does_not_wedge_coordinator)
 	expect_fill_intact();
 	expect_clean(sc.name, 0);
 	munmap(slot, 4096);
+}
+END_TEST
+
+/* Run shmmapctl with args (NULL-terminated); its exit status, with the time
+ * it took in *ms and its output in out/err. */
+static int timed_ctl(long long *ms, char *out, size_t cap, char *err, size_t errcap,
+		     const char *a0, ...)
+{
+	va_list ap;
+	va_start(ap, a0);
+	long long t0 = mono_ms();
+	int rc = tu_vctl(co.sock, out, cap, err, errcap, a0, ap);
+	*ms = mono_ms() - t0;
+	va_end(ap);
+	return rc;
+}
+
+static bool no_dead_slots(void *arg)
+{
+	(void)arg;
+	for (uint32_t i = 0; i < g_sm->geom.max_clients; i++)
+		if (atomic_load(&seg_slot(&g_sm->seg, &g_sm->geom, i)->state) == SLOT_DEAD)
+			return false;
+	return true;
+}
+
+/*
+ * The issue's case: one writer stopped inside a stripe lock, a second
+ * client SIGKILLed while it waits for that lock (as a watchdog would).
+ * Recovering the second needs the lock; the coordinator must not wait for
+ * it: attach, status, clients (which tells what is pending), check
+ * --repair, flush, drop and save are all served at once, and recovery
+ * finishes as soon as the stopped writer goes on.
+ */
+START_TEST(killed_waiter_of_stopped_holder)
+{
+	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false};
+	const char *key = "the-key";
+	uint32_t stripe = stripe_of_key(key);
+	_Atomic uint32_t *w = stripe_lock_word(stripe);
+	char other[32] = "";
+	for (int i = 0; i < 10000 && !other[0]; i++) {
+		char k[32];
+		snprintf(k, sizeof k, "other-%d", i);
+		if (stripe_of_key(k) == stripe)
+			strcpy(other, k);
+	}
+	ck_assert(other[0]);
+	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(slot != MAP_FAILED);
+	pid_t holder = freeze_in_stripe_lock(&sc, key, slot);
+	/* The waiter: its put allocates (an intent record naming the stripe),
+	 * then blocks on the stopped holder's lock. */
+	pid_t wp = tu_fork();
+	ck_assert_int_ge(wp, 0);
+	if (wp == 0) {
+		shmmap *sm;
+		shmmap_map m;
+		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
+			_exit(20);
+		_exit(shmmap_put(sm, m, other, strlen(other), "w", 1, 0, 0) == 0 ? 0 : 21);
+	}
+	struct waiting x = {w};
+	CK_MSG(tu_wait(has_waiter, &x, 5000), "the waiter never blocked on the lock");
+	kill(wp, SIGKILL);
+	ck_assert_int_ge(tu_waitpid(wp, 5000), 0);
+	/* The coordinator keeps serving, each request well under a second. */
+	static char out[16384], err[4096];
+	long long ms;
+	int rc = timed_ctl(&ms, out, sizeof out, err, sizeof err, "status", NULL);
+	CK_MSG(rc == 0 && ms < 1000, "status: exit %d after %lld ms: %s", rc, ms, err);
+	/* Recovery of the waiter is pending, and clients says on what. */
+	char holder_pid[32];
+	snprintf(holder_pid, sizeof holder_pid, "held by pid %d", (int)holder);
+	bool said = false;
+	for (long long end = mono_ms() + 5000; !said && mono_ms() < end;) {
+		rc = timed_ctl(&ms, out, sizeof out, err, sizeof err, "clients", NULL);
+		CK_MSG(rc == 0 && ms < 1000, "clients: exit %d after %lld ms: %s", rc, ms, err);
+		said = strstr(out, "recovery waits for stripe") && strstr(out, holder_pid);
+	}
+	CK_MSG(said, "clients does not tell what the recovery waits for:\n%s", out);
+	rc = timed_ctl(&ms, out, sizeof out, err, sizeof err, "status", NULL);
+	CK_MSG(rc == 0 && strstr(out, "1 dead awaiting recovery"), "status: %s", out);
+	for (int i = 0; i < 3; i++) {
+		long long t0 = mono_ms();
+		pid_t c = tu_fork();
+		ck_assert_int_ge(c, 0);
+		if (c == 0)
+			_exit(attach_detach());
+		int st = tu_waitpid(c, 5000);
+		CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "attach %d: %#x", i, st);
+		CK_MSG(mono_ms() - t0 < 1000, "attach/detach %d took %lld ms", i, mono_ms() - t0);
+	}
+	CK_MSG(!no_dead_slots(NULL), "the waiter was recovered while the holder is stopped");
+	/* check --repair skips the held stripe (its sweep may settle the
+	 * waiter's records: they name no linked block). */
+	rc = timed_ctl(&ms, out, sizeof out, err, sizeof err, "check", "--repair", NULL);
+	CK_MSG(ms < 2000, "check --repair took %lld ms", ms);
+	CK_MSG(strstr(out, "skipped") != NULL, "check --repair does not say what it skipped:\n%s%s",
+	       out, err);
+	/* A flush: everything but the held stripe, and it says so. */
+	rc = timed_ctl(&ms, out, sizeof out, err, sizeof err, "flush", MAP, NULL);
+	char just_pid[32];
+	snprintf(just_pid, sizeof just_pid, "pid %d", (int)holder);
+	CK_MSG(rc != 0 && ms < 1000 && strstr(err, just_pid),
+	       "flush: exit %d after %lld ms: %s", rc, ms, err);
+	char save[300];
+	snprintf(save, sizeof save, "%s/snap", co.dir);
+	rc = timed_ctl(&ms, out, sizeof out, err, sizeof err, "save", save, NULL);
+	CK_MSG(ms < 2000, "save took %lld ms (exit %d: %s)", ms, rc, err);
+	shmmap_map other_map;
+	CK_EQ(shmmap_open(g_sm, "other", SHMMAP_CREATE, &other_map), 0);
+	CK_EQ(shmmap_put(g_sm, other_map, "k", 1, "v", 1, 0, 0), 0);
+	long long t0 = mono_ms();
+	CK_EQ(shmmap_drop(g_sm, "other"), 0);
+	CK_MSG(mono_ms() - t0 < 1000, "drop took %lld ms", mono_ms() - t0);
+	/* The holder goes on: the recovery finishes by itself. */
+	kill(holder, SIGCONT);
+	CK_MSG(tu_wait(no_dead_slots, NULL, 5000), "recovery never finished after SIGCONT");
+	int st = tu_waitpid(holder, 5000);
+	CK_MSG(st != -1 && WIFEXITED(st), "the stopped writer did not finish: %#x", st);
+	wait_recovered(sc.name, 0);
+	expect_clean(sc.name, 0);
+	munmap(slot, 4096);
+}
+END_TEST
+
+static bool map_dir_free(void *arg)
+{
+	uint32_t idx = *(uint32_t *)arg;
+	return atomic_load(&seg_dir(&g_sm->seg, &g_sm->geom, idx)->state) == MAP_FREE;
+}
+
+/*
+ * A drop meets a stripe that a stopped writer holds: it returns at once
+ * (the name is free again: the map can be created anew), the old table
+ * stays being dropped, check counts its entries as in use, a coordinator
+ * killed and restarted meanwhile takes the drop over without wiping the
+ * lock the writer holds (no memset), and the drop finishes once the
+ * writer goes on (SIGCONT) or dies (SIGKILL).
+ */
+static void drop_meets_stopped_holder(int how)
+{
+	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false};
+	const char *key = "the-key";
+	_Atomic uint32_t *w = stripe_lock_word(stripe_of_key(key));
+	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(slot != MAP_FAILED);
+	pid_t holder = freeze_in_stripe_lock(&sc, key, slot);
+	uint32_t idx = (uint32_t)(g_m.id & 0xffff);
+	long long t0 = mono_ms();
+	CK_EQ(shmmap_drop(g_sm, MAP), 0);
+	CK_MSG(mono_ms() - t0 < 1000, "drop took %lld ms", mono_ms() - t0);
+	struct seg_mapdir *d = seg_dir(&g_sm->seg, &g_sm->geom, idx);
+	CK_EQ(atomic_load(&d->state), MAP_INIT);
+	CK_EQ(atomic_load(&d->dropping), 1);
+	shmmap_map again;
+	CK_EQ(shmmap_open(g_sm, MAP, SHMMAP_CREATE, &again), 0);
+	CK_MSG((uint32_t)(again.id & 0xffff) != idx, "the map being dropped was reused");
+	CK_EQ(shmmap_put(g_sm, again, "fresh", 5, "v", 1, 0, 0), 0);
+	expect_clean("drop under way", 0);
+	/* The coordinator dies meanwhile; the next one takes the drop over. */
+	kill(co.pid, SIGKILL);
+	ck_assert_int_ge(tu_waitpid(co.pid, 5000), 0);
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	CK_MSG((atomic_load(w) & LOCK_OWNER_MASK) == atomic_load(slot),
+	       "the restarted coordinator wiped the lock the stopped writer holds");
+	CK_EQ(atomic_load(&d->state), MAP_INIT);
+	kill(holder, how);
+	if (how == SIGCONT) {
+		int st = tu_waitpid(holder, 5000);
+		CK_MSG(st != -1 && WIFEXITED(st), "the writer did not finish: %#x", st);
+	} else {
+		ck_assert_int_ge(tu_waitpid(holder, 5000), 0);
+	}
+	CK_MSG(tu_wait(map_dir_free, &idx, 5000), "the drop never finished");
+	CK_MSG(atomic_load(w) == 0, "the old table's lock word is still held: %#x",
+	       atomic_load(w));
+	char buf[4];
+	size_t n;
+	CK_EQ(shmmap_get(g_sm, again, "fresh", 5, buf, sizeof buf, &n), 0);
+	g_m = again;
+	wait_recovered(sc.name, 0);
+	expect_clean("drop finished", 0);
+	munmap(slot, 4096);
+}
+
+START_TEST(drop_meets_stopped_holder_cont)
+{
+	drop_meets_stopped_holder(SIGCONT);
+}
+END_TEST
+
+START_TEST(drop_meets_stopped_holder_killed)
+{
+	drop_meets_stopped_holder(SIGKILL);
 }
 END_TEST
 
@@ -1076,6 +1282,9 @@ static Suite *suite(void)
 	tcase_add_test(tc, stale_session_spares_reused_slot);
 	tcase_add_test(tc, flush_meets_dead_allocator_lock);
 	tcase_add_test(tc, stopped_writer_does_not_wedge_coordinator);
+	tcase_add_test(tc, killed_waiter_of_stopped_holder);
+	tcase_add_test(tc, drop_meets_stopped_holder_cont);
+	tcase_add_test(tc, drop_meets_stopped_holder_killed);
 	tcase_add_test(tc, recovered_slot_refuses_writes);
 	suite_add_tcase(s, tc);
 	return s;

@@ -137,6 +137,8 @@ static void expect_msg_eq(const struct proto_msg *a, const struct proto_msg *b)
 		CK_EQ(a->u.repaired.freed, b->u.repaired.freed);
 		CK_EQ(a->u.repaired.pages_freed, b->u.repaired.pages_freed);
 		CK_EQ(a->u.repaired.bad_roots, b->u.repaired.bad_roots);
+		CK_EQ(a->u.repaired.busy, b->u.repaired.busy);
+		CK_EQ(a->u.repaired.pending, b->u.repaired.pending);
 		break;
 	case MSG_RESUME:
 		CK_EQ(a->u.resume.pid, b->u.resume.pid);
@@ -161,7 +163,7 @@ static size_t body_len(const struct proto_msg *m)
 	case MSG_OPENED: return 8;
 	case MSG_STATS_REPLY: return 32;
 	case MSG_ERROR: return 4 + (m->u.error.why[0] ? 2 + strlen(m->u.error.why) : 0);
-	case MSG_REPAIRED: return 40;
+	case MSG_REPAIRED: return 48;
 	case MSG_RESUME: return 16;
 	default: return 0;
 	}
