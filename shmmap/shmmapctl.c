@@ -20,7 +20,8 @@
  * allows before any arithmetic, never used as offsets.
  *
  * Output: text for people, --json for scripts (one JSON value on stdout;
- * strings escaped, bytes outside printable ASCII as \u00NN), `metrics` in
+ * strings are UTF-8: valid UTF-8 as itself, control bytes as \u00NN, any
+ * other byte that is not valid UTF-8 as \udcNN: see put_json), `metrics` in
  * the Prometheus text format, `dump` in the line format of DUMP FORMAT
  * below.  Exit status: 0 ok, 1 no such key or map, 2 usage, 3 check found
  * problems, 4 any other failure, with "shmmapctl: what failed: why" on
@@ -171,25 +172,75 @@ static void put_text(FILE *f, const void *p, size_t n)
 	}
 }
 
-/* A JSON string: bytes outside printable ASCII become \u00NN (each byte
- * one code point, so any byte string round-trips through Latin-1). */
+/* Length of the valid UTF-8 sequence at p[0..n) (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned char b = p[0];
+	size_t len;
+	uint32_t cp;
+	if (b < 0x80)
+		return 1;
+	if (b >= 0xc2 && b <= 0xdf) {
+		len = 2;
+		cp = b & 0x1f;
+	} else if (b >= 0xe0 && b <= 0xef) {
+		len = 3;
+		cp = b & 0x0f;
+	} else if (b >= 0xf0 && b <= 0xf4) {
+		len = 4;
+		cp = b & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/*
+ * A JSON string (RFC 8259) of any bytes: valid UTF-8 as itself (so "café"
+ * reads as café), control characters and DEL as \u00NN, and each byte
+ * that is not part of valid UTF-8 as \udcNN (a lone low surrogate, the
+ * "surrogateescape" convention: Python's json.loads() then
+ * .encode("utf-8", "surrogateescape") gives the exact bytes back).  The
+ * same in every command.
+ */
 static void put_json(FILE *f, const void *p, size_t n)
 {
 	const unsigned char *b = p;
 	fputc('"', f);
-	for (size_t i = 0; i < n; i++) {
-		switch (b[i]) {
+	for (size_t i = 0; i < n;) {
+		unsigned char c = b[i];
+		size_t len;
+		switch (c) {
 		case '"': fputs("\\\"", f); break;
 		case '\\': fputs("\\\\", f); break;
 		case '\n': fputs("\\n", f); break;
 		case '\r': fputs("\\r", f); break;
 		case '\t': fputs("\\t", f); break;
 		default:
-			if (b[i] >= 0x20 && b[i] < 0x7f)
-				fputc(b[i], f);
-			else
-				fprintf(f, "\\u%04x", b[i]);
+			if (c >= 0x20 && c < 0x7f) {
+				fputc(c, f);
+			} else if (c < 0x80) {
+				fprintf(f, "\\u%04x", c);
+			} else if ((len = utf8_len(b + i, n - i)) != 0) {
+				fwrite(b + i, 1, len, f);
+				i += len;
+				continue;
+			} else {
+				fprintf(f, "\\udc%02x", c);
+			}
 		}
+		i++;
 	}
 	fputc('"', f);
 }
@@ -1214,39 +1265,6 @@ static int cmd_save(struct ctl *c, char **args)
 }
 
 /* ---- metrics: the Prometheus text exposition format (version 0.0.4) ---- */
-
-/* Length of the valid UTF-8 sequence at p[0..n), or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned char b = p[0];
-	size_t len;
-	uint32_t cp;
-	if (b < 0x80)
-		return 1;
-	if (b >= 0xc2 && b <= 0xdf) {
-		len = 2;
-		cp = b & 0x1f;
-	} else if (b >= 0xe0 && b <= 0xef) {
-		len = 3;
-		cp = b & 0x0f;
-	} else if (b >= 0xf0 && b <= 0xf4) {
-		len = 4;
-		cp = b & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return len;
-}
 
 /* A label value: backslash, double quote and line feed escaped (the
  * format's only escapes); a byte that is not valid UTF-8 becomes U+FFFD. */

@@ -124,7 +124,7 @@ struct jn {
 	char t;             /* 'o' object, 'a' array, 's' string, 'n' number, 'b', 'z' null */
 	const char *key;    /* member name (in an object) */
 	size_t keylen;
-	const char *s;      /* string bytes (\u00NN decoded to the byte NN) */
+	const char *s;      /* string bytes (\u00NN and \udcNN decoded to the byte NN) */
 	size_t slen;
 	bool is_uint;       /* a number without sign, fraction or exponent */
 	uint64_t u;
@@ -188,9 +188,14 @@ static const char *jstring(const char *p, const char **s, size_t *n)
 					return NULL;
 				cp = cp * 16 + (unsigned)h;
 			}
-			if (cp >= 0x100)
-				return NULL; /* shmmapctl only writes \u00NN */
-			o[k++] = (char)cp;
+			/* shmmapctl writes \u00NN for control bytes and \udcNN
+			 * for a byte that is not valid UTF-8, nothing else. */
+			if (cp < 0x80)
+				o[k++] = (char)cp;
+			else if (cp >= 0xdc80 && cp <= 0xdcff)
+				o[k++] = (char)(cp & 0xff);
+			else
+				return NULL;
 			p += 4;
 			break;
 		}

@@ -316,6 +316,27 @@ START_TEST(json_outputs)
 	ASSERT_HAS("\"value\":\"quote\\\" back\\\\ tab\\t nl\\n\"");
 	CTL_EXPECT(0, "--json", "keys", "jm");
 	ASSERT_JSON('[');
+	/* UTF-8 text appears as itself (café, not caf\u00c3\u00a9); a byte
+	 * that is not UTF-8 is \udcNN (surrogateescape), control bytes \u00NN,
+	 * and the same in every command. */
+	CTL_EXPECT(0, "put", "u8", "caf\xc3\xa9", "na\xc3\xafve \xe2\x82\xac \xf0\x9f\x98\x80");
+	CTL_EXPECT(0, "put", "u8", "bad\xff\xc3", "x\xed\xa0\x80y\x01");
+	CTL_EXPECT(0, "--json", "get", "u8", "caf\xc3\xa9");
+	ASSERT_JSON('{');
+	ASSERT_HAS("\"key\":\"caf\xc3\xa9\"");
+	ASSERT_HAS("\"value\":\"na\xc3\xafve \xe2\x82\xac \xf0\x9f\x98\x80\"");
+	CTL_EXPECT(0, "--json", "get", "u8", "bad\xff\xc3");
+	ASSERT_JSON('{');
+	ASSERT_HAS("\"key\":\"bad\\udcff\\udcc3\"");
+	/* An encoded surrogate (ED A0 80) is not UTF-8: three escaped bytes. */
+	ASSERT_HAS("\"value\":\"x\\udced\\udca0\\udc80y\\u0001\"");
+	CTL_EXPECT(0, "--json", "keys", "u8");
+	ASSERT_JSON('[');
+	ASSERT_HAS("\"caf\xc3\xa9\"");
+	ASSERT_HAS("\"bad\\udcff\\udcc3\"");
+	CTL_EXPECT(0, "--json", "dump", "u8");
+	ASSERT_HAS("\"caf\xc3\xa9\"");
+	ASSERT_HAS("\"bad\\udcff\\udcc3\"");
 	/* Text output of the same commands works too. */
 	CTL_EXPECT(0, "status");
 	ASSERT_HAS("layout version");
