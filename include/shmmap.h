@@ -176,13 +176,17 @@ int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out);
  * @param ttl_s     seconds until the entry expires; 0 means never.
  * @param flags     0, SHMMAP_NX or SHMMAP_XX.
  * @return 0; -EEXIST (NX, key present); -ENOENT (XX, key absent);
- *         -E2BIG (key or value over the map's limits); -ENOSPC (the segment
- *         is full: with the map's policy "reject", or when even evicting
- *         every other entry of the map would not make room; with "evict",
- *         the default, approximately least recently used entries of the map
- *         are evicted until the value fits); -EINVAL (bad arguments); -EBADF/-ESTALE (bad handle);
+ *         -E2BIG (key or value over the map's limits, or an entry larger
+ *         than the segment could hold even empty: it fails before anything
+ *         is evicted for it); -ENOSPC (the segment is full: with the map's
+ *         policy "reject", or when even evicting every other entry of the
+ *         map would not make room; with "evict", the default, approximately
+ *         least recently used entries of the map are evicted until the
+ *         value fits: any of them, so a value that fits always gets in);
+ *         -EINVAL (bad arguments); -EBADF/-ESTALE (bad handle);
  *         -EPERM (read-only attachment); -EAGAIN (the allocator awaits the
- *         coordinator's repair after a crash: nothing was stored, retry).
+ *         coordinator's repair after a crash: nothing was stored, retry);
+ *         -SHMMAP_EDETACHED (this attachment is no longer valid).
  * Thread-safe; the value is copied into shared memory.
  */
 int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t klen,

@@ -707,8 +707,11 @@ static int evict_for(const struct op_ctx *o, const struct map_view *v, struct se
 				continue;
 			}
 			/* A bucket's entries, oldest first, until the value fits; the
-			 * bound keeps a corrupt (cyclic) chain from holding the hand. */
-			for (uint32_t k = 0; k < EVICT_PER_VISIT; k++) {
+			 * bound keeps a corrupt (cyclic) chain from holding the hand.
+			 * The last round may empty the bucket whole, so that any
+			 * entry can go (with one bucket, all of them are there). */
+			uint32_t cap = round == 3 ? v->chain_max : EVICT_PER_VISIT;
+			for (uint32_t k = 0; k < cap; k++) {
 				int r = evict_one(o, v, in, b, want);
 				if (r <= 0) {
 					if (r < 0)
@@ -724,10 +727,36 @@ static int evict_for(const struct op_ctx *o, const struct map_view *v, struct se
 	return -ENOSPC;
 }
 
-/* Allocate n bytes for a new entry, evicting if the map's policy says so. */
+/* Could a block of n bytes ever be had, were every entry evicted?  Not if
+ * it needs more pages than the heap has besides the maps' tables (which
+ * eviction never frees).  The directory is read without a lock: a close
+ * estimate, clamped to the geometry. */
+static bool could_ever_fit(const struct op_ctx *o, size_t n)
+{
+	if (n <= SEG_PAGE / 2)
+		return true; /* a slab block: any page will do */
+	uint64_t need = (n + SEG_PAGE - 1) / SEG_PAGE, tables = 0;
+	for (uint32_t m = 0; m < o->g->max_maps; m++) {
+		const struct seg_mapdir *d = seg_dir(o->s, o->g, m);
+		uint64_t first = __atomic_load_n(&d->table_pages, __ATOMIC_RELAXED);
+		if (!__atomic_load_n(&d->stripes_off, __ATOMIC_RELAXED) || first >= o->g->npages)
+			continue;
+		const struct seg_page *p = seg_page(o->s, o->g, (uint32_t)first);
+		uint32_t run = __atomic_load_n(&p->run, __ATOMIC_RELAXED);
+		if (__atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_RUN && run <= o->g->npages)
+			tables += run;
+	}
+	return tables < o->g->npages && need <= o->g->npages - tables;
+}
+
+/* Allocate n bytes for a new entry, evicting if the map's policy says so.
+ * A value that could never fit fails first, with -E2BIG, before anything
+ * is evicted for it. */
 static int alloc_entry(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
 		       size_t n)
 {
+	if (!could_ever_fit(o, n))
+		return -E2BIG;
 	int rc = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
 	if (rc == -ENOSPC && v->policy == MAP_POLICY_EVICT)
 		rc = evict_for(o, v, in, n);

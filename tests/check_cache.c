@@ -74,6 +74,68 @@ START_TEST(evict_stream_keeps_recent)
 }
 END_TEST
 
+/* A put that could never fit, even in an empty segment, fails at once
+ * (-E2BIG) and evicts nothing. */
+START_TEST(too_big_fails_before_evicting)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "4M", "[map]\nvalue_max = 8M\n"), 0);
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "cache");
+	char k[32], v[100];
+	for (unsigned i = 0; i < 500; i++) {
+		int kn = snprintf(k, sizeof k, "key-%u", i);
+		fill_value(v, sizeof v, i);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kn, v, sizeof v, 0, 0), 0);
+	}
+	static char huge[5 << 20];
+	CK_EQ(shmmap_put(sm, m, "huge", 4, huge, sizeof huge, 0, 0), -E2BIG);
+	CK_EQ(shmmap_put(sm, m, "huge", 4, huge, 4 << 20, 0, 0), -E2BIG);
+	struct shmmap_stats st;
+	ck_assert_int_eq(shmmap_stats(sm, m, &st), 0);
+	CK_EQ(st.evictions, 0);
+	CK_EQ(st.entries, 500);
+	/* One that fits once others go still gets in. */
+	CK_EQ(shmmap_put(sm, m, "big", 3, huge, 3 << 20, 0, 0), 0);
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* With a single bucket every entry shares one chain: eviction must still
+ * be able to free any of them, so every put that fits succeeds, whatever
+ * the sizes (small entries of other size classes make room for big ones). */
+START_TEST(one_bucket_evicts_anything)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "4M",
+					"[map]\nbuckets = 1\nstripes = 1\nvalue_max = 1M\n"),
+			 0);
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "cache");
+	static char v[900 * 1024];
+	char k[32];
+	unsigned i = 0;
+	/* Fill with small entries, far more than 4 rounds of 64 per visit. */
+	for (; i < 20000; i++) {
+		int kn = snprintf(k, sizeof k, "small-%u", i);
+		fill_value(v, 40, i);
+		int rc = shmmap_put(sm, m, k, (size_t)kn, v, 40, 0, 0);
+		CK_MSG(rc == 0, "small put %u: %s", i, shmmap_strerror(rc));
+	}
+	/* Then sizes that need whole runs of pages. */
+	static const size_t sizes[] = {200 * 1024, 900 * 1024, 3000, 500 * 1024, 64 * 1024, 900 * 1024};
+	for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++, i++) {
+		int kn = snprintf(k, sizeof k, "big-%u", i);
+		fill_value(v, sizes[j], i);
+		int rc = shmmap_put(sm, m, k, (size_t)kn, v, sizes[j], 0, 0);
+		CK_MSG(rc == 0, "put of %zu bytes into one bucket: %s", sizes[j], shmmap_strerror(rc));
+		size_t n;
+		static char buf[900 * 1024];
+		CK_EQ(shmmap_get(sm, m, k, (size_t)kn, buf, sizeof buf, &n), 0);
+		CK_MSG(n == sizes[j] && memcmp(buf, v, n) == 0, "big-%u damaged", i);
+	}
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* A get marks its key's bucket: a key read again and again outlives keys
  * put long after it (approximately least recently used, not FIFO). */
 START_TEST(evict_spares_hot_keys)
@@ -496,6 +558,8 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, evict_stream_keeps_recent);
 	tcase_add_test(tc, evict_spares_hot_keys);
+	tcase_add_test(tc, too_big_fails_before_evicting);
+	tcase_add_test(tc, one_bucket_evicts_anything);
 	tcase_add_test(tc, reject_loses_nothing);
 	tcase_add_test(tc, freed_memory_reused_across_sizes);
 	tcase_add_test(tc, cas_races_between_processes);
