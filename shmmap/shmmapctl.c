@@ -133,19 +133,25 @@ static int usage(const char *why)
 	return RC_USAGE;
 }
 
-static int fail(const char *what, int rc)
+/* ": " and the particulars of the last error (a path, the coordinator's
+ * reason), if any, with control characters shown as '?': the text came
+ * over a socket. */
+static void put_detail(FILE *f)
 {
-	/* The particulars (a path, the coordinator's reason), with control
-	 * characters shown as '?': the text came over a socket. */
 	char d[320];
 	snprintf(d, sizeof d, "%s", shmmap_errdetail());
 	for (char *p = d; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
 	if (d[0])
-		fprintf(stderr, "shmmapctl: %s: %s: %s\n", what, shmmap_strerror(rc), d);
-	else
-		fprintf(stderr, "shmmapctl: %s: %s\n", what, shmmap_strerror(rc));
+		fprintf(f, ": %s", d);
+}
+
+static int fail(const char *what, int rc)
+{
+	fprintf(stderr, "shmmapctl: %s: %s", what, shmmap_strerror(rc));
+	put_detail(stderr);
+	fputc('\n', stderr);
 	return RC_FAIL;
 }
 
@@ -1236,6 +1242,11 @@ static int abs_path(const char *path, char *out, size_t cap)
 	return 0;
 }
 
+static bool conn_error(int rc)
+{
+	return rc == -ECONNRESET || rc == -EPIPE || rc == -ENOTCONN || rc == -ECONNREFUSED;
+}
+
 static int cmd_save(struct ctl *c, char **args)
 {
 	struct proto_msg req = {.type = MSG_SAVE}, rep;
@@ -1249,6 +1260,15 @@ static int cmd_save(struct ctl *c, char **args)
 	int rc = shmmap__request(c->sm, &req, &rep);
 	if (rc == 0 && rep.type != MSG_OK)
 		rc = -EPROTO;
+	if (rc < 0 && -rc < SHMMAP_ERRNO_BASE && rc != -EPROTO && rc != -ETIMEDOUT &&
+	    !conn_error(rc)) {
+		/* A file system error of the coordinator's (a full disk is not a
+		 * full segment): the system's words, then its reason. */
+		fprintf(stderr, "shmmapctl: save: %s", strerror(-rc));
+		put_detail(stderr);
+		fputc('\n', stderr);
+		return RC_FAIL;
+	}
 	if (rc < 0)
 		return fail("save", rc);
 	if (c->json) {

@@ -1427,18 +1427,50 @@ START_TEST(save_command)
 	/* A relative path is sent absolute: run from the private directory. */
 	const char *snap = tpath("snap.dat");
 	int st = sh("cd '%s' && exec \"$SHMMAPCTL\" -s \"$SOCK\" save snap.dat", co.dir);
-	if (st == 0) {
-		ck_assert_str_eq(out, "saved\n");
-		struct stat sb;
-		ck_assert_msg(stat(snap, &sb) == 0, "no snapshot at %s", snap);
-	} else {
-		/* A coordinator without snapshots (MSG_SAVE not handled yet)
-		 * fails the request: an error, exit 4, never a crash. */
-		ck_assert_msg(st == 4, "save: exit %d: %s", st, err);
-		ERR_HAS("shmmapctl: save: ");
-		fprintf(stderr, "save_command: the coordinator did not save (%s): only the "
-				"client side was checked\n", err);
+	ck_assert_msg(st == 0, "save: exit %d: %s", st, err);
+	ck_assert_str_eq(out, "saved\n");
+	struct stat sb;
+	ck_assert_msg(stat(snap, &sb) == 0, "no snapshot at %s", snap);
+}
+END_TEST
+
+/* A snapshot on a full disk says so, with the coordinator's reason: not
+ * "shared segment is full".  A 64 KiB tmpfs is the full disk (mounting
+ * needs root: without it the test says it skipped). */
+START_TEST(save_on_full_disk)
+{
+	char dir[400];
+	snprintf(dir, sizeof dir, "%s/full", co.dir);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=64k tmpfs '%s' 2>/dev/null", dir);
+	if (system(cmd) != 0) {
+		rmdir(dir);
+		fprintf(stderr, "SKIP save_on_full_disk: cannot mount a small tmpfs (not root?)\n");
+		return;
 	}
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "m");
+	static char v[1000];
+	for (int i = 0; i < 300; i++) {
+		char k[32];
+		int kn = snprintf(k, sizeof k, "k%d", i);
+		memset(v, 'a' + i % 26, sizeof v);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kn, v, sizeof v, 0, 0), 0);
+	}
+	char path[500];
+	snprintf(path, sizeof path, "%s/snap", dir);
+	int st = ctl("save", path, (const char *)NULL);
+	snprintf(cmd, sizeof cmd, "umount '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "save_on_full_disk: umount %s failed\n", dir);
+	rmdir(dir);
+	ck_assert_msg(st == 4, "save on a full disk: exit %d: %s", st, err);
+	ERR_HAS("No space left on device");
+	ERR_HAS("snapshot not saved");
+	ck_assert_msg(strstr(err, "segment is full") == NULL, "misleading message: %s", err);
+	/* The library's caller gets the reason too. */
+	shmmap_detach(sm);
 }
 END_TEST
 
@@ -1459,6 +1491,7 @@ static Suite *admin_suite(void)
 	tcase_add_test(tc, top_keys_and_signals);
 	tcase_add_test(tc, top_plain_when_not_a_terminal);
 	tcase_add_test(tc, save_command);
+	tcase_add_test(tc, save_on_full_disk);
 	suite_add_tcase(s, tc);
 	return s;
 }
