@@ -526,6 +526,37 @@ static int find_map(struct coord *c, const char *name)
 	return -ENOENT;
 }
 
+/*
+ * May a map with parameters p be created at free directory entry k?  Its
+ * retained table (a dropped map's) has lock words that stale clients may
+ * still touch.  Those of dead owners are released here.  One that a live
+ * process holds means a stale writer is still in there: the table is
+ * reused as it is only with the same geometry (the writer sees the new
+ * generation and lets go); a table of another geometry would be freed
+ * under it, so the entry is passed over.  Under recover_mu.
+ */
+static bool entry_usable(struct coord *c, uint32_t k, const struct map_params *p)
+{
+	const struct seg_mapdir *d = seg_dir(&c->seg, &c->g, k);
+	uint32_t ns = 0;
+	struct seg_stripe *sp = table_stripes(c, k, &ns);
+	bool same = d->nbuckets == p->nbuckets && d->nstripes == p->nstripes;
+	for (uint32_t st = 0; sp && st < ns; st++) {
+		uint32_t owner = atomic_load(&sp[st].lock) & LOCK_OWNER_MASK;
+		if (!owner || owner == LOCK_OWNER_COORD)
+			continue;
+		if (!shmmap__owner_alive(&c->lk, owner)) {
+			if (shmmap__lock_take_from(&sp[st].lock, owner, LOCK_OWNER_COORD)) {
+				atomic_store(&sp[st].seq, (atomic_load(&sp[st].seq) + 1) & ~1u);
+				shmmap__unlock(&sp[st].lock);
+			}
+		} else if (!same) {
+			return false;
+		}
+	}
+	return true;
+}
+
 static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 		    uint32_t *idx, uint32_t *gen)
 {
@@ -542,6 +573,12 @@ static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 				.policy = c->conf.map.policy,
 			};
 			pthread_mutex_lock(&c->recover_mu); /* no sweep meanwhile */
+			if (!entry_usable(c, k, &p)) {
+				pthread_mutex_unlock(&c->recover_mu);
+				logf_("map entry %u passed over: a live process still holds a lock of "
+				      "its old table", k);
+				continue;
+			}
 			int rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);
 			pthread_mutex_unlock(&c->recover_mu);
 			if (rc < 0)

@@ -364,6 +364,9 @@ bool shmmap__lock_take_from(_Atomic uint32_t *w, uint32_t owner, uint32_t me);
 #ifdef SHMMAP_CRASHPOINTS
 void shmmap__crash_point(void);
 void shmmap__crash_arm(unsigned long k, int sig);
+/* The same, and sig again at every point after the k-th (SIGSTOP: the
+ * test steps the process one store at a time with SIGCONT). */
+void shmmap__crash_arm_every(unsigned long k, int sig);
 unsigned long shmmap__crash_count(void); /* points passed since arming */
 #define CRASH_POINT() shmmap__crash_point()
 #else

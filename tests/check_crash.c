@@ -1186,6 +1186,93 @@ START_TEST(drop_meets_stopped_holder_killed)
 }
 END_TEST
 
+/* Let a process stopped at a crash point (armed "every") go on to its next
+ * one; false once it has ended instead (reaped: its status in *st). */
+static bool step(pid_t pid, int *st)
+{
+	kill(pid, SIGCONT);
+	pid_t r = wait_stopped(pid, st);
+	CK_MSG(r == pid, "the stepped process neither stopped nor exited");
+	return WIFSTOPPED(*st);
+}
+
+/*
+ * A stale writer (its map dropped after it resolved its handle) takes a
+ * stripe lock in the dropped map's retained table and is stopped there.
+ * A coordinator whose map geometry changed meanwhile (restarted with
+ * another bucket count) must not free that table under it to make a new
+ * map at its index: it passes the index over.  The writer, resumed, sees
+ * the drop and lets go; nothing is corrupted.
+ */
+START_TEST(stale_lock_in_retained_table_of_other_geometry)
+{
+	const char *key = "stale-key";
+	uint32_t idx = (uint32_t)(g_m.id & 0xffff);
+	_Atomic uint32_t *w = stripe_lock_word(stripe_of_key(key));
+	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(slot != MAP_FAILED);
+	pid_t pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		shmmap *sm;
+		shmmap_map m;
+		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
+			_exit(20);
+		atomic_store(slot, sm->slot + 1);
+		shmmap__crash_arm_every(1, SIGSTOP);
+		int rc = shmmap_put(sm, m, key, strlen(key), "v", 1, 0, 0);
+		shmmap__crash_arm(0, 0);
+		_exit(rc == -ESTALE ? 0 : 21);
+	}
+	int st;
+	CK_MSG(wait_stopped(pid, &st) == pid && WIFSTOPPED(st), "the writer did not stop");
+	CK_MSG((atomic_load(w) & LOCK_OWNER_MASK) != atomic_load(slot), "locked too early");
+	/* Its handle resolved: now the map goes (it holds no stripe yet). */
+	CK_EQ(shmmap_drop(g_sm, MAP), 0);
+	CK_MSG(tu_wait(map_dir_free, &idx, 5000), "the drop did not finish");
+	/* Step it until it holds the stripe lock in the retained table. */
+	bool held = false;
+	for (int i = 0; i < 1000 && !held; i++) {
+		CK_MSG(step(pid, &st), "the writer finished without taking the stale lock");
+		held = (atomic_load(w) & LOCK_OWNER_MASK) == atomic_load(slot);
+	}
+	ck_assert(held);
+	/* Another geometry from now on. */
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	static char conf[4096];
+	FILE *f = fopen(co.conf, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(conf, 1, sizeof conf - 1, f);
+	fclose(f);
+	conf[n] = '\0';
+	char *at = strstr(conf, "buckets = 16\nstripes = 4\n");
+	ck_assert_ptr_nonnull(at);
+	memcpy(at, "buckets = 64\nstripes = 8\n", strlen("buckets = 64\nstripes = 8\n"));
+	f = fopen(co.conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(conf, f);
+	fclose(f);
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	shmmap_map again;
+	CK_EQ(shmmap_open(g_sm, MAP, SHMMAP_CREATE, &again), 0);
+	CK_MSG((uint32_t)(again.id & 0xffff) != idx,
+	       "a table a live writer holds a lock in was let go for another geometry");
+	CK_MSG(seg_dir(&g_sm->seg, &g_sm->geom, idx)->stripes_off != 0,
+	       "the retained table was let go");
+	CK_EQ(shmmap_put(g_sm, again, "fresh", 5, "v", 1, 0, 0), 0);
+	g_m = again;
+	while (step(pid, &st))
+		;
+	CK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	       "the stale writer did not end with -ESTALE: %#x", st);
+	CK_EQ(atomic_load(w), 0);
+	wait_recovered("stale lock in a retained table", 0);
+	expect_clean("stale lock in a retained table", 0);
+	munmap(slot, 4096);
+}
+END_TEST
+
 /* An attachment whose slot the coordinator recovered (here: its generation
  * moved, as when the slot is given to someone else) must not write under
  * that identity any more; reads go on. */
@@ -1285,6 +1372,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, killed_waiter_of_stopped_holder);
 	tcase_add_test(tc, drop_meets_stopped_holder_cont);
 	tcase_add_test(tc, drop_meets_stopped_holder_killed);
+	tcase_add_test(tc, stale_lock_in_retained_table_of_other_geometry);
 	tcase_add_test(tc, recovered_slot_refuses_writes);
 	suite_add_tcase(s, tc);
 	return s;
