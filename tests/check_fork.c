@@ -270,16 +270,23 @@ START_TEST(child_killed_mid_write)
 				char k[32];
 				int kn = snprintf(k, sizeof k, "churn-%u", i % 64);
 				memset(big, 'a' + (int)(i % 26), sizeof big);
-				size_t vn = 16 + (i * 97) % sizeof big;
-				if (shmmap_put(g_sm, g_m, k, (size_t)kn, big, vn, 0, 0) != 0 ||
-				    shmmap_incr(g_sm, g_m, "kills", 5, 1, NULL) != 0)
+				size_t vn = 16 + (i * 97) % (sizeof big - 16);
+				int rc = shmmap_put(g_sm, g_m, k, (size_t)kn, big, vn, 0, 0);
+				if (rc == 0)
+					rc = shmmap_incr(g_sm, g_m, "kills", 5, 1, NULL);
+				if (rc != 0) {
+					fprintf(stderr, "child_killed_mid_write: round %d: %s (%s)\n",
+						round, shmmap_strerror(rc), shmmap_errdetail());
 					_exit(10);
+				}
 				atomic_fetch_add(&r->progress, 1);
 			}
 		}
 		while (atomic_load(&r->progress) < 2000) {
 			int st;
-			ck_assert_int_eq(waitpid(pid, &st, WNOHANG), 0); /* still running */
+			pid_t w = waitpid(pid, &st, WNOHANG);
+			CK_MSG(w == 0, "round %d: the writer ended (status %#x) after %u writes", round,
+			       st, atomic_load(&r->progress));
 			sched_yield();
 		}
 		kill(pid, SIGKILL);
