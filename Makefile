@@ -1,4 +1,7 @@
 # shmmap - one non-recursive Makefile.
+# SPDX-License-Identifier: BSD-2-Clause
+# Copyright (c) 2026 the shmmap authors
+#
 #   make          build shmmapd, shmmapctl, libshmmap.a, libshmmap.so (in build/)
 #   make run      install missing packages, build, run shmmapd on conf/shmmap.ini
 #   make test     install missing packages, build, run every test

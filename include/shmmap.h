@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * shmmap.h - the public API of libshmmap, a cross-process shared-memory map.
  *
  * A coordinator process (shmmapd) owns a POSIX shared-memory segment that

@@ -1,4 +1,7 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
+# Copyright (c) 2026 the shmmap authors
+#
 # Install the Debian packages shmmap needs to build and test, if missing.
 set -e
 pkgs="build-essential pkg-config liburcu-dev check libinih-dev libxxhash-dev"

@@ -1,4 +1,7 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
+# Copyright (c) 2026 the shmmap authors
+#
 # Run the test programs given after "--" with the environment given before
 # it; print each program's Check summary and a final "N passed, N failed".
 # Exit non-zero if any program failed.

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * shmmapctl.c - the admin tool: `shmmapctl [-s SOCKET] [--json] COMMAND`.
  *
  * It owns nothing in the segment.  It attaches like any worker

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * shmmapd.c - the coordinator's main program: options, configuration,
  * signals, daemonizing.  The service itself is coordinator.c.
  *

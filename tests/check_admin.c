@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_admin.c - the admin commands of shmmapctl beyond get/put: stats
  * (exact counters, JSON parsed), dump and load (binary round trip,
  * malformed input), flush and drop, metrics (the Prometheus text format

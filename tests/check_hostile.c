@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_hostile.c - untrusted input: garbage, truncated and oversized
  * messages, floods of idle connections, peers of other uids, foreign
  * objects under the segment's name, bad configs, and segment images with

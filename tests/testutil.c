@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * testutil.c - helpers for the Check programs (see testutil.h): a real
  * shmmapd on a private config, socket and segment; deadline-bounded waits
  * (tests never sleep to synchronise: they poll a condition with a deadline).

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * testutil.h - helpers shared by the Check test programs: unique names,
  * a real shmmapd started on a private config, deadline waits.
  * Every resource a helper creates is removed by the matching stop call.
