@@ -4,7 +4,7 @@
 #
 #   make          build shmmapd, shmmapctl, libshmmap.a, libshmmap.so (in build/)
 #   make run      install missing packages, build, run shmmapd on conf/shmmap.ini
-#   make test     install missing packages, build, run every test
+#   make test     install missing packages, build, run every test (T=check_cli: one)
 #   make asan     the tests again under AddressSanitizer + UBSan (in build-asan/)
 
 CC      ?= cc
@@ -23,7 +23,7 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 
 LIB_SRCS := shmmap/errors.c shmmap/segment.c shmmap/lock.c shmmap/alloc.c \
             shmmap/table.c shmmap/proto.c shmmap/client.c shmmap/check.c \
-            shmmap/sweep.c shmmap/crashpoint.c
+            shmmap/sweep.c shmmap/crashpoint.c shmmap/version.c
 D_SRCS   := shmmap/shmmapd.c shmmap/coordinator.c shmmap/conf.c shmmap/snapshot.c
 CTL_SRCS := shmmap/shmmapctl.c
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/check_*.c))
@@ -38,7 +38,17 @@ CTL_OBJS := $(CTL_SRCS:%.c=$(O)/%.o)
 T_BINS   := $(TESTS:%=$(O)/tests/%)
 T_COMMON := $(O)/tests/testutil.o
 
-all: $(O)/shmmapd $(O)/shmmapctl $(O)/libshmmap.a $(O)/libshmmap.so
+# The version is written once, in include/shmmap.h; the soname follows its
+# major (libshmmap.so.MAJOR), and the build directory has the same links as
+# an installation (libshmmap.so and libshmmap.so.MAJOR -> libshmmap.so.X.Y.Z).
+version_of = $(shell sed -n 's/^.define SHMMAP_VERSION_$(1)[[:space:]]*\([0-9][0-9]*\).*/\1/p' include/shmmap.h)
+VERSION_MAJOR := $(call version_of,MAJOR)
+VERSION := $(VERSION_MAJOR).$(call version_of,MINOR).$(call version_of,PATCH)
+SO_NAME := libshmmap.so.$(VERSION_MAJOR)
+SO_FILE := libshmmap.so.$(VERSION)
+SO_LINKS := $(SO_NAME) libshmmap.so
+
+all: $(O)/shmmapd $(O)/shmmapctl $(O)/libshmmap.a $(SO_LINKS:%=$(O)/%)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -54,8 +64,11 @@ $(O)/libshmmap.a: $(LIB_OBJS)
 $(O)/libshmmap_crash.a: $(CRASH_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-$(O)/libshmmap.so: $(LIB_OBJS)
-	$(CC) -shared $(CFLAGS) -Wl,-soname,libshmmap.so.1 -o $@ $^ $(LDFLAGS) -lrt
+$(O)/$(SO_FILE): $(LIB_OBJS)
+	$(CC) -shared $(CFLAGS) -Wl,-soname,$(SO_NAME) -o $@ $^ $(LDFLAGS) -lrt
+
+$(SO_LINKS:%=$(O)/%): $(O)/$(SO_FILE)
+	ln -sf $(SO_FILE) $@
 
 $(O)/shmmapd: $(D_OBJS) $(O)/libshmmap.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(URCU_LIBS) $(INIH_LIBS) -lrt
@@ -77,15 +90,23 @@ $(CRASH_TESTS:%=$(O)/tests/%): $(O)/tests/%: $(O)/tests/%.o $(T_COMMON) $(O)/lib
 
 # Tests drive the real binaries; they find them through these variables.
 TEST_ENV = SHMMAPD=$(abspath $(O)/shmmapd) SHMMAPCTL=$(abspath $(O)/shmmapctl) \
-           SHMMAP_TESTDATA=$(abspath tests/data) CK_DEFAULT_TIMEOUT=60
+           SHMMAP_TESTDATA=$(abspath tests/data) CK_DEFAULT_TIMEOUT=60 \
+           SHMMAP_SRCDIR=$(abspath .) SHMMAP_BUILDDIR=$(abspath $(O))
 
 deps:
 	@scripts/deps.sh
 
-build-tests: all $(T_BINS)
+# T=check_cli (or T=cli; several: T="cli api") runs only those programs.
+T_NAMES := $(foreach t,$(T),$(if $(filter check_%,$(t)),$(t),check_$(t)))
+ifneq ($(filter-out $(TESTS),$(T_NAMES)),)
+$(error T: no test program $(filter-out $(TESTS),$(T_NAMES)) (there are: $(TESTS)))
+endif
+T_RUN := $(if $(T_NAMES),$(T_NAMES:%=$(O)/tests/%),$(T_BINS))
+
+build-tests: all $(T_RUN)
 
 check-tests: build-tests
-	@scripts/run-tests.sh $(O) $(TEST_ENV) -- $(T_BINS)
+	@scripts/run-tests.sh $(O) $(TEST_ENV) -- $(T_RUN)
 
 test: deps
 	@$(MAKE) --no-print-directory check-tests
