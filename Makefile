@@ -88,6 +88,13 @@ $(CRASH_TESTS:%=$(O)/tests/%.o): CPPFLAGS += -DSHMMAP_CRASHPOINTS
 $(CRASH_TESTS:%=$(O)/tests/%): $(O)/tests/%: $(O)/tests/%.o $(T_COMMON) $(O)/libshmmap_crash.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(CHECK_LIBS) -lrt
 
+# The README's example, built as its build line says: only the public
+# header, linked against the build directory's libshmmap.so link (found at
+# run time through the rpath).  check_example runs it.
+$(O)/tests/example: tests/example.c $(SO_LINKS:%=$(O)/%)
+	@mkdir -p $(dir $@)
+	$(CC) -Iinclude $(CFLAGS) -o $@ $< -L$(O) -lshmmap -Wl,-rpath,$(abspath $(O)) $(LDFLAGS) -lrt
+
 # Tests drive the real binaries; they find them through these variables.
 TEST_ENV = SHMMAPD=$(abspath $(O)/shmmapd) SHMMAPCTL=$(abspath $(O)/shmmapctl) \
            SHMMAP_TESTDATA=$(abspath tests/data) CK_DEFAULT_TIMEOUT=60 \
@@ -103,7 +110,7 @@ $(error T: no test program $(filter-out $(TESTS),$(T_NAMES)) (there are: $(TESTS
 endif
 T_RUN := $(if $(T_NAMES),$(T_NAMES:%=$(O)/tests/%),$(T_BINS))
 
-build-tests: all $(T_RUN)
+build-tests: all $(T_RUN) $(O)/tests/example
 
 check-tests: build-tests
 	@scripts/run-tests.sh $(O) $(TEST_ENV) -- $(T_RUN)
