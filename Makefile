@@ -98,7 +98,9 @@ $(O)/tests/example: tests/example.c $(SO_LINKS:%=$(O)/%)
 # Tests drive the real binaries; they find them through these variables.
 TEST_ENV = SHMMAPD=$(abspath $(O)/shmmapd) SHMMAPCTL=$(abspath $(O)/shmmapctl) \
            SHMMAP_TESTDATA=$(abspath tests/data) CK_DEFAULT_TIMEOUT=60 \
-           SHMMAP_SRCDIR=$(abspath .) SHMMAP_BUILDDIR=$(abspath $(O))
+           SHMMAP_SRCDIR=$(abspath .) SHMMAP_BUILDDIR=$(abspath $(O)) \
+           'SHMMAP_MAKEVARS=O=$(O) OPT="$(OPT)" EXTRA_CFLAGS="$(EXTRA_CFLAGS)" EXTRA_LDFLAGS="$(EXTRA_LDFLAGS)"' \
+           'SHMMAP_CC=$(CC) $(EXTRA_CFLAGS)' 'SHMMAP_LDFLAGS=$(EXTRA_LDFLAGS)'
 
 deps:
 	@scripts/deps.sh
@@ -145,8 +147,62 @@ fuzz: deps
 fuzz-short: deps
 	@scripts/fuzz.sh --short
 
+# ---- install ----
+# make install [PREFIX=/usr/local] [DESTDIR=] [BINDIR=] [LIBDIR=] [INCLUDEDIR=]
+#              [MANDIR=] [PKGCONFIGDIR=] [SYSTEMDUNITDIR=]
+# installs the programs, the header, libshmmap.a, libshmmap.so.X.Y.Z with its
+# links, shmmap.pc (from shmmap/shmmap.pc.in, with these directories), the
+# man pages (and one shmmap_CALL(3) link page per public call), and the
+# systemd unit conf/shmmapd.service when there is one (the paths of shmmapd
+# and shmmapctl on its Exec lines, or @BINDIR@, become BINDIR's).
+# make uninstall (same variables) removes exactly those files.
+PREFIX         ?= /usr/local
+BINDIR         ?= $(PREFIX)/bin
+LIBDIR         ?= $(PREFIX)/lib
+INCLUDEDIR     ?= $(PREFIX)/include
+MANDIR         ?= $(PREFIX)/share/man
+PKGCONFIGDIR   ?= $(LIBDIR)/pkgconfig
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SHMMAPD_UNIT   ?= $(wildcard conf/shmmapd.service)
+MAN_PAGES      := shmmap/shmmapctl.1 shmmap/shmmap.3 shmmap/shmmap.ini.5 shmmap/shmmapd.8
+# Every function the header declares (its lines start with the return type).
+lparen         := (
+API_CALLS      := $(shell sed -n 's/^[a-z].*[ *]\(shmmap_[a-z_]*\)$(lparen).*/\1/p' include/shmmap.h)
+INSTALL        ?= install
+
+install: all
+	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(LIBDIR)" "$(DESTDIR)$(INCLUDEDIR)" \
+	  "$(DESTDIR)$(PKGCONFIGDIR)" $(sort $(foreach p,$(MAN_PAGES),"$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))"))
+	$(INSTALL) -m 0755 $(O)/shmmapd $(O)/shmmapctl "$(DESTDIR)$(BINDIR)/"
+	$(INSTALL) -m 0644 include/shmmap.h "$(DESTDIR)$(INCLUDEDIR)/"
+	$(INSTALL) -m 0644 $(O)/libshmmap.a $(O)/$(SO_FILE) "$(DESTDIR)$(LIBDIR)/"
+	$(foreach l,$(SO_LINKS),ln -sf $(SO_FILE) "$(DESTDIR)$(LIBDIR)/$(l)";)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	  -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	  shmmap/shmmap.pc.in >"$(DESTDIR)$(PKGCONFIGDIR)/shmmap.pc"
+	chmod 0644 "$(DESTDIR)$(PKGCONFIGDIR)/shmmap.pc"
+	$(foreach p,$(MAN_PAGES),$(INSTALL) -m 0644 $(p) "$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/";)
+	$(foreach f,$(API_CALLS),echo '.so man3/shmmap.3' >"$(DESTDIR)$(MANDIR)/man3/$(f).3";)
+	$(if $(SHMMAPD_UNIT),$(INSTALL) -d "$(DESTDIR)$(SYSTEMDUNITDIR)" && \
+	  sed -E -e 's!@BINDIR@!$(BINDIR)!g' \
+	      -e '/^Exec/s!/[^[:space:]=]*/(shmmapd|shmmapctl)([[:space:]]|$$)!$(BINDIR)/\1\2!g' \
+	      "$(SHMMAPD_UNIT)" >"$(DESTDIR)$(SYSTEMDUNITDIR)/shmmapd.service" && \
+	  chmod 0644 "$(DESTDIR)$(SYSTEMDUNITDIR)/shmmapd.service")
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/shmmapd" "$(DESTDIR)$(BINDIR)/shmmapctl" \
+	  "$(DESTDIR)$(INCLUDEDIR)/shmmap.h" "$(DESTDIR)$(LIBDIR)/libshmmap.a" \
+	  $(foreach l,$(SO_FILE) $(SO_LINKS),"$(DESTDIR)$(LIBDIR)/$(l)") \
+	  "$(DESTDIR)$(PKGCONFIGDIR)/shmmap.pc" \
+	  $(foreach p,$(MAN_PAGES),"$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p))") \
+	  $(foreach f,$(API_CALLS),"$(DESTDIR)$(MANDIR)/man3/$(f).3") \
+	  "$(DESTDIR)$(SYSTEMDUNITDIR)/shmmapd.service"
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps build-tests check-tests test asan run bench bench-short fuzz fuzz-short clean
+.PHONY: all deps build-tests check-tests test asan run bench bench-short fuzz fuzz-short clean \
+        install uninstall
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

@@ -6,6 +6,9 @@
 set -e
 pkgs="build-essential pkg-config liburcu-dev check libinih-dev libxxhash-dev"
 missing=""
+# groff (the man-page check), readelf (binutils) and man (man-db): the tests
+# of the man pages and of make install.
+pkgs="$pkgs groff-base binutils man-db"
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
