@@ -321,7 +321,7 @@ void tu_skip(const char *test_fn, const char *fmt, ...)
 int tu_run_suite(Suite *s)
 {
 	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
+	srunner_run_all(sr, CK_ENV); /* $CK_VERBOSITY, else CK_NORMAL */
 	int failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;

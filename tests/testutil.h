@@ -38,7 +38,8 @@
 				     #a, #b, ck_a_, ck_b_);                   \
 	} while (0)
 
-/* Run every test of s (CK_NORMAL output); the exit code for main(). */
+/* Run every test of s (output as $CK_VERBOSITY says, CK_NORMAL if unset);
+ * the exit code for main(). */
 int tu_run_suite(Suite *s);
 
 /* Skip the running test because it cannot run here (not root, a missing
