@@ -176,13 +176,13 @@ install: all
 	$(INSTALL) -m 0755 $(O)/shmmapd $(O)/shmmapctl "$(DESTDIR)$(BINDIR)/"
 	$(INSTALL) -m 0644 include/shmmap.h "$(DESTDIR)$(INCLUDEDIR)/"
 	$(INSTALL) -m 0644 $(O)/libshmmap.a $(O)/$(SO_FILE) "$(DESTDIR)$(LIBDIR)/"
-	$(foreach l,$(SO_LINKS),ln -sf $(SO_FILE) "$(DESTDIR)$(LIBDIR)/$(l)";)
+	$(foreach l,$(SO_LINKS),ln -sf $(SO_FILE) "$(DESTDIR)$(LIBDIR)/$(l)" &&) true
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	  -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	  shmmap/shmmap.pc.in >"$(DESTDIR)$(PKGCONFIGDIR)/shmmap.pc"
 	chmod 0644 "$(DESTDIR)$(PKGCONFIGDIR)/shmmap.pc"
-	$(foreach p,$(MAN_PAGES),$(INSTALL) -m 0644 $(p) "$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/";)
-	$(foreach f,$(API_CALLS),echo '.so man3/shmmap.3' >"$(DESTDIR)$(MANDIR)/man3/$(f).3";)
+	$(foreach p,$(MAN_PAGES),$(INSTALL) -m 0644 $(p) "$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/" &&) true
+	$(foreach f,$(API_CALLS),echo '.so man3/shmmap.3' >"$(DESTDIR)$(MANDIR)/man3/$(f).3" &&) true
 	$(if $(SHMMAPD_UNIT),$(INSTALL) -d "$(DESTDIR)$(SYSTEMDUNITDIR)" && \
 	  sed -E -e 's!@BINDIR@!$(BINDIR)!g' \
 	      -e '/^Exec/s!/[^[:space:]=]*/(shmmapd|shmmapctl)([[:space:]]|$$)!$(BINDIR)/\1\2!g' \
