@@ -1,7 +1,10 @@
 # shmmap - one non-recursive Makefile.
+# SPDX-License-Identifier: BSD-2-Clause
+# Copyright (c) 2026 the shmmap authors
+#
 #   make          build shmmapd, shmmapctl, libshmmap.a, libshmmap.so (in build/)
 #   make run      install missing packages, build, run shmmapd on conf/shmmap.ini
-#   make test     install missing packages, build, run every test
+#   make test     install missing packages, build, run every test (T=check_cli: one)
 #   make asan     the tests again under AddressSanitizer + UBSan (in build-asan/)
 
 CC      ?= cc
@@ -20,7 +23,7 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 
 LIB_SRCS := shmmap/errors.c shmmap/segment.c shmmap/lock.c shmmap/alloc.c \
             shmmap/table.c shmmap/proto.c shmmap/client.c shmmap/check.c \
-            shmmap/sweep.c shmmap/crashpoint.c
+            shmmap/sweep.c shmmap/crashpoint.c shmmap/version.c
 D_SRCS   := shmmap/shmmapd.c shmmap/coordinator.c shmmap/conf.c shmmap/snapshot.c
 CTL_SRCS := shmmap/shmmapctl.c
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/check_*.c))
@@ -35,7 +38,17 @@ CTL_OBJS := $(CTL_SRCS:%.c=$(O)/%.o)
 T_BINS   := $(TESTS:%=$(O)/tests/%)
 T_COMMON := $(O)/tests/testutil.o
 
-all: $(O)/shmmapd $(O)/shmmapctl $(O)/libshmmap.a $(O)/libshmmap.so
+# The version is written once, in include/shmmap.h; the soname follows its
+# major (libshmmap.so.MAJOR), and the build directory has the same links as
+# an installation (libshmmap.so and libshmmap.so.MAJOR -> libshmmap.so.X.Y.Z).
+version_of = $(shell sed -n 's/^.define SHMMAP_VERSION_$(1)[[:space:]]*\([0-9][0-9]*\).*/\1/p' include/shmmap.h)
+VERSION_MAJOR := $(call version_of,MAJOR)
+VERSION := $(VERSION_MAJOR).$(call version_of,MINOR).$(call version_of,PATCH)
+SO_NAME := libshmmap.so.$(VERSION_MAJOR)
+SO_FILE := libshmmap.so.$(VERSION)
+SO_LINKS := $(SO_NAME) libshmmap.so
+
+all: $(O)/shmmapd $(O)/shmmapctl $(O)/libshmmap.a $(SO_LINKS:%=$(O)/%)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -51,8 +64,11 @@ $(O)/libshmmap.a: $(LIB_OBJS)
 $(O)/libshmmap_crash.a: $(CRASH_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-$(O)/libshmmap.so: $(LIB_OBJS)
-	$(CC) -shared $(CFLAGS) -Wl,-soname,libshmmap.so.1 -o $@ $^ $(LDFLAGS) -lrt
+$(O)/$(SO_FILE): $(LIB_OBJS)
+	$(CC) -shared $(CFLAGS) -Wl,-soname,$(SO_NAME) -o $@ $^ $(LDFLAGS) -lrt
+
+$(SO_LINKS:%=$(O)/%): $(O)/$(SO_FILE)
+	ln -sf $(SO_FILE) $@
 
 $(O)/shmmapd: $(D_OBJS) $(O)/libshmmap.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(URCU_LIBS) $(INIH_LIBS) -lrt
@@ -72,17 +88,34 @@ $(CRASH_TESTS:%=$(O)/tests/%.o): CPPFLAGS += -DSHMMAP_CRASHPOINTS
 $(CRASH_TESTS:%=$(O)/tests/%): $(O)/tests/%: $(O)/tests/%.o $(T_COMMON) $(O)/libshmmap_crash.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(CHECK_LIBS) -lrt
 
+# The README's example, built as its build line says: only the public
+# header, linked against the build directory's libshmmap.so link (found at
+# run time through the rpath).  check_example runs it.
+$(O)/tests/example: tests/example.c $(SO_LINKS:%=$(O)/%)
+	@mkdir -p $(dir $@)
+	$(CC) -Iinclude $(CFLAGS) -o $@ $< -L$(O) -lshmmap -Wl,-rpath,$(abspath $(O)) $(LDFLAGS) -lrt
+
 # Tests drive the real binaries; they find them through these variables.
 TEST_ENV = SHMMAPD=$(abspath $(O)/shmmapd) SHMMAPCTL=$(abspath $(O)/shmmapctl) \
-           SHMMAP_TESTDATA=$(abspath tests/data) CK_DEFAULT_TIMEOUT=60
+           SHMMAP_TESTDATA=$(abspath tests/data) CK_DEFAULT_TIMEOUT=60 \
+           SHMMAP_SRCDIR=$(abspath .) SHMMAP_BUILDDIR=$(abspath $(O)) \
+           'SHMMAP_MAKEVARS=O=$(O) OPT="$(OPT)" EXTRA_CFLAGS="$(EXTRA_CFLAGS)" EXTRA_LDFLAGS="$(EXTRA_LDFLAGS)"' \
+           'SHMMAP_CC=$(CC) $(EXTRA_CFLAGS)' 'SHMMAP_LDFLAGS=$(EXTRA_LDFLAGS)'
 
 deps:
 	@scripts/deps.sh
 
-build-tests: all $(T_BINS)
+# T=check_cli (or T=cli; several: T="cli api") runs only those programs.
+T_NAMES := $(foreach t,$(T),$(if $(filter check_%,$(t)),$(t),check_$(t)))
+ifneq ($(filter-out $(TESTS),$(T_NAMES)),)
+$(error T: no test program $(filter-out $(TESTS),$(T_NAMES)) (there are: $(TESTS)))
+endif
+T_RUN := $(if $(T_NAMES),$(T_NAMES:%=$(O)/tests/%),$(T_BINS))
+
+build-tests: all $(T_RUN) $(O)/tests/example
 
 check-tests: build-tests
-	@scripts/run-tests.sh $(O) $(TEST_ENV) -- $(T_BINS)
+	@scripts/run-tests.sh $(O) $(TEST_ENV) -- $(T_RUN)
 
 test: deps
 	@$(MAKE) --no-print-directory check-tests
@@ -114,8 +147,62 @@ fuzz: deps
 fuzz-short: deps
 	@scripts/fuzz.sh --short
 
+# ---- install ----
+# make install [PREFIX=/usr/local] [DESTDIR=] [BINDIR=] [LIBDIR=] [INCLUDEDIR=]
+#              [MANDIR=] [PKGCONFIGDIR=] [SYSTEMDUNITDIR=]
+# installs the programs, the header, libshmmap.a, libshmmap.so.X.Y.Z with its
+# links, shmmap.pc (from shmmap/shmmap.pc.in, with these directories), the
+# man pages (and one shmmap_CALL(3) link page per public call), and the
+# systemd unit conf/shmmapd.service when there is one (the paths of shmmapd
+# and shmmapctl on its Exec lines, or @BINDIR@, become BINDIR's).
+# make uninstall (same variables) removes exactly those files.
+PREFIX         ?= /usr/local
+BINDIR         ?= $(PREFIX)/bin
+LIBDIR         ?= $(PREFIX)/lib
+INCLUDEDIR     ?= $(PREFIX)/include
+MANDIR         ?= $(PREFIX)/share/man
+PKGCONFIGDIR   ?= $(LIBDIR)/pkgconfig
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SHMMAPD_UNIT   ?= $(wildcard conf/shmmapd.service)
+MAN_PAGES      := shmmap/shmmapctl.1 shmmap/shmmap.3 shmmap/shmmap.ini.5 shmmap/shmmapd.8
+# Every function the header declares (its lines start with the return type).
+lparen         := (
+API_CALLS      := $(shell sed -n 's/^[a-z].*[ *]\(shmmap_[a-z_]*\)$(lparen).*/\1/p' include/shmmap.h)
+INSTALL        ?= install
+
+install: all
+	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(LIBDIR)" "$(DESTDIR)$(INCLUDEDIR)" \
+	  "$(DESTDIR)$(PKGCONFIGDIR)" $(sort $(foreach p,$(MAN_PAGES),"$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))"))
+	$(INSTALL) -m 0755 $(O)/shmmapd $(O)/shmmapctl "$(DESTDIR)$(BINDIR)/"
+	$(INSTALL) -m 0644 include/shmmap.h "$(DESTDIR)$(INCLUDEDIR)/"
+	$(INSTALL) -m 0644 $(O)/libshmmap.a $(O)/$(SO_FILE) "$(DESTDIR)$(LIBDIR)/"
+	$(foreach l,$(SO_LINKS),ln -sf $(SO_FILE) "$(DESTDIR)$(LIBDIR)/$(l)" &&) true
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	  -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	  shmmap/shmmap.pc.in >"$(DESTDIR)$(PKGCONFIGDIR)/shmmap.pc"
+	chmod 0644 "$(DESTDIR)$(PKGCONFIGDIR)/shmmap.pc"
+	$(foreach p,$(MAN_PAGES),$(INSTALL) -m 0644 $(p) "$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/" &&) true
+	$(foreach f,$(API_CALLS),echo '.so man3/shmmap.3' >"$(DESTDIR)$(MANDIR)/man3/$(f).3" &&) true
+	$(if $(SHMMAPD_UNIT),$(INSTALL) -d "$(DESTDIR)$(SYSTEMDUNITDIR)" && \
+	  sed -E -e 's!@BINDIR@!$(BINDIR)!g' \
+	      -e '/^Exec/s!/[^[:space:]=]*/(shmmapd|shmmapctl)([[:space:]]|$$)!$(BINDIR)/\1\2!g' \
+	      "$(SHMMAPD_UNIT)" >"$(DESTDIR)$(SYSTEMDUNITDIR)/shmmapd.service" && \
+	  chmod 0644 "$(DESTDIR)$(SYSTEMDUNITDIR)/shmmapd.service")
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/shmmapd" "$(DESTDIR)$(BINDIR)/shmmapctl" \
+	  "$(DESTDIR)$(INCLUDEDIR)/shmmap.h" "$(DESTDIR)$(LIBDIR)/libshmmap.a" \
+	  $(foreach l,$(SO_FILE) $(SO_LINKS),"$(DESTDIR)$(LIBDIR)/$(l)") \
+	  "$(DESTDIR)$(PKGCONFIGDIR)/shmmap.pc" \
+	  $(foreach p,$(MAN_PAGES),"$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p))") \
+	  $(foreach f,$(API_CALLS),"$(DESTDIR)$(MANDIR)/man3/$(f).3") \
+	  "$(DESTDIR)$(SYSTEMDUNITDIR)/shmmapd.service"
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps build-tests check-tests test asan run bench bench-short fuzz fuzz-short clean
+.PHONY: all deps build-tests check-tests test asan run bench bench-short fuzz fuzz-short clean \
+        install uninstall
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * shmmap.h - the public API of libshmmap, a cross-process shared-memory map.
  *
  * A coordinator process (shmmapd) owns a POSIX shared-memory segment that
@@ -78,6 +81,17 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/*
+ * The version of this header, in semantic versioning: a new MAJOR may
+ * change the API or ABI (and the soname, libshmmap.so.MAJOR, changes with
+ * it), a new MINOR only adds, a new PATCH only fixes.  shmmap_version()
+ * says which library a program actually runs with.
+ */
+#define SHMMAP_VERSION_MAJOR 1
+#define SHMMAP_VERSION_MINOR 0
+#define SHMMAP_VERSION_PATCH 0
+#define SHMMAP_VERSION_STRING "1.0.0" /**< "MAJOR.MINOR.PATCH" of the numbers above */
 
 /** One attachment of this process to a coordinator.  Opaque. */
 typedef struct shmmap shmmap;
@@ -311,6 +325,17 @@ int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *out);
  * errno value, or SHMMAP_E* code).  Never NULL; thread-safe.
  */
 const char *shmmap_strerror(int err);
+
+/**
+ * The version of the library this program runs with, which may be newer
+ * than the SHMMAP_VERSION_* of the header it was compiled with (a program
+ * built against 1.0 runs with any 1.x libshmmap.so.1).
+ *
+ * @param major,minor,patch  receive the three numbers; each may be NULL.
+ * @return the version as "MAJOR.MINOR.PATCH", a static string; never NULL.
+ * Needs no attachment; thread-safe.
+ */
+const char *shmmap_version(int *major, int *minor, int *patch);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,7 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
+# Copyright (c) 2026 the shmmap authors
+#
 # scripts/bench.sh - build and run the benchmark of issue 6 (tests/bench/bench.c):
 # shmmap side by side with an in-process hash table, LMDB and Redis.
 #

@@ -1,4 +1,7 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
+# Copyright (c) 2026 the shmmap authors
+#
 # scripts/fuzz.sh - build and run the libFuzzer targets in tests/fuzz/:
 #   proto    the attach-protocol decoder and encoder (proto.c)
 #   conf     the INI config loader (conf.c, on inih)

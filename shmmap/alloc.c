@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * alloc.c - the allocator inside the segment.  No malloc'ed memory is ever
  * referenced from the segment: everything lives in the heap's pages.
  *

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check.c - the consistency check of a whole segment (shmmapctl check):
  * shmmap__check() walks every structure read-only and reports each broken
  * invariant it finds through check_report.problem.  It owns no state in the

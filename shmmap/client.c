@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * client.c - the public API: one attachment (struct shmmap) per call of
  * shmmap_attach, map handles, and the data calls, which go straight to the
  * segment (table.c) without touching the socket.

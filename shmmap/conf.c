@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * conf.c - the coordinator's configuration: defaults, the INI loader (on the
  * system inih) and the size/number parsers.  conf/shmmap.ini documents every
  * key.

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * conf.h - the coordinator's configuration: defaults, the INI loader
  * (inih) and size parsing.  See conf/shmmap.ini for every key.
  */

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * coordinator.c - the coordinator (shmmapd): creates or adopts the segment,
  * serves the attach protocol, assigns client slots, creates and drops maps,
  * and recovers what a dead client held.  It is never on the data path.

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * coordinator.h - the coordinator service (shmmapd) as a library for its
  * main program and its tests.
  */

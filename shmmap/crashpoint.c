@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * crashpoint.c - the test hook that kills (or freezes) a writer at the k-th
  * store to shared memory, for the crash-point sweep tests.  It exists only
  * in the test build of the library (-DSHMMAP_CRASHPOINTS); the normal build

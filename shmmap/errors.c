@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * errors.c - shmmap_strerror(): one description for every error code the
  * library returns, errno values and our own SHMMAP_E* codes alike.
  * Invariant: never returns NULL, never allocates, thread-safe.

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * internal.h - the segment layout and the internal interfaces shared by the
  * library, the coordinator and the admin tool.  Nothing here is public API.
  *

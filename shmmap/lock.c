@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * lock.c - cross-process futex locks that survive the death of their owner.
  *
  * A lock word is 0 when free, else the owner id (client slot + 1, or

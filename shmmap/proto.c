@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * proto.c - encoding and decoding of attach-protocol messages (proto.h).
  *
  * Invariants: the decoder is a pure function of its input bytes; it reads

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * proto.h - the attach protocol between clients and the coordinator.
  *
  * SOCK_SEQPACKET over a Unix socket: one datagram-like record per message,

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * segment.c - the shared segment: its geometry, creation (shm_open O_EXCL,
  * ftruncate + posix_fallocate, format), adoption of an existing one, and
  * mapping at the agreed base with MAP_FIXED_NOREPLACE (anywhere else when

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * shmmapctl.c - the admin tool: `shmmapctl [-s SOCKET] [--json] COMMAND`.
  *
  * It owns nothing in the segment.  It attaches like any worker
@@ -121,6 +124,7 @@ static const char usage_text[] =
 	"      --interval MS  (top) refresh every MS milliseconds (default 1000)\n"
 	"      --iterations N (top) quit after N refreshes\n"
 	"  -h, --help         this text\n"
+	"  -V, --version      print the version and exit\n"
 	"Options may follow the command; put \"--\" before arguments that begin with '-'.\n"
 	"Exit status: 0 ok, 1 no such key or map, 2 usage, 3 check found problems,\n"
 	"4 other failures.\n";
@@ -2047,13 +2051,14 @@ int main(int argc, char **argv)
 		{"interval", required_argument, NULL, 'i'},
 		{"iterations", required_argument, NULL, 'n'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	struct ctl c = {.interval_ms = TOP_INTERVAL_MS};
 	int opt;
 	uint64_t v;
 	/* GNU getopt permutes: options may come after the command too. */
-	while ((opt = getopt_long(argc, argv, "s:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:hV", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			c.sock = optarg;
@@ -2083,6 +2088,9 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
+			return RC_OK;
+		case 'V':
+			printf("shmmapctl %s\n", shmmap_version(NULL, NULL, NULL));
 			return RC_OK;
 		default:
 			return usage(NULL);

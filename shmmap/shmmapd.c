@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * shmmapd.c - the coordinator's main program: options, configuration,
  * signals, daemonizing.  The service itself is coordinator.c.
  *
@@ -30,6 +33,7 @@ static void usage(FILE *f)
 		"      --reinit        replace an existing object under the segment name\n"
 		"                      that is not a valid segment of this configuration\n"
 		"      --check-config  validate the configuration and exit\n"
+		"  -V, --version       print the version and exit\n"
 		"  -h, --help          this text\n");
 }
 
@@ -41,19 +45,21 @@ int main(int argc, char **argv)
 		{"reinit", no_argument, NULL, 'R'},
 		{"check-config", no_argument, NULL, 'C'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{0, 0, 0, 0},
 	};
 	const char *path = NULL;
 	bool foreground = false, check_only = false;
 	unsigned flags = 0;
 	int ch;
-	while ((ch = getopt_long(argc, argv, "c:fh", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:fhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': path = optarg; break;
 		case 'f': foreground = true; break;
 		case 'R': flags |= COORD_REINIT; break;
 		case 'C': check_only = true; break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("shmmapd %s\n", shmmap_version(NULL, NULL, NULL)); return 0;
 		default: usage(stderr); return 2;
 		}
 	}

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * snapshot.c - snapshot files: writing every live entry of every map to a
  * file, verifying a file, and loading one back.  It owns the file format
  * and the crash-safe replacement of the file; what is saved and where it

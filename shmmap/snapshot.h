@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * snapshot.h - snapshot files: every live entry of every map, written to a
  * file and loaded back into a fresh segment.  The file format is described
  * in snapshot.c.  Used by the coordinator (save on request, on a timer and

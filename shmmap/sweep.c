@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * sweep.c - rebuilding the allocator from what is in use: the repair for a
  * process that died holding a class or pool lock (its lists and counters
  * may be half-updated), for a coordinator that died in the middle of

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * table.c - one named map: a bucket array of entry offsets, chained
  * entries, and lock stripes (see struct seg_stripe in internal.h).
  *

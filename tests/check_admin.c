@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_admin.c - the admin commands of shmmapctl beyond get/put: stats
  * (exact counters, JSON parsed), dump and load (binary round trip,
  * malformed input), flush and drop, metrics (the Prometheus text format
@@ -1310,10 +1313,8 @@ static bool have_script(void)
 
 START_TEST(top_on_a_terminal)
 {
-	if (!have_script()) {
-		fprintf(stderr, "top_on_a_terminal: no /usr/bin/script, skipped\n");
-		return;
-	}
+	if (!have_script())
+		TU_SKIP("no /usr/bin/script to give top a terminal");
 	pid_t w = start_writer();
 	ck_assert_msg(tu_wait(busy_going, NULL, 10000), "the writer never got going: %s", err);
 	/* script gives top a pseudo-terminal as stdin and stdout, and returns
@@ -1340,10 +1341,8 @@ END_TEST
  * SIGINT and by SIGTERM. */
 START_TEST(top_keys_and_signals)
 {
-	if (!have_script()) {
-		fprintf(stderr, "top_keys_and_signals: no /usr/bin/script, skipped\n");
-		return;
-	}
+	if (!have_script())
+		TU_SKIP("no /usr/bin/script to give top a terminal");
 	CTL_EXPECT(0, "put", "m", "k", "v");
 	/* 'q' typed while the interval is long: top quits at once. */
 	int st = sh("printf q | exec script -qefc '\"$SHMMAPCTL\" -s \"$SOCK\" top --interval "

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_alloc.c - unit tests of the segment geometry and creation
  * (shmmap/segment.c) and of the allocator inside the segment
  * (shmmap/alloc.c), in-process, without a coordinator.

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_api.c - the public API end to end: a real shmmapd, real forked
  * worker processes that attach on their own, share maps, and check each
  * other's writes.  Every test runs its own coordinator, segment and socket.

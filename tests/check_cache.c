@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_cache.c - shmmap as a cache, end to end with a real coordinator and
  * forked workers: eviction under a put stream several times larger than the
  * segment, the reject policy, memory freed by one size reused by another,

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_chaos.c - crash safety with real processes killed by SIGKILL:
  *   kill9_loop                writers killed at random and respawned while
  *                             readers check that no value is torn and no

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_cli.c - shmmapctl end to end: every test starts its own shmmapd
  * (private config, socket and segment), drives the real build/shmmapctl
  * ($SHMMAPCTL) through tu_run, and checks exit codes and output.  Some

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_conf.c - unit tests of shmmap/conf.c: defaults, the shipped
  * conf/shmmap.ini, the golden files in tests/data/conf (good-*.ini load to
  * known values, each bad-*.ini fails with a known errno, line and key),

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_crash.c - crash safety at every store: real writer processes,
  * built with the crash-point hook (internal.h, CRASH_POINT), are killed
  * with SIGKILL at the k-th store to shared memory of an insert, a replace,

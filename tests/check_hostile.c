@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_hostile.c - untrusted input: garbage, truncated and oversized
  * messages, floods of idle connections, peers of other uids, foreign
  * objects under the segment's name, bad configs, and segment images with
@@ -191,6 +194,11 @@ START_TEST(silent_connection_is_timed_out)
 }
 END_TEST
 
+static bool can_switch_uid(void)
+{
+	return geteuid() == 0 && access("/usr/bin/setpriv", X_OK) == 0;
+}
+
 /* Run shmmapctl as user nobody (setpriv), socket reachable by everyone. */
 static int run_as_nobody(char *out, size_t cap, const char *cmd, const char *arg1,
 			 const char *arg2)
@@ -208,8 +216,8 @@ static int run_as_nobody(char *out, size_t cap, const char *cmd, const char *arg
 
 START_TEST(other_uid_is_refused)
 {
-	if (geteuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0)
-		return; /* needs root to switch uid */
+	if (!can_switch_uid())
+		TU_SKIP("needs root and /usr/bin/setpriv to run a client as nobody");
 	write_precious();
 	char out[4096];
 	int st = run_as_nobody(out, sizeof out, "get", "keep", "k");
@@ -227,8 +235,8 @@ END_TEST
 
 START_TEST(readonly_uid_reads_but_cannot_write)
 {
-	if (geteuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0)
-		return;
+	if (!can_switch_uid())
+		TU_SKIP("needs root and /usr/bin/setpriv to run a client as nobody");
 	tu_coord_cleanup(&co);
 	ck_assert_int_eq(tu_coord_start(&co, "8M", "[server]\nreadonly_uids = nobody\n"), 0);
 	write_precious();

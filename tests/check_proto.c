@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_proto.c - unit tests of the attach protocol codec and socket I/O
  * (shmmap/proto.c): round trips of every message type, the wire format,
  * every rejection the decoder documents, the encoder's bounds, a decoder

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_snapshot.c - snapshot persistence end to end: a real shmmapd with
  * a [persistence] snapshot in its temp directory, saves asked for with
  * MSG_SAVE (as shmmapctl save sends it), on the interval and at a clean

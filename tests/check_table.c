@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_table.c - unit tests of one map (shmmap/table.c) driven in-process
  * through the internal interface, without a coordinator: put/get/del/incr
  * semantics, limits, expiry, long chains, a full segment, several writer

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * testutil.c - helpers for the Check programs (see testutil.h): a real
  * shmmapd on a private config, socket and segment; deadline-bounded waits
  * (tests never sleep to synchronise: they poll a condition with a deadline).
@@ -7,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,7 +207,8 @@ static void drain(int fd, char *buf, size_t cap, size_t *len, bool *open_)
 	}
 }
 
-int tu_run(char *const argv[], char *out, size_t cap, char *err, size_t errcap)
+static int run_for(char *const argv[], char *out, size_t cap, char *err, size_t errcap,
+		   int deadline_ms)
 {
 	int po[2], pe[2];
 	if (pipe(po) < 0)
@@ -234,7 +239,7 @@ int tu_run(char *const argv[], char *out, size_t cap, char *err, size_t errcap)
 	if (err && errcap)
 		err[0] = '\0';
 	bool oo = true, eo = true;
-	long long end = now_ms() + 20000;
+	long long end = now_ms() + deadline_ms;
 	while ((oo || eo) && now_ms() < end) {
 		struct pollfd p[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
 		if (poll(p, 2, 100) < 0 && errno != EINTR)
@@ -246,16 +251,77 @@ int tu_run(char *const argv[], char *out, size_t cap, char *err, size_t errcap)
 	}
 	close(po[0]);
 	close(pe[0]);
-	int st = tu_waitpid(pid, oo || eo ? 0 : 20000);
+	int st = tu_waitpid(pid, oo || eo ? 0 : deadline_ms);
 	if (st < 0 || !WIFEXITED(st))
 		return -1;
 	return WEXITSTATUS(st);
 }
 
+int tu_run(char *const argv[], char *out, size_t cap, char *err, size_t errcap)
+{
+	return run_for(argv, out, cap, err, errcap, 20000);
+}
+
+int tu_sh(const char *cmd, char *out, size_t cap, char *err, size_t errcap)
+{
+	char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
+	return run_for(argv, out, cap, err, errcap, 60000);
+}
+
+const char *tu_env(const char *name)
+{
+	const char *v = getenv(name);
+	ck_assert_msg(v && *v, "$%s is not set (run the tests with make test)", name);
+	return v;
+}
+
+char *tu_slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+	ck_assert_ptr_nonnull(buf);
+	for (;;) {
+		n += fread(buf + n, 1, cap - 1 - n, f);
+		if (n < cap - 1)
+			break;
+		cap *= 2;
+		buf = realloc(buf, cap);
+		ck_assert_ptr_nonnull(buf);
+	}
+	ck_assert_msg(!ferror(f), "%s: read error", path);
+	fclose(f);
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	return buf;
+}
+
+void tu_skip(const char *test_fn, const char *fmt, ...)
+{
+	/* START_TEST(name) defines name_fn: report the test's own name. */
+	size_t n = strlen(test_fn);
+	if (n > 3 && strcmp(test_fn + n - 3, "_fn") == 0)
+		n -= 3;
+	char line[512];
+	int k = snprintf(line, sizeof line, "SKIP: %.*s: ", (int)n, test_fn);
+	va_list ap;
+	va_start(ap, fmt);
+	if (k > 0 && (size_t)k < sizeof line)
+		k += vsnprintf(line + k, sizeof line - (size_t)k, fmt, ap);
+	va_end(ap);
+	if (k < 0 || (size_t)k >= sizeof line - 1)
+		k = (int)sizeof line - 2;
+	line[k++] = '\n';
+	/* One write, not stdio: the line must not mix with buffered output. */
+	if (write(STDOUT_FILENO, line, (size_t)k) < 0) { /* nowhere to say it */ }
+}
+
 int tu_run_suite(Suite *s)
 {
 	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
+	srunner_run_all(sr, CK_ENV); /* $CK_VERBOSITY, else CK_NORMAL */
 	int failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * testutil.h - helpers shared by the Check test programs: unique names,
  * a real shmmapd started on a private config, deadline waits.
  * Every resource a helper creates is removed by the matching stop call.
@@ -35,8 +38,21 @@
 				     #a, #b, ck_a_, ck_b_);                   \
 	} while (0)
 
-/* Run every test of s (CK_NORMAL output); the exit code for main(). */
+/* Run every test of s (output as $CK_VERBOSITY says, CK_NORMAL if unset);
+ * the exit code for main(). */
 int tu_run_suite(Suite *s);
+
+/* Skip the running test because it cannot run here (not root, a missing
+ * tool), and return from it.  Prints one line "SKIP: TEST: why" on stdout,
+ * which scripts/run-tests.sh counts as skipped, not passed, and shows.  Use
+ * it only before the test has checked anything: a test that skips after a
+ * failed check still counts as failed. */
+#define TU_SKIP(...)                                                          \
+	do {                                                                  \
+		tu_skip(__func__, __VA_ARGS__);                               \
+		return;                                                       \
+	} while (0)
+void tu_skip(const char *test_fn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* A coordinator run by a test. */
 struct tu_coord {
@@ -91,5 +107,14 @@ int tu_ctl(const char *sock, char *out, size_t cap, char *err, size_t errcap, co
 	   ...);
 int tu_vctl(const char *sock, char *out, size_t cap, char *err, size_t errcap, const char *a0,
 	    va_list ap);
+
+/* The value of environment variable name (set by the Makefile's TEST_ENV,
+ * e.g. SHMMAP_SRCDIR), or fail the test. */
+const char *tu_env(const char *name);
+/* The whole file at path, NUL-terminated, malloc'ed (len: its length, may
+ * be NULL), or fail the test. */
+char *tu_slurp(const char *path, size_t *len);
+/* Run "/bin/sh -c cmd" as tu_run does, with at most a minute to finish. */
+int tu_sh(const char *cmd, char *out, size_t cap, char *err, size_t errcap);
 
 #endif

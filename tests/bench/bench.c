@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * bench.c - the benchmark of issue 6: shmmap side by side with its peers,
  * on the same workloads, in one run, printing one table.
  *

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * fuzz_conf.c - libFuzzer target for the configuration loader
  * (shmmap__conf_load in shmmap/conf.c, on the system inih), built and run by
  * scripts/fuzz.sh.

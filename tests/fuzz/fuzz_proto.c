@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * fuzz_proto.c - libFuzzer target for the attach-protocol decoder
  * (shmmap__proto_decode in shmmap/proto.c), built and run by scripts/fuzz.sh.
  *

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * fuzz_segment.c - libFuzzer target for the code that works on a segment
  * image it cannot trust (built and run by scripts/fuzz.sh): the read paths,
  * shmmap__seg_validate, shmmap__map_view, shmmap__tbl_get, the walk
