@@ -71,7 +71,7 @@ START_TEST(says_why_without_coordinator)
 	ck_assert_int_eq(st, 1);
 	ck_assert_str_eq(out, "");
 	char want[256];
-	snprintf(want, sizeof want, "attach: %s\n", shmmap_strerror(-ENOENT));
+	snprintf(want, sizeof want, "attach: %s\n", shmmap_strerror(-ECONNREFUSED));
 	ck_assert_str_eq(err, want);
 }
 END_TEST

@@ -1,4 +1,7 @@
 /*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
  * check_fork.c - the pre-fork pattern: a parent attaches and opens its maps,
  * then forks workers that use the attachment and handles they inherited
  * (php-fpm, gunicorn --preload, multiprocessing).  Each child must get a
