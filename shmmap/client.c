@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "paths.h"
 #include "proto.h"
 
 #define REPLY_TIMEOUT_S 10
@@ -146,10 +147,15 @@ SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
 	if (!out)
 		return -EINVAL;
 	const char *path = socket_path;
+	char def[sizeof ((struct sockaddr_un *)0)->sun_path];
 	if (!path || !*path)
 		path = getenv("SHMMAP_SOCKET");
-	if (!path || !*path)
-		path = SHMMAP_DEFAULT_SOCKET;
+	if (!path || !*path) {
+		int rc = shmmap__default_socket(def, sizeof def, false);
+		if (rc < 0)
+			return rc;
+		path = def;
+	}
 	int sock = connect_to(path);
 	if (sock < 0)
 		return sock;

@@ -53,6 +53,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "paths.h"
 #include "proto.h"
 
 enum { RC_OK = 0, RC_NOTFOUND = 1, RC_USAGE = 2, RC_PROBLEMS = 3, RC_FAIL = 4 };
@@ -114,7 +115,9 @@ static const char usage_text[] =
 	"                               locks and writes, counters, leaks, free lists)\n"
 	"options:\n"
 	"  -s, --socket PATH  the coordinator's socket (default: $SHMMAP_SOCKET, then\n"
-	"                     " SHMMAP_DEFAULT_SOCKET ")\n"
+	"                     " SHMMAP_DEFAULT_SOCKET "; for a user other\n"
+	"                     than root, $XDG_RUNTIME_DIR" SHMMAP_USER_SOCKET "\n"
+	"                     if their own coordinator listens there)\n"
 	"      --json         machine-readable output (not for metrics and top)\n"
 	"      --ttl S        (put) seconds until the entry expires, 0 = never\n"
 	"      --interval MS  (top) refresh every MS milliseconds (default 1000)\n"
@@ -2033,8 +2036,11 @@ int main(int argc, char **argv)
 	int rc = shmmap_attach(c.sock, &c.sm);
 	if (rc < 0) {
 		const char *path = c.sock ? c.sock : getenv("SHMMAP_SOCKET");
-		if (!path || !*path)
-			path = SHMMAP_DEFAULT_SOCKET;
+		char def[108];
+		if (!path || !*path) {
+			shmmap__default_socket(def, sizeof def, false);
+			path = def;
+		}
 		char what[160];
 		snprintf(what, sizeof what, "attach to %s", path);
 		return fail(what, rc);
