@@ -2037,12 +2037,18 @@ int main(int argc, char **argv)
 	if (rc < 0) {
 		const char *path = c.sock ? c.sock : getenv("SHMMAP_SOCKET");
 		char def[108];
+		const char *note = "";
 		if (!path || !*path) {
 			shmmap__default_socket(def, sizeof def, false);
 			path = def;
+			/* An ordinary user's own coordinator was not found there. */
+			if (strcmp(def, SHMMAP_DEFAULT_SOCKET) == 0 && geteuid() != 0)
+				note = getenv("XDG_RUNTIME_DIR")
+					       ? " (no coordinator of yours at $XDG_RUNTIME_DIR" SHMMAP_USER_SOCKET ")"
+					       : " ($XDG_RUNTIME_DIR is not set: no coordinator of yours was looked for)";
 		}
-		char what[160];
-		snprintf(what, sizeof what, "attach to %s", path);
+		char what[300];
+		snprintf(what, sizeof what, "attach to %s%s", path, note);
 		return fail(what, rc);
 	}
 	int ret = cmd->fn(&c, args);

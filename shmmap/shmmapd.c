@@ -188,7 +188,8 @@ int main(int argc, char **argv)
 	int rc = shmmap__coord_init(&c, &conf, flags, err, sizeof err);
 	if (rc < 0) {
 		fatal("%s", err[0] ? err : shmmap_strerror(rc));
-		shmmap__notify("STATUS=failed to start\nERRNO=%d", -rc);
+		if (-rc < SHMMAP_ERRNO_BASE) /* ERRNO= takes an errno, not our codes */
+			shmmap__notify("STATUS=failed to start\nERRNO=%d", -rc);
 		return 1;
 	}
 	rc = shmmap__coord_start(c);

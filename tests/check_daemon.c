@@ -608,6 +608,12 @@ START_TEST(ordinary_user_without_xdg_runtime_dir)
 			      strstr(err, "[server] socket"),
 		      "exit %d: %s", rc, err);
 	ck_assert(!shm_exists(u.shm));
+	/* shmmapctl tries the system socket and says what it did not try. */
+	char out[4096];
+	rc = ctl_as_nobody(out, sizeof out, NULL, "status", NULL, NULL, NULL);
+	ck_assert_msg(rc != 0 && strstr(out, "attach to " SHMMAP_DEFAULT_SOCKET) &&
+			      strstr(out, "$XDG_RUNTIME_DIR is not set"),
+		      "shmmapctl: exit %d: %s", rc, out);
 	user_env_remove(&u);
 }
 END_TEST
