@@ -25,6 +25,11 @@
  *     whitespace, so inih's multi-line continuation (an indented line
  *     continues the previous value) never applies: indentation is ignored
  *     and every key = value pair stands on its own line.
+ *   - conf_keys is the one list of keys: section, name, kind, range, and
+ *     whether SIGHUP applies it to a running coordinator (reloadable);
+ *     shmmap__conf_fixed_changes() names the others when they differ.
+ *   - Two defaults depend on the effective uid and the environment
+ *     (paths.c): segment.name and server.socket.
  *   - Values as inih hands them: trimmed, with an inline comment removed
  *     only when it starts with ';' after whitespace (Debian's inih
  *     default); '#' starts a comment only at the start of a line.
