@@ -14,7 +14,8 @@
  *
  * Invariants: the address is parsed and checked once, by
  * shmmap__notify_init, before threads start; afterwards only the main
- * thread sends.  A send never blocks (MSG_DONTWAIT) and never raises
+ * thread sends.  A send waits at most NOTIFY_SEND_TIMEOUT_S for room in
+ * systemd's queue (dropping READY=1 would fail the start) and never raises
  * SIGPIPE; a failed send is reported to the caller and changes nothing.
  */
 #include <errno.h>
@@ -25,12 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "notify.h"
 
 #define NOTIFY_MSG_MAX 1024
+#define NOTIFY_SEND_TIMEOUT_S 5
 
 static struct {
 	int fd;
@@ -75,6 +78,8 @@ int shmmap__notify_init(char *err, size_t errlen)
 		snprintf(err, errlen, "$NOTIFY_SOCKET: socket: %s", strerror(-rc));
 		return rc;
 	}
+	struct timeval tv = {.tv_sec = NOTIFY_SEND_TIMEOUT_S};
+	setsockopt(nt.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	return 1;
 }
 
@@ -92,7 +97,7 @@ int shmmap__notify(const char *fmt, ...)
 	size_t len = (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
 	ssize_t w;
 	do
-		w = sendto(nt.fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT,
+		w = sendto(nt.fd, msg, len, MSG_NOSIGNAL,
 			   (const struct sockaddr *)&nt.sa, nt.len);
 	while (w < 0 && errno == EINTR);
 	return w < 0 ? -errno : 0;

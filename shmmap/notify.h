@@ -20,7 +20,8 @@ int shmmap__notify_init(char *err, size_t errlen);
 /*
  * Send one notification: fmt expands to newline-separated KEY=VALUE
  * assignments ("READY=1\nSTATUS=serving").  Returns 0 (also when
- * notifications are off) or a negative errno.  Main thread only.
+ * notifications are off) or a negative errno; waits at most a few seconds
+ * for room in the receiver's queue.  Main thread only.
  */
 __attribute__((format(printf, 1, 2))) int shmmap__notify(const char *fmt, ...);
 
