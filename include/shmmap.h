@@ -118,14 +118,23 @@ typedef struct {
 #define SHMMAP_ECORRUPT (SHMMAP_ERRNO_BASE + 3) /**< a structure in the segment is corrupt */
 #define SHMMAP_EDETACHED (SHMMAP_ERRNO_BASE + 4) /**< this attachment is no longer valid */
 
-/* Default socket path, used when neither the argument nor $SHMMAP_SOCKET names one. */
+/*
+ * The system-wide socket path.  When neither the argument nor
+ * $SHMMAP_SOCKET names a socket, shmmap_attach (like shmmapctl and
+ * shmmapd) uses this one for root and for a user who may write
+ * /run/shmmap; any other user uses $XDG_RUNTIME_DIR/shmmap/shmmap.sock if
+ * a socket exists there (the user's own coordinator, which binds there by
+ * default), and this one otherwise.
+ */
 #define SHMMAP_DEFAULT_SOCKET "/run/shmmap/shmmap.sock"
 
 /**
  * Attach this process to a coordinator.
  *
  * @param socket_path  the coordinator's Unix socket; NULL means the value of
- *                     $SHMMAP_SOCKET, then SHMMAP_DEFAULT_SOCKET.
+ *                     $SHMMAP_SOCKET, then the default (see
+ *                     SHMMAP_DEFAULT_SOCKET: per-user for a user other
+ *                     than root whose own coordinator runs).
  * @param out          receives the new attachment; untouched on failure.
  * @return 0; -EINVAL if out is NULL or the path is too long;
  *         -ECONNREFUSED if no coordinator listens there (no socket file, or

@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "paths.h"
 #include "proto.h"
 
 #define REPLY_TIMEOUT_S 10
@@ -435,10 +436,18 @@ static int attach(const char *socket_path, uint32_t admin, shmmap **out)
 		return -EINVAL;
 	errdetail[0] = '\0';
 	const char *path = socket_path;
+	char def[sizeof ((struct sockaddr_un *)0)->sun_path];
 	if (!path || !*path)
 		path = getenv("SHMMAP_SOCKET");
-	if (!path || !*path)
-		path = SHMMAP_DEFAULT_SOCKET;
+	if (!path || !*path) {
+		int rc = shmmap__default_socket(def, sizeof def, false);
+		if (rc < 0) {
+			set_detail("no socket given, $SHMMAP_SOCKET unset, and no default socket for "
+				   "this user (%s)", shmmap_strerror(rc));
+			return rc;
+		}
+		path = def;
+	}
 	uint32_t flags = 0;
 	const char *ro = getenv("SHMMAP_READONLY");
 	if (ro && *ro == '1')

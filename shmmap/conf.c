@@ -28,6 +28,11 @@
  *     whitespace, so inih's multi-line continuation (an indented line
  *     continues the previous value) never applies: indentation is ignored
  *     and every key = value pair stands on its own line.
+ *   - conf_keys is the one list of keys: section, name, kind, range, and
+ *     whether SIGHUP applies it to a running coordinator (reloadable);
+ *     shmmap__conf_fixed_changes() names the others when they differ.
+ *   - Two defaults depend on the effective uid and the environment
+ *     (paths.c): segment.name and server.socket.
  *   - Values as inih hands them: trimmed, with an inline comment removed
  *     only when it starts with ';' after whitespace (Debian's inih
  *     default); '#' starts a comment only at the start of a line.
@@ -43,12 +48,14 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <ini.h>
 
 #include "conf.h"
 #include "internal.h"
+#include "paths.h"
 
 #define KIB (UINT64_C(1) << 10)
 #define MIB (UINT64_C(1) << 20)
@@ -80,6 +87,7 @@ enum conf_kind {
 	KIND_GIDS, /* list of group names or gids */
 	KIND_POLICY, /* evict | reject */
 	KIND_FILE, /* absolute file path */
+	KIND_LEVEL, /* log level name */
 };
 
 enum conf_key_id {
@@ -95,6 +103,7 @@ enum conf_key_id {
 	K_SRV_ALLOW_GIDS,
 	K_SRV_RO_UIDS,
 	K_SRV_RO_GIDS,
+	K_SRV_LOG_LEVEL,
 	K_MAP_KEY_MAX,
 	K_MAP_VALUE_MAX,
 	K_MAP_BUCKETS,
@@ -108,30 +117,40 @@ enum conf_key_id {
 struct conf_key {
 	const char *section;
 	const char *name;
+	const char *full; /* "section.name" */
 	enum conf_kind kind;
 	uint64_t min, max; /* inclusive, for sizes and numbers */
+	bool reloadable;   /* SIGHUP applies it to a running coordinator */
 };
 
+#define KEY(section, name) section, name, section "." name
 static const struct conf_key conf_keys[K_COUNT] = {
-	[K_SEG_NAME] = { "segment", "name", KIND_NAME, 0, 0 },
-	[K_SEG_SIZE] = { "segment", "size", KIND_SIZE, MIB, TIB },
-	[K_SEG_BASE] = { "segment", "base", KIND_ADDR, 0, 0 },
-	[K_SEG_MODE] = { "segment", "mode", KIND_MODE, 0, 0777 },
-	[K_SEG_MAX_CLIENTS] = { "segment", "max_clients", KIND_UINT, 1, SEG_MAX_CLIENTS_LIMIT },
-	[K_SEG_MAX_MAPS] = { "segment", "max_maps", KIND_UINT, 1, SEG_MAX_MAPS_LIMIT },
-	[K_SRV_SOCKET] = { "server", "socket", KIND_PATH, 0, 0 },
-	[K_SRV_SOCKET_MODE] = { "server", "socket_mode", KIND_MODE, 0, 0777 },
-	[K_SRV_ALLOW_UIDS] = { "server", "allow_uids", KIND_UIDS, 0, 0 },
-	[K_SRV_ALLOW_GIDS] = { "server", "allow_gids", KIND_GIDS, 0, 0 },
-	[K_SRV_RO_UIDS] = { "server", "readonly_uids", KIND_UIDS, 0, 0 },
-	[K_SRV_RO_GIDS] = { "server", "readonly_gids", KIND_GIDS, 0, 0 },
-	[K_MAP_KEY_MAX] = { "map", "key_max", KIND_UINT, 1, 65535 },
-	[K_MAP_VALUE_MAX] = { "map", "value_max", KIND_SIZE, 0, GIB },
-	[K_MAP_BUCKETS] = { "map", "buckets", KIND_POW2, 1, UINT64_C(1) << 26 },
-	[K_MAP_STRIPES] = { "map", "stripes", KIND_POW2, 1, 65536 },
-	[K_MAP_POLICY] = { "map", "policy", KIND_POLICY, 0, 0 },
-	[K_PERS_SNAPSHOT] = { "persistence", "snapshot", KIND_FILE, 0, 0 },
-	[K_PERS_INTERVAL] = { "persistence", "interval", KIND_UINT, 0, 86400 * 365 },
+	[K_SEG_NAME] = { KEY("segment", "name"), KIND_NAME, 0, 0, false },
+	[K_SEG_SIZE] = { KEY("segment", "size"), KIND_SIZE, MIB, TIB, false },
+	[K_SEG_BASE] = { KEY("segment", "base"), KIND_ADDR, 0, 0, false },
+	[K_SEG_MODE] = { KEY("segment", "mode"), KIND_MODE, 0, 0777, false },
+	[K_SEG_MAX_CLIENTS] = { KEY("segment", "max_clients"), KIND_UINT, 1, SEG_MAX_CLIENTS_LIMIT, false },
+	[K_SEG_MAX_MAPS] = { KEY("segment", "max_maps"), KIND_UINT, 1, SEG_MAX_MAPS_LIMIT, false },
+	[K_SRV_SOCKET] = { KEY("server", "socket"), KIND_PATH, 0, 0, false },
+	[K_SRV_SOCKET_MODE] = { KEY("server", "socket_mode"), KIND_MODE, 0, 0777, false },
+	[K_SRV_ALLOW_UIDS] = { KEY("server", "allow_uids"), KIND_UIDS, 0, 0, true },
+	[K_SRV_ALLOW_GIDS] = { KEY("server", "allow_gids"), KIND_GIDS, 0, 0, true },
+	[K_SRV_RO_UIDS] = { KEY("server", "readonly_uids"), KIND_UIDS, 0, 0, true },
+	[K_SRV_RO_GIDS] = { KEY("server", "readonly_gids"), KIND_GIDS, 0, 0, true },
+	[K_SRV_LOG_LEVEL] = { KEY("server", "log_level"), KIND_LEVEL, 0, 0, true },
+	[K_MAP_KEY_MAX] = { KEY("map", "key_max"), KIND_UINT, 1, 65535, false },
+	[K_MAP_VALUE_MAX] = { KEY("map", "value_max"), KIND_SIZE, 0, GIB, false },
+	[K_MAP_BUCKETS] = { KEY("map", "buckets"), KIND_POW2, 1, UINT64_C(1) << 26, false },
+	[K_MAP_STRIPES] = { KEY("map", "stripes"), KIND_POW2, 1, 65536, false },
+	[K_MAP_POLICY] = { KEY("map", "policy"), KIND_POLICY, 0, 0, false },
+	[K_PERS_SNAPSHOT] = { KEY("persistence", "snapshot"), KIND_FILE, 0, 0, false },
+	[K_PERS_INTERVAL] = { KEY("persistence", "interval"), KIND_UINT, 0, 86400 * 365, false },
+};
+
+/* [server] log_level, by syslog priority. */
+static const char *const log_level_names[] = {
+	[LOG_ERR] = "error", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
+	[LOG_INFO] = "info", [LOG_DEBUG] = "debug",
 };
 
 static const char *const conf_sections[] = { "segment", "server", "map", "persistence" };
@@ -430,6 +449,18 @@ static bool conf_set(struct conf_ctx *x, enum conf_key_id id, const char *v)
 		memcpy(x->conf.server.socket, v, len + 1);
 		return true;
 
+	case KIND_LEVEL:
+		for (int lv = LOG_ERR; lv <= LOG_DEBUG; lv++) {
+			if (strcmp(v, log_level_names[lv]) == 0) {
+				x->conf.server.log_level = lv;
+				return true;
+			}
+		}
+		conf_fail(x, -EINVAL, ln, sec, nm,
+			  "unknown level \"%s\" (error, warning, notice, info or debug)%s", v,
+			  comment_hint(v));
+		return false;
+
 	case KIND_UIDS:
 	case KIND_GIDS: {
 		struct conf_ids *ids = ids_of(&x->conf, id);
@@ -696,7 +727,7 @@ static void conf_check(struct conf_ctx *x)
 void shmmap__conf_defaults(struct shmmap_conf *c)
 {
 	memset(c, 0, sizeof(*c));
-	snprintf(c->segment.name, sizeof(c->segment.name), "%s", "/shmmap");
+	shmmap__default_segment(c->segment.name, sizeof(c->segment.name));
 	c->segment.size = 64 * MIB;
 	c->segment.base = UINT64_C(0x200000000000);
 	c->segment.mode = 0600;
@@ -704,17 +735,71 @@ void shmmap__conf_defaults(struct shmmap_conf *c)
 	c->segment.max_maps = 64;
 
 	/* A $SHMMAP_SOCKET too long for sun_path is left to shmmap__conf_load()
-	 * to report; here it falls back to the built-in default. */
+	 * to report; here it falls back to the built-in default.  That default
+	 * is "" when it cannot be made (an ordinary user without
+	 * $XDG_RUNTIME_DIR): shmmapd then says why, unless the file names one. */
 	const char *env = getenv("SHMMAP_SOCKET");
-	if (!env || !*env || strlen(env) >= sizeof(c->server.socket))
-		env = SHMMAP_DEFAULT_SOCKET;
-	snprintf(c->server.socket, sizeof(c->server.socket), "%s", env);
+	if (env && *env && strlen(env) < sizeof(c->server.socket))
+		snprintf(c->server.socket, sizeof(c->server.socket), "%s", env);
+	else
+		shmmap__default_socket(c->server.socket, sizeof(c->server.socket), true);
 	c->server.socket_mode = 0600;
+	c->server.log_level = LOG_INFO;
 
 	c->map.key_max = 250;
 	c->map.value_max = (uint32_t)MIB;
 	c->map.buckets = 16384;
 	c->map.stripes = 256;
+}
+
+static bool ids_equal(const struct conf_ids *a, const struct conf_ids *b)
+{
+	return a->n == b->n && memcmp(a->id, b->id, a->n * sizeof a->id[0]) == 0;
+}
+
+/* Does key id have the same value in a and b? */
+static bool key_equal(const struct shmmap_conf *a, const struct shmmap_conf *b,
+		      enum conf_key_id id)
+{
+	switch (id) {
+	case K_SEG_NAME: return strcmp(a->segment.name, b->segment.name) == 0;
+	case K_SEG_SIZE: return a->segment.size == b->segment.size;
+	case K_SEG_BASE: return a->segment.base == b->segment.base;
+	case K_SEG_MODE: return a->segment.mode == b->segment.mode;
+	case K_SEG_MAX_CLIENTS: return a->segment.max_clients == b->segment.max_clients;
+	case K_SEG_MAX_MAPS: return a->segment.max_maps == b->segment.max_maps;
+	case K_SRV_SOCKET: return strcmp(a->server.socket, b->server.socket) == 0;
+	case K_SRV_SOCKET_MODE: return a->server.socket_mode == b->server.socket_mode;
+	case K_SRV_ALLOW_UIDS: return ids_equal(&a->server.allow_uids, &b->server.allow_uids);
+	case K_SRV_ALLOW_GIDS: return ids_equal(&a->server.allow_gids, &b->server.allow_gids);
+	case K_SRV_RO_UIDS: return ids_equal(&a->server.readonly_uids, &b->server.readonly_uids);
+	case K_SRV_RO_GIDS: return ids_equal(&a->server.readonly_gids, &b->server.readonly_gids);
+	case K_SRV_LOG_LEVEL: return a->server.log_level == b->server.log_level;
+	case K_MAP_KEY_MAX: return a->map.key_max == b->map.key_max;
+	case K_MAP_VALUE_MAX: return a->map.value_max == b->map.value_max;
+	case K_MAP_BUCKETS: return a->map.buckets == b->map.buckets;
+	case K_MAP_STRIPES: return a->map.stripes == b->map.stripes;
+	case K_MAP_POLICY: return a->map.policy == b->map.policy;
+	case K_PERS_SNAPSHOT:
+		return strcmp(a->persistence.snapshot, b->persistence.snapshot) == 0;
+	case K_PERS_INTERVAL: return a->persistence.interval == b->persistence.interval;
+	case K_COUNT: break;
+	}
+	return true;
+}
+
+size_t shmmap__conf_fixed_changes(const struct shmmap_conf *a, const struct shmmap_conf *b,
+				  const char **names, size_t max)
+{
+	size_t n = 0;
+	for (int i = 0; i < K_COUNT; i++) {
+		if (conf_keys[i].reloadable || key_equal(a, b, (enum conf_key_id)i))
+			continue;
+		if (n < max)
+			names[n] = conf_keys[i].full;
+		n++;
+	}
+	return n;
 }
 
 int shmmap__conf_load(struct shmmap_conf *c, const char *path, char *err, size_t errlen)

@@ -38,6 +38,7 @@ struct shmmap_conf {
 		struct conf_ids allow_uids, allow_gids;
 		/* Peers allowed read-only (unless also allowed above). */
 		struct conf_ids readonly_uids, readonly_gids;
+		int log_level;              /* syslog priority LOG_ERR (3)..LOG_DEBUG (7), default LOG_INFO */
 	} server;
 	struct {
 		uint32_t key_max;   /* 1..65535, default 250 */
@@ -64,6 +65,16 @@ void shmmap__conf_defaults(struct shmmap_conf *c);
  * overrides [server] socket.
  */
 int shmmap__conf_load(struct shmmap_conf *c, const char *path, char *err, size_t errlen);
+
+/*
+ * The keys that differ between a and b and that a running coordinator
+ * cannot change (every key but [server] allow_uids, allow_gids,
+ * readonly_uids, readonly_gids and log_level, which SIGHUP reloads):
+ * writes up to max of their names ("segment.size") to names and returns
+ * how many differ.
+ */
+size_t shmmap__conf_fixed_changes(const struct shmmap_conf *a, const struct shmmap_conf *b,
+				  const char **names, size_t max);
 
 /* Parse "123", "64K", "16M", "1G" (also lower case, optional 'B'/"iB"), into bytes. */
 int shmmap__parse_size(const char *s, uint64_t *out);

@@ -32,14 +32,25 @@
  * and sweeping (adopt_repair, at start).  Recoveries, sweeps and map
  * creation and drop are serialised by recover_mu.
  *
+ * Start (shmmap__coord_init): take the segment's lock, bind the socket,
+ * create or adopt the segment, load the snapshot, and only then listen.  A
+ * start that fails leaves no socket file and no segment it created, and
+ * says what to do (another user's segment, a full /dev/shm, a socket
+ * directory this user may not write).
+ *
+ * Reload (shmmap__coord_reload, on SIGHUP): the access lists are an
+ * immutable struct behind an RCU pointer (struct access_lists), replaced
+ * whole; everything else in c->conf is fixed at start.
+ *
  * Snapshots (snapshot.c; see "snapshots" below): loaded at start into a
- * segment created fresh, before the socket is bound; saved by the
+ * segment created fresh, before the socket listens; saved by the
  * housekeeping thread (every [persistence] interval, and on MSG_SAVE, whose
  * reply the I/O thread sends once the save is done), and once more by
  * shmmap__coord_stop after both threads are gone.  One save at a time.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -51,6 +62,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,6 +73,8 @@
 #include "conf.h"
 #include "coordinator.h"
 #include "internal.h"
+#include "log.h"
+#include "paths.h"
 #include "proto.h"
 #include "snapshot.h"
 
@@ -92,8 +106,21 @@ struct session {
 	struct rcu_head rcu;
 };
 
+/*
+ * The settings SIGHUP reloads that threads other than the main one read:
+ * the access lists (the log level is log.c's atomic int).  Immutable once
+ * published in coord.access: the I/O thread reads it under rcu_read_lock
+ * (peer_access); shmmap__coord_reload publishes a new one with
+ * rcu_xchg_pointer and frees the old after synchronize_rcu.
+ */
+struct access_lists {
+	struct conf_ids allow_uids, allow_gids, readonly_uids, readonly_gids;
+};
+
 struct coord {
-	struct shmmap_conf conf;
+	struct shmmap_conf conf;  /* as at start: never changes (see access) */
+	struct access_lists *access; /* RCU-protected, replaced by a reload */
+	bool created;             /* this start created the segment */
 	struct seg seg;
 	struct seg_geom g;
 	struct lock_ctx lk;
@@ -122,21 +149,6 @@ struct coord {
 	uint32_t save_seq;
 	uint64_t save_next_ms;      /* housekeeping: the next interval save (mono_ms) */
 };
-
-__attribute__((format(printf, 1, 2))) static void logf_(const char *fmt, ...)
-{
-	char ts[32];
-	time_t t = time(NULL);
-	struct tm tm;
-	localtime_r(&t, &tm);
-	strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", &tm);
-	char line[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "%s shmmapd[%d]: %s\n", ts, (int)getpid(), line);
-}
 
 static uint64_t mono_ms(void)
 {
@@ -202,7 +214,7 @@ static unsigned take_stripes(struct coord *c, uint32_t owner)
 
 static void log_sweep(const char *why, const struct sweep_report *r)
 {
-	logf_("sweep (%s): %llu blocks in use, %llu freed, %llu pages back to the pool, "
+	log_notice("sweep (%s): %llu blocks in use, %llu freed, %llu pages back to the pool, "
 	      "%u dead slot(s) settled%s",
 	      why, (unsigned long long)r->roots, (unsigned long long)r->freed,
 	      (unsigned long long)r->pages_freed, r->dead_slots,
@@ -221,11 +233,11 @@ static int sweep_or_defer(struct coord *c, const char *what, struct sweep_report
 		log_sweep(what, r);
 	} else if (rc == -EBUSY) {
 		if (!c->sweep_pending)
-			logf_("sweep (%s) deferred: a live process holds an allocator lock "
+			log_warning("sweep (%s) deferred: a live process holds an allocator lock "
 			      "(stopped?); trying again every %d ms", what, HOUSE_MS);
 		c->sweep_pending = true;
 	} else {
-		logf_("sweep (%s) failed: %s", what, shmmap_strerror(rc));
+		log_error("sweep (%s) failed: %s", what, shmmap_strerror(rc));
 		c->sweep_pending = true;
 	}
 	return rc;
@@ -336,7 +348,7 @@ static bool recover_slot_locked(struct coord *c, uint32_t slot)
 	}
 	if (busy) {
 		if (took || freed)
-			logf_("slot %u: released %u stripe lock(s), freed %u block(s) in flight; the "
+			log_warning("slot %u: released %u stripe lock(s), freed %u block(s) in flight; the "
 			      "rest waits for a lock a live process holds (stopped?)", slot, took,
 			      freed);
 		return false;
@@ -350,7 +362,7 @@ static bool recover_slot_locked(struct coord *c, uint32_t slot)
 	if (took || freed || sweep)
 		atomic_fetch_add(&seg_hdr(&c->seg)->recoveries, 1);
 	if (took || freed)
-		logf_("slot %u: released %u stripe lock(s), freed %u block(s) in flight", slot,
+		log_notice("slot %u: released %u stripe lock(s), freed %u block(s) in flight", slot,
 		      took, freed);
 	return true;
 }
@@ -499,12 +511,12 @@ static void adopt_repair(struct coord *c)
 	for (uint32_t m = 0; m < c->g.max_maps; m++) {
 		struct empty_report er = {0};
 		if (shmmap__map_drop_finish(&c->seg, &c->g, &c->lk, m, &er) == 1)
-			logf_("map %u: a half-done drop waits for a stripe held by a live process", m);
+			log_warning("map %u: a half-done drop waits for a stripe held by a live process", m);
 		if (er.deferred)
 			c->sweep_pending = true;
 	}
 	if (took || half)
-		logf_("took over %u lock(s) and %u half-done map change(s) of the previous "
+		log_notice("took over %u lock(s) and %u half-done map change(s) of the previous "
 		      "coordinator", took, half);
 }
 
@@ -578,7 +590,7 @@ static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 			pthread_mutex_lock(&c->recover_mu); /* no sweep meanwhile */
 			if (!entry_usable(c, k, &p)) {
 				pthread_mutex_unlock(&c->recover_mu);
-				logf_("map entry %u passed over: a live process still holds a lock of "
+				log_warning("map entry %u passed over: a live process still holds a lock of "
 				      "its old table", k);
 				continue;
 			}
@@ -586,7 +598,7 @@ static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 			pthread_mutex_unlock(&c->recover_mu);
 			if (rc < 0)
 				return rc;
-			logf_("created map '%s' (index %u)", name, k);
+			log_info("created map '%s' (index %u)", name, k);
 			i = (int)k;
 			break;
 		}
@@ -635,10 +647,10 @@ static int flush_map(struct coord *c, const char *name, char *why, size_t whylen
 			 "map '%.64s' flushed but for %u stripe(s) that a live process holds (%s: "
 			 "stopped?); flush again once it lets go",
 			 name, r.busy, who);
-		logf_("%s", why);
+		log_warning("%s", why);
 		return -EBUSY;
 	}
-	logf_("flushed map '%s'", name);
+	log_info("flushed map '%s'", name);
 	return 0;
 }
 
@@ -663,10 +675,10 @@ static int drop_map(struct coord *c, const char *name)
 	if (rc == 1) {
 		char who[64];
 		owner_text(c, r.busy_owner, who, sizeof who);
-		logf_("dropped map '%s'; %u of its stripe(s) are held by %s (stopped?) and will be "
-		      "emptied once let go", name, r.busy, who);
+		log_warning("dropped map '%s'; %u of its stripe(s) are held by %s (stopped?) and "
+			    "will be emptied once let go", name, r.busy, who);
 	} else {
-		logf_("dropped map '%s'", name);
+		log_info("dropped map '%s'", name);
 	}
 	return 0;
 }
@@ -685,7 +697,7 @@ static void finish_drops(struct coord *c)
 			sweep_deferred(c, "drop");
 		pthread_mutex_unlock(&c->recover_mu);
 		if (rc == 0)
-			logf_("map %u: the drop waiting for a busy stripe is done", m);
+			log_notice("map %u: the drop waiting for a busy stripe is done", m);
 	}
 }
 
@@ -705,9 +717,9 @@ static int save_now(struct coord *c, const char *path, char *why, size_t whylen)
 	if (rc < 0 && why)
 		snprintf(why, whylen, "snapshot not saved: %.230s", err);
 	if (rc < 0)
-		logf_("snapshot not saved: %s", err);
+		log_error("snapshot not saved: %s", err);
 	else
-		logf_("saved %llu entries to %s in %llu ms", (unsigned long long)r.entries, path,
+		log_info("saved %llu entries to %s in %llu ms", (unsigned long long)r.entries, path,
 		      (unsigned long long)(mono_ms() - t0));
 	return rc;
 }
@@ -762,7 +774,7 @@ static int load_open(void *arg, const char *name, uint32_t *key_max, uint32_t *v
 	if (rc == 0)
 		rc = shmmap__map_view(&l->c->seg, &l->c->g, idx, &l->v);
 	if (rc < 0) {
-		logf_("snapshot: map '%s' not loaded: %s", name,
+		log_warning("snapshot: map '%s' not loaded: %s", name,
 		      rc == -ENOSPC ? "no room for another map (segment.max_maps, segment.size)"
 				    : shmmap_strerror(rc));
 		return rc;
@@ -802,9 +814,9 @@ static int load_snapshot(struct coord *c, char *err, size_t errlen)
 	char *slash = strrchr(dir, '/');
 	slash[slash == dir ? 1 : 0] = '\0';
 	if (access(dir, W_OK | X_OK) < 0)
-		logf_("warning: snapshots cannot be saved to %s: %s: %s", path, dir, strerror(errno));
+		log_warning("warning: snapshots cannot be saved to %s: %s: %s", path, dir, strerror(errno));
 	if (c->adopted) {
-		logf_("snapshot %s not loaded: the adopted segment's data is newer", path);
+		log_notice("snapshot %s not loaded: the adopted segment's data is newer", path);
 		return 0;
 	}
 	_Atomic uint64_t *magic = (_Atomic uint64_t *)&seg_hdr(&c->seg)->magic;
@@ -818,7 +830,7 @@ static int load_snapshot(struct coord *c, char *err, size_t errlen)
 	if (rc == -ENOENT) {
 		err[0] = '\0';
 		atomic_store(magic, SEG_MAGIC);
-		logf_("no snapshot at %s: starting empty", path);
+		log_notice("no snapshot at %s: starting empty", path);
 		return 0;
 	}
 	if (rc < 0) {
@@ -837,11 +849,11 @@ static int load_snapshot(struct coord *c, char *err, size_t errlen)
 				evicted += v.stripes[st].evictions;
 	}
 	atomic_store(magic, SEG_MAGIC);
-	logf_("loaded %llu entries of %u maps from %s (%llu expired skipped) in %llu ms",
+	log_info("loaded %llu entries of %u maps from %s (%llu expired skipped) in %llu ms",
 	      (unsigned long long)r.loaded, count_maps(c), path, (unsigned long long)r.expired,
 	      (unsigned long long)(mono_ms() - t0));
 	if (r.no_map || r.too_big || r.no_room || evicted)
-		logf_("snapshot %s: %llu entries of maps that could not be created, %llu over the "
+		log_warning("snapshot %s: %llu entries of maps that could not be created, %llu over the "
 		      "map limits (key_max, value_max) and %llu that did not fit were not loaded, "
 		      "and %llu were evicted to make room: the next save will not have them",
 		      path, (unsigned long long)r.no_map, (unsigned long long)r.too_big,
@@ -898,12 +910,12 @@ static void close_session(struct coord *c, struct session *s, const char *why)
 		c->save_client = NULL; /* its save goes on; nobody to answer */
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
 	if (s->welcomed) {
-		logf_("client pid %d (slot %u) gone: %s", (int)s->pid, s->slot, why);
+		log_info("client pid %d (slot %u) gone: %s", (int)s->pid, s->slot, why);
 		/* Never waits: if recovery is busy, housekeeping finishes it. */
 		recover_slot(c, s->slot, s->slot_gen, false);
 		atomic_fetch_sub(&c->nclients, 1);
 	} else if (why[0]) {
-		logf_("connection from pid %d closed: %s", (int)s->pid, why);
+		log_warning("connection from pid %d closed: %s", (int)s->pid, why);
 	}
 	close(s->fd);
 	rcu_read_lock();
@@ -1000,14 +1012,14 @@ static int handle_hello(struct coord *c, struct session *s, const struct proto_m
 	bool admin = (m->u.hello.flags & HELLO_F_ADMIN) != 0;
 	int slot = assign_slot(c, s, rdonly, admin);
 	if (slot < 0) {
-		logf_("refusing pid %d: no free client slot", (int)s->pid);
+		log_warning("refusing pid %d: no free client slot", (int)s->pid);
 		send_error_why(s->fd, m->seq, slot,
 			       "no free client slot: all %u are taken%s (raise [segment] max_clients, "
 			       "or see shmmapctl clients)",
 			       c->g.max_clients, admin ? "" : " (one is kept for admin tools)");
 		return slot;
 	}
-	logf_("client pid %d uid %u attached as slot %d%s", (int)s->pid, (unsigned)s->uid, slot,
+	log_info("client pid %d uid %u attached as slot %d%s", (int)s->pid, (unsigned)s->uid, slot,
 	      rdonly ? " (read-only)" : "");
 	return welcome(c, s, m->seq, (uint32_t)slot, rdonly);
 }
@@ -1026,11 +1038,11 @@ static int handle_resume(struct coord *c, struct session *s, const struct proto_
 	    sl->start_time != s->start_time || sl->uid != (uint32_t)s->uid ||
 	    atomic_load(&sl->gen) != m->u.resume.slot_gen ||
 	    !atomic_compare_exchange_strong(&c->orphan[slot], &expected, false)) {
-		logf_("refusing to resume pid %d in slot %u: not its slot", (int)s->pid, slot);
+		log_warning("refusing to resume pid %d in slot %u: not its slot", (int)s->pid, slot);
 		return send_error(s->fd, m->seq, -ESTALE);
 	}
 	bool rdonly = (sl->flags & SLOT_F_RDONLY) || s->readonly_only;
-	logf_("client pid %d resumed slot %u", (int)s->pid, slot);
+	log_info("client pid %d resumed slot %u", (int)s->pid, slot);
 	return welcome(c, s, m->seq, slot, rdonly);
 }
 
@@ -1096,7 +1108,7 @@ static uint32_t live_slots(struct coord *c)
 static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 {
 	if (s->refused) {
-		logf_("refusing pid %d: uid %u gid %u not allowed", (int)s->pid, (unsigned)s->uid,
+		log_warning("refusing pid %d: uid %u gid %u not allowed", (int)s->pid, (unsigned)s->uid,
 		      (unsigned)s->gid);
 		send_error_why(s->fd, m->seq, -EACCES,
 			       "uid %u gid %u is not allowed by the coordinator ([server] allow_uids, "
@@ -1203,16 +1215,54 @@ static bool in_ids(const struct conf_ids *ids, uint32_t id)
 }
 
 /* Access of a peer: 2 = read-write, 1 = read-only, 0 = refused.  Root and
- * the coordinator's own uid always have read-write access. */
-static int peer_access(const struct coord *c, uid_t uid, gid_t gid)
+ * the coordinator's own uid always have read-write access; the lists are
+ * the ones in force now (a reload changes them for the next connection). */
+static int peer_access(struct coord *c, uid_t uid, gid_t gid)
 {
-	const struct shmmap_conf *cf = &c->conf;
-	if (uid == 0 || uid == geteuid() || in_ids(&cf->server.allow_uids, uid) ||
-	    in_ids(&cf->server.allow_gids, gid))
+	if (uid == 0 || uid == geteuid())
 		return 2;
-	if (in_ids(&cf->server.readonly_uids, uid) || in_ids(&cf->server.readonly_gids, gid))
-		return 1;
-	return 0;
+	int ac = 0;
+	rcu_read_lock();
+	const struct access_lists *a = rcu_dereference(c->access);
+	if (in_ids(&a->allow_uids, uid) || in_ids(&a->allow_gids, gid))
+		ac = 2;
+	else if (in_ids(&a->readonly_uids, uid) || in_ids(&a->readonly_gids, gid))
+		ac = 1;
+	rcu_read_unlock();
+	return ac;
+}
+
+static struct access_lists *access_from(const struct shmmap_conf *cf)
+{
+	struct access_lists *a = malloc(sizeof *a);
+	if (a) {
+		a->allow_uids = cf->server.allow_uids;
+		a->allow_gids = cf->server.allow_gids;
+		a->readonly_uids = cf->server.readonly_uids;
+		a->readonly_gids = cf->server.readonly_gids;
+	}
+	return a;
+}
+
+void shmmap__coord_reload(struct coord *c, const struct shmmap_conf *conf)
+{
+	const char *fixed[32];
+	size_t n = shmmap__conf_fixed_changes(&c->conf, conf, fixed, 32);
+	for (size_t i = 0; i < n && i < 32; i++)
+		log_warning("reload: %s changed: ignored until shmmapd restarts", fixed[i]);
+	struct access_lists *a = access_from(conf);
+	if (!a) {
+		log_error("reload: out of memory; keeping the current access lists");
+		return;
+	}
+	struct access_lists *old = rcu_xchg_pointer(&c->access, a);
+	synchronize_rcu(); /* no reader still sees old */
+	free(old);
+	shmmap__log_set_level(conf->server.log_level);
+	log_notice("reloaded: allow_uids %u, allow_gids %u, readonly_uids %u, readonly_gids %u "
+		   "entries, log_level %s; attached clients keep their access",
+		   a->allow_uids.n, a->allow_gids.n, a->readonly_uids.n, a->readonly_gids.n,
+		   shmmap__log_level_name(conf->server.log_level));
 }
 
 static void evict_oldest_pending(struct coord *c)
@@ -1234,13 +1284,13 @@ static void accept_one(struct coord *c)
 	int fd = accept4(c->lsock, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0) {
 		if (errno != EAGAIN && errno != EINTR)
-			logf_("accept: %s", strerror(errno));
+			log_error("accept: %s", strerror(errno));
 		return;
 	}
 	struct ucred cr;
 	socklen_t len = sizeof cr;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
-		logf_("SO_PEERCRED: %s", strerror(errno));
+		log_error("SO_PEERCRED: %s", strerror(errno));
 		close(fd);
 		return;
 	}
@@ -1404,7 +1454,7 @@ static void retry_pending(struct coord *c)
 			continue;
 		pthread_mutex_lock(&c->recover_mu);
 		if (atomic_load(&sl->state) == SLOT_DEAD && recover_slot_locked(c, i))
-			logf_("slot %u: recovery that waited for a busy lock is done", i);
+			log_notice("slot %u: recovery that waited for a busy lock is done", i);
 		pthread_mutex_unlock(&c->recover_mu);
 	}
 	pthread_mutex_lock(&c->recover_mu);
@@ -1456,7 +1506,7 @@ static void *house_main(void *arg)
 			if (st == SLOT_FREE) {
 				atomic_store(&c->orphan[i], false);
 			} else if (st == SLOT_DEAD || pid_gone((pid_t)sl->pid, sl->start_time)) {
-				logf_("slot %u (pid %u, from an earlier coordinator) is gone", i, sl->pid);
+				log_notice("slot %u (pid %u, from an earlier coordinator) is gone", i, sl->pid);
 				recover_slot(c, i, atomic_load(&sl->gen), true);
 				atomic_store(&c->orphan[i], false);
 			}
@@ -1473,6 +1523,10 @@ static void *house_main(void *arg)
 
 static int bind_socket(struct coord *c, char *err, size_t errlen)
 {
+	static const char sock_hint[] =
+		"; set [server] socket (or $SHMMAP_SOCKET) to a path in a directory this user "
+		"may write; by default a user other than root uses $XDG_RUNTIME_DIR"
+		SHMMAP_USER_SOCKET;
 	const char *path = c->conf.server.socket;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof sa.sun_path) {
@@ -1488,9 +1542,12 @@ static int bind_socket(struct coord *c, char *err, size_t errlen)
 		*slash = '\0';
 		if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
 			int e = errno;
-			snprintf(err, errlen, "%s: cannot create directory: %s", dir, strerror(e));
+			snprintf(err, errlen, "%s: cannot create the socket's directory: %s%s", dir,
+				 strerror(e), sock_hint);
 			return -e;
 		}
+	} else {
+		snprintf(dir, sizeof dir, "%s", slash ? "/" : ".");
 	}
 	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s < 0)
@@ -1512,15 +1569,79 @@ static int bind_socket(struct coord *c, char *err, size_t errlen)
 		if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0)
 			goto fail;
 	}
-	if (chmod(path, c->conf.server.socket_mode & 0777) < 0 || listen(s, LISTEN_BACKLOG) < 0)
+	/* Bound, not listening yet: until shmmap__coord_init ends, a client
+	 * gets ECONNREFUSED at once rather than waiting on a coordinator that
+	 * is still loading a snapshot (and may yet fail).  The price: in that
+	 * window another coordinator configured with the same socket path
+	 * (and another segment) takes the file for a stale one. */
+	if (chmod(path, c->conf.server.socket_mode & 0777) < 0) {
+		int e = errno;
+		unlink(path);
+		errno = e;
 		goto fail;
+	}
 	c->lsock = s;
 	return 0;
 fail:;
 	int e = errno;
-	snprintf(err, errlen, "%s: %s", path, strerror(e));
+	if (e == EACCES || e == EPERM || e == EROFS)
+		snprintf(err, errlen, "%s: cannot create the socket: %s: directory %s is not "
+			 "writable by uid %u%s", path, strerror(e), dir, (unsigned)geteuid(), sock_hint);
+	else
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
 	close(s);
 	return -e;
+}
+
+/* "user NAME (uid N)" of the shm object called name, or "" if unknown. */
+static void shm_owner(const char *name, char *buf, size_t len)
+{
+	char path[300];
+	struct stat st;
+	buf[0] = '\0';
+	snprintf(path, sizeof path, "/dev/shm%s", name); /* where glibc keeps shm objects */
+	if (stat(path, &st) < 0)
+		return;
+	char pwbuf[1024];
+	struct passwd pw, *res = NULL;
+	if (getpwuid_r(st.st_uid, &pw, pwbuf, sizeof pwbuf, &res) == 0 && res)
+		snprintf(buf, len, "user %s (uid %u)", res->pw_name, (unsigned)st.st_uid);
+	else
+		snprintf(buf, len, "uid %u", (unsigned)st.st_uid);
+}
+
+/* The shm object `object` (the segment or its lock) exists and is not ours
+ * to open: say whose, and how to use another name. */
+static void shm_not_ours(const char *object, const char *segment, int rc, char *err,
+			 size_t errlen)
+{
+	char owner[320];
+	shm_owner(object, owner, sizeof owner);
+	snprintf(err, errlen,
+		 "%s: %s: it belongs to %s, not to uid %u: another user's coordinator uses the "
+		 "segment name %s; give this one another name ([segment] name; the default is "
+		 "/shmmap-UID for users other than root)",
+		 object, strerror(-rc), owner[0] ? owner : "another user", (unsigned)geteuid(),
+		 segment);
+}
+
+/* The segment could not be created: why, with what to do about it. */
+static void create_failed(const struct shmmap_conf *cf, int rc, char *err, size_t errlen)
+{
+	struct statvfs vs;
+	if (rc == -ENOSPC && statvfs("/dev/shm", &vs) == 0) {
+		unsigned long long avail = (unsigned long long)vs.f_bavail * vs.f_frsize;
+		unsigned long long total = (unsigned long long)vs.f_blocks * vs.f_frsize;
+		snprintf(err, errlen,
+			 "%s: cannot create a segment of %llu MiB: /dev/shm is too small "
+			 "(%llu MiB free of %llu MiB): lower [segment] size, or enlarge /dev/shm "
+			 "(mount -o remount,size=... /dev/shm)",
+			 cf->segment.name, (unsigned long long)(cf->segment.size >> 20), avail >> 20,
+			 total >> 20);
+		return;
+	}
+	snprintf(err, errlen, "%s: cannot create segment of %llu bytes: %s", cf->segment.name,
+		 (unsigned long long)cf->segment.size, shmmap_strerror(rc));
 }
 
 /*
@@ -1536,7 +1657,10 @@ static int lock_segment(struct coord *c, char *err, size_t errlen)
 	c->lockfd = shm_open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (c->lockfd < 0) {
 		int e = errno;
-		snprintf(err, errlen, "%s: %s", name, strerror(e));
+		if (e == EACCES || e == EPERM)
+			shm_not_ours(name, c->conf.segment.name, -e, err, errlen);
+		else
+			snprintf(err, errlen, "%s: %s", name, strerror(e));
 		return -e;
 	}
 	if (flock(c->lockfd, LOCK_EX | LOCK_NB) < 0) {
@@ -1571,10 +1695,13 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 	int rc = shmmap__seg_open_existing(cf->segment.name, &p, &c->seg, &c->g);
 	if (rc == 0) {
 		c->adopted = true;
-		logf_("adopted existing segment %s (%llu bytes)", cf->segment.name,
+		log_notice("adopted existing segment %s (%llu bytes)", cf->segment.name,
 		      (unsigned long long)c->seg.len);
+	} else if (rc == -EACCES || rc == -EPERM) {
+		shm_not_ours(cf->segment.name, cf->segment.name, rc, err, errlen);
+		return rc;
 	} else if (rc != -ENOENT && half_loaded(cf->segment.name)) {
-		logf_("%s: its coordinator died while loading a snapshot into it: replacing it",
+		log_warning("%s: its coordinator died while loading a snapshot into it: replacing it",
 		      cf->segment.name);
 		shm_unlink(cf->segment.name);
 		rc = -ENOENT;
@@ -1587,18 +1714,18 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 				 cf->segment.name, shmmap_strerror(rc));
 			return rc;
 		}
-		logf_("--reinit: replacing %s (%s)", cf->segment.name, shmmap_strerror(rc));
+		log_warning("--reinit: replacing %s (%s)", cf->segment.name, shmmap_strerror(rc));
 		shm_unlink(cf->segment.name);
 		rc = -ENOENT;
 	}
 	if (rc == -ENOENT) {
 		rc = shmmap__seg_create(cf->segment.name, cf->segment.mode, &p, &c->seg, &c->g);
 		if (rc < 0) {
-			snprintf(err, errlen, "%s: cannot create segment of %llu bytes: %s",
-				 cf->segment.name, (unsigned long long)p.size, shmmap_strerror(rc));
+			create_failed(cf, rc, err, errlen);
 			return rc;
 		}
-		logf_("created segment %s: %llu bytes, %u pages of %u KiB, at %p%s",
+		c->created = true;
+		log_info("created segment %s: %llu bytes, %u pages of %u KiB, at %p%s",
 		      cf->segment.name, (unsigned long long)c->seg.len, c->g.npages,
 		      SEG_PAGE / 1024, (void *)c->seg.base,
 		      c->seg.at_agreed_base ? "" : " (not at the agreed base)");
@@ -1626,7 +1753,17 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	pthread_mutex_init(&c->save_mu, NULL);
 	c->start_ms = mono_ms();
 	c->save_next_ms = c->start_ms + (uint64_t)conf->persistence.interval * 1000u;
-	int rc = lock_segment(c, err, errlen);
+	shmmap__log_set_level(conf->server.log_level);
+	int rc = -ENOMEM;
+	c->access = access_from(conf);
+	if (!c->access)
+		goto fail;
+	/* Lock, bind, then the segment: a start that cannot serve (the socket
+	 * path is taken or not writable) fails before it creates anything. */
+	rc = lock_segment(c, err, errlen);
+	if (rc < 0)
+		goto fail;
+	rc = bind_socket(c, err, errlen);
 	if (rc < 0)
 		goto fail;
 	rc = setup_segment(c, flags, err, errlen);
@@ -1660,13 +1797,8 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 		pthread_mutex_unlock(&c->recover_mu);
 	}
 	rc = load_snapshot(c, err, errlen);
-	if (rc < 0) {
-		shm_unlink(c->conf.segment.name); /* ours, made for the load: start over next time */
-		goto fail;
-	}
-	rc = bind_socket(c, err, errlen);
 	if (rc < 0)
-		goto fail;
+		goto fail; /* the segment is ours, made for the load: start over next time */
 	c->sessions = cds_lfht_new(64, 64, 0, CDS_LFHT_AUTO_RESIZE, NULL);
 	c->epfd = epoll_create1(EPOLL_CLOEXEC);
 	c->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1675,14 +1807,23 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 		snprintf(err, errlen, "cannot set up the event loop");
 		goto fail;
 	}
+	if (listen(c->lsock, LISTEN_BACKLOG) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: listen: %s", c->conf.server.socket, strerror(-rc));
+		goto fail;
+	}
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->lsock};
 	epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->lsock, &ev);
 	ev.data.ptr = &c->wakefd;
 	epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->wakefd, &ev);
-	logf_("listening on %s", c->conf.server.socket);
+	log_info("listening on %s", c->conf.server.socket);
 	*out = c;
 	return 0;
 fail:
+	/* Leave nothing behind: a segment this start created goes (an adopted
+	 * one stays, with its data); coord_free removes the socket file. */
+	if (c->created)
+		shm_unlink(c->conf.segment.name);
 	shmmap__coord_free(c);
 	return rc;
 }
@@ -1745,6 +1886,7 @@ void shmmap__coord_free(struct coord *c)
 		close(c->lockfd);
 	free(c->orphan);
 	free(c->reclaim_at);
+	free(c->access); /* the threads, its only readers, are gone */
 	pthread_mutex_destroy(&c->recover_mu);
 	pthread_mutex_destroy(&c->save_mu);
 	free(c);

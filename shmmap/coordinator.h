@@ -14,10 +14,21 @@ struct coord;
 
 #define COORD_REINIT 0x1u /* replace a segment that does not validate */
 
-/* Create or adopt the segment and bind the socket.  On failure returns a
- * negative errno and writes a message to err. */
+/* Take the segment's lock, bind the socket, then create or adopt the
+ * segment (and load the snapshot).  On failure returns a negative errno,
+ * writes a message to err and leaves nothing behind (no socket file, no
+ * segment it created). */
 int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsigned flags,
 		       char *err, size_t errlen);
+/*
+ * Apply a reloaded configuration to a running coordinator: the access
+ * lists ([server] allow_uids, allow_gids, readonly_uids, readonly_gids),
+ * for the connections accepted from now on, and the log level.  Every other
+ * key that differs from the start's configuration is logged as ignored
+ * (it needs a restart).  One caller at a time, never inside an RCU read-side
+ * section (it waits for a grace period); shmmapd calls it on SIGHUP.
+ */
+void shmmap__coord_reload(struct coord *c, const struct shmmap_conf *conf);
 /* Start the I/O and housekeeping threads. */
 int shmmap__coord_start(struct coord *c);
 /* Ask the threads to stop and wait for them (call from any thread), then

@@ -57,6 +57,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "paths.h"
 #include "proto.h"
 
 enum { RC_OK = 0, RC_NOTFOUND = 1, RC_USAGE = 2, RC_PROBLEMS = 3, RC_FAIL = 4 };
@@ -118,7 +119,9 @@ static const char usage_text[] =
 	"                               locks and writes, counters, leaks, free lists)\n"
 	"options:\n"
 	"  -s, --socket PATH  the coordinator's socket (default: $SHMMAP_SOCKET, then\n"
-	"                     " SHMMAP_DEFAULT_SOCKET ")\n"
+	"                     " SHMMAP_DEFAULT_SOCKET "; for a user other\n"
+	"                     than root, $XDG_RUNTIME_DIR" SHMMAP_USER_SOCKET "\n"
+	"                     if their own coordinator listens there)\n"
 	"      --json         machine-readable output (not for metrics and top)\n"
 	"      --ttl S        (put) seconds until the entry expires, 0 = never\n"
 	"      --interval MS  (top) refresh every MS milliseconds (default 1000)\n"
@@ -2125,10 +2128,19 @@ int main(int argc, char **argv)
 	int rc = shmmap__attach_admin(c.sock, &c.sm);
 	if (rc < 0) {
 		const char *path = c.sock ? c.sock : getenv("SHMMAP_SOCKET");
-		if (!path || !*path)
-			path = SHMMAP_DEFAULT_SOCKET;
-		char what[160];
-		snprintf(what, sizeof what, "attach to %s", path);
+		char def[108];
+		const char *note = "";
+		if (!path || !*path) {
+			shmmap__default_socket(def, sizeof def, false);
+			path = def;
+			/* An ordinary user's own coordinator was not found there. */
+			if (strcmp(def, SHMMAP_DEFAULT_SOCKET) == 0 && geteuid() != 0)
+				note = getenv("XDG_RUNTIME_DIR")
+					       ? " (no coordinator of yours at $XDG_RUNTIME_DIR" SHMMAP_USER_SOCKET ")"
+					       : " ($XDG_RUNTIME_DIR is not set: no coordinator of yours was looked for)";
+		}
+		char what[300];
+		snprintf(what, sizeof what, "attach to %s%s", path, note);
 		return fail(what, rc);
 	}
 	int ret = cmd->fn(&c, args);

@@ -3,26 +3,39 @@
  * Copyright (c) 2026 the shmmap authors
  *
  * shmmapd.c - the coordinator's main program: options, configuration,
- * signals, daemonizing.  The service itself is coordinator.c.
+ * signals, daemonizing, and telling systemd how it goes.  The service
+ * itself is coordinator.c.
  *
  *   shmmapd [-c FILE] [--foreground] [--reinit] [--check-config]
  *
- * SIGINT and SIGTERM stop it cleanly (the segment and its data stay for
- * the next start); they are blocked in every thread and taken with
- * sigwait() by the main thread alone.
+ * Signals are blocked in every thread and taken with sigwait() by the main
+ * thread alone:
+ *   - SIGINT, SIGTERM stop it cleanly (the segment and its data stay for
+ *     the next start);
+ *   - SIGHUP reloads the configuration file: the access lists and the log
+ *     level change (shmmap__coord_reload), clients stay attached; a file
+ *     that does not load leaves everything as it was.
+ * Under systemd (Type=notify, $NOTIFY_SOCKET; notify.c) it reports READY=1
+ * once the socket listens and the threads run, RELOADING=1 then READY=1
+ * around a reload, STOPPING=1 on the way out, and STATUS= lines.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conf.h"
 #include "coordinator.h"
 #include "internal.h"
+#include "log.h"
+#include "notify.h"
+#include "paths.h"
 
 static void usage(FILE *f)
 {
@@ -35,6 +48,65 @@ static void usage(FILE *f)
 		"      --check-config  validate the configuration and exit\n"
 		"  -V, --version       print the version and exit\n"
 		"  -h, --help          this text\n");
+}
+
+/* A failure to start: to the journal with its priority, else as before
+ * ("shmmapd: why" on stderr, for whoever ran it). */
+__attribute__((format(printf, 1, 2))) static void fatal(const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (shmmap__log_to_journal())
+		log_error("%s", msg);
+	else
+		fprintf(stderr, "shmmapd: %s\n", msg);
+}
+
+/* Why the configuration names no socket: only an ordinary user without
+ * $XDG_RUNTIME_DIR, or one whose path is too long, gets no default. */
+static void no_socket(void)
+{
+	char buf[108];
+	if (shmmap__default_socket(buf, sizeof buf, true) == -ENAMETOOLONG)
+		fatal("no socket path: $XDG_RUNTIME_DIR" SHMMAP_USER_SOCKET " is too long for a "
+		      "Unix socket; set [server] socket or $SHMMAP_SOCKET");
+	else
+		fatal("no socket path: uid %u may not write " SHMMAP_SYSTEM_RUNDIR " and "
+		      "$XDG_RUNTIME_DIR is not set (a user other than root listens on "
+		      "$XDG_RUNTIME_DIR" SHMMAP_USER_SOCKET "); set XDG_RUNTIME_DIR, or [server] "
+		      "socket or $SHMMAP_SOCKET", (unsigned)geteuid());
+}
+
+static unsigned long long mono_usec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (unsigned long long)ts.tv_sec * 1000000u + (unsigned long long)ts.tv_nsec / 1000u;
+}
+
+/* SIGHUP: load the file again and apply what can change at run time.
+ * MONOTONIC_USEC is what systemd 253+ wants with RELOADING=1 (for
+ * Type=notify-reload); older ones ignore it. */
+static void reload(struct coord *c, const char *path, const char *sock)
+{
+	shmmap__notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s", mono_usec(),
+		       path ? path : "(no file)");
+	if (!path) {
+		log_notice("SIGHUP: no configuration file (-c) to reload");
+	} else {
+		struct shmmap_conf nc;
+		char err[512];
+		shmmap__conf_defaults(&nc);
+		log_notice("SIGHUP: reloading %s", path);
+		if (shmmap__conf_load(&nc, path, err, sizeof err) < 0)
+			log_error("reload: %s; keeping the current settings", err);
+		else
+			shmmap__coord_reload(c, &nc);
+	}
+	shmmap__notify("READY=1\nSTATUS=serving on %s", sock);
 }
 
 int main(int argc, char **argv)
@@ -50,6 +122,7 @@ int main(int argc, char **argv)
 	};
 	const char *path = NULL;
 	bool foreground = false, check_only = false;
+	shmmap__log_init();
 	unsigned flags = 0;
 	int ch;
 	while ((ch = getopt_long(argc, argv, "c:fhV", opts, NULL)) != -1) {
@@ -72,13 +145,20 @@ int main(int argc, char **argv)
 	char err[512];
 	shmmap__conf_defaults(&conf);
 	if (path && shmmap__conf_load(&conf, path, err, sizeof err) < 0) {
-		fprintf(stderr, "shmmapd: %s\n", err);
+		fatal("%s", err);
+		return 1;
+	}
+	if (!conf.server.socket[0]) {
+		no_socket();
 		return 1;
 	}
 	if (check_only) {
 		printf("%s: configuration ok\n", path ? path : "(defaults)");
 		return 0;
 	}
+
+	if (shmmap__notify_init(err, sizeof err) < 0)
+		log_warning("%s: not notifying systemd", err);
 
 	int ready[2] = {-1, -1};
 	if (!foreground) {
@@ -113,15 +193,19 @@ int main(int argc, char **argv)
 	struct coord *c;
 	int rc = shmmap__coord_init(&c, &conf, flags, err, sizeof err);
 	if (rc < 0) {
-		fprintf(stderr, "shmmapd: %s\n", err[0] ? err : shmmap_strerror(rc));
+		fatal("%s", err[0] ? err : shmmap_strerror(rc));
+		if (-rc < SHMMAP_ERRNO_BASE) /* ERRNO= takes an errno, not our codes */
+			shmmap__notify("STATUS=failed to start\nERRNO=%d", -rc);
 		return 1;
 	}
 	rc = shmmap__coord_start(c);
 	if (rc < 0) {
-		fprintf(stderr, "shmmapd: cannot start threads: %s\n", shmmap_strerror(rc));
+		fatal("cannot start threads: %s", shmmap_strerror(rc));
 		shmmap__coord_free(c);
 		return 1;
 	}
+	/* The socket listens (since coord_init) and the threads serve it. */
+	shmmap__notify("READY=1\nSTATUS=serving on %s", conf.server.socket);
 	if (ready[1] >= 0) {
 		char ok = 0;
 		if (write(ready[1], &ok, 1) < 0) { /* the parent then reports failure */ }
@@ -134,12 +218,17 @@ int main(int argc, char **argv)
 		}
 	}
 	int sig = 0;
-	do {
-		sigwait(&set, &sig);
-	} while (sig == SIGHUP); /* nothing to reload yet */
-	fprintf(stderr, "shmmapd: %s: shutting down\n", strsignal(sig));
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig != SIGHUP)
+			break;
+		reload(c, path, conf.server.socket);
+	}
+	shmmap__notify("STOPPING=1\nSTATUS=stopping (%s)", strsignal(sig));
+	log_notice("%s: shutting down", strsignal(sig));
 	shmmap__coord_free(c);
-	fprintf(stderr, "shmmapd: stopped; the segment %s and its data are kept\n",
-		conf.segment.name);
+	log_notice("stopped; the segment %s and its data are kept", conf.segment.name);
+	shmmap__notify_close();
 	return 0;
 }

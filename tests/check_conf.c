@@ -17,10 +17,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "conf.h"
 #include "internal.h"
+#include "paths.h"
 #include "testutil.h"
 #include "shmmap.h"
 
@@ -70,6 +75,7 @@ static void assert_conf_eq(const struct shmmap_conf *a, const struct shmmap_conf
 	ck_assert_uint_eq(a->segment.max_maps, b->segment.max_maps);
 	ck_assert_str_eq(a->server.socket, b->server.socket);
 	ck_assert_uint_eq(a->server.socket_mode, b->server.socket_mode);
+	ck_assert_int_eq(a->server.log_level, b->server.log_level);
 	ck_assert_uint_eq(a->map.key_max, b->map.key_max);
 	ck_assert_uint_eq(a->map.value_max, b->map.value_max);
 	ck_assert_uint_eq(a->map.buckets, b->map.buckets);
@@ -107,6 +113,7 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c.segment.max_maps, 64);
 	ck_assert_str_eq(c.server.socket, SHMMAP_DEFAULT_SOCKET);
 	ck_assert_uint_eq(c.server.socket_mode, 0600);
+	ck_assert_int_eq(c.server.log_level, LOG_INFO);
 	ck_assert_uint_eq(c.map.key_max, 250);
 	ck_assert_uint_eq(c.map.value_max, 1u << 20);
 	ck_assert_uint_eq(c.map.buckets, 16384);
@@ -119,10 +126,13 @@ START_TEST(test_shipped_ini)
 	struct shmmap_conf c, d;
 	unsetenv("SHMMAP_SOCKET");
 	shmmap__conf_defaults(&d);
-	/* Start from something else, so that every key must be in the file. */
+	/* Start from something else, so that every key must be in the file;
+	 * but segment.name and server.socket, whose defaults depend on the
+	 * user, are only comments there. */
 	memset(&c, 0, sizeof(c));
+	memcpy(c.segment.name, d.segment.name, sizeof c.segment.name);
+	memcpy(c.server.socket, d.server.socket, sizeof c.server.socket);
 	load_good(&c, "../../conf/shmmap.ini");
-	ck_assert_str_eq(c.server.socket, "/run/shmmap/shmmap.sock");
 	assert_conf_eq(&c, &d); /* the shipped file spells out the defaults */
 }
 END_TEST
@@ -143,6 +153,7 @@ START_TEST(test_good_full)
 	ck_assert_uint_eq(c.segment.max_maps, 1);
 	ck_assert_str_eq(c.server.socket, "/tmp/shmmap-test.sock");
 	ck_assert_uint_eq(c.server.socket_mode, 0666);
+	ck_assert_int_eq(c.server.log_level, LOG_DEBUG);
 	ck_assert_uint_eq(c.map.key_max, 65535);
 	ck_assert_uint_eq(c.map.value_max, 0);
 	ck_assert_uint_eq(c.map.buckets, 1u << 26);
@@ -264,6 +275,8 @@ static const struct bad_case bad_cases[] = {
 	{ "bad-buckets-pow2.ini", -EINVAL, ":2: map.buckets: ", "not a power of two" },
 	{ "bad-stripes-range.ini", -EINVAL, ":3: map.stripes: ", "out of range" },
 	{ "bad-policy.ini", -EINVAL, ":2: map.policy: ", "unknown policy \"lru\" (evict or reject)" },
+	{ "bad-log-level.ini", -EINVAL, ":3: server.log_level: ",
+	  "unknown level \"crit\" (error, warning, notice, info or debug)" },
 	{ "bad-snapshot-relative.ini", -EINVAL, ":2: persistence.snapshot: ", "not an absolute path" },
 	{ "bad-interval.ini", -EINVAL, ":3: persistence.interval: ", "bad number" },
 	{ "bad-empty-value.ini", -EINVAL, ":5: map.key_max: ", "empty value" },
@@ -623,6 +636,112 @@ START_TEST(test_env_socket_too_long)
 }
 END_TEST
 
+/* ---- reload: which keys need a restart -------------------------------- */
+
+START_TEST(test_fixed_changes)
+{
+	struct shmmap_conf a, b;
+	const char *names[8];
+	unsetenv("SHMMAP_SOCKET");
+	shmmap__conf_defaults(&a);
+	b = a;
+	ck_assert_uint_eq(shmmap__conf_fixed_changes(&a, &b, names, 8), 0);
+	/* What SIGHUP applies is not reported. */
+	b.server.allow_uids.n = 1;
+	b.server.allow_uids.id[0] = 1000;
+	b.server.readonly_gids.n = 2;
+	b.server.log_level = LOG_DEBUG;
+	ck_assert_uint_eq(shmmap__conf_fixed_changes(&a, &b, names, 8), 0);
+	/* Everything else is, in the table's order. */
+	b.segment.size *= 2;
+	snprintf(b.server.socket, sizeof b.server.socket, "/tmp/other.sock");
+	b.persistence.interval = 5;
+	ck_assert_uint_eq(shmmap__conf_fixed_changes(&a, &b, names, 8), 3);
+	ck_assert_str_eq(names[0], "segment.size");
+	ck_assert_str_eq(names[1], "server.socket");
+	ck_assert_str_eq(names[2], "persistence.interval");
+	/* Counted even beyond max. */
+	ck_assert_uint_eq(shmmap__conf_fixed_changes(&a, &b, names, 1), 3);
+	ck_assert_str_eq(names[0], "segment.size");
+}
+END_TEST
+
+/* ---- per-user defaults ------------------------------------------------ */
+
+/* Bind a Unix socket at path (the directory exists); returns its fd. */
+static int bind_at(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	ck_assert(strlen(path) < sizeof sa.sun_path);
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_msg(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "bind %s: %s", path,
+		      strerror(errno));
+	return fd;
+}
+
+START_TEST(test_defaults_ordinary_user)
+{
+	if (geteuid() != 0) {
+		fprintf(stderr, "SKIP test_defaults_ordinary_user: needs root (seteuid)\n");
+		return;
+	}
+	char xdg[] = "/tmp/check_conf-xdg-XXXXXX", dir[128], sock[160], buf[108];
+	ck_assert_ptr_nonnull(mkdtemp(xdg));
+	ck_assert_int_eq(chmod(xdg, 0755), 0);
+	snprintf(dir, sizeof dir, "%s/shmmap", xdg);
+	snprintf(sock, sizeof sock, "%s/shmmap/shmmap.sock", xdg);
+	unsetenv("SHMMAP_SOCKET");
+	ck_assert_int_eq(setenv("XDG_RUNTIME_DIR", xdg, 1), 0);
+
+	/* Root: the system-wide names, whatever $XDG_RUNTIME_DIR says. */
+	struct shmmap_conf c;
+	shmmap__conf_defaults(&c);
+	ck_assert_str_eq(c.segment.name, "/shmmap");
+	ck_assert_str_eq(c.server.socket, SHMMAP_DEFAULT_SOCKET);
+
+	ck_assert_int_eq(seteuid(65534), 0);
+	shmmap__conf_defaults(&c);
+	ck_assert_str_eq(c.segment.name, "/shmmap-65534");
+	ck_assert_str_eq(c.server.socket, sock);
+	/* A client finds no coordinator of its own there: the system one. */
+	ck_assert_int_eq(shmmap__default_socket(buf, sizeof buf, false), 0);
+	ck_assert_str_eq(buf, SHMMAP_DEFAULT_SOCKET);
+	/* Without $XDG_RUNTIME_DIR (or with a relative one) a coordinator has
+	 * no default; a client still tries the system one. */
+	unsetenv("XDG_RUNTIME_DIR");
+	ck_assert_int_eq(shmmap__default_socket(buf, sizeof buf, true), -ENOENT);
+	shmmap__conf_defaults(&c);
+	ck_assert_str_eq(c.server.socket, "");
+	ck_assert_int_eq(shmmap__default_socket(buf, sizeof buf, false), 0);
+	ck_assert_str_eq(buf, SHMMAP_DEFAULT_SOCKET);
+	ck_assert_int_eq(setenv("XDG_RUNTIME_DIR", "relative/dir", 1), 0);
+	ck_assert_int_eq(shmmap__default_socket(buf, sizeof buf, true), -ENOENT);
+	/* Too long for sun_path. */
+	char longx[120];
+	memset(longx, 'x', sizeof longx - 1);
+	longx[0] = '/';
+	longx[sizeof longx - 1] = '\0';
+	ck_assert_int_eq(setenv("XDG_RUNTIME_DIR", longx, 1), 0);
+	ck_assert_int_eq(shmmap__default_socket(buf, sizeof buf, true), -ENAMETOOLONG);
+	ck_assert_int_eq(seteuid(0), 0);
+
+	/* With the user's own coordinator listening, the client goes there. */
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	int fd = bind_at(sock);
+	ck_assert_int_eq(setenv("XDG_RUNTIME_DIR", xdg, 1), 0);
+	ck_assert_int_eq(seteuid(65534), 0);
+	ck_assert_int_eq(shmmap__default_socket(buf, sizeof buf, false), 0);
+	ck_assert_str_eq(buf, sock);
+	ck_assert_int_eq(seteuid(0), 0);
+	close(fd);
+	unlink(sock);
+	rmdir(dir);
+	rmdir(xdg);
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
 	Suite *s = suite_create("conf");
@@ -657,6 +776,14 @@ static Suite *conf_suite(void)
 	tc = tcase_create("parse_size");
 	tcase_add_loop_test(tc, test_parse_size, 0, (int)(sizeof(size_cases) / sizeof(size_cases[0])));
 	tcase_add_test(tc, test_parse_size_null);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("reload");
+	tcase_add_test(tc, test_fixed_changes);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("users");
+	tcase_add_test(tc, test_defaults_ordinary_user);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("env");

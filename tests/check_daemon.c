@@ -1,0 +1,813 @@
+/*
+ * check_daemon.c - shmmapd as a service: the sd_notify protocol (READY=1
+ * only once the socket accepts, RELOADING=1/READY=1 around SIGHUP,
+ * STOPPING=1, an unusable $NOTIFY_SOCKET ignored), the log (journald's
+ * "<N>" prefixes when $JOURNAL_STREAM names stderr, the level filter),
+ * SIGHUP reloads (access lists, log level, a broken file keeps the old
+ * settings, fixed keys reported), an ordinary user's daemon, shmmapctl and
+ * client on the per-user defaults, start failures that leave nothing
+ * behind with messages that say what to do, and the systemd unit.
+ *
+ * Tests that switch uids need root and /usr/bin/setpriv; without them they
+ * say "SKIP" on stderr and pass.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define NOBODY 65534
+
+static struct tu_coord co;
+
+static void teardown(void)
+{
+	tu_coord_cleanup(&co);
+}
+
+static bool can_switch_uid(const char *test)
+{
+	if (geteuid() == 0 && access("/usr/bin/setpriv", X_OK) == 0)
+		return true;
+	fprintf(stderr, "SKIP %s: needs root and /usr/bin/setpriv\n", test);
+	return false;
+}
+
+/* ---- files and logs ---- */
+
+static char *slurp(const char *path)
+{
+	static char buf[1 << 17];
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return buf;
+}
+
+static size_t count_in(const char *path, const char *needle)
+{
+	const char *l = slurp(path);
+	size_t n = 0;
+	for (const char *p = l; p && (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+struct log_wait {
+	const char *path, *needle;
+	size_t n; /* at least this many occurrences */
+};
+
+static bool log_has(void *arg)
+{
+	struct log_wait *w = arg;
+	return count_in(w->path, w->needle) >= w->n;
+}
+
+#define WAIT_LOG(path_, needle_, n_)                                                     \
+	do {                                                                             \
+		struct log_wait w_ = {(path_), (needle_), (n_)};                         \
+		ck_assert_msg(tu_wait(log_has, &w_, 10000), "no \"%s\" (x%zu) in the log:\n%s", \
+			      w_.needle, w_.n, slurp(w_.path));                          \
+	} while (0)
+
+/* Rewrite co's config (the layout tu_coord_start writes) with other extras. */
+static void rewrite_conf(const struct tu_coord *c, const char *extra)
+{
+	char tmp[320];
+	snprintf(tmp, sizeof tmp, "%s.new", c->conf);
+	FILE *f = fopen(tmp, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[segment]\nname = %s\nsize = 8M\n\n[server]\nsocket = %s\n\n%s\n", c->shm,
+		c->sock, extra);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(rename(tmp, c->conf), 0); /* the daemon never reads half a file */
+}
+
+static bool accepts(void *arg)
+{
+	const char *path = arg;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	bool ok = s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof sa) == 0;
+	if (s >= 0)
+		close(s);
+	return ok;
+}
+
+/* Start shmmapd on c's config without waiting for anything. */
+static pid_t spawn_coord(const struct tu_coord *c)
+{
+	pid_t pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(c->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
+		execl(getenv("SHMMAPD"), "shmmapd", "-c", c->conf, "--foreground", (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* ---- sd_notify ---- */
+
+/* A datagram socket playing systemd's part; name "@..." is abstract. */
+static int notify_listen(const char *name)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	size_t n = strlen(name);
+	ck_assert(n < sizeof sa.sun_path);
+	memcpy(sa.sun_path, name, n);
+	if (name[0] == '@')
+		sa.sun_path[0] = '\0';
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fd, 0);
+	socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
+				    (name[0] == '@' ? 0 : 1));
+	ck_assert_msg(bind(fd, (struct sockaddr *)&sa, len) == 0, "bind %s: %s", name,
+		      strerror(errno));
+	ck_assert_int_eq(setenv("NOTIFY_SOCKET", name, 1), 0);
+	return fd;
+}
+
+/* The next notification (NUL-terminated), or fail after 10 s. */
+static void notify_next(int fd, char *buf, size_t cap)
+{
+	struct pollfd p = {fd, POLLIN, 0};
+	ck_assert_msg(poll(&p, 1, 10000) == 1, "no notification within 10 s");
+	ssize_t n = recv(fd, buf, cap - 1, 0);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+}
+
+START_TEST(notify_ready_only_once_listening)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	char name[64], msg[1024];
+	snprintf(name, sizeof name, "@shmmap-test-notify-%d", (int)getpid());
+	int fd = notify_listen(name);
+	co.pid = spawn_coord(&co);
+	notify_next(fd, msg, sizeof msg);
+	/* The first word it says is READY=1, and by then the socket accepts. */
+	ck_assert_msg(strncmp(msg, "READY=1\n", 8) == 0, "first notification: %s", msg);
+	ck_assert_msg(accepts(co.sock), "READY=1 before the socket accepts");
+	ck_assert_msg(strstr(msg, "STATUS=serving on ") != NULL, "%s", msg);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_detach(sm);
+	kill(co.pid, SIGTERM);
+	notify_next(fd, msg, sizeof msg);
+	ck_assert_msg(strncmp(msg, "STOPPING=1\n", 11) == 0, "on SIGTERM: %s", msg);
+	int st = tu_waitpid(co.pid, 10000);
+	co.pid = 0;
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+	close(fd);
+}
+END_TEST
+
+START_TEST(notify_reload_and_path_socket)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	char name[300], msg[1024];
+	snprintf(name, sizeof name, "%s/notify", co.dir);
+	int fd = notify_listen(name);
+	co.pid = spawn_coord(&co);
+	notify_next(fd, msg, sizeof msg);
+	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
+	kill(co.pid, SIGHUP);
+	notify_next(fd, msg, sizeof msg);
+	ck_assert_msg(strncmp(msg, "RELOADING=1\nMONOTONIC_USEC=", 27) == 0, "on SIGHUP: %s", msg);
+	char *end;
+	unsigned long long us = strtoull(msg + 27, &end, 10);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ck_assert_msg(us > 0 && *end == '\n' &&
+			      us <= (unsigned long long)ts.tv_sec * 1000000u + (unsigned long long)ts.tv_nsec / 1000u,
+		      "MONOTONIC_USEC: %s", msg);
+	notify_next(fd, msg, sizeof msg);
+	ck_assert_msg(strncmp(msg, "READY=1\n", 8) == 0, "after the reload: %s", msg);
+	/* Still serving. */
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_detach(sm);
+	kill(co.pid, SIGTERM);
+	notify_next(fd, msg, sizeof msg);
+	ck_assert_msg(strstr(msg, "STOPPING=1") != NULL, "%s", msg);
+	int st = tu_waitpid(co.pid, 10000);
+	co.pid = 0;
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+	close(fd);
+	unlink(name);
+}
+END_TEST
+
+/* A $NOTIFY_SOCKET that cannot be right is reported and ignored. */
+static const char *const bad_notify[] = {
+	"relative/notify.sock",
+	"@" /* empty abstract name */,
+	"vsock:2:1234",
+	NULL, /* an abstract name longer than sun_path: built below */
+	NULL, /* a path longer than sun_path */
+};
+
+START_TEST(notify_bad_socket_is_ignored)
+{
+	char longname[300];
+	const char *v = bad_notify[_i];
+	if (!v) {
+		memset(longname, 'n', 200);
+		longname[0] = _i == 3 ? '@' : '/';
+		longname[200] = '\0';
+		v = longname;
+	}
+	ck_assert_int_eq(setenv("NOTIFY_SOCKET", v, 1), 0);
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_detach(sm);
+	WAIT_LOG(co.log, "$NOTIFY_SOCKET: ", 1);
+	ck_assert_ptr_nonnull(strstr(slurp(co.log), "not notifying systemd"));
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+}
+END_TEST
+
+/* ---- the log ---- */
+
+START_TEST(log_journal_prefixes)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	ck_assert_int_eq(truncate(co.log, 0), 0);
+	struct stat st;
+	ck_assert_int_eq(stat(co.log, &st), 0);
+	char js[64];
+	snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino);
+	ck_assert_int_eq(setenv("JOURNAL_STREAM", js, 1), 0);
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_detach(sm);
+	WAIT_LOG(co.log, "<6>client pid ", 1);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	const char *l = slurp(co.log);
+	ck_assert_msg(strstr(l, "<5>adopted existing segment") != NULL, "%s", l);
+	ck_assert_msg(strstr(l, "<6>listening on ") != NULL, "%s", l);
+	ck_assert_msg(strstr(l, "<5>Terminated: shutting down") != NULL, "%s", l);
+	/* Every line carries a priority and nothing else before it. */
+	for (const char *p = l; *p; p = strchr(p, '\n') + 1) {
+		ck_assert_msg(p[0] == '<' && p[1] >= '3' && p[1] <= '7' && p[2] == '>', "line: %.80s", p);
+		ck_assert_ptr_nonnull(strchr(p, '\n'));
+	}
+}
+END_TEST
+
+START_TEST(log_plain_when_stream_is_not_stderr)
+{
+	/* An inherited $JOURNAL_STREAM that names another file: plain lines. */
+	ck_assert_int_eq(setenv("JOURNAL_STREAM", "1:1", 1), 0);
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	const char *l = slurp(co.log);
+	ck_assert_msg(strstr(l, "<6>") == NULL, "%s", l);
+	/* "YYYY-MM-DD HH:MM:SS shmmapd[PID]: listening on ..." */
+	const char *p = strstr(l, "listening on ");
+	ck_assert_ptr_nonnull(p);
+	while (p > l && p[-1] != '\n')
+		p--;
+	ck_assert_msg(p[4] == '-' && p[7] == '-' && p[10] == ' ' && p[13] == ':' &&
+			      strncmp(p + 20, "shmmapd[", 8) == 0,
+		      "line: %.80s", p);
+}
+END_TEST
+
+/* A connection that breaks the protocol: a warning in the log. */
+static void bad_client(const char *sock)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(connect(s, (struct sockaddr *)&sa, sizeof sa), 0);
+	ck_assert_int_eq(send(s, "garbage!", 8, 0), 8);
+	char b;
+	ck_assert_int_le(recv(s, &b, 1, 0), 0); /* the coordinator hangs up */
+	close(s);
+}
+
+/* SIGHUP, then wait for the reload to be over: RELOADING=1, READY=1. */
+static void hup_and_wait(pid_t pid, int nfd)
+{
+	char msg[1024];
+	kill(pid, SIGHUP);
+	notify_next(nfd, msg, sizeof msg);
+	ck_assert_msg(strstr(msg, "RELOADING=1") != NULL, "%s", msg);
+	notify_next(nfd, msg, sizeof msg);
+	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
+}
+
+START_TEST(log_level_filters_and_reloads)
+{
+	char name[64], msg[1024];
+	snprintf(name, sizeof name, "@shmmap-test-notify-%d", (int)getpid());
+	int nfd = notify_listen(name);
+	ck_assert_int_eq(tu_coord_start(&co, "8M", "[server]\nlog_level = warning\n"), 0);
+	notify_next(nfd, msg, sizeof msg); /* READY=1 */
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_detach(sm);
+	bad_client(co.sock); /* its line is written before the hang-up */
+	const char *l = slurp(co.log);
+	ck_assert_msg(strstr(l, "bad message") != NULL, "no warning:\n%s", l);
+	ck_assert_msg(!strstr(l, "listening on") && !strstr(l, "attached as slot"),
+		      "info lines at level warning:\n%s", l);
+
+	/* Reloaded to info: routine events are logged again. */
+	rewrite_conf(&co, "[server]\nlog_level = info\n");
+	hup_and_wait(co.pid, nfd);
+	ck_assert_ptr_nonnull(strstr(slurp(co.log), "log_level info"));
+	sm = tu_attach(co.sock);
+	shmmap_detach(sm);
+	WAIT_LOG(co.log, "attached as slot", 1);
+
+	/* To error: a warning is dropped. */
+	rewrite_conf(&co, "[server]\nlog_level = error\n");
+	hup_and_wait(co.pid, nfd);
+	bad_client(co.sock);
+	ck_assert_uint_eq(count_in(co.log, "bad message"), 1);
+	/* A file that does not load is an error: logged; the level stays. */
+	rewrite_conf(&co, "[server]\nlog_level = bogus\n");
+	hup_and_wait(co.pid, nfd);
+	ck_assert_msg(count_in(co.log, "unknown level \"bogus\"") == 1 &&
+			      count_in(co.log, "keeping the current settings") == 1,
+		      "%s", slurp(co.log));
+	bad_client(co.sock);
+	ck_assert_uint_eq(count_in(co.log, "bad message"), 1);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	close(nfd);
+}
+END_TEST
+
+/* ---- SIGHUP: access lists ---- */
+
+/* Run $SHMMAPCTL as nobody with the given arguments (up to 4). */
+static int ctl_as_nobody(char *out, size_t cap, const char *sock, const char *a, const char *b,
+			 const char *c, const char *d)
+{
+	char *argv[16];
+	int n = 0;
+	argv[n++] = "/usr/bin/setpriv";
+	argv[n++] = "--reuid=65534";
+	argv[n++] = "--regid=65534";
+	argv[n++] = "--clear-groups";
+	argv[n++] = getenv("SHMMAPCTL");
+	if (sock) {
+		argv[n++] = "-s";
+		argv[n++] = (char *)sock;
+	}
+	const char *rest[] = {a, b, c, d};
+	for (int i = 0; i < 4 && rest[i]; i++)
+		argv[n++] = (char *)rest[i];
+	argv[n] = NULL;
+	char err[2048];
+	int st = tu_run(argv, out, cap, err, sizeof err);
+	strncat(out, err, cap - strlen(out) - 1);
+	return st;
+}
+
+START_TEST(reload_changes_access_keeps_clients)
+{
+	if (!can_switch_uid("reload_changes_access_keeps_clients"))
+		return;
+	const char *base = "[server]\nsocket_mode = 0666\n";
+	ck_assert_int_eq(tu_coord_start(&co, "8M", base), 0);
+	ck_assert_int_eq(chmod(co.dir, 0755), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "m");
+	ck_assert_int_eq(shmmap_put(sm, m, "root", 4, "1", 1, 0, 0), 0);
+	char out[4096];
+
+	int st = ctl_as_nobody(out, sizeof out, co.sock, "put", "m", "nobody", "1");
+	ck_assert_msg(st != 0 && strstr(out, "ermission denied"), "before: exit %d: %s", st, out);
+
+	char extra[256];
+	snprintf(extra, sizeof extra, "%sallow_uids = %d\n", base, NOBODY);
+	rewrite_conf(&co, extra);
+	kill(co.pid, SIGHUP);
+	WAIT_LOG(co.log, "reloaded: allow_uids 1", 1);
+	st = ctl_as_nobody(out, sizeof out, co.sock, "put", "m", "nobody", "1");
+	ck_assert_msg(st == 0, "allowed: exit %d: %s", st, out);
+	/* The attached client kept working all along, and sees nobody's put. */
+	char v[8];
+	size_t vl;
+	ck_assert_int_eq(shmmap_get(sm, m, "nobody", 6, v, sizeof v, &vl), 0);
+	ck_assert_int_eq(shmmap_put(sm, m, "root", 4, "2", 1, 0, 0), 0);
+
+	/* A file that does not load: the old settings stay. */
+	rewrite_conf(&co, "[server]\nallow_uids = no-such-user-xyz\n");
+	kill(co.pid, SIGHUP);
+	WAIT_LOG(co.log, "keeping the current settings", 1);
+	ck_assert_ptr_nonnull(strstr(slurp(co.log), "no such user \"no-such-user-xyz\""));
+	st = ctl_as_nobody(out, sizeof out, co.sock, "get", "m", "root", NULL);
+	ck_assert_msg(st == 0 && strstr(out, "2"), "after a bad reload: exit %d: %s", st, out);
+
+	/* Read-only now, and a key that needs a restart is reported. */
+	snprintf(extra, sizeof extra, "%sreadonly_uids = nobody\n[map]\nkey_max = 100\n", base);
+	rewrite_conf(&co, extra);
+	kill(co.pid, SIGHUP);
+	WAIT_LOG(co.log, "reloaded: allow_uids 0", 1);
+	ck_assert_ptr_nonnull(strstr(slurp(co.log), "map.key_max changed: ignored until"));
+	st = ctl_as_nobody(out, sizeof out, co.sock, "get", "m", "root", NULL);
+	ck_assert_msg(st == 0 && strstr(out, "2"), "read-only get: exit %d: %s", st, out);
+	st = ctl_as_nobody(out, sizeof out, co.sock, "put", "m", "nobody", "2");
+	ck_assert_msg(st != 0 && strstr(out, "not permitted"), "read-only put: exit %d: %s", st, out);
+
+	/* Removed from the lists: refused again; the old client still works. */
+	rewrite_conf(&co, base);
+	kill(co.pid, SIGHUP);
+	WAIT_LOG(co.log, "reloaded: allow_uids 0, allow_gids 0, readonly_uids 0", 1);
+	st = ctl_as_nobody(out, sizeof out, co.sock, "get", "m", "root", NULL);
+	ck_assert_msg(st != 0 && strstr(out, "ermission denied"), "removed: exit %d: %s", st, out);
+	ck_assert_int_eq(shmmap_get(sm, m, "root", 4, v, sizeof v, &vl), 0);
+	ck_assert_int_eq(shmmap_put(sm, m, "root", 4, "3", 1, 0, 0), 0);
+	shmmap_detach(sm);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+}
+END_TEST
+
+/* ---- an ordinary user ---- */
+
+/* A user's world: dir (0755) holds the config, the log and xdg (the
+ * user's $XDG_RUNTIME_DIR, 0700, owned by nobody). */
+struct user_env {
+	char dir[64], xdg[96], conf[96], log[96], sock[128], shm[64];
+};
+
+static void user_env_make(struct user_env *u, const char *conf_text)
+{
+	snprintf(u->dir, sizeof u->dir, "/tmp/shmmap-user-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(u->dir));
+	ck_assert_int_eq(chmod(u->dir, 0755), 0);
+	snprintf(u->xdg, sizeof u->xdg, "%s/xdg", u->dir);
+	ck_assert_int_eq(mkdir(u->xdg, 0700), 0);
+	ck_assert_int_eq(chown(u->xdg, NOBODY, NOBODY), 0);
+	snprintf(u->conf, sizeof u->conf, "%s/shmmap.ini", u->dir);
+	snprintf(u->log, sizeof u->log, "%s/shmmapd.log", u->dir);
+	snprintf(u->sock, sizeof u->sock, "%s/shmmap/shmmap.sock", u->xdg);
+	snprintf(u->shm, sizeof u->shm, "/shmmap-test-user-%d", (int)getpid());
+	FILE *f = fopen(u->conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[segment]\nname = %s\nsize = 8M\n%s", u->shm, conf_text ? conf_text : "");
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chmod(u->conf, 0644), 0);
+	ck_assert_int_eq(setenv("XDG_RUNTIME_DIR", u->xdg, 1), 0);
+	unsetenv("SHMMAP_SOCKET");
+}
+
+static void user_env_remove(struct user_env *u)
+{
+	char p[160], lock[80];
+	unlink(u->sock);
+	snprintf(p, sizeof p, "%s/shmmap", u->xdg);
+	rmdir(p);
+	rmdir(u->xdg);
+	unlink(u->conf);
+	unlink(u->log);
+	rmdir(u->dir);
+	snprintf(lock, sizeof lock, "%s.lock", u->shm);
+	shm_unlink(u->shm);
+	shm_unlink(lock);
+}
+
+/* shmmapd as nobody, on u's config, stderr into u's log; not waited for. */
+static pid_t spawn_as_nobody(const struct user_env *u)
+{
+	pid_t pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(u->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
+		execl("/usr/bin/setpriv", "setpriv", "--reuid=65534", "--regid=65534",
+		      "--clear-groups", getenv("SHMMAPD"), "-c", u->conf, "--foreground",
+		      (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* shmmapd as nobody to completion: its exit status, stderr into err. */
+static int run_as_nobody(const struct user_env *u, char *err, size_t cap)
+{
+	char out[512];
+	char *argv[] = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+			getenv("SHMMAPD"), "-c", (char *)u->conf, "--foreground", NULL};
+	return tu_run(argv, out, sizeof out, err, cap);
+}
+
+static bool shm_exists(const char *name)
+{
+	int fd = shm_open(name, O_RDONLY, 0);
+	if (fd >= 0)
+		close(fd);
+	return fd >= 0;
+}
+
+/* A client as nobody in a child: attach with no path, put, get. */
+static int client_as_nobody(void)
+{
+	pid_t pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (setgroups(0, NULL) < 0 || setresgid(NOBODY, NOBODY, NOBODY) < 0 ||
+		    setresuid(NOBODY, NOBODY, NOBODY) < 0)
+			_exit(10);
+		shmmap *sm;
+		if (shmmap_attach(NULL, &sm) < 0)
+			_exit(11);
+		shmmap_map m;
+		char v[8];
+		size_t vl;
+		if (shmmap_open(sm, "user", SHMMAP_CREATE, &m) < 0 ||
+		    shmmap_put(sm, m, "k2", 2, "lib", 3, 0, 0) < 0 ||
+		    shmmap_get(sm, m, "k", 1, v, sizeof v, &vl) < 0 || vl != 3 ||
+		    memcmp(v, "ctl", 3) != 0)
+			_exit(12);
+		shmmap_detach(sm);
+		_exit(0);
+	}
+	int st = tu_waitpid(pid, 20000);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(ordinary_user_daemon_ctl_and_client)
+{
+	if (!can_switch_uid("ordinary_user_daemon_ctl_and_client"))
+		return;
+	struct user_env u;
+	user_env_make(&u, NULL); /* no socket named: the per-user default */
+	pid_t pid = spawn_as_nobody(&u);
+	if (!tu_wait(accepts, u.sock, 10000)) {
+		kill(pid, SIGKILL);
+		tu_waitpid(pid, 10000);
+		ck_abort_msg("no coordinator on %s:\n%s", u.sock, slurp(u.log));
+	}
+	struct stat st;
+	ck_assert_int_eq(stat(u.sock, &st), 0);
+	ck_assert_uint_eq(st.st_uid, NOBODY);
+	char shmpath[128];
+	snprintf(shmpath, sizeof shmpath, "/dev/shm%s", u.shm);
+	ck_assert_int_eq(stat(shmpath, &st), 0);
+	ck_assert_uint_eq(st.st_uid, NOBODY);
+
+	/* shmmapctl as nobody, no -s: finds the user's own coordinator. */
+	char out[4096];
+	int rc = ctl_as_nobody(out, sizeof out, NULL, "put", "user", "k", "ctl");
+	ck_assert_msg(rc == 0, "shmmapctl put: exit %d: %s", rc, out);
+	ck_assert_int_eq(client_as_nobody(), 0);
+	rc = ctl_as_nobody(out, sizeof out, NULL, "get", "user", "k2", NULL);
+	ck_assert_msg(rc == 0 && strstr(out, "lib"), "shmmapctl get: exit %d: %s", rc, out);
+
+	kill(pid, SIGTERM);
+	int ws = tu_waitpid(pid, 10000);
+	ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "status %d:\n%s", ws, slurp(u.log));
+	ck_assert_msg(access(u.sock, F_OK) < 0, "socket left behind");
+	user_env_remove(&u);
+}
+END_TEST
+
+START_TEST(ordinary_user_without_xdg_runtime_dir)
+{
+	if (!can_switch_uid("ordinary_user_without_xdg_runtime_dir"))
+		return;
+	struct user_env u;
+	user_env_make(&u, NULL);
+	unsetenv("XDG_RUNTIME_DIR");
+	char err[2048];
+	int rc = run_as_nobody(&u, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, "XDG_RUNTIME_DIR is not set") &&
+			      strstr(err, "[server] socket"),
+		      "exit %d: %s", rc, err);
+	ck_assert(!shm_exists(u.shm));
+	/* shmmapctl tries the system socket and says what it did not try. */
+	char out[4096];
+	rc = ctl_as_nobody(out, sizeof out, NULL, "status", NULL, NULL, NULL);
+	ck_assert_msg(rc != 0 && strstr(out, "attach to " SHMMAP_DEFAULT_SOCKET) &&
+			      strstr(out, "$XDG_RUNTIME_DIR is not set"),
+		      "shmmapctl: exit %d: %s", rc, out);
+	user_env_remove(&u);
+}
+END_TEST
+
+START_TEST(ordinary_user_socket_dir_not_writable)
+{
+	if (!can_switch_uid("ordinary_user_socket_dir_not_writable"))
+		return;
+	struct user_env u;
+	char extra[256], rootdir[] = "/tmp/shmmap-rootdir-XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(rootdir));
+	ck_assert_int_eq(chmod(rootdir, 0755), 0);
+	/* Its directory exists and belongs to root; then one to be made. */
+	for (int i = 0; i < 2; i++) {
+		snprintf(extra, sizeof extra, "[server]\nsocket = %s%s/sock\n", rootdir,
+			 i ? "/sub" : "");
+		user_env_make(&u, extra);
+		char err[2048], want[128];
+		int rc = run_as_nobody(&u, err, sizeof err);
+		snprintf(want, sizeof want, "%s%s", rootdir, i ? "/sub: cannot create" : "");
+		ck_assert_msg(rc == 1 && strstr(err, want) && strstr(err, "Permission denied") &&
+				      strstr(err, "[server] socket") && strstr(err, "XDG_RUNTIME_DIR"),
+			      "exit %d: %s", rc, err);
+		ck_assert_msg(!shm_exists(u.shm), "a segment was left behind");
+		user_env_remove(&u);
+	}
+	rmdir(rootdir);
+}
+END_TEST
+
+START_TEST(ordinary_user_meets_roots_segment)
+{
+	if (!can_switch_uid("ordinary_user_meets_roots_segment"))
+		return;
+	struct user_env u;
+	user_env_make(&u, NULL);
+	int fd = shm_open(u.shm, O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 4096), 0);
+	char err[2048];
+	int rc = run_as_nobody(&u, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, u.shm) && strstr(err, "belongs to user root (uid 0)") &&
+			      strstr(err, "[segment] name"),
+		      "exit %d: %s", rc, err);
+	struct stat st;
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_int_eq(st.st_size, 4096); /* untouched */
+	close(fd);
+	ck_assert_msg(access(u.sock, F_OK) < 0, "socket left behind");
+	user_env_remove(&u);
+}
+END_TEST
+
+/* ---- start failures leave nothing behind ---- */
+
+START_TEST(bind_failure_leaves_no_segment)
+{
+	char extra[256];
+	snprintf(extra, sizeof extra, "[server]\nsocket = /nonexistent-shmmap-%d/sub/sock\n",
+		 (int)getpid());
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	shm_unlink(co.shm);
+	/* [server] socket in a directory whose parent is missing. */
+	FILE *f = fopen(co.conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[segment]\nname = %s\nsize = 8M\n%s", co.shm, extra);
+	fclose(f);
+	char out[512], err[2048], want[96];
+	char *argv[] = {getenv("SHMMAPD"), "-c", co.conf, "--foreground", NULL};
+	int rc = tu_run(argv, out, sizeof out, err, sizeof err);
+	snprintf(want, sizeof want, "/nonexistent-shmmap-%d/sub: cannot create", (int)getpid());
+	ck_assert_msg(rc == 1 && strstr(err, want), "exit %d: %s", rc, err);
+	ck_assert_msg(!shm_exists(co.shm), "a segment was left behind");
+}
+END_TEST
+
+START_TEST(dev_shm_too_small)
+{
+	struct statvfs vs;
+	ck_assert_int_eq(statvfs("/dev/shm", &vs), 0);
+	if ((unsigned long long)vs.f_blocks * vs.f_frsize >= (1ull << 40)) {
+		fprintf(stderr, "SKIP dev_shm_too_small: /dev/shm holds 1T\n");
+		return;
+	}
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	shm_unlink(co.shm);
+	FILE *f = fopen(co.conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[segment]\nname = %s\nsize = 1T\n[server]\nsocket = %s\n", co.shm, co.sock);
+	fclose(f);
+	char out[512], err[2048];
+	char *argv[] = {getenv("SHMMAPD"), "-c", co.conf, "--foreground", NULL};
+	int rc = tu_run(argv, out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, "/dev/shm is too small") && strstr(err, "MiB free of") &&
+			      strstr(err, "[segment] size"),
+		      "exit %d: %s", rc, err);
+	ck_assert_msg(!shm_exists(co.shm), "a segment was left behind");
+	ck_assert_msg(access(co.sock, F_OK) < 0, "the socket was left behind");
+}
+END_TEST
+
+/* ---- the systemd unit ---- */
+
+START_TEST(unit_file_verifies)
+{
+	char unit[512], tmpdir[] = "/tmp/shmmap-unit-XXXXXX", copy[600];
+	const char *td = getenv("SHMMAP_TESTDATA");
+	snprintf(unit, sizeof unit, "%s/../../conf/shmmapd.service", td ? td : "tests/data");
+	const char *text = slurp(unit);
+	ck_assert_msg(text != NULL, "%s: %s", unit, strerror(errno));
+	static const char *const must[] = {
+		"\nType=notify\n", "\nExecReload=/bin/kill -HUP $MAINPID\n", "\nRuntimeDirectory=shmmap\n",
+		"\nProtectSystem=strict\n", "\nNoNewPrivileges=yes\n", "\nRestrictAddressFamilies=AF_UNIX\n",
+		" --foreground\n",
+	};
+	for (size_t i = 0; i < sizeof must / sizeof must[0]; i++)
+		ck_assert_msg(strstr(text, must[i]) != NULL, "unit lacks %s", must[i]);
+	/* Settings that would break the service (see the unit's comments). */
+	static const char *const mustnt[] = {"\nPrivateUsers=", "\nDynamicUser=", "\nRemoveIPC=yes",
+					     "\nProtectProc="};
+	for (size_t i = 0; i < sizeof mustnt / sizeof mustnt[0]; i++)
+		ck_assert_msg(strstr(text, mustnt[i]) == NULL, "unit has %s", mustnt[i]);
+	if (access("/usr/bin/systemd-analyze", X_OK) != 0) {
+		fprintf(stderr, "SKIP unit_file_verifies (systemd-analyze): not installed\n");
+		return;
+	}
+	/* systemd-analyze verify wants ExecStart's binary to exist: ours. */
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	snprintf(copy, sizeof copy, "%s/shmmapd.service", tmpdir);
+	FILE *f = fopen(copy, "w");
+	ck_assert_ptr_nonnull(f);
+	for (const char *p = text; *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p + 1) : strlen(p);
+		if (strncmp(p, "ExecStart=/usr/local/bin/shmmapd ", 33) == 0)
+			fprintf(f, "ExecStart=%s %.*s", getenv("SHMMAPD"), (int)(n - 33), p + 33);
+		else
+			fwrite(p, 1, n, f);
+		p += n;
+	}
+	fclose(f);
+	char out[4096], err[4096];
+	char *argv[] = {"/usr/bin/systemd-analyze", "verify", "--man=no", copy, NULL};
+	int rc = tu_run(argv, out, sizeof out, err, sizeof err);
+	unlink(copy);
+	rmdir(tmpdir);
+	ck_assert_msg(rc == 0 && !strstr(err, "shmmapd.service"), "verify: exit %d: %s%s", rc, out,
+		      err);
+}
+END_TEST
+
+static Suite *daemon_suite(void)
+{
+	Suite *s = suite_create("daemon");
+	TCase *tc = tcase_create("notify");
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, notify_ready_only_once_listening);
+	tcase_add_test(tc, notify_reload_and_path_socket);
+	tcase_add_loop_test(tc, notify_bad_socket_is_ignored, 0,
+			    (int)(sizeof bad_notify / sizeof bad_notify[0]));
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("log");
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, log_journal_prefixes);
+	tcase_add_test(tc, log_plain_when_stream_is_not_stderr);
+	tcase_add_test(tc, log_level_filters_and_reloads);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("reload");
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, reload_changes_access_keeps_clients);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("user");
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, ordinary_user_daemon_ctl_and_client);
+	tcase_add_test(tc, ordinary_user_without_xdg_runtime_dir);
+	tcase_add_test(tc, ordinary_user_socket_dir_not_writable);
+	tcase_add_test(tc, ordinary_user_meets_roots_segment);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("start");
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, bind_failure_leaves_no_segment);
+	tcase_add_test(tc, dev_shm_too_small);
+	tcase_add_test(tc, unit_file_verifies);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(daemon_suite());
+}
