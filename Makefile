@@ -3,6 +3,8 @@
 #   make run      install missing packages, build, run shmmapd on conf/shmmap.ini
 #   make test     install missing packages, build, run every test
 #   make asan     the tests again under AddressSanitizer + UBSan (in build-asan/)
+#   make python   the Python module shmmap (build/python/), for Debian's /usr/bin/python3
+#   make install-python   install it into Debian's python3 site directory
 
 CC      ?= cc
 O       ?= build
@@ -34,6 +36,15 @@ D_OBJS   := $(D_SRCS:%.c=$(O)/%.o)
 CTL_OBJS := $(CTL_SRCS:%.c=$(O)/%.o)
 T_BINS   := $(TESTS:%=$(O)/tests/%)
 T_COMMON := $(O)/tests/testutil.o
+
+# The Python binding: a CPython extension for $(PY) (Debian's, with
+# python3-dev), linking libshmmap.a (position-independent) in, its symbols
+# kept private to the module.
+PY        ?= /usr/bin/python3
+PY_CONFIG ?= $(PY)-config
+PY_INC     = $(shell $(PY_CONFIG) --includes 2>/dev/null)
+PY_EXT     = $(shell $(PY_CONFIG) --extension-suffix 2>/dev/null)
+PY_MOD     = $(O)/python/shmmap$(PY_EXT)
 
 all: $(O)/shmmapd $(O)/shmmapctl $(O)/libshmmap.a $(O)/libshmmap.so
 
@@ -72,14 +83,36 @@ $(CRASH_TESTS:%=$(O)/tests/%.o): CPPFLAGS += -DSHMMAP_CRASHPOINTS
 $(CRASH_TESTS:%=$(O)/tests/%): $(O)/tests/%: $(O)/tests/%.o $(T_COMMON) $(O)/libshmmap_crash.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(CHECK_LIBS) -lrt
 
+$(O)/python/shmmapmodule.o: shmmap/python/shmmapmodule.c
+	@mkdir -p $(dir $@)
+	@test -n "$(PY_EXT)" || { echo "make python: $(PY_CONFIG) not found (apt-get install python3-dev)" >&2; exit 1; }
+	$(CC) $(PY_INC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(PY_MOD): $(O)/python/shmmapmodule.o $(O)/libshmmap.a
+	$(CC) -shared $(CFLAGS) -Wl,--exclude-libs,ALL -o $@ $^ $(LDFLAGS) -lrt
+
+python: $(PY_MOD)
+
+# Debian's python3 looks in /usr/lib/python3/dist-packages (packages) and
+# /usr/local/lib/python3.X/dist-packages (local installs).
+PREFIX    ?= /usr/local
+PY_VER     = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PYTHONDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/python$(PY_VER)/dist-packages)
+
+install-python: python
+	install -d $(DESTDIR)$(PYTHONDIR)
+	install -m 0644 $(PY_MOD) $(DESTDIR)$(PYTHONDIR)/
+
 # Tests drive the real binaries; they find them through these variables.
 TEST_ENV = SHMMAPD=$(abspath $(O)/shmmapd) SHMMAPCTL=$(abspath $(O)/shmmapctl) \
-           SHMMAP_TESTDATA=$(abspath tests/data) CK_DEFAULT_TIMEOUT=60
+           SHMMAP_TESTDATA=$(abspath tests/data) CK_DEFAULT_TIMEOUT=60 \
+           SHMMAP_PY=$(PY) SHMMAP_PYTHONPATH=$(abspath $(O)/python) \
+           SHMMAP_PYTESTS=$(abspath tests/python)
 
 deps:
 	@scripts/deps.sh
 
-build-tests: all $(T_BINS)
+build-tests: all python $(T_BINS)
 
 check-tests: build-tests
 	@scripts/run-tests.sh $(O) $(TEST_ENV) -- $(T_BINS)
@@ -117,5 +150,5 @@ fuzz-short: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps build-tests check-tests test asan run bench bench-short fuzz fuzz-short clean
+.PHONY: all python install-python deps build-tests check-tests test asan run bench bench-short fuzz fuzz-short clean
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
