@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the Debian packages shmmap needs to build and test, if missing.
 set -e
-pkgs="build-essential pkg-config liburcu-dev check libinih-dev libxxhash-dev"
+pkgs="build-essential pkg-config liburcu-dev check libinih-dev libxxhash-dev python3-dev"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

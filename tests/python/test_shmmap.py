@@ -403,7 +403,8 @@ class TestErrors(unittest.TestCase):
 
 
 class TestLarge(MapTest):
-    SIZES = (8191, 8192, 8193, 65535, 65536, 65537, 200000, 1000000)
+    # Around the stack buffer (4 KiB) and the GIL threshold (256 KiB).
+    SIZES = (4095, 4096, 4097, 65536, 262143, 262144, 262145, 1000000)
 
     def test_round_trip(self):
         m = self.m
