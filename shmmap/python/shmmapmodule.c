@@ -327,26 +327,23 @@ static PyTypeObject MapBaseType;
  * (for now empty) list of per-map options of the C API. */
 static PyObject *client_open(Client *c, PyObject *args, PyObject *kw)
 {
-	PyObject *name, *create = Py_True;
-	if (!PyArg_ParseTuple(args, "O|O:open", &name, &create))
-		return NULL;
+	static char *kwlist[] = {"name", "create", NULL};
+	PyObject *name, *create = Py_True, *known = NULL;
 	if (kw) {
+		/* Per-map options would be taken out of kw here; none exist yet. */
 		Py_ssize_t pos = 0;
 		PyObject *k, *v;
 		while (PyDict_Next(kw, &pos, &k, &v)) {
-			if (PyUnicode_Check(k) && PyUnicode_CompareWithASCIIString(k, "create") == 0) {
-				if (PyTuple_GET_SIZE(args) > 1) {
-					PyErr_SetString(PyExc_TypeError,
-							"open() got multiple values for argument 'create'");
-					return NULL;
-				}
-				create = v;
+			if (PyUnicode_Check(k) && (PyUnicode_CompareWithASCIIString(k, "name") == 0 ||
+						   PyUnicode_CompareWithASCIIString(k, "create") == 0))
 				continue;
-			}
 			return PyErr_Format(PyExc_TypeError,
 					    "open() got an unknown option %R (it takes none yet)", k);
 		}
+		known = kw;
 	}
+	if (!PyArg_ParseTupleAndKeywords(args, known, "O|O:open", kwlist, &name, &create))
+		return NULL;
 	int cr = PyObject_IsTrue(create);
 	if (cr < 0)
 		return NULL;

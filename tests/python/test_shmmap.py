@@ -329,6 +329,7 @@ class TestErrors(unittest.TestCase):
         name = unique()
         m = self.client.open(name, create=True)
         self.client.open(name, False)
+        self.client.open(name=name, create=False)
         self.client.drop(name)
         self.assertIsNotNone(m)
 
