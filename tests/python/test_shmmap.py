@@ -202,6 +202,18 @@ class TestPut(MapTest):
         self.assertTrue(self.m.put(key="k2", value="v", ttl=3600))
         self.assertEqual(self.m["k2"], b"v")
 
+    def test_arguments(self):
+        m = self.m
+        self.assertTrue(m.put(value="v", key="k", xx=0))
+        self.assertTrue(m.cas(new="w", expected="v", key="k", ttl=None))
+        self.assertEqual(m["k"], b"w")
+        for bad in (lambda: m.put("k"), lambda: m.put("k", "v", 1, False, False, 5),
+                    lambda: m.put("k", "v", foo=1), lambda: m.put("k", "v", key="x"),
+                    lambda: m.cas("k", "v"), lambda: m.incr(),
+                    lambda: m.incr("k", delta=1, key="z")):
+            with self.assertRaises(TypeError):
+                bad()
+
     def test_ttl_expires(self):
         m = self.m
         m.put("short", "v", ttl=1)
