@@ -5,7 +5,8 @@ class ($SHMMAP_SOCKET; PYTHONPATH=build/python; value_max of at least 1M):
 
     /usr/bin/python3 tests/python/test_shmmap.py [TestClass ...]
 
-Every test uses maps of its own and drops them.  Nothing here sleeps to
+Every test uses maps of its own and drops them.  tests/check_python.c
+names each TestCase class: add a new class there too.  Nothing here sleeps to
 synchronise: waits poll a condition with a deadline (wait_until).
 
 SHMMAP_PY_FORK_INHERIT=1 also runs the tests in which forked children use
