@@ -6,6 +6,8 @@
 #   make run      install missing packages, build, run shmmapd on conf/shmmap.ini
 #   make test     install missing packages, build, run every test (T=check_cli: one)
 #   make asan     the tests again under AddressSanitizer + UBSan (in build-asan/)
+#   make python   the Python module shmmap (build/python/), for Debian's /usr/bin/python3
+#   make install-python   install it into Debian's python3 site directory
 
 CC      ?= cc
 O       ?= build
@@ -38,6 +40,16 @@ D_OBJS   := $(D_SRCS:%.c=$(O)/%.o)
 CTL_OBJS := $(CTL_SRCS:%.c=$(O)/%.o)
 T_BINS   := $(TESTS:%=$(O)/tests/%)
 T_COMMON := $(O)/tests/testutil.o
+
+# The Python binding: a CPython extension for $(PY) (Debian's, with
+# python3-dev), linking libshmmap.a (position-independent) in, its symbols
+# kept private to the module.
+PY        ?= /usr/bin/python3
+PY_CONFIG ?= $(PY)-config
+PY_INC     = $(shell $(PY_CONFIG) --includes 2>/dev/null)
+PY_EXT     = $(shell $(PY_CONFIG) --extension-suffix 2>/dev/null)
+PY_MOD     = $(O)/python/shmmap$(PY_EXT)
+
 
 # The version is written once, in include/shmmap.h; the soname follows its
 # major (libshmmap.so.MAJOR), and the build directory has the same links as
@@ -96,24 +108,29 @@ $(O)/tests/example: tests/example.c $(SO_LINKS:%=$(O)/%)
 	@mkdir -p $(dir $@)
 	$(CC) -Iinclude $(CFLAGS) -o $@ $< -L$(O) -lshmmap -Wl,-rpath,$(abspath $(O)) $(LDFLAGS) -lrt
 
+$(O)/python/shmmapmodule.o: shmmap/python/shmmapmodule.c
+	@mkdir -p $(dir $@)
+	@test -n "$(PY_EXT)" || { echo "make python: $(PY_CONFIG) not found (apt-get install python3-dev)" >&2; exit 1; }
+	$(CC) $(PY_INC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(PY_MOD): $(O)/python/shmmapmodule.o $(O)/libshmmap.a
+	$(CC) -shared $(CFLAGS) -Wl,--exclude-libs,ALL -o $@ $^ $(LDFLAGS) -lrt
+
+python: $(PY_MOD)
+
 # Tests drive the real binaries; they find them through these variables.
 TEST_ENV = SHMMAPD=$(abspath $(O)/shmmapd) SHMMAPCTL=$(abspath $(O)/shmmapctl) \
            SHMMAP_TESTDATA=$(abspath tests/data) CK_DEFAULT_TIMEOUT=60 \
            SHMMAP_SRCDIR=$(abspath .) SHMMAP_BUILDDIR=$(abspath $(O)) \
            'SHMMAP_MAKEVARS=O=$(O) OPT="$(OPT)" EXTRA_CFLAGS="$(EXTRA_CFLAGS)" EXTRA_LDFLAGS="$(EXTRA_LDFLAGS)"' \
-           'SHMMAP_CC=$(CC) $(EXTRA_CFLAGS)' 'SHMMAP_LDFLAGS=$(EXTRA_LDFLAGS)'
+           'SHMMAP_CC=$(CC) $(EXTRA_CFLAGS)' 'SHMMAP_LDFLAGS=$(EXTRA_LDFLAGS)' \
+           SHMMAP_PY=$(PY) SHMMAP_PYTHONPATH=$(abspath $(O)/python) \
+           SHMMAP_PYTESTS=$(abspath tests/python)
 
 deps:
 	@scripts/deps.sh
 
-# T=check_cli (or T=cli; several: T="cli api") runs only those programs.
-T_NAMES := $(foreach t,$(T),$(if $(filter check_%,$(t)),$(t),check_$(t)))
-ifneq ($(filter-out $(TESTS),$(T_NAMES)),)
-$(error T: no test program $(filter-out $(TESTS),$(T_NAMES)) (there are: $(TESTS)))
-endif
-T_RUN := $(if $(T_NAMES),$(T_NAMES:%=$(O)/tests/%),$(T_BINS))
-
-build-tests: all $(T_RUN) $(O)/tests/example
+build-tests: all python $(T_RUN) $(O)/tests/example
 
 check-tests: build-tests
 	@scripts/run-tests.sh $(O) $(TEST_ENV) -- $(T_RUN)
@@ -165,13 +182,26 @@ MANDIR         ?= $(PREFIX)/share/man
 PKGCONFIGDIR   ?= $(LIBDIR)/pkgconfig
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 SHMMAPD_UNIT   ?= $(wildcard conf/shmmapd.service)
+# The Python module goes where Debian's python3 looks: /usr/lib/python3/
+# dist-packages for PREFIX=/usr, PREFIX/lib/python3.X/dist-packages else.
+# make install includes it when python3-dev is there (make install-python
+# alone installs only it).
+PY_VER          = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PYTHONDIR      ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/python$(PY_VER)/dist-packages)
 MAN_PAGES      := shmmap/shmmapctl.1 shmmap/shmmap.3 shmmap/shmmap.ini.5 shmmap/shmmapd.8
 # Every function the header declares (its lines start with the return type).
 lparen         := (
 API_CALLS      := $(shell sed -n 's/^[a-z].*[ *]\(shmmap_[a-z_]*\)$(lparen).*/\1/p' include/shmmap.h)
 INSTALL        ?= install
 
-install: all
+install-python: python
+	$(INSTALL) -d "$(DESTDIR)$(PYTHONDIR)"
+	$(INSTALL) -m 0644 $(PY_MOD) "$(DESTDIR)$(PYTHONDIR)/"
+
+uninstall-python:
+	rm -f "$(DESTDIR)$(PYTHONDIR)/$(notdir $(PY_MOD))"
+
+install: all $(if $(PY_EXT),install-python)
 	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(LIBDIR)" "$(DESTDIR)$(INCLUDEDIR)" \
 	  "$(DESTDIR)$(PKGCONFIGDIR)" $(sort $(foreach p,$(MAN_PAGES),"$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))"))
 	$(INSTALL) -m 0755 $(O)/shmmapd $(O)/shmmapctl "$(DESTDIR)$(BINDIR)/"
@@ -191,7 +221,7 @@ install: all
 	  chmod 0644 "$(DESTDIR)$(SYSTEMDUNITDIR)/shmmapd.service")
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
-uninstall:
+uninstall: $(if $(PY_EXT),uninstall-python)
 	rm -f "$(DESTDIR)$(BINDIR)/shmmapd" "$(DESTDIR)$(BINDIR)/shmmapctl" \
 	  "$(DESTDIR)$(INCLUDEDIR)/shmmap.h" "$(DESTDIR)$(LIBDIR)/libshmmap.a" \
 	  $(foreach l,$(SO_FILE) $(SO_LINKS),"$(DESTDIR)$(LIBDIR)/$(l)") \
@@ -204,6 +234,6 @@ uninstall:
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps build-tests check-tests test asan run bench bench-short fuzz fuzz-short clean \
-        install uninstall
+.PHONY: all python install-python uninstall-python deps build-tests check-tests test asan run bench \
+        bench-short fuzz fuzz-short clean install uninstall
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

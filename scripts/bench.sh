@@ -3,26 +3,32 @@
 # Copyright (c) 2026 the shmmap authors
 #
 # scripts/bench.sh - build and run the benchmark of issue 6 (tests/bench/bench.c):
-# shmmap side by side with an in-process hash table, LMDB and Redis.
+# shmmap side by side with an in-process hash table, LMDB and Redis; then
+# the Python binding's of issue 15 (tests/bench/bench_python.py): gets/s of
+# one Python process against a dict, a multiprocessing Manager dict and
+# redis-py, on the same servers.
 #
 #   scripts/bench.sh [--short] [bench options...]
 #
-# Installs liblmdb-dev, libhiredis-dev and redis-server if missing (Debian),
+# Installs liblmdb-dev, libhiredis-dev, redis-server and python3-redis if
+# missing (Debian), builds the Python module (make python),
 # builds build/bench/bench against build/libshmmap.a, starts a private shmmapd
 # (temp config and socket, a unique /dev/shm segment, 512M) and a private
 # redis-server (Unix socket in a temp dir, no TCP port, no persistence),
-# runs the benchmark, and stops and removes all of it, even on failure or
+# runs the benchmarks, and stops and removes all of it, even on failure or
 # interrupt.  The LMDB environment lives in a temp dir on /dev/shm (tmpfs,
 # like the shmmap segment) when there is one.
 #
 # --short is the CI smoke mode (~10 s): tiny key counts; if Redis or LMDB
-# cannot be installed it runs without them.  Extra arguments go to the
+# cannot be installed it runs without them (and the Python benchmark
+# without redis-py).  Extra arguments go to the C
 # program (see the head of tests/bench/bench.c), e.g. --systems shmmap,inproc
 # --sizes 16 --ops get.  $O is the build directory (default build), $CC the
 # compiler, $BENCH_WRAP a command to run the program under, for profiling, e.g.
 #   BENCH_WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" \
 #     scripts/bench.sh --systems shmmap,inproc --sizes 16 --ops get --procs 1
-# Exit status: the program's (0, or 1 if a cell failed).
+# $BENCH_PYTHON=0 skips the Python benchmark.
+# Exit status: 0, or 1 if a cell of either benchmark failed.
 set -eu
 cd "$(dirname "$0")/.."
 O=${O:-build}
@@ -36,7 +42,7 @@ done
 # ---- packages ----
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 missing=""
-for p in liblmdb-dev libhiredis-dev redis-server; do
+for p in liblmdb-dev libhiredis-dev redis-server python3-redis; do
 	installed "$p" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
@@ -56,6 +62,9 @@ fi
 # ---- build ----
 if [ ! -f "$O/libshmmap.a" ] || [ ! -x "$O/shmmapd" ]; then
 	${MAKE:-make} --no-print-directory O="$O" all
+fi
+if [ "${BENCH_PYTHON:-1}" != 0 ]; then
+	${MAKE:-make} --no-print-directory O="$O" python
 fi
 defs=""
 libs=""
@@ -162,4 +171,18 @@ wait "$bench_pid"
 rc=$?
 set -e
 bench_pid=""
+
+# The Python benchmark: Debian's interpreter, the module just built.
+if [ "${BENCH_PYTHON:-1}" != 0 ]; then
+	echo
+	PYTHONPATH="$O/python" "${PY:-/usr/bin/python3}" tests/bench/bench_python.py \
+		--shmmap-sock "$work/shmmapd.sock" --redis-sock "$redis_arg" ${short:+--short} &
+	bench_pid=$!
+	set +e
+	wait "$bench_pid"
+	prc=$?
+	set -e
+	bench_pid=""
+	[ $rc -ne 0 ] || rc=$prc
+fi
 exit $rc

@@ -4,7 +4,7 @@
 #
 # Install the Debian packages shmmap needs to build and test, if missing.
 set -e
-pkgs="build-essential pkg-config liburcu-dev check libinih-dev libxxhash-dev"
+pkgs="build-essential pkg-config liburcu-dev check libinih-dev libxxhash-dev python3-dev"
 missing=""
 # groff (the man-page check), readelf (binutils) and man (man-db): the tests
 # of the man pages and of make install.

@@ -1,0 +1,616 @@
+"""test_shmmap.py - the Python binding (shmmap/python/shmmapmodule.c), stdlib only.
+
+Run by tests/check_python.c against a coordinator it starts for each test
+class ($SHMMAP_SOCKET; PYTHONPATH=build/python; value_max of at least 1M):
+
+    /usr/bin/python3 tests/python/test_shmmap.py [TestClass ...]
+
+Every test uses maps of its own and drops them.  tests/check_python.c
+names each TestCase class: add a new class there too.  Nothing here sleeps to
+synchronise: waits poll a condition with a deadline (wait_until).
+
+SHMMAP_PY_FORK_INHERIT=1 also runs the tests in which forked children use
+the attachment they inherited (the pre-fork pattern of gunicorn --preload
+and multiprocessing); without it, each child attaches on its own.
+"""
+import collections.abc
+import errno
+import multiprocessing
+import os
+import sys
+import threading
+import time
+import unittest
+import uuid
+
+import shmmap
+
+INHERIT = os.environ.get("SHMMAP_PY_FORK_INHERIT") == "1"
+
+
+def wait_until(pred, deadline_s=10.0):
+    """Poll pred() every 10 ms until it is true or the deadline passes."""
+    end = time.monotonic() + deadline_s
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+
+
+def unique(prefix="t"):
+    return "%s-%d-%s" % (prefix, os.getpid(), uuid.uuid4().hex[:12])
+
+
+class MapTest(unittest.TestCase):
+    """A client and a fresh map per test, dropped afterwards."""
+
+    def setUp(self):
+        self.client = shmmap.attach()
+        self.name = unique()
+        self.m = self.client.open(self.name)
+
+    def tearDown(self):
+        if not self.client.detached:
+            try:
+                self.client.drop(self.name)
+            except FileNotFoundError:
+                pass
+            self.client.detach()
+
+
+class TestMapping(MapTest):
+    def test_is_a_mutable_mapping(self):
+        self.assertIsInstance(self.m, collections.abc.MutableMapping)
+        self.assertIsInstance(self.m, shmmap.Map)
+        self.assertEqual(self.m.name, self.name)
+        self.assertIs(self.m.client, self.client)
+        self.assertIn(self.name, repr(self.m))
+
+    def test_set_get_bytes_and_str(self):
+        m = self.m
+        m[b"k1"] = b"v1"
+        m["k2"] = "v\u00e9"
+        self.assertEqual(m[b"k1"], b"v1")
+        self.assertEqual(m["k1"], b"v1")  # str keys are UTF-8
+        self.assertEqual(m[b"k2"], "v\u00e9".encode())
+        self.assertEqual(m["k2"], b"v\xc3\xa9")
+        m[bytearray(b"k3")] = memoryview(b"v3")
+        self.assertEqual(m[b"k3"], b"v3")
+        self.assertIsInstance(m[b"k3"], bytes)
+
+    def test_binary_and_empty(self):
+        m = self.m
+        key = bytes(range(200))  # NULs included; key_max is 250
+        m[key] = b"\x00\x01\x00"
+        self.assertEqual(m[key], b"\x00\x01\x00")
+        m[b"empty"] = b""
+        self.assertEqual(m[b"empty"], b"")
+        self.assertIn(b"empty", m)
+
+    def test_replace(self):
+        self.m["k"] = "one"
+        self.m["k"] = "two"
+        self.assertEqual(self.m["k"], b"two")
+        self.assertEqual(len(self.m), 1)
+
+    def test_missing_key_is_keyerror(self):
+        with self.assertRaises(KeyError) as cm:
+            self.m["absent"]
+        self.assertEqual(cm.exception.args, ("absent",))
+        with self.assertRaises(KeyError):
+            del self.m[b"absent"]
+
+    def test_del_and_contains(self):
+        m = self.m
+        m["a"] = "1"
+        self.assertIn("a", m)
+        self.assertIn(b"a", m)
+        self.assertNotIn("b", m)
+        del m["a"]
+        self.assertNotIn("a", m)
+        self.assertEqual(len(m), 0)
+
+    def test_len_iter_keys_values_items(self):
+        m = self.m
+        want = {("k%d" % i).encode(): ("v%d" % i).encode() for i in range(300)}
+        for k, v in want.items():
+            m[k] = v
+        self.assertEqual(len(m), 300)
+        self.assertTrue(m)
+        self.assertEqual(sorted(m), sorted(want))
+        self.assertEqual(sorted(m.keys()), sorted(want))
+        self.assertEqual(sorted(m.values()), sorted(want.values()))
+        self.assertEqual(dict(m.items()), want)
+        self.assertEqual(dict(m), want)
+        self.assertEqual(m, want)
+
+    def test_get_default(self):
+        self.m["a"] = "1"
+        self.assertEqual(self.m.get("a"), b"1")
+        self.assertIsNone(self.m.get("b"))
+        self.assertEqual(self.m.get("b", 7), 7)
+        with self.assertRaises(TypeError):
+            self.m.get()
+
+    def test_mixins(self):
+        m = self.m
+        m.update({"a": "1", "b": "2"}, c="3")
+        self.assertEqual(m["c"], b"3")
+        self.assertEqual(m.pop("a"), b"1")
+        self.assertEqual(m.pop("a", None), None)
+        self.assertEqual(m.setdefault("b", b"x"), b"2")
+        self.assertEqual(m.setdefault("d", b"4"), b"4")
+        k, v = m.popitem()
+        self.assertNotIn(k, m)
+        self.assertEqual(len(m), 2)
+        m.clear()
+        self.assertEqual(len(m), 0)
+        self.assertEqual(list(m), [])
+
+    def test_flush(self):
+        for i in range(50):
+            self.m["k%d" % i] = "v"
+        self.m.flush()
+        self.assertEqual(len(self.m), 0)
+        self.m["after"] = "1"  # the handle stays valid
+        self.assertEqual(self.m["after"], b"1")
+
+    def test_bad_types(self):
+        with self.assertRaises(TypeError):
+            self.m[1] = b"x"
+        with self.assertRaises(TypeError):
+            self.m[b"x"] = 1
+        with self.assertRaises(TypeError):
+            self.m[None]
+        with self.assertRaises(TypeError):
+            1 in self.m
+
+    def test_two_handles_one_map(self):
+        other = self.client.open(self.name, create=False)
+        self.m["shared"] = "yes"
+        self.assertEqual(other["shared"], b"yes")
+        c2 = shmmap.attach()
+        try:
+            self.assertEqual(c2.open(self.name)["shared"], b"yes")
+        finally:
+            c2.detach()
+
+
+class TestPut(MapTest):
+    def test_nx_xx(self):
+        m = self.m
+        self.assertTrue(m.put("k", "1", nx=True))
+        self.assertFalse(m.put("k", "2", nx=True))
+        self.assertEqual(m["k"], b"1")
+        self.assertTrue(m.put("k", "3", xx=True))
+        self.assertEqual(m["k"], b"3")
+        self.assertFalse(m.put("absent", "x", xx=True))
+        self.assertNotIn("absent", m)
+        self.assertTrue(m.put("k", "4"))
+        with self.assertRaises(ValueError):
+            m.put("k", "5", nx=True, xx=True)
+
+    def test_ttl_arguments(self):
+        with self.assertRaises(ValueError):
+            self.m.put("k", "v", ttl=-1)
+        with self.assertRaises(ValueError):
+            self.m.put("k", "v", ttl=2**32)
+        with self.assertRaises(TypeError):
+            self.m.put("k", "v", ttl=1.5)
+        self.assertTrue(self.m.put("k", "v", 0))
+        self.assertTrue(self.m.put(key="k2", value="v", ttl=3600))
+        self.assertEqual(self.m["k2"], b"v")
+
+    def test_arguments(self):
+        m = self.m
+        self.assertTrue(m.put(value="v", key="k", xx=0))
+        self.assertTrue(m.cas(new="w", expected="v", key="k", ttl=None))
+        self.assertEqual(m["k"], b"w")
+        for bad in (lambda: m.put("k"), lambda: m.put("k", "v", 1, False, False, 5),
+                    lambda: m.put("k", "v", foo=1), lambda: m.put("k", "v", key="x"),
+                    lambda: m.cas("k", "v"), lambda: m.incr(),
+                    lambda: m.incr("k", delta=1, key="z")):
+            with self.assertRaises(TypeError):
+                bad()
+
+    def test_ttl_expires(self):
+        m = self.m
+        m.put("short", "v", ttl=1)
+        m.put("long", "v", ttl=3600)
+        m["never"] = "v"
+        self.assertEqual(m["short"], b"v")
+        self.assertTrue(wait_until(lambda: "short" not in m, 5.0))
+        self.assertIsNone(m.get("short"))
+        with self.assertRaises(KeyError):
+            m["short"]
+        self.assertEqual(m["long"], b"v")
+        self.assertEqual(m["never"], b"v")
+        self.assertEqual(sorted(m.keys()), [b"long", b"never"])
+
+
+class TestIncrCas(MapTest):
+    def test_incr(self):
+        m = self.m
+        self.assertEqual(m.incr("n"), 1)
+        self.assertEqual(m.incr("n", 10), 11)
+        self.assertEqual(m.incr("n", delta=-20), -9)
+        self.assertEqual(m["n"], b"-9")
+        m["n2"] = "41"
+        self.assertEqual(m.incr(key="n2"), 42)
+
+    def test_incr_errors(self):
+        m = self.m
+        m["text"] = "abc"
+        with self.assertRaises(shmmap.Error) as cm:
+            m.incr("text")
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+        m["big"] = str(2**63 - 1)
+        with self.assertRaises(shmmap.Error) as cm:
+            m.incr("big")
+        self.assertEqual(cm.exception.errno, errno.ERANGE)
+        self.assertEqual(m["big"], str(2**63 - 1).encode())
+        with self.assertRaises(OverflowError):
+            m.incr("n", 2**63)
+        with self.assertRaises(TypeError):
+            m.incr("n", "1")
+        with self.assertRaises(TypeError):
+            m.incr("n", 1, 2)
+
+    def test_cas(self):
+        m = self.m
+        m["k"] = "old"
+        self.assertTrue(m.cas("k", "old", "new"))
+        self.assertEqual(m["k"], b"new")
+        self.assertFalse(m.cas("k", "old", "newer"))
+        self.assertEqual(m["k"], b"new")
+        self.assertFalse(m.cas("absent", "x", "y"))
+        self.assertNotIn("absent", m)
+        self.assertTrue(m.cas("fresh", None, "1"))  # None: only if absent
+        self.assertFalse(m.cas("fresh", None, "2"))
+        self.assertEqual(m["fresh"], b"1")
+
+    def test_cas_ttl(self):
+        m = self.m
+        m["k"] = "a"
+        self.assertTrue(m.cas("k", b"a", b"b", ttl=1))
+        self.assertTrue(wait_until(lambda: "k" not in m, 5.0))
+
+
+class TestStats(MapTest):
+    def test_exact_counters(self):
+        m = self.m
+        st = m.stats()
+        self.assertEqual(
+            set(st),
+            {"entries", "bytes", "hits", "misses", "puts", "dels", "incrs", "cas",
+             "evictions", "expirations", "lock_waits"})
+        self.assertEqual(st["entries"], 0)
+        m["ab"] = "xyz"
+        m["cd"] = "uvw"
+        m["ab"]
+        m["ab"]
+        m.get("absent")
+        del m["cd"]
+        m.incr("n", 5)
+        m.cas("ab", "xyz", "q")
+        st = m.stats()
+        self.assertEqual(st["entries"], 2)
+        self.assertEqual(st["bytes"], len("ab") + len("q") + len("n") + len("5"))
+        self.assertEqual(st["hits"], 2)
+        self.assertEqual(st["misses"], 1)
+        self.assertEqual(st["puts"], 2)
+        self.assertEqual(st["dels"], 1)
+        self.assertEqual(st["incrs"], 1)
+        self.assertEqual(st["cas"], 1)
+        self.assertEqual(st["evictions"], 0)
+
+
+class TestErrors(unittest.TestCase):
+    def setUp(self):
+        self.client = shmmap.attach()
+
+    def tearDown(self):
+        self.client.detach()
+
+    def test_error_classes(self):
+        self.assertTrue(issubclass(shmmap.Error, OSError))
+        self.assertTrue(issubclass(shmmap.FileNotFoundError, shmmap.Error))
+        self.assertTrue(issubclass(shmmap.FileNotFoundError, FileNotFoundError))
+        self.assertTrue(issubclass(shmmap.PermissionError, PermissionError))
+
+    def test_open_missing_map(self):
+        name = unique("missing")
+        with self.assertRaises(FileNotFoundError) as cm:
+            self.client.open(name, create=False)
+        e = cm.exception
+        self.assertIsInstance(e, shmmap.Error)
+        self.assertEqual(e.errno, errno.ENOENT)
+        self.assertEqual(e.strerror, shmmap.strerror(-errno.ENOENT))
+        self.assertEqual(e.filename, name)
+        with self.assertRaises(FileNotFoundError):
+            self.client.drop(name)
+
+    def test_open_options(self):
+        with self.assertRaises(TypeError):
+            self.client.open(unique(), capacity=10)
+        with self.assertRaises(TypeError):
+            self.client.open(unique(), True, create=True)
+        with self.assertRaises(TypeError):
+            self.client.open()
+        name = unique()
+        m = self.client.open(name, create=True)
+        self.client.open(name, False)
+        self.client.open(name=name, create=False)
+        self.client.drop(name)
+        self.assertIsNotNone(m)
+
+    def test_bad_names(self):
+        for bad in ("", "x" * (shmmap.NAME_MAX + 1)):
+            with self.assertRaises(shmmap.Error) as cm:
+                self.client.open(bad)
+            self.assertEqual(cm.exception.errno, errno.EINVAL)
+        with self.assertRaises(ValueError):
+            self.client.open("a\0b")
+        with self.assertRaises(TypeError):
+            self.client.open(42)
+
+    def test_dropped_map_is_stale(self):
+        name = unique()
+        m = self.client.open(name)
+        m["k"] = "v"
+        self.client.drop(name)
+        with self.assertRaises(shmmap.Error) as cm:
+            m["k"]
+        self.assertEqual(cm.exception.errno, errno.ESTALE)
+        with self.assertRaises(shmmap.Error):
+            m["k"] = "v"
+        m2 = self.client.open(name)  # a new map of the same name
+        self.assertNotIn("k", m2)
+        with self.assertRaises(shmmap.Error):
+            len(m)
+        self.client.drop(name)
+
+    def test_key_limits(self):
+        name = unique()
+        m = self.client.open(name)
+        try:
+            with self.assertRaises(shmmap.Error) as cm:
+                m[b""] = b"v"
+            self.assertEqual(cm.exception.errno, errno.EINVAL)
+            with self.assertRaises(shmmap.Error) as cm:
+                m[b"k" * 70000] = b"v"
+            self.assertEqual(cm.exception.errno, errno.E2BIG)
+            with self.assertRaises(shmmap.Error) as cm:
+                m[b"k"] = b"v" * (64 << 20)
+            self.assertEqual(cm.exception.errno, errno.E2BIG)
+        finally:
+            self.client.drop(name)
+
+    def test_no_coordinator(self):
+        path = "/tmp/shmmap-no-such-%s.sock" % uuid.uuid4().hex
+        with self.assertRaises(FileNotFoundError) as cm:
+            shmmap.attach(path)
+        self.assertIsInstance(cm.exception, shmmap.Error)
+        self.assertEqual(cm.exception.errno, errno.ENOENT)
+        with self.assertRaises(TypeError):
+            shmmap.attach(socket=3)
+
+    def test_detached(self):
+        with shmmap.attach() as c:
+            name = unique()
+            m = c.open(name)
+            self.assertFalse(c.detached)
+        self.assertTrue(c.detached)
+        c.detach()  # idempotent
+        for op in (lambda: m["k"], lambda: m.put("k", "v"), lambda: len(m),
+                   lambda: list(m), lambda: c.open("x"), lambda: m.flush()):
+            with self.assertRaises(ValueError):
+                op()
+        self.client.drop(name)
+
+    def test_strerror(self):
+        self.assertEqual(shmmap.strerror(-errno.ESTALE),
+                         "map handle refers to a map that was dropped")
+        self.assertIn("corrupt", shmmap.strerror(-shmmap.ECORRUPT))
+
+
+class TestLarge(MapTest):
+    # Around the stack buffer (4 KiB) and the GIL threshold (256 KiB).
+    SIZES = (4095, 4096, 4097, 65536, 262143, 262144, 262145, 1000000)
+
+    def test_round_trip(self):
+        m = self.m
+        for n in self.SIZES:
+            v = bytes((i * 7 + n) & 0xFF for i in range(n))
+            m[b"big"] = v
+            self.assertEqual(m[b"big"], v, n)
+            self.assertEqual(m.get(b"big"), v, n)
+        self.assertEqual(m.items(), [(b"big", v)])
+
+    def test_growing_value(self):
+        """A value that outgrows what the first get reported is read again."""
+        m = self.m
+        stop = threading.Event()
+        small, big = b"s" * 9000, b"b" * 300000
+
+        def writer():
+            while not stop.is_set():
+                m[b"k"] = small
+                m[b"k"] = big
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            for _ in range(300):
+                self.assertIn(m[b"k"], (small, big))
+        finally:
+            stop.set()
+            t.join()
+
+    def test_cas_large(self):
+        m = self.m
+        a, b = b"a" * 100000, b"b" * 100000
+        m["k"] = a
+        self.assertTrue(m.cas("k", a, b))
+        self.assertFalse(m.cas("k", a, b"c"))
+        self.assertEqual(m["k"], b)
+
+
+def _thread_worker(m, me, n, errors):
+    try:
+        for i in range(n):
+            m.incr("counter")
+            k = "t%d-%d" % (me, i % 50)
+            v = ("%d:%d" % (me, i)).encode() * (1 + i % 5)
+            m[k] = v
+            got = m[k]
+            if got != v:
+                errors.append("%s: %r != %r" % (k, got, v))
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        errors.append(repr(e))
+
+
+class TestThreads(MapTest):
+    def test_threads_hammer_one_map(self):
+        nthreads, n = 8, 2000
+        errors = []
+        ts = [threading.Thread(target=_thread_worker, args=(self.m, t, n, errors))
+              for t in range(nthreads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(int(self.m["counter"]), nthreads * n)
+        self.assertEqual(len(self.m), 1 + nthreads * 50)
+
+    def test_large_copies_in_parallel(self):
+        """Large gets and puts run without the GIL, side by side."""
+        vals = [bytes([i]) * 300000 for i in range(4)]
+        errors = []
+
+        def work(i):
+            try:
+                for _ in range(40):
+                    self.m[b"big%d" % i] = vals[i]
+                    if self.m[b"big%d" % i] != vals[i]:
+                        errors.append(i)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errors, [])
+
+    def test_detach_while_threads_run(self):
+        """detach() while other threads are inside calls: they finish or get
+        ValueError, nothing crashes, and the attachment ends."""
+        c = shmmap.attach()
+        m = c.open(self.name)
+        m[b"big"] = b"x" * 500000
+        started = threading.Barrier(5)
+        outcomes = []
+
+        def reader():
+            started.wait()
+            try:
+                while True:
+                    if len(m[b"big"]) != 500000:
+                        outcomes.append("torn")
+            except ValueError:
+                outcomes.append("detached")
+            except Exception as e:  # noqa: BLE001
+                outcomes.append(repr(e))
+
+        ts = [threading.Thread(target=reader) for _ in range(4)]
+        for t in ts:
+            t.start()
+        started.wait()
+        c.detach()
+        for t in ts:
+            t.join()
+        self.assertEqual(outcomes, ["detached"] * 4)
+        self.assertTrue(c.detached)
+
+
+# ---- processes ----
+
+_pool_map = None  # the map a pool worker uses
+
+
+def _pool_init_attach(name):
+    """Fallback: each worker attaches on its own."""
+    global _pool_map
+    _pool_map = shmmap.attach().open(name)
+
+
+def _pool_incr(n):
+    for _ in range(n):
+        _pool_map.incr("counter")
+    _pool_map["pid-%d" % os.getpid()] = str(os.getpid())
+    return os.getpid()
+
+
+class TestProcesses(MapTest):
+    NPROC, NTASKS, PER_TASK = 4, 16, 500
+
+    def _pool_counter(self, initializer, initargs):
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(self.NPROC, initializer=initializer, initargs=initargs) as pool:
+            pids = pool.map(_pool_incr, [self.PER_TASK] * self.NTASKS)
+            pool.close()
+            pool.join()
+        self.assertEqual(int(self.m["counter"]), self.NTASKS * self.PER_TASK)
+        for pid in set(pids):
+            self.assertEqual(self.m["pid-%d" % pid], str(pid).encode())
+        self.assertNotIn(os.getpid(), pids)
+
+    def test_pool_workers_attach(self):
+        self._pool_counter(_pool_init_attach, (self.name,))
+
+    @unittest.skipUnless(INHERIT, "set SHMMAP_PY_FORK_INHERIT=1 once the library "
+                         "re-attaches an inherited attachment after fork()")
+    def test_pool_workers_inherit(self):
+        global _pool_map
+        _pool_map = self.m  # made before the fork: the pre-fork pattern
+        try:
+            self._pool_counter(None, ())
+        finally:
+            _pool_map = None
+
+    @unittest.skipUnless(INHERIT, "set SHMMAP_PY_FORK_INHERIT=1 once the library "
+                         "re-attaches an inherited attachment after fork()")
+    def test_fork_child_uses_parent_map(self):
+        self.m["from-parent"] = "1"
+        pid = os.fork()
+        if pid == 0:  # child: only os._exit leaves it
+            code = 1
+            try:
+                if self.m["from-parent"] == b"1":
+                    self.m["from-child"] = str(os.getpid())
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(self.m["from-child"], str(pid).encode())
+        self.m["after"] = "1"  # the parent's attachment still works
+        self.assertEqual(self.m["after"], b"1")
+
+    def test_unrelated_process_sees_writes(self):
+        self.m["hello"] = "from parent"
+        code = ("import shmmap, sys; m = shmmap.attach().open(sys.argv[1], create=False); "
+                "assert m['hello'] == b'from parent'; m['reply'] = 'from child'")
+        pid = os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable, "-c", code, self.name])
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(self.m["reply"], b"from child")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
