@@ -130,6 +130,13 @@ TEST_ENV = SHMMAPD=$(abspath $(O)/shmmapd) SHMMAPCTL=$(abspath $(O)/shmmapctl) \
 deps:
 	@scripts/deps.sh
 
+# T=check_cli (or T=cli; several: T="cli api") runs only those programs.
+T_NAMES := $(foreach t,$(T),$(if $(filter check_%,$(t)),$(t),check_$(t)))
+ifneq ($(filter-out $(TESTS),$(T_NAMES)),)
+$(error T: no test program $(filter-out $(TESTS),$(T_NAMES)) (there are: $(TESTS)))
+endif
+T_RUN := $(if $(T_NAMES),$(T_NAMES:%=$(O)/tests/%),$(T_BINS))
+
 build-tests: all python $(T_RUN) $(O)/tests/example
 
 check-tests: build-tests
