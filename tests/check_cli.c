@@ -639,6 +639,58 @@ START_TEST(ttl_expires)
 }
 END_TEST
 
+/* Slots in use as `clients` lists them (one line each, after the header). */
+static int clients_listed(void)
+{
+	CTL_EXPECT(0, "clients");
+	int n = -1; /* the header line */
+	for (const char *p = out; *p; p++)
+		n += *p == '\n';
+	return n;
+}
+
+/* What `status` says is attached ("clients         N attached"). */
+static int clients_in_status(void)
+{
+	CTL_EXPECT(0, "status");
+	const char *p = strstr(out, "\nclients ");
+	ck_assert_ptr_nonnull(p);
+	return atoi(p + strlen("\nclients "));
+}
+
+/* status and clients count the same slots, also after a restart (when the
+ * surviving clients' slots were adopted and are not resumed yet). */
+START_TEST(status_counts_like_clients)
+{
+	shmmap *a = tu_attach(co.sock), *b = tu_attach(co.sock);
+	CK_EQ(clients_in_status(), clients_listed());
+	CK_EQ(clients_in_status(), 3); /* a, b and shmmapctl itself */
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	CK_EQ(clients_in_status(), clients_listed());
+	CK_EQ(clients_in_status(), 3);
+	shmmap_detach(a);
+	shmmap_detach(b);
+}
+END_TEST
+
+/* One slot is kept for admin tools: with every other slot taken, a worker
+ * is refused (and told why) but shmmapctl still gets in. */
+START_TEST(admin_slot_kept)
+{
+	tu_coord_cleanup(&co);
+	ck_assert_int_eq(tu_coord_start(&co, "8M", "[segment]\nmax_clients = 3\n"), 0);
+	shmmap *a = tu_attach(co.sock), *b = tu_attach(co.sock), *c = NULL;
+	CK_EQ(shmmap_attach(co.sock, &c), -EAGAIN);
+	CK_MSG(strstr(shmmap_errdetail(), "kept for admin") != NULL, "detail: %s",
+	       shmmap_errdetail());
+	CTL_EXPECT(0, "status");
+	CTL_EXPECT(0, "clients");
+	shmmap_detach(a);
+	shmmap_detach(b);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
 	Suite *s = suite_create("cli");
@@ -656,6 +708,8 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, check_finds_damage);
 	tcase_add_test(tc, check_while_writing);
 	tcase_add_test(tc, clients_shows_self);
+	tcase_add_test(tc, status_counts_like_clients);
+	tcase_add_test(tc, admin_slot_kept);
 	tcase_add_test(tc, ttl_expires);
 	suite_add_tcase(s, tc);
 	return s;
