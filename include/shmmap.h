@@ -272,6 +272,9 @@ int shmmap_cas(shmmap *sm, shmmap_map m, const void *key, size_t klen,
  * Remove every entry of the map (done by the coordinator; the map and its
  * handles stay valid).  Entries written during the flush may survive it.
  * @return 0; -EBADF/-ESTALE (bad handle); -EPERM (read-only attachment);
+ *         -EBUSY (a live process, stopped perhaps, held a stripe lock: the
+ *         other stripes were emptied, that one was not; shmmap_errdetail()
+ *         names the holder; flush again once it lets go);
  *         errors of the socket as for shmmap_open.  Thread-safe.
  */
 int shmmap_flush(shmmap *sm, shmmap_map m);
