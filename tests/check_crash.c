@@ -363,6 +363,42 @@ static _Atomic uint32_t *stripe_lock_word(uint32_t stripe)
 	return &v->stripes[stripe].lock;
 }
 
+/* A key of another bucket of the same stripe, into out. */
+static void other_key_in_stripe(uint32_t stripe, char *out, size_t cap)
+{
+	for (int i = 0; i < 10000; i++) {
+		snprintf(out, cap, "other-%d", i);
+		if (stripe_of_key(out) == stripe)
+			return;
+	}
+	ck_abort_msg("no other key in stripe %u", stripe);
+}
+
+/* One word of memory shared with the children (unmapped by the test). */
+static _Atomic uint32_t *shared_word(void)
+{
+	_Atomic uint32_t *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+				   -1, 0);
+	ck_assert(w != MAP_FAILED);
+	return w;
+}
+
+/* A child that attaches and puts key, exiting 0 once the put succeeded
+ * (it blocks while another holds the key's stripe lock). */
+static pid_t spawn_waiter(const char *key)
+{
+	pid_t pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		shmmap *sm;
+		shmmap_map m;
+		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
+			_exit(20);
+		_exit(shmmap_put(sm, m, key, strlen(key), "w", 1, 0, 0) == 0 ? 0 : 21);
+	}
+	return pid;
+}
+
 struct waiting {
 	_Atomic uint32_t *w;
 };
@@ -399,18 +435,9 @@ START_TEST(frozen_holder_killed)
 	const char *key = "the-key";
 	uint32_t stripe = stripe_of_key(key);
 	_Atomic uint32_t *w = stripe_lock_word(stripe);
-	/* A key of another bucket in the same stripe, for the waiter. */
-	char other[32] = "";
-	for (int i = 0; i < 10000 && !other[0]; i++) {
-		char k[32];
-		snprintf(k, sizeof k, "other-%d", i);
-		if (stripe_of_key(k) == stripe)
-			strcpy(other, k);
-	}
-	ck_assert(other[0]);
-	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	ck_assert(slot != MAP_FAILED);
+	char other[32];
+	other_key_in_stripe(stripe, other, sizeof other);
+	_Atomic uint32_t *slot = shared_word();
 	bool frozen_in_lock = false;
 	for (unsigned long k = 1; k <= MAX_K && !frozen_in_lock; k++) {
 		prepare(&sc, key, old);
@@ -427,16 +454,7 @@ START_TEST(frozen_holder_killed)
 		frozen_in_lock = owner != 0 && owner == atomic_load(slot);
 		if (frozen_in_lock) {
 			/* A waiter on the same stripe blocks on the frozen holder. */
-			pid_t wp = tu_fork();
-			ck_assert_int_ge(wp, 0);
-			if (wp == 0) {
-				shmmap *sm;
-				shmmap_map m;
-				if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
-					_exit(20);
-				_exit(shmmap_put(sm, m, other, strlen(other), "w", 1, 0, 0) == 0 ? 0
-												  : 21);
-			}
+			pid_t wp = spawn_waiter(other);
 			struct waiting x = {w};
 			CK_MSG(tu_wait(has_waiter, &x, 5000), "the waiter never blocked on the lock");
 			CK_EQ(waitpid(wp, &st, WNOHANG), 0); /* still blocked */
@@ -963,9 +981,7 @@ START_TEST(stopped_writer_does_not_wedge_coordinator)
 {
 	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false};
 	const char *key = "the-key";
-	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	ck_assert(slot != MAP_FAILED);
+	_Atomic uint32_t *slot = shared_word();
 	pid_t pid = freeze_in_stripe_lock(&sc, key, slot);
 	/* Clients come and go for a while: at least 8 of them, over at least
 	 * 600 ms, so that the coordinator's background rounds (every 100 ms)
@@ -1028,29 +1044,13 @@ START_TEST(killed_waiter_of_stopped_holder)
 	const char *key = "the-key";
 	uint32_t stripe = stripe_of_key(key);
 	_Atomic uint32_t *w = stripe_lock_word(stripe);
-	char other[32] = "";
-	for (int i = 0; i < 10000 && !other[0]; i++) {
-		char k[32];
-		snprintf(k, sizeof k, "other-%d", i);
-		if (stripe_of_key(k) == stripe)
-			strcpy(other, k);
-	}
-	ck_assert(other[0]);
-	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	ck_assert(slot != MAP_FAILED);
+	char other[32];
+	other_key_in_stripe(stripe, other, sizeof other);
+	_Atomic uint32_t *slot = shared_word();
 	pid_t holder = freeze_in_stripe_lock(&sc, key, slot);
 	/* The waiter: its put allocates (an intent record naming the stripe),
 	 * then blocks on the stopped holder's lock. */
-	pid_t wp = tu_fork();
-	ck_assert_int_ge(wp, 0);
-	if (wp == 0) {
-		shmmap *sm;
-		shmmap_map m;
-		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
-			_exit(20);
-		_exit(shmmap_put(sm, m, other, strlen(other), "w", 1, 0, 0) == 0 ? 0 : 21);
-	}
+	pid_t wp = spawn_waiter(other);
 	struct waiting x = {w};
 	CK_MSG(tu_wait(has_waiter, &x, 5000), "the waiter never blocked on the lock");
 	kill(wp, SIGKILL);
@@ -1135,9 +1135,7 @@ static void drop_meets_stopped_holder(int how)
 	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false};
 	const char *key = "the-key";
 	_Atomic uint32_t *w = stripe_lock_word(stripe_of_key(key));
-	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	ck_assert(slot != MAP_FAILED);
+	_Atomic uint32_t *slot = shared_word();
 	pid_t holder = freeze_in_stripe_lock(&sc, key, slot);
 	uint32_t idx = (uint32_t)(g_m.id & 0xffff);
 	long long t0 = mono_ms();
@@ -1212,9 +1210,7 @@ START_TEST(stale_lock_in_retained_table_of_other_geometry)
 	const char *key = "stale-key";
 	uint32_t idx = (uint32_t)(g_m.id & 0xffff);
 	_Atomic uint32_t *w = stripe_lock_word(stripe_of_key(key));
-	_Atomic uint32_t *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	ck_assert(slot != MAP_FAILED);
+	_Atomic uint32_t *slot = shared_word();
 	pid_t pid = tu_fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
