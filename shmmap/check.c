@@ -820,7 +820,7 @@ static void check_maps(struct ck *c)
 			continue;
 		}
 		check_table_run(c, i, st);
-		if (st == MAP_INIT && LOAD(d->dropping)) {
+		if (st == MAP_INIT && atomic_load_explicit(&d->dropping, memory_order_relaxed)) {
 			/* Being dropped: its entries are still in use until emptied. */
 			struct map_view v;
 			if (shmmap__map_view_linked(c->s, g, i, &v) == 0) {

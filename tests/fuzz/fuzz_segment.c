@@ -168,7 +168,8 @@ static void build_image(void)
 	    (rc = shmmap__tbl_put(&o, &v1, "small", 5, "0123456789", 10, 0, 0)) < 0 ||
 	    (rc = shmmap__tbl_put(&o, &v2, "x", 1, "y", 1, 0, 0)) < 0)
 		die("put", rc);
-	(void)shmmap__map_destroy(&s, &g, &lk, 2);
+	struct empty_report er;
+	(void)shmmap__map_destroy(&s, &g, &lk, 2, &er);
 	for (uint32_t i = 0; i < g.max_maps; i++)
 		seg_dir(&s, &g, i)->created_ns = 0;
 
