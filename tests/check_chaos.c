@@ -9,6 +9,9 @@
  *                             stalls; at the end every key holds exactly its
  *                             last acknowledged value and `shmmapctl check`
  *                             is clean.
+ *   kill9_loop_inherited      the same with the pre-fork pattern: the writers
+ *                             use the test process's attachment, inherited
+ *                             across fork, respawned by forking again.
  *   coordinator_kill          the coordinator killed under load (workers carry
  *                             on, a restart adopts the segment), then killed
  *                             together with a worker (its slot is reclaimed).
@@ -221,8 +224,18 @@ __attribute__((format(printf, 2, 3))) static void note(int slot, const char *fmt
 	va_end(ap);
 }
 
+/* The pre-fork pattern: when set, writers use this attachment, made by the
+ * test process before it forked them, instead of attaching themselves. */
+static shmmap *g_inherit_sm;
+static shmmap_map g_inherit_m;
+
 static int attach_retry(int slot, shmmap **sm, shmmap_map *m)
 {
+	if (g_inherit_sm) {
+		*sm = g_inherit_sm;
+		*m = g_inherit_m;
+		return 0;
+	}
 	long long end = mono_ms() + 10000;
 	int rc;
 	/* -EAGAIN: no free client slot (the coordinator is still recovering
@@ -942,7 +955,11 @@ static bool all_running(void *arg)
 	return true;
 }
 
-START_TEST(kill9_loop)
+static shmmap *parent_attach(shmmap_map *m, unsigned flags);
+
+/* inherited: the writers use an attachment of the test process, inherited
+ * across fork (each re-attaches under a slot of its own on its first call). */
+static void kill9(bool inherited)
 {
 	long long t0 = mono_ms();
 	int secs = 6;
@@ -951,7 +968,10 @@ START_TEST(kill9_loop)
 		secs = atoi(env) > 40 ? 40 : atoi(env);
 	shared_init(NW, 10);
 	uint64_t rng = seed_now();
-	fprintf(stderr, "kill9_loop: %d s of chaos, parent seed %#" PRIx64 "\n", secs, rng);
+	fprintf(stderr, "kill9_loop%s: %d s of chaos, parent seed %#" PRIx64 "\n",
+		inherited ? " (inherited attachment)" : "", secs, rng);
+	if (inherited)
+		g_inherit_sm = parent_attach(&g_inherit_m, SHMMAP_CREATE);
 
 	for (int r = 0; r < NR; r++)
 		kids[NW + r] = spawn(reader_main, r);
@@ -1023,6 +1043,16 @@ START_TEST(kill9_loop)
 	for (int w = 1; w < NW; w++)
 		FAIL_IF(atomic_load(&sh->inflight[w]) != 0,
 			"writer %d exited cleanly with a write in flight", w);
+	if (g_inherit_sm) {
+		/* The children's kills and detaches left it the test's own. */
+		char buf[8];
+		size_t n;
+		int rc = shmmap_get(g_inherit_sm, g_inherit_m, "no-such-key", 11, buf, sizeof buf, &n);
+		FAIL_IF(rc != -ENOENT, "the inherited attachment after the chaos: %s",
+			shmmap_strerror(rc));
+		shmmap_detach(g_inherit_sm);
+		g_inherit_sm = NULL;
+	}
 
 	shmmap_map m;
 	shmmap *sm = parent_attach(&m, 0);
@@ -1056,6 +1086,17 @@ START_TEST(kill9_loop)
 	fprintf(stderr, "kill9_loop: coordinator log: %d recoveries releasing stripe locks or "
 		"blocks in flight, %d sweeps for allocator locks\n",
 		log_count("released"), log_count("held an allocator lock"));
+}
+
+START_TEST(kill9_loop)
+{
+	kill9(false);
+}
+END_TEST
+
+START_TEST(kill9_loop_inherited)
+{
+	kill9(true);
 }
 END_TEST
 
@@ -1249,6 +1290,7 @@ static Suite *suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, kill9_loop);
+	tcase_add_test(tc, kill9_loop_inherited);
 	tcase_add_test(tc, coordinator_kill);
 	tcase_add_test(tc, clean_restart_keeps_data);
 	suite_add_tcase(s, tc);
