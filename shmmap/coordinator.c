@@ -378,16 +378,19 @@ static bool recover_slot_locked(struct coord *c, uint32_t slot)
 static void recover_slot(struct coord *c, uint32_t slot, uint64_t gen, bool wait)
 {
 	struct seg_slot *sl = seg_slot(&c->seg, &c->g, slot);
-	/* Only the I/O thread gives slots out, so gen cannot move under us
-	 * there; the housekeeping thread re-checks under recover_mu. */
-	uint32_t live = SLOT_LIVE;
-	if (atomic_load(&sl->gen) == gen &&
-	    atomic_compare_exchange_strong(&sl->state, &live, SLOT_DEAD))
-		sl->dead_ns = shmmap__now_ns();
-	if (wait)
+	if (wait) {
 		pthread_mutex_lock(&c->recover_mu);
-	else if (pthread_mutex_trylock(&c->recover_mu) != 0)
-		return;
+	} else {
+		/* The I/O thread: it alone gives slots out, so gen cannot move
+		 * between the check and the CAS (a slot is freed only under
+		 * recover_mu, and given out only by this thread). */
+		uint32_t live = SLOT_LIVE;
+		if (atomic_load(&sl->gen) == gen &&
+		    atomic_compare_exchange_strong(&sl->state, &live, SLOT_DEAD))
+			sl->dead_ns = shmmap__now_ns();
+		if (pthread_mutex_trylock(&c->recover_mu) != 0)
+			return;
+	}
 	if (atomic_load(&sl->state) != SLOT_FREE && atomic_load(&sl->gen) == gen)
 		recover_slot_locked(c, slot);
 	pthread_mutex_unlock(&c->recover_mu);
@@ -544,11 +547,13 @@ static int find_map(struct coord *c, const char *name)
 /*
  * May a map with parameters p be created at free directory entry k?  Its
  * retained table (a dropped map's) has lock words that stale clients may
- * still touch.  Those of dead owners are released here.  One that a live
- * process holds means a stale writer is still in there: the table is
- * reused as it is only with the same geometry (the writer sees the new
- * generation and lets go); a table of another geometry would be freed
- * under it, so the entry is passed over.  Under recover_mu.
+ * still touch.  Those of dead owners are released here.  With the same
+ * geometry the table is reused as it is (a stale writer sees the new
+ * generation under the lock and lets go).  A table of another geometry
+ * would be freed, so it must be out of every stale writer's reach: no
+ * lock word held, and no client alive that attached before the drop (one
+ * may have resolved its handle and be about to take a lock there, stopped
+ * in between); otherwise the entry is passed over.  Under recover_mu.
  */
 static bool entry_usable(struct coord *c, uint32_t k, const struct map_params *p)
 {
@@ -556,6 +561,15 @@ static bool entry_usable(struct coord *c, uint32_t k, const struct map_params *p
 	uint32_t ns = 0;
 	struct seg_stripe *sp = table_stripes(c, k, &ns);
 	bool same = d->nbuckets == p->nbuckets && d->nstripes == p->nstripes;
+	if (sp && !same) {
+		uint64_t dropped = d->dropped_ns;
+		for (uint32_t i = 0; i < c->g.max_clients; i++) {
+			const struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
+			if (atomic_load(&sl->state) != SLOT_FREE &&
+			    (!dropped || sl->attached_ns <= dropped))
+				return false;
+		}
+	}
 	for (uint32_t st = 0; sp && st < ns; st++) {
 		uint32_t owner = atomic_load(&sp[st].lock) & LOCK_OWNER_MASK;
 		if (!owner || owner == LOCK_OWNER_COORD)
@@ -1009,7 +1023,9 @@ static int welcome(struct coord *c, struct session *s, uint32_t seq, uint32_t sl
 static int handle_hello(struct coord *c, struct session *s, const struct proto_msg *m)
 {
 	bool rdonly = (m->u.hello.flags & HELLO_F_RDONLY) || s->readonly_only;
-	bool admin = (m->u.hello.flags & HELLO_F_ADMIN) != 0;
+	/* The slot kept for admin tools: for root and the coordinator's own
+	 * user only, so that no other peer can take it by saying "admin". */
+	bool admin = (m->u.hello.flags & HELLO_F_ADMIN) && (s->uid == 0 || s->uid == geteuid());
 	int slot = assign_slot(c, s, rdonly, admin);
 	if (slot < 0) {
 		log_warning("refusing pid %d: no free client slot", (int)s->pid);

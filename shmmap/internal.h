@@ -181,7 +181,9 @@ struct seg_mapdir {
 	uint32_t policy;               /* 120: MAP_POLICY_* */
 	_Atomic uint32_t clock_hand;   /* 124: next bucket the evicting hand looks at */
 	_Atomic uint32_t dropping;     /* 128: MAP_INIT because a drop is under way */
-	uint8_t pad[256 - 132];
+	uint32_t pad0;                 /* 132 */
+	uint64_t dropped_ns;           /* 136: when the last map here was dropped */
+	uint8_t pad[256 - 144];
 };
 _Static_assert(sizeof(struct seg_mapdir) == 256, "mapdir size");
 

@@ -210,15 +210,38 @@ static void rebuild(struct sw *w, struct sweep_report *r)
 	r->freed = used_before > used_after ? used_before - used_after : 0;
 }
 
-/* 1 if taken now, 0 if already ours (taken over from a dead predecessor
- * and kept for this sweep), or -EBUSY if a live process holds on to it
- * (c->wait_ms). */
+/* 1 if taken now from nobody, 2 if taken over from a dead owner (what it
+ * guards may be half-updated), 0 if already ours (taken over from a dead
+ * predecessor, or by an earlier sweep that gave up, and kept for this
+ * one), or -EBUSY if a live process holds on to it (c->wait_ms). */
 static int lock_for_sweep(_Atomic uint32_t *w, const struct lock_ctx *c)
 {
 	if ((atomic_load(w) & LOCK_OWNER_MASK) == c->owner)
 		return 0;
 	int rc = shmmap__lock(w, c, NULL);
-	return rc < 0 ? rc : 1;
+	return rc < 0 ? rc : rc + 1;
+}
+
+/* The allocator lock k: the classes, then the pool. */
+static _Atomic uint32_t *alloc_lock(const struct seg *s, const struct seg_geom *g, uint32_t k,
+				    uint32_t n)
+{
+	return k < n ? &seg_class(s, g, k)->lock : &seg_hdr(s)->pool_lock;
+}
+
+/* Is an allocator lock held by a live process other than us?  Checked
+ * before taking any: a sweep that would only give up again does not hold
+ * every other class up while it waits (the housekeeping thread retries
+ * a deferred sweep every round). */
+static bool alloc_lock_busy(const struct seg *s, const struct seg_geom *g,
+			    const struct lock_ctx *c, uint32_t n)
+{
+	for (uint32_t k = 0; k <= n; k++) {
+		uint32_t owner = atomic_load(alloc_lock(s, g, k, n)) & LOCK_OWNER_MASK;
+		if (owner && owner != c->owner && shmmap__owner_alive(c, owner))
+			return true;
+	}
+	return false;
 }
 
 int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
@@ -235,26 +258,30 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 		return -ENOMEM;
 	}
 	/* Lock order: classes, then the pool (as alloc.c nests them).  A lock
-	 * that already names us was taken over from our dead predecessor and
-	 * kept for this sweep (adopt_repair): the coordinator's own allocator
-	 * use is serialised with its sweeps, so it holds none otherwise.
-	 * took[k]: lock k (the classes, then the pool) was taken by this call. */
-	bool took[SEG_NCLASSES + 1] = {0};
+	 * that already names us was taken over from a dead owner and kept for
+	 * this sweep (adopt_repair, or a sweep that gave up): the
+	 * coordinator's own allocator use is serialised with its sweeps, so
+	 * it holds none otherwise.  taken[k]: lock k was free and taken by
+	 * this call. */
+	bool taken[SEG_NCLASSES + 1] = {0};
 	int rc = 0;
 	uint32_t n = g->nclasses <= SEG_NCLASSES ? g->nclasses : SEG_NCLASSES;
+	if (c->wait_ms && alloc_lock_busy(s, g, c, n))
+		rc = -EBUSY;
 	for (uint32_t k = 0; k <= n && rc >= 0; k++) {
-		rc = lock_for_sweep(k < n ? &seg_class(s, g, k)->lock : &seg_hdr(s)->pool_lock, c);
-		took[k] = rc == 1;
+		rc = lock_for_sweep(alloc_lock(s, g, k, n), c);
+		taken[k] = rc == 1;
 	}
 	if (rc < 0) {
 		/* A live process (stopped, say) holds an allocator lock: give
-		 * back what this call took (not a dead predecessor's locks,
-		 * kept until a sweep repairs them) and let the caller try
-		 * again later, rather than hold every other class up. */
+		 * back the locks that were free, and let the caller try again
+		 * later rather than hold every other class up.  A lock taken
+		 * over from a dead owner stays ours: what it guards may be
+		 * half-updated, and nobody may allocate from it before a sweep
+		 * has rebuilt it. */
 		for (uint32_t k = 0; k <= n; k++)
-			if (took[k])
-				shmmap__unlock(k < n ? &seg_class(s, g, k)->lock
-						     : &seg_hdr(s)->pool_lock);
+			if (taken[k])
+				shmmap__unlock(alloc_lock(s, g, k, n));
 		free(w.root);
 		free(alive);
 		return rc;

@@ -1203,6 +1203,7 @@ int shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const str
 	if (rc < 0)
 		return rc;
 	struct seg_mapdir *d = seg_dir(s, g, idx);
+	d->dropped_ns = shmmap__now_ns();
 	atomic_store(&d->dropping, 1);
 	atomic_store(&d->state, MAP_INIT);
 	atomic_fetch_add(&d->gen, 1);
