@@ -81,13 +81,14 @@ SHMMAP_EXPORT const char *shmmap_errdetail(void)
 	return errdetail;
 }
 
-/* The coordinator's reason for an ERROR reply, kept for shmmap_errdetail(). */
+/* The coordinator's reason for an ERROR reply, kept for shmmap_errdetail()
+ * (none: the code says it all). */
 static void detail_from_reply(const struct proto_msg *rep)
 {
 	if (rep->u.error.why[0])
 		set_detail("%s", rep->u.error.why);
 	else
-		set_detail("the coordinator answered: %s", shmmap_strerror(rep->u.error.err));
+		errdetail[0] = '\0';
 }
 
 static struct client_ext *ext(shmmap *sm)
@@ -546,6 +547,7 @@ static bool valid_name(const char *name)
 
 SHMMAP_EXPORT int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out)
 {
+	errdetail[0] = '\0';
 	if (!sm || !out || !valid_name(name) || (flags & ~SHMMAP_CREATE))
 		return -EINVAL;
 	struct proto_msg req = {.type = MSG_OPEN}, rep;
@@ -801,6 +803,7 @@ static int map_request(shmmap *sm, uint16_t type, const char *name)
 
 SHMMAP_EXPORT int shmmap_flush(shmmap *sm, shmmap_map m)
 {
+	errdetail[0] = '\0';
 	const struct map_view *v;
 	int rc = sm ? fork_check(sm) : -EINVAL;
 	if (rc == 0)
@@ -826,6 +829,7 @@ SHMMAP_EXPORT int shmmap_flush(shmmap *sm, shmmap_map m)
 
 SHMMAP_EXPORT int shmmap_drop(shmmap *sm, const char *name)
 {
+	errdetail[0] = '\0';
 	if (!sm || !valid_name(name))
 		return -EINVAL;
 	return map_request(sm, MSG_DROP, name);

@@ -77,8 +77,20 @@ static unsigned long forkgen;  /* bumped in every forked child */
 /* ---- errors ---- */
 
 /* Raise the exception for the library's result rc (< 0), with name (may be
- * NULL) as its filename, like OSError's. */
+ * NULL) as its filename, like OSError's.  Its message is shmmap_strerror()
+ * and, where the library has them, the particulars (shmmap_errdetail():
+ * the socket path, the coordinator's reason): after a call that talks to
+ * the coordinator (coord), or a data call whose first use in a forked
+ * child had to re-attach.  The call ran on this thread, so the detail,
+ * which is per thread, is that call's. */
+static void *raise_rc_detail(int rc, PyObject *name, int coord);
+
 static void *raise_rc(int rc, PyObject *name)
+{
+	return raise_rc_detail(rc, name, 0);
+}
+
+static void *raise_rc_detail(int rc, PyObject *name, int coord)
 {
 	int e = -rc;
 	PyObject *num = PyLong_FromLong(e);
@@ -91,8 +103,14 @@ static void *raise_rc(int rc, PyObject *name)
 			return NULL;
 		type = Error;
 	}
-	PyObject *args = name ? Py_BuildValue("(isO)", e, shmmap_strerror(rc), name)
-			      : Py_BuildValue("(is)", e, shmmap_strerror(rc));
+	const char *detail = shmmap_errdetail();
+	int with = detail[0] && (coord || rc == -ECONNREFUSED || rc == -SHMMAP_EDETACHED ||
+				 rc == -ETIMEDOUT || rc == -EACCES);
+	PyObject *msg = with ? PyUnicode_FromFormat("%s: %s", shmmap_strerror(rc), detail)
+			     : PyUnicode_FromString(shmmap_strerror(rc));
+	if (!msg)
+		return NULL;
+	PyObject *args = name ? Py_BuildValue("(iNO)", e, msg, name) : Py_BuildValue("(iN)", e, msg);
 	if (args) {
 		PyErr_SetObject(type, args);
 		Py_DECREF(args);
@@ -320,7 +338,7 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	Py_XDECREF(path);
 	if (rc < 0) {
 		Py_DECREF(c);
-		return raise_rc(rc, sock == Py_None ? NULL : sock);
+		return raise_rc_detail(rc, sock == Py_None ? NULL : sock, 1);
 	}
 	c->sm = sm;
 	return (PyObject *)c;
@@ -416,7 +434,7 @@ static PyObject *client_open(Client *c, PyObject *args, PyObject *kw)
 	client_release(c);
 	Py_DECREF(nb);
 	if (rc < 0) {
-		raise_rc(rc, sname);
+		raise_rc_detail(rc, sname, 1);
 		Py_DECREF(sname);
 		return NULL;
 	}
@@ -448,7 +466,7 @@ static PyObject *client_drop(Client *c, PyObject *name)
 	client_release(c);
 	Py_DECREF(nb);
 	if (rc < 0)
-		return raise_rc(rc, name);
+		return raise_rc_detail(rc, name, 1);
 	Py_RETURN_NONE;
 }
 
@@ -877,7 +895,7 @@ static PyObject *map_flush(MapObj *m, PyObject *unused)
 	Py_END_ALLOW_THREADS
 	client_release(m->client);
 	if (rc < 0)
-		return raise_rc(rc, m->name);
+		return raise_rc_detail(rc, m->name, 1);
 	Py_RETURN_NONE;
 }
 

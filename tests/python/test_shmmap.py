@@ -392,6 +392,8 @@ class TestErrors(unittest.TestCase):
             shmmap.attach(path)
         self.assertIsInstance(cm.exception, shmmap.Error)
         self.assertEqual(cm.exception.errno, errno.ECONNREFUSED)
+        # The library's particulars: the path it tried, what to check.
+        self.assertIn("no socket", cm.exception.strerror)
         with self.assertRaises(TypeError):
             shmmap.attach(socket=3)
 
