@@ -97,6 +97,8 @@ enum conf_key_id {
 	K_MAP_BUCKETS,
 	K_MAP_STRIPES,
 	K_MAP_POLICY,
+	K_MAP_MAX_BUCKETS,
+	K_MAP_GROW_STEP,
 	K_PERS_SNAPSHOT,
 	K_PERS_INTERVAL,
 	K_COUNT
@@ -127,6 +129,8 @@ static const struct conf_key conf_keys[K_COUNT] = {
 	[K_MAP_BUCKETS] = { "map", "buckets", KIND_POW2, 1, UINT64_C(1) << 26 },
 	[K_MAP_STRIPES] = { "map", "stripes", KIND_POW2, 1, 65536 },
 	[K_MAP_POLICY] = { "map", "policy", KIND_POLICY, 0, 0 },
+	[K_MAP_MAX_BUCKETS] = { "map", "max_buckets", KIND_POW2, 1, UINT64_C(1) << 30 },
+	[K_MAP_GROW_STEP] = { "map", "grow_step", KIND_UINT, 0, UINT64_C(1) << 20 },
 	[K_PERS_SNAPSHOT] = { "persistence", "snapshot", KIND_FILE, 0, 0 },
 	[K_PERS_INTERVAL] = { "persistence", "interval", KIND_UINT, 0, 86400 * 365 },
 };
@@ -351,6 +355,8 @@ static void store_num(struct shmmap_conf *c, enum conf_key_id id, uint64_t v)
 	case K_MAP_VALUE_MAX: c->map.value_max = (uint32_t)v; break;
 	case K_MAP_BUCKETS: c->map.buckets = (uint32_t)v; break;
 	case K_MAP_STRIPES: c->map.stripes = (uint32_t)v; break;
+	case K_MAP_MAX_BUCKETS: c->map.max_buckets = (uint32_t)v; break;
+	case K_MAP_GROW_STEP: c->map.grow_step = (uint32_t)v; break;
 	case K_PERS_INTERVAL: c->persistence.interval = (uint32_t)v; break;
 	default: break;
 	}
@@ -676,6 +682,14 @@ static void conf_check(struct conf_ctx *x)
 			conf_fail(x, -EINVAL, x->set_on[K_MAP_BUCKETS], "map", "buckets",
 				  "%" PRIu32 " is fewer than map.stripes (%" PRIu32 ")", c->map.buckets, c->map.stripes);
 	}
+	if (c->map.max_buckets < c->map.buckets) {
+		if (x->set_on[K_MAP_MAX_BUCKETS] >= x->set_on[K_MAP_BUCKETS])
+			conf_fail(x, -EINVAL, x->set_on[K_MAP_MAX_BUCKETS], "map", "max_buckets",
+				  "%" PRIu32 " is fewer than map.buckets (%" PRIu32 ")", c->map.max_buckets, c->map.buckets);
+		else
+			conf_fail(x, -EINVAL, x->set_on[K_MAP_BUCKETS], "map", "buckets",
+				  "%" PRIu32 " is more than map.max_buckets (%" PRIu32 ")", c->map.buckets, c->map.max_buckets);
+	}
 	if (c->segment.size > CONF_USER_END || c->segment.base > CONF_USER_END - c->segment.size) {
 		if (x->set_on[K_SEG_BASE] >= x->set_on[K_SEG_SIZE])
 			conf_fail(x, -EINVAL, x->set_on[K_SEG_BASE], "segment", "base",
@@ -710,8 +724,10 @@ void shmmap__conf_defaults(struct shmmap_conf *c)
 
 	c->map.key_max = 250;
 	c->map.value_max = (uint32_t)MIB;
-	c->map.buckets = 16384;
+	c->map.buckets = 1024;
 	c->map.stripes = 256;
+	c->map.max_buckets = UINT32_C(1) << 30;
+	c->map.grow_step = 64;
 }
 
 int shmmap__conf_load(struct shmmap_conf *c, const char *path, char *err, size_t errlen)

@@ -39,9 +39,12 @@ struct shmmap_conf {
 	struct {
 		uint32_t key_max;   /* 1..65535, default 250 */
 		uint32_t value_max; /* 0..(1 GiB), default 1 MiB */
-		uint32_t buckets;   /* power of two, default 16384 */
+		uint32_t buckets;   /* initial buckets: power of two, default 1024 (maps grow) */
 		uint32_t stripes;   /* power of two <= buckets, default 256 */
 		uint32_t policy;    /* MAP_POLICY_EVICT (default) or MAP_POLICY_REJECT */
+		uint32_t max_buckets; /* growth stops here: power of two >= buckets, default 2^30 */
+		uint32_t grow_step; /* buckets per stripe the coordinator moves per round, default 64;
+				       0: writers alone move them (tests) */
 	} map;
 	struct {
 		char snapshot[CONF_SNAPSHOT_MAX]; /* file path, "" = none */

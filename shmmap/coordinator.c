@@ -15,6 +15,11 @@
  *     backstop to the socket's EOF), are flagged for the I/O thread, which
  *     closes them.  It also reaps slots adopted from an earlier coordinator
  *     whose process died meanwhile.
+ *   - Growth thread (grow_main, see grow.c): starts, drives and finishes
+ *     the resizes of maps that outgrow their buckets.  It sleeps on the
+ *     header's grow_wake futex (a writer that sees its stripe over the load
+ *     factor wakes it) or GROW_IDLE_MS, and works in bounded rounds that
+ *     take stripe locks only with a try.
  *   The session table is a liburcu cds_lfht keyed by connection fd: the I/O
  *   thread adds and removes (freeing through call_rcu), the housekeeping
  *   thread reads it without locks.
@@ -37,6 +42,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -48,6 +54,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,6 +69,8 @@
 #include "snapshot.h"
 
 #define HOUSE_MS 100
+#define GROW_IDLE_MS 100  /* the growth thread looks at every map this often */
+#define GROW_BLOCKED_MS 5 /* ... and this often while a busy stripe holds a resize up */
 #define RECLAIM_BUCKETS 2048 /* per map and round: a full pass of 16K buckets in 0.8 s */
 #define HANDSHAKE_MS 5000
 #define LISTEN_BACKLOG 128
@@ -94,7 +103,8 @@ struct coord {
 	int lockfd;              /* flock'ed: one coordinator per segment */
 	_Atomic bool stop;
 	bool threads_started;
-	pthread_t io, house;
+	pthread_t io, house, grow;
+	struct grow_track *grow_track; /* [max_maps]: the growth thread's */
 	struct cds_lfht *sessions;
 	_Atomic uint32_t nsessions;
 	_Atomic uint32_t nclients;
@@ -348,13 +358,17 @@ static void adopt_repair(struct coord *c)
 			continue;
 		/* Empty its table (locks included) if it has a sane one; the
 		 * sweep then frees the entries, which nothing reaches. */
-		uint64_t tb = (uint64_t)d->nstripes * sizeof(struct seg_stripe) +
-			      (uint64_t)d->nbuckets * 8;
+		uint64_t tb = (uint64_t)d->nstripes * sizeof(struct seg_stripe);
 		if (d->stripes_off && seg_ok(&c->seg, d->stripes_off, tb, 64) &&
-		    d->stripes_off >= c->g.heap_off)
+		    d->stripes_off >= c->g.heap_off) {
 			memset(seg_ptr(&c->seg, d->stripes_off), 0, tb);
-		else
+			/* Back to its initial array; the arrays it grew into are
+			 * no longer named: the sweep frees them. */
+			uint32_t runs[2];
+			shmmap__grow_reset(&c->seg, &c->g, d, runs);
+		} else {
 			d->stripes_off = 0;
+		}
 		atomic_fetch_add(&d->gen, 1);
 		atomic_store(&d->state, MAP_FREE);
 		half++;
@@ -398,7 +412,7 @@ static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 			struct map_params p = {
 				.nbuckets = c->conf.map.buckets, .nstripes = c->conf.map.stripes,
 				.key_max = c->conf.map.key_max, .val_max = c->conf.map.value_max,
-				.policy = c->conf.map.policy,
+				.policy = c->conf.map.policy, .max_buckets = c->conf.map.max_buckets,
 			};
 			pthread_mutex_lock(&c->recover_mu); /* no sweep meanwhile */
 			int rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);
@@ -503,6 +517,7 @@ struct load_ctx {
 	struct coord *c;
 	struct op_ctx o;
 	struct map_view v; /* the map last opened */
+	uint64_t puts;
 };
 
 static int load_open(void *arg, const char *name, uint32_t *key_max, uint32_t *val_max)
@@ -530,6 +545,11 @@ static int load_put(void *arg, const void *key, uint32_t klen, const void *val, 
 	pthread_mutex_lock(&l->c->recover_mu); /* our allocations must not race a sweep */
 	int rc = shmmap__tbl_put_at(&l->o, &l->v, key, klen, val, vlen, expire_ms, 0);
 	pthread_mutex_unlock(&l->c->recover_mu);
+	/* The growth thread is not running yet: grow as we go. */
+	if ((++l->puts & 1023) == 0)
+		while (shmmap__grow_round(&l->o, l->v.idx, &l->c->grow_track[l->v.idx],
+					  &l->c->recover_mu, UINT32_MAX) == 2)
+			;
 	return rc;
 }
 
@@ -1131,6 +1151,32 @@ static void *house_main(void *arg)
 	return NULL;
 }
 
+/* The growth thread: rounds of growth work on every map (grow.c), back to
+ * back while they make progress, else asleep on the header's grow_wake
+ * futex (set by a writer whose stripe is over the load factor). */
+static void *grow_main(void *arg)
+{
+	struct coord *c = arg;
+	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
+	struct seg_header *h = seg_hdr(&c->seg);
+	uint32_t step = c->conf.map.grow_step;
+	while (!atomic_load(&c->stop)) {
+		atomic_store(&h->grow_wake, 0);
+		int most = 0;
+		for (uint32_t m = 0; m < c->g.max_maps; m++) {
+			int r = shmmap__grow_round(&o, m, &c->grow_track[m], &c->recover_mu, step);
+			most = r > most ? r : most;
+		}
+		if (most == 2)
+			continue;
+		long ms = most == 1 ? GROW_BLOCKED_MS : GROW_IDLE_MS;
+		struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+		/* Asleep unless a writer set the word since we cleared it. */
+		syscall(SYS_futex, (uint32_t *)&h->grow_wake, FUTEX_WAIT, 0, &ts, NULL, 0);
+	}
+	return NULL;
+}
+
 /* ---- set-up ---- */
 
 static int bind_socket(struct coord *c, char *err, size_t errlen)
@@ -1297,7 +1343,8 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	c->lk = (struct lock_ctx){.s = &c->seg, .g = &c->g, .owner = LOCK_OWNER_COORD};
 	c->orphan = calloc(c->g.max_clients, sizeof *c->orphan);
 	c->reclaim_at = calloc(c->g.max_maps, sizeof *c->reclaim_at);
-	if (!c->orphan || !c->reclaim_at) {
+	c->grow_track = calloc(c->g.max_maps, sizeof *c->grow_track);
+	if (!c->orphan || !c->reclaim_at || !c->grow_track) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1358,6 +1405,13 @@ int shmmap__coord_start(struct coord *c)
 		pthread_join(c->io, NULL);
 		return -rc;
 	}
+	rc = pthread_create(&c->grow, NULL, grow_main, c);
+	if (rc) {
+		atomic_store(&c->stop, true);
+		pthread_join(c->io, NULL);
+		pthread_join(c->house, NULL);
+		return -rc;
+	}
 	c->threads_started = true;
 	return 0;
 }
@@ -1371,6 +1425,8 @@ void shmmap__coord_stop(struct coord *c)
 	if (write(c->wakefd, &one, sizeof one) < 0) { /* epoll_wait times out anyway */ }
 	pthread_join(c->io, NULL);
 	pthread_join(c->house, NULL);
+	syscall(SYS_futex, (uint32_t *)&seg_hdr(&c->seg)->grow_wake, FUTEX_WAKE, 1, NULL, NULL, 0);
+	pthread_join(c->grow, NULL);
 	c->threads_started = false;
 	/* The final snapshot, now that nothing else of ours runs. */
 	if (c->conf.persistence.snapshot[0])
@@ -1405,6 +1461,10 @@ void shmmap__coord_free(struct coord *c)
 		close(c->lockfd);
 	free(c->orphan);
 	free(c->reclaim_at);
+	if (c->grow_track)
+		for (uint32_t m = 0; m < c->g.max_maps; m++)
+			shmmap__grow_track_free(&c->grow_track[m]);
+	free(c->grow_track);
 	pthread_mutex_destroy(&c->recover_mu);
 	pthread_mutex_destroy(&c->save_mu);
 	free(c);

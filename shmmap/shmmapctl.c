@@ -219,6 +219,8 @@ struct map_info {
 	char name[SHMMAP_NAME_MAX + 1];
 	struct map_view v;
 	uint64_t entries, bytes, lock_waits, evictions, expirations;
+	uint32_t buckets;     /* the current bucket array's */
+	uint32_t old_buckets; /* the old one's while a resize is under way, else 0 */
 };
 
 /* Map idx if it is LIVE: 0, -ENOENT, or -SHMMAP_ECORRUPT (bad table). */
@@ -232,6 +234,11 @@ static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
 	memcpy(mi->name, d->name, sizeof mi->name);
 	mi->name[SHMMAP_NAME_MAX] = '\0';
 	mi->entries = mi->bytes = mi->lock_waits = mi->evictions = mi->expirations = 0;
+	struct tbl t;
+	if (!shmmap__tbl_load(&sm->seg, &mi->v, &t))
+		return -SHMMAP_ECORRUPT;
+	mi->buckets = t.cur_n;
+	mi->old_buckets = t.old_n;
 	for (uint32_t s = 0; s < mi->v.nstripes; s++) {
 		struct seg_stripe *st = &mi->v.stripes[s];
 		mi->entries += LOAD(st->entries);
@@ -292,7 +299,9 @@ struct map_stat {
 static void map_stat_fill(shmmap *sm, struct map_stat *ms)
 {
 	ms->t = counters(sm, ms->mi.idx);
-	ms->table_bytes = shmmap__table_bytes(ms->mi.v.nbuckets, ms->mi.v.nstripes);
+	ms->table_bytes = shmmap__table_bytes(ms->mi.v.nbuckets, ms->mi.v.nstripes) +
+			  (ms->mi.buckets > ms->mi.v.nbuckets ? (uint64_t)ms->mi.buckets * 8 : 0) +
+			  (uint64_t)ms->mi.old_buckets * 8;
 	ms->memory = ms->table_bytes + ms->mi.bytes + ms->mi.entries * sizeof(struct seg_entry);
 }
 
@@ -500,13 +509,13 @@ static int cmd_maps(struct ctl *c, char **args)
 			put_json_str(stdout, mi.name);
 			printf(",\"index\":%u,\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64
 			       ",\"buckets\":%u,\"stripes\":%u,\"key_max\":%u,\"value_max\":%u}",
-			       i, mi.entries, mi.bytes, mi.v.nbuckets, mi.v.nstripes, mi.v.key_max,
+			       i, mi.entries, mi.bytes, mi.buckets, mi.v.nstripes, mi.v.key_max,
 			       mi.v.val_max);
 		} else {
 			put_text(stdout, mi.name, strlen(mi.name));
 			int pad = 24 - (int)strlen(mi.name);
 			printf("%*s %10" PRIu64 " %12" PRIu64 " %9u %7u %7u %10u\n", pad > 0 ? pad : 0,
-			       "", mi.entries, mi.bytes, mi.v.nbuckets, mi.v.nstripes, mi.v.key_max,
+			       "", mi.entries, mi.bytes, mi.buckets, mi.v.nstripes, mi.v.key_max,
 			       mi.v.val_max);
 		}
 		first = false;
@@ -711,79 +720,30 @@ static int cmd_del(struct ctl *c, char **args)
 	return RC_OK;
 }
 
-/* The keys of one bucket, each as u32 length + bytes. */
-struct keybuf {
-	unsigned char *p;
-	size_t len, cap;
+/* keys: print each key as shmmap_foreach hands it over (the walk copies
+ * each bucket consistently under its stripe's seqlock, in whichever
+ * bucket array holds it while the map grows). */
+struct keys_arg {
+	bool json, first;
 };
 
-static int kb_add(struct keybuf *kb, const void *key, uint32_t n)
+static int keys_each(const void *key, size_t klen, const void *val, size_t vlen,
+		     uint64_t expire_ms, void *arg)
 {
-	size_t need = kb->len + sizeof n + n;
-	if (need > kb->cap) {
-		size_t cap = kb->cap ? kb->cap : 4096;
-		while (cap < need)
-			cap *= 2;
-		unsigned char *p = realloc(kb->p, cap);
-		if (!p)
-			return -ENOMEM;
-		kb->p = p;
-		kb->cap = cap;
+	struct keys_arg *ka = arg;
+	(void)val;
+	(void)vlen;
+	(void)expire_ms;
+	if (ka->json) {
+		if (!ka->first)
+			putchar(',');
+		put_json(stdout, key, klen);
+	} else {
+		put_text(stdout, key, klen);
+		putchar('\n');
 	}
-	memcpy(kb->p + kb->len, &n, sizeof n);
-	memcpy(kb->p + kb->len + sizeof n, key, n);
-	kb->len = need;
+	ka->first = false;
 	return 0;
-}
-
-/*
- * Copy the live keys of bucket b under the stripe's seqlock (the reader of
- * table.c's header comment): seq (acquire), even or retry; walk and copy,
- * validating every offset and length; fence(acquire); seq again (relaxed),
- * unchanged or retry.  -SHMMAP_ECORRUPT if a stable chain does not
- * validate, -EAGAIN if the stripe never stays still.
- */
-static int bucket_keys(shmmap *sm, const struct map_view *v, uint32_t b, uint64_t now,
-		       struct keybuf *kb)
-{
-	struct seg_stripe *st = &v->stripes[b & (v->nstripes - 1)];
-	for (int tries = 0; tries < KEYS_TRIES; tries++) {
-		if (tries)
-			sched_yield();
-		uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
-		if (s1 & 1)
-			continue;
-		kb->len = 0;
-		bool torn = false;
-		uint64_t off = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
-		for (uint32_t steps = 0; off; steps++) {
-			const struct seg_entry *e =
-				steps < v->chain_max ? shmmap__entry_at(&sm->seg, v, off) : NULL;
-			if (!e) {
-				torn = true;
-				break;
-			}
-			/* One read of each field, validated again: it may be torn. */
-			uint32_t klen = LOAD(e->klen);
-			uint64_t expire = LOAD(e->expire_ms);
-			uint64_t next = atomic_load_explicit(&((struct seg_entry *)e)->next,
-							     memory_order_acquire);
-			if (klen == 0 || klen > v->key_max ||
-			    !seg_ok(&sm->seg, off, sizeof *e + (uint64_t)klen, SEG_ALIGN)) {
-				torn = true;
-				break;
-			}
-			if ((expire == 0 || expire > now) && kb_add(kb, e->data, klen) < 0)
-				return -ENOMEM;
-			off = next;
-		}
-		/* Orders the copies above before the re-read of seq. */
-		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&st->seq, memory_order_relaxed) != s1)
-			continue;
-		return torn ? -SHMMAP_ECORRUPT : 0;
-	}
-	return -EAGAIN;
 }
 
 static int cmd_keys(struct ctl *c, char **args)
@@ -792,36 +752,10 @@ static int cmd_keys(struct ctl *c, char **args)
 	int rc = open_map(c, "keys", args[0], 0, &m);
 	if (rc != RC_OK)
 		return rc;
-	const struct map_view *v;
-	rc = shmmap__resolve(c->sm, m, &v);
-	if (rc < 0)
-		return fail("keys: resolve map", rc);
-	struct keybuf kb = {0};
-	uint64_t now = shmmap__now_ms();
-	bool first = true;
+	struct keys_arg ka = {.json = c->json, .first = true};
 	if (c->json)
 		putchar('[');
-	for (uint32_t b = 0; b < v->nbuckets; b++) {
-		rc = bucket_keys(c->sm, v, b, now, &kb);
-		if (rc < 0)
-			break;
-		for (size_t i = 0; i < kb.len;) {
-			uint32_t n;
-			memcpy(&n, kb.p + i, sizeof n);
-			const unsigned char *k = kb.p + i + sizeof n;
-			if (c->json) {
-				if (!first)
-					putchar(',');
-				put_json(stdout, k, n);
-			} else {
-				put_text(stdout, k, n);
-				putchar('\n');
-			}
-			first = false;
-			i += sizeof n + n;
-		}
-	}
-	free(kb.p);
+	rc = shmmap_foreach(c->sm, m, keys_each, &ka);
 	if (c->json)
 		puts("]");
 	if (rc == -EAGAIN) {

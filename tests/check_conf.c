@@ -72,6 +72,8 @@ static void assert_conf_eq(const struct shmmap_conf *a, const struct shmmap_conf
 	ck_assert_uint_eq(a->map.buckets, b->map.buckets);
 	ck_assert_uint_eq(a->map.stripes, b->map.stripes);
 	ck_assert_uint_eq(a->map.policy, b->map.policy);
+	ck_assert_uint_eq(a->map.max_buckets, b->map.max_buckets);
+	ck_assert_uint_eq(a->map.grow_step, b->map.grow_step);
 	ck_assert_str_eq(a->persistence.snapshot, b->persistence.snapshot);
 	ck_assert_uint_eq(a->persistence.interval, b->persistence.interval);
 }
@@ -106,8 +108,10 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c.server.socket_mode, 0600);
 	ck_assert_uint_eq(c.map.key_max, 250);
 	ck_assert_uint_eq(c.map.value_max, 1u << 20);
-	ck_assert_uint_eq(c.map.buckets, 16384);
+	ck_assert_uint_eq(c.map.buckets, 1024);
 	ck_assert_uint_eq(c.map.stripes, 256);
+	ck_assert_uint_eq(c.map.max_buckets, 1u << 30);
+	ck_assert_uint_eq(c.map.grow_step, 64);
 }
 END_TEST
 

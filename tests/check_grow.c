@@ -1,0 +1,285 @@
+/*
+ * check_grow.c - maps that grow online (grow.c, table.c): real coordinator
+ * and worker processes.
+ *   - A map grows from its initial 1024 buckets while writer processes
+ *     insert and reader processes read: every key a writer has reported
+ *     inserted is found by every reader, with its value, all the way
+ *     through (never missing, never torn); the bucket count grew; the
+ *     whole-segment check is clean after.
+ *   - The coordinator SIGKILLed while a resize is under way: the workers go
+ *     on, the next coordinator finishes it, nothing is lost, check clean.
+ *   - A map with max_buckets stops growing there.
+ */
+#include <check.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "shmmap.h"
+#include "testutil.h"
+
+#define MAP "grow"
+#define WRITERS 2
+#define READERS 2
+#define PER_WRITER 40000
+
+static struct tu_coord co;
+
+static void teardown(void)
+{
+	tu_coord_cleanup(&co);
+}
+
+static int key_of(char *k, size_t cap, int w, int i)
+{
+	return snprintf(k, cap, "w%d-key-%08d", w, i);
+}
+
+static int val_of(char *v, size_t cap, int w, int i)
+{
+	return snprintf(v, cap, "value of %d/%d, long enough to span a line %08d", w, i, i * 7);
+}
+
+/* Shared between the test and its workers (MAP_SHARED anonymous). */
+struct progress {
+	_Atomic int done[WRITERS];   /* keys 0..done-1 of writer w are in the map */
+	_Atomic int writers_left;
+	_Atomic long bad;            /* a reader's failures */
+	_Atomic long reads;
+	char why[256];
+};
+
+static void writer(struct progress *p, int w)
+{
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	char k[64], v[128];
+	for (int i = 0; i < PER_WRITER; i++) {
+		int kl = key_of(k, sizeof k, w, i), vl = val_of(v, sizeof v, w, i);
+		int rc = shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0);
+		if (rc < 0)
+			_exit(30);
+		atomic_store(&p->done[w], i + 1);
+	}
+	atomic_fetch_sub(&p->writers_left, 1);
+	shmmap_detach(sm);
+	_exit(0);
+}
+
+static void reader(struct progress *p, unsigned seed)
+{
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	char k[64], v[128], buf[128];
+	while (atomic_load(&p->writers_left) > 0) {
+		for (int w = 0; w < WRITERS; w++) {
+			int done = atomic_load(&p->done[w]);
+			if (!done)
+				continue;
+			seed = seed * 1103515245u + 12345u;
+			int i = (int)(seed % (unsigned)done);
+			/* The newest key too: just inserted, perhaps just moved. */
+			for (int j = 0; j < 2; j++, i = done - 1) {
+				int kl = key_of(k, sizeof k, w, i), vl = val_of(v, sizeof v, w, i);
+				size_t n = 0;
+				int rc = shmmap_get(sm, m, k, (size_t)kl, buf, sizeof buf, &n);
+				atomic_fetch_add(&p->reads, 1);
+				if (rc != 0 || n != (size_t)vl || memcmp(buf, v, n) != 0) {
+					if (atomic_fetch_add(&p->bad, 1) == 0)
+						snprintf(p->why, sizeof p->why, "%s: rc %d, %zu bytes", k,
+							 rc, n);
+				}
+			}
+		}
+	}
+	shmmap_detach(sm);
+	_exit(0);
+}
+
+static uint32_t buckets_of(shmmap *sm, shmmap_map m, bool *growing)
+{
+	const struct map_view *v;
+	struct tbl t;
+	if (shmmap__resolve(sm, m, &v) < 0 || !shmmap__tbl_load(&sm->seg, v, &t))
+		return 0;
+	if (growing)
+		*growing = t.old_n != 0;
+	return t.cur_n;
+}
+
+static void problem_cb(void *arg, const char *what)
+{
+	char *first = arg;
+	if (!first[0])
+		snprintf(first, 512, "%s", what);
+}
+
+static void expect_clean(shmmap *sm, const char *ctx)
+{
+	char first[512] = "";
+	struct check_report r = {.problem = problem_cb, .arg = first};
+	int rc = shmmap__check(&sm->seg, &sm->geom, &r);
+	CK_MSG(rc == 0 && r.errors == 0 && r.leaked == 0,
+	       "%s: check: rc %d, %llu problem(s), %llu leaked; first: %s", ctx, rc,
+	       (unsigned long long)r.errors, (unsigned long long)r.leaked, first);
+}
+
+static void expect_all(shmmap *sm, shmmap_map m, int writers, int per)
+{
+	char k[64], v[128], buf[128];
+	for (int w = 0; w < writers; w++)
+		for (int i = 0; i < per; i++) {
+			int kl = key_of(k, sizeof k, w, i), vl = val_of(v, sizeof v, w, i);
+			size_t n = 0;
+			int rc = shmmap_get(sm, m, k, (size_t)kl, buf, sizeof buf, &n);
+			CK_MSG(rc == 0 && n == (size_t)vl && memcmp(buf, v, n) == 0,
+			       "%s: rc %d len %zu", k, rc, n);
+		}
+}
+
+struct idle_arg {
+	shmmap *sm;
+	shmmap_map m;
+	uint32_t min;
+};
+
+/* Grown to at least min buckets, and no resize under way or retiring. */
+static bool grown_and_idle(void *arg)
+{
+	struct idle_arg *a = arg;
+	bool growing = true;
+	uint32_t n = buckets_of(a->sm, a->m, &growing);
+	const struct map_view *v;
+	if (n < a->min || growing || shmmap__resolve(a->sm, a->m, &v) < 0)
+		return false;
+	const struct seg_mapdir *d = v->dir;
+	uint64_t w = atomic_load((_Atomic uint64_t *)&d->tbl);
+	return d->arr[TBL_CUR(w) ^ 1].nbuckets == 0;
+}
+
+START_TEST(grows_under_readers_and_writers)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "64M", ""), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	CK_EQ(buckets_of(sm, m, NULL), 1024);
+	struct progress *p = mmap(NULL, sizeof *p, PROT_READ | PROT_WRITE,
+				  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	memset(p, 0, sizeof *p);
+	atomic_store(&p->writers_left, WRITERS);
+	pid_t pids[WRITERS + READERS];
+	for (int i = 0; i < WRITERS + READERS; i++) {
+		pids[i] = tu_fork();
+		ck_assert_int_ge(pids[i], 0);
+		if (pids[i] == 0) {
+			if (i < WRITERS)
+				writer(p, i);
+			reader(p, 77u + (unsigned)i);
+		}
+	}
+	for (int i = 0; i < WRITERS + READERS; i++) {
+		int st = tu_waitpid(pids[i], 60000);
+		CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker %d: %#x", i, st);
+	}
+	CK_MSG(atomic_load(&p->bad) == 0, "%ld of %ld reads failed; first: %s",
+	       atomic_load(&p->bad), atomic_load(&p->reads), p->why);
+	CK_MSG(atomic_load(&p->reads) > 1000, "only %ld reads", atomic_load(&p->reads));
+	/* 80000 entries: grown to two buckets per entry or so. */
+	struct idle_arg a = {sm, m, 65536};
+	CK_MSG(tu_wait(grown_and_idle, &a, 20000), "not grown: %u buckets",
+	       buckets_of(sm, m, NULL));
+	expect_all(sm, m, WRITERS, PER_WRITER);
+	const struct map_view *v;
+	CK_EQ(shmmap__resolve(sm, m, &v), 0);
+	CK_MSG(atomic_load(&v->dir->resizes) >= 2, "resizes: %llu",
+	       (unsigned long long)atomic_load(&v->dir->resizes));
+	expect_clean(sm, "after growth");
+	fprintf(stderr, "  grew to %u buckets in %llu resizes; %ld reads, none missed\n",
+		buckets_of(sm, m, NULL), (unsigned long long)atomic_load(&v->dir->resizes),
+		atomic_load(&p->reads));
+	/* Every key seen once by a walk of the grown map. */
+	struct shmmap_stats s;
+	CK_EQ(shmmap_stats(sm, m, &s), 0);
+	CK_EQ(s.entries, WRITERS * PER_WRITER);
+	munmap(p, sizeof *p);
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* The coordinator SIGKILLed while it moves buckets: a restarted one
+ * finishes the resize, and nothing is lost. */
+START_TEST(coordinator_killed_mid_resize)
+{
+	/* One bucket per stripe and round: the resize takes many rounds. */
+	ck_assert_int_eq(tu_coord_start(&co, "64M", "[map]\ngrow_step = 1\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	char k[64], v[128];
+	bool growing = false;
+	int i;
+	for (i = 0; i < 200000 && !growing; i++) {
+		int kl = key_of(k, sizeof k, 0, i), vl = val_of(v, sizeof v, 0, i);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
+		if (i > 2048)
+			buckets_of(sm, m, &growing);
+	}
+	CK_MSG(growing, "no resize started");
+	kill(co.pid, SIGKILL);
+	ck_assert_int_ge(tu_waitpid(co.pid, 5000), 0);
+	co.pid = 0;
+	/* Writers go on without it (and move buckets themselves). */
+	int n = i;
+	for (; i < n + 5000; i++) {
+		int kl = key_of(k, sizeof k, 0, i), vl = val_of(v, sizeof v, 0, i);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
+	}
+	expect_all(sm, m, 1, i);
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	struct idle_arg a = {sm, m, 4096};
+	CK_MSG(tu_wait(grown_and_idle, &a, 20000), "resize not finished: %u buckets",
+	       buckets_of(sm, m, NULL));
+	expect_all(sm, m, 1, i);
+	expect_clean(sm, "resize finished by the next coordinator");
+	shmmap_detach(sm);
+}
+END_TEST
+
+START_TEST(max_buckets_caps_growth)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "64M", "[map]\nmax_buckets = 2048\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	char k[64], v[128];
+	for (int i = 0; i < 10000; i++) {
+		int kl = key_of(k, sizeof k, 0, i), vl = val_of(v, sizeof v, 0, i);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
+	}
+	struct idle_arg a = {sm, m, 2048};
+	CK_MSG(tu_wait(grown_and_idle, &a, 20000), "not grown to the cap: %u",
+	       buckets_of(sm, m, NULL));
+	CK_EQ(buckets_of(sm, m, NULL), 2048);
+	expect_all(sm, m, 1, 10000);
+	expect_clean(sm, "capped");
+	shmmap_detach(sm);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("grow");
+	TCase *tc = tcase_create("grow");
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, grows_under_readers_and_writers);
+	tcase_add_test(tc, coordinator_killed_mid_resize);
+	tcase_add_test(tc, max_buckets_caps_growth);
+	suite_add_tcase(s, tc);
+	return tu_run_suite(s);
+}
