@@ -120,6 +120,13 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 	 * put back to its initial array by the drop, see grow.c). */
 	d->arr[0] = (struct seg_array){.off = d->buckets_off, .nbuckets = p->nbuckets};
 	d->arr[1] = (struct seg_array){0};
+	/* No move in progress, none done: the next resize starts from 0. */
+	for (uint32_t i = 0; i < p->nstripes; i++) {
+		struct seg_stripe *sp = (struct seg_stripe *)seg_ptr(s, off) + i;
+		sp->move_next = 0;
+		sp->move_bucket = 0;
+		atomic_store(&sp->moving, 0);
+	}
 	atomic_store(&d->tbl, (atomic_load(&d->tbl) | (TBL_GEN_ONE - 1)) + 1);
 	atomic_store(&d->resizes, 0);
 	atomic_store(&d->clock_hand, 0);
@@ -556,8 +563,8 @@ static uint32_t move_some(const struct seg *s, const struct map_view *v, const s
 	struct seg_stripe *st = &v->stripes[stripe];
 	uint32_t per = t->old_n / v->nstripes;
 	/* Moved buckets (by writers, out of order) are skipped: bounded too. */
-	for (uint32_t scanned = 0; st->move_next < per && budget && scanned < 64u * budget + 64u;
-	     scanned++) {
+	uint64_t scan_max = 64ull * budget + 64u;
+	for (uint64_t scanned = 0; st->move_next < per && budget && scanned < scan_max; scanned++) {
 		uint32_t ob = stripe + st->move_next * v->nstripes;
 		if (atomic_load_explicit(&t->old[ob], memory_order_relaxed) != BUCKET_MOVED) {
 			seq_begin(st);
@@ -1379,7 +1386,11 @@ uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, u
 			bool exp;
 			struct tbl t;
 			_Atomic uint64_t *vl = NULL;
-			if (view_current(o, v) && tbl_locked(o, v, b, &t))
+			/* A bucket whose old bucket has not moved yet is left for after
+			 * the move (the reclaim does not move buckets). */
+			if (view_current(o, v) && shmmap__tbl_load(o->s, v, &t) &&
+			    (!t.old_n || atomic_load_explicit(&t.old[b & (t.old_n - 1)],
+							      memory_order_relaxed) == BUCKET_MOVED))
 				vl = find_victim(o, v, &t.cur[b & (t.cur_n - 1)], WANT_EXPIRED,
 						 &victim, &exp);
 			uint64_t x = 0;
