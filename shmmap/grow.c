@@ -44,7 +44,8 @@
  * The sweep keeps every named array's run, and walks both arrays (sweep.c).
  *
  * Memory: a bucket costs 8 bytes; the "recently used" marks stay in the
- * table run (table.c), so a map that grew shares each mark among buckets.
+ * table run (table.c), so a map that grew shares each mark among buckets;
+ * a resize sets every mark (the numbering changed: one more chance each).
  * If no run of the size is free the resize is tried smaller, then again
  * once the map holds an eighth more entries: the map keeps working with
  * longer chains meanwhile.
@@ -141,6 +142,9 @@ int shmmap__grow_start(const struct op_ctx *o, const struct map_view *v, uint32_
 		      TBL_GROWING;
 	atomic_store_explicit(&d->tbl, nw, memory_order_release);
 	CRASH_POINT();
+	/* A bucket's mark now stands for other buckets (the marks follow the
+	 * current array's numbering): every bucket gets one more chance. */
+	memset((void *)v->refs, 1, v->nrefs);
 	rc = 0;
 out:
 	unlock_mu(mu);

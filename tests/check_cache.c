@@ -39,7 +39,7 @@ static void fill_value(char *v, size_t n, unsigned i)
 
 START_TEST(evict_stream_keeps_recent)
 {
-	ck_assert_int_eq(tu_coord_start(&co, "4M", "[map]\nbuckets = 4096\nstripes = 64\nmax_buckets = 4096\n"), 0);
+	ck_assert_int_eq(tu_coord_start(&co, "4M", "[map]\nbuckets = 4096\nstripes = 64\n"), 0);
 	shmmap *sm = attach();
 	shmmap_map m = open_map(sm, "cache");
 	enum { N = 20000, VAL = 1000, RECENT = 300 };
@@ -78,7 +78,7 @@ END_TEST
  * put long after it (approximately least recently used, not FIFO). */
 START_TEST(evict_spares_hot_keys)
 {
-	ck_assert_int_eq(tu_coord_start(&co, "4M", "[map]\nbuckets = 4096\nstripes = 64\nmax_buckets = 4096\n"), 0);
+	ck_assert_int_eq(tu_coord_start(&co, "4M", "[map]\nbuckets = 4096\nstripes = 64\n"), 0);
 	shmmap *sm = attach();
 	shmmap_map m = open_map(sm, "cache");
 	static char v[1000], buf[1000];
