@@ -98,13 +98,21 @@ run: deps
 
 # The benchmark of shmmap against its peers (installs liblmdb-dev,
 # redis-server, libhiredis-dev if missing); bench-short is the CI smoke run.
+# Then the growth benchmark (issue 11): the default map config at 100k, 1M
+# and 4M keys against an in-process open-addressing table (bench-growth).
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@O=$(O) CC="$(CC)" scripts/bench.sh $(BENCH_ARGS)
+	@O=$(O) CC="$(CC)" scripts/bench-growth.sh $(GROW_ARGS)
+
+bench-growth:
+	@$(MAKE) --no-print-directory all
+	@O=$(O) CC="$(CC)" scripts/bench-growth.sh $(GROW_ARGS)
 
 bench-short: deps
 	@$(MAKE) --no-print-directory all
 	@O=$(O) CC="$(CC)" scripts/bench.sh --short
+	@O=$(O) CC="$(CC)" scripts/bench-growth.sh --short
 
 # libFuzzer targets in tests/fuzz/ (installs clang and the libFuzzer runtime
 # if missing; builds in build-fuzz/); fuzz-short is the CI smoke run.
@@ -117,5 +125,5 @@ fuzz-short: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps build-tests check-tests test asan run bench bench-short fuzz fuzz-short clean
+.PHONY: all deps build-tests check-tests test asan run bench bench-growth bench-short fuzz fuzz-short clean
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
