@@ -8,6 +8,10 @@
  *     whole-segment check is clean after.
  *   - The coordinator SIGKILLed while a resize is under way: the workers go
  *     on, the next coordinator finishes it, nothing is lost, check clean.
+ *   - Writers SIGKILLed at random while the map grows (the coordinator moves
+ *     no bucket, grow_step 0: every move is a writer's):
+ *     readers never miss an acknowledged key, and at the end every
+ *     acknowledged key is there and the check is clean.
  *   - A map with max_buckets stops growing there.
  *   - shmmapctl maps, stats (--json) and metrics show the bucket count,
  *     load factor and a resize under way with its progress.
@@ -130,6 +134,18 @@ static void expect_clean(shmmap *sm, const char *ctx)
 	CK_MSG(rc == 0 && r.errors == 0 && r.leaked == 0,
 	       "%s: check: rc %d, %llu problem(s), %llu leaked; first: %s", ctx, rc,
 	       (unsigned long long)r.errors, (unsigned long long)r.leaked, first);
+}
+
+static void expect_all_of(shmmap *sm, shmmap_map m, int w, int n)
+{
+	char k[64], v[128], buf[128];
+	for (int i = 0; i < n; i++) {
+		int kl = key_of(k, sizeof k, w, i), vl = val_of(v, sizeof v, w, i);
+		size_t len = 0;
+		int rc = shmmap_get(sm, m, k, (size_t)kl, buf, sizeof buf, &len);
+		CK_MSG(rc == 0 && len == (size_t)vl && memcmp(buf, v, len) == 0,
+		       "%s: rc %d len %zu", k, rc, len);
+	}
 }
 
 static void expect_all(shmmap *sm, shmmap_map m, int writers, int per)
@@ -332,6 +348,140 @@ START_TEST(inspection_shows_resize)
 }
 END_TEST
 
+/* ---- writers killed during growth ---- */
+
+#define KW 2          /* writer ids, each respawned after every kill */
+#define KILLS 40
+
+struct kprog {
+	_Atomic int acked[KW];   /* keys 0..acked-1 of writer w: put returned 0 */
+	_Atomic int stop;
+	_Atomic long bad, reads;
+	char why[256];
+};
+
+static void kwriter(struct kprog *p, int w)
+{
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	char k[64], v[128];
+	/* The key after the last acknowledged one: it may be there already (a
+	 * kill after the put, before the ack), and is put again. */
+	for (int i = atomic_load(&p->acked[w]); !atomic_load(&p->stop); i++) {
+		int kl = key_of(k, sizeof k, w, i), vl = val_of(v, sizeof v, w, i);
+		if (shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0) < 0)
+			_exit(30);
+		atomic_store(&p->acked[w], i + 1);
+	}
+	_exit(0);
+}
+
+static void kreader(struct kprog *p, unsigned seed)
+{
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	char k[64], v[128], buf[128];
+	while (!atomic_load(&p->stop)) {
+		for (int w = 0; w < KW; w++) {
+			int acked = atomic_load(&p->acked[w]);
+			if (!acked)
+				continue;
+			seed = seed * 1103515245u + 12345u;
+			int i = (int)(seed % (unsigned)acked);
+			int kl = key_of(k, sizeof k, w, i), vl = val_of(v, sizeof v, w, i);
+			size_t n = 0;
+			int rc = shmmap_get(sm, m, k, (size_t)kl, buf, sizeof buf, &n);
+			atomic_fetch_add(&p->reads, 1);
+			if ((rc != 0 || n != (size_t)vl || memcmp(buf, v, n) != 0) &&
+			    atomic_fetch_add(&p->bad, 1) == 0)
+				snprintf(p->why, sizeof p->why, "%s: rc %d, %zu bytes", k, rc, n);
+		}
+	}
+	_exit(0);
+}
+
+static bool slots_free_but(void *arg)
+{
+	shmmap *sm = arg;
+	for (uint32_t i = 0; i < sm->geom.max_clients; i++)
+		if (i != sm->slot && atomic_load(&seg_slot(&sm->seg, &sm->geom, i)->state) != SLOT_FREE)
+			return false;
+	return true;
+}
+
+START_TEST(writers_killed_during_growth)
+{
+	/* grow_step 0: the writers move every bucket (own + one per write),
+	 * so resizes last and many kills land in the middle of them. */
+	ck_assert_int_eq(tu_coord_start(&co, "64M", "[map]\ngrow_step = 0\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	struct kprog *p = mmap(NULL, sizeof *p, PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	memset(p, 0, sizeof *p);
+	pid_t wp[KW], rp;
+	for (int w = 0; w < KW; w++) {
+		wp[w] = tu_fork();
+		ck_assert_int_ge(wp[w], 0);
+		if (wp[w] == 0)
+			kwriter(p, w);
+	}
+	rp = tu_fork();
+	ck_assert_int_ge(rp, 0);
+	if (rp == 0)
+		kreader(p, 4242u);
+	unsigned rng = (unsigned)getpid();
+	uint64_t resizes0 = 0;
+	for (int kill_no = 0; kill_no < KILLS; kill_no++) {
+		/* A random delay before each kill: the chaos itself. */
+		rng = rng * 1103515245u + 12345u;
+		usleep(2000 + (rng >> 8) % 20000);
+		int w = (int)((rng >> 4) % KW);
+		kill(wp[w], SIGKILL);
+		int st = tu_waitpid(wp[w], 10000);
+		CK_MSG(st != -1 && WIFSIGNALED(st), "writer %d: %#x", w, st);
+		wp[w] = tu_fork();
+		ck_assert_int_ge(wp[w], 0);
+		if (wp[w] == 0)
+			kwriter(p, w);
+	}
+	atomic_store(&p->stop, 1);
+	for (int w = 0; w < KW; w++) {
+		int st = tu_waitpid(wp[w], 20000);
+		CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "writer %d: %#x", w, st);
+	}
+	int st = tu_waitpid(rp, 20000);
+	CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "reader: %#x", st);
+	CK_MSG(atomic_load(&p->bad) == 0, "%ld of %ld reads failed; first: %s",
+	       atomic_load(&p->bad), atomic_load(&p->reads), p->why);
+	CK_MSG(tu_wait(slots_free_but, sm, 10000), "dead writers not recovered");
+	/* A resize left under way (no writer runs now): this process moves
+	 * the rest, as any writer would. */
+	const struct map_view *mv;
+	CK_EQ(shmmap__resolve(sm, m, &mv), 0);
+	struct op_ctx o = {.s = &sm->seg, .g = &sm->geom,
+			   .lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1}};
+	for (uint32_t s = 0; s < mv->nstripes; s++)
+		CK_EQ(shmmap__tbl_move(&o, mv, s, UINT32_MAX, true), 0);
+	struct idle_arg a = {sm, m, 2048};
+	CK_MSG(tu_wait(grown_and_idle, &a, 20000), "growth did not settle: %u buckets",
+	       buckets_of(sm, m, NULL));
+	for (int w = 0; w < KW; w++)
+		expect_all_of(sm, m, w, atomic_load(&p->acked[w]));
+	const struct map_view *v;
+	CK_EQ(shmmap__resolve(sm, m, &v), 0);
+	resizes0 = atomic_load(&v->dir->resizes);
+	CK_MSG(resizes0 >= 2, "only %llu resizes", (unsigned long long)resizes0);
+	expect_clean(sm, "writers killed during growth");
+	fprintf(stderr, "  %d kills during %llu resizes (to %u buckets), %d + %d keys, %ld reads\n",
+		KILLS, (unsigned long long)resizes0, buckets_of(sm, m, NULL),
+		atomic_load(&p->acked[0]), atomic_load(&p->acked[1]), atomic_load(&p->reads));
+	munmap(p, sizeof *p);
+	shmmap_detach(sm);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("grow");
@@ -342,6 +492,7 @@ int main(void)
 	tcase_add_test(tc, coordinator_killed_mid_resize);
 	tcase_add_test(tc, max_buckets_caps_growth);
 	tcase_add_test(tc, inspection_shows_resize);
+	tcase_add_test(tc, writers_killed_during_growth);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }
