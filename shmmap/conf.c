@@ -671,9 +671,14 @@ static int conf_handler(void *user, const char *section, const char *name, const
 /* Cross-field checks, blaming the key set last in the file (else the other). */
 static void conf_check(struct conf_ctx *x)
 {
-	const struct shmmap_conf *c = &x->conf;
+	struct shmmap_conf *c = &x->conf;
 	char a[32], b[32];
 
+	/* The initial bucket count is at least the stripes, unless both were
+	 * set (configs written for the old default of 16384 buckets, with
+	 * more than 1024 stripes, still load). */
+	if (c->map.stripes > c->map.buckets && !x->set_on[K_MAP_BUCKETS])
+		c->map.buckets = c->map.stripes;
 	if (c->map.stripes > c->map.buckets) {
 		if (x->set_on[K_MAP_STRIPES] >= x->set_on[K_MAP_BUCKETS])
 			conf_fail(x, -EINVAL, x->set_on[K_MAP_STRIPES], "map", "stripes",

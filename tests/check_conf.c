@@ -264,6 +264,7 @@ static const struct bad_case bad_cases[] = {
 	{ "bad-stripes.ini", -EINVAL, ":5: map.stripes: ", "128 is more than map.buckets (64)" },
 	{ "bad-buckets-pow2.ini", -EINVAL, ":2: map.buckets: ", "not a power of two" },
 	{ "bad-stripes-range.ini", -EINVAL, ":3: map.stripes: ", "out of range" },
+	{ "bad-max-buckets.ini", -EINVAL, ":3: map.max_buckets: ", "2048 is fewer than map.buckets (4096)" },
 	{ "bad-policy.ini", -EINVAL, ":2: map.policy: ", "unknown policy \"lru\" (evict or reject)" },
 	{ "bad-snapshot-relative.ini", -EINVAL, ":2: persistence.snapshot: ", "not an absolute path" },
 	{ "bad-interval.ini", -EINVAL, ":3: persistence.interval: ", "bad number" },
@@ -468,6 +469,14 @@ START_TEST(test_cross_field_blame)
 	ck_assert_int_eq(load_text(&c, buckets_only, strlen(buckets_only), path, sizeof(path), err), -EINVAL);
 	snprintf(where, sizeof(where), "%s:3: map.buckets: 64 is fewer than map.stripes (256)", path);
 	ck_assert_str_eq(err, where);
+
+	/* Stripes alone above the initial 1024 buckets (a config written for
+	 * the old default of 16384): the initial bucket count follows. */
+	static const char stripes_only[] = "[map]\nstripes = 4096\n";
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, stripes_only, strlen(stripes_only), path, sizeof(path), err), 0);
+	ck_assert_uint_eq(c.map.buckets, 4096);
+	ck_assert_uint_eq(c.map.stripes, 4096);
 
 	static const char size_only[] = "[segment]\nsize = 1T\n"; /* default base 0x200000000000 */
 	ck_assert_int_eq(load_text(&c, size_only, strlen(size_only), path, sizeof(path), err), 0);
