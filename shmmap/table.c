@@ -25,6 +25,18 @@
  *   during a walk is validated before use (it may be torn garbage), walks
  *   are bounded, and a reader that keeps failing falls back to taking the
  *   stripe lock, which also repairs the stripe of a dead writer.
+ *
+ * Growth (grow.c has the whole protocol).  A map's bucket arrays are named
+ * by its table word (struct tbl, read afresh by every operation): the
+ * current array, and during a resize the old one, whose bucket b is either
+ * a chain or BUCKET_MOVED.  A stripe guards the same hashes in both, so:
+ *   reader: s1 = seq; tbl = table word; chain = old[h] unless moved, else
+ *           cur[h]; walk; fence; retry unless seq == s1 and the word is
+ *           still tbl (an array is freed only after the word moved on);
+ *   writer: under the stripe lock, read the word, move h's old bucket (and
+ *           one more of the stripe: move_some), then work in cur alone.
+ * A bucket moves inside one seq change (move_chain has the crash argument);
+ * stripe_repair finishes a move a dead writer left.
  */
 #include <errno.h>
 #include <inttypes.h>
