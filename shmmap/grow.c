@@ -13,8 +13,9 @@
  *            checks the map's total and starts a resize:
  *   start    allocate a run of pages for n buckets (the power of two that
  *            makes the load GROW_TO_PCT, at most GROW_FACTOR_MAX times the
- *            old size), name it in arr[!cur], zero it, then publish the word
- *            (cur = the new array, TBL_GROWING) with one release store.
+ *            old size), name it in arr[!cur], zero it (a slice per hold of
+ *            recover_mu), then publish the word (cur = the new array,
+ *            TBL_GROWING) with one release store.
  *   growing  old bucket ob's entries belong to new buckets ob + k * old_n,
  *            all of them under ob's stripe lock (nstripes <= old_n).  Each
  *            writer, under its stripe lock, first moves its key's old bucket
@@ -58,6 +59,8 @@
 #include <unistd.h>
 
 #include "internal.h"
+
+#define GROW_ZERO_SLICE (1u << 20) /* bytes of a new array zeroed per hold of mu */
 
 void shmmap__grow_wake(const struct seg *s)
 {
@@ -136,7 +139,21 @@ int shmmap__grow_start(const struct op_ctx *o, const struct map_view *v, uint32_
 	d->arr[other].nbuckets = n;
 	d->arr[other].run = first + 1;
 	CRASH_POINT();
-	memset(seg_ptr(o->s, off), 0, bytes);
+	/* Zeroed a slice at a time, letting mu go in between (a big array
+	 * would hold the coordinator's other users of mu for tens of ms); a
+	 * drop of the map meanwhile (which frees the arrays) ends it. */
+	for (uint64_t at = 0; at < bytes; at += GROW_ZERO_SLICE) {
+		if (at && mu) {
+			pthread_mutex_unlock(mu);
+			pthread_mutex_lock(mu);
+			if (!still(v, w) || d->arr[other].off != off) {
+				rc = -ESTALE;
+				goto out;
+			}
+		}
+		uint64_t len = bytes - at < GROW_ZERO_SLICE ? bytes - at : GROW_ZERO_SLICE;
+		memset(seg_ptr(o->s, off + at), 0, len);
+	}
 	/* Release: the zeroed array and its name before the word that uses it. */
 	uint64_t nw = ((w + TBL_GEN_ONE) & ~(TBL_GEN_ONE - 1)) | ((uint64_t)other << 1) |
 		      TBL_GROWING;
