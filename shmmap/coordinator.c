@@ -399,8 +399,67 @@ static int find_map(struct coord *c, const char *name)
 	return -ENOENT;
 }
 
+/* What an OPEN_OPTS request asks of a map it creates (0: the default). */
+struct open_opts {
+	uint32_t policy; /* SHMMAP_POLICY_* */
+	uint64_t capacity, quota;
+	uint32_t key_max, value_max, default_ttl;
+};
+
+/* The parameters of a new map called name: [map], then its [map NAME]
+ * section, then what the request asks (rq, may be NULL). */
+static void map_params_for(const struct coord *c, const char *name, const struct open_opts *rq,
+			   struct map_params *p)
+{
+	const struct shmmap_conf *cf = &c->conf;
+	uint32_t buckets = cf->map.buckets, stripes = cf->map.stripes, maxb = cf->map.max_buckets;
+	uint64_t capacity = cf->map.capacity;
+	*p = (struct map_params){
+		.key_max = cf->map.key_max, .val_max = cf->map.value_max, .policy = cf->map.policy,
+		.quota = cf->map.quota, .default_ttl = cf->map.default_ttl,
+	};
+	for (uint32_t i = 0; i < cf->nmaps; i++) {
+		const struct conf_map_sect *ms = &cf->maps[i];
+		if (strcmp(ms->name, name))
+			continue;
+		p->key_max = ms->has & CMS_KEY_MAX ? ms->key_max : p->key_max;
+		p->val_max = ms->has & CMS_VALUE_MAX ? ms->value_max : p->val_max;
+		p->policy = ms->has & CMS_POLICY ? ms->policy : p->policy;
+		p->quota = ms->has & CMS_QUOTA ? ms->quota : p->quota;
+		p->default_ttl = ms->has & CMS_DEFAULT_TTL ? ms->default_ttl : p->default_ttl;
+		buckets = ms->has & CMS_BUCKETS ? ms->buckets : buckets;
+		stripes = ms->has & CMS_STRIPES ? ms->stripes : stripes;
+		maxb = ms->has & CMS_MAX_BUCKETS ? ms->max_buckets : maxb;
+		capacity = ms->has & CMS_CAPACITY ? ms->capacity : capacity;
+	}
+	if (rq) {
+		p->key_max = rq->key_max ? rq->key_max : p->key_max;
+		p->val_max = rq->value_max ? rq->value_max : p->val_max;
+		p->policy = rq->policy == SHMMAP_POLICY_EVICT    ? MAP_POLICY_EVICT
+			    : rq->policy == SHMMAP_POLICY_REJECT ? MAP_POLICY_REJECT
+								 : p->policy;
+		p->quota = rq->quota ? rq->quota : p->quota;
+		p->default_ttl = rq->default_ttl ? rq->default_ttl : p->default_ttl;
+		capacity = rq->capacity ? rq->capacity : capacity;
+	}
+	/* A capacity: buckets for it at the load a resize leaves. */
+	if (capacity) {
+		uint64_t want = capacity * 100u / GROW_TO_PCT;
+		buckets = 1;
+		while (buckets < want && buckets < (1u << 26))
+			buckets <<= 1;
+	}
+	if (buckets < stripes)
+		buckets = stripes;
+	if (maxb < buckets)
+		maxb = buckets;
+	p->nbuckets = buckets;
+	p->nstripes = stripes;
+	p->max_buckets = maxb;
+}
+
 static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
-		    uint32_t *idx, uint32_t *gen)
+		    const struct open_opts *rq, uint32_t *idx, uint32_t *gen)
 {
 	int i = find_map(c, name);
 	if (i == -ENOENT && create) {
@@ -409,11 +468,8 @@ static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 		for (uint32_t k = 0; k < c->g.max_maps; k++) {
 			if (atomic_load(&seg_dir(&c->seg, &c->g, k)->state) != MAP_FREE)
 				continue;
-			struct map_params p = {
-				.nbuckets = c->conf.map.buckets, .nstripes = c->conf.map.stripes,
-				.key_max = c->conf.map.key_max, .val_max = c->conf.map.value_max,
-				.policy = c->conf.map.policy, .max_buckets = c->conf.map.max_buckets,
-			};
+			struct map_params p;
+			map_params_for(c, name, rq, &p);
 			pthread_mutex_lock(&c->recover_mu); /* no sweep meanwhile */
 			int rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);
 			pthread_mutex_unlock(&c->recover_mu);
@@ -524,7 +580,7 @@ static int load_open(void *arg, const char *name, uint32_t *key_max, uint32_t *v
 {
 	struct load_ctx *l = arg;
 	uint32_t idx, gen;
-	int rc = open_map(l->c, name, true, false, &idx, &gen);
+	int rc = open_map(l->c, name, true, false, NULL, &idx, &gen);
 	if (rc == 0)
 		rc = shmmap__map_view(&l->c->seg, &l->c->g, idx, &l->v);
 	if (rc < 0) {
@@ -851,7 +907,29 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 	case MSG_OPEN: {
 		bool rdonly = seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY;
 		uint32_t idx, gen;
-		rc = open_map(c, m->u.open.name, m->u.open.flags & SHMMAP_CREATE, rdonly, &idx, &gen);
+		rc = open_map(c, m->u.open.name, m->u.open.flags & SHMMAP_CREATE, rdonly, NULL, &idx,
+			      &gen);
+		if (rc < 0)
+			return send_error(s->fd, m->seq, rc);
+		r.type = MSG_OPENED;
+		r.u.opened.index = idx;
+		r.u.opened.gen = gen;
+		return shmmap__proto_send(s->fd, &r, -1);
+	}
+	case MSG_OPEN_OPTS: {
+		/* Every field is the peer's: checked here (the library checks too). */
+		const struct open_opts rq = {
+			.policy = m->u.openo.policy, .capacity = m->u.openo.capacity,
+			.quota = m->u.openo.quota, .key_max = m->u.openo.key_max,
+			.value_max = m->u.openo.value_max, .default_ttl = m->u.openo.default_ttl,
+		};
+		if (rq.policy > SHMMAP_POLICY_REJECT || rq.key_max > 65535 ||
+		    rq.value_max > (1u << 30) || rq.capacity > (UINT64_C(1) << 32))
+			return send_error(s->fd, m->seq, -EINVAL);
+		bool rdonly = seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY;
+		uint32_t idx, gen;
+		rc = open_map(c, m->u.openo.name, m->u.openo.flags & SHMMAP_CREATE, rdonly, &rq, &idx,
+			      &gen);
 		if (rc < 0)
 			return send_error(s->fd, m->seq, rc);
 		r.type = MSG_OPENED;
@@ -1370,6 +1448,15 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	if (rc < 0) {
 		shm_unlink(c->conf.segment.name); /* ours, made for the load: start over next time */
 		goto fail;
+	}
+	/* The maps of [map NAME] sections exist from the start (one that
+	 * exists already keeps the options it was created with). */
+	for (uint32_t i = 0; i < c->conf.nmaps; i++) {
+		uint32_t idx, gen;
+		int r = open_map(c, c->conf.maps[i].name, true, false, NULL, &idx, &gen);
+		if (r < 0)
+			logf_("map '%s' of the config not created: %s", c->conf.maps[i].name,
+			      shmmap_strerror(r));
 	}
 	rc = bind_socket(c, err, errlen);
 	if (rc < 0)

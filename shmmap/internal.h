@@ -198,8 +198,11 @@ struct seg_mapdir {
 	uint32_t max_buckets;          /* 168: growth stops here (power of two) */
 	uint32_t nrefs;                /* 172: "recently used" bytes after the initial buckets */
 	_Atomic uint64_t resizes;      /* 176: resizes finished */
-	uint8_t pad[256 - 184];
+	uint64_t quota;                /* 184: bytes of entries (headers, keys, values), 0 = none */
+	uint32_t default_ttl;          /* 192: seconds for writes with ttl 0, 0 = none */
+	uint8_t pad[256 - 196];
 };
+_Static_assert(offsetof(struct seg_mapdir, quota) == 184, "layout");
 _Static_assert(offsetof(struct seg_mapdir, tbl) == 128, "layout");
 _Static_assert(offsetof(struct seg_mapdir, arr) == 136, "layout");
 _Static_assert(sizeof(struct seg_mapdir) == 256, "mapdir size");
@@ -455,6 +458,8 @@ struct map_view {
 	uint32_t chain_max;      /* a longer chain is a cycle: more entries than blocks fit */
 	uint32_t nrefs;          /* power of two */
 	uint32_t max_buckets;
+	uint32_t default_ttl;    /* seconds, 0 = none */
+	uint64_t quota;          /* bytes, 0 = none: each stripe may hold quota / nstripes */
 	uint64_t heap_off;
 	_Atomic uint64_t *buckets; /* the initial array (in the table run) */
 	struct seg_stripe *stripes;
@@ -465,6 +470,8 @@ struct map_view {
 struct map_params {
 	uint32_t nbuckets, nstripes, key_max, val_max, policy;
 	uint32_t max_buckets; /* growth stops here; 0: SEG_BUCKETS_MAX */
+	uint32_t default_ttl; /* seconds for writes with ttl 0, 0 = none */
+	uint64_t quota;       /* bytes of entries (headers, keys, values), 0 = none */
 };
 #define SEG_BUCKETS_MAX (UINT32_C(1) << 30)
 #define GROW_FACTOR_MAX 64u  /* a resize multiplies the buckets by at most this */

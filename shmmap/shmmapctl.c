@@ -225,6 +225,9 @@ struct map_info {
 	uint64_t resizes;     /* resizes finished */
 	uint64_t buckets64;   /* buckets, for the per-map metric families */
 	uint64_t resizing;    /* 1 while a resize is under way */
+	uint64_t quota;       /* bytes, 0 = none */
+	uint64_t usage;       /* what the quota counts: entry headers, keys, values */
+	uint64_t default_ttl; /* seconds, 0 = none */
 };
 
 /* Entries per bucket, and how far a resize under way has got (0..1). */
@@ -256,6 +259,8 @@ static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
 	mi->buckets64 = t.cur_n;
 	mi->old_buckets = t.old_n;
 	mi->resizing = t.old_n != 0;
+	mi->quota = mi->v.quota;
+	mi->default_ttl = mi->v.default_ttl;
 	mi->resizes = atomic_load_explicit(&mi->v.dir->resizes, memory_order_relaxed);
 	mi->moved = 0;
 	for (uint32_t b = 0; b < t.old_n; b++)
@@ -268,6 +273,7 @@ static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
 		mi->evictions += LOAD(st->evictions);
 		mi->expirations += LOAD(st->expirations);
 	}
+	mi->usage = mi->bytes + mi->entries * sizeof(struct seg_entry);
 	return 0;
 }
 
@@ -531,10 +537,12 @@ static int cmd_maps(struct ctl *c, char **args)
 			printf(",\"index\":%u,\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64
 			       ",\"buckets\":%u,\"load_factor\":%.3f,\"resizing\":%s"
 			       ",\"old_buckets\":%u,\"resize_progress\":%.3f,\"resizes\":%" PRIu64
-			       ",\"stripes\":%u,\"key_max\":%u,\"value_max\":%u}",
+			       ",\"stripes\":%u,\"key_max\":%u,\"value_max\":%u,\"policy\":\"%s\""
+			       ",\"quota\":%" PRIu64 ",\"usage\":%" PRIu64 ",\"default_ttl\":%" PRIu64 "}",
 			       i, mi.entries, mi.bytes, mi.buckets, load_factor(&mi),
 			       mi.resizing ? "true" : "false", mi.old_buckets, resize_progress(&mi),
-			       mi.resizes, mi.v.nstripes, mi.v.key_max, mi.v.val_max);
+			       mi.resizes, mi.v.nstripes, mi.v.key_max, mi.v.val_max,
+			       policy_name(mi.v.policy), mi.quota, mi.usage, mi.default_ttl);
 		} else {
 			put_text(stdout, mi.name, strlen(mi.name));
 			int pad = 24 - (int)strlen(mi.name);
@@ -567,9 +575,10 @@ static void stats_json(const struct map_stat *ms)
 	       ms->memory, t->hits, t->misses, t->puts, t->dels, t->incrs, t->cas, mi->evictions,
 	       mi->expirations, t->expired, mi->lock_waits);
 	printf(",\"buckets\":%u,\"load_factor\":%.3f,\"resizing\":%s,\"old_buckets\":%u"
-	       ",\"resize_progress\":%.3f,\"resizes\":%" PRIu64 "}",
+	       ",\"resize_progress\":%.3f,\"resizes\":%" PRIu64 ",\"quota\":%" PRIu64
+	       ",\"usage\":%" PRIu64 ",\"default_ttl\":%" PRIu64 "}",
 	       mi->buckets, load_factor(mi), mi->resizing ? "true" : "false", mi->old_buckets,
-	       resize_progress(mi), mi->resizes);
+	       resize_progress(mi), mi->resizes, mi->quota, mi->usage, mi->default_ttl);
 }
 
 static int cmd_stats(struct ctl *c, char **args)
@@ -605,6 +614,12 @@ static int cmd_stats(struct ctl *c, char **args)
 		       mi->expirations, t->expired, mi->lock_waits);
 		printf("buckets     %u (load factor %.2f)\nresizes     %" PRIu64 "\n", mi->buckets,
 		       load_factor(mi), mi->resizes);
+		if (mi->quota)
+			printf("quota       %" PRIu64 " (used %" PRIu64 ")\n", mi->quota, mi->usage);
+		else
+			printf("quota       none (used %" PRIu64 ")\n", mi->usage);
+		if (mi->default_ttl)
+			printf("default_ttl %" PRIu64 " s\n", mi->default_ttl);
 		if (mi->resizing)
 			printf("resizing    from %u buckets: %" PRIu64 " moved (%.0f%%)\n",
 			       mi->old_buckets, mi->moved, 100 * resize_progress(mi));
@@ -1325,6 +1340,12 @@ static int cmd_metrics(struct ctl *c, char **args)
 	}
 	family_per_map("shmmap_map_resizes_total", "counter", "Resizes of the map finished.", maps,
 		       n, offsetof(struct map_stat, mi.resizes));
+	family_per_map("shmmap_map_quota_bytes", "gauge",
+		       "The map's quota (entry headers, keys and values), 0 for none.", maps, n,
+		       offsetof(struct map_stat, mi.quota));
+	family_per_map("shmmap_map_quota_used_bytes", "gauge",
+		       "What the quota counts of the map now: entry headers, keys and values.", maps,
+		       n, offsetof(struct map_stat, mi.usage));
 	free(maps);
 
 	const struct {

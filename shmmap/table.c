@@ -124,6 +124,8 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 	d->val_max = p->val_max;
 	d->policy = p->policy;
 	d->nrefs = shmmap__table_nrefs(p->nbuckets);
+	d->quota = p->quota;
+	d->default_ttl = p->default_ttl;
 	d->max_buckets = p->max_buckets && p->max_buckets < SEG_BUCKETS_MAX ? p->max_buckets
 									  : SEG_BUCKETS_MAX;
 	if (d->max_buckets < p->nbuckets)
@@ -166,6 +168,7 @@ int shmmap__map_view(const struct seg *s, const struct seg_geom *g, uint32_t idx
 		.nbuckets = d->nbuckets, .nstripes = d->nstripes,
 		.key_max = d->key_max, .val_max = d->val_max, .policy = d->policy,
 		.nrefs = d->nrefs, .max_buckets = d->max_buckets, .heap_off = g->heap_off,
+		.quota = d->quota, .default_ttl = d->default_ttl,
 	};
 	/* The directory is trusted no more than any other shared byte. */
 	if (!w.nbuckets || (w.nbuckets & (w.nbuckets - 1)) || !w.nstripes ||
@@ -1017,6 +1020,68 @@ static int alloc_entry(const struct op_ctx *o, const struct map_view *v, struct 
 	return rc;
 }
 
+/* ---- quotas ----
+ * A map with a quota lets each stripe hold quota / nstripes bytes of
+ * entries (headers, keys and values: the blocks' size-class rounding is not
+ * counted), checked under the stripe lock before a write links: so the map
+ * never holds more than its quota.  With policy evict, a write that would
+ * go over first evicts the oldest entries of buckets of its own stripe
+ * (evict_one, the eviction of a full segment); with reject, it fails with
+ * -ENOSPC. */
+#define QUOTA_TRIES 16u     /* rounds of make-room-then-lock before -ENOSPC */
+#define QUOTA_SCAN 4096u    /* buckets of the stripe looked at per eviction */
+
+static inline uint64_t stripe_usage(const struct seg_stripe *st)
+{
+	return RELAXED(st->bytes) + RELAXED(st->entries) * sizeof(struct seg_entry);
+}
+
+/* Under the stripe lock: would a write of need bytes (replacing old, if
+ * found) take the stripe over its share? */
+static bool over_quota(const struct map_view *v, const struct seg_stripe *st, uint64_t need,
+		       enum walk w, const struct ent *old)
+{
+	if (!v->quota)
+		return false;
+	uint64_t freed = w == W_FOUND || w == W_EXPIRED
+				 ? sizeof(struct seg_entry) + (uint64_t)old->klen + old->vlen : 0;
+	return stripe_usage(st) + need > v->quota / v->nstripes + freed;
+}
+
+/* Under no lock: evict entries of stripe sb until need bytes fit in its
+ * share (policy evict), or -ENOSPC. */
+static int quota_room(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
+		      uint32_t sb, uint64_t need)
+{
+	uint64_t share = v->quota / v->nstripes;
+	if (need > share)
+		return -ENOSPC;
+	struct seg_stripe *st = &v->stripes[sb];
+	struct seg_mapdir *d = v->dir;
+	for (uint32_t tries = 0; stripe_usage(st) + need > share; tries++) {
+		struct tbl t;
+		if (v->policy != MAP_POLICY_EVICT || tries >= 64)
+			return -ENOSPC;
+		if (!shmmap__tbl_load(o->s, v, &t))
+			return -SHMMAP_ECORRUPT;
+		uint32_t per = t.cur_n / v->nstripes, found = 0;
+		uint32_t start = atomic_fetch_add_explicit(&d->clock_hand, 1, memory_order_relaxed);
+		for (uint32_t k = 0; k < per && k < QUOTA_SCAN && !found; k++) {
+			uint32_t b = sb + ((start + k) % per) * v->nstripes;
+			uint64_t head = atomic_load_explicit(tbl_head(&t, b), memory_order_relaxed);
+			if (!head || head == BUCKET_MOVED)
+				continue;
+			int r = evict_one(o, v, in, b, WANT_ANY);
+			if (r < 0)
+				return r;
+			found = (uint32_t)r;
+		}
+		if (!found)
+			return -ENOSPC;
+	}
+	return 0;
+}
+
 /* Compare a present entry's value with expected (for cas). */
 static bool value_is(const struct ent *en, const void *expected, size_t elen)
 {
@@ -1050,6 +1115,14 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 	CRASH_POINT();
 
 	struct seg_stripe *st = stripe_of(v, sb);
+	uint64_t need = sizeof(struct seg_entry) + klen + vlen;
+	uint32_t qtries = 0;
+retry:
+	/* Over the quota last time (policy evict): make room first. */
+	if (qtries && (rc = quota_room(o, v, in, sb, need)) < 0) {
+		settle(o, in);
+		return rc;
+	}
 	stripe_lock(o, v, sb);
 	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
@@ -1069,7 +1142,14 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 		rc = -ENOENT;
 	else if (expected && !value_is(&old, expected, elen))
 		rc = -ECANCELED;
-	else { /* an expired entry is replaced in place: it counts as absent */
+	else if (over_quota(v, st, need, w, &old)) {
+		/* Others filled the stripe since room was made: again, boundedly. */
+		if (v->policy == MAP_POLICY_EVICT && ++qtries < QUOTA_TRIES) {
+			shmmap__unlock(&st->lock);
+			goto retry;
+		}
+		rc = -ENOSPC;
+	} else { /* an expired entry is replaced in place: it counts as absent */
 		if (w == W_EXPIRED)
 			st->expirations++;
 		link_entry(v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in, o->s);
@@ -1088,6 +1168,8 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags)
 {
+	if (!ttl_s)
+		ttl_s = v->default_ttl;
 	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
 	return put_impl(o, v, key, klen, val, vlen, expire, flags, NULL, 0);
 }
@@ -1105,6 +1187,8 @@ int shmmap__tbl_cas(const struct op_ctx *o, const struct map_view *v, const void
 {
 	if (!expected && elen)
 		return -EINVAL;
+	if (!ttl_s)
+		ttl_s = v->default_ttl;
 	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
 	return put_impl(o, v, key, klen, val, vlen, expire, 0, expected ? expected : "", elen);
 }
@@ -1192,6 +1276,13 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	rc = alloc_entry(o, v, in, sizeof(struct seg_entry) + klen + room);
 	if (rc < 0)
 		return rc;
+	uint32_t qtries = 0;
+retry:
+	/* Over the quota last time (policy evict): make room first. */
+	if (qtries && (rc = quota_room(o, v, in, sb, sizeof(struct seg_entry) + klen + room)) < 0) {
+		settle(o, in);
+		return rc;
+	}
 	stripe_lock(o, v, sb);
 	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
@@ -1216,6 +1307,9 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 		if (rc < 0)
 			goto out;
 		expire = old.expire_ms;
+	} else if (v->default_ttl) {
+		/* A new key: the map's default TTL, as a put with ttl 0. */
+		expire = shmmap__now_ms() + (uint64_t)v->default_ttl * 1000u;
 	}
 	if (__builtin_add_overflow(cur, delta, &sum)) {
 		rc = -ERANGE;
@@ -1224,6 +1318,14 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	n = snprintf(digits, sizeof digits, "%" PRId64, sum);
 	if ((uint32_t)n > room) {
 		rc = -E2BIG;
+		goto out;
+	}
+	if (over_quota(v, st, sizeof(struct seg_entry) + klen + (uint32_t)n, w, &old)) {
+		if (v->policy == MAP_POLICY_EVICT && ++qtries < QUOTA_TRIES) {
+			shmmap__unlock(&st->lock);
+			goto retry;
+		}
+		rc = -ENOSPC;
 		goto out;
 	}
 	if (w == W_EXPIRED)
