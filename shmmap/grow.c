@@ -92,6 +92,12 @@ static bool still(const struct map_view *v, uint64_t w)
 	       atomic_load((_Atomic uint64_t *)&d->tbl) == w;
 }
 
+/* Is the page pool's lock held (by anyone)? */
+static bool pool_busy(const struct seg *s)
+{
+	return atomic_load_explicit(&seg_hdr(s)->pool_lock, memory_order_relaxed) != 0;
+}
+
 static bool arr_named(const struct seg_array *a)
 {
 	return __atomic_load_n(&a->off, __ATOMIC_RELAXED) ||
@@ -128,6 +134,11 @@ int shmmap__grow_start(const struct op_ctx *o, const struct map_view *v, uint32_
 	uint64_t bytes = (uint64_t)n * 8;
 	uint64_t pages = (bytes + SEG_PAGE - 1) / SEG_PAGE;
 	uint32_t first;
+	/* Never wait for the pool lock while holding mu (a dead holder would
+	 * keep the coordinator's recoveries waiting): busy, later. */
+	rc = -EAGAIN;
+	if (pool_busy(o->s))
+		goto out;
 	rc = pages > o->g->npages ? -ENOSPC
 				  : shmmap__alloc_pages(o->s, o->g, &o->lk, (uint32_t)pages, &first);
 	if (rc < 0)
@@ -229,6 +240,8 @@ static int retire(const struct op_ctx *o, const struct map_view *v, struct grow_
 	}
 	if (gt->npassed < v->nstripes)
 		return progress ? 2 : 1;
+	if (pool_busy(o->s))
+		return 1; /* the free below would wait for it: later */
 	lock_mu(mu);
 	if (still(v, w)) {
 		struct seg_array *a = &v->dir->arr[TBL_CUR(w) ^ 1];

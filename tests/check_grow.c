@@ -126,8 +126,20 @@ static void problem_cb(void *arg, const char *what)
 		snprintf(first, 512, "%s", what);
 }
 
+static bool slots_free_but(void *arg)
+{
+	shmmap *sm = arg;
+	for (uint32_t i = 0; i < sm->geom.max_clients; i++)
+		if (i != sm->slot && atomic_load(&seg_slot(&sm->seg, &sm->geom, i)->state) != SLOT_FREE)
+			return false;
+	return true;
+}
+
+/* Check the whole segment, once every other client (shmmapctl runs
+ * included) is gone and recovered. */
 static void expect_clean(shmmap *sm, const char *ctx)
 {
+	CK_MSG(tu_wait(slots_free_but, sm, 10000), "%s: other clients not recovered", ctx);
 	char first[512] = "";
 	struct check_report r = {.problem = problem_cb, .arg = first};
 	int rc = shmmap__check(&sm->seg, &sm->geom, &r);
@@ -400,15 +412,6 @@ static void kreader(struct kprog *p, unsigned seed)
 	_exit(0);
 }
 
-static bool slots_free_but(void *arg)
-{
-	shmmap *sm = arg;
-	for (uint32_t i = 0; i < sm->geom.max_clients; i++)
-		if (i != sm->slot && atomic_load(&seg_slot(&sm->seg, &sm->geom, i)->state) != SLOT_FREE)
-			return false;
-	return true;
-}
-
 START_TEST(writers_killed_during_growth)
 {
 	/* grow_step 0: the writers move every bucket (own + one per write),
@@ -465,8 +468,14 @@ START_TEST(writers_killed_during_growth)
 	for (uint32_t s = 0; s < mv->nstripes; s++)
 		CK_EQ(shmmap__tbl_move(&o, mv, s, UINT32_MAX, true), 0);
 	struct idle_arg a = {sm, m, 2048};
-	CK_MSG(tu_wait(grown_and_idle, &a, 20000), "growth did not settle: %u buckets",
-	       buckets_of(sm, m, NULL));
+	if (!tu_wait(grown_and_idle, &a, 20000)) {
+		/* What held it up: a stripe still locked, or a move left half done. */
+		for (uint32_t s = 0; s < mv->nstripes; s++)
+			if (mv->stripes[s].lock || mv->stripes[s].move_bucket)
+				fprintf(stderr, "  stripe %u: lock %#x, move_bucket %u\n", s,
+					mv->stripes[s].lock, mv->stripes[s].move_bucket);
+	}
+	CK_MSG(grown_and_idle(&a), "growth did not settle: %u buckets", buckets_of(sm, m, NULL));
 	for (int w = 0; w < KW; w++)
 		expect_all_of(sm, m, w, atomic_load(&p->acked[w]));
 	const struct map_view *v;
