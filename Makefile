@@ -25,7 +25,7 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 
 LIB_SRCS := shmmap/errors.c shmmap/segment.c shmmap/lock.c shmmap/alloc.c \
             shmmap/table.c shmmap/proto.c shmmap/client.c shmmap/check.c \
-            shmmap/sweep.c shmmap/crashpoint.c shmmap/version.c shmmap/paths.c
+            shmmap/sweep.c shmmap/grow.c shmmap/crashpoint.c shmmap/version.c shmmap/paths.c
 D_SRCS   := shmmap/shmmapd.c shmmap/coordinator.c shmmap/conf.c shmmap/snapshot.c \
             shmmap/log.c shmmap/notify.c
 CTL_SRCS := shmmap/shmmapctl.c
@@ -156,13 +156,21 @@ run: deps
 
 # The benchmark of shmmap against its peers (installs liblmdb-dev,
 # redis-server, libhiredis-dev if missing); bench-short is the CI smoke run.
+# Then the growth benchmark (issue 11): the default map config at 100k, 1M
+# and 4M keys against an in-process open-addressing table (bench-growth).
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@O=$(O) CC="$(CC)" scripts/bench.sh $(BENCH_ARGS)
+	@O=$(O) CC="$(CC)" scripts/bench-growth.sh $(GROW_ARGS)
+
+bench-growth:
+	@$(MAKE) --no-print-directory all
+	@O=$(O) CC="$(CC)" scripts/bench-growth.sh $(GROW_ARGS)
 
 bench-short: deps
 	@$(MAKE) --no-print-directory all
 	@O=$(O) CC="$(CC)" scripts/bench.sh --short
+	@O=$(O) CC="$(CC)" scripts/bench-growth.sh --short
 
 # libFuzzer targets in tests/fuzz/ (installs clang and the libFuzzer runtime
 # if missing; builds in build-fuzz/); fuzz-short is the CI smoke run.
@@ -242,5 +250,5 @@ clean:
 	rm -rf build build-asan build-fuzz
 
 .PHONY: all python install-python uninstall-python deps build-tests check-tests test asan run bench \
-        bench-short fuzz fuzz-short clean install uninstall
+        bench-growth bench-short fuzz fuzz-short clean install uninstall
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

@@ -190,13 +190,54 @@ void shmmap_detach(shmmap *sm);
  */
 int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out);
 
+/* Policies of struct shmmap_map_opts (0: the coordinator's default). */
+#define SHMMAP_POLICY_EVICT 1u  /**< a full map evicts its least recently used entries */
+#define SHMMAP_POLICY_REJECT 2u /**< a full map fails puts with -ENOSPC, losing nothing */
+
+/**
+ * Options of a map that shmmap_open_opts() creates.  Zero in any field
+ * means the coordinator's default for this map: its config's [map NAME]
+ * section, else its [map] section.  Fields are only ever added at the end,
+ * so the struct can grow: set size to sizeof(struct shmmap_map_opts) of the
+ * header you compile with (a library that knows more fields treats the
+ * missing ones as zero; bytes it does not know must be zero), and zero
+ * every field you do not set (`struct shmmap_map_opts o = {.size =
+ * sizeof o, ...}`).
+ */
+struct shmmap_map_opts {
+	uint32_t size;        /**< sizeof(struct shmmap_map_opts) */
+	uint32_t policy;      /**< SHMMAP_POLICY_EVICT or SHMMAP_POLICY_REJECT */
+	uint64_t capacity;    /**< entries expected: the map starts with buckets for them
+				   (it grows beyond them anyway) */
+	uint64_t quota;       /**< bytes the map's entries may use (entry headers, keys and
+				   values); at the quota, policy evict evicts the map's own
+				   entries and policy reject fails with -ENOSPC */
+	uint32_t key_max;     /**< longest key, 1..65535 */
+	uint32_t value_max;   /**< largest value, up to 1 GiB */
+	uint32_t default_ttl; /**< seconds: puts, cas and new incr keys with ttl 0 expire
+				   after this long */
+	uint32_t reserved[7]; /**< zero */
+};
+
+/**
+ * shmmap_open() with options for the map if this call creates it.  Opening
+ * a map that exists ignores opts (the map keeps the options it was created
+ * with; shmmapctl maps shows them).  opts NULL: as shmmap_open().
+ *
+ * @return as shmmap_open(), and -EINVAL for a bad size, a non-zero reserved
+ *         field or an option out of range.
+ */
+int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
+		     const struct shmmap_map_opts *opts, shmmap_map *out);
+
 /**
  * Store val under key, replacing any present value, atomically for readers:
  * a concurrent get sees the old value or the new one, never a mix.
  *
  * @param key,klen  the key, 1..key limit bytes (the map's configured limit).
  * @param val,vlen  the value, 0..value limit bytes; val may be NULL if vlen is 0.
- * @param ttl_s     seconds until the entry expires; 0 means never.
+ * @param ttl_s     seconds until the entry expires; 0 means never, or the
+ *                  map's default TTL if it has one (shmmap_map_opts).
  * @param flags     0, SHMMAP_NX or SHMMAP_XX.
  * @return 0; -EEXIST (NX, key present); -ENOENT (XX, key absent);
  *         -E2BIG (key or value over the map's limits, or an entry larger
@@ -205,7 +246,9 @@ int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out);
  *         policy "reject", or when even evicting every other entry of the
  *         map would not make room; with "evict", the default, approximately
  *         least recently used entries of the map are evicted until the
- *         value fits: any of them, so a value that fits always gets in);
+ *         value fits: any of them, so a value that fits always gets in;
+ *         also when the map's quota would be exceeded, with "reject", or
+ *         with "evict" when evicting the map's entries does not make room);
  *         -EINVAL (bad arguments); -EBADF/-ESTALE (bad handle);
  *         -EPERM (read-only attachment); -EAGAIN (the allocator awaits the
  *         coordinator's repair after a crash: nothing was stored, retry);
@@ -243,8 +286,9 @@ int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen);
 /**
  * Add delta to the decimal integer stored under key, atomically across all
  * processes, and store the result as decimal ASCII (so tools can show it).
- * An absent (or expired) key counts as 0; the result then never expires,
- * otherwise the entry keeps its expiry.
+ * An absent (or expired) key counts as 0; the result then never expires
+ * (or expires after the map's default TTL, if it has one), otherwise the
+ * entry keeps its expiry.
  *
  * @param out  receives the new value; may be NULL.
  * @return 0; -EINVAL if the present value is not a decimal integer
@@ -259,7 +303,7 @@ int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t klen,
  * Compare and swap: store val under key only if the present value is
  * exactly expected (elen bytes), atomically across all processes.
  *
- * @param ttl_s  as for shmmap_put (0: never expires).
+ * @param ttl_s  as for shmmap_put (0: never, or the map's default TTL).
  * @return 0 (swapped); -ECANCELED (present, but the value differs: nothing
  *         stored); -ENOENT (absent or expired); otherwise as shmmap_put.
  * Thread-safe.

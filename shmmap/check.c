@@ -13,10 +13,16 @@
  *              a LIVE or DEAD slot whose client is gone awaits recovery;
  *   directory  known states; a LIVE map has a unique, non-empty name and a
  *              table (stripes, then buckets) at the start of its own run of
- *              pages, big enough for it;
+ *              pages, big enough for it; each bucket array it grew into
+ *              (grow.c) is a run of its own, big enough, named once;
+ *   resizes    the table word names valid arrays; outside a resize no
+ *              bucket holds the moved marker; during one, a new bucket
+ *              holds entries only once its old bucket moved; no stripe
+ *              at rest has a move in progress;
  *   chains     offsets in bounds and 16-aligned (shmmap__entry_at), no
  *              cycle (Brent), each entry's stored hash
- *              is the hash of its key and names its bucket, each entry
+ *              is the hash of its key and names its bucket (in the old
+ *              array or the current one), each entry
  *              lies at the start of an allocated block big enough for it;
  *              per-stripe entries/bytes equal what the chains hold;
  *   locks      a held lock's owner is alive; an odd sequence counter has a
@@ -80,7 +86,6 @@
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 #define NO_BITS UINT64_MAX
-#define RECHECK_WALK_MAX 65536u /* second look at a leak: longest chain walked */
 #define RECHECK_TRIES 8 /* fresh live looks before a snapshot verdict is believed */
 
 enum fl_state { FL_OK, FL_RANGE, FL_CYCLE };
@@ -685,6 +690,32 @@ static void check_table_run(struct ck *c, uint32_t i, uint32_t state)
 	if (bit_get(c->reached, bit))
 		problem(c, "map %u: table run at page %u is used by something else too", i, fp);
 	bit_set(c->reached, bit);
+	for (int k = 0; k < 2; k++) {
+		uint32_t run = LOAD(d->arr[k].run), n = LOAD(d->arr[k].nbuckets);
+		uint64_t off = LOAD(d->arr[k].off);
+		if (!run)
+			continue;
+		if (run > c->g->npages || seg_page_off(c->g, run - 1) != off) {
+			problem(c, "map %u: bucket array %d (offset %#llx) is not at the start of page "
+				   "%u", i, k, (unsigned long long)off, run - 1);
+			continue;
+		}
+		const struct seg_page *ap = &c->pages[run - 1];
+		if (ap->kind != PAGE_RUN) {
+			if (page_stable(c, run - 1))
+				problem(c, "map %u: bucket array %d at page %u is a %s page, not a run",
+					i, k, run - 1, kind_name(ap->kind));
+			continue;
+		}
+		if ((uint64_t)ap->run * SEG_PAGE < (uint64_t)n * 8)
+			problem(c, "map %u: bucket array %d of %u buckets overflows its %u pages", i, k,
+				n, ap->run);
+		uint64_t abit = c->bit_base[run - 1];
+		if (bit_get(c->reached, abit))
+			problem(c, "map %u: bucket array run at page %u is used by something else too",
+				i, run - 1);
+		bit_set(c->reached, abit);
+	}
 }
 
 /* Is the stripe still at the even sequence value s1 read before the walk?
@@ -700,6 +731,12 @@ static bool stripe_still(struct seg_stripe *sp, uint32_t s1)
 static void check_chains(struct ck *c, const struct map_view *v, const char *name)
 {
 	const struct seg *s = c->s;
+	struct tbl t;
+	if (!shmmap__tbl_load(s, v, &t)) {
+		problem(c, "map '%s': its table word names no valid bucket arrays", name);
+		return;
+	}
+	const uint32_t nold = t.old_n;
 	for (uint32_t st = 0; st < v->nstripes; st++) {
 		struct seg_stripe *sp = &v->stripes[st];
 		uint32_t q1 = atomic_load_explicit(&sp->seq, memory_order_acquire);
@@ -708,9 +745,28 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 		 * no sequence counter, but it changes these. */
 		uint64_t te1 = LOAD(sp->entries), tb1 = LOAD(sp->bytes);
 		uint64_t entries = 0, bytes = 0;
+		uint64_t mv1 = atomic_load_explicit(&sp->moving, memory_order_relaxed);
+		uint32_t mb1 = LOAD(sp->move_bucket);
 		bool moved = false;
-		for (uint32_t b = st; b < v->nbuckets && !moved; b += v->nstripes) {
-			uint64_t off = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
+		/* The old array's buckets of the stripe (during a resize), then the
+		 * current array's. */
+		for (uint32_t i = st; i < nold + t.cur_n && !moved; i += v->nstripes) {
+			bool in_old = i < nold;
+			uint32_t b = in_old ? i : i - nold, nb = in_old ? nold : t.cur_n;
+			uint64_t off = atomic_load_explicit(in_old ? &t.old[b] : &t.cur[b],
+							    memory_order_acquire);
+			if (off == BUCKET_MOVED) {
+				if (!in_old && !(moved = !stripe_still(sp, q1)))
+					problem(c, "map '%s' bucket %u: the moved marker in the "
+						   "current array", name, b);
+				continue;
+			}
+			if (!in_old && nold && off &&
+			    atomic_load_explicit(&t.old[b & (nold - 1)], memory_order_acquire) !=
+				    BUCKET_MOVED &&
+			    !(moved = !stripe_still(sp, q1)))
+				problem(c, "map '%s' bucket %u: holds entries while its old bucket %u "
+					   "has not moved", name, b, b & (nold - 1));
 			/* Brent's cycle detection: the tortoise jumps to the hare
 			 * at every power of two. */
 			uint64_t tortoise = off;
@@ -766,10 +822,10 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 				if (h != hash)
 					problem(c, "map '%s' bucket %u: entry %#llx's stored hash is "
 						   "not its key's", name, b, (unsigned long long)off);
-				else if ((uint32_t)(h & (v->nbuckets - 1)) != b)
-					problem(c, "map '%s' bucket %u: entry %#llx hashes to bucket "
-						   "%u", name, b, (unsigned long long)off,
-						(uint32_t)(h & (v->nbuckets - 1)));
+				else if ((uint32_t)(h & (nb - 1)) != b)
+					problem(c, "map '%s' %s bucket %u: entry %#llx hashes to "
+						   "bucket %u", name, in_old ? "old" : "current", b,
+						(unsigned long long)off, (uint32_t)(h & (nb - 1)));
 				entries++;
 				bytes += (uint64_t)klen + vlen;
 				off = next;
@@ -799,6 +855,11 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 		 * moment in between: a writer died mid-change and nobody repaired. */
 		if ((q1 & 1) && q1 == q2 && l2 == 0)
 			problem(c, "%s: sequence counter %u is odd with the lock free", what, q1);
+		if ((mv1 || mb1) && !l1 && !l2 && q1 == q2 &&
+		    atomic_load_explicit(&sp->moving, memory_order_relaxed) == mv1 &&
+		    LOAD(sp->move_bucket) == mb1)
+			problem(c, "%s: a bucket move (bucket %u, entry %#llx) is left half done with "
+				   "the lock free", what, mb1 - 1, (unsigned long long)mv1);
 		if (moved || l1 || l2 || q1 != q2 || (q1 & 1) || te != te1 || tb != tb1)
 			continue; /* a writer was active: its totals may lag its chains */
 		if (te != entries || tb != bytes)
@@ -887,7 +948,8 @@ static bool referenced_now(struct ck *c, uint64_t off)
 	const struct seg *s = c->s;
 	for (uint32_t m = 0; m < c->g->max_maps; m++) {
 		const struct seg_mapdir *d = seg_dir(s, c->g, m);
-		if (LOAD(d->stripes_off) == off)
+		if (LOAD(d->stripes_off) == off || (LOAD(d->arr[0].run) && LOAD(d->arr[0].off) == off) ||
+		    (LOAD(d->arr[1].run) && LOAD(d->arr[1].off) == off))
 			return true;
 	}
 	for (uint32_t i = 0; i < c->nviews; i++) {
@@ -895,16 +957,10 @@ static bool referenced_now(struct ck *c, uint64_t off)
 		const struct seg_entry *e = shmmap__entry_at(s, v, off);
 		if (!e)
 			continue;
-		uint32_t b = (uint32_t)LOAD(e->hash) & (v->nbuckets - 1);
-		uint64_t x = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
-		for (uint32_t steps = 0; x && steps < RECHECK_WALK_MAX; steps++) {
-			if (x == off)
-				return true;
-			const struct seg_entry *n = shmmap__entry_at(s, v, x);
-			if (!n)
-				break;
-			x = atomic_load_explicit(&((struct seg_entry *)n)->next, memory_order_acquire);
-		}
+		if (shmmap__tbl_linked(s, v, off) ||
+		    atomic_load_explicit(&v->stripes[LOAD(e->hash) & (v->nstripes - 1)].moving,
+					 memory_order_acquire) == off)
+			return true;
 	}
 	return false;
 }

@@ -30,6 +30,7 @@
  * touches nothing.  The check on the data path is one load of `forked`.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -545,7 +546,32 @@ static bool valid_name(const char *name)
 	return n > 0 && n <= SHMMAP_NAME_MAX;
 }
 
+/* The options as this library knows them: zero-filled, checked. */
+static int opts_copy(const struct shmmap_map_opts *opts, struct shmmap_map_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	if (opts->size < offsetof(struct shmmap_map_opts, reserved) || opts->size > 4096)
+		return -EINVAL;
+	memcpy(o, opts, opts->size < sizeof *o ? opts->size : sizeof *o);
+	/* A newer caller's fields that this library does not know: zero only. */
+	for (size_t i = sizeof *o; i < opts->size; i++)
+		if (((const unsigned char *)opts)[i])
+			return -EINVAL;
+	for (size_t i = 0; i < sizeof o->reserved / sizeof o->reserved[0]; i++)
+		if (o->reserved[i])
+			return -EINVAL;
+	if (o->policy > SHMMAP_POLICY_REJECT || o->key_max > 65535 || o->value_max > (1u << 30))
+		return -EINVAL;
+	return 0;
+}
+
 SHMMAP_EXPORT int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out)
+{
+	return shmmap_open_opts(sm, name, flags, NULL, out);
+}
+
+SHMMAP_EXPORT int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
+				   const struct shmmap_map_opts *opts, shmmap_map *out)
 {
 	errdetail[0] = '\0';
 	if (!sm || !out || !valid_name(name) || (flags & ~SHMMAP_CREATE))
@@ -553,6 +579,21 @@ SHMMAP_EXPORT int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmm
 	struct proto_msg req = {.type = MSG_OPEN}, rep;
 	req.u.open.flags = flags;
 	strcpy(req.u.open.name, name);
+	if (opts) {
+		struct shmmap_map_opts o;
+		int rc = opts_copy(opts, &o);
+		if (rc < 0)
+			return rc;
+		req.type = MSG_OPEN_OPTS;
+		req.u.openo.flags = flags;
+		req.u.openo.policy = o.policy;
+		req.u.openo.capacity = o.capacity;
+		req.u.openo.quota = o.quota;
+		req.u.openo.key_max = o.key_max;
+		req.u.openo.value_max = o.value_max;
+		req.u.openo.default_ttl = o.default_ttl;
+		strcpy(req.u.openo.name, name);
+	}
 	for (int attempt = 0; attempt < 3; attempt++) {
 		int rc = shmmap__request(sm, &req, &rep);
 		if (rc < 0)

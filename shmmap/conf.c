@@ -109,6 +109,11 @@ enum conf_key_id {
 	K_MAP_BUCKETS,
 	K_MAP_STRIPES,
 	K_MAP_POLICY,
+	K_MAP_MAX_BUCKETS,
+	K_MAP_GROW_STEP,
+	K_MAP_QUOTA,
+	K_MAP_DEFAULT_TTL,
+	K_MAP_CAPACITY,
 	K_PERS_SNAPSHOT,
 	K_PERS_INTERVAL,
 	K_COUNT
@@ -143,6 +148,11 @@ static const struct conf_key conf_keys[K_COUNT] = {
 	[K_MAP_BUCKETS] = { KEY("map", "buckets"), KIND_POW2, 1, UINT64_C(1) << 26, false },
 	[K_MAP_STRIPES] = { KEY("map", "stripes"), KIND_POW2, 1, 65536, false },
 	[K_MAP_POLICY] = { KEY("map", "policy"), KIND_POLICY, 0, 0, false },
+	[K_MAP_MAX_BUCKETS] = { KEY("map", "max_buckets"), KIND_POW2, 1, UINT64_C(1) << 30, false },
+	[K_MAP_GROW_STEP] = { KEY("map", "grow_step"), KIND_UINT, 0, UINT64_C(1) << 20, false },
+	[K_MAP_QUOTA] = { KEY("map", "quota"), KIND_SIZE, 0, TIB, false },
+	[K_MAP_DEFAULT_TTL] = { KEY("map", "default_ttl"), KIND_UINT, 0, UINT64_C(86400) * 3650, false },
+	[K_MAP_CAPACITY] = { KEY("map", "capacity"), KIND_UINT, 0, UINT64_C(1) << 32, false },
 	[K_PERS_SNAPSHOT] = { KEY("persistence", "snapshot"), KIND_FILE, 0, 0, false },
 	[K_PERS_INTERVAL] = { KEY("persistence", "interval"), KIND_UINT, 0, 86400 * 365, false },
 };
@@ -373,6 +383,11 @@ static void store_num(struct shmmap_conf *c, enum conf_key_id id, uint64_t v)
 	case K_MAP_VALUE_MAX: c->map.value_max = (uint32_t)v; break;
 	case K_MAP_BUCKETS: c->map.buckets = (uint32_t)v; break;
 	case K_MAP_STRIPES: c->map.stripes = (uint32_t)v; break;
+	case K_MAP_MAX_BUCKETS: c->map.max_buckets = (uint32_t)v; break;
+	case K_MAP_GROW_STEP: c->map.grow_step = (uint32_t)v; break;
+	case K_MAP_QUOTA: c->map.quota = v; break;
+	case K_MAP_DEFAULT_TTL: c->map.default_ttl = (uint32_t)v; break;
+	case K_MAP_CAPACITY: c->map.capacity = v; break;
 	case K_PERS_INTERVAL: c->persistence.interval = (uint32_t)v; break;
 	default: break;
 	}
@@ -567,8 +582,22 @@ static bool conf_set(struct conf_ctx *x, enum conf_key_id id, const char *v)
 
 /* ---- inih glue --------------------------------------------------------- */
 
+/* "map NAME": a map's own section; the name as map names go (1..63 bytes). */
+static bool map_section(const char *s, size_t len, const char **name, size_t *nlen)
+{
+	if (len < 5 || memcmp(s, "map ", 4))
+		return false;
+	*name = s + 4;
+	*nlen = len - 4;
+	return *nlen >= 1 && *nlen <= CONF_MAP_NAME_MAX && memchr(*name, '\0', *nlen) == NULL;
+}
+
 static bool known_section(const char *s, size_t len)
 {
+	const char *nm;
+	size_t nl;
+	if (map_section(s, len, &nm, &nl))
+		return true;
 	for (size_t i = 0; i < sizeof(conf_sections) / sizeof(conf_sections[0]); i++)
 		if (strlen(conf_sections[i]) == len && !memcmp(conf_sections[i], s, len))
 			return true;
@@ -635,7 +664,7 @@ static char *conf_reader(char *str, int num, void *stream)
 			size_t n = (size_t)(end - (p + 1));
 			if (!known_section(p + 1, n)) {
 				conf_fail(x, -EINVAL, x->lineno, NULL, NULL,
-					  "[%.*s]: unknown section (expected [segment], [server] or [map])", (int)n, p + 1);
+					  "[%.*s]: unknown section (expected [segment], [server], [map], [map NAME] or [persistence])", (int)n, p + 1);
 				return NULL;
 			}
 			const char *q = end + 1;
@@ -649,6 +678,74 @@ static char *conf_reader(char *str, int num, void *stream)
 	}
 	memcpy(str, p, strlen(p) + 1); /* fits: strlen(p) <= limit <= num - 1 */
 	return str;
+}
+
+/* The [map] keys a [map NAME] section may set, and where they go. */
+static const struct {
+	enum conf_key_id id;
+	uint32_t bit;
+} map_sect_keys[] = {
+	{K_MAP_KEY_MAX, CMS_KEY_MAX}, {K_MAP_VALUE_MAX, CMS_VALUE_MAX},
+	{K_MAP_BUCKETS, CMS_BUCKETS}, {K_MAP_STRIPES, CMS_STRIPES},
+	{K_MAP_POLICY, CMS_POLICY}, {K_MAP_MAX_BUCKETS, CMS_MAX_BUCKETS},
+	{K_MAP_QUOTA, CMS_QUOTA}, {K_MAP_DEFAULT_TTL, CMS_DEFAULT_TTL},
+	{K_MAP_CAPACITY, CMS_CAPACITY},
+};
+
+/* A key of a [map NAME] section: parsed as its [map] key, stored in the
+ * section's entry (made at its first key). */
+static int map_section_key(struct conf_ctx *x, const char *section, const char *mname,
+			   const char *name, const char *value)
+{
+	struct shmmap_conf *c = &x->conf;
+	struct conf_map_sect *ms = NULL;
+	for (uint32_t i = 0; i < c->nmaps && !ms; i++)
+		if (!strcmp(c->maps[i].name, mname))
+			ms = &c->maps[i];
+	if (!ms) {
+		if (c->nmaps == CONF_MAX_MAP_SECTIONS) {
+			conf_fail(x, -EINVAL, x->lineno, section, name,
+				  "more than %d [map NAME] sections", CONF_MAX_MAP_SECTIONS);
+			return 0;
+		}
+		ms = &c->maps[c->nmaps++];
+		memset(ms, 0, sizeof *ms);
+		snprintf(ms->name, sizeof ms->name, "%s", mname);
+	}
+	for (size_t i = 0; i < sizeof map_sect_keys / sizeof map_sect_keys[0]; i++) {
+		enum conf_key_id id = map_sect_keys[i].id;
+		if (strcmp(conf_keys[id].name, name))
+			continue;
+		if (ms->has & map_sect_keys[i].bit) {
+			conf_fail(x, -EINVAL, x->lineno, section, name, "duplicate key");
+			return 0;
+		}
+		/* Parsed into [map]'s field, which is then put back. */
+		struct shmmap_conf saved = *c;
+		unsigned line = x->set_on[id];
+		if (!conf_set(x, id, value))
+			return 0;
+		ms->has |= map_sect_keys[i].bit;
+		ms->key_max = id == K_MAP_KEY_MAX ? c->map.key_max : ms->key_max;
+		ms->value_max = id == K_MAP_VALUE_MAX ? c->map.value_max : ms->value_max;
+		ms->buckets = id == K_MAP_BUCKETS ? c->map.buckets : ms->buckets;
+		ms->stripes = id == K_MAP_STRIPES ? c->map.stripes : ms->stripes;
+		ms->policy = id == K_MAP_POLICY ? c->map.policy : ms->policy;
+		ms->max_buckets = id == K_MAP_MAX_BUCKETS ? c->map.max_buckets : ms->max_buckets;
+		ms->quota = id == K_MAP_QUOTA ? c->map.quota : ms->quota;
+		ms->default_ttl = id == K_MAP_DEFAULT_TTL ? c->map.default_ttl : ms->default_ttl;
+		ms->capacity = id == K_MAP_CAPACITY ? c->map.capacity : ms->capacity;
+		struct conf_map_sect keep = *ms;
+		size_t at = (size_t)(ms - c->maps);
+		*c = saved;
+		c->maps[at] = keep;
+		x->set_on[id] = line;
+		return 1;
+	}
+	conf_fail(x, -EINVAL, x->lineno, section, name,
+		  "unknown key (expected one of: key_max, value_max, buckets, stripes, policy, "
+		  "max_buckets, quota, default_ttl, capacity)");
+	return 0;
 }
 
 static int conf_handler(void *user, const char *section, const char *name, const char *value)
@@ -669,6 +766,10 @@ static int conf_handler(void *user, const char *section, const char *name, const
 		conf_fail(x, -EINVAL, x->lineno, section, name, "key outside any section (put it under [segment], [server] or [map])");
 		return 0;
 	}
+	const char *mname;
+	size_t mlen;
+	if (map_section(section, strlen(section), &mname, &mlen))
+		return map_section_key(x, section, mname, name, value);
 	for (int i = 0; i < K_COUNT; i++) {
 		const struct conf_key *k = &conf_keys[i];
 		if (strcmp(k->section, section) || strcmp(k->name, name))
@@ -699,9 +800,14 @@ static int conf_handler(void *user, const char *section, const char *name, const
 /* Cross-field checks, blaming the key set last in the file (else the other). */
 static void conf_check(struct conf_ctx *x)
 {
-	const struct shmmap_conf *c = &x->conf;
+	struct shmmap_conf *c = &x->conf;
 	char a[32], b[32];
 
+	/* The initial bucket count is at least the stripes, unless both were
+	 * set (configs written for the old default of 16384 buckets, with
+	 * more than 1024 stripes, still load). */
+	if (c->map.stripes > c->map.buckets && !x->set_on[K_MAP_BUCKETS])
+		c->map.buckets = c->map.stripes;
 	if (c->map.stripes > c->map.buckets) {
 		if (x->set_on[K_MAP_STRIPES] >= x->set_on[K_MAP_BUCKETS])
 			conf_fail(x, -EINVAL, x->set_on[K_MAP_STRIPES], "map", "stripes",
@@ -709,6 +815,14 @@ static void conf_check(struct conf_ctx *x)
 		else
 			conf_fail(x, -EINVAL, x->set_on[K_MAP_BUCKETS], "map", "buckets",
 				  "%" PRIu32 " is fewer than map.stripes (%" PRIu32 ")", c->map.buckets, c->map.stripes);
+	}
+	if (c->map.max_buckets < c->map.buckets) {
+		if (x->set_on[K_MAP_MAX_BUCKETS] >= x->set_on[K_MAP_BUCKETS])
+			conf_fail(x, -EINVAL, x->set_on[K_MAP_MAX_BUCKETS], "map", "max_buckets",
+				  "%" PRIu32 " is fewer than map.buckets (%" PRIu32 ")", c->map.max_buckets, c->map.buckets);
+		else
+			conf_fail(x, -EINVAL, x->set_on[K_MAP_BUCKETS], "map", "buckets",
+				  "%" PRIu32 " is more than map.max_buckets (%" PRIu32 ")", c->map.buckets, c->map.max_buckets);
 	}
 	if (c->segment.size > CONF_USER_END || c->segment.base > CONF_USER_END - c->segment.size) {
 		if (x->set_on[K_SEG_BASE] >= x->set_on[K_SEG_SIZE])
@@ -748,8 +862,10 @@ void shmmap__conf_defaults(struct shmmap_conf *c)
 
 	c->map.key_max = 250;
 	c->map.value_max = (uint32_t)MIB;
-	c->map.buckets = 16384;
+	c->map.buckets = 1024;
 	c->map.stripes = 256;
+	c->map.max_buckets = UINT32_C(1) << 30;
+	c->map.grow_step = 64;
 }
 
 static bool ids_equal(const struct conf_ids *a, const struct conf_ids *b)
@@ -780,6 +896,11 @@ static bool key_equal(const struct shmmap_conf *a, const struct shmmap_conf *b,
 	case K_MAP_BUCKETS: return a->map.buckets == b->map.buckets;
 	case K_MAP_STRIPES: return a->map.stripes == b->map.stripes;
 	case K_MAP_POLICY: return a->map.policy == b->map.policy;
+	case K_MAP_MAX_BUCKETS: return a->map.max_buckets == b->map.max_buckets;
+	case K_MAP_GROW_STEP: return a->map.grow_step == b->map.grow_step;
+	case K_MAP_QUOTA: return a->map.quota == b->map.quota;
+	case K_MAP_DEFAULT_TTL: return a->map.default_ttl == b->map.default_ttl;
+	case K_MAP_CAPACITY: return a->map.capacity == b->map.capacity;
 	case K_PERS_SNAPSHOT:
 		return strcmp(a->persistence.snapshot, b->persistence.snapshot) == 0;
 	case K_PERS_INTERVAL: return a->persistence.interval == b->persistence.interval;

@@ -22,6 +22,22 @@ struct conf_ids {
 	uint32_t id[CONF_MAX_IDS];
 };
 
+/* A [map NAME] section: the options of one map, over [map].  has: the
+ * CMS_* bits of the keys it sets. */
+#define CONF_MAP_NAME_MAX 63 /* SHMMAP_NAME_MAX */
+#define CONF_MAX_MAP_SECTIONS 64
+enum {
+	CMS_KEY_MAX = 1u << 0, CMS_VALUE_MAX = 1u << 1, CMS_BUCKETS = 1u << 2,
+	CMS_STRIPES = 1u << 3, CMS_POLICY = 1u << 4, CMS_MAX_BUCKETS = 1u << 5,
+	CMS_QUOTA = 1u << 6, CMS_DEFAULT_TTL = 1u << 7, CMS_CAPACITY = 1u << 8,
+};
+struct conf_map_sect {
+	char name[CONF_MAP_NAME_MAX + 1];
+	uint32_t has;
+	uint32_t key_max, value_max, buckets, stripes, policy, max_buckets, default_ttl;
+	uint64_t quota, capacity;
+};
+
 struct shmmap_conf {
 	struct {
 		char name[256];       /* POSIX shm name, "/shmmap": starts with '/', no other '/' */
@@ -43,10 +59,19 @@ struct shmmap_conf {
 	struct {
 		uint32_t key_max;   /* 1..65535, default 250 */
 		uint32_t value_max; /* 0..(1 GiB), default 1 MiB */
-		uint32_t buckets;   /* power of two, default 16384 */
+		uint32_t buckets;   /* initial buckets: power of two, default 1024 (maps grow) */
 		uint32_t stripes;   /* power of two <= buckets, default 256 */
 		uint32_t policy;    /* MAP_POLICY_EVICT (default) or MAP_POLICY_REJECT */
+		uint32_t max_buckets; /* growth stops here: power of two >= buckets, default 2^30 */
+		uint32_t grow_step; /* buckets per stripe the coordinator moves per round, default 64;
+				       0: writers alone move them (tests) */
+		uint64_t quota;     /* bytes of entries a map may use, 0 = no quota */
+		uint32_t default_ttl; /* seconds for puts with ttl 0, 0 = none */
+		uint64_t capacity;  /* entries expected: initial buckets follow; 0 = buckets */
 	} map;
+	/* [map NAME] sections: maps created at start, with these options. */
+	struct conf_map_sect maps[CONF_MAX_MAP_SECTIONS];
+	uint32_t nmaps;
 	struct {
 		char snapshot[CONF_SNAPSHOT_MAX]; /* file path, "" = none */
 		uint32_t interval;  /* seconds between snapshots, 0 = only on request and at exit */

@@ -18,6 +18,11 @@
  *     backstop to the socket's EOF), are flagged for the I/O thread, which
  *     closes them.  It also reaps slots adopted from an earlier coordinator
  *     whose process died meanwhile.
+ *   - Growth thread (grow_main, see grow.c): starts, drives and finishes
+ *     the resizes of maps that outgrow their buckets.  It sleeps on the
+ *     header's grow_wake futex (a writer that sees its stripe over the load
+ *     factor wakes it) or GROW_IDLE_MS, and works in bounded rounds that
+ *     take stripe locks only with a try.
  *   The session table is a liburcu cds_lfht keyed by connection fd: the I/O
  *   thread adds and removes (freeing through call_rcu), the housekeeping
  *   thread reads it without locks.
@@ -51,6 +56,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,6 +69,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,6 +86,8 @@
 #include "snapshot.h"
 
 #define HOUSE_MS 100
+#define GROW_IDLE_MS 100  /* the growth thread looks at every map this often */
+#define GROW_BLOCKED_MS 5 /* ... and this often while a busy stripe holds a resize up */
 #define RECLAIM_BUCKETS 2048 /* per map and round: a full pass of 16K buckets in 0.8 s */
 #define HANDSHAKE_MS 5000
 #define LISTEN_BACKLOG 128
@@ -128,7 +137,8 @@ struct coord {
 	int lockfd;              /* flock'ed: one coordinator per segment */
 	_Atomic bool stop;
 	bool threads_started;
-	pthread_t io, house;
+	pthread_t io, house, grow;
+	struct grow_track *grow_track; /* [max_maps]: the growth thread's */
 	struct cds_lfht *sessions;
 	_Atomic uint32_t nsessions;
 	_Atomic uint32_t nclients;
@@ -586,8 +596,67 @@ static bool entry_usable(struct coord *c, uint32_t k, const struct map_params *p
 	return true;
 }
 
+/* What an OPEN_OPTS request asks of a map it creates (0: the default). */
+struct open_opts {
+	uint32_t policy; /* SHMMAP_POLICY_* */
+	uint64_t capacity, quota;
+	uint32_t key_max, value_max, default_ttl;
+};
+
+/* The parameters of a new map called name: [map], then its [map NAME]
+ * section, then what the request asks (rq, may be NULL). */
+static void map_params_for(const struct coord *c, const char *name, const struct open_opts *rq,
+			   struct map_params *p)
+{
+	const struct shmmap_conf *cf = &c->conf;
+	uint32_t buckets = cf->map.buckets, stripes = cf->map.stripes, maxb = cf->map.max_buckets;
+	uint64_t capacity = cf->map.capacity;
+	*p = (struct map_params){
+		.key_max = cf->map.key_max, .val_max = cf->map.value_max, .policy = cf->map.policy,
+		.quota = cf->map.quota, .default_ttl = cf->map.default_ttl,
+	};
+	for (uint32_t i = 0; i < cf->nmaps; i++) {
+		const struct conf_map_sect *ms = &cf->maps[i];
+		if (strcmp(ms->name, name))
+			continue;
+		p->key_max = ms->has & CMS_KEY_MAX ? ms->key_max : p->key_max;
+		p->val_max = ms->has & CMS_VALUE_MAX ? ms->value_max : p->val_max;
+		p->policy = ms->has & CMS_POLICY ? ms->policy : p->policy;
+		p->quota = ms->has & CMS_QUOTA ? ms->quota : p->quota;
+		p->default_ttl = ms->has & CMS_DEFAULT_TTL ? ms->default_ttl : p->default_ttl;
+		buckets = ms->has & CMS_BUCKETS ? ms->buckets : buckets;
+		stripes = ms->has & CMS_STRIPES ? ms->stripes : stripes;
+		maxb = ms->has & CMS_MAX_BUCKETS ? ms->max_buckets : maxb;
+		capacity = ms->has & CMS_CAPACITY ? ms->capacity : capacity;
+	}
+	if (rq) {
+		p->key_max = rq->key_max ? rq->key_max : p->key_max;
+		p->val_max = rq->value_max ? rq->value_max : p->val_max;
+		p->policy = rq->policy == SHMMAP_POLICY_EVICT    ? MAP_POLICY_EVICT
+			    : rq->policy == SHMMAP_POLICY_REJECT ? MAP_POLICY_REJECT
+								 : p->policy;
+		p->quota = rq->quota ? rq->quota : p->quota;
+		p->default_ttl = rq->default_ttl ? rq->default_ttl : p->default_ttl;
+		capacity = rq->capacity ? rq->capacity : capacity;
+	}
+	/* A capacity: buckets for it at the load a resize leaves. */
+	if (capacity) {
+		uint64_t want = capacity * 100u / GROW_TO_PCT;
+		buckets = 1;
+		while (buckets < want && buckets < (1u << 26))
+			buckets <<= 1;
+	}
+	if (buckets < stripes)
+		buckets = stripes;
+	if (maxb < buckets)
+		maxb = buckets;
+	p->nbuckets = buckets;
+	p->nstripes = stripes;
+	p->max_buckets = maxb;
+}
+
 static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
-		    uint32_t *idx, uint32_t *gen)
+		    const struct open_opts *rq, uint32_t *idx, uint32_t *gen)
 {
 	int i = find_map(c, name);
 	if (i == -ENOENT && create) {
@@ -596,16 +665,14 @@ static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
 		for (uint32_t k = 0; k < c->g.max_maps; k++) {
 			if (atomic_load(&seg_dir(&c->seg, &c->g, k)->state) != MAP_FREE)
 				continue;
-			struct map_params p = {
-				.nbuckets = c->conf.map.buckets, .nstripes = c->conf.map.stripes,
-				.key_max = c->conf.map.key_max, .val_max = c->conf.map.value_max,
-				.policy = c->conf.map.policy,
-			};
+			struct map_params p;
+			map_params_for(c, name, rq, &p);
 			pthread_mutex_lock(&c->recover_mu); /* no sweep meanwhile */
 			if (!entry_usable(c, k, &p)) {
 				pthread_mutex_unlock(&c->recover_mu);
-				log_warning("map entry %u passed over: a live process still holds a lock of "
-				      "its old table", k);
+				log_info("map entry %u passed over: its old table (another geometry) "
+					 "may still be in use by a client that attached before the drop",
+					 k);
 				continue;
 			}
 			int rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);
@@ -778,13 +845,14 @@ struct load_ctx {
 	struct coord *c;
 	struct op_ctx o;
 	struct map_view v; /* the map last opened */
+	uint64_t puts;
 };
 
 static int load_open(void *arg, const char *name, uint32_t *key_max, uint32_t *val_max)
 {
 	struct load_ctx *l = arg;
 	uint32_t idx, gen;
-	int rc = open_map(l->c, name, true, false, &idx, &gen);
+	int rc = open_map(l->c, name, true, false, NULL, &idx, &gen);
 	if (rc == 0)
 		rc = shmmap__map_view(&l->c->seg, &l->c->g, idx, &l->v);
 	if (rc < 0) {
@@ -805,6 +873,11 @@ static int load_put(void *arg, const void *key, uint32_t klen, const void *val, 
 	pthread_mutex_lock(&l->c->recover_mu); /* our allocations must not race a sweep */
 	int rc = shmmap__tbl_put_at(&l->o, &l->v, key, klen, val, vlen, expire_ms, 0);
 	pthread_mutex_unlock(&l->c->recover_mu);
+	/* The growth thread is not running yet: grow as we go. */
+	if ((++l->puts & 1023) == 0)
+		while (shmmap__grow_round(&l->o, l->v.idx, &l->c->grow_track[l->v.idx],
+					  &l->c->recover_mu, UINT32_MAX) == 2)
+			;
 	return rc;
 }
 
@@ -1120,6 +1193,23 @@ static uint32_t live_slots(struct coord *c)
 	return n;
 }
 
+/* Answer an OPEN that failed, with the reason where there is more to say
+ * than the code. */
+static int open_error(struct coord *c, struct session *s, uint32_t seq, const char *name, int rc)
+{
+	if (rc == -EBUSY || rc == -EAGAIN)
+		return send_error_why(s->fd, seq, rc,
+				      "map '%.64s' not created: the allocator's lock is held by %s "
+				      "process; try again",
+				      name, rc == -EBUSY ? "a live (stopped?)" : "a dead");
+	if (rc == -ENOSPC)
+		return send_error_why(s->fd, seq, rc,
+				      "map '%.64s' not created: no room for its table, or all %u map "
+				      "directory entries are taken ([segment] size, max_maps)",
+				      name, c->g.max_maps);
+	return send_error(s->fd, seq, rc);
+}
+
 /* Handle one request; a negative return closes the session. */
 static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 {
@@ -1155,19 +1245,31 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 	case MSG_OPEN: {
 		bool rdonly = seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY;
 		uint32_t idx, gen;
-		rc = open_map(c, m->u.open.name, m->u.open.flags & SHMMAP_CREATE, rdonly, &idx, &gen);
-		if (rc == -EBUSY || rc == -EAGAIN)
-			return send_error_why(s->fd, m->seq, rc,
-					      "map '%.64s' not created: the allocator's lock is held by "
-					      "%s process; try again",
-					      m->u.open.name, rc == -EBUSY ? "a live (stopped?)" : "a dead");
-		if (rc == -ENOSPC)
-			return send_error_why(s->fd, m->seq, rc,
-					      "map '%.64s' not created: no room for its table, or all "
-					      "%u map directory entries are taken ([segment] size, "
-					      "max_maps)", m->u.open.name, c->g.max_maps);
+		rc = open_map(c, m->u.open.name, m->u.open.flags & SHMMAP_CREATE, rdonly, NULL, &idx,
+			      &gen);
 		if (rc < 0)
-			return send_error(s->fd, m->seq, rc);
+			return open_error(c, s, m->seq, m->u.open.name, rc);
+		r.type = MSG_OPENED;
+		r.u.opened.index = idx;
+		r.u.opened.gen = gen;
+		return shmmap__proto_send(s->fd, &r, -1);
+	}
+	case MSG_OPEN_OPTS: {
+		/* Every field is the peer's: checked here (the library checks too). */
+		const struct open_opts rq = {
+			.policy = m->u.openo.policy, .capacity = m->u.openo.capacity,
+			.quota = m->u.openo.quota, .key_max = m->u.openo.key_max,
+			.value_max = m->u.openo.value_max, .default_ttl = m->u.openo.default_ttl,
+		};
+		if (rq.policy > SHMMAP_POLICY_REJECT || rq.key_max > 65535 ||
+		    rq.value_max > (1u << 30) || rq.capacity > (UINT64_C(1) << 32))
+			return send_error(s->fd, m->seq, -EINVAL);
+		bool rdonly = seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY;
+		uint32_t idx, gen;
+		rc = open_map(c, m->u.openo.name, m->u.openo.flags & SHMMAP_CREATE, rdonly, &rq, &idx,
+			      &gen);
+		if (rc < 0)
+			return open_error(c, s, m->seq, m->u.openo.name, rc);
 		r.type = MSG_OPENED;
 		r.u.opened.index = idx;
 		r.u.opened.gen = gen;
@@ -1535,6 +1637,32 @@ static void *house_main(void *arg)
 	return NULL;
 }
 
+/* The growth thread: rounds of growth work on every map (grow.c), back to
+ * back while they make progress, else asleep on the header's grow_wake
+ * futex (set by a writer whose stripe is over the load factor). */
+static void *grow_main(void *arg)
+{
+	struct coord *c = arg;
+	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
+	struct seg_header *h = seg_hdr(&c->seg);
+	uint32_t step = c->conf.map.grow_step;
+	while (!atomic_load(&c->stop)) {
+		atomic_store(&h->grow_wake, 0);
+		int most = 0;
+		for (uint32_t m = 0; m < c->g.max_maps; m++) {
+			int r = shmmap__grow_round(&o, m, &c->grow_track[m], &c->recover_mu, step);
+			most = r > most ? r : most;
+		}
+		if (most == 2)
+			continue;
+		long ms = most == 1 ? GROW_BLOCKED_MS : GROW_IDLE_MS;
+		struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+		/* Asleep unless a writer set the word since we cleared it. */
+		syscall(SYS_futex, (uint32_t *)&h->grow_wake, FUTEX_WAIT, 0, &ts, NULL, 0);
+	}
+	return NULL;
+}
+
 /* ---- set-up ---- */
 
 static int bind_socket(struct coord *c, char *err, size_t errlen)
@@ -1789,7 +1917,8 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 				  .wait_ms = COORD_LOCK_WAIT_MS};
 	c->orphan = calloc(c->g.max_clients, sizeof *c->orphan);
 	c->reclaim_at = calloc(c->g.max_maps, sizeof *c->reclaim_at);
-	if (!c->orphan || !c->reclaim_at) {
+	c->grow_track = calloc(c->g.max_maps, sizeof *c->grow_track);
+	if (!c->orphan || !c->reclaim_at || !c->grow_track) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1813,6 +1942,17 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 		pthread_mutex_unlock(&c->recover_mu);
 	}
 	rc = load_snapshot(c, err, errlen);
+	if (rc == 0) {
+		/* The maps of [map NAME] sections exist from the start (one
+		 * that exists already keeps the options it was created with). */
+		for (uint32_t i = 0; i < c->conf.nmaps; i++) {
+			uint32_t idx, gen;
+			int r = open_map(c, c->conf.maps[i].name, true, false, NULL, &idx, &gen);
+			if (r < 0)
+				log_warning("map '%s' of the config not created: %s",
+					    c->conf.maps[i].name, shmmap_strerror(r));
+		}
+	}
 	if (rc < 0)
 		goto fail; /* the segment is ours, made for the load: start over next time */
 	c->sessions = cds_lfht_new(64, 64, 0, CDS_LFHT_AUTO_RESIZE, NULL);
@@ -1855,6 +1995,13 @@ int shmmap__coord_start(struct coord *c)
 		pthread_join(c->io, NULL);
 		return -rc;
 	}
+	rc = pthread_create(&c->grow, NULL, grow_main, c);
+	if (rc) {
+		atomic_store(&c->stop, true);
+		pthread_join(c->io, NULL);
+		pthread_join(c->house, NULL);
+		return -rc;
+	}
 	c->threads_started = true;
 	return 0;
 }
@@ -1868,6 +2015,8 @@ void shmmap__coord_stop(struct coord *c)
 	if (write(c->wakefd, &one, sizeof one) < 0) { /* epoll_wait times out anyway */ }
 	pthread_join(c->io, NULL);
 	pthread_join(c->house, NULL);
+	syscall(SYS_futex, (uint32_t *)&seg_hdr(&c->seg)->grow_wake, FUTEX_WAKE, 1, NULL, NULL, 0);
+	pthread_join(c->grow, NULL);
 	c->threads_started = false;
 	/* The final snapshot, now that nothing else of ours runs. */
 	if (c->conf.persistence.snapshot[0])
@@ -1903,6 +2052,10 @@ void shmmap__coord_free(struct coord *c)
 	free(c->orphan);
 	free(c->reclaim_at);
 	free(c->access); /* the threads, its only readers, are gone */
+	if (c->grow_track)
+		for (uint32_t m = 0; m < c->g.max_maps; m++)
+			shmmap__grow_track_free(&c->grow_track[m]);
+	free(c->grow_track);
 	pthread_mutex_destroy(&c->recover_mu);
 	pthread_mutex_destroy(&c->save_mu);
 	free(c);

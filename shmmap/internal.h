@@ -18,9 +18,10 @@
  *   heap_off     npages pages of SEG_PAGE bytes (64 KiB), aligned to SEG_PAGE
  *
  * The heap holds everything of variable size: each map's table (a run of
- * pages, see alloc.c: its lock stripes, its bucket array, then one
- * "recently used" byte per bucket for eviction) and every entry (struct
- * seg_entry, in a size-class block or a run of pages).
+ * pages, see alloc.c: its lock stripes, its initial bucket array, then the
+ * "recently used" bytes for eviction), the bucket arrays a map grows into
+ * (a run of pages each, see grow.c) and every entry (struct seg_entry, in
+ * a size-class block or a run of pages).
  *
  * Who writes what:
  *   - header, directory: only the coordinator (maps are published with a
@@ -48,7 +49,7 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 2u
+#define SEG_LAYOUT_VERSION 3u
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 48u            /* room for the size classes, 48 B .. SEG_PAGE/2 */
 #define SEG_ALIGN 16u               /* every block is 16-byte aligned */
@@ -106,6 +107,9 @@ struct seg_header {
 	_Atomic uint64_t recoveries; /* 144: dead clients recovered (coordinator) */
 	_Atomic uint64_t sweeps;     /* 152: allocator sweeps (coordinator) */
 	_Atomic uint64_t coord_start;/* 160: the coordinator's start time (pid reuse) */
+	/* 168: futex word: a writer saw a map over its load factor and woke
+	 * the coordinator's growth thread (the one word clients write here). */
+	_Atomic uint32_t grow_wake;
 	_Alignas(64) uint8_t pad[4096 - 192];
 };
 _Static_assert(sizeof(struct seg_header) == 4096, "header is one page");
@@ -166,32 +170,67 @@ _Static_assert(sizeof(struct seg_slot) == 128 + 32 * SEG_INTENTS, "slot size");
 #define SLOT_WAIT_STRIPE 1u /* a stripe lock */
 #define SLOT_WAIT_ALLOC 2u  /* an allocator (class or pool) lock */
 
+/*
+ * A bucket array of a map (see grow.c): nbuckets offsets of chain heads.
+ * run: first page + 1 of the run of pages that holds it, 0 if it is the
+ * initial array inside the table run.  Written by the coordinator only
+ * while the map's table word does not name it.
+ */
+struct seg_array {
+	uint64_t off;
+	uint32_t nbuckets;
+	uint32_t run;
+};
+_Static_assert(sizeof(struct seg_array) == 16, "array descriptor");
+
+/* The table word of a map (seg_mapdir.tbl): which array is current and
+ * whether a resize from the other one is under way, plus a generation
+ * that moves at every change (readers compare it before and after). */
+#define TBL_GROWING 0x1u        /* arr[!cur] is the old array, being moved */
+#define TBL_CUR(w) ((uint32_t)((w) >> 1) & 1u)
+#define TBL_GEN_ONE (UINT64_C(1) << 32)
+/* An old bucket whose entries all moved to the new array. */
+#define BUCKET_MOVED UINT64_C(1)
+
 struct seg_mapdir {
 	_Atomic uint32_t state;        /*   0: MAP_* */
 	_Atomic uint32_t gen;          /*   4: bumped at every create and drop */
 	char name[SHMMAP_NAME_MAX + 1];/*   8 */
-	uint64_t buckets_off;          /*  72: uint64_t[nbuckets] */
+	uint64_t buckets_off;          /*  72: the initial uint64_t[nbuckets] */
 	uint64_t stripes_off;          /*  80: struct seg_stripe[nstripes] */
 	uint64_t table_pages;          /*  88: first page index of the table run */
-	uint32_t nbuckets;             /*  96: power of two */
+	uint32_t nbuckets;             /*  96: initial buckets, power of two */
 	uint32_t nstripes;             /* 100: power of two, <= nbuckets */
 	uint32_t key_max;              /* 104 */
 	uint32_t val_max;              /* 108 */
 	uint64_t created_ns;           /* 112 */
 	uint32_t policy;               /* 120: MAP_POLICY_* */
 	_Atomic uint32_t clock_hand;   /* 124: next bucket the evicting hand looks at */
-	_Atomic uint32_t dropping;     /* 128: MAP_INIT because a drop is under way */
-	uint32_t pad0;                 /* 132 */
-	uint64_t dropped_ns;           /* 136: when the last map here was dropped */
-	uint8_t pad[256 - 144];
+	_Atomic uint64_t tbl;          /* 128: table word: TBL_*, written by the coordinator */
+	struct seg_array arr[2];       /* 136: the current array, and the old or retired one */
+	uint32_t max_buckets;          /* 168: growth stops here (power of two) */
+	uint32_t nrefs;                /* 172: "recently used" bytes after the initial buckets */
+	_Atomic uint64_t resizes;      /* 176: resizes finished */
+	uint64_t quota;                /* 184: bytes of entries (headers, keys, values), 0 = none */
+	uint32_t default_ttl;          /* 192: seconds for writes with ttl 0, 0 = none */
+	_Atomic uint32_t dropping;     /* 196: MAP_INIT because a drop is under way */
+	uint64_t dropped_ns;           /* 200: when the last map here was dropped */
+	uint8_t pad[256 - 208];
 };
+_Static_assert(offsetof(struct seg_mapdir, quota) == 184, "layout");
+_Static_assert(offsetof(struct seg_mapdir, tbl) == 128, "layout");
+_Static_assert(offsetof(struct seg_mapdir, arr) == 136, "layout");
 _Static_assert(sizeof(struct seg_mapdir) == 256, "mapdir size");
 
 /*
  * One lock stripe, alone on its cache line.  lock guards every bucket b
  * with (b & (nstripes - 1)) == this stripe's index, the entries chained
  * from them, and the two totals below.  seq is the seqlock counter: odd
- * while a writer is changing the chains.
+ * while a writer is changing the chains.  A stripe guards the same hash
+ * values in every bucket array of its map (b & (nstripes - 1) is the hash's
+ * low bits, and nstripes <= nbuckets), so a bucket moves between arrays
+ * under its one stripe lock; move_bucket and moving record a move in
+ * progress for whoever takes a dead mover's lock over (grow.c).
  */
 struct seg_stripe {
 	_Atomic uint32_t lock;
@@ -201,7 +240,9 @@ struct seg_stripe {
 	_Atomic uint64_t lock_waits;
 	uint64_t evictions;   /* under lock */
 	uint64_t expirations; /* under lock: expired entries unlinked */
-	uint8_t pad[64 - 48];
+	_Atomic uint64_t moving;  /* under lock: entry in flight between the arrays */
+	uint32_t move_bucket;     /* under lock: old bucket being moved + 1, 0 = none */
+	uint32_t move_next;       /* under lock: this stripe's old buckets moved in order */
 };
 _Static_assert(sizeof(struct seg_stripe) == 64, "stripe is a cache line");
 
@@ -433,20 +474,49 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 bool shmmap__slot_alive(const struct seg *s, const struct seg_geom *g, uint32_t slot);
 
 /* ---- table.c ---- */
-/* A map as one attachment sees it: pointers computed and bounds-checked once. */
+/* A map as one attachment sees it: pointers computed and bounds-checked once.
+ * The bucket arrays are not here: a map grows, so every operation reads its
+ * table word and arrays afresh (struct tbl, shmmap__tbl_load). */
 struct map_view {
 	uint32_t idx, gen;
-	uint32_t nbuckets, nstripes;
+	uint32_t nbuckets, nstripes; /* nbuckets: the initial array's */
 	uint32_t key_max, val_max;
 	uint32_t policy;
 	uint32_t chain_max;      /* a longer chain is a cycle: more entries than blocks fit */
-	_Atomic uint64_t *buckets;
+	uint32_t nrefs;          /* power of two */
+	uint32_t max_buckets;
+	uint32_t default_ttl;    /* seconds, 0 = none */
+	uint64_t quota;          /* bytes, 0 = none: each stripe may hold quota / nstripes */
+	uint64_t heap_off;
+	_Atomic uint64_t *buckets; /* the initial array (in the table run) */
 	struct seg_stripe *stripes;
-	_Atomic uint8_t *refs;   /* [nbuckets]: set by a get or put, cleared by the evicting hand */
+	_Atomic uint8_t *refs;   /* [nrefs]: bucket b's mark is refs[b & (nrefs - 1)]: set by
+				    a get or put, cleared by the evicting hand */
+	struct seg_mapdir *dir;
 };
 struct map_params {
 	uint32_t nbuckets, nstripes, key_max, val_max, policy;
+	uint32_t max_buckets; /* growth stops here; 0: SEG_BUCKETS_MAX */
+	uint32_t default_ttl; /* seconds for writes with ttl 0, 0 = none */
+	uint64_t quota;       /* bytes of entries (headers, keys, values), 0 = none */
 };
+#define SEG_BUCKETS_MAX (UINT32_C(1) << 30)
+#define GROW_FACTOR_MAX 64u  /* a resize multiplies the buckets by at most this */
+/* Growth: a map grows once it holds more than GROW_LOAD_PCT% entries per
+ * bucket, to the power of two that makes it GROW_TO_PCT% (see grow.c and
+ * the README for the measurements). */
+#define GROW_LOAD_PCT 100u
+#define GROW_TO_PCT 50u
+
+/* One consistent look at a map's bucket arrays (its table word). */
+struct tbl {
+	uint64_t word;
+	_Atomic uint64_t *cur, *old; /* old: NULL unless a resize is under way */
+	uint32_t cur_n, old_n;       /* old_n: 0 unless a resize is under way */
+};
+/* Read the table word and the arrays it names, validated; false if they do
+ * not validate (torn by a concurrent change, or corrupt). */
+bool shmmap__tbl_load(const struct seg *s, const struct map_view *v, struct tbl *t);
 int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		       uint32_t idx, const char *name, const struct map_params *p);
 struct empty_report;
@@ -508,8 +578,10 @@ int shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struc
  * -ENOENT if it is not being dropped.  r accumulates. */
 int shmmap__map_drop_finish(const struct seg *s, const struct seg_geom *g,
 			    const struct lock_ctx *c, uint32_t idx, struct empty_report *r);
-/* Bytes of a map table: stripes, buckets, refs. */
+/* Bytes of a map table run: stripes, initial buckets, refs. */
 uint64_t shmmap__table_bytes(uint32_t nbuckets, uint32_t nstripes);
+/* The "recently used" marks of a map whose initial array has nbuckets. */
+uint32_t shmmap__table_nrefs(uint32_t nbuckets);
 /* Validate the entry at off for map v: in bounds, aligned, lengths within limits. */
 const struct seg_entry *shmmap__entry_at(const struct seg *s, const struct map_view *v,
 					 uint64_t off);
@@ -522,6 +594,53 @@ const struct seg_entry *shmmap__entry_at(const struct seg *s, const struct map_v
 void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uint32_t stripe);
 /* Is the entry at off linked in its bucket of v?  Call with its stripe locked. */
 bool shmmap__tbl_linked(const struct seg *s, const struct map_view *v, uint64_t off);
+/*
+ * During a resize: move up to budget old buckets of stripe `stripe` to the
+ * new array, in order (struct seg_stripe.move_next).  With wait false the
+ * stripe lock is only tried (-EBUSY if busy).  Returns how many of the
+ * stripe's old buckets are still to move (0: the stripe is done, or no
+ * resize is under way), -EBUSY, -ESTALE or -SHMMAP_ECORRUPT.
+ */
+int shmmap__tbl_move(const struct op_ctx *o, const struct map_view *v, uint32_t stripe,
+		     uint32_t budget, bool wait);
+/* Entries of a map (the sum of its stripes' totals, read without locks). */
+uint64_t shmmap__tbl_entries(const struct map_view *v);
+/* Wake the coordinator's growth thread (a writer saw a map over its load). */
+void shmmap__grow_wake(const struct seg *s);
+
+/* ---- grow.c: the coordinator's side of growth ---- */
+/* What the coordinator remembers of one map between rounds (private). */
+struct grow_track {
+	uint64_t word;           /* table word the barrier pass is for */
+	uint32_t gen;            /* map generation */
+	uint32_t npassed;
+	unsigned char *passed;   /* [nstripes] of the barrier pass */
+	uint32_t cap;
+	uint32_t failed_n;       /* a resize to this size found no memory */
+	uint64_t failed_at;      /* entries when it failed */
+};
+/*
+ * One bounded round of growth work on map idx: start a resize if the map
+ * is over its load, move up to `step` buckets per stripe of a resize under
+ * way (stripe locks only tried), finish it once every bucket moved, and
+ * free the old array once every stripe lock was seen free since (no writer
+ * still uses it).  mu is held around every allocation, free and table word
+ * change (the coordinator's sweeps hold it too).  Returns 2 if it made
+ * progress, 1 if work is pending but blocked (a busy stripe), 0 if idle.
+ */
+int shmmap__grow_round(const struct op_ctx *o, uint32_t idx, struct grow_track *gt,
+		       pthread_mutex_t *mu, uint32_t step);
+/* Start a resize of map v to n buckets now (coordinator, or a test playing
+ * it).  0, -EBUSY (one is under way or retiring), -ENOSPC, -EINVAL. */
+int shmmap__grow_start(const struct op_ctx *o, const struct map_view *v, uint32_t n,
+		       pthread_mutex_t *mu);
+/* Put a map's table back to its initial array, emptied (the map is being
+ * dropped or was half created: nobody may write it).  *runs gets the first
+ * pages + 1 of the arrays it no longer names (0: none), for the caller to
+ * free (or to leave to a sweep). */
+void shmmap__grow_reset(const struct seg *s, const struct seg_geom *g, struct seg_mapdir *d,
+			uint32_t runs[2]);
+void shmmap__grow_track_free(struct grow_track *gt);
 
 /* ---- client.c: the attachment ---- */
 struct client_ext; /* client.c's own state: published map views */

@@ -95,6 +95,17 @@ int shmmap__proto_encode(const struct proto_msg *m, void *buf, size_t cap)
 		put_u32(&w, m->u.save.flags);
 		rc = put_name(&w, m->u.save.path, PROTO_NAME_MAX);
 		break;
+	case MSG_OPEN_OPTS:
+		put_u32(&w, m->u.openo.flags);
+		put_u32(&w, m->u.openo.policy);
+		put_u64(&w, m->u.openo.capacity);
+		put_u64(&w, m->u.openo.quota);
+		put_u32(&w, m->u.openo.key_max);
+		put_u32(&w, m->u.openo.value_max);
+		put_u32(&w, m->u.openo.default_ttl);
+		put_u32(&w, 0);
+		rc = put_name(&w, m->u.openo.name, SHMMAP_NAME_MAX);
+		break;
 	case MSG_OPENED:
 		put_u32(&w, m->u.opened.index);
 		put_u32(&w, m->u.opened.gen);
@@ -242,6 +253,19 @@ int shmmap__proto_decode(const void *buf, size_t len, struct proto_msg *m)
 	case MSG_SAVE:
 		m->u.save.flags = get_u32(&r);
 		get_name(&r, m->u.save.path, PROTO_NAME_MAX);
+		break;
+	case MSG_OPEN_OPTS:
+		m->u.openo.flags = get_u32(&r);
+		m->u.openo.policy = get_u32(&r);
+		m->u.openo.capacity = get_u64(&r);
+		m->u.openo.quota = get_u64(&r);
+		m->u.openo.key_max = get_u32(&r);
+		m->u.openo.value_max = get_u32(&r);
+		m->u.openo.default_ttl = get_u32(&r);
+		(void)get_u32(&r);
+		get_name(&r, m->u.openo.name, SHMMAP_NAME_MAX);
+		if (!r.bad && m->u.openo.name[0] == '\0')
+			r.bad = true;
 		break;
 	case MSG_OPENED:
 		m->u.opened.index = get_u32(&r);

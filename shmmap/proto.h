@@ -15,6 +15,10 @@
  *   WELCOME s->c  slot u32, flags u32, slot_gen u64, size u64, base u64,
  *                 shm name (u16 length + bytes)       + fd
  *   OPEN    c->s  flags u32, name (u16 length + bytes) -> OPENED | ERROR
+ *   OPEN_OPTS c->s flags u32, policy u32, capacity u64, quota u64,
+ *                 key_max u32, value_max u32, default_ttl u32, pad u32,
+ *                 name                                -> OPENED | ERROR
+ *                 (OPEN with the options of a map it creates; 0 = default)
  *   OPENED  s->c  index u32, gen u32
  *   DROP    c->s  flags u32, name                     -> OK | ERROR
  *   STATS   c->s  (empty)                             -> STATS_REPLY
@@ -65,7 +69,8 @@ enum proto_type {
 	MSG_RESUME,
 	MSG_FLUSH,
 	MSG_SAVE,
-	MSG_TYPE_MAX = MSG_SAVE
+	MSG_OPEN_OPTS,
+	MSG_TYPE_MAX = MSG_OPEN_OPTS
 };
 
 #define HELLO_F_RDONLY 0x1u /* ask for read-only access */
@@ -83,6 +88,12 @@ struct proto_msg {
 		} welcome;
 		struct { uint32_t flags; char name[PROTO_NAME_MAX + 1]; } open; /* OPEN, DROP, FLUSH */
 		struct { uint32_t flags; char path[PROTO_NAME_MAX + 1]; } save;
+		struct {
+			uint32_t flags, policy;
+			uint64_t capacity, quota;
+			uint32_t key_max, value_max, default_ttl;
+			char name[PROTO_NAME_MAX + 1];
+		} openo; /* OPEN_OPTS */
 		struct { uint32_t index, gen; } opened;
 		struct {
 			uint32_t pid, clients, maps;

@@ -293,7 +293,27 @@ struct map_info {
 	char name[SHMMAP_NAME_MAX + 1];
 	struct map_view v;
 	uint64_t entries, bytes, lock_waits, evictions, expirations;
+	uint32_t buckets;     /* the current bucket array's */
+	uint32_t old_buckets; /* the old one's while a resize is under way, else 0 */
+	uint64_t moved;       /* of old_buckets, those moved to the new array */
+	uint64_t resizes;     /* resizes finished */
+	uint64_t buckets64;   /* buckets, for the per-map metric families */
+	uint64_t resizing;    /* 1 while a resize is under way */
+	uint64_t quota;       /* bytes, 0 = none */
+	uint64_t usage;       /* what the quota counts: entry headers, keys, values */
+	uint64_t default_ttl; /* seconds, 0 = none */
 };
+
+/* Entries per bucket, and how far a resize under way has got (0..1). */
+static double load_factor(const struct map_info *mi)
+{
+	return mi->buckets ? (double)mi->entries / mi->buckets : 0;
+}
+
+static double resize_progress(const struct map_info *mi)
+{
+	return mi->old_buckets ? (double)mi->moved / mi->old_buckets : 1;
+}
 
 /* Map idx if it is LIVE: 0, -ENOENT, or -SHMMAP_ECORRUPT (bad table). */
 static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
@@ -306,6 +326,19 @@ static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
 	memcpy(mi->name, d->name, sizeof mi->name);
 	mi->name[SHMMAP_NAME_MAX] = '\0';
 	mi->entries = mi->bytes = mi->lock_waits = mi->evictions = mi->expirations = 0;
+	struct tbl t;
+	if (!shmmap__tbl_load(&sm->seg, &mi->v, &t))
+		return -SHMMAP_ECORRUPT;
+	mi->buckets = t.cur_n;
+	mi->buckets64 = t.cur_n;
+	mi->old_buckets = t.old_n;
+	mi->resizing = t.old_n != 0;
+	mi->quota = mi->v.quota;
+	mi->default_ttl = mi->v.default_ttl;
+	mi->resizes = atomic_load_explicit(&mi->v.dir->resizes, memory_order_relaxed);
+	mi->moved = 0;
+	for (uint32_t b = 0; b < t.old_n; b++)
+		mi->moved += atomic_load_explicit(&t.old[b], memory_order_relaxed) == BUCKET_MOVED;
 	for (uint32_t s = 0; s < mi->v.nstripes; s++) {
 		struct seg_stripe *st = &mi->v.stripes[s];
 		mi->entries += LOAD(st->entries);
@@ -314,6 +347,7 @@ static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
 		mi->evictions += LOAD(st->evictions);
 		mi->expirations += LOAD(st->expirations);
 	}
+	mi->usage = mi->bytes + mi->entries * sizeof(struct seg_entry);
 	return 0;
 }
 
@@ -366,7 +400,9 @@ struct map_stat {
 static void map_stat_fill(shmmap *sm, struct map_stat *ms)
 {
 	ms->t = counters(sm, ms->mi.idx);
-	ms->table_bytes = shmmap__table_bytes(ms->mi.v.nbuckets, ms->mi.v.nstripes);
+	ms->table_bytes = shmmap__table_bytes(ms->mi.v.nbuckets, ms->mi.v.nstripes) +
+			  (ms->mi.buckets > ms->mi.v.nbuckets ? (uint64_t)ms->mi.buckets * 8 : 0) +
+			  (uint64_t)ms->mi.old_buckets * 8;
 	ms->memory = ms->table_bytes + ms->mi.bytes + ms->mi.entries * sizeof(struct seg_entry);
 }
 
@@ -566,8 +602,8 @@ static int cmd_maps(struct ctl *c, char **args)
 	if (c->json)
 		putchar('[');
 	else
-		printf("%-24s %10s %12s %9s %7s %7s %10s\n", "NAME", "ENTRIES", "BYTES", "BUCKETS",
-		       "STRIPES", "KEY_MAX", "VALUE_MAX");
+		printf("%-24s %10s %12s %9s %5s %7s %7s %7s %10s\n", "NAME", "ENTRIES", "BYTES",
+		       "BUCKETS", "LOAD", "RESIZE", "STRIPES", "KEY_MAX", "VALUE_MAX");
 	for (uint32_t i = 0; i < sm->geom.max_maps; i++) {
 		struct map_info mi;
 		int rc = map_info(sm, i, &mi);
@@ -581,15 +617,23 @@ static int cmd_maps(struct ctl *c, char **args)
 			printf("%s{\"name\":", first ? "" : ",");
 			put_json_str(stdout, mi.name);
 			printf(",\"index\":%u,\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64
-			       ",\"buckets\":%u,\"stripes\":%u,\"key_max\":%u,\"value_max\":%u}",
-			       i, mi.entries, mi.bytes, mi.v.nbuckets, mi.v.nstripes, mi.v.key_max,
-			       mi.v.val_max);
+			       ",\"buckets\":%u,\"load_factor\":%.3f,\"resizing\":%s"
+			       ",\"old_buckets\":%u,\"resize_progress\":%.3f,\"resizes\":%" PRIu64
+			       ",\"stripes\":%u,\"key_max\":%u,\"value_max\":%u,\"policy\":\"%s\""
+			       ",\"quota\":%" PRIu64 ",\"usage\":%" PRIu64 ",\"default_ttl\":%" PRIu64 "}",
+			       i, mi.entries, mi.bytes, mi.buckets, load_factor(&mi),
+			       mi.resizing ? "true" : "false", mi.old_buckets, resize_progress(&mi),
+			       mi.resizes, mi.v.nstripes, mi.v.key_max, mi.v.val_max,
+			       policy_name(mi.v.policy), mi.quota, mi.usage, mi.default_ttl);
 		} else {
 			put_text(stdout, mi.name, strlen(mi.name));
 			int pad = 24 - (int)strlen(mi.name);
-			printf("%*s %10" PRIu64 " %12" PRIu64 " %9u %7u %7u %10u\n", pad > 0 ? pad : 0,
-			       "", mi.entries, mi.bytes, mi.v.nbuckets, mi.v.nstripes, mi.v.key_max,
-			       mi.v.val_max);
+			char rs[16] = "-";
+			if (mi.resizing)
+				snprintf(rs, sizeof rs, "%.0f%%", 100 * resize_progress(&mi));
+			printf("%*s %10" PRIu64 " %12" PRIu64 " %9u %5.2f %7s %7u %7u %10u\n",
+			       pad > 0 ? pad : 0, "", mi.entries, mi.bytes, mi.buckets,
+			       load_factor(&mi), rs, mi.v.nstripes, mi.v.key_max, mi.v.val_max);
 		}
 		first = false;
 	}
@@ -608,10 +652,15 @@ static void stats_json(const struct map_stat *ms)
 	       ",\"table_bytes\":%" PRIu64 ",\"memory_bytes\":%" PRIu64 ",\"hits\":%" PRIu64
 	       ",\"misses\":%" PRIu64 ",\"puts\":%" PRIu64 ",\"dels\":%" PRIu64
 	       ",\"incrs\":%" PRIu64 ",\"cas\":%" PRIu64 ",\"evictions\":%" PRIu64
-	       ",\"expirations\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"lock_waits\":%" PRIu64 "}",
+	       ",\"expirations\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"lock_waits\":%" PRIu64,
 	       mi->idx, policy_name(mi->v.policy), mi->entries, mi->bytes, ms->table_bytes,
 	       ms->memory, t->hits, t->misses, t->puts, t->dels, t->incrs, t->cas, mi->evictions,
 	       mi->expirations, t->expired, mi->lock_waits);
+	printf(",\"buckets\":%u,\"load_factor\":%.3f,\"resizing\":%s,\"old_buckets\":%u"
+	       ",\"resize_progress\":%.3f,\"resizes\":%" PRIu64 ",\"quota\":%" PRIu64
+	       ",\"usage\":%" PRIu64 ",\"default_ttl\":%" PRIu64 "}",
+	       mi->buckets, load_factor(mi), mi->resizing ? "true" : "false", mi->old_buckets,
+	       resize_progress(mi), mi->resizes, mi->quota, mi->usage, mi->default_ttl);
 }
 
 static int cmd_stats(struct ctl *c, char **args)
@@ -645,6 +694,19 @@ static int cmd_stats(struct ctl *c, char **args)
 		       policy_name(mi->v.policy), mi->entries, mi->bytes, ms.memory, ms.table_bytes,
 		       t->hits, t->misses, t->puts, t->dels, t->incrs, t->cas, mi->evictions,
 		       mi->expirations, t->expired, mi->lock_waits);
+		printf("buckets     %u (load factor %.2f)\nresizes     %" PRIu64 "\n", mi->buckets,
+		       load_factor(mi), mi->resizes);
+		if (mi->quota)
+			printf("quota       %" PRIu64 " (used %" PRIu64 ")\n", mi->quota, mi->usage);
+		else
+			printf("quota       none (used %" PRIu64 ")\n", mi->usage);
+		if (mi->default_ttl)
+			printf("default_ttl %" PRIu64 " s\n", mi->default_ttl);
+		if (mi->resizing)
+			printf("resizing    from %u buckets: %" PRIu64 " moved (%.0f%%)\n",
+			       mi->old_buckets, mi->moved, 100 * resize_progress(mi));
+		else
+			printf("resizing    no\n");
 		return RC_OK;
 	}
 	struct map_stat *maps;
@@ -793,79 +855,30 @@ static int cmd_del(struct ctl *c, char **args)
 	return RC_OK;
 }
 
-/* The keys of one bucket, each as u32 length + bytes. */
-struct keybuf {
-	unsigned char *p;
-	size_t len, cap;
+/* keys: print each key as shmmap_foreach hands it over (the walk copies
+ * each bucket consistently under its stripe's seqlock, in whichever
+ * bucket array holds it while the map grows). */
+struct keys_arg {
+	bool json, first;
 };
 
-static int kb_add(struct keybuf *kb, const void *key, uint32_t n)
+static int keys_each(const void *key, size_t klen, const void *val, size_t vlen,
+		     uint64_t expire_ms, void *arg)
 {
-	size_t need = kb->len + sizeof n + n;
-	if (need > kb->cap) {
-		size_t cap = kb->cap ? kb->cap : 4096;
-		while (cap < need)
-			cap *= 2;
-		unsigned char *p = realloc(kb->p, cap);
-		if (!p)
-			return -ENOMEM;
-		kb->p = p;
-		kb->cap = cap;
+	struct keys_arg *ka = arg;
+	(void)val;
+	(void)vlen;
+	(void)expire_ms;
+	if (ka->json) {
+		if (!ka->first)
+			putchar(',');
+		put_json(stdout, key, klen);
+	} else {
+		put_text(stdout, key, klen);
+		putchar('\n');
 	}
-	memcpy(kb->p + kb->len, &n, sizeof n);
-	memcpy(kb->p + kb->len + sizeof n, key, n);
-	kb->len = need;
+	ka->first = false;
 	return 0;
-}
-
-/*
- * Copy the live keys of bucket b under the stripe's seqlock (the reader of
- * table.c's header comment): seq (acquire), even or retry; walk and copy,
- * validating every offset and length; fence(acquire); seq again (relaxed),
- * unchanged or retry.  -SHMMAP_ECORRUPT if a stable chain does not
- * validate, -EAGAIN if the stripe never stays still.
- */
-static int bucket_keys(shmmap *sm, const struct map_view *v, uint32_t b, uint64_t now,
-		       struct keybuf *kb)
-{
-	struct seg_stripe *st = &v->stripes[b & (v->nstripes - 1)];
-	for (int tries = 0; tries < KEYS_TRIES; tries++) {
-		if (tries)
-			sched_yield();
-		uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
-		if (s1 & 1)
-			continue;
-		kb->len = 0;
-		bool torn = false;
-		uint64_t off = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
-		for (uint32_t steps = 0; off; steps++) {
-			const struct seg_entry *e =
-				steps < v->chain_max ? shmmap__entry_at(&sm->seg, v, off) : NULL;
-			if (!e) {
-				torn = true;
-				break;
-			}
-			/* One read of each field, validated again: it may be torn. */
-			uint32_t klen = LOAD(e->klen);
-			uint64_t expire = LOAD(e->expire_ms);
-			uint64_t next = atomic_load_explicit(&((struct seg_entry *)e)->next,
-							     memory_order_acquire);
-			if (klen == 0 || klen > v->key_max ||
-			    !seg_ok(&sm->seg, off, sizeof *e + (uint64_t)klen, SEG_ALIGN)) {
-				torn = true;
-				break;
-			}
-			if ((expire == 0 || expire > now) && kb_add(kb, e->data, klen) < 0)
-				return -ENOMEM;
-			off = next;
-		}
-		/* Orders the copies above before the re-read of seq. */
-		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&st->seq, memory_order_relaxed) != s1)
-			continue;
-		return torn ? -SHMMAP_ECORRUPT : 0;
-	}
-	return -EAGAIN;
 }
 
 static int cmd_keys(struct ctl *c, char **args)
@@ -874,36 +887,10 @@ static int cmd_keys(struct ctl *c, char **args)
 	int rc = open_map(c, "keys", args[0], 0, &m);
 	if (rc != RC_OK)
 		return rc;
-	const struct map_view *v;
-	rc = shmmap__resolve(c->sm, m, &v);
-	if (rc < 0)
-		return fail("keys: resolve map", rc);
-	struct keybuf kb = {0};
-	uint64_t now = shmmap__now_ms();
-	bool first = true;
+	struct keys_arg ka = {.json = c->json, .first = true};
 	if (c->json)
 		putchar('[');
-	for (uint32_t b = 0; b < v->nbuckets; b++) {
-		rc = bucket_keys(c->sm, v, b, now, &kb);
-		if (rc < 0)
-			break;
-		for (size_t i = 0; i < kb.len;) {
-			uint32_t n;
-			memcpy(&n, kb.p + i, sizeof n);
-			const unsigned char *k = kb.p + i + sizeof n;
-			if (c->json) {
-				if (!first)
-					putchar(',');
-				put_json(stdout, k, n);
-			} else {
-				put_text(stdout, k, n);
-				putchar('\n');
-			}
-			first = false;
-			i += sizeof n + n;
-		}
-	}
-	free(kb.p);
+	rc = shmmap_foreach(c->sm, m, keys_each, &ka);
 	if (c->json)
 		puts("]");
 	if (rc == -EAGAIN) {
@@ -1396,6 +1383,32 @@ static int cmd_metrics(struct ctl *c, char **args)
 	family_per_map("shmmap_map_lock_waits_total", "counter",
 		       "Times a writer had to wait for a stripe lock of the map.", maps, n,
 		       offsetof(struct map_stat, mi.lock_waits));
+	family_per_map("shmmap_map_buckets", "gauge",
+		       "Buckets of the map's current array (it grows as the map fills).", maps, n,
+		       offsetof(struct map_stat, mi.buckets64));
+	metric_head("shmmap_map_load_factor", "gauge", "Entries per bucket.");
+	for (size_t i = 0; i < n; i++) {
+		printf("shmmap_map_load_factor{map=\"");
+		put_label(stdout, maps[i].mi.name);
+		printf("\"} %.4f\n", load_factor(&maps[i].mi));
+	}
+	family_per_map("shmmap_map_resizing", "gauge", "1 while a resize of the map is under way.",
+		       maps, n, offsetof(struct map_stat, mi.resizing));
+	metric_head("shmmap_map_resize_progress", "gauge",
+		    "Share of the old buckets moved by the resize under way (1 when none is).");
+	for (size_t i = 0; i < n; i++) {
+		printf("shmmap_map_resize_progress{map=\"");
+		put_label(stdout, maps[i].mi.name);
+		printf("\"} %.4f\n", resize_progress(&maps[i].mi));
+	}
+	family_per_map("shmmap_map_resizes_total", "counter", "Resizes of the map finished.", maps,
+		       n, offsetof(struct map_stat, mi.resizes));
+	family_per_map("shmmap_map_quota_bytes", "gauge",
+		       "The map's quota (entry headers, keys and values), 0 for none.", maps, n,
+		       offsetof(struct map_stat, mi.quota));
+	family_per_map("shmmap_map_quota_used_bytes", "gauge",
+		       "What the quota counts of the map now: entry headers, keys and values.", maps,
+		       n, offsetof(struct map_stat, mi.usage));
 	free(maps);
 
 	const struct {

@@ -10,7 +10,8 @@
  * What is in use (the roots):
  *   - every entry reachable from a LIVE map's chains;
  *   - every map table run named by a directory entry (a dropped map keeps
- *     its table, see table.c);
+ *     its table, see table.c), and every bucket array run it names (grow.c);
+ *   - the entry a mover has in flight between two arrays (stripe.moving);
  *   - every block named by an intent record (a, b) of a live slot: a write
  *     in flight (see struct seg_intent).
  * Everything else that the page descriptors call allocated is freed, and
@@ -27,6 +28,15 @@
  * block not seen linked by the walk was unlinked before the walk passed
  * (b set by then: seen by the second read) or linked after (a set since
  * before the sweep: seen by the first read, or still set at the second).
+ *
+ * Buckets move between arrays during a resize while the sweep walks
+ * (grow.c): an entry could leave an old bucket not yet walked for a new one
+ * already walked.  So a stripe's chains (both arrays) are walked between
+ * two reads of its seq counter, and walked once more if it changed (a
+ * bucket move holds it odd): an entry moves once per resize, and no resize
+ * starts or ends during a sweep (both hold recover_mu), so an entry missed
+ * by one walk because it moved was in its old bucket when the other walk
+ * passed there, or is named by stripe.moving or by an intent record.
  *
  * Idempotent: it only writes what it computes from the roots, so a sweep
  * cut short by a crash is simply run again (the next coordinator takes
@@ -79,22 +89,44 @@ static void mark_records(struct sw *w, const bool *alive)
 	}
 }
 
+static void mark_chain(struct sw *w, const struct map_view *v, _Atomic uint64_t *l)
+{
+	uint64_t off = atomic_load_explicit(l, memory_order_acquire);
+	for (uint32_t steps = 0; off && off != BUCKET_MOVED && steps < v->chain_max; steps++) {
+		const struct seg_entry *e = shmmap__entry_at(w->s, v, off);
+		if (!e)
+			break;
+		mark(w, off);
+		off = atomic_load_explicit(&((struct seg_entry *)e)->next, memory_order_acquire);
+	}
+}
+
+/* Every chain of stripe st in both arrays, and its entry in flight. */
+static void mark_stripe(struct sw *w, const struct map_view *v, const struct tbl *t, uint32_t st)
+{
+	struct seg_stripe *sp = &v->stripes[st];
+	mark(w, atomic_load_explicit(&sp->moving, memory_order_acquire));
+	for (uint32_t b = st; b < t->old_n; b += v->nstripes)
+		mark_chain(w, v, &t->old[b]);
+	for (uint32_t b = st; b < t->cur_n; b += v->nstripes)
+		mark_chain(w, v, &t->cur[b]);
+	mark(w, atomic_load_explicit(&sp->moving, memory_order_acquire));
+}
+
 static void mark_chains(struct sw *w)
 {
 	for (uint32_t m = 0; m < w->g->max_maps; m++) {
 		struct map_view v;
-		if (shmmap__map_view_linked(w->s, w->g, m, &v) < 0)
+		struct tbl t;
+		if (shmmap__map_view_linked(w->s, w->g, m, &v) < 0 || !shmmap__tbl_load(w->s, &v, &t))
 			continue;
-		for (uint32_t b = 0; b < v.nbuckets; b++) {
-			uint64_t off = atomic_load_explicit(&v.buckets[b], memory_order_acquire);
-			for (uint32_t steps = 0; off && steps < v.chain_max; steps++) {
-				const struct seg_entry *e = shmmap__entry_at(w->s, &v, off);
-				if (!e)
-					break;
-				mark(w, off);
-				off = atomic_load_explicit(&((struct seg_entry *)e)->next,
-							   memory_order_acquire);
-			}
+		for (uint32_t st = 0; st < v.nstripes; st++) {
+			struct seg_stripe *sp = &v.stripes[st];
+			uint32_t q1 = atomic_load_explicit(&sp->seq, memory_order_acquire);
+			mark_stripe(w, &v, &t, st);
+			atomic_thread_fence(memory_order_acquire);
+			if ((q1 & 1) || atomic_load_explicit(&sp->seq, memory_order_relaxed) != q1)
+				mark_stripe(w, &v, &t, st);
 		}
 	}
 }
@@ -107,6 +139,13 @@ static void mark_tables(struct sw *w)
 		uint64_t soff = __atomic_load_n(&d->stripes_off, __ATOMIC_RELAXED);
 		if (soff && first < w->g->npages && seg_page_off(w->g, (uint32_t)first) == soff)
 			mark(w, soff);
+		/* The arrays it grew into (named while they may be in use). */
+		for (int i = 0; i < 2; i++) {
+			uint32_t run = __atomic_load_n(&d->arr[i].run, __ATOMIC_RELAXED);
+			uint64_t off = __atomic_load_n(&d->arr[i].off, __ATOMIC_RELAXED);
+			if (run && run <= w->g->npages && seg_page_off(w->g, run - 1) == off)
+				mark(w, off);
+		}
 	}
 }
 

@@ -28,6 +28,18 @@
  *   during a walk is validated before use (it may be torn garbage), walks
  *   are bounded, and a reader that keeps failing falls back to taking the
  *   stripe lock, which also repairs the stripe of a dead writer.
+ *
+ * Growth (grow.c has the whole protocol).  A map's bucket arrays are named
+ * by its table word (struct tbl, read afresh by every operation): the
+ * current array, and during a resize the old one, whose bucket b is either
+ * a chain or BUCKET_MOVED.  A stripe guards the same hashes in both, so:
+ *   reader: s1 = seq; tbl = table word; chain = old[h] unless moved, else
+ *           cur[h]; walk; fence; retry unless seq == s1 and the word is
+ *           still tbl (an array is freed only after the word moved on);
+ *   writer: under the stripe lock, read the word, move h's old bucket (and
+ *           one more of the stripe: move_some), then work in cur alone.
+ * A bucket moves inside one seq change (move_chain has the crash argument);
+ * stripe_repair finishes a move a dead writer left.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -52,9 +64,19 @@ uint64_t shmmap__hash(const struct seg_geom *g, const void *key, size_t klen)
 
 /* ---- maps ---- */
 
+/* At least this many marks, whatever the initial size: a grown map shares
+ * each mark between the buckets equal modulo nrefs (see evict_for). */
+#define REFS_MIN 16384u
+
+uint32_t shmmap__table_nrefs(uint32_t nbuckets)
+{
+	return nbuckets > REFS_MIN ? nbuckets : REFS_MIN;
+}
+
 uint64_t shmmap__table_bytes(uint32_t nbuckets, uint32_t nstripes)
 {
-	return (uint64_t)nstripes * sizeof(struct seg_stripe) + (uint64_t)nbuckets * 9;
+	return (uint64_t)nstripes * sizeof(struct seg_stripe) + (uint64_t)nbuckets * 8 +
+	       shmmap__table_nrefs(nbuckets);
 }
 
 static uint64_t table_bytes(const struct map_params *p)
@@ -67,6 +89,7 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 {
 	if (idx >= g->max_maps || !p->nbuckets || (p->nbuckets & (p->nbuckets - 1)) ||
 	    !p->nstripes || (p->nstripes & (p->nstripes - 1)) || p->nstripes > p->nbuckets ||
+	    p->nbuckets > SEG_BUCKETS_MAX || (p->max_buckets & (p->max_buckets - 1)) ||
 	    strlen(name) == 0 || strlen(name) > SHMMAP_NAME_MAX)
 		return -EINVAL;
 	struct seg_mapdir *d = seg_dir(s, g, idx);
@@ -103,6 +126,26 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 	d->key_max = p->key_max;
 	d->val_max = p->val_max;
 	d->policy = p->policy;
+	d->nrefs = shmmap__table_nrefs(p->nbuckets);
+	d->quota = p->quota;
+	d->default_ttl = p->default_ttl;
+	d->max_buckets = p->max_buckets && p->max_buckets < SEG_BUCKETS_MAX ? p->max_buckets
+									  : SEG_BUCKETS_MAX;
+	if (d->max_buckets < p->nbuckets)
+		d->max_buckets = p->nbuckets;
+	/* The initial array is the current one; no other (a reused table was
+	 * put back to its initial array by the drop, see grow.c). */
+	d->arr[0] = (struct seg_array){.off = d->buckets_off, .nbuckets = p->nbuckets};
+	d->arr[1] = (struct seg_array){0};
+	/* No move in progress, none done: the next resize starts from 0. */
+	for (uint32_t i = 0; i < p->nstripes; i++) {
+		struct seg_stripe *sp = (struct seg_stripe *)seg_ptr(s, off) + i;
+		sp->move_next = 0;
+		sp->move_bucket = 0;
+		atomic_store(&sp->moving, 0);
+	}
+	atomic_store(&d->tbl, (atomic_load(&d->tbl) | (TBL_GEN_ONE - 1)) + 1);
+	atomic_store(&d->resizes, 0);
 	atomic_store(&d->clock_hand, 0);
 	d->created_ns = shmmap__now_ns();
 	/* Zero every client's counters row for this map. */
@@ -156,11 +199,14 @@ static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx
 		.gen = atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed),
 		.nbuckets = d->nbuckets, .nstripes = d->nstripes,
 		.key_max = d->key_max, .val_max = d->val_max, .policy = d->policy,
+		.nrefs = d->nrefs, .max_buckets = d->max_buckets, .heap_off = g->heap_off,
+		.quota = d->quota, .default_ttl = d->default_ttl,
 	};
 	/* The directory is trusted no more than any other shared byte. */
 	if (!w.nbuckets || (w.nbuckets & (w.nbuckets - 1)) || !w.nstripes ||
 	    (w.nstripes & (w.nstripes - 1)) || w.nstripes > w.nbuckets || !w.key_max ||
-	    !seg_ok(s, d->buckets_off, (uint64_t)w.nbuckets * 9, 8) ||
+	    w.nbuckets > SEG_BUCKETS_MAX || w.nrefs < w.nbuckets || (w.nrefs & (w.nrefs - 1)) ||
+	    !seg_ok(s, d->buckets_off, (uint64_t)w.nbuckets * 8 + w.nrefs, 8) ||
 	    !seg_ok(s, d->stripes_off, (uint64_t)w.nstripes * sizeof(struct seg_stripe), 64) ||
 	    d->buckets_off < g->heap_off || d->stripes_off < g->heap_off)
 		return -SHMMAP_ECORRUPT;
@@ -170,6 +216,7 @@ static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx
 	w.buckets = seg_ptr(s, d->buckets_off);
 	w.stripes = seg_ptr(s, d->stripes_off);
 	w.refs = seg_ptr(s, d->buckets_off + (uint64_t)w.nbuckets * 8);
+	w.dir = (struct seg_mapdir *)d;
 	*v = w;
 	return 0;
 }
@@ -210,6 +257,52 @@ const struct seg_entry *shmmap__entry_at(const struct seg *s, const struct map_v
 	return ent_load(s, v, off, &en) ? en.e : NULL;
 }
 
+/* ---- the bucket arrays ---- */
+
+static inline __attribute__((always_inline)) bool arr_load(const struct seg *s,
+							     const struct map_view *v,
+							     const struct seg_array *a,
+							     _Atomic uint64_t **p, uint32_t *n)
+{
+	uint64_t off = RELAXED(a->off);
+	uint32_t nb = RELAXED(a->nbuckets);
+	if (nb < v->nstripes || (nb & (nb - 1)) || nb > SEG_BUCKETS_MAX || off < v->heap_off ||
+	    !seg_ok(s, off, (uint64_t)nb * 8, 8))
+		return false;
+	*p = seg_ptr(s, off);
+	*n = nb;
+	return true;
+}
+
+bool shmmap__tbl_load(const struct seg *s, const struct map_view *v, struct tbl *t)
+{
+	/* Acquire: the arrays the word names were written before it. */
+	uint64_t w = atomic_load_explicit(&v->dir->tbl, memory_order_acquire);
+	uint32_t c = TBL_CUR(w);
+	t->word = w;
+	t->old = NULL;
+	t->old_n = 0;
+	if (!arr_load(s, v, &v->dir->arr[c], &t->cur, &t->cur_n))
+		return false;
+	if (!(w & TBL_GROWING))
+		return true;
+	return arr_load(s, v, &v->dir->arr[c ^ 1], &t->old, &t->old_n) && t->old_n < t->cur_n &&
+	       t->cur_n / t->old_n <= GROW_FACTOR_MAX;
+}
+
+/* The link that heads the chain of hash h: its old bucket unless that
+ * moved to the new array. */
+static inline __attribute__((always_inline)) _Atomic uint64_t *tbl_head(const struct tbl *t,
+									  uint64_t h)
+{
+	if (t->old_n) {
+		_Atomic uint64_t *l = &t->old[h & (t->old_n - 1)];
+		if (atomic_load_explicit(l, memory_order_acquire) != BUCKET_MOVED)
+			return l;
+	}
+	return &t->cur[h & (t->cur_n - 1)];
+}
+
 static bool expired(uint64_t expire_ms, uint64_t *now)
 {
 	if (expire_ms == 0)
@@ -236,16 +329,15 @@ static inline bool key_eq(const unsigned char *a, const void *b, size_t n)
 }
 
 /*
- * Find key in bucket b.  On W_FOUND/W_EXPIRED *link points at the link that
+ * Find key in the chain headed by link l.  On W_FOUND/W_EXPIRED *link points at the link that
  * holds the entry's offset (bucket head or predecessor's next), *found at
  * the validated entry.  Used by readers (racing) and writers (locked).
  */
 static inline __attribute__((always_inline)) enum walk
-walk(const struct seg *s, const struct map_view *v, uint32_t b, uint64_t h,
+walk(const struct seg *s, const struct map_view *v, _Atomic uint64_t *l, uint64_t h,
 		      const void *key, size_t klen, _Atomic uint64_t **link, struct ent *found,
 		      uint64_t *now)
 {
-	_Atomic uint64_t *l = &v->buckets[b];
 	uint64_t off = atomic_load_explicit(l, memory_order_acquire);
 	for (uint32_t steps = 0; off; steps++) {
 		if (steps >= v->chain_max || !ent_load(s, v, off, found))
@@ -283,17 +375,13 @@ static void seq_end(struct seg_stripe *st)
 	atomic_store_explicit(&st->seq, q + 1, memory_order_release);
 }
 
-/* Under the stripe lock: is the entry at off linked in its bucket of v? */
-static bool linked(const struct seg *s, const struct map_view *v, uint32_t stripe, uint64_t off)
+/* Is the entry at off in the chain that l heads (a bounded walk)? */
+static bool in_chain(const struct seg *s, const struct map_view *v, _Atomic uint64_t *l,
+		     uint64_t off)
 {
 	struct ent en;
-	if (!off || !ent_load(s, v, off, &en))
-		return false;
-	uint32_t b = (uint32_t)en.hash & (v->nbuckets - 1);
-	if ((b & (v->nstripes - 1)) != stripe)
-		return false;
-	uint64_t cur = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
-	for (uint32_t steps = 0; cur && steps < v->chain_max; steps++) {
+	uint64_t cur = atomic_load_explicit(l, memory_order_acquire);
+	for (uint32_t steps = 0; cur && cur != BUCKET_MOVED && steps < v->chain_max; steps++) {
 		if (cur == off)
 			return true;
 		if (!ent_load(s, v, cur, &en))
@@ -303,21 +391,164 @@ static bool linked(const struct seg *s, const struct map_view *v, uint32_t strip
 	return false;
 }
 
+/* Under the stripe lock: is the entry at off linked in its bucket of t (the
+ * old bucket unless it moved, else the new one; both after a dead mover)? */
+static bool linked(const struct seg *s, const struct map_view *v, const struct tbl *t,
+		   uint32_t stripe, uint64_t off)
+{
+	struct ent en;
+	if (!off || !ent_load(s, v, off, &en) || (en.hash & (v->nstripes - 1)) != stripe)
+		return false;
+	if (t->old_n && in_chain(s, v, &t->old[en.hash & (t->old_n - 1)], off))
+		return true;
+	return in_chain(s, v, &t->cur[en.hash & (t->cur_n - 1)], off);
+}
+
 bool shmmap__tbl_linked(const struct seg *s, const struct map_view *v, uint64_t off)
 {
 	struct ent en;
-	if (!off || !ent_load(s, v, off, &en))
+	struct tbl t;
+	if (!off || !ent_load(s, v, off, &en) || !shmmap__tbl_load(s, v, &t))
 		return false;
-	uint32_t b = (uint32_t)en.hash & (v->nbuckets - 1);
-	return linked(s, v, b & (v->nstripes - 1), off);
+	return linked(s, v, &t, (uint32_t)en.hash & (v->nstripes - 1), off);
+}
+
+/* The link at the end of the chain that l heads; a link to an entry that
+ * does not validate is cut (stored 0) and returned. */
+static _Atomic uint64_t *chain_tail(const struct seg *s, const struct map_view *v,
+				    _Atomic uint64_t *l)
+{
+	struct ent en;
+	uint64_t off = atomic_load_explicit(l, memory_order_relaxed);
+	for (uint32_t steps = 0; off; steps++) {
+		if (steps >= v->chain_max || !ent_load(s, v, off, &en)) {
+			atomic_store_explicit(l, 0, memory_order_release);
+			break;
+		}
+		l = (_Atomic uint64_t *)&en.e->next;
+		off = en.next;
+	}
+	return l;
+}
+
+/*
+ * Moving a bucket (during a resize; under the stripe lock, inside a seq
+ * change, so readers of the stripe retry).  Old bucket ob's entries go to
+ * new buckets ob + k * old_n (same stripe: nstripes <= old_n), appended in
+ * order, one at a time:
+ *     moving = E; old[ob] = E.next; E.next = 0; tail(new[x]) = E; moving = 0
+ * then old[ob] = BUCKET_MOVED.  st->move_bucket names ob meanwhile.  At
+ * every instant each entry is linked in old[ob] or its new bucket, except
+ * E between its unlink and its append, which st->moving names.  Whoever
+ * takes a dead mover's lock over (stripe_repair, move_resume) appends E
+ * unless a chain already holds it, and finishes the bucket, before the
+ * stripe's seq is even again: no reader ever sees a half-moved bucket.
+ */
+static void move_chain(const struct seg *s, const struct map_view *v, const struct tbl *t,
+		       struct seg_stripe *st, uint32_t ob)
+{
+	_Atomic uint64_t *ol = &t->old[ob];
+	uint32_t f = t->cur_n / t->old_n;
+	_Atomic uint64_t *tail[GROW_FACTOR_MAX];
+	/* Empty unless a mover died here: append after what they hold. */
+	for (uint32_t k = 0; k < f; k++)
+		tail[k] = chain_tail(s, v, &t->cur[ob + k * t->old_n]);
+	st->move_bucket = ob + 1;
+	CRASH_POINT();
+	struct ent en;
+	uint64_t off = atomic_load_explicit(ol, memory_order_relaxed);
+	for (uint32_t steps = 0; off && off != BUCKET_MOVED; steps++) {
+		if (steps >= v->chain_max || !ent_load(s, v, off, &en)) {
+			/* Corrupt (a scribbler's doing, never a crash's): cut here. */
+			atomic_store_explicit(ol, 0, memory_order_release);
+			break;
+		}
+		struct seg_entry *e = (struct seg_entry *)en.e;
+		atomic_store_explicit(&st->moving, off, memory_order_relaxed);
+		CRASH_POINT();
+		atomic_store_explicit(ol, en.next, memory_order_release);
+		CRASH_POINT();
+		atomic_store_explicit(&e->next, 0, memory_order_relaxed);
+		CRASH_POINT();
+		uint32_t k = (uint32_t)((en.hash & (t->cur_n - 1)) / t->old_n);
+		/* Release: E.next = 0 before E is reachable from its new chain. */
+		atomic_store_explicit(tail[k], off, memory_order_release);
+		CRASH_POINT();
+		tail[k] = &e->next;
+		atomic_store_explicit(&st->moving, 0, memory_order_relaxed);
+		CRASH_POINT();
+		off = en.next;
+	}
+	atomic_store_explicit(ol, BUCKET_MOVED, memory_order_release);
+	CRASH_POINT();
+	st->move_bucket = 0;
+	CRASH_POINT();
+}
+
+/* Repair: finish the bucket move a dead mover left (see move_chain). */
+static void move_resume(const struct seg *s, const struct map_view *v, const struct tbl *t,
+			struct seg_stripe *st, uint32_t stripe)
+{
+	uint32_t mb = st->move_bucket;
+	uint64_t e = atomic_load_explicit(&st->moving, memory_order_relaxed);
+	if (!mb || !t->old_n || mb - 1 >= t->old_n || ((mb - 1) & (v->nstripes - 1)) != stripe) {
+		atomic_store_explicit(&st->moving, 0, memory_order_relaxed);
+		st->move_bucket = 0;
+		return;
+	}
+	uint32_t ob = mb - 1;
+	struct ent en;
+	if (e && ent_load(s, v, e, &en) && (en.hash & (t->old_n - 1)) == ob &&
+	    !in_chain(s, v, &t->old[ob], e) &&
+	    !in_chain(s, v, &t->cur[en.hash & (t->cur_n - 1)], e)) {
+		/* Unlinked from the old chain, not yet appended to the new. */
+		_Atomic uint64_t *l = chain_tail(s, v, &t->cur[en.hash & (t->cur_n - 1)]);
+		atomic_store_explicit(&((struct seg_entry *)en.e)->next, 0, memory_order_relaxed);
+		atomic_store_explicit(l, e, memory_order_release);
+	}
+	atomic_store_explicit(&st->moving, 0, memory_order_relaxed);
+	if (atomic_load_explicit(&t->old[ob], memory_order_relaxed) != BUCKET_MOVED)
+		move_chain(s, v, t, st, ob);
+	else
+		st->move_bucket = 0;
+}
+
+/* Recount one chain of a stripe under repair (inside its seq change), and
+ * cut it at a link that does not validate (a dead writer cannot leave one,
+ * a scribbler can). */
+static void recount_chain(const struct seg *s, const struct map_view *v, _Atomic uint64_t *l,
+			  uint64_t *entries, uint64_t *bytes)
+{
+	uint64_t off = atomic_load(l);
+	if (off == BUCKET_MOVED)
+		return;
+	struct ent en;
+	for (uint32_t steps = 0; off; steps++) {
+		if (steps >= v->chain_max || !ent_load(s, v, off, &en)) {
+			atomic_store_explicit(l, 0, memory_order_release);
+			break;
+		}
+		(*entries)++;
+		*bytes += en.klen + en.vlen;
+		l = (_Atomic uint64_t *)&en.e->next;
+		off = en.next;
+	}
 }
 
 void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uint32_t stripe)
 {
 	struct seg_stripe *st = &v->stripes[stripe];
+	struct tbl t;
+	if (!shmmap__tbl_load(o->s, v, &t)) {
+		/* A scribbled table word: the initial array is the best guess. */
+		t = (struct tbl){.cur = v->buckets, .cur_n = v->nbuckets};
+	}
+	/* The seq stays odd (a dead writer's, or made so here) until the
+	 * stripe is whole again: a half-moved bucket is never read. */
 	uint32_t q = atomic_load(&st->seq);
-	if (q & 1)
-		atomic_store_explicit(&st->seq, q + 1, memory_order_release);
+	if (!(q & 1))
+		seq_begin(st);
+	move_resume(o->s, v, &t, st, stripe);
 	/*
 	 * The dead writer's intent: under this lock it either made its store
 	 * (the new entry a is linked, the old entry b is not) or it did not.
@@ -335,34 +566,20 @@ void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uin
 			if ((!a && !b) || atomic_load(&in->map) != v->idx ||
 			    atomic_load(&in->stripe) != stripe)
 				continue;
-			if (a && linked(o->s, v, stripe, a))
+			if (a && linked(o->s, v, &t, stripe, a))
 				atomic_compare_exchange_strong(&in->a, &a, 0);
-			if (b && linked(o->s, v, stripe, b))
+			if (b && linked(o->s, v, &t, stripe, b))
 				atomic_compare_exchange_strong(&in->b, &b, 0);
 		}
 	}
-	/* Recount, and cut any chain at a link that does not validate (a
-	 * dead writer cannot leave one, a scribbler can). */
 	uint64_t entries = 0, bytes = 0;
-	for (uint32_t b = stripe; b < v->nbuckets; b += v->nstripes) {
-		_Atomic uint64_t *l = &v->buckets[b];
-		uint64_t off = atomic_load(l);
-		struct ent en;
-		for (uint32_t steps = 0; off; steps++) {
-			if (steps >= v->chain_max || !ent_load(o->s, v, off, &en)) {
-				seq_begin(st);
-				atomic_store_explicit(l, 0, memory_order_release);
-				seq_end(st);
-				break;
-			}
-			entries++;
-			bytes += en.klen + en.vlen;
-			l = (_Atomic uint64_t *)&en.e->next;
-			off = en.next;
-		}
-	}
+	for (uint32_t b = stripe; b < t.old_n; b += v->nstripes)
+		recount_chain(o->s, v, &t.old[b], &entries, &bytes);
+	for (uint32_t b = stripe; b < t.cur_n; b += v->nstripes)
+		recount_chain(o->s, v, &t.cur[b], &entries, &bytes);
 	st->entries = entries;
 	st->bytes = bytes;
+	seq_end(st);
 }
 
 /* 0, or -EBUSY (only for a bounded lock_ctx, the coordinator's: the lock
@@ -386,6 +603,93 @@ static bool view_current(const struct op_ctx *o, const struct map_view *v)
 	       atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) == v->gen;
 }
 
+/* Extra old buckets a writer moves, in order, besides its own. */
+#define GROW_HELP 1u
+
+/* Under the stripe lock, during a resize: move up to budget of the
+ * stripe's old buckets in order; returns how many are left to move. */
+static uint32_t move_some(const struct seg *s, const struct map_view *v, const struct tbl *t,
+			  uint32_t stripe, uint32_t budget)
+{
+	struct seg_stripe *st = &v->stripes[stripe];
+	uint32_t per = t->old_n / v->nstripes;
+	/* Moved buckets (by writers, out of order) are skipped: bounded too. */
+	uint64_t scan_max = 64ull * budget + 64u;
+	for (uint64_t scanned = 0; st->move_next < per && budget && scanned < scan_max; scanned++) {
+		uint32_t ob = stripe + st->move_next * v->nstripes;
+		if (atomic_load_explicit(&t->old[ob], memory_order_relaxed) != BUCKET_MOVED) {
+			seq_begin(st);
+			move_chain(s, v, t, st, ob);
+			seq_end(st);
+			budget--;
+		}
+		st->move_next++;
+	}
+	return st->move_next < per ? per - st->move_next : 0;
+}
+
+/*
+ * Under the stripe lock of hash h (after view_current): the arrays; during
+ * a resize, h's old bucket is moved first (and GROW_HELP more of the
+ * stripe's), so that the writer works in t->cur alone.  False if the table
+ * does not validate.
+ */
+static bool tbl_locked(const struct op_ctx *o, const struct map_view *v, uint64_t h,
+		       struct tbl *t)
+{
+	if (!shmmap__tbl_load(o->s, v, t))
+		return false;
+	if (t->old_n) {
+		struct seg_stripe *st = stripe_of(v, (uint32_t)h);
+		uint32_t ob = (uint32_t)h & (t->old_n - 1);
+		if (atomic_load_explicit(&t->old[ob], memory_order_relaxed) != BUCKET_MOVED) {
+			seq_begin(st);
+			move_chain(o->s, v, t, st, ob);
+			seq_end(st);
+		}
+		move_some(o->s, v, t, (uint32_t)h & (v->nstripes - 1), GROW_HELP);
+	}
+	return true;
+}
+
+int shmmap__tbl_move(const struct op_ctx *o, const struct map_view *v, uint32_t stripe,
+		     uint32_t budget, bool wait)
+{
+	if (stripe >= v->nstripes)
+		return -EINVAL;
+	struct seg_stripe *st = &v->stripes[stripe];
+	if (wait)
+		stripe_lock(o, v, stripe);
+	else if (!shmmap__trylock(&st->lock, &o->lk))
+		return -EBUSY;
+	struct tbl t;
+	int rc;
+	if (!view_current(o, v))
+		rc = -ESTALE;
+	else if (!shmmap__tbl_load(o->s, v, &t))
+		rc = -SHMMAP_ECORRUPT;
+	else
+		rc = t.old_n ? (int)move_some(o->s, v, &t, stripe, budget) : 0;
+	shmmap__unlock(&st->lock);
+	return rc;
+}
+
+uint64_t shmmap__tbl_entries(const struct map_view *v)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < v->nstripes; i++)
+		n += __atomic_load_n(&v->stripes[i].entries, __ATOMIC_RELAXED);
+	return n;
+}
+
+/* A writer's stripe is over the load factor (its share of the buckets):
+ * the coordinator decides, on the map's total. */
+static bool over_load(const struct map_view *v, const struct tbl *t, const struct seg_stripe *st)
+{
+	return !t->old_n && t->cur_n < v->max_buckets &&
+	       st->entries * v->nstripes * 100u > (uint64_t)t->cur_n * GROW_LOAD_PCT;
+}
+
 static inline void count(_Atomic uint64_t *c)
 {
 	/* Only this process writes its counters row: no shared hot line. */
@@ -403,6 +707,8 @@ static inline void count(_Atomic uint64_t *c)
  */
 struct reader {
 	struct seg_stripe *st;
+	_Atomic uint64_t *tw;  /* the map's table word */
+	uint64_t t1;           /* its value when the arrays were read */
 	uint32_t s1;
 	int tries;
 	bool locked;
@@ -433,9 +739,12 @@ static inline bool read_end(struct reader *r)
 {
 	if (r->locked)
 		return true;
-	/* Orders the reads before the re-read of seq (Boehm's fence). */
+	/* Orders the reads before the re-read of seq (Boehm's fence).  The
+	 * table word too: an old array is freed (and its pages reused) only
+	 * after the word moved on, so a read of freed memory is retried. */
 	atomic_thread_fence(memory_order_acquire);
-	return atomic_load_explicit(&r->st->seq, memory_order_relaxed) == r->s1;
+	return atomic_load_explicit(&r->st->seq, memory_order_relaxed) == r->s1 &&
+	       atomic_load_explicit(r->tw, memory_order_relaxed) == r->t1;
 }
 
 static inline void read_done(struct reader *r)
@@ -450,17 +759,19 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 	if (klen == 0 || klen > v->key_max)
 		return klen ? -E2BIG : -EINVAL;
 	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
-	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
-	struct reader r = {.st = stripe_of(v, b)};
+	struct reader r = {.st = stripe_of(v, (uint32_t)h), .tw = &v->dir->tbl};
 	struct ent en;
+	struct tbl t;
 	enum walk w = W_TORN;
 	for (;;) {
-		int rc = read_begin(o, v, b, &r);
+		int rc = read_begin(o, v, (uint32_t)h, &r);
 		if (rc < 0)
 			return rc;
 		if (rc > 0)
 			continue;
-		w = walk(o->s, v, b, h, key, klen, NULL, &en, &now);
+		bool ok = shmmap__tbl_load(o->s, v, &t);
+		r.t1 = t.word;
+		w = ok ? walk(o->s, v, tbl_head(&t, h), h, key, klen, NULL, &en, &now) : W_TORN;
 		if (w == W_FOUND && en.vlen <= cap && en.vlen)
 			memcpy(buf, en.e->data + en.klen, en.vlen);
 		if (read_end(&r))
@@ -480,9 +791,11 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 	if (o->ctr) {
 		count(&o->ctr->hits);
 		/* Recently used, for the evicting hand: written only when it was
-		 * clear, so a hot bucket's line is not written on every get. */
-		if (!atomic_load_explicit(&v->refs[b], memory_order_relaxed))
-			atomic_store_explicit(&v->refs[b], 1, memory_order_relaxed);
+		 * clear, so a hot bucket's line is not written on every get.  The
+		 * marks live in the table run, which outlives every array. */
+		_Atomic uint8_t *ref = &v->refs[h & (t.cur_n - 1) & (v->nrefs - 1)];
+		if (!atomic_load_explicit(ref, memory_order_relaxed))
+			atomic_store_explicit(ref, 1, memory_order_relaxed);
 	}
 	if (vlen)
 		*vlen = en.vlen;
@@ -519,11 +832,13 @@ static struct seg_intent *rec_begin(const struct op_ctx *o, const struct map_vie
 
 /*
  * Under the stripe lock: make the entry in->a take the place of the found
- * one (link != NULL) or go at the head of bucket b.  Returns the offset of
+ * one (link != NULL) or go at the head of bucket b (head, in the current
+ * array).  Returns the offset of
  * the entry replaced (recorded in in->b, to free after unlocking), or 0.
  */
-static uint64_t link_entry(const struct map_view *v, uint32_t b, _Atomic uint64_t *link,
-			   const struct ent *old, struct seg_intent *in, const struct seg *s)
+static uint64_t link_entry(const struct map_view *v, _Atomic uint64_t *head, uint32_t b,
+			   _Atomic uint64_t *link, const struct ent *old, struct seg_intent *in,
+			   const struct seg *s)
 {
 	struct seg_stripe *st = stripe_of(v, b);
 	uint64_t new_off = atomic_load_explicit(&in->a, memory_order_relaxed);
@@ -546,7 +861,6 @@ static uint64_t link_entry(const struct map_view *v, uint32_t b, _Atomic uint64_
 		CRASH_POINT();
 		st->bytes += (uint64_t)ne->klen + ne->vlen - old->klen - old->vlen;
 	} else {
-		_Atomic uint64_t *head = &v->buckets[b];
 		atomic_store_explicit(&ne->next, atomic_load_explicit(head, memory_order_relaxed),
 				      memory_order_relaxed);
 		atomic_store_explicit(head, new_off, memory_order_release);
@@ -557,7 +871,7 @@ static uint64_t link_entry(const struct map_view *v, uint32_t b, _Atomic uint64_
 		st->bytes += (uint64_t)ne->klen + ne->vlen;
 	}
 	CRASH_POINT();
-	atomic_store_explicit(&v->refs[b], 1, memory_order_relaxed); /* new: recently used */
+	atomic_store_explicit(&v->refs[b & (v->nrefs - 1)], 1, memory_order_relaxed); /* new */
 	return old_off;
 }
 
@@ -590,16 +904,16 @@ static void settle(const struct op_ctx *o, struct seg_intent *in)
 #define WANT_EXPIRED (-3) /* find_victim: expired entries only */
 
 /*
- * Under the stripe lock of bucket b: the link to the entry to remove, or
+ * Under the stripe lock of the chain l heads: the link to the entry to remove, or
  * NULL.  The first expired entry; else (want >= 0 or WANT_ANY) the last,
  * i.e. oldest, entry of size class want or of any class.  *victim gets the
  * entry, *exp whether it had expired.
  */
 static _Atomic uint64_t *find_victim(const struct op_ctx *o, const struct map_view *v,
-				     uint32_t b, int want, struct ent *victim, bool *exp)
+				     _Atomic uint64_t *l, int want, struct ent *victim, bool *exp)
 {
 	uint64_t now = 0;
-	_Atomic uint64_t *l = &v->buckets[b], *vl = NULL;
+	_Atomic uint64_t *vl = NULL;
 	struct ent en;
 	uint64_t off = atomic_load_explicit(l, memory_order_relaxed);
 	*exp = false;
@@ -627,7 +941,8 @@ static _Atomic uint64_t *find_victim(const struct op_ctx *o, const struct map_vi
 }
 
 /*
- * Under no lock: unlink one victim from bucket b (the first expired entry,
+ * Under no lock: unlink one victim from bucket b of the current array (its
+ * old bucket moved first during a resize) (the first expired entry,
  * else the last, i.e. oldest, entry of class want, or of any class if want
  * is WANT_ANY) and free it.  Returns 1 if one was removed, 0 if none qualified,
  * or a negative errno.
@@ -639,13 +954,14 @@ static int evict_one(const struct op_ctx *o, const struct map_view *v, struct se
 	int lrc = stripe_lock(o, v, b);
 	if (lrc < 0)
 		return lrc;
-	if (!view_current(o, v)) {
+	struct tbl t;
+	if (!view_current(o, v) || !tbl_locked(o, v, b, &t)) {
 		shmmap__unlock(&st->lock);
 		return -ESTALE;
 	}
 	struct ent victim;
 	bool exp = false;
-	_Atomic uint64_t *vl = find_victim(o, v, b, want, &victim, &exp);
+	_Atomic uint64_t *vl = find_victim(o, v, &t.cur[b & (t.cur_n - 1)], want, &victim, &exp);
 	uint32_t own = atomic_load_explicit(&in->stripe, memory_order_relaxed);
 	if (vl) {
 		/* The record names the victim's stripe while b names the victim:
@@ -692,6 +1008,11 @@ static int evict_for(const struct op_ctx *o, const struct map_view *v, struct se
 {
 	struct seg_mapdir *d = seg_dir(o->s, o->g, v->idx);
 	int cls = shmmap__class_of(o->s, o->g, n);
+	/* The arrays as they are now, for the hand's range and its peeks (reads
+	 * only: evict_one looks again under the lock). */
+	struct tbl t;
+	if (!shmmap__tbl_load(o->s, v, &t))
+		return -SHMMAP_ECORRUPT;
 	/* Rounds: 0 and 1 the same class (if n has one), 2 and 3 any.  Each
 	 * pass of the hand clears the marks it passes, so the second round of
 	 * each kind finds only marks set meanwhile: recent use buys a bucket
@@ -699,14 +1020,16 @@ static int evict_for(const struct op_ctx *o, const struct map_view *v, struct se
 	 * put that fits always succeeds. */
 	for (int round = cls < 0 ? 2 : 0; round < 4; round++) {
 		int want = round < 2 ? cls : WANT_ANY;
-		for (uint32_t scanned = 0; scanned < v->nbuckets; scanned++) {
+		for (uint32_t scanned = 0; scanned < t.cur_n; scanned++) {
 			uint32_t b = atomic_fetch_add_explicit(&d->clock_hand, 1,
 							       memory_order_relaxed) &
-				     (v->nbuckets - 1);
-			if (!atomic_load_explicit(&v->buckets[b], memory_order_relaxed))
+				     (t.cur_n - 1);
+			uint64_t head = atomic_load_explicit(tbl_head(&t, b), memory_order_relaxed);
+			if (!head || head == BUCKET_MOVED)
 				continue;
-			if (round < 3 && atomic_load_explicit(&v->refs[b], memory_order_relaxed)) {
-				atomic_store_explicit(&v->refs[b], 0, memory_order_relaxed);
+			_Atomic uint8_t *ref = &v->refs[b & (v->nrefs - 1)];
+			if (round < 3 && atomic_load_explicit(ref, memory_order_relaxed)) {
+				atomic_store_explicit(ref, 0, memory_order_relaxed);
 				continue;
 			}
 			/* A bucket's entries, oldest first, until the value fits; the
@@ -766,6 +1089,68 @@ static int alloc_entry(const struct op_ctx *o, const struct map_view *v, struct 
 	return rc;
 }
 
+/* ---- quotas ----
+ * A map with a quota lets each stripe hold quota / nstripes bytes of
+ * entries (headers, keys and values: the blocks' size-class rounding is not
+ * counted), checked under the stripe lock before a write links: so the map
+ * never holds more than its quota.  With policy evict, a write that would
+ * go over first evicts the oldest entries of buckets of its own stripe
+ * (evict_one, the eviction of a full segment); with reject, it fails with
+ * -ENOSPC. */
+#define QUOTA_TRIES 16u     /* rounds of make-room-then-lock before -ENOSPC */
+#define QUOTA_SCAN 4096u    /* buckets of the stripe looked at per eviction */
+
+static inline uint64_t stripe_usage(const struct seg_stripe *st)
+{
+	return RELAXED(st->bytes) + RELAXED(st->entries) * sizeof(struct seg_entry);
+}
+
+/* Under the stripe lock: would a write of need bytes (replacing old, if
+ * found) take the stripe over its share? */
+static bool over_quota(const struct map_view *v, const struct seg_stripe *st, uint64_t need,
+		       enum walk w, const struct ent *old)
+{
+	if (!v->quota)
+		return false;
+	uint64_t freed = w == W_FOUND || w == W_EXPIRED
+				 ? sizeof(struct seg_entry) + (uint64_t)old->klen + old->vlen : 0;
+	return stripe_usage(st) + need > v->quota / v->nstripes + freed;
+}
+
+/* Under no lock: evict entries of stripe sb until need bytes fit in its
+ * share (policy evict), or -ENOSPC. */
+static int quota_room(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
+		      uint32_t sb, uint64_t need)
+{
+	uint64_t share = v->quota / v->nstripes;
+	if (need > share)
+		return -ENOSPC;
+	struct seg_stripe *st = &v->stripes[sb];
+	struct seg_mapdir *d = v->dir;
+	for (uint32_t tries = 0; stripe_usage(st) + need > share; tries++) {
+		struct tbl t;
+		if (v->policy != MAP_POLICY_EVICT || tries >= 64)
+			return -ENOSPC;
+		if (!shmmap__tbl_load(o->s, v, &t))
+			return -SHMMAP_ECORRUPT;
+		uint32_t per = t.cur_n / v->nstripes, found = 0;
+		uint32_t start = atomic_fetch_add_explicit(&d->clock_hand, 1, memory_order_relaxed);
+		for (uint32_t k = 0; k < per && k < QUOTA_SCAN && !found; k++) {
+			uint32_t b = sb + ((start + k) % per) * v->nstripes;
+			uint64_t head = atomic_load_explicit(tbl_head(&t, b), memory_order_relaxed);
+			if (!head || head == BUCKET_MOVED)
+				continue;
+			int r = evict_one(o, v, in, b, WANT_ANY);
+			if (r < 0)
+				return r;
+			found = (uint32_t)r;
+		}
+		if (!found)
+			return -ENOSPC;
+	}
+	return 0;
+}
+
 /* Compare a present entry's value with expected (for cas). */
 static bool value_is(const struct ent *en, const void *expected, size_t elen)
 {
@@ -788,8 +1173,8 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 	if ((flags & ~(SHMMAP_NX | SHMMAP_XX)) || flags == (SHMMAP_NX | SHMMAP_XX))
 		return -EINVAL;
 	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
-	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
-	struct seg_intent scratch, *in = rec_begin(o, v, b, &scratch);
+	uint32_t sb = (uint32_t)h & (v->nstripes - 1), b = 0;
+	struct seg_intent scratch, *in = rec_begin(o, v, sb, &scratch);
 	/* Allocate and fill before taking the stripe lock: short critical section. */
 	rc = alloc_entry(o, v, in, sizeof(struct seg_entry) + klen + vlen);
 	if (rc < 0)
@@ -798,32 +1183,55 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 		 val, (uint32_t)vlen, expire);
 	CRASH_POINT();
 
-	struct seg_stripe *st = stripe_of(v, b);
-	if ((rc = stripe_lock(o, v, b)) < 0) {
+	struct seg_stripe *st = stripe_of(v, sb);
+	uint64_t need = sizeof(struct seg_entry) + klen + vlen;
+	uint32_t qtries = 0;
+retry:
+	/* Over the quota last time (policy evict): make room first. */
+	if (qtries && (rc = quota_room(o, v, in, sb, need)) < 0) {
+		settle(o, in);
+		return rc;
+	}
+	if ((rc = stripe_lock(o, v, sb)) < 0) {
 		settle(o, in);
 		return rc;
 	}
 	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
-	enum walk w = view_current(o, v) ? walk(o->s, v, b, h, key, klen, &link, &old, &now)
-					 : W_TORN;
+	struct tbl t;
+	bool over = false, current = view_current(o, v);
+	enum walk w = W_TORN;
+	if (current && tbl_locked(o, v, h, &t)) {
+		b = (uint32_t)h & (t.cur_n - 1);
+		w = walk(o->s, v, &t.cur[b], h, key, klen, &link, &old, &now);
+	}
 	if (w == W_TORN)
-		rc = view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
+		rc = current ? -SHMMAP_ECORRUPT : -ESTALE;
 	else if (w == W_FOUND && (flags & SHMMAP_NX))
 		rc = -EEXIST;
 	else if (w != W_FOUND && ((flags & SHMMAP_XX) || expected))
 		rc = -ENOENT;
 	else if (expected && !value_is(&old, expected, elen))
 		rc = -ECANCELED;
-	else { /* an expired entry is replaced in place: it counts as absent */
+	else if (over_quota(v, st, need, w, &old)) {
+		/* Others filled the stripe since room was made: again, boundedly. */
+		if (v->policy == MAP_POLICY_EVICT && ++qtries < QUOTA_TRIES) {
+			shmmap__unlock(&st->lock);
+			goto retry;
+		}
+		rc = -ENOSPC;
+	} else { /* an expired entry is replaced in place: it counts as absent */
 		if (w == W_EXPIRED)
 			st->expirations++;
-		link_entry(v, b, w == W_ABSENT ? NULL : link, &old, in, o->s);
+		link_entry(v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in, o->s);
+		over = w == W_ABSENT && over_load(v, &t, st);
 	}
 	shmmap__unlock(&st->lock);
 	CRASH_POINT();
 	settle(o, in);
+	if (over)
+		shmmap__grow_wake(o->s);
 	if (rc == 0 && o->ctr)
 		count(expected ? &o->ctr->cas : &o->ctr->puts);
 	return rc;
@@ -832,6 +1240,8 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags)
 {
+	if (!ttl_s)
+		ttl_s = v->default_ttl;
 	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
 	return put_impl(o, v, key, klen, val, vlen, expire, flags, NULL, 0);
 }
@@ -849,6 +1259,8 @@ int shmmap__tbl_cas(const struct op_ctx *o, const struct map_view *v, const void
 {
 	if (!expected && elen)
 		return -EINVAL;
+	if (!ttl_s)
+		ttl_s = v->default_ttl;
 	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
 	return put_impl(o, v, key, klen, val, vlen, expire, 0, expected ? expected : "", elen);
 }
@@ -860,16 +1272,18 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 	if (rc < 0)
 		return rc;
 	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
-	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
-	struct seg_stripe *st = stripe_of(v, b);
-	struct seg_intent scratch, *in = rec_begin(o, v, b, &scratch);
-	if ((rc = stripe_lock(o, v, b)) < 0)
+	uint32_t sb = (uint32_t)h & (v->nstripes - 1);
+	struct seg_stripe *st = stripe_of(v, sb);
+	struct seg_intent scratch, *in = rec_begin(o, v, sb, &scratch);
+	if ((rc = stripe_lock(o, v, sb)) < 0)
 		return rc;
 	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
-	enum walk w = view_current(o, v) ? walk(o->s, v, b, h, key, klen, &link, &old, &now)
-					 : W_TORN;
+	struct tbl t;
+	enum walk w = W_TORN;
+	if (view_current(o, v) && tbl_locked(o, v, h, &t))
+		w = walk(o->s, v, &t.cur[h & (t.cur_n - 1)], h, key, klen, &link, &old, &now);
 	if (w == W_FOUND || w == W_EXPIRED) {
 		atomic_store_explicit(&in->b, atomic_load_explicit(link, memory_order_relaxed),
 				      memory_order_relaxed);
@@ -925,9 +1339,9 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	if (rc < 0)
 		return rc;
 	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
-	uint32_t b = (uint32_t)h & (v->nbuckets - 1);
-	struct seg_stripe *st = stripe_of(v, b);
-	struct seg_intent scratch, *in = rec_begin(o, v, b, &scratch);
+	uint32_t sb = (uint32_t)h & (v->nstripes - 1), b = 0;
+	struct seg_stripe *st = stripe_of(v, sb);
+	struct seg_intent scratch, *in = rec_begin(o, v, sb, &scratch);
 	/* Room for any int64 in decimal, allocated before the stripe lock (so
 	 * no allocator lock is ever taken under a stripe lock, and eviction
 	 * can run). */
@@ -935,21 +1349,33 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	rc = alloc_entry(o, v, in, sizeof(struct seg_entry) + klen + room);
 	if (rc < 0)
 		return rc;
-	if ((rc = stripe_lock(o, v, b)) < 0) {
+	uint32_t qtries = 0;
+retry:
+	/* Over the quota last time (policy evict): make room first. */
+	if (qtries && (rc = quota_room(o, v, in, sb, sizeof(struct seg_entry) + klen + room)) < 0) {
+		settle(o, in);
+		return rc;
+	}
+	if ((rc = stripe_lock(o, v, sb)) < 0) {
 		settle(o, in);
 		return rc;
 	}
 	CRASH_POINT();
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
-	enum walk w = view_current(o, v) ? walk(o->s, v, b, h, key, klen, &link, &old, &now)
-					 : W_TORN;
+	struct tbl t;
+	bool over = false, current = view_current(o, v);
+	enum walk w = W_TORN;
+	if (current && tbl_locked(o, v, h, &t)) {
+		b = (uint32_t)h & (t.cur_n - 1);
+		w = walk(o->s, v, &t.cur[b], h, key, klen, &link, &old, &now);
+	}
 	uint64_t expire = 0;
 	int64_t cur = 0, sum = 0;
 	char digits[24];
 	int n = 0;
 	if (w == W_TORN) {
-		rc = view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
+		rc = current ? -SHMMAP_ECORRUPT : -ESTALE;
 		goto out;
 	}
 	if (w == W_FOUND) {
@@ -957,6 +1383,9 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 		if (rc < 0)
 			goto out;
 		expire = old.expire_ms;
+	} else if (v->default_ttl) {
+		/* A new key: the map's default TTL, as a put with ttl 0. */
+		expire = shmmap__now_ms() + (uint64_t)v->default_ttl * 1000u;
 	}
 	if (__builtin_add_overflow(cur, delta, &sum)) {
 		rc = -ERANGE;
@@ -967,16 +1396,27 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 		rc = -E2BIG;
 		goto out;
 	}
+	if (over_quota(v, st, sizeof(struct seg_entry) + klen + (uint32_t)n, w, &old)) {
+		if (v->policy == MAP_POLICY_EVICT && ++qtries < QUOTA_TRIES) {
+			shmmap__unlock(&st->lock);
+			goto retry;
+		}
+		rc = -ENOSPC;
+		goto out;
+	}
 	if (w == W_EXPIRED)
 		st->expirations++;
 	ent_fill(o, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
 		 digits, (uint32_t)n, expire);
 	CRASH_POINT();
-	link_entry(v, b, w == W_ABSENT ? NULL : link, &old, in, o->s);
+	link_entry(v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in, o->s);
+	over = w == W_ABSENT && over_load(v, &t, st);
 out:
 	shmmap__unlock(&st->lock);
 	CRASH_POINT();
 	settle(o, in);
+	if (over)
+		shmmap__grow_wake(o->s);
 	if (rc == 0) {
 		if (o->ctr)
 			count(&o->ctr->incrs);
@@ -1019,12 +1459,50 @@ static int copy_push(struct bucket_copy *c, const struct ent *en)
 	return 0;
 }
 
-/* Copy bucket b's live entries, consistently (seqlock; the stripe lock
- * after READ_TRIES failed tries, or -EAGAIN on a read-only mapping). */
-static int copy_bucket(const struct op_ctx *o, const struct map_view *v, uint32_t b,
+/* Append the live entries of the chain that l heads which belong to
+ * bucket b of an array of n0 buckets. */
+static int copy_chain(const struct op_ctx *o, const struct map_view *v, _Atomic uint64_t *l,
+		      uint32_t b, uint32_t n0, struct bucket_copy *c, uint64_t *now)
+{
+	uint64_t off = atomic_load_explicit(l, memory_order_acquire);
+	if (off == BUCKET_MOVED)
+		return 0;
+	struct ent en;
+	for (uint32_t steps = 0; off; steps++) {
+		/* More than the segment holds: a cycle, not a chain. */
+		if (steps >= v->chain_max || c->len > o->s->len || !ent_load(o->s, v, off, &en))
+			return -SHMMAP_ECORRUPT;
+		if ((en.hash & (n0 - 1)) == b && !expired(en.expire_ms, now)) {
+			int rc = copy_push(c, &en);
+			if (rc < 0)
+				return rc;
+		}
+		off = en.next;
+	}
+	return 0;
+}
+
+/* The chains of array a (n buckets) that can hold bucket b of n0. */
+static int copy_array(const struct op_ctx *o, const struct map_view *v, _Atomic uint64_t *a,
+		      uint32_t n, uint32_t b, uint32_t n0, struct bucket_copy *c, uint64_t *now)
+{
+	if (n < n0)
+		return copy_chain(o, v, &a[b & (n - 1)], b, n0, c, now);
+	int rc = 0;
+	for (uint32_t x = b; x < n && rc == 0; x += n0)
+		rc = copy_chain(o, v, &a[x], b, n0, c, now);
+	return rc;
+}
+
+/* Copy the live entries of bucket b of an array of n0 buckets (the map's
+ * size when the walk began: the map may grow meanwhile), consistently
+ * (seqlock; the stripe lock after READ_TRIES failed tries, or -EAGAIN on a
+ * read-only mapping).  An entry is in its old bucket until that moved,
+ * then in its new one: it is copied once. */
+static int copy_bucket(const struct op_ctx *o, const struct map_view *v, uint32_t b, uint32_t n0,
 		       struct bucket_copy *c)
 {
-	struct reader r = {.st = stripe_of(v, b)};
+	struct reader r = {.st = stripe_of(v, b), .tw = &v->dir->tbl};
 	int rc;
 	for (;;) {
 		rc = read_begin(o, v, b, &r);
@@ -1033,19 +1511,15 @@ static int copy_bucket(const struct op_ctx *o, const struct map_view *v, uint32_
 		if (rc > 0)
 			continue;
 		c->len = 0;
-		uint64_t now = 0, off = atomic_load_explicit(&v->buckets[b], memory_order_acquire);
-		struct ent en;
-		for (uint32_t steps = 0; off && rc == 0; steps++) {
-			/* More than the segment holds: a cycle, not a chain. */
-			if (steps >= v->chain_max || c->len > o->s->len ||
-			    !ent_load(o->s, v, off, &en)) {
-				rc = -SHMMAP_ECORRUPT;
-				break;
-			}
-			if (!expired(en.expire_ms, &now))
-				rc = copy_push(c, &en);
-			off = en.next;
-		}
+		uint64_t now = 0;
+		struct tbl t;
+		bool ok = shmmap__tbl_load(o->s, v, &t);
+		r.t1 = t.word;
+		rc = ok ? 0 : -SHMMAP_ECORRUPT;
+		if (ok && t.old_n)
+			rc = copy_array(o, v, t.old, t.old_n, b, n0, c, &now);
+		if (ok && rc == 0)
+			rc = copy_array(o, v, t.cur, t.cur_n, b, n0, c, &now);
 		if (rc == -ENOMEM || read_end(&r))
 			break;
 	}
@@ -1058,12 +1532,13 @@ int shmmap__tbl_foreach(const struct op_ctx *o, const struct map_view *v, shmmap
 {
 	if (!fn)
 		return -EINVAL;
+	struct tbl t;
+	if (!shmmap__tbl_load(o->s, v, &t))
+		return view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
 	struct bucket_copy c = {0};
 	int rc = 0;
-	for (uint32_t b = 0; b < v->nbuckets && rc == 0; b++) {
-		if (!atomic_load_explicit(&v->buckets[b], memory_order_relaxed))
-			continue;
-		rc = copy_bucket(o, v, b, &c);
+	for (uint32_t b = 0; b < t.cur_n && rc == 0; b++) {
+		rc = copy_bucket(o, v, b, t.cur_n, &c);
 		if (rc == -SHMMAP_ECORRUPT && !view_current(o, v))
 			rc = -ESTALE;
 		for (size_t at = 0; rc == 0 && at < c.len;) {
@@ -1082,9 +1557,13 @@ uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, u
 			     uint32_t nb, bool *deferred)
 {
 	uint64_t removed = 0;
-	for (uint32_t i = 0; i < nb && i < v->nbuckets && !*deferred; i++) {
-		uint32_t b = (*cursor)++ & (v->nbuckets - 1);
-		if (!atomic_load_explicit(&v->buckets[b], memory_order_relaxed))
+	struct tbl t0;
+	if (!shmmap__tbl_load(o->s, v, &t0))
+		return 0;
+	for (uint32_t i = 0; i < nb && i < t0.cur_n && !*deferred; i++) {
+		uint32_t b = (*cursor)++ & (t0.cur_n - 1);
+		uint64_t head = atomic_load_explicit(tbl_head(&t0, b), memory_order_relaxed);
+		if (!head || head == BUCKET_MOVED)
 			continue;
 		struct seg_stripe *st = stripe_of(v, b);
 		/* One expired entry per lock hold, so a writer waits at most for
@@ -1095,7 +1574,15 @@ uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, u
 				break;
 			struct ent victim;
 			bool exp;
-			_Atomic uint64_t *vl = find_victim(o, v, b, WANT_EXPIRED, &victim, &exp);
+			struct tbl t;
+			_Atomic uint64_t *vl = NULL;
+			/* A bucket whose old bucket has not moved yet is left for after
+			 * the move (the reclaim does not move buckets). */
+			if (view_current(o, v) && shmmap__tbl_load(o->s, v, &t) &&
+			    (!t.old_n || atomic_load_explicit(&t.old[b & (t.old_n - 1)],
+							      memory_order_relaxed) == BUCKET_MOVED))
+				vl = find_victim(o, v, &t.cur[b & (t.cur_n - 1)], WANT_EXPIRED,
+						 &victim, &exp);
 			uint64_t x = 0;
 			if (vl) {
 				x = atomic_load_explicit(vl, memory_order_relaxed);
@@ -1125,12 +1612,19 @@ static void empty_stripe(const struct seg *s, const struct seg_geom *g, const st
 			 const struct map_view *v, uint32_t st, bool *deferred)
 {
 	struct seg_stripe *sp = &v->stripes[st];
-	for (uint32_t b = st; b < v->nbuckets; b += v->nstripes) {
-		uint64_t off = atomic_load(&v->buckets[b]);
-		if (!off)
+	struct tbl t;
+	if (!shmmap__tbl_load(s, v, &t))
+		t = (struct tbl){.cur = v->buckets, .cur_n = v->nbuckets};
+	/* Every bucket of the stripe, old (not moved) and new, is emptied. */
+	for (uint32_t i = 0; i < t.old_n / v->nstripes + t.cur_n / v->nstripes; i++) {
+		uint32_t k = i < t.old_n / v->nstripes ? i : i - t.old_n / v->nstripes;
+		_Atomic uint64_t *l = i < t.old_n / v->nstripes ? &t.old[st + k * v->nstripes]
+								: &t.cur[st + k * v->nstripes];
+		uint64_t off = atomic_load(l);
+		if (!off || off == BUCKET_MOVED)
 			continue;
 		seq_begin(sp);
-		atomic_store_explicit(&v->buckets[b], 0, memory_order_release);
+		atomic_store_explicit(l, 0, memory_order_release);
 		seq_end(sp);
 		struct ent en;
 		for (uint32_t steps = 0; off && steps < v->chain_max; steps++) {
@@ -1193,6 +1687,7 @@ int shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struc
  * map stays MAP_INIT with dropping set (its name is free at once), and
  * shmmap__map_drop_finish empties the rest once the lock is let go.
  * Returns 0 (dropped), 1 (under way: r->busy stripes left) or -ENOENT.
+ * The arrays the map grew into are freed once it is empty (see grow.c).
  */
 int shmmap__map_destroy(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 			uint32_t idx, struct empty_report *r)
@@ -1215,11 +1710,12 @@ int shmmap__map_drop_finish(const struct seg *s, const struct seg_geom *g,
 {
 	struct map_view v;
 	uint32_t busy = r->busy;
+	struct seg_mapdir *d = seg_dir(s, g, idx);
 	int rc = dropping_view(s, g, idx, &v);
 	if (rc == -SHMMAP_ECORRUPT) {
 		/* No sane table to empty: let it go (the sweep frees what no
 		 * chain reaches). */
-		seg_dir(s, g, idx)->stripes_off = 0;
+		d->stripes_off = 0;
 	} else if (rc < 0) {
 		return rc;
 	} else {
@@ -1227,7 +1723,14 @@ int shmmap__map_drop_finish(const struct seg *s, const struct seg_geom *g,
 		if (r->busy > busy)
 			return 1;
 	}
-	struct seg_mapdir *d = seg_dir(s, g, idx);
+	/* Every stripe lock was passed since the generation moved: no writer
+	 * uses the grown arrays any more (readers retry on the table word), so
+	 * they go back to the allocator; the table keeps its initial array. */
+	uint32_t runs[2];
+	shmmap__grow_reset(s, g, d, runs);
+	for (int i = 0; i < 2; i++)
+		if (runs[i] && shmmap__free_pages(s, g, c, runs[i] - 1, NULL) < 0)
+			r->deferred = true; /* no longer named: the sweep frees it */
 	atomic_store(&d->dropping, 0);
 	atomic_store_explicit(&d->state, MAP_FREE, memory_order_release);
 	return 0;

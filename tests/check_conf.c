@@ -81,6 +81,12 @@ static void assert_conf_eq(const struct shmmap_conf *a, const struct shmmap_conf
 	ck_assert_uint_eq(a->map.buckets, b->map.buckets);
 	ck_assert_uint_eq(a->map.stripes, b->map.stripes);
 	ck_assert_uint_eq(a->map.policy, b->map.policy);
+	ck_assert_uint_eq(a->map.max_buckets, b->map.max_buckets);
+	ck_assert_uint_eq(a->map.grow_step, b->map.grow_step);
+	ck_assert_uint_eq(a->map.quota, b->map.quota);
+	ck_assert_uint_eq(a->map.default_ttl, b->map.default_ttl);
+	ck_assert_uint_eq(a->map.capacity, b->map.capacity);
+	ck_assert_uint_eq(a->nmaps, b->nmaps);
 	ck_assert_str_eq(a->persistence.snapshot, b->persistence.snapshot);
 	ck_assert_uint_eq(a->persistence.interval, b->persistence.interval);
 }
@@ -116,8 +122,10 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.server.log_level, LOG_INFO);
 	ck_assert_uint_eq(c.map.key_max, 250);
 	ck_assert_uint_eq(c.map.value_max, 1u << 20);
-	ck_assert_uint_eq(c.map.buckets, 16384);
+	ck_assert_uint_eq(c.map.buckets, 1024);
 	ck_assert_uint_eq(c.map.stripes, 256);
+	ck_assert_uint_eq(c.map.max_buckets, 1u << 30);
+	ck_assert_uint_eq(c.map.grow_step, 64);
 }
 END_TEST
 
@@ -274,6 +282,7 @@ static const struct bad_case bad_cases[] = {
 	{ "bad-stripes.ini", -EINVAL, ":5: map.stripes: ", "128 is more than map.buckets (64)" },
 	{ "bad-buckets-pow2.ini", -EINVAL, ":2: map.buckets: ", "not a power of two" },
 	{ "bad-stripes-range.ini", -EINVAL, ":3: map.stripes: ", "out of range" },
+	{ "bad-max-buckets.ini", -EINVAL, ":3: map.max_buckets: ", "2048 is fewer than map.buckets (4096)" },
 	{ "bad-policy.ini", -EINVAL, ":2: map.policy: ", "unknown policy \"lru\" (evict or reject)" },
 	{ "bad-log-level.ini", -EINVAL, ":3: server.log_level: ",
 	  "unknown level \"crit\" (error, warning, notice, info or debug)" },
@@ -469,6 +478,55 @@ START_TEST(test_first_error_wins)
 }
 END_TEST
 
+/* [map NAME] sections: each map's own options, over [map]. */
+START_TEST(test_map_sections)
+{
+	struct shmmap_conf c;
+	char path[256], err[ERRLEN], where[600];
+	static const char two[] = "[map]\nkey_max = 100\n[map sessions]\nkey_max = 8\n"
+				  "quota = 64K\ndefault_ttl = 60\npolicy = reject\n"
+				  "[map big one]\ncapacity = 1000000\n[map sessions]\nvalue_max = 1K\n";
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, two, strlen(two), path, sizeof(path), err), 0);
+	ck_assert_uint_eq(c.map.key_max, 100);
+	ck_assert_uint_eq(c.nmaps, 2);
+	ck_assert_str_eq(c.maps[0].name, "sessions");
+	ck_assert_uint_eq(c.maps[0].has,
+			  CMS_KEY_MAX | CMS_QUOTA | CMS_DEFAULT_TTL | CMS_POLICY | CMS_VALUE_MAX);
+	ck_assert_uint_eq(c.maps[0].key_max, 8);
+	ck_assert_uint_eq(c.maps[0].value_max, 1024);
+	ck_assert_uint_eq(c.maps[0].quota, 65536);
+	ck_assert_uint_eq(c.maps[0].default_ttl, 60);
+	ck_assert_uint_eq(c.maps[0].policy, 1); /* MAP_POLICY_REJECT */
+	ck_assert_str_eq(c.maps[1].name, "big one");
+	ck_assert_uint_eq(c.maps[1].has, CMS_CAPACITY);
+	ck_assert_uint_eq(c.maps[1].capacity, 1000000);
+
+	static const char unknown[] = "[map m]\ngrow_step = 1\n";
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, unknown, strlen(unknown), path, sizeof(path), err), -EINVAL);
+	snprintf(where, sizeof(where), "%s:2: map m.grow_step: unknown key", path);
+	ck_assert_msg(strncmp(err, where, strlen(where)) == 0, "got \"%s\"", err);
+
+	static const char dup[] = "[map m]\nquota = 1K\nquota = 2K\n";
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, dup, strlen(dup), path, sizeof(path), err), -EINVAL);
+	snprintf(where, sizeof(where), "%s:3: map m.quota: duplicate key", path);
+	ck_assert_str_eq(err, where);
+
+	static const char bad_value[] = "[map m]\nkey_max = 0\n";
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, bad_value, strlen(bad_value), path, sizeof(path), err),
+			 -EINVAL);
+
+	static const char long_name[] = "[map 0123456789012345678901234567890123456789012345678901234567890123]\n";
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, long_name, strlen(long_name), path, sizeof(path), err),
+			 -EINVAL);
+	ck_assert_msg(strstr(err, "unknown section") != NULL, "got \"%s\"", err);
+}
+END_TEST
+
 /* Cross-field checks blame the key set last, or the only one set. */
 START_TEST(test_cross_field_blame)
 {
@@ -480,6 +538,14 @@ START_TEST(test_cross_field_blame)
 	ck_assert_int_eq(load_text(&c, buckets_only, strlen(buckets_only), path, sizeof(path), err), -EINVAL);
 	snprintf(where, sizeof(where), "%s:3: map.buckets: 64 is fewer than map.stripes (256)", path);
 	ck_assert_str_eq(err, where);
+
+	/* Stripes alone above the initial 1024 buckets (a config written for
+	 * the old default of 16384): the initial bucket count follows. */
+	static const char stripes_only[] = "[map]\nstripes = 4096\n";
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, stripes_only, strlen(stripes_only), path, sizeof(path), err), 0);
+	ck_assert_uint_eq(c.map.buckets, 4096);
+	ck_assert_uint_eq(c.map.stripes, 4096);
 
 	static const char size_only[] = "[segment]\nsize = 1T\n"; /* default base 0x200000000000 */
 	ck_assert_int_eq(load_text(&c, size_only, strlen(size_only), path, sizeof(path), err), 0);
@@ -771,6 +837,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_nul_byte);
 	tcase_add_test(tc, test_first_error_wins);
 	tcase_add_test(tc, test_cross_field_blame);
+	tcase_add_test(tc, test_map_sections);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("parse_size");

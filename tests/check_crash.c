@@ -46,9 +46,11 @@ static shmmap_map g_m;
 static void setup(void)
 {
 	/* Few buckets and stripes: chains of several entries, so an entry is
-	 * replaced or unlinked in the middle of a chain as well as at its head. */
+	 * replaced or unlinked in the middle of a chain as well as at its head
+	 * (max_buckets: the map does not grow; resizes are crashed below). */
 	ck_assert_int_eq(tu_coord_start(&co, "8M",
-					"[map]\nbuckets = 16\nstripes = 4\nvalue_max = 256K\n"),
+					"[map]\nbuckets = 16\nstripes = 4\nvalue_max = 256K\n"
+					"max_buckets = 16\n"),
 			 0);
 	int rc = shmmap_attach(co.sock, &g_sm);
 	ck_assert_msg(rc == 0, "attach: %s", shmmap_strerror(rc));
@@ -1452,6 +1454,144 @@ START_TEST(zombie_leader_is_alive)
 }
 END_TEST
 
+/* ---- killed inside a resize step ---- */
+
+
+#define MV "resize"
+#define MV_FILL 48
+
+static void setup_resize(void)
+{
+	/* grow_step 0: the coordinator starts and finishes resizes but moves
+	 * no bucket itself, so the moves are the test's (and its writers'). */
+	ck_assert_int_eq(tu_coord_start(&co, "8M",
+					"[map]\nbuckets = 16\nstripes = 4\ngrow_step = 0\n"), 0);
+	int rc = shmmap_attach(co.sock, &g_sm);
+	ck_assert_msg(rc == 0, "attach: %s", shmmap_strerror(rc));
+}
+
+static bool mv_growing(void *arg)
+{
+	const struct map_view *v;
+	struct tbl t;
+	return shmmap__resolve(g_sm, *(shmmap_map *)arg, &v) == 0 &&
+	       shmmap__tbl_load(&g_sm->seg, v, &t) && t.old_n;
+}
+
+static bool mv_idle(void *arg)
+{
+	const struct map_view *v;
+	struct tbl t;
+	if (shmmap__resolve(g_sm, *(shmmap_map *)arg, &v) < 0 ||
+	    !shmmap__tbl_load(&g_sm->seg, v, &t) || t.old_n)
+		return false;
+	return v->dir->arr[TBL_CUR(t.word) ^ 1].nbuckets == 0;
+}
+
+static void mv_expect_all(shmmap_map m, unsigned long k)
+{
+	for (int i = 0; i < MV_FILL; i++) {
+		char kk[32], vv[64], buf[64];
+		int kl = snprintf(kk, sizeof kk, "mv-%d", i);
+		int vl = snprintf(vv, sizeof vv, "value of mv-%d", i);
+		size_t n = 0;
+		int rc = shmmap_get(g_sm, m, kk, (size_t)kl, buf, sizeof buf, &n);
+		CK_MSG(rc == 0 && n == (size_t)vl && memcmp(buf, vv, n) == 0,
+		       "%s lost or torn after a kill at store %lu of a move: rc %d len %zu", kk, k,
+		       rc, n);
+	}
+}
+
+/* An op context of this process's attachment, for the internal calls. */
+static struct op_ctx ctx_of(shmmap *sm)
+{
+	return (struct op_ctx){.s = &sm->seg, .g = &sm->geom,
+			       .lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1}};
+}
+
+/* Move every old bucket of the stripe of the given map (wait for its lock). */
+static int move_all(shmmap *sm, shmmap_map m, uint32_t stripe)
+{
+	const struct map_view *v;
+	int rc = shmmap__resolve(sm, m, &v);
+	if (rc < 0)
+		return rc;
+	struct op_ctx o = ctx_of(sm);
+	return shmmap__tbl_move(&o, v, stripe, UINT32_MAX, true);
+}
+
+/*
+ * A writer SIGKILLed at every store of a bucket move in turn (the moves of
+ * a whole stripe: several buckets, several entries each).  After each kill
+ * the coordinator recovers the slot (and finishes the half-moved bucket
+ * under the dead writer's stripe lock): every entry is there and intact,
+ * the check is clean in the middle of the resize, and the resize then
+ * completes and the old array is freed with the check clean again.
+ */
+START_TEST(crash_in_move)
+{
+	unsigned long k;
+	for (k = 1; k <= MAX_K; k++) {
+		/* A fresh map filled while the coordinator is stopped (so no resize
+		 * starts before all of it is in): 48 entries in 16 buckets. */
+		shmmap_map m;
+		CK_EQ(shmmap_open(g_sm, MV, SHMMAP_CREATE, &m), 0);
+		kill(co.pid, SIGSTOP);
+		int cst;
+		CK_MSG(wait_stopped(co.pid, &cst) == co.pid && WIFSTOPPED(cst), "coordinator not stopped");
+		for (int i = 0; i < MV_FILL; i++) {
+			char kk[32], vv[64];
+			int kl = snprintf(kk, sizeof kk, "mv-%d", i);
+			int vl = snprintf(vv, sizeof vv, "value of mv-%d", i);
+			CK_EQ(shmmap_put(g_sm, m, kk, (size_t)kl, vv, (size_t)vl, 0, 0), 0);
+		}
+		kill(co.pid, SIGCONT);
+		if (!tu_wait(mv_growing, &m, 5000)) {
+			const struct map_view *v;
+			CK_EQ(shmmap__resolve(g_sm, m, &v), 0);
+			ck_abort_msg("no resize started (k=%lu): table word %llx, entries %llu", k,
+				     (unsigned long long)atomic_load(&v->dir->tbl),
+				     (unsigned long long)shmmap__tbl_entries(v));
+		}
+		pid_t pid = tu_fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			shmmap *sm;
+			shmmap_map cm;
+			if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MV, 0, &cm) < 0)
+				_exit(20);
+			shmmap__crash_arm(k, SIGKILL);
+			int rc = move_all(sm, cm, 0);
+			shmmap__crash_arm(0, 0);
+			_exit(rc == 0 ? 0 : 21);
+		}
+		int st = tu_waitpid(pid, 10000);
+		CK_MSG(st != -1, "mover hung at store %lu", k);
+		bool done = WIFEXITED(st);
+		if (done)
+			CK_MSG(WEXITSTATUS(st) == 0, "mover failed (exit %d)", WEXITSTATUS(st));
+		else
+			CK_MSG(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "mover died oddly (%#x)", st);
+		wait_recovered("move", k);
+		mv_expect_all(m, k);
+		expect_clean("a resize's move", k);
+		/* The rest of the resize, by this process: then it finishes. */
+		for (uint32_t s = 0; s < 4; s++)
+			CK_EQ(move_all(g_sm, m, s), 0);
+		CK_MSG(tu_wait(mv_idle, &m, 5000), "resize not finished (k=%lu)", k);
+		mv_expect_all(m, k);
+		expect_clean("after the resize", k);
+		CK_EQ(shmmap_drop(g_sm, MV), 0);
+		if (done)
+			break;
+	}
+	CK_MSG(k <= MAX_K, "the move never completed");
+	CK_MSG(k > 20, "only %lu crash points in a stripe's moves", k - 1);
+	fprintf(stderr, "  crash_in_move: killed at each of %lu stores of a stripe's moves\n",
+		k - 1);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("crash");
@@ -1480,6 +1620,11 @@ static Suite *suite(void)
 	tcase_add_test(tc, stale_lock_in_retained_table_of_other_geometry);
 	tcase_add_test(tc, recovered_slot_refuses_writes);
 	suite_add_tcase(s, tc);
+	TCase *tr = tcase_create("resize");
+	tcase_add_checked_fixture(tr, setup_resize, teardown);
+	tcase_set_timeout(tr, 300);
+	tcase_add_test(tr, crash_in_move);
+	suite_add_tcase(s, tr);
 	return s;
 }
 

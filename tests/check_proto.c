@@ -62,6 +62,13 @@ static size_t samples(struct proto_msg *out, size_t cap)
 	ADD({ m->type = MSG_OPEN; m->seq = 5; m->u.open.flags = SHMMAP_CREATE; strcpy(m->u.open.name, "t"); });
 	ADD({ m->type = MSG_OPEN; m->seq = 6; fill_name(m->u.open.name, SHMMAP_NAME_MAX, 'A'); });
 	ADD({ m->type = MSG_OPENED; m->seq = 7; m->u.opened.index = 4095; m->u.opened.gen = 0xdeadbeef; });
+	ADD({
+		m->type = MSG_OPEN_OPTS; m->seq = 70; m->u.openo.flags = SHMMAP_CREATE;
+		m->u.openo.policy = 2; m->u.openo.capacity = 1ull << 40; m->u.openo.quota = UINT64_MAX;
+		m->u.openo.key_max = 65535; m->u.openo.value_max = 1u << 30;
+		m->u.openo.default_ttl = 86400; fill_name(m->u.openo.name, SHMMAP_NAME_MAX, 'o');
+	});
+	ADD({ m->type = MSG_OPEN_OPTS; m->seq = 71; strcpy(m->u.openo.name, "x"); });
 	ADD({ m->type = MSG_DROP; m->seq = 8; m->u.open.flags = 0; strcpy(m->u.open.name, "some map"); });
 	ADD({ m->type = MSG_STATS; m->seq = 9; });
 	ADD({
@@ -118,6 +125,16 @@ static void expect_msg_eq(const struct proto_msg *a, const struct proto_msg *b)
 		CK_EQ(a->u.open.flags, b->u.open.flags);
 		ck_assert_str_eq(a->u.open.name, b->u.open.name);
 		break;
+	case MSG_OPEN_OPTS:
+		CK_EQ(a->u.openo.flags, b->u.openo.flags);
+		CK_EQ(a->u.openo.policy, b->u.openo.policy);
+		CK_EQ(a->u.openo.capacity, b->u.openo.capacity);
+		CK_EQ(a->u.openo.quota, b->u.openo.quota);
+		CK_EQ(a->u.openo.key_max, b->u.openo.key_max);
+		CK_EQ(a->u.openo.value_max, b->u.openo.value_max);
+		CK_EQ(a->u.openo.default_ttl, b->u.openo.default_ttl);
+		ck_assert_str_eq(a->u.openo.name, b->u.openo.name);
+		break;
 	case MSG_OPENED:
 		CK_EQ(a->u.opened.index, b->u.opened.index);
 		CK_EQ(a->u.opened.gen, b->u.opened.gen);
@@ -163,6 +180,7 @@ static size_t body_len(const struct proto_msg *m)
 	case MSG_DROP:
 	case MSG_FLUSH: return 4 + 2 + strlen(m->u.open.name);
 	case MSG_SAVE: return 4 + 2 + strlen(m->u.save.path);
+	case MSG_OPEN_OPTS: return 40 + 2 + strlen(m->u.openo.name);
 	case MSG_OPENED: return 8;
 	case MSG_STATS_REPLY: return 32;
 	case MSG_ERROR: return 4 + (m->u.error.why[0] ? 2 + strlen(m->u.error.why) : 0);
@@ -480,6 +498,8 @@ static void check_accepted(const unsigned char *in, size_t len, const struct pro
 	CK(m->type >= 1 && m->type <= MSG_TYPE_MAX);
 	if (m->type == MSG_WELCOME)
 		CK(memchr(m->u.welcome.shm_name, 0, sizeof m->u.welcome.shm_name) != NULL);
+	if (m->type == MSG_OPEN_OPTS)
+		CK(strlen(m->u.openo.name) >= 1 && strlen(m->u.openo.name) <= SHMMAP_NAME_MAX);
 	if (m->type == MSG_OPEN || m->type == MSG_DROP) {
 		CK(memchr(m->u.open.name, 0, sizeof m->u.open.name) != NULL);
 		CK(strlen(m->u.open.name) >= 1 && strlen(m->u.open.name) <= SHMMAP_NAME_MAX);
@@ -492,6 +512,8 @@ static void check_accepted(const unsigned char *in, size_t len, const struct pro
 	       n);
 	if (m->type == MSG_STATS_REPLY)
 		memcpy(out + PROTO_HDR + 12, in + PROTO_HDR + 12, 4);
+	if (m->type == MSG_OPEN_OPTS)
+		memcpy(out + PROTO_HDR + 36, in + PROTO_HDR + 36, 4);
 	CK_MSG(memcmp(in, out, len) == 0, "accepted type %u does not re-encode", m->type);
 }
 

@@ -1,0 +1,88 @@
+#!/bin/sh
+# scripts/bench-growth.sh - build and run the growth benchmark of issue 11
+# (tests/bench/grow.c): shmmap with the DEFAULT [map] config (maps start at
+# 1024 buckets and grow online) next to an in-process open-addressing table,
+# at 100k, 1M and 4M keys: load time, gets and puts.
+#
+#   scripts/bench-growth.sh [--short] [grow options...]
+#
+# Builds build/bench/grow against build/libshmmap.a, starts a private
+# shmmapd (temp config and socket, a unique segment of 1536M, no [map]
+# section), runs the program; then again with maps sized up front (the
+# reference a growing map should match); stops and removes all of it on any
+# exit.
+# $O is the build directory (default build), $CC the compiler.
+set -eu
+cd "$(dirname "$0")/.."
+O=${O:-build}
+CC=${CC:-cc}
+
+if [ ! -f "$O/libshmmap.a" ] || [ ! -x "$O/shmmapd" ]; then
+	${MAKE:-make} --no-print-directory O="$O" all
+fi
+mkdir -p "$O/bench"
+$CC -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude -Ishmmap \
+	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wformat=2 -Wvla -Wno-format-nonliteral -pthread \
+	-o "$O/bench/grow" tests/bench/grow.c "$O/libshmmap.a" -lrt -lm
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/shmmap-grow.XXXXXX")
+seg="/shmmap-grow-$$-$(date +%s)"
+pid=""
+cleanup() {
+	trap - EXIT INT TERM HUP
+	if [ -n "$pid" ]; then
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	fi
+	rm -f "/dev/shm$seg"
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap 'cleanup; exit 129' HUP
+
+start() { # extra config lines
+	cat >"$work/shmmap.ini" <<CONF
+[segment]
+name = $seg
+size = 1536M
+max_clients = 8
+
+[server]
+socket = $work/shmmapd.sock
+$1
+CONF
+	rm -f "$work/shmmapd.sock"
+	"$O/shmmapd" -c "$work/shmmap.ini" --foreground 2>"$work/shmmapd.log" &
+	pid=$!
+	i=0
+	while [ ! -S "$work/shmmapd.sock" ]; do
+		if ! kill -0 "$pid" 2>/dev/null || [ $i -ge 200 ]; then
+			echo "bench-growth: shmmapd did not start; its log:" >&2
+			cat "$work/shmmapd.log" >&2 || true
+			exit 1
+		fi
+		sleep 0.05
+		i=$((i + 1))
+	done
+}
+stop() {
+	kill -TERM "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	pid=""
+	rm -f "/dev/shm$seg"
+}
+
+# No [map] section: the defaults are what is measured.
+start ""
+"$O/bench/grow" --sock "$work/shmmapd.sock" "$@"
+stop
+# The reference: every map sized up front for the largest count (4M
+# buckets, no growth), as a tuned config would be.
+echo
+start "[map]
+buckets = 4194304
+max_buckets = 4194304"
+"$O/bench/grow" --sock "$work/shmmapd.sock" --label "maps sized up front (4194304 buckets, no growth)" "$@"
