@@ -1355,6 +1355,10 @@ START_TEST(stale_lock_in_retained_table_of_other_geometry)
 	char *at = strstr(conf, "buckets = 16\nstripes = 4\n");
 	ck_assert_ptr_nonnull(at);
 	memcpy(at, "buckets = 64\nstripes = 8\n", strlen("buckets = 64\nstripes = 8\n"));
+	/* (and a growth cap that allows it) */
+	at = strstr(conf, "max_buckets = 16\n");
+	if (at)
+		memcpy(at, "max_buckets = 64\n", strlen("max_buckets = 64\n"));
 	f = fopen(co.conf, "w");
 	ck_assert_ptr_nonnull(f);
 	fputs(conf, f);
