@@ -118,7 +118,7 @@ static int resume(shmmap *sm)
 	if (rc == 0 && m.type == MSG_ERROR)
 		rc = m.u.error.err;
 	else if (rc == 0 && (m.type != MSG_WELCOME || m.u.welcome.slot != sm->slot ||
-			     m.u.welcome.size != sm->seg.len))
+			     m.u.welcome.size != sm->geom.max_size))
 		rc = -ESTALE;
 	if (fd >= 0)
 		close(fd); /* the same segment, mapped already */
@@ -378,7 +378,7 @@ static int reattach_locked(shmmap *sm)
 	}
 	struct stat a, b;
 	bool same = fstat(fd, &a) == 0 && fstat(sm->seg.fd, &b) == 0 && a.st_dev == b.st_dev &&
-		    a.st_ino == b.st_ino && w.u.welcome.size == sm->seg.len &&
+		    a.st_ino == b.st_ino && w.u.welcome.size == sm->geom.max_size &&
 		    w.u.welcome.slot < sm->geom.max_clients;
 	close(fd);
 	if (!same) {
@@ -419,6 +419,40 @@ static inline int fork_check(shmmap *sm)
 }
 
 static int attach(const char *socket_path, uint32_t admin, shmmap **out);
+
+/*
+ * The allocator found no room (struct seg's grow): ask the coordinator to
+ * grow the segment (MSG_GROW), unless this attachment is read-only.  seen
+ * lets the coordinator answer at once when another process's request grew
+ * it already.  No segment lock is held here.
+ */
+static int ask_grow(const struct seg *s, uint32_t seen, uint32_t need)
+{
+	shmmap *sm = (shmmap *)((char *)s - offsetof(struct shmmap, seg));
+	if (sm->seg.rdonly)
+		return -EPERM;
+	struct proto_msg req = {.type = MSG_GROW}, rep;
+	req.u.grow.seen = seen;
+	req.u.grow.need = need;
+	int rc = shmmap__request(sm, &req, &rep);
+	if (rc == 0 && rep.type != MSG_OK)
+		rc = -EPROTO;
+	return rc;
+}
+
+/* A data call's result: a failure that comes from a growth this process
+ * cannot follow (the header names a size it cannot map) says so. */
+static int op_result(shmmap *sm, int rc)
+{
+	if (rc < 0 && rc != -EINVAL && shmmap__seg_sync(&sm->seg) < 0) {
+		set_detail("the segment grew to %llu pages, which this process cannot map (its "
+			   "reservation is %zu bytes at %p): nothing was changed",
+			   (unsigned long long)atomic_load(&seg_hdr(&sm->seg)->npages_live),
+			   sm->seg.reserved, (void *)sm->seg.base);
+		return -SHMMAP_ESEGSIZE;
+	}
+	return rc;
+}
 
 SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
 {
@@ -488,6 +522,8 @@ static int attach(const char *socket_path, uint32_t admin, shmmap **out)
 		rc = -EPROTO;
 		goto fail_map;
 	}
+	sm->seg.geom = &sm->geom; /* follows the segment's growth from now on */
+	sm->seg.grow = ask_grow;
 	sm->slot = m.u.welcome.slot;
 	sm->slot_gen = m.u.welcome.slot_gen;
 	x->views = calloc(sm->geom.max_maps, sizeof *x->views);
@@ -727,7 +763,7 @@ SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t k
 		return rc;
 	rc = shmmap__tbl_put(&o, v, key, klen, val, vlen, ttl_s, flags);
 	op_end(sm, &o);
-	return rc;
+	return op_result(sm, rc);
 }
 
 SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t klen,
@@ -738,7 +774,7 @@ SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t k
 		return -EINVAL;
 	struct op_ctx o;
 	int rc = op_begin(sm, m, &v, &o, false);
-	return rc < 0 ? rc : shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen);
+	return rc < 0 ? rc : op_result(sm, shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen));
 }
 
 SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen)
@@ -752,7 +788,7 @@ SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t k
 		return rc;
 	rc = shmmap__tbl_del(&o, v, key, klen);
 	op_end(sm, &o);
-	return rc;
+	return op_result(sm, rc);
 }
 
 SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t klen,
@@ -767,7 +803,7 @@ SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t 
 		return rc;
 	rc = shmmap__tbl_incr(&o, v, key, klen, delta, out);
 	op_end(sm, &o);
-	return rc;
+	return op_result(sm, rc);
 }
 
 SHMMAP_EXPORT int shmmap_cas(shmmap *sm, shmmap_map m, const void *key, size_t klen,
@@ -783,7 +819,7 @@ SHMMAP_EXPORT int shmmap_cas(shmmap *sm, shmmap_map m, const void *key, size_t k
 		return rc;
 	rc = shmmap__tbl_cas(&o, v, key, klen, expected, elen, val, vlen, ttl_s);
 	op_end(sm, &o);
-	return rc;
+	return op_result(sm, rc);
 }
 
 /* FLUSH or DROP of a map, by name, through the coordinator. */
@@ -838,7 +874,7 @@ SHMMAP_EXPORT int shmmap_foreach(shmmap *sm, shmmap_map m, shmmap_each_fn fn, vo
 		return -EINVAL;
 	struct op_ctx o;
 	int rc = op_begin(sm, m, &v, &o, false);
-	return rc < 0 ? rc : shmmap__tbl_foreach(&o, v, fn, arg);
+	return rc < 0 ? rc : op_result(sm, shmmap__tbl_foreach(&o, v, fn, arg));
 }
 
 SHMMAP_EXPORT int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *out)
