@@ -559,6 +559,24 @@ static uint64_t fs_free_bytes(struct coord *c)
 	return fstatvfs(c->seg.fd, &vs) == 0 ? (uint64_t)vs.f_bavail * vs.f_frsize : 0;
 }
 
+#ifdef SHMMAP_CRASHPOINTS
+/* Test build only: $SHMMAP_CRASH_GROW=k kills this coordinator (SIGKILL) at
+ * the k-th store of its first growth step (check_crash). */
+static void crash_arm_grow(void)
+{
+	static bool armed;
+	const char *e = getenv("SHMMAP_CRASH_GROW");
+	if (!armed && e && *e) {
+		armed = true;
+		shmmap__crash_arm(strtoul(e, NULL, 10), SIGKILL);
+	}
+}
+#define crash_disarm() shmmap__crash_arm(0, 0)
+#else
+#define crash_arm_grow() ((void)0)
+#define crash_disarm() ((void)0)
+#endif
+
 /* Under grow_mu: grow from live to want pages (a smaller fallback of at
  * least `need` if /dev/shm has no room for all), and log what happened. */
 static int grow_locked(struct coord *c, uint32_t live, uint32_t want, uint32_t need,
@@ -568,7 +586,9 @@ static int grow_locked(struct coord *c, uint32_t live, uint32_t want, uint32_t n
 	uint32_t small = live + (need > 16u ? need : 16u);
 	if (small > want)
 		small = want;
+	crash_arm_grow();
 	int rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want);
+	crash_disarm();
 	if (rc == -ENOSPC && small < want)
 		rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want = small);
 	uint64_t from = c->g.heap_off + (uint64_t)live * SEG_PAGE;

@@ -558,6 +558,68 @@ START_TEST(size_beyond_the_reservation_is_refused)
 }
 END_TEST
 
+/* ---- no room in /dev/shm ---- */
+
+/*
+ * shmmapd in a mount namespace of its own whose /dev/shm is a 24M tmpfs:
+ * the segment grows until that is full, the coordinator says so once (with
+ * the numbers), and the policy (reject) applies: -ENOSPC, nothing lost.
+ */
+START_TEST(no_room_in_dev_shm_is_logged_once)
+{
+	char out[8192], err[4096];
+	if (geteuid() != 0 ||
+	    tu_sh("unshare -m --propagation private /bin/sh -c "
+		  "'mount -t tmpfs -o size=1m tmpfs /dev/shm'", out, sizeof out, err, sizeof err) != 0)
+		TU_SKIP("cannot give shmmapd a small /dev/shm (needs root and unshare -m)");
+	char wrap[] = "/tmp/shmmapd-small-shm-XXXXXX";
+	int fd = mkstemp(wrap);
+	CK(fd >= 0);
+	const char *plain0 = getenv("SHMMAPD");
+	CK(plain0 != NULL);
+	char plain[512];
+	snprintf(plain, sizeof plain, "%s", plain0);
+	dprintf(fd, "#!/bin/sh\nexec unshare -m --propagation private /bin/sh -c "
+		    "'mount -t tmpfs -o size=24m tmpfs /dev/shm && exec \"$0\" \"$@\"' '%s' \"$@\"\n",
+		plain);
+	CK_EQ(fchmod(fd, 0755), 0);
+	close(fd);
+	setenv("SHMMAPD", wrap, 1);
+	int rc = tu_coord_start(&co, "4M", conf_for("64M", "reject"));
+	setenv("SHMMAPD", plain, 1);
+	unlink(wrap);
+	CK_MSG(rc == 0, "shmmapd with a 24M /dev/shm did not start: see %s", co.log);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "full");
+	uint64_t n = 0;
+	while (n < 3000 && (rc = put_i(sm, m, n, 20000, 10)) == 0)
+		n++;
+	CK_MSG(rc == -ENOSPC, "put %llu: %s", (unsigned long long)n, shmmap_strerror(rc));
+	/* It grew into all but the last step of the 24M. */
+	uint32_t bs = shmmap__class_size((uint32_t)shmmap__class_of(NULL, NULL, 32 + 8 + 20000));
+	CK_MSG(n / (SEG_PAGE / bs) * SEG_PAGE > 20 * MIB, "only %llu values stored",
+	       (unsigned long long)n);
+	CK(shmmap__seg_cur_size(&sm->seg, &sm->geom) <= 24 * MIB);
+	for (int k = 0; k < 20; k++)
+		CK_EQ(put_i(sm, m, 100000 + (uint64_t)k, 20000, 10), -ENOSPC);
+	for (uint64_t i = 0; i < n; i++)
+		CK_EQ(get_i(sm, m, i, 20000, 10), 0);
+	CK_EQ(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "status", NULL), 0);
+	CK_MSG(strstr(out, "growth waits for room in /dev/shm") != NULL, "%s", out);
+	expect_check_clean();
+	shmmap_detach(sm);
+	CK_EQ(tu_coord_stop(&co), 0);
+	char *log = tu_slurp(co.log, NULL);
+	CK(log != NULL);
+	int said = 0;
+	for (const char *p = log; (p = strstr(p, "no room in /dev/shm to grow")) != NULL; p++)
+		said++;
+	CK_MSG(said == 1, "the coordinator said %d times that /dev/shm is full:\n%s", said, log);
+	CK_MSG(strstr(log, "MiB free there") != NULL, "%s", log);
+	free(log);
+}
+END_TEST
+
 static Suite *grow_suite(void)
 {
 	Suite *s = suite_create("grow");
@@ -574,6 +636,7 @@ static Suite *grow_suite(void)
 	tcase_add_test(tc, coordinator_killed_while_growing);
 	tcase_add_test(tc, client_killed_while_following_growth);
 	tcase_add_test(tc, size_beyond_the_reservation_is_refused);
+	tcase_add_test(tc, no_room_in_dev_shm_is_logged_once);
 	suite_add_tcase(s, tc);
 	return s;
 }
