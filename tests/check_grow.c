@@ -553,6 +553,27 @@ START_TEST(size_beyond_the_reservation_is_refused)
 	CK(strlen(shmmap_strerror(-SHMMAP_ESEGSIZE)) > 20);
 	shmmap__seg_unmap(&s2);
 	CK_EQ(get_i(sm, m, 1, 1000, 9), 0);
+
+	/* Through the API: this attachment's reservation shrunk to what it
+	 * has mapped; another one stores values in the grown pages. */
+	size_t reserved = sm->seg.reserved;
+	sm->seg.reserved = atomic_load(&sm->seg.len);
+	shmmap *b = tu_attach(co.sock);
+	shmmap_map bm = tu_open(b, "x");
+	for (uint64_t i = 100; i < 400; i++)
+		CK_EQ(put_i(b, bm, i, 30000, 9), 0);
+	int refused = 0;
+	for (uint64_t i = 100; i < 400; i++) {
+		int rc = get_i(sm, m, i, 30000, 9);
+		CK_MSG(rc == 0 || rc == -SHMMAP_ESEGSIZE, "get %llu: %d", (unsigned long long)i, rc);
+		refused += rc == -SHMMAP_ESEGSIZE;
+	}
+	CK_MSG(refused > 0, "no get needed the pages this attachment cannot map");
+	CK(strstr(shmmap_errdetail(), "cannot map") != NULL);
+	sm->seg.reserved = reserved;
+	for (uint64_t i = 100; i < 400; i++)
+		CK_EQ(get_i(sm, m, i, 30000, 9), 0);
+	shmmap_detach(b);
 	shmmap_detach(sm);
 	expect_check_clean();
 }
