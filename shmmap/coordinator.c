@@ -1669,7 +1669,9 @@ static void *house_main(void *arg)
 			if (atomic_load(&s->kill))
 				continue;
 			const char *why = NULL;
-			if (!s->welcomed && now - s->connected_ms > HANDSHAKE_MS)
+			/* (A session accepted after `now` was read is younger
+			 * than now: no unsigned wrap-around may call it old.) */
+			if (!s->welcomed && now > s->connected_ms + HANDSHAKE_MS)
 				why = "no HELLO in time";
 			else if (pid_gone(s->pid, s->start_time))
 				why = "process gone";
