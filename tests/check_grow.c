@@ -579,6 +579,40 @@ START_TEST(size_beyond_the_reservation_is_refused)
 }
 END_TEST
 
+/* ---- snapshots ---- */
+
+/* A snapshot of a grown segment loads into a fresh one of the initial
+ * size, which grows to hold it. */
+START_TEST(snapshot_of_a_grown_segment_loads)
+{
+	char conf[512];
+	snprintf(conf, sizeof conf, "%s\n[persistence]\nsnapshot = /tmp/shmmap-grow-snap-%d\n",
+		 conf_for("128M", "reject"), (int)getpid());
+	int rc = tu_coord_start(&co, "2M", conf);
+	CK_MSG(rc == 0, "shmmapd did not start: see %s", co.log);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "snap");
+	for (uint64_t i = 0; i < 1000; i++) /* 30 MB */
+		CK_EQ(put_i(sm, m, i, 30000, 11), 0);
+	shmmap_detach(sm);
+	char out[1024], err[1024];
+	CK_EQ(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "save", NULL), 0);
+	CK_EQ(tu_coord_stop(&co), 0);
+	CK_EQ(shm_unlink(co.shm), 0); /* start from the snapshot alone */
+	CK_MSG(tu_coord_restart(&co) == 0, "restart: see %s", co.log);
+	sm = tu_attach(co.sock);
+	m = tu_open(sm, "snap");
+	for (uint64_t i = 0; i < 1000; i++)
+		CK_EQ(get_i(sm, m, i, 30000, 11), 0);
+	CK(shmmap__seg_cur_size(&sm->seg, &sm->geom) > 30 * MIB);
+	shmmap_detach(sm);
+	expect_check_clean();
+	char path[64];
+	snprintf(path, sizeof path, "/tmp/shmmap-grow-snap-%d", (int)getpid());
+	unlink(path);
+}
+END_TEST
+
 /* ---- no room in /dev/shm ---- */
 
 /*
@@ -657,6 +691,7 @@ static Suite *grow_suite(void)
 	tcase_add_test(tc, coordinator_killed_while_growing);
 	tcase_add_test(tc, client_killed_while_following_growth);
 	tcase_add_test(tc, size_beyond_the_reservation_is_refused);
+	tcase_add_test(tc, snapshot_of_a_grown_segment_loads);
 	tcase_add_test(tc, no_room_in_dev_shm_is_logged_once);
 	suite_add_tcase(s, tc);
 	return s;
