@@ -94,14 +94,14 @@ struct seg_header {
 	uint64_t magic;            /*   0 */
 	uint32_t layout_version;   /*   8 */
 	uint32_t header_size;      /*  12 */
-	uint64_t size;             /*  16: total bytes */
+	uint64_t size;             /*  16: the initial size (it grows: npages_live) */
 	uint64_t base;             /*  24: agreed mapping address */
 	uint64_t hash_seed;        /*  32 */
 	uint64_t created_ns;       /*  40: CLOCK_REALTIME */
 	_Atomic uint32_t state;    /*  48: SEG_CLEAN / SEG_DIRTY */
 	uint32_t max_clients;      /*  52 */
 	uint32_t max_maps;         /*  56 */
-	uint32_t npages;           /*  60 */
+	uint32_t npages;           /*  60: page descriptors: the most pages (max_size) */
 	uint64_t slots_off;        /*  64 */
 	uint64_t dir_off;          /*  72 */
 	uint64_t ctr_off;          /*  80 */
@@ -281,7 +281,7 @@ struct seg {
 	int fd;
 	bool rdonly;
 	bool at_agreed_base;
-	struct seg_geom *geom;/* set by validate/create: its npages follows len */
+	struct seg_geom *geom;/* set by create, open_existing, attach: its npages follows len */
 	/* Called by the allocator when the heap has no room, before it gives
 	 * up: ask the coordinator to grow the segment by at least `need`
 	 * contiguous pages (seen: the live pages this process saw).  Returns 0
