@@ -117,6 +117,7 @@ typedef struct {
 #define SHMMAP_EVERSION (SHMMAP_ERRNO_BASE + 2) /**< protocol/layout version mismatch */
 #define SHMMAP_ECORRUPT (SHMMAP_ERRNO_BASE + 3) /**< a structure in the segment is corrupt */
 #define SHMMAP_EDETACHED (SHMMAP_ERRNO_BASE + 4) /**< this attachment is no longer valid */
+#define SHMMAP_ESEGSIZE (SHMMAP_ERRNO_BASE + 5) /**< the segment grew to a size this process cannot map */
 
 /*
  * The system-wide socket path.  When neither the argument nor

@@ -26,6 +26,14 @@
  * (shmmap__lock_nosteal); the coordinator rebuilds the allocator from what
  * is in use (sweep.c).  CRASH_POINT() marks the stores for the crash tests.
  *
+ * Growth (segment.c): only pages below this process's view g->npages are
+ * handed out or followed; an index past it is looked at only after
+ * shmmap__seg_sync (page_in).  When the heap has no room, the allocator
+ * first follows a growth that happened meanwhile, then asks the
+ * coordinator for more (s->grow, with no allocator lock held), and tries
+ * again, a few times: a put never fails or evicts for lack of memory while
+ * the segment can still grow.
+ *
  * Lock order: stripe lock -> class lock -> pool lock.
  * Invariants (checked by check.c):
  *   - a SLAB page's used == carved - (length of its free list);
@@ -101,10 +109,44 @@ void shmmap__alloc_format(const struct seg *s, const struct seg_geom *g)
 		memset(c, 0, sizeof *c);
 		c->size = shmmap__class_size(i);
 	}
-	for (uint32_t i = 0; i < g->npages; i++)
+	for (uint32_t i = 0; i < g->npages_max; i++)
 		memset(seg_page(s, g, i), 0, sizeof(struct seg_page));
 	h->pool_rover = 0;
 	h->pool_free = g->npages;
+}
+
+/* ---- growth ----
+ * Page indices come from shared memory: one at or past this process's
+ * view (g->npages) is either corrupt or in pages the segment grew by since
+ * this process last looked.  page_in() tells them apart by following the
+ * growth first (shmmap__seg_sync); so no list or run that another process
+ * built in new pages is ever mistaken for a corrupt one. */
+static bool page_in(const struct seg *s, const struct seg_geom *g, uint64_t i)
+{
+	if (i < atomic_load_explicit(&g->npages, memory_order_acquire))
+		return true;
+	if (i >= g->npages_max || shmmap__seg_sync(s) < 0)
+		return false;
+	return i < atomic_load_explicit(&g->npages, memory_order_acquire);
+}
+
+/* Before the allocator says -ENOSPC: has the segment grown since this
+ * process looked, or can it grow (the coordinator, through s->grow)?  True
+ * if there may be room now (try again).  No lock is held here. */
+#define GROW_TRIES 4
+static bool grow_for(const struct seg *s, const struct seg_geom *g, uint64_t need)
+{
+	uint32_t seen = atomic_load_explicit(&g->npages, memory_order_acquire);
+	uint32_t live = shmmap__seg_live(s, g);
+	if (live > seen)
+		return shmmap__seg_sync(s) == 0;
+	if (!s->grow || live >= g->npages_max || need > g->npages_max ||
+	    atomic_load_explicit(&seg_hdr(s)->grow_state, memory_order_relaxed) != SEG_GROW_OK)
+		return false;
+	if (s->grow(s, seen, (uint32_t)need) < 0)
+		return false;
+	return shmmap__seg_sync(s) == 0 &&
+	       atomic_load_explicit(&g->npages, memory_order_acquire) > seen;
 }
 
 /* ---- page pool ---- */
@@ -115,12 +157,17 @@ static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, uint32_
 	struct seg_header *h = seg_hdr(s);
 	if (h->pool_free < n)
 		return 0;
+	/* The pages this process knows of (a later growth is found by the
+	 * caller's retry, after shmmap__seg_sync). */
+	const uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
+	if (n > np)
+		return 0;
 	/* First fit from the rover, wrapping once; a run may not wrap around
 	 * the end of the heap, so the run length restarts at 0.  n - 1 extra
 	 * steps find a run that straddles the rover. */
-	uint32_t start = h->pool_rover < g->npages ? h->pool_rover : 0, len = 0, found = 0;
-	for (uint64_t k = 0; k < (uint64_t)g->npages + n - 1; k++) {
-		uint32_t i = (uint32_t)((start + k) % g->npages);
+	uint32_t start = h->pool_rover < np ? h->pool_rover : 0, len = 0, found = 0;
+	for (uint64_t k = 0; k < (uint64_t)np + n - 1; k++) {
+		uint32_t i = (uint32_t)((start + k) % np);
 		if (i == 0)
 			len = 0;
 		if (seg_page(s, g, i)->kind != PAGE_FREE) {
@@ -148,7 +195,7 @@ static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, uint32_
 	p->kind = PAGE_RUN;
 	CRASH_POINT();
 	h->pool_free -= n;
-	h->pool_rover = first + n < g->npages ? first + n : 0;
+	h->pool_rover = first + n < np ? first + n : 0;
 	CRASH_POINT();
 	return found;
 }
@@ -161,7 +208,7 @@ static void pool_give(const struct seg *s, const struct seg_geom *g, uint32_t fi
 	uint32_t n = 1;
 	if (p->kind == PAGE_RUN) {
 		n = p->run;
-		if (n == 0 || n > g->npages - first)
+		if (n == 0 || !page_in(s, g, (uint64_t)first + n - 1))
 			n = 1; /* corrupt run length: free what surely is ours */
 	}
 	for (uint32_t i = 0; i < n; i++) {
@@ -174,12 +221,10 @@ static void pool_give(const struct seg *s, const struct seg_geom *g, uint32_t fi
 	CRASH_POINT();
 }
 
-int shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-			uint32_t n, uint32_t *first)
+static int alloc_pages_once(const struct seg *s, const struct seg_geom *g,
+			    const struct lock_ctx *c, uint32_t n, uint32_t *first)
 {
 	struct seg_header *h = seg_hdr(s);
-	if (n == 0 || n > g->npages)
-		return -ENOSPC;
 	int rc = shmmap__lock_nosteal(&h->pool_lock, c);
 	if (rc < 0)
 		return rc;
@@ -192,11 +237,24 @@ int shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g, const str
 	return 0;
 }
 
+int shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			uint32_t n, uint32_t *first)
+{
+	if (n == 0 || n > g->npages_max)
+		return -ENOSPC;
+	int rc;
+	for (int k = 0; (rc = alloc_pages_once(s, g, c, n, first)) == -ENOSPC && k < GROW_TRIES &&
+			grow_for(s, g, n);
+	     k++)
+		;
+	return rc;
+}
+
 int shmmap__free_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		       uint32_t first, _Atomic uint64_t *rec)
 {
 	struct seg_header *h = seg_hdr(s);
-	if (first >= g->npages)
+	if (!page_in(s, g, first))
 		return 0;
 	int rc = shmmap__lock_nosteal(&h->pool_lock, c);
 	if (rc < 0)
@@ -226,7 +284,7 @@ static void partial_push(const struct seg *s, const struct seg_geom *g, struct s
 	struct seg_page *p = seg_page(s, g, pi);
 	p->prev = 0;
 	p->next = c->partial;
-	if (c->partial && c->partial <= g->npages)
+	if (c->partial && page_in(s, g, c->partial - 1))
 		seg_page(s, g, c->partial - 1)->prev = pi + 1;
 	c->partial = pi + 1;
 	CRASH_POINT();
@@ -236,25 +294,40 @@ static void partial_remove(const struct seg *s, const struct seg_geom *g, struct
 			   uint32_t pi)
 {
 	struct seg_page *p = seg_page(s, g, pi);
-	if (p->prev && p->prev <= g->npages)
+	if (p->prev && page_in(s, g, p->prev - 1))
 		seg_page(s, g, p->prev - 1)->next = p->next;
 	else
 		c->partial = p->next;
-	if (p->next && p->next <= g->npages)
+	if (p->next && page_in(s, g, p->next - 1))
 		seg_page(s, g, p->next - 1)->prev = p->prev;
 	p->prev = p->next = 0;
 	CRASH_POINT();
 }
 
+static int alloc_once(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		      size_t n, _Atomic uint64_t *rec);
+
 int shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		  size_t n, _Atomic uint64_t *rec)
+{
+	uint64_t pages = n > SEG_PAGE / 2 ? (n + SEG_PAGE - 1) / SEG_PAGE : 1;
+	int rc;
+	for (int k = 0; (rc = alloc_once(s, g, c, n, rec)) == -ENOSPC && k < GROW_TRIES &&
+			grow_for(s, g, pages);
+	     k++)
+		;
+	return rc;
+}
+
+static int alloc_once(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		      size_t n, _Atomic uint64_t *rec)
 {
 	int ci = shmmap__class_of(s, g, n);
 	if (ci < 0) {
 		/* A large block: a run of pages, recorded under the pool lock. */
 		uint64_t pages = (n + SEG_PAGE - 1) / SEG_PAGE;
 		struct seg_header *h = seg_hdr(s);
-		if (pages > g->npages)
+		if (pages > g->npages_max)
 			return -ENOSPC;
 		int rc = shmmap__lock_nosteal(&h->pool_lock, c);
 		if (rc < 0)
@@ -276,7 +349,7 @@ int shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lo
 	CRASH_POINT();
 	rc = -ENOSPC;
 	uint32_t pi1 = sc->partial;
-	if (pi1 == 0 || pi1 > g->npages) {
+	if (pi1 == 0 || !page_in(s, g, pi1 - 1)) {
 		/* No page with room (or a corrupt list head): carve a new page.
 		 * Nested pool lock (class -> pool is the order). */
 		struct seg_header *h = seg_hdr(s);
@@ -347,7 +420,7 @@ static int forget(_Atomic uint64_t *rec, uint64_t off)
 int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		 uint64_t off, _Atomic uint64_t *rec)
 {
-	if (off < g->heap_off || off >= g->heap_off + (uint64_t)g->npages * SEG_PAGE)
+	if (off < g->heap_off || !page_in(s, g, (off - g->heap_off) / SEG_PAGE))
 		return forget(rec, off);
 	uint32_t pi = (uint32_t)((off - g->heap_off) / SEG_PAGE);
 	uint64_t poff = seg_page_off(g, pi);
@@ -408,13 +481,14 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 
 size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_t off)
 {
-	if (off < g->heap_off || off >= g->heap_off + (uint64_t)g->npages * SEG_PAGE)
+	if (off < g->heap_off || !page_in(s, g, (off - g->heap_off) / SEG_PAGE))
 		return 0;
 	uint32_t pi = (uint32_t)((off - g->heap_off) / SEG_PAGE);
 	const struct seg_page *p = seg_page(s, g, pi);
 	uint64_t poff = seg_page_off(g, pi);
 	if (p->kind == PAGE_RUN)
-		return off == poff && p->run <= g->npages - pi ? (size_t)p->run * SEG_PAGE : 0;
+		return off == poff && p->run && page_in(s, g, (uint64_t)pi + p->run - 1)
+			       ? (size_t)p->run * SEG_PAGE : 0;
 	if (p->kind == PAGE_SLAB && p->cls < classes() && (off - poff) % class_size[p->cls] == 0 &&
 	    (off - poff) / class_size[p->cls] < blocks_per_page(p->cls))
 		return class_size[p->cls];

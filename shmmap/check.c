@@ -77,6 +77,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 #include "internal.h"
@@ -187,16 +188,18 @@ static bool check_header(struct ck *c)
 	const struct seg_geom *g = c->g;
 	struct seg_geom want;
 	struct seg_params p = {
-		.size = s->len, .max_clients = g->max_clients, .max_maps = g->max_maps,
+		.size = g->max_size, .max_size = g->max_size, .max_clients = g->max_clients,
+		.max_maps = g->max_maps,
 	};
-	if (s->len < sizeof(struct seg_header) || shmmap__seg_layout(&p, &want) < 0 ||
+	size_t len = atomic_load(&s->len);
+	if (len < sizeof(struct seg_header) || shmmap__seg_layout(&p, &want) < 0 ||
 	    want.slots_off != g->slots_off || want.dir_off != g->dir_off ||
 	    want.ctr_off != g->ctr_off || want.classes_off != g->classes_off ||
 	    want.pages_off != g->pages_off || want.heap_off != g->heap_off ||
-	    want.npages != g->npages || want.nclasses != g->nclasses ||
-	    g->nclasses > SEG_NCLASSES ||
-	    g->heap_off + (uint64_t)g->npages * SEG_PAGE > s->len) {
-		problem(c, "geometry does not match the mapped length %zu: nothing walked", s->len);
+	    want.npages_max != g->npages_max || g->npages > g->npages_max ||
+	    want.nclasses != g->nclasses || g->nclasses > SEG_NCLASSES ||
+	    g->heap_off + (uint64_t)g->npages * SEG_PAGE > len) {
+		problem(c, "geometry does not match the mapped length %zu: nothing walked", len);
 		return false;
 	}
 	const struct seg_header *h = seg_hdr(s);
@@ -209,15 +212,25 @@ static bool check_header(struct ck *c)
 			SEG_LAYOUT_VERSION);
 	if (LOAD(h->header_size) != sizeof *h)
 		problem(c, "header: header_size %u, not %zu", LOAD(h->header_size), sizeof *h);
-	if (LOAD(h->size) != s->len)
-		problem(c, "header: size %llu, but %zu bytes are mapped",
-			(unsigned long long)LOAD(h->size), s->len);
+	if (LOAD(h->max_size) != g->max_size || LOAD(h->size) > g->max_size)
+		problem(c, "header: max_size %llu (initial size %llu), but %llu at attach",
+			(unsigned long long)LOAD(h->max_size), (unsigned long long)LOAD(h->size),
+			(unsigned long long)g->max_size);
+	uint32_t live = atomic_load(&((struct seg_header *)h)->npages_live);
+	if (live < g->npages || live > g->npages_max)
+		problem(c, "header: %u live pages, but %u are mapped here and the layout has %u",
+			live, (uint32_t)g->npages, g->npages_max);
+	struct stat fst;
+	if (s->fd >= 0 && fstat(s->fd, &fst) == 0 &&
+	    (uint64_t)fst.st_size < g->heap_off + (uint64_t)live * SEG_PAGE)
+		problem(c, "the object is %lld bytes, shorter than its %u live pages",
+			(long long)fst.st_size, live);
 	if (LOAD(h->max_clients) != g->max_clients || LOAD(h->max_maps) != g->max_maps ||
-	    LOAD(h->npages) != g->npages || LOAD(h->nclasses) != g->nclasses)
+	    LOAD(h->npages) != g->npages_max || LOAD(h->nclasses) != g->nclasses)
 		problem(c, "header: limits changed since attach (clients %u/%u, maps %u/%u, "
 			   "pages %u/%u, classes %u/%u)",
 			LOAD(h->max_clients), g->max_clients, LOAD(h->max_maps), g->max_maps,
-			LOAD(h->npages), g->npages, LOAD(h->nclasses), g->nclasses);
+			LOAD(h->npages), g->npages_max, LOAD(h->nclasses), g->nclasses);
 	if (LOAD(h->slots_off) != g->slots_off || LOAD(h->dir_off) != g->dir_off ||
 	    LOAD(h->ctr_off) != g->ctr_off || LOAD(h->classes_off) != g->classes_off ||
 	    LOAD(h->pages_off) != g->pages_off || LOAD(h->heap_off) != g->heap_off)
@@ -1000,9 +1013,14 @@ static void find_leaks(struct ck *c)
 	}
 }
 
-int shmmap__check(const struct seg *s, const struct seg_geom *g, struct check_report *r)
+int shmmap__check(const struct seg *s, const struct seg_geom *gv, struct check_report *r)
 {
 	r->entries = r->bytes = r->blocks_used = r->leaked = r->maps = r->errors = 0;
+	/* Follow the segment's growth, then walk a fixed view of it (a growth
+	 * during the walk is not looked at). */
+	shmmap__seg_sync(s);
+	struct seg_geom gl = *gv;
+	const struct seg_geom *g = &gl;
 	struct ck c = {.s = s, .g = g, .r = r};
 	if (!check_header(&c))
 		return -SHMMAP_ECORRUPT;

@@ -40,6 +40,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -62,6 +63,7 @@ struct client_ext {
 	_Atomic uint32_t rec_parked;/* bit k: record k holds a block whose free failed */
 	uint32_t seq;
 	uint32_t hello_flags;       /* HELLO_F_* this attachment asked for */
+	_Atomic uint64_t grow_quiet_ms; /* no MSG_GROW before this (CLOCK_MONOTONIC ms) */
 	shmmap *reg_prev, *reg_next;/* the registry of attachments (reg_mu) */
 };
 
@@ -120,7 +122,7 @@ static int resume(shmmap *sm)
 	if (rc == 0 && m.type == MSG_ERROR)
 		rc = m.u.error.err;
 	else if (rc == 0 && (m.type != MSG_WELCOME || m.u.welcome.slot != sm->slot ||
-			     m.u.welcome.size != sm->seg.len))
+			     m.u.welcome.size != sm->geom.max_size))
 		rc = -ESTALE;
 	if (fd >= 0)
 		close(fd); /* the same segment, mapped already */
@@ -380,7 +382,7 @@ static int reattach_locked(shmmap *sm)
 	}
 	struct stat a, b;
 	bool same = fstat(fd, &a) == 0 && fstat(sm->seg.fd, &b) == 0 && a.st_dev == b.st_dev &&
-		    a.st_ino == b.st_ino && w.u.welcome.size == sm->seg.len &&
+		    a.st_ino == b.st_ino && w.u.welcome.size == sm->geom.max_size &&
 		    w.u.welcome.slot < sm->geom.max_clients;
 	close(fd);
 	if (!same) {
@@ -421,6 +423,59 @@ static inline int fork_check(shmmap *sm)
 }
 
 static int attach(const char *socket_path, uint32_t admin, shmmap **out);
+
+/*
+ * The allocator found no room (struct seg's grow): ask the coordinator to
+ * grow the segment (MSG_GROW), unless this attachment is read-only.  seen
+ * lets the coordinator answer at once when another process's request grew
+ * it already.  No segment lock is held here.
+ */
+#define GROW_QUIET_MS 1000u
+#define GROW_SLOW_MS 500u
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int ask_grow(const struct seg *s, uint32_t seen, uint32_t need)
+{
+	shmmap *sm = (shmmap *)((char *)s - offsetof(struct shmmap, seg));
+	if (sm->seg.rdonly)
+		return -EPERM;
+	/* After a coordinator that was slow to fail (stopped: the request
+	 * timed out), the evicting retries of a put (and the puts after it)
+	 * do not ask again for a while: the data path never waits on the
+	 * socket over and over.  A quick refusal is asked again next time. */
+	if (mono_ms() < atomic_load_explicit(&ext(sm)->grow_quiet_ms, memory_order_relaxed))
+		return -ENOSPC;
+	struct proto_msg req = {.type = MSG_GROW}, rep;
+	req.u.grow.seen = seen;
+	req.u.grow.need = need;
+	uint64_t t0 = mono_ms();
+	int rc = shmmap__request(sm, &req, &rep);
+	if (rc == 0 && rep.type != MSG_OK)
+		rc = -EPROTO;
+	if (rc < 0 && mono_ms() - t0 >= GROW_SLOW_MS)
+		atomic_store_explicit(&ext(sm)->grow_quiet_ms, mono_ms() + GROW_QUIET_MS,
+				      memory_order_relaxed);
+	return rc;
+}
+
+/* A data call's result: a failure that comes from a growth this process
+ * cannot follow (the header names a size it cannot map) says so. */
+static int op_result(shmmap *sm, int rc)
+{
+	if (rc < 0 && rc != -EINVAL && shmmap__seg_sync(&sm->seg) < 0) {
+		set_detail("the segment grew to %llu pages, which this process cannot map (its "
+			   "reservation is %zu bytes at %p): nothing was changed",
+			   (unsigned long long)atomic_load(&seg_hdr(&sm->seg)->npages_live),
+			   sm->seg.reserved, (void *)sm->seg.base);
+		return -SHMMAP_ESEGSIZE;
+	}
+	return rc;
+}
 
 SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)
 {
@@ -490,6 +545,8 @@ static int attach(const char *socket_path, uint32_t admin, shmmap **out)
 		rc = -EPROTO;
 		goto fail_map;
 	}
+	sm->seg.geom = &sm->geom; /* follows the segment's growth from now on */
+	sm->seg.grow = ask_grow;
 	sm->slot = m.u.welcome.slot;
 	sm->slot_gen = m.u.welcome.slot_gen;
 	x->views = calloc(sm->geom.max_maps, sizeof *x->views);
@@ -770,7 +827,7 @@ SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t k
 		return rc;
 	rc = shmmap__tbl_put(&o, v, key, klen, val, vlen, ttl_s, flags);
 	op_end(sm, &o);
-	return rc;
+	return op_result(sm, rc);
 }
 
 SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t klen,
@@ -781,7 +838,7 @@ SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t k
 		return -EINVAL;
 	struct op_ctx o;
 	int rc = op_begin(sm, m, &v, &o, false);
-	return rc < 0 ? rc : shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen);
+	return rc < 0 ? rc : op_result(sm, shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen));
 }
 
 SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen)
@@ -795,7 +852,7 @@ SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t k
 		return rc;
 	rc = shmmap__tbl_del(&o, v, key, klen);
 	op_end(sm, &o);
-	return rc;
+	return op_result(sm, rc);
 }
 
 SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t klen,
@@ -810,7 +867,7 @@ SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t 
 		return rc;
 	rc = shmmap__tbl_incr(&o, v, key, klen, delta, out);
 	op_end(sm, &o);
-	return rc;
+	return op_result(sm, rc);
 }
 
 SHMMAP_EXPORT int shmmap_cas(shmmap *sm, shmmap_map m, const void *key, size_t klen,
@@ -826,7 +883,7 @@ SHMMAP_EXPORT int shmmap_cas(shmmap *sm, shmmap_map m, const void *key, size_t k
 		return rc;
 	rc = shmmap__tbl_cas(&o, v, key, klen, expected, elen, val, vlen, ttl_s);
 	op_end(sm, &o);
-	return rc;
+	return op_result(sm, rc);
 }
 
 /* FLUSH or DROP of a map, by name, through the coordinator. */
@@ -883,7 +940,7 @@ SHMMAP_EXPORT int shmmap_foreach(shmmap *sm, shmmap_map m, shmmap_each_fn fn, vo
 		return -EINVAL;
 	struct op_ctx o;
 	int rc = op_begin(sm, m, &v, &o, false);
-	return rc < 0 ? rc : shmmap__tbl_foreach(&o, v, fn, arg);
+	return rc < 0 ? rc : op_result(sm, shmmap__tbl_foreach(&o, v, fn, arg));
 }
 
 SHMMAP_EXPORT int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *out)

@@ -93,6 +93,7 @@ enum conf_kind {
 enum conf_key_id {
 	K_SEG_NAME,
 	K_SEG_SIZE,
+	K_SEG_MAX_SIZE,
 	K_SEG_BASE,
 	K_SEG_MODE,
 	K_SEG_MAX_CLIENTS,
@@ -132,6 +133,7 @@ struct conf_key {
 static const struct conf_key conf_keys[K_COUNT] = {
 	[K_SEG_NAME] = { KEY("segment", "name"), KIND_NAME, 0, 0, false },
 	[K_SEG_SIZE] = { KEY("segment", "size"), KIND_SIZE, MIB, TIB, false },
+	[K_SEG_MAX_SIZE] = { KEY("segment", "max_size"), KIND_SIZE, MIB, TIB, false },
 	[K_SEG_BASE] = { KEY("segment", "base"), KIND_ADDR, 0, 0, false },
 	[K_SEG_MODE] = { KEY("segment", "mode"), KIND_MODE, 0, 0777, false },
 	[K_SEG_MAX_CLIENTS] = { KEY("segment", "max_clients"), KIND_UINT, 1, SEG_MAX_CLIENTS_LIMIT, false },
@@ -374,6 +376,7 @@ static void store_num(struct shmmap_conf *c, enum conf_key_id id, uint64_t v)
 {
 	switch (id) {
 	case K_SEG_SIZE: c->segment.size = v; break;
+	case K_SEG_MAX_SIZE: c->segment.max_size = v; break;
 	case K_SEG_BASE: c->segment.base = v; break;
 	case K_SEG_MODE: c->segment.mode = (unsigned)v; break;
 	case K_SEG_MAX_CLIENTS: c->segment.max_clients = (uint32_t)v; break;
@@ -824,6 +827,17 @@ static void conf_check(struct conf_ctx *x)
 			conf_fail(x, -EINVAL, x->set_on[K_MAP_BUCKETS], "map", "buckets",
 				  "%" PRIu32 " is more than map.max_buckets (%" PRIu32 ")", c->map.buckets, c->map.max_buckets);
 	}
+	if (x->set_on[K_SEG_MAX_SIZE]) {
+		if (c->segment.max_size < c->segment.size)
+			conf_fail(x, -EINVAL, x->set_on[K_SEG_MAX_SIZE], "segment", "max_size",
+				  "%s is less than segment.size (%s)", fmt_size(a, sizeof(a), c->segment.max_size),
+				  fmt_size(b, sizeof(b), c->segment.size));
+		else if (c->segment.max_size % SEG_PAGE)
+			conf_fail(x, -EINVAL, x->set_on[K_SEG_MAX_SIZE], "segment", "max_size",
+				  "%s is not a multiple of 64K", fmt_size(a, sizeof(a), c->segment.max_size));
+	} else {
+		x->conf.segment.max_size = c->segment.size; /* default: no growth */
+	}
 	if (c->segment.size > CONF_USER_END || c->segment.base > CONF_USER_END - c->segment.size) {
 		if (x->set_on[K_SEG_BASE] >= x->set_on[K_SEG_SIZE])
 			conf_fail(x, -EINVAL, x->set_on[K_SEG_BASE], "segment", "base",
@@ -834,6 +848,15 @@ static void conf_check(struct conf_ctx *x)
 				  "%s at segment.base (0x%" PRIx64 ") ends outside user space (must end at or below 0x%" PRIx64 ")",
 				  fmt_size(b, sizeof(b), c->segment.size), c->segment.base, CONF_USER_END);
 	}
+	else if (x->set_on[K_SEG_MAX_SIZE] && c->segment.max_size >= c->segment.size &&
+		 (c->segment.max_size > CONF_USER_END ||
+		  c->segment.base > CONF_USER_END - c->segment.max_size)) {
+		bool base_last = x->set_on[K_SEG_BASE] > x->set_on[K_SEG_MAX_SIZE];
+		conf_fail(x, -EINVAL, base_last ? x->set_on[K_SEG_BASE] : x->set_on[K_SEG_MAX_SIZE],
+			  "segment", base_last ? "base" : "max_size",
+			  "0x%" PRIx64 " + segment.max_size (%s) ends outside user space (must end at or below 0x%" PRIx64 ")",
+			  c->segment.base, fmt_size(a, sizeof(a), c->segment.max_size), CONF_USER_END);
+	}
 }
 
 /* ---- public (internal) entry points ------------------------------------ */
@@ -843,6 +866,7 @@ void shmmap__conf_defaults(struct shmmap_conf *c)
 	memset(c, 0, sizeof(*c));
 	shmmap__default_segment(c->segment.name, sizeof(c->segment.name));
 	c->segment.size = 64 * MIB;
+	c->segment.max_size = 64 * MIB; /* conf_check: size, unless set */
 	c->segment.base = UINT64_C(0x200000000000);
 	c->segment.mode = 0600;
 	c->segment.max_clients = 128;
@@ -880,6 +904,7 @@ static bool key_equal(const struct shmmap_conf *a, const struct shmmap_conf *b,
 	switch (id) {
 	case K_SEG_NAME: return strcmp(a->segment.name, b->segment.name) == 0;
 	case K_SEG_SIZE: return a->segment.size == b->segment.size;
+	case K_SEG_MAX_SIZE: return a->segment.max_size == b->segment.max_size;
 	case K_SEG_BASE: return a->segment.base == b->segment.base;
 	case K_SEG_MODE: return a->segment.mode == b->segment.mode;
 	case K_SEG_MAX_CLIENTS: return a->segment.max_clients == b->segment.max_clients;

@@ -41,7 +41,8 @@ struct conf_map_sect {
 struct shmmap_conf {
 	struct {
 		char name[256];       /* POSIX shm name, "/shmmap": starts with '/', no other '/' */
-		uint64_t size;        /* bytes, >= 1 MiB */
+		uint64_t size;        /* bytes, >= 1 MiB: the initial size */
+		uint64_t max_size;    /* bytes, >= size: the most it may grow to (0 in a file: size) */
 		uint64_t base;        /* agreed mapping address, page-aligned, user space */
 		unsigned mode;        /* octal file mode, default 0600 */
 		uint32_t max_clients; /* 1..4096, default 128 */

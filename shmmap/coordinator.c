@@ -47,6 +47,18 @@
  * immutable struct behind an RCU pointer (struct access_lists), replaced
  * whole; everything else in c->conf is fixed at start.
  *
+ * Growth (segment.c has the mechanism): the coordinator alone grows the
+ * segment, one step at a time (grow_mu): from the housekeeping thread when
+ * the pool's free pages fall under 1/GROW_FILL_DIV of the live pages, and
+ * at once for a client whose allocator found no room (MSG_GROW; the
+ * coordinator's own allocations call coord_grow directly), or for
+ * `shmmapctl grow`.  A step is max(GROW_MIN_BYTES, a quarter of the live
+ * size, what the asker needs), capped at max_size.  A step /dev/shm has no
+ * room for is tried again smaller; if that fails too it is logged once
+ * (with the numbers), grow_state tells clients not to ask, the maps'
+ * policy applies, and the housekeeping thread tries again every
+ * GROW_RETRY_MS while the file system has room for a page.
+ *
  * Snapshots (snapshot.c; see "snapshots" below): loaded at start into a
  * segment created fresh, before the socket listens; saved by the
  * housekeeping thread (every [persistence] interval, and on MSG_SAVE, whose
@@ -96,6 +108,9 @@
  * that the holder may be stopped, and the work is deferred, never waited
  * for (c->lk.wait_ms). */
 #define COORD_LOCK_WAIT_MS 20u
+#define GROW_MIN_BYTES (16u * 1024u * 1024u) /* the smallest growth step */
+#define GROW_FILL_DIV 8u     /* grow when fewer than live/8 pages are free */
+#define GROW_RETRY_MS 1000u  /* after no room in /dev/shm: try again this often */
 
 struct session {
 	int fd;
@@ -158,6 +173,10 @@ struct coord {
 	struct session *save_client; /* awaits the reply to MSG_SAVE, or NULL */
 	uint32_t save_seq;
 	uint64_t save_next_ms;      /* housekeeping: the next interval save (mono_ms) */
+	/* Growth (see "growth" below): one step at a time (grow_mu); the
+	 * fields below are under it. */
+	pthread_mutex_t grow_mu;
+	_Atomic uint64_t noroom_ms; /* when a step last found no room in /dev/shm (mono_ms) */
 };
 
 static uint64_t mono_ms(void)
@@ -531,6 +550,163 @@ static void adopt_repair(struct coord *c)
 	if (took || half)
 		log_notice("took over %u lock(s) and %u half-done map change(s) of the previous "
 		      "coordinator", took, half);
+}
+
+/* ---- growth ---- */
+
+static double mib(uint64_t b)
+{
+	return (double)b / (1024.0 * 1024.0);
+}
+
+/* Bytes the object has committed (its blocks in /dev/shm). */
+static uint64_t committed_bytes(struct coord *c)
+{
+	struct stat st;
+	return fstat(c->seg.fd, &st) == 0 ? (uint64_t)st.st_blocks * 512u : 0;
+}
+
+static uint64_t fs_free_bytes(struct coord *c)
+{
+	struct statvfs vs;
+	return fstatvfs(c->seg.fd, &vs) == 0 ? (uint64_t)vs.f_bavail * vs.f_frsize : 0;
+}
+
+#ifdef SHMMAP_CRASHPOINTS
+/* Test build only: $SHMMAP_CRASH_GROW=k kills this coordinator (SIGKILL) at
+ * the k-th store of its first growth step (check_crash). */
+static void crash_arm_grow(void)
+{
+	static bool armed;
+	const char *e = getenv("SHMMAP_CRASH_GROW");
+	if (!armed && e && *e) {
+		armed = true;
+		shmmap__crash_arm(strtoul(e, NULL, 10), SIGKILL);
+	}
+}
+#define crash_disarm() shmmap__crash_arm(0, 0)
+#else
+#define crash_arm_grow() ((void)0)
+#define crash_disarm() ((void)0)
+#endif
+
+/* Under grow_mu: grow from live to want pages (a smaller fallback of at
+ * least `need` if /dev/shm has no room for all), and log what happened. */
+static int grow_locked(struct coord *c, uint32_t live, uint32_t want, uint32_t need,
+		       char *why, size_t whylen)
+{
+	struct seg_header *h = seg_hdr(&c->seg);
+	uint32_t small = live + (need > 16u ? need : 16u);
+	if (small > want)
+		small = want;
+	crash_arm_grow();
+	int rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want);
+	crash_disarm();
+	if (rc == -ENOSPC && small < want)
+		rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want = small);
+	uint64_t from = c->g.heap_off + (uint64_t)live * SEG_PAGE;
+	uint64_t to = c->g.heap_off + (uint64_t)want * SEG_PAGE;
+	if (rc == 0) {
+		if (atomic_exchange(&h->grow_state, SEG_GROW_OK) != SEG_GROW_OK)
+			log_notice("segment %s: /dev/shm has room again: growth resumes",
+				   c->conf.segment.name);
+		log_info("segment %s grew from %.1f MiB to %.1f MiB (max %.1f MiB, %.1f MiB committed)",
+			 c->conf.segment.name, mib(from), mib(to), mib(c->g.max_size),
+			 mib(committed_bytes(c)));
+		return 0;
+	}
+	if (rc == -ENOSPC) {
+		c->noroom_ms = mono_ms();
+		if (atomic_exchange(&h->grow_state, SEG_GROW_NOROOM) == SEG_GROW_OK)
+			log_warning("segment %s: no room in /dev/shm to grow from %.1f MiB to %.1f MiB "
+				    "(%.1f MiB free there, max_size %.1f MiB): the maps' policy "
+				    "(evict/reject) applies until there is room",
+				    c->conf.segment.name, mib(from), mib(to), mib(fs_free_bytes(c)),
+				    mib(c->g.max_size));
+		if (why)
+			snprintf(why, whylen, "no room in /dev/shm to grow the segment from %.1f MiB "
+				 "to %.1f MiB (%.1f MiB free there)", mib(from), mib(to),
+				 mib(fs_free_bytes(c)));
+	} else if (why) {
+		snprintf(why, whylen, "growing the segment from %.1f MiB to %.1f MiB failed: %s",
+			 mib(from), mib(to), shmmap_strerror(rc));
+	}
+	return rc;
+}
+
+/*
+ * Grow the segment (any thread).  target: to at least target bytes
+ * (shmmapctl grow); else by one step of at least need pages, unless it
+ * grew past `seen` live pages meanwhile (another asker was first).
+ * Returns 0, -ENOSPC (at max_size, or no room), -EINVAL (target beyond
+ * max_size), -EBUSY/-EAGAIN (the pool lock; try again); why says it.
+ */
+static int coord_grow(struct coord *c, uint32_t seen, uint32_t need, uint64_t target, char *why,
+		      size_t whylen)
+{
+	int rc = 0;
+	pthread_mutex_lock(&c->grow_mu);
+	uint32_t live = shmmap__seg_live(&c->seg, &c->g), max = c->g.npages_max, want;
+	if (target) {
+		if (target > c->g.max_size) {
+			rc = -EINVAL;
+			if (why)
+				snprintf(why, whylen, "%.1f MiB is beyond [segment] max_size (%.1f MiB)",
+					 mib(target), mib(c->g.max_size));
+			goto out;
+		}
+		uint64_t pages = target > c->g.heap_off
+					 ? (target - c->g.heap_off + SEG_PAGE - 1) / SEG_PAGE : 0;
+		want = pages < max ? (uint32_t)pages : max;
+		if (want > live)
+			rc = grow_locked(c, live, want, want - live, why, whylen);
+		goto out;
+	}
+	if (seen && live > seen)
+		goto out; /* grown meanwhile */
+	if (live >= max) {
+		rc = -ENOSPC;
+		if (why)
+			snprintf(why, whylen, "the segment is at its max_size (%.1f MiB)",
+				 mib(c->g.max_size));
+		goto out;
+	}
+	uint64_t step = live / 4;
+	if (step < GROW_MIN_BYTES / SEG_PAGE)
+		step = GROW_MIN_BYTES / SEG_PAGE;
+	if (step < need)
+		step = need;
+	want = step < max - live ? live + (uint32_t)step : max;
+	rc = grow_locked(c, live, want, need, why, whylen);
+out:
+	pthread_mutex_unlock(&c->grow_mu);
+	return rc;
+}
+
+/* The coordinator's own allocator asks here (struct seg's grow). */
+static int coord_grow_hook(const struct seg *s, uint32_t seen, uint32_t need)
+{
+	struct coord *c = (struct coord *)((char *)s - offsetof(struct coord, seg));
+	return coord_grow(c, seen, need, 0, NULL, 0);
+}
+
+/* Housekeeping: grow ahead of need, when the pool runs low. */
+static void grow_due(struct coord *c)
+{
+	struct seg_header *h = seg_hdr(&c->seg);
+	uint32_t live = shmmap__seg_live(&c->seg, &c->g);
+	if (live >= c->g.npages_max)
+		return;
+	if (atomic_load(&h->grow_state) != SEG_GROW_OK) {
+		if (mono_ms() - c->noroom_ms < GROW_RETRY_MS || fs_free_bytes(c) < SEG_PAGE)
+			return;
+		c->noroom_ms = mono_ms();
+		coord_grow(c, 0, 1, 0, NULL, 0);
+		return;
+	}
+	uint64_t nfree = __atomic_load_n(&h->pool_free, __ATOMIC_RELAXED);
+	if (nfree * GROW_FILL_DIV < live)
+		coord_grow(c, live, 0, 0, NULL, 0);
 }
 
 /* ---- maps ---- */
@@ -1084,7 +1260,7 @@ static int welcome(struct coord *c, struct session *s, uint32_t seq, uint32_t sl
 	r.u.welcome.slot = slot;
 	r.u.welcome.flags = rdonly ? HELLO_F_RDONLY : 0;
 	r.u.welcome.slot_gen = atomic_load(&seg_slot(&c->seg, &c->g, slot)->gen);
-	r.u.welcome.size = c->seg.len;
+	r.u.welcome.size = seg_hdr(&c->seg)->max_size; /* the layout's: the same for the segment's life */
 	r.u.welcome.base = seg_hdr(&c->seg)->base;
 	snprintf(r.u.welcome.shm_name, sizeof r.u.welcome.shm_name, "%s", c->conf.segment.name);
 	int rc = shmmap__proto_send(s->fd, &r, fd);
@@ -1315,6 +1491,18 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		if (rc < 0)
 			return send_error(s->fd, m->seq, rc);
 		return shmmap__proto_send(s->fd, &r, -1);
+	case MSG_GROW: {
+		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
+			return send_error(s->fd, m->seq, -EPERM);
+		char why[PROTO_NAME_MAX + 1] = "";
+		rc = coord_grow(c, m->u.grow.seen, m->u.grow.need, m->u.grow.target, why, sizeof why);
+		if (rc < 0 && why[0])
+			return send_error_why(s->fd, m->seq, rc, "%s", why);
+		if (rc < 0)
+			return send_error(s->fd, m->seq, rc);
+		r.type = MSG_OK;
+		return shmmap__proto_send(s->fd, &r, -1);
+	}
 	case MSG_BYE:
 		snprintf(s->why, sizeof s->why, "detached");
 		return -ECONNRESET;
@@ -1599,7 +1787,9 @@ static void *house_main(void *arg)
 			if (atomic_load(&s->kill))
 				continue;
 			const char *why = NULL;
-			if (!s->welcomed && now - s->connected_ms > HANDSHAKE_MS)
+			/* (A session accepted after `now` was read is younger
+			 * than now: no unsigned wrap-around may call it old.) */
+			if (!s->welcomed && now > s->connected_ms + HANDSHAKE_MS)
 				why = "no HELLO in time";
 			else if (pid_gone(s->pid, s->start_time))
 				why = "process gone";
@@ -1631,6 +1821,7 @@ static void *house_main(void *arg)
 		}
 		retry_pending(c);
 		finish_drops(c);
+		grow_due(c);
 		save_due(c);
 	}
 	rcu_unregister_thread();
@@ -1824,23 +2015,26 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 {
 	const struct shmmap_conf *cf = &c->conf;
 	struct seg_params p = {
-		.size = cf->segment.size, .base = cf->segment.base,
+		.size = cf->segment.size, .max_size = cf->segment.max_size, .base = cf->segment.base,
 		.max_clients = cf->segment.max_clients, .max_maps = cf->segment.max_maps,
 	};
 	struct seg_geom want = {0};
 	if (shmmap__seg_layout(&p, &want) < 0) {
 		snprintf(err, errlen,
-			 "segment.size %llu is too small for max_clients %u and max_maps %u "
-			 "(slots, directory and counters need %llu bytes before the heap)",
+			 "segment.size %llu is too small for max_clients %u, max_maps %u and "
+			 "max_size %llu (slots, directory, counters and page descriptors need "
+			 "%llu bytes before the heap, and the heap at least 2 pages of 64 KiB)",
 			 (unsigned long long)p.size, p.max_clients, p.max_maps,
-			 (unsigned long long)want.pages_off);
+			 (unsigned long long)(p.max_size ? p.max_size : p.size),
+			 (unsigned long long)(want.heap_off ? want.heap_off : want.pages_off));
 		return -EINVAL;
 	}
 	int rc = shmmap__seg_open_existing(cf->segment.name, &p, &c->seg, &c->g);
 	if (rc == 0) {
 		c->adopted = true;
-		log_notice("adopted existing segment %s (%llu bytes)", cf->segment.name,
-		      (unsigned long long)c->seg.len);
+		log_notice("adopted existing segment %s (%llu bytes, max %llu)", cf->segment.name,
+			   (unsigned long long)shmmap__seg_cur_size(&c->seg, &c->g),
+			   (unsigned long long)c->g.max_size);
 	} else if (rc == -EACCES || rc == -EPERM) {
 		shm_not_ours(cf->segment.name, cf->segment.name, rc, err, errlen);
 		return rc;
@@ -1869,12 +2063,16 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 			return rc;
 		}
 		c->created = true;
-		log_info("created segment %s: %llu bytes, %u pages of %u KiB, at %p%s",
-		      cf->segment.name, (unsigned long long)c->seg.len, c->g.npages,
+		log_info("created segment %s: %llu bytes (max %llu), %u pages of %u KiB, at %p%s",
+		      cf->segment.name, (unsigned long long)shmmap__seg_cur_size(&c->seg, &c->g),
+		      (unsigned long long)c->g.max_size, (uint32_t)c->g.npages,
 		      SEG_PAGE / 1024, (void *)c->seg.base,
 		      c->seg.at_agreed_base ? "" : " (not at the agreed base)");
 	}
 	struct seg_header *h = seg_hdr(&c->seg);
+	c->seg.grow = coord_grow_hook;
+	/* A new coordinator tries growing again, whatever the last one found. */
+	atomic_store(&h->grow_state, SEG_GROW_OK);
 	uint64_t me_start = 0;
 	shmmap__proc_start_time(getpid(), &me_start);
 	atomic_store(&h->coord_start, me_start);
@@ -1895,6 +2093,7 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	c->seg.fd = -1;
 	pthread_mutex_init(&c->recover_mu, NULL);
 	pthread_mutex_init(&c->save_mu, NULL);
+	pthread_mutex_init(&c->grow_mu, NULL);
 	c->start_ms = mono_ms();
 	c->save_next_ms = c->start_ms + (uint64_t)conf->persistence.interval * 1000u;
 	shmmap__log_set_level(conf->server.log_level);
@@ -2058,5 +2257,6 @@ void shmmap__coord_free(struct coord *c)
 	free(c->grow_track);
 	pthread_mutex_destroy(&c->recover_mu);
 	pthread_mutex_destroy(&c->save_mu);
+	pthread_mutex_destroy(&c->grow_mu);
 	free(c);
 }

@@ -23,6 +23,9 @@ SHMMAP_EXPORT const char *shmmap_strerror(int err)
 	case SHMMAP_EDETACHED:
 		return "this attachment is no longer valid (its client slot was recovered, or the "
 		       "coordinator has a new segment): detach and attach again";
+	case SHMMAP_ESEGSIZE:
+		return "the shared segment grew to a size this process cannot map (beyond its "
+		       "reserved address range or the object's length): nothing was changed";
 	case ENOENT: return "no such key or map";
 	case EEXIST: return "key already exists";
 	case E2BIG: return "key or value larger than the map allows";

@@ -17,6 +17,16 @@
  *   pages_off    struct seg_page[npages]               32 B each
  *   heap_off     npages pages of SEG_PAGE bytes (64 KiB), aligned to SEG_PAGE
  *
+ * The segment grows online (segment.c, "growth"): the regions above are
+ * laid out for max_size (npages is the most pages it may ever have), and
+ * only the first npages_live pages of the heap exist: the object is
+ * heap_off + npages_live * SEG_PAGE bytes long (or longer, after a
+ * coordinator died in a growth step).  Every process reserves max_size of
+ * address space at the base, inaccessible past what it has made
+ * accessible so far (struct seg: len), and extends that when the header
+ * says the segment grew (shmmap__seg_sync).  Offsets stay valid: nothing
+ * moves.
+ *
  * The heap holds everything of variable size: each map's table (a run of
  * pages, see alloc.c: its lock stripes, its initial bucket array, then the
  * "recently used" bytes for eviction), the bucket arrays a map grows into
@@ -49,10 +59,11 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 3u
+#define SEG_LAYOUT_VERSION 3u /* 3: max_size, npages_live (online growth); map tables that grow */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 48u            /* room for the size classes, 48 B .. SEG_PAGE/2 */
 #define SEG_ALIGN 16u               /* every block is 16-byte aligned */
+#define SEG_MAX_SIZE_LIMIT (1ull << 40) /* 1 TiB: [segment] size and max_size */
 #define SEG_MAX_CLIENTS_LIMIT 4096u
 #define SEG_MAX_MAPS_LIMIT 4096u
 #define SEG_CHAIN_MAX (1u << 20)    /* a longer chain is corrupt (a cycle) */
@@ -84,14 +95,14 @@ struct seg_header {
 	uint64_t magic;            /*   0 */
 	uint32_t layout_version;   /*   8 */
 	uint32_t header_size;      /*  12 */
-	uint64_t size;             /*  16: total bytes */
+	uint64_t size;             /*  16: the initial size (it grows: npages_live) */
 	uint64_t base;             /*  24: agreed mapping address */
 	uint64_t hash_seed;        /*  32 */
 	uint64_t created_ns;       /*  40: CLOCK_REALTIME */
 	_Atomic uint32_t state;    /*  48: SEG_CLEAN / SEG_DIRTY */
 	uint32_t max_clients;      /*  52 */
 	uint32_t max_maps;         /*  56 */
-	uint32_t npages;           /*  60 */
+	uint32_t npages;           /*  60: page descriptors: the most pages (max_size) */
 	uint64_t slots_off;        /*  64 */
 	uint64_t dir_off;          /*  72 */
 	uint64_t ctr_off;          /*  80 */
@@ -110,13 +121,23 @@ struct seg_header {
 	/* 168: futex word: a writer saw a map over its load factor and woke
 	 * the coordinator's growth thread (the one word clients write here). */
 	_Atomic uint32_t grow_wake;
-	_Alignas(64) uint8_t pad[4096 - 192];
+	/* Read-mostly line (read on every growth check, written by growth only): */
+	_Alignas(64) uint64_t max_size;     /* 192: the most it may grow to (the layout's size) */
+	_Atomic uint32_t npages_live;       /* 200: heap pages that exist now (release store) */
+	_Atomic uint32_t grow_state;        /* 204: SEG_GROW_* */
+	_Atomic uint64_t grow_steps;        /* 208: growth steps done (coordinator) */
+	uint8_t pad[4096 - 216];
 };
 _Static_assert(sizeof(struct seg_header) == 4096, "header is one page");
 _Static_assert(offsetof(struct seg_header, state) == 48, "layout");
 _Static_assert(offsetof(struct seg_header, slots_off) == 64, "layout");
 _Static_assert(offsetof(struct seg_header, heap_off) == 104, "layout");
 _Static_assert(offsetof(struct seg_header, pool_lock) == 128, "layout");
+_Static_assert(offsetof(struct seg_header, max_size) == 192, "layout");
+_Static_assert(offsetof(struct seg_header, npages_live) == 200, "layout");
+/* grow_state: */
+#define SEG_GROW_OK 0u     /* may grow (if below max_size) */
+#define SEG_GROW_NOROOM 1u /* the last step found no room in /dev/shm: clients do not ask */
 
 /*
  * An intent record: the blocks one writing thread owns while they are not
@@ -292,13 +313,24 @@ struct seg_page {
 };
 _Static_assert(sizeof(struct seg_page) == 32, "page desc");
 
-/* A mapped segment, as one process sees it. */
+struct seg_geom;
+/* A mapped segment, as one process sees it.  base .. base + reserved is
+ * this process's (a PROT_NONE mapping of the object past len); len only
+ * grows, by shmmap__seg_sync, from any thread (release store). */
 struct seg {
 	unsigned char *base;  /* where it is mapped here */
-	size_t len;           /* bytes mapped here: the bound for every offset */
+	_Atomic size_t len;   /* bytes accessible here: the bound for every offset */
+	size_t reserved;      /* address space reserved at base: max_size */
 	int fd;
 	bool rdonly;
 	bool at_agreed_base;
+	struct seg_geom *geom;/* set by create, open_existing, attach: its npages follows len */
+	/* Called by the allocator when the heap has no room, before it gives
+	 * up: ask the coordinator to grow the segment by at least `need`
+	 * contiguous pages (seen: the live pages this process saw).  Returns 0
+	 * if the segment grew (or had grown meanwhile), else a negative errno.
+	 * NULL: no growth on demand. */
+	int (*grow)(const struct seg *s, uint32_t seen, uint32_t need);
 };
 
 static inline struct seg_header *seg_hdr(const struct seg *s)
@@ -306,10 +338,17 @@ static inline struct seg_header *seg_hdr(const struct seg *s)
 	return (struct seg_header *)s->base;
 }
 
-/* Is [off, off + n) inside the mapping and off aligned to `align`? */
+bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t align);
+
+/* Is [off, off + n) inside the mapping and off aligned to `align`?  Exact
+ * against what this process has mapped; if it is not, and the segment has
+ * grown since (the slow path), the mapping is extended and checked again. */
 static inline bool seg_ok(const struct seg *s, uint64_t off, uint64_t n, uint64_t align)
 {
-	return off != 0 && off < s->len && n <= s->len - off && (off & (align - 1)) == 0;
+	size_t len = atomic_load_explicit(&s->len, memory_order_acquire);
+	if (__builtin_expect(off != 0 && off < len && n <= len - off && (off & (align - 1)) == 0, 1))
+		return true;
+	return shmmap__seg_ok_slow(s, off, n, align);
 }
 
 static inline void *seg_ptr(const struct seg *s, uint64_t off)
@@ -320,14 +359,22 @@ static inline void *seg_ptr(const struct seg *s, uint64_t off)
 /* Validated geometry of the segment, computed once per attachment from the
  * header and checked against the mapped length. */
 struct seg_geom {
-	uint32_t max_clients, max_maps, npages, nclasses;
+	/* npages: the pages this process may use, <= the header's npages_live
+	 * (and mapped here); grown by shmmap__seg_sync.  npages_max: the
+	 * layout's (page descriptors). */
+	uint32_t max_clients, max_maps;
+	_Atomic uint32_t npages;
+	uint32_t nclasses, npages_max;
+	uint64_t max_size;
 	uint64_t slots_off, dir_off, ctr_off, classes_off, pages_off, heap_off;
 	uint64_t hash_seed;
 };
 
 /* ---- segment.c ---- */
+struct lock_ctx;
 struct seg_params {
-	uint64_t size;
+	uint64_t size;     /* initial size */
+	uint64_t max_size; /* the most it may grow to; 0: size */
 	uint64_t base;
 	uint32_t max_clients;
 	uint32_t max_maps;
@@ -338,8 +385,34 @@ int shmmap__seg_create(const char *name, unsigned mode, const struct seg_params 
 int shmmap__seg_open_existing(const char *name, const struct seg_params *p,
 			      struct seg *s, struct seg_geom *g);
 int shmmap__seg_map_fd(int fd, uint64_t base, bool rdonly, struct seg *s);
-int shmmap__seg_validate(const struct seg *s, struct seg_geom *g);
+/* Check the header and compute *g; make the live size accessible.  The
+ * caller then sets s->geom = g (a geometry that outlives the mapping) for
+ * shmmap__seg_sync to follow growth. */
+int shmmap__seg_validate(struct seg *s, struct seg_geom *g);
 void shmmap__seg_unmap(struct seg *s);
+/*
+ * Follow the header's npages_live: extend this process's mapping (and
+ * s->geom->npages) to it.  Any thread, lock-free (mprotect of a range of
+ * our own reservation is idempotent; len and npages only grow).  Returns
+ * 0, or -SHMMAP_ESEGSIZE if the header names a size this process cannot
+ * map (beyond its reservation or the object's length): nothing changes.
+ */
+int shmmap__seg_sync(const struct seg *s);
+/* The header's npages_live, clamped to the layout. */
+uint32_t shmmap__seg_live(const struct seg *s, const struct seg_geom *g);
+/* Bytes the segment has now: heap_off + npages_live pages. */
+uint64_t shmmap__seg_cur_size(const struct seg *s, const struct seg_geom *g);
+/*
+ * One growth step, coordinator only (one caller at a time): extend the
+ * object to `pages` heap pages (posix_fallocate of the new range: the
+ * memory is committed now), make them accessible here, then give them to
+ * the pool and publish npages_live (release).  Returns 0, -ENOSPC (no room
+ * in the file system: nothing published), -EBUSY/-EAGAIN (the pool lock:
+ * try again), -EINVAL (pages beyond the layout).  A crash at any point
+ * leaves a consistent segment at the old or the new size.
+ */
+int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		     uint32_t pages);
 uint64_t shmmap__now_ms(void);
 uint64_t shmmap__now_ns(void);
 /* /proc/PID/stat starttime; -ESRCH if the process is gone or a zombie. */

@@ -138,6 +138,11 @@ int shmmap__proto_encode(const struct proto_msg *m, void *buf, size_t cap)
 		put_u32(&w, m->u.resume.slot);
 		put_u64(&w, m->u.resume.slot_gen);
 		break;
+	case MSG_GROW:
+		put_u32(&w, m->u.grow.seen);
+		put_u32(&w, m->u.grow.need);
+		put_u64(&w, m->u.grow.target);
+		break;
 	case MSG_STATS:
 	case MSG_BYE:
 	case MSG_OK:
@@ -304,6 +309,11 @@ int shmmap__proto_decode(const void *buf, size_t len, struct proto_msg *m)
 		m->u.resume.pid = get_u32(&r);
 		m->u.resume.slot = get_u32(&r);
 		m->u.resume.slot_gen = get_u64(&r);
+		break;
+	case MSG_GROW:
+		m->u.grow.seen = get_u32(&r);
+		m->u.grow.need = get_u32(&r);
+		m->u.grow.target = get_u64(&r);
 		break;
 	default: /* STATS, BYE, OK, REPAIR: empty body */
 		break;

@@ -36,6 +36,12 @@
  *   RESUME  c->s  pid u32, slot u32, slot_gen u64     -> WELCOME | ERROR
  *                 (a client reconnecting to a restarted coordinator,
  *                 keeping the slot it has)
+ *   GROW    c->s  seen u32, need u32, target u64      -> OK | ERROR
+ *                 (grow the segment: by a step of at least `need`
+ *                 contiguous pages unless it has grown past `seen` live
+ *                 pages already; or, with target, to at least target
+ *                 bytes.  ERROR -ENOSPC: at max_size, or no room in
+ *                 /dev/shm; -EINVAL: target beyond max_size)
  *   OK      s->c  (empty)
  *   ERROR   s->c  err i32 (a negative errno / SHMMAP_E* code), then
  *                 optionally why (u16 length + bytes): the coordinator's
@@ -70,7 +76,8 @@ enum proto_type {
 	MSG_FLUSH,
 	MSG_SAVE,
 	MSG_OPEN_OPTS,
-	MSG_TYPE_MAX = MSG_OPEN_OPTS
+	MSG_GROW,
+	MSG_TYPE_MAX = MSG_GROW
 };
 
 #define HELLO_F_RDONLY 0x1u /* ask for read-only access */
@@ -106,6 +113,7 @@ struct proto_msg {
 			uint32_t busy, pending;
 		} repaired;
 		struct { uint32_t pid, slot; uint64_t slot_gen; } resume;
+		struct { uint32_t seen, need; uint64_t target; } grow;
 	} u;
 };
 

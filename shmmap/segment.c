@@ -3,17 +3,20 @@
  * Copyright (c) 2026 the shmmap authors
  *
  * segment.c - the shared segment: its geometry, creation (shm_open O_EXCL,
- * ftruncate + posix_fallocate, format), adoption of an existing one, and
+ * ftruncate + posix_fallocate, format), adoption of an existing one,
  * mapping at the agreed base with MAP_FIXED_NOREPLACE (anywhere else when
- * that range is taken in this process).
+ * that range is taken in this process), and online growth (see "growth").
  *
  * Invariants:
- *   - The geometry is a pure function of (size, max_clients, max_maps):
+ *   - The geometry is a pure function of (max_size, max_clients, max_maps):
  *     shmmap__seg_validate() recomputes it and refuses a header whose
  *     offsets differ, so every later bounds check can trust seg_geom.
  *   - The magic is written last when formatting (release store), so a
  *     segment whose formatting was interrupted never validates.
  *   - Offsets are checked against the length mapped in this process.
+ *   - The object is never shorter than heap_off + npages_live pages, and
+ *     never shrinks; a process never makes more of it accessible than the
+ *     header's npages_live said, checked against the object's length.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -92,40 +95,209 @@ int shmmap__seg_layout(const struct seg_params *p, struct seg_geom *g)
 	if (p->max_clients == 0 || p->max_clients > SEG_MAX_CLIENTS_LIMIT ||
 	    p->max_maps == 0 || p->max_maps > SEG_MAX_MAPS_LIMIT)
 		return -EINVAL;
+	uint64_t max = p->max_size ? p->max_size : p->size;
+	if (max < p->size || max > SEG_MAX_SIZE_LIMIT)
+		return -EINVAL;
 	memset(g, 0, sizeof *g);
 	g->max_clients = p->max_clients;
 	g->max_maps = p->max_maps;
 	g->nclasses = shmmap__nclasses();
+	g->max_size = max;
 	g->slots_off = sizeof(struct seg_header);
 	g->dir_off = align_up(g->slots_off + (uint64_t)p->max_clients * sizeof(struct seg_slot), 64);
 	g->ctr_off = align_up(g->dir_off + (uint64_t)p->max_maps * sizeof(struct seg_mapdir), 64);
 	g->classes_off = align_up(g->ctr_off + (uint64_t)p->max_clients * p->max_maps *
 						       sizeof(struct seg_counters), 64);
 	g->pages_off = g->classes_off + SEG_NCLASSES * sizeof(struct seg_class);
-	if (p->size <= g->pages_off)
+	if (max <= g->pages_off)
 		return -EINVAL;
-	/* Largest npages whose descriptors plus pages fit. */
-	uint64_t npages = (p->size - g->pages_off) / (SEG_PAGE + sizeof(struct seg_page));
+	/* Largest npages whose descriptors plus pages fit in max_size. */
+	uint64_t npages = (max - g->pages_off) / (SEG_PAGE + sizeof(struct seg_page));
 	while (npages > 0 &&
 	       align_up(g->pages_off + npages * sizeof(struct seg_page), SEG_PAGE) +
-			       npages * SEG_PAGE > p->size)
+			       npages * SEG_PAGE > max)
 		npages--;
 	if (npages < 2 || npages > UINT32_MAX / 2)
 		return -EINVAL;
-	g->npages = (uint32_t)npages;
+	g->npages_max = (uint32_t)npages;
 	g->heap_off = align_up(g->pages_off + npages * sizeof(struct seg_page), SEG_PAGE);
+	/* The pages the initial size holds (the fixed regions are laid out
+	 * for max_size, so a small start with a large maximum needs room for
+	 * max_size's page descriptors). */
+	uint64_t live = p->size > g->heap_off ? (p->size - g->heap_off) / SEG_PAGE : 0;
+	if (live < 2)
+		return -EINVAL;
+	g->npages = live < npages ? (uint32_t)live : (uint32_t)npages;
 	return 0;
 }
 
 void shmmap__seg_unmap(struct seg *s)
 {
 	if (s->base)
-		munmap(s->base, s->len);
+		munmap(s->base, s->reserved ? s->reserved : s->len);
 	if (s->fd >= 0)
 		close(s->fd);
 	s->base = NULL;
 	s->fd = -1;
 }
+
+static int seg_prot(const struct seg *s)
+{
+	return PROT_READ | (s->rdonly ? 0 : PROT_WRITE);
+}
+
+/* ---- growth ----
+ *
+ * Every process maps the object once for max_size (header.max_size, the
+ * layout's size), at the agreed base or anywhere: PROT_NONE beyond what it
+ * may touch.  s->len is what it has made accessible, by mprotect of its
+ * own reservation (never a new mapping over another: no window where a
+ * page another thread reads is unmapped), so every bound check stays exact
+ * and a torn or hostile offset past it fails, as before.
+ *
+ * The coordinator grows (shmmap__seg_grow), in this order: extend and
+ * commit the object (posix_fallocate of the new range: on tmpfs that takes
+ * the memory now, or fails with ENOSPC and changes nothing), make the
+ * range accessible in its own mapping, then, under the pool lock, mark the
+ * new page descriptors free, add them to pool_free, and publish
+ * npages_live with a release store.  Killed anywhere before the store, it
+ * leaves an object longer than npages_live says: harmless slack that the
+ * next step covers again; after it, the new pages are the pool's.  A
+ * process that sees npages_live beyond its view (seg_ok's slow path, the
+ * allocator before it gives up) calls shmmap__seg_sync, which checks the
+ * new size against its reservation and the object's length (fstat), then
+ * mprotects the new range and publishes len and npages (atomic maximum).
+ */
+
+uint32_t shmmap__seg_live(const struct seg *s, const struct seg_geom *g)
+{
+	uint32_t live = atomic_load_explicit(&seg_hdr(s)->npages_live, memory_order_acquire);
+	return live > g->npages_max ? g->npages_max : live;
+}
+
+uint64_t shmmap__seg_cur_size(const struct seg *s, const struct seg_geom *g)
+{
+	return g->heap_off + (uint64_t)shmmap__seg_live(s, g) * SEG_PAGE;
+}
+
+static void max_store(_Atomic size_t *v, size_t want)
+{
+	size_t cur = atomic_load_explicit(v, memory_order_relaxed);
+	while (cur < want &&
+	       !atomic_compare_exchange_weak_explicit(v, &cur, want, memory_order_release,
+						      memory_order_relaxed))
+		;
+}
+
+/* Make [0, want) accessible here (want within the reservation and the
+ * object). */
+static int seg_extend(const struct seg *cs, uint64_t want)
+{
+	struct seg *s = (struct seg *)cs; /* len is this process's, atomic */
+	size_t have = atomic_load_explicit(&s->len, memory_order_acquire);
+	if (want <= have)
+		return 0;
+	if (!s->reserved || want > s->reserved)
+		return -SHMMAP_ESEGSIZE;
+	struct stat st;
+	if (fstat(s->fd, &st) < 0 || (uint64_t)st.st_size < want)
+		return -SHMMAP_ESEGSIZE; /* touching it would SIGBUS */
+	uint64_t from = have & ~(uint64_t)(4096 - 1);
+	if (mprotect(s->base + from, want - from, seg_prot(s)) < 0)
+		return -SHMMAP_ESEGSIZE;
+	max_store(&s->len, want);
+	return 0;
+}
+
+int shmmap__seg_sync(const struct seg *s)
+{
+	struct seg_geom *g = s->geom;
+	if (!g)
+		return 0;
+	uint32_t live = atomic_load_explicit(&seg_hdr(s)->npages_live, memory_order_acquire);
+	uint32_t seen = atomic_load_explicit(&g->npages, memory_order_acquire);
+	if (live <= seen)
+		return 0;
+	if (live > g->npages_max)
+		return -SHMMAP_ESEGSIZE;
+	int rc = seg_extend(s, g->heap_off + (uint64_t)live * SEG_PAGE);
+	if (rc < 0)
+		return rc;
+	while (seen < live &&
+	       !atomic_compare_exchange_weak_explicit(&g->npages, &seen, live, memory_order_release,
+						      memory_order_relaxed))
+		;
+	return 0;
+}
+
+bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t align)
+{
+	if (off == 0 || (off & (align - 1)) != 0 || off >= s->reserved ||
+	    n > s->reserved - off)
+		return false;
+	if (shmmap__seg_sync(s) < 0)
+		return false;
+	size_t len = atomic_load_explicit(&s->len, memory_order_acquire);
+	return off < len && n <= len - off;
+}
+
+int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		     uint32_t pages)
+{
+	struct seg_header *h = seg_hdr(s);
+	uint32_t old = shmmap__seg_live(s, g);
+	if (pages > g->npages_max)
+		return -EINVAL;
+	if (pages <= old)
+		return 0;
+	uint64_t from = g->heap_off + (uint64_t)old * SEG_PAGE;
+	uint64_t to = g->heap_off + (uint64_t)pages * SEG_PAGE;
+	/* Extend and commit: tmpfs takes the memory now or says ENOSPC (and
+	 * then keeps the object as it was). */
+	int rc = posix_fallocate(s->fd, (off_t)from, (off_t)(to - from));
+	if (rc != 0)
+		return -rc;
+	CRASH_POINT();
+	rc = seg_extend(s, to);
+	if (rc < 0)
+		return rc;
+	rc = shmmap__lock_nosteal(&h->pool_lock, c);
+	if (rc < 0)
+		return rc;
+	CRASH_POINT();
+	for (uint32_t i = old; i < pages; i++)
+		memset(seg_page(s, g, i), 0, sizeof(struct seg_page)); /* PAGE_FREE */
+	CRASH_POINT();
+	/* Published first: a crash before pool_free is raised leaves it short
+	 * (pages the pool does not hand out), under a lock the next
+	 * coordinator's sweep takes over and recounts. */
+	atomic_store_explicit(&h->npages_live, pages, memory_order_release);
+	CRASH_POINT();
+	h->pool_free += pages - old;
+	CRASH_POINT();
+	atomic_fetch_add_explicit(&h->grow_steps, 1, memory_order_relaxed);
+	shmmap__unlock(&h->pool_lock);
+	return shmmap__seg_sync(s);
+}
+
+/* The header's max_size, read before mapping: the reservation's length. */
+static int peek_max_size(int fd, uint64_t st_size, uint64_t *out)
+{
+	struct seg_header h;
+	if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
+		return -SHMMAP_EBADSEG;
+	uint64_t max = h.max_size;
+	if (h.magic != SEG_MAGIC || h.layout_version != SEG_LAYOUT_VERSION)
+		max = st_size; /* validate says what is wrong */
+	if (max < st_size) /* slack of a step the coordinator died in */
+		max = st_size;
+	if (max < sizeof h || max > SEG_MAX_SIZE_LIMIT)
+		return -SHMMAP_EBADSEG;
+	*out = align_up(max, 4096);
+	return 0;
+}
+
+static int map_reserve(int fd, uint64_t base, bool rdonly, uint64_t reserve, struct seg *s);
 
 int shmmap__seg_map_fd(int fd, uint64_t base, bool rdonly, struct seg *s)
 {
@@ -134,29 +306,61 @@ int shmmap__seg_map_fd(int fd, uint64_t base, bool rdonly, struct seg *s)
 		return -errno;
 	if (st.st_size < (off_t)sizeof(struct seg_header))
 		return -SHMMAP_EBADSEG;
-	size_t len = (size_t)st.st_size;
-	int prot = PROT_READ | (rdonly ? 0 : PROT_WRITE);
+	uint64_t reserve;
+	int rc = peek_max_size(fd, (uint64_t)st.st_size, &reserve);
+	if (rc < 0)
+		return rc;
+	return map_reserve(fd, base, rdonly, reserve, s);
+}
+
+static int map_reserve(int fd, uint64_t base, bool rdonly, uint64_t reserve, struct seg *s)
+{
+	int rc;
+	/* Reserve max_size of address space, all of it a mapping of the
+	 * object (PROT_NONE: mapping past the object's end is allowed,
+	 * touching it is not), then open the header page. */
 	void *want = (void *)(uintptr_t)base;
 	void *p = MAP_FAILED;
 	if (base)
-		p = mmap(want, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+		p = mmap(want, reserve, PROT_NONE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+	if (p != MAP_FAILED && p != want) {
+		munmap(p, reserve); /* a kernel that took the address as a hint */
+		p = MAP_FAILED;
+	}
 	if (p == MAP_FAILED) {
 		/* The range is taken here (EEXIST) or unusable: map anywhere;
 		 * the segment holds only offsets. */
-		p = mmap(NULL, len, prot, MAP_SHARED, fd, 0);
+		p = mmap(NULL, reserve, PROT_NONE, MAP_SHARED, fd, 0);
 		if (p == MAP_FAILED)
 			return -errno;
 	}
+	memset(s, 0, sizeof *s);
 	s->base = p;
-	s->len = len;
+	s->reserved = reserve;
 	s->fd = fd;
 	s->rdonly = rdonly;
-	/* Kernels before 4.17 take the address as a hint: compare. */
 	s->at_agreed_base = (p == want);
+	atomic_store_explicit(&s->len, 0, memory_order_relaxed);
+	rc = seg_extend(s, sizeof(struct seg_header));
+	if (rc < 0) {
+		munmap(p, reserve);
+		s->base = NULL;
+		s->fd = -1;
+		return rc == -SHMMAP_ESEGSIZE ? -SHMMAP_EBADSEG : rc;
+	}
+	/* The live size, if the header names a plausible one (validate checks
+	 * it; a size that cannot be had leaves the header alone accessible). */
+	const struct seg_header *h = seg_hdr(s);
+	if (atomic_load_explicit((_Atomic uint64_t *)&h->magic, memory_order_acquire) == SEG_MAGIC &&
+	    h->layout_version == SEG_LAYOUT_VERSION && h->heap_off < reserve) {
+		uint64_t live = atomic_load_explicit(&seg_hdr(s)->npages_live, memory_order_acquire);
+		if (live <= (reserve - h->heap_off) / SEG_PAGE)
+			(void)seg_extend(s, h->heap_off + live * SEG_PAGE);
+	}
 	return 0;
 }
 
-int shmmap__seg_validate(const struct seg *s, struct seg_geom *g)
+int shmmap__seg_validate(struct seg *s, struct seg_geom *g)
 {
 	const struct seg_header *h = seg_hdr(s);
 	if (s->len < sizeof *h)
@@ -165,10 +369,11 @@ int shmmap__seg_validate(const struct seg *s, struct seg_geom *g)
 		return -SHMMAP_EBADSEG;
 	if (h->layout_version != SEG_LAYOUT_VERSION)
 		return -SHMMAP_EVERSION;
-	if (h->header_size != sizeof *h || h->size != s->len)
+	uint64_t max = h->max_size;
+	if (h->header_size != sizeof *h || max < h->size)
 		return -SHMMAP_EBADSEG;
 	struct seg_params p = {
-		.size = h->size, .base = h->base,
+		.size = max, .max_size = max, .base = h->base,
 		.max_clients = h->max_clients, .max_maps = h->max_maps,
 	};
 	struct seg_geom want;
@@ -177,10 +382,19 @@ int shmmap__seg_validate(const struct seg *s, struct seg_geom *g)
 	if (h->slots_off != want.slots_off || h->dir_off != want.dir_off ||
 	    h->ctr_off != want.ctr_off || h->classes_off != want.classes_off ||
 	    h->pages_off != want.pages_off || h->heap_off != want.heap_off ||
-	    h->npages != want.npages || h->nclasses != want.nclasses)
+	    h->npages != want.npages_max || h->nclasses != want.nclasses)
 		return -SHMMAP_EBADSEG;
-	if (want.heap_off + (uint64_t)want.npages * SEG_PAGE > s->len)
+	uint32_t live = atomic_load_explicit(&seg_hdr(s)->npages_live, memory_order_acquire);
+	if (live < 2 || live > want.npages_max)
 		return -SHMMAP_EBADSEG;
+	/* What a process that mapped the object whole (no reservation) has. */
+	uint64_t need = want.heap_off + (uint64_t)live * SEG_PAGE;
+	if (!s->reserved && need > s->len)
+		return -SHMMAP_EBADSEG;
+	int rc = seg_extend(s, need);
+	if (rc < 0)
+		return rc == -SHMMAP_ESEGSIZE ? -SHMMAP_EBADSEG : rc;
+	want.npages = live;
 	want.hash_seed = h->hash_seed;
 	*g = want;
 	return 0;
@@ -194,6 +408,7 @@ static void seg_format(const struct seg *s, const struct seg_params *p, const st
 	h->layout_version = SEG_LAYOUT_VERSION;
 	h->header_size = sizeof *h;
 	h->size = p->size;
+	h->max_size = g->max_size;
 	h->base = p->base;
 	uint64_t seed = 0;
 	if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
@@ -203,7 +418,8 @@ static void seg_format(const struct seg *s, const struct seg_params *p, const st
 	atomic_store(&h->state, SEG_CLEAN);
 	h->max_clients = g->max_clients;
 	h->max_maps = g->max_maps;
-	h->npages = g->npages;
+	h->npages = g->npages_max;
+	atomic_store_explicit(&h->npages_live, g->npages, memory_order_relaxed);
 	h->nclasses = g->nclasses;
 	h->slots_off = g->slots_off;
 	h->dir_off = g->dir_off;
@@ -219,31 +435,39 @@ static void seg_format(const struct seg *s, const struct seg_params *p, const st
 int shmmap__seg_create(const char *name, unsigned mode, const struct seg_params *p,
 		       struct seg *s, struct seg_geom *g)
 {
-	struct seg_geom geom;
-	int rc = shmmap__seg_layout(p, &geom);
+	int rc = shmmap__seg_layout(p, g);
 	if (rc < 0)
 		return rc;
 	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode & 0777);
 	if (fd < 0)
 		return -errno;
-	/* The umask may have narrowed the mode: set exactly what was asked. */
-	if (fchmod(fd, mode & 0777) < 0 || ftruncate(fd, (off_t)p->size) < 0) {
+	/* The umask may have narrowed the mode: set exactly what was asked.
+	 * The object holds the initial size only: more is committed as the
+	 * segment grows. */
+	uint64_t len = g->heap_off + (uint64_t)g->npages * SEG_PAGE;
+	if (fchmod(fd, mode & 0777) < 0 || ftruncate(fd, (off_t)len) < 0) {
 		rc = -errno;
 		goto fail;
 	}
 	/* Reserve the memory now, so a full /dev/shm is an error here and not
 	 * a SIGBUS in some worker later. */
-	rc = posix_fallocate(fd, 0, (off_t)p->size);
+	rc = posix_fallocate(fd, 0, (off_t)len);
 	if (rc != 0) {
 		rc = -rc;
 		goto fail;
 	}
-	rc = shmmap__seg_map_fd(fd, p->base, false, s);
+	rc = map_reserve(fd, p->base, false, align_up(g->max_size, 4096), s);
 	if (rc < 0)
 		goto fail;
-	seg_format(s, p, &geom);
-	geom.hash_seed = seg_hdr(s)->hash_seed;
-	*g = geom;
+	rc = seg_extend(s, len);
+	if (rc < 0) {
+		shmmap__seg_unmap(s);
+		shm_unlink(name);
+		return rc;
+	}
+	seg_format(s, p, g);
+	g->hash_seed = seg_hdr(s)->hash_seed;
+	s->geom = g;
 	return 0;
 fail:
 	close(fd);
@@ -262,8 +486,13 @@ int shmmap__seg_open_existing(const char *name, const struct seg_params *p,
 		close(fd);
 		return rc;
 	}
+	/* The layout is fixed by max_size (and the counts); the size it has
+	 * grown to is the segment's own. */
+	uint64_t max = p->max_size ? p->max_size : p->size;
 	rc = shmmap__seg_validate(s, g);
-	if (rc == 0 && (seg_hdr(s)->size != p->size || seg_hdr(s)->max_clients != p->max_clients ||
+	if (rc == 0)
+		s->geom = g;
+	if (rc == 0 && (seg_hdr(s)->max_size != max || seg_hdr(s)->max_clients != p->max_clients ||
 			seg_hdr(s)->max_maps != p->max_maps))
 		rc = -SHMMAP_EBADSEG;
 	if (rc < 0)

@@ -54,6 +54,7 @@
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -106,6 +107,8 @@ static const char usage_text[] =
 	"  drop MAP                     delete MAP and its entries (exit 1 if none)\n"
 	"  save [PATH]                  have the coordinator write a snapshot to PATH, or\n"
 	"                               to its configured snapshot path\n"
+	"  grow SIZE                    have the coordinator grow the segment to at least\n"
+	"                               SIZE bytes (K, M, G suffixes), up to max_size\n"
 	"  metrics                      every counter and gauge in the Prometheus text\n"
 	"                               format\n"
 	"  top [--interval MS] [--iterations N]\n"
@@ -471,11 +474,19 @@ static struct class_info class_info(shmmap *sm, uint32_t k)
 
 /* The segment as a whole. */
 struct seg_sum {
-	uint64_t size, heap_bytes, bytes_used, bytes_free;
+	uint64_t size, max_size, committed; /* now, the most it may grow to, in /dev/shm */
+	uint64_t heap_bytes, bytes_used, bytes_free;
 	uint64_t pages_total, pages_used, pages_free;
 	uint64_t recoveries, sweeps;
 	uint32_t clients, clients_dead, maps;
 };
+
+/* Bytes of the segment's object committed in /dev/shm (its blocks). */
+static uint64_t committed_bytes(shmmap *sm)
+{
+	struct stat st;
+	return fstat(sm->seg.fd, &st) == 0 ? (uint64_t)st.st_blocks * 512u : 0;
+}
 
 /*
  * Bytes used: blocks in use in the size classes' pages, plus every page of
@@ -486,9 +497,12 @@ struct seg_sum {
 static void seg_summary(shmmap *sm, uint32_t nmaps, struct seg_sum *ss)
 {
 	const struct seg_header *h = seg_hdr(&sm->seg);
+	shmmap__seg_sync(&sm->seg); /* the size it has grown to */
 	uint64_t npages = sm->geom.npages;
 	*ss = (struct seg_sum){0};
-	ss->size = LOAD(h->size);
+	ss->size = shmmap__seg_cur_size(&sm->seg, &sm->geom);
+	ss->max_size = sm->geom.max_size;
+	ss->committed = committed_bytes(sm);
 	ss->pages_total = npages;
 	ss->heap_bytes = npages * SEG_PAGE;
 	ss->pages_free = LOAD(h->pool_free);
@@ -556,18 +570,21 @@ static int cmd_status(struct ctl *c, char **args)
 		dead += atomic_load_explicit(&seg_slot(&sm->seg, &sm->geom, i)->state,
 					     memory_order_relaxed) == SLOT_DEAD;
 	uint64_t pool_free = LOAD(h->pool_free);
-	uint64_t size = LOAD(h->size), base = LOAD(h->base);
+	shmmap__seg_sync(&sm->seg);
+	uint64_t size = shmmap__seg_cur_size(&sm->seg, &sm->geom), base = LOAD(h->base);
+	uint64_t max = sm->geom.max_size, committed = committed_bytes(sm);
 	uintptr_t at = (uintptr_t)sm->seg.base;
 	if (c->json) {
-		printf("{\"size\":%" PRIu64 ",\"base\":\"%#" PRIx64 "\",\"mapped_at\":\"%#" PRIxPTR
+		printf("{\"size\":%" PRIu64 ",\"max_size\":%" PRIu64 ",\"committed\":%" PRIu64
+		       ",\"base\":\"%#" PRIx64 "\",\"mapped_at\":\"%#" PRIxPTR
 		       "\",\"at_agreed_base\":%s,\"layout_version\":%u,\"state\":\"%s\","
 		       "\"max_clients\":%u,\"max_maps\":%u,\"page_size\":%u,\"pages_total\":%u,"
 		       "\"pages_free\":%" PRIu64 ",\"clients\":%u,\"clients_dead\":%u,\"maps\":%u,"
 		       "\"coordinator\":{\"pid\":%u,\"uptime_ms\":%" PRIu64
 		       ",\"generation\":%" PRIu64 "}}\n",
-		       size, base, at, sm->seg.at_agreed_base ? "true" : "false",
+		       size, max, committed, base, at, sm->seg.at_agreed_base ? "true" : "false",
 		       LOAD(h->layout_version), state, sm->geom.max_clients, sm->geom.max_maps,
-		       SEG_PAGE, sm->geom.npages, pool_free, rep.u.stats.clients, dead, rep.u.stats.maps,
+		       SEG_PAGE, (uint32_t)sm->geom.npages, pool_free, rep.u.stats.clients, dead, rep.u.stats.maps,
 		       rep.u.stats.pid, rep.u.stats.uptime_ms, rep.u.stats.coord_gen);
 		return RC_OK;
 	}
@@ -575,13 +592,19 @@ static int cmd_status(struct ctl *c, char **args)
 	human_size(size, hs, sizeof hs);
 	human_size(SEG_PAGE, hp, sizeof hp);
 	printf("size            %" PRIu64 " (%s)\n", size, hs);
+	human_size(max, hs, sizeof hs);
+	printf("max size        %" PRIu64 " (%s)%s\n", max, hs,
+	       atomic_load((_Atomic uint32_t *)&h->grow_state) == SEG_GROW_NOROOM
+		       ? ": growth waits for room in /dev/shm" : "");
+	human_size(committed, hs, sizeof hs);
+	printf("committed       %" PRIu64 " (%s)\n", committed, hs);
 	printf("base            %#" PRIx64 " (mapped here at %#" PRIxPTR ": %s)\n", base, at,
 	       sm->seg.at_agreed_base ? "the agreed base" : "NOT the agreed base");
 	printf("layout version  %u\n", LOAD(h->layout_version));
 	printf("state           %s\n", state);
 	printf("max clients     %u\n", sm->geom.max_clients);
 	printf("max maps        %u\n", sm->geom.max_maps);
-	printf("pages           %u total, %" PRIu64 " free (%s each)\n", sm->geom.npages,
+	printf("pages           %u total, %" PRIu64 " free (%s each)\n", (uint32_t)sm->geom.npages,
 	       pool_free, hp);
 	printf("clients         %u attached", rep.u.stats.clients);
 	if (dead)
@@ -743,18 +766,25 @@ static int cmd_stats(struct ctl *c, char **args)
 	free(maps);
 	/* Segment totals: the pool and every class in use. */
 	if (c->json) {
-		printf("],\"segment\":{\"size\":%" PRIu64 ",\"page_size\":%u,\"pages_total\":%" PRIu64
+		printf("],\"segment\":{\"size\":%" PRIu64 ",\"max_size\":%" PRIu64
+		       ",\"committed\":%" PRIu64 ",\"page_size\":%u,\"pages_total\":%" PRIu64
 		       ",\"pages_used\":%" PRIu64 ",\"pages_free\":%" PRIu64 ",\"heap_bytes\":%" PRIu64
 		       ",\"bytes_used\":%" PRIu64 ",\"bytes_free\":%" PRIu64 ",\"recoveries\":%" PRIu64
 		       ",\"sweeps\":%" PRIu64 ",\"clients\":%u,\"clients_dead\":%u,\"maps\":%u"
 		       ",\"classes\":[",
-		       ss.size, SEG_PAGE, ss.pages_total, ss.pages_used, ss.pages_free, ss.heap_bytes,
+		       ss.size, ss.max_size, ss.committed, SEG_PAGE, ss.pages_total, ss.pages_used, ss.pages_free, ss.heap_bytes,
 		       ss.bytes_used, ss.bytes_free, ss.recoveries, ss.sweeps, ss.clients,
 		       ss.clients_dead, ss.maps);
 	} else {
 		char hu[32], hf[32];
 		human_size(ss.bytes_used, hu, sizeof hu);
 		human_size(ss.bytes_free, hf, sizeof hf);
+		char hs[32], hm[32], hc[32];
+		human_size(ss.size, hs, sizeof hs);
+		human_size(ss.max_size, hm, sizeof hm);
+		human_size(ss.committed, hc, sizeof hc);
+		printf("\nsize        %" PRIu64 " (%s), max %" PRIu64 " (%s), committed %" PRIu64
+		       " (%s)", ss.size, hs, ss.max_size, hm, ss.committed, hc);
 		printf("\npages       %" PRIu64 " total, %" PRIu64 " used, %" PRIu64 " free\n"
 		       "bytes       %" PRIu64 " used (%s), %" PRIu64 " free (%s)\n"
 		       "clients     %u live, %u dead\nrecoveries  %" PRIu64 "\nsweeps      %" PRIu64
@@ -1278,6 +1308,60 @@ static int cmd_save(struct ctl *c, char **args)
 	return RC_OK;
 }
 
+/* ---- grow ---- */
+
+/* A size argument: digits with an optional K, M, G or T (powers of 1024). */
+static bool parse_size_arg(const char *s, uint64_t *out)
+{
+	if (*s < '0' || *s > '9')
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return false;
+	unsigned shift = 0;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: break;
+	}
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return false;
+	*out = (uint64_t)v << shift;
+	return true;
+}
+
+static int cmd_grow(struct ctl *c, char **args)
+{
+	uint64_t want;
+	if (!parse_size_arg(args[0], &want) || want == 0)
+		return usage("grow: SIZE must be a number of bytes with an optional K, M, G or T");
+	shmmap *sm = c->sm;
+	struct proto_msg req = {.type = MSG_GROW}, rep;
+	req.u.grow.target = want;
+	int rc = shmmap__request(sm, &req, &rep);
+	if (rc == 0 && rep.type != MSG_OK)
+		rc = -EPROTO;
+	if (rc < 0)
+		return fail("grow", rc);
+	shmmap__seg_sync(&sm->seg);
+	uint64_t size = shmmap__seg_cur_size(&sm->seg, &sm->geom);
+	if (c->json) {
+		printf("{\"size\":%" PRIu64 ",\"max_size\":%" PRIu64 ",\"committed\":%" PRIu64 "}\n",
+		       size, sm->geom.max_size, committed_bytes(sm));
+	} else {
+		char hs[32], hm[32];
+		human_size(size, hs, sizeof hs);
+		human_size(sm->geom.max_size, hm, sizeof hm);
+		printf("size %" PRIu64 " (%s) of max %" PRIu64 " (%s)\n", size, hs, sm->geom.max_size,
+		       hm);
+	}
+	return RC_OK;
+}
+
 /* ---- metrics: the Prometheus text exposition format (version 0.0.4) ---- */
 
 /* A label value: backslash, double quote and line feed escaped (the
@@ -1415,7 +1499,12 @@ static int cmd_metrics(struct ctl *c, char **args)
 		const char *name, *type, *help;
 		uint64_t v;
 	} seg[] = {
-		{"shmmap_segment_size_bytes", "gauge", "Size of the shared-memory segment.", ss.size},
+		{"shmmap_segment_size_bytes", "gauge",
+		 "Size of the shared-memory segment now (it grows up to its max size).", ss.size},
+		{"shmmap_segment_max_size_bytes", "gauge",
+		 "The most the segment may grow to ([segment] max_size).", ss.max_size},
+		{"shmmap_segment_committed_bytes", "gauge",
+		 "Memory of the segment committed in /dev/shm.", ss.committed},
 		{"shmmap_segment_pages", "gauge", "Allocator pages of the heap (64 KiB each).",
 		 ss.pages_total},
 		{"shmmap_segment_pages_free", "gauge", "Pages in the free pool.", ss.pages_free},
@@ -2025,6 +2114,7 @@ static const struct command commands[] = {
 	{"drop", 1, 1, cmd_drop},
 	{"save", 0, 1, cmd_save},
 	{"metrics", 0, 0, cmd_metrics},
+	{"grow", 1, 1, cmd_grow},
 	{"top", 0, 0, cmd_top},
 	{"clients", 0, 0, cmd_clients},
 	{"check", 0, 0, cmd_check},

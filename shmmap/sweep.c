@@ -287,15 +287,10 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 		  struct sweep_report *r)
 {
 	memset(r, 0, sizeof *r);
-	struct sw w = {.s = s, .g = g};
-	w.units = (uint64_t)g->npages * (SEG_PAGE / SEG_ALIGN);
-	w.root = calloc((size_t)(w.units + 7) / 8, 1);
+	struct sw w = {.s = s};
 	bool *alive = calloc(g->max_clients, sizeof *alive);
-	if (!w.root || !alive) {
-		free(w.root);
-		free(alive);
+	if (!alive)
 		return -ENOMEM;
-	}
 	/* Lock order: classes, then the pool (as alloc.c nests them).  A lock
 	 * that already names us was taken over from a dead owner and kept for
 	 * this sweep (adopt_repair, or a sweep that gave up): the
@@ -321,9 +316,24 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 		for (uint32_t k = 0; k <= n; k++)
 			if (taken[k])
 				shmmap__unlock(alloc_lock(s, g, k, n));
-		free(w.root);
 		free(alive);
 		return rc;
+	}
+	/* The pages as they are now: a growth step publishes its pages under
+	 * the pool lock, which this sweep holds, so the count cannot change
+	 * under it (the walk uses this copy, whatever other threads of the
+	 * coordinator see meanwhile). */
+	shmmap__seg_sync(s);
+	struct seg_geom gl = *g;
+	w.g = &gl;
+	w.units = (uint64_t)gl.npages * (SEG_PAGE / SEG_ALIGN);
+	w.root = calloc((size_t)(w.units + 7) / 8, 1);
+	if (!w.root) {
+		for (uint32_t k = 0; k <= n; k++)
+			if (taken[k])
+				shmmap__unlock(alloc_lock(s, g, k, n));
+		free(alive);
+		return -ENOMEM;
 	}
 
 	for (uint32_t i = 0; i < g->max_clients; i++)

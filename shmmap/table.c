@@ -101,7 +101,7 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 		 * lock words may still be touched by stale clients). */
 		off = d->stripes_off;
 	} else {
-		if (pages > g->npages)
+		if (pages > g->npages_max)
 			return -ENOSPC;
 		/* The old table (another geometry) is let go first: the directory
 		 * never names a run that the sweep would not keep. */
@@ -211,7 +211,7 @@ static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx
 	    d->buckets_off < g->heap_off || d->stripes_off < g->heap_off)
 		return -SHMMAP_ECORRUPT;
 	/* No chain holds more entries than the heap has smallest blocks. */
-	uint64_t blocks = (uint64_t)g->npages * (SEG_PAGE / 48) + 1;
+	uint64_t blocks = (uint64_t)g->npages_max * (SEG_PAGE / 48) + 1;
 	w.chain_max = blocks < SEG_CHAIN_MAX ? (uint32_t)blocks : SEG_CHAIN_MAX;
 	w.buckets = seg_ptr(s, d->buckets_off);
 	w.stripes = seg_ptr(s, d->stripes_off);
@@ -1065,14 +1065,15 @@ static bool could_ever_fit(const struct op_ctx *o, size_t n)
 	for (uint32_t m = 0; m < o->g->max_maps; m++) {
 		const struct seg_mapdir *d = seg_dir(o->s, o->g, m);
 		uint64_t first = __atomic_load_n(&d->table_pages, __ATOMIC_RELAXED);
-		if (!__atomic_load_n(&d->stripes_off, __ATOMIC_RELAXED) || first >= o->g->npages)
+		if (!__atomic_load_n(&d->stripes_off, __ATOMIC_RELAXED) || first >= o->g->npages_max)
 			continue;
 		const struct seg_page *p = seg_page(o->s, o->g, (uint32_t)first);
 		uint32_t run = __atomic_load_n(&p->run, __ATOMIC_RELAXED);
-		if (__atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_RUN && run <= o->g->npages)
+		if (__atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_RUN && run <= o->g->npages_max)
 			tables += run;
 	}
-	return tables < o->g->npages && need <= o->g->npages - tables;
+	/* The layout's pages: the segment may grow to them (max_size). */
+	return tables < o->g->npages_max && need <= o->g->npages_max - tables;
 }
 
 /* Allocate n bytes for a new entry, evicting if the map's policy says so.

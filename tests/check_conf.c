@@ -69,6 +69,7 @@ static void assert_conf_eq(const struct shmmap_conf *a, const struct shmmap_conf
 {
 	ck_assert_str_eq(a->segment.name, b->segment.name);
 	ck_assert_uint_eq(a->segment.size, b->segment.size);
+	ck_assert_uint_eq(a->segment.max_size, b->segment.max_size);
 	ck_assert_uint_eq(a->segment.base, b->segment.base);
 	ck_assert_uint_eq(a->segment.mode, b->segment.mode);
 	ck_assert_uint_eq(a->segment.max_clients, b->segment.max_clients);
@@ -113,6 +114,7 @@ START_TEST(test_defaults)
 	shmmap__conf_defaults(&c);
 	ck_assert_str_eq(c.segment.name, "/shmmap");
 	ck_assert_uint_eq(c.segment.size, 64u << 20);
+	ck_assert_uint_eq(c.segment.max_size, 64u << 20);
 	ck_assert_uint_eq(c.segment.base, UINT64_C(0x200000000000));
 	ck_assert_uint_eq(c.segment.mode, 0600);
 	ck_assert_uint_eq(c.segment.max_clients, 128);
@@ -181,7 +183,22 @@ START_TEST(test_good_partial)
 	want.map.buckets = 1024;
 	want.map.stripes = 1024;
 	want.segment.size = 1u << 20;
+	want.segment.max_size = 1u << 20; /* max_size unset: size (no growth) */
 	load_good(&c, "conf/good-partial.ini");
+	assert_conf_eq(&c, &want);
+}
+END_TEST
+
+/* [segment] max_size: the most the segment may grow to. */
+START_TEST(test_good_grow)
+{
+	struct shmmap_conf c, want;
+	unsetenv("SHMMAP_SOCKET");
+	shmmap__conf_defaults(&c);
+	shmmap__conf_defaults(&want);
+	want.segment.size = 16u << 20;
+	want.segment.max_size = 1u << 30;
+	load_good(&c, "conf/good-grow.ini");
 	assert_conf_eq(&c, &want);
 }
 END_TEST
@@ -194,6 +211,7 @@ START_TEST(test_good_style)
 	shmmap__conf_defaults(&want);
 	snprintf(want.segment.name, sizeof(want.segment.name), "/x");
 	want.segment.size = 1u << 30;
+	want.segment.max_size = 1u << 30;
 	want.segment.base = UINT64_C(0x100000000000);
 	want.segment.mode = 0640;
 	want.segment.max_clients = 7;
@@ -272,6 +290,10 @@ static const struct bad_case bad_cases[] = {
 	{ "bad-base-range.ini", -EINVAL, ":2: segment.base: ", "outside user space" },
 	{ "bad-base-zero.ini", -EINVAL, ":2: segment.base: ", "must not be 0" },
 	{ "bad-base-end.ini", -EINVAL, ":4: segment.base: ", "ends outside user space" },
+	{ "bad-max-size-small.ini", -EINVAL, ":3: segment.max_size: ",
+	  "32M is less than segment.size (64M)" },
+	{ "bad-max-size-align.ini", -EINVAL, ":3: segment.max_size: ", "not a multiple of 64K" },
+	{ "bad-max-size-end.ini", -EINVAL, ":4: segment.max_size: ", "ends outside user space" },
 	{ "bad-mode.ini", -EINVAL, ":2: segment.mode: ", "bad mode \"0800\"" },
 	{ "bad-mode-range.ini", -EINVAL, ":3: server.socket_mode: ", "out of range" },
 	{ "bad-unknown-user.ini", -EINVAL, ":3: server.readonly_uids: ", "no such user \"no-such-user-xyz\"" },
@@ -822,6 +844,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_good_full);
 	tcase_add_test(tc, test_good_partial);
 	tcase_add_test(tc, test_good_style);
+	tcase_add_test(tc, test_good_grow);
 	tcase_add_test(tc, test_good_ids);
 	tcase_add_test(tc, test_good_empty);
 	tcase_add_test(tc, test_load_over_values);

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1596,6 +1597,106 @@ START_TEST(crash_in_move)
 }
 END_TEST
 
+/* ---- the coordinator killed inside a growth step ---- */
+
+#define GROW_VLEN 20000u
+#define GROW_N 1600u /* 32 MB of 20000-byte values: several steps past 2M */
+
+static int grow_put(uint64_t i)
+{
+	char k[32], v[GROW_VLEN];
+	int kl = snprintf(k, sizeof k, "g%llu", (unsigned long long)i);
+	make_value(v, sizeof v, (char)('a' + i % 26));
+	return shmmap_put(g_sm, g_m, k, (size_t)kl, v, sizeof v, 0, 0);
+}
+
+static bool grow_get(uint64_t i)
+{
+	char k[32], v[GROW_VLEN], b[GROW_VLEN];
+	int kl = snprintf(k, sizeof k, "g%llu", (unsigned long long)i);
+	make_value(v, sizeof v, (char)('a' + i % 26));
+	size_t n = 0;
+	return shmmap_get(g_sm, g_m, k, (size_t)kl, b, sizeof b, &n) == 0 && n == sizeof v &&
+	       memcmp(b, v, n) == 0;
+}
+
+/*
+ * The crash-point build of shmmapd ($SHMMAPD_CRASH) with
+ * $SHMMAP_CRASH_GROW=k dies (SIGKILL) at the k-th store of its first
+ * growth step: after committing the new range, after taking the pool
+ * lock, after clearing the new descriptors, after publishing npages_live,
+ * after raising pool_free.  A writer makes it grow; the restarted
+ * coordinator adopts the segment at a consistent size (the old or the
+ * new), every value whose put succeeded is there, check is clean, and the
+ * segment grows on.
+ */
+static void grow_killed_at(unsigned long k)
+{
+	const char *crash = getenv("SHMMAPD_CRASH"), *plain0 = getenv("SHMMAPD");
+	CK_MSG(crash && plain0, "$SHMMAPD_CRASH and $SHMMAPD must be set (make test does)");
+	char plain[512], kb[16];
+	snprintf(plain, sizeof plain, "%s", plain0);
+	snprintf(kb, sizeof kb, "%lu", k);
+	setenv("SHMMAP_CRASH_GROW", kb, 1);
+	setenv("SHMMAPD", crash, 1);
+	int rc = tu_coord_start(&co, "2M", "[segment]\nmax_size = 64M\n\n[map]\npolicy = reject\n"
+					   "value_max = 64K\n");
+	setenv("SHMMAPD", plain, 1);
+	unsetenv("SHMMAP_CRASH_GROW");
+	CK_MSG(rc == 0, "k %lu: the crash build of shmmapd did not start: see %s", k, co.log);
+	CK_EQ(shmmap_attach(co.sock, &g_sm), 0);
+	CK_EQ(shmmap_open(g_sm, MAP, SHMMAP_CREATE, &g_m), 0);
+	static bool stored[GROW_N];
+	memset(stored, 0, sizeof stored);
+	int st = 0;
+	bool dead = false;
+	for (uint64_t i = 0; i < GROW_N && !dead; i++) {
+		stored[i] = grow_put(i) == 0;
+		dead = waitpid(co.pid, &st, WNOHANG) == co.pid;
+	}
+	if (!dead) {
+		st = tu_waitpid(co.pid, 10000);
+		dead = st != -1;
+	}
+	CK_MSG(dead && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+	       "k %lu: the coordinator did not die in its growth step (status %#x)", k, st);
+	co.pid = 0;
+	CK_MSG(tu_coord_restart(&co) == 0, "k %lu: restart: see %s", k, co.log);
+	/* The segment as adopted: a consistent size, the object covers it. */
+	struct seg_header *h = seg_hdr(&g_sm->seg);
+	uint32_t live = atomic_load(&h->npages_live);
+	struct stat ost;
+	CK_EQ(fstat(g_sm->seg.fd, &ost), 0);
+	CK_MSG(live >= 2 && live <= g_sm->geom.npages_max &&
+	       (uint64_t)ost.st_size >= g_sm->geom.heap_off + (uint64_t)live * SEG_PAGE,
+	       "k %lu: %u live pages, object of %lld bytes", k, live, (long long)ost.st_size);
+	/* Resume the slot (a request), then every value stored is there. */
+	shmmap_map m2;
+	CK_EQ(shmmap_open(g_sm, MAP, 0, &m2), 0);
+	for (uint64_t i = 0; i < GROW_N; i++)
+		CK_MSG(!stored[i] || grow_get(i), "k %lu: value %llu lost", k, (unsigned long long)i);
+	expect_clean("coordinator killed in a growth step", k);
+	/* And it grows on: every value now fits. */
+	for (uint64_t i = 0; i < GROW_N; i++) {
+		rc = grow_put(i);
+		CK_MSG(rc == 0, "k %lu: put %llu after the restart: %s", k, (unsigned long long)i,
+		       shmmap_strerror(rc));
+	}
+	for (uint64_t i = 0; i < GROW_N; i++)
+		CK(grow_get(i));
+	expect_clean("grown after the restart", k);
+	shmmap_detach(g_sm);
+	g_sm = NULL;
+	tu_coord_cleanup(&co);
+}
+
+START_TEST(coordinator_killed_in_growth_step)
+{
+	for (unsigned long k = 1; k <= 5; k++)
+		grow_killed_at(k);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("crash");
@@ -1629,6 +1730,11 @@ static Suite *suite(void)
 	tcase_set_timeout(tr, 300);
 	tcase_add_test(tr, crash_in_move);
 	suite_add_tcase(s, tr);
+	TCase *tg = tcase_create("grow");
+	tcase_add_checked_fixture(tg, NULL, teardown);
+	tcase_set_timeout(tg, 180);
+	tcase_add_test(tg, coordinator_killed_in_growth_step);
+	suite_add_tcase(s, tg);
 	return s;
 }
 

@@ -90,6 +90,7 @@ static size_t samples(struct proto_msg *out, size_t cap)
 		m->u.repaired.pages_freed = 1; m->u.repaired.bad_roots = UINT64_MAX;
 	});
 	ADD({ m->type = MSG_RESUME; m->seq = 18; m->u.resume.pid = 42; m->u.resume.slot = 4095; m->u.resume.slot_gen = 1ull << 33; });
+	ADD({ m->type = MSG_GROW; m->seq = 19; m->u.grow.seen = 256; m->u.grow.need = 3; m->u.grow.target = 1ull << 30; });
 	ADD({ m->type = MSG_FLUSH; m->seq = 19; strcpy(m->u.open.name, "flushed"); });
 	ADD({ m->type = MSG_SAVE; m->seq = 20; strcpy(m->u.save.path, "/tmp/x.snap"); });
 	ADD({ m->type = MSG_SAVE; m->seq = 21; m->u.save.flags = 1; });
@@ -160,6 +161,11 @@ static void expect_msg_eq(const struct proto_msg *a, const struct proto_msg *b)
 		CK_EQ(a->u.repaired.busy, b->u.repaired.busy);
 		CK_EQ(a->u.repaired.pending, b->u.repaired.pending);
 		break;
+	case MSG_GROW:
+		CK_EQ(a->u.grow.seen, b->u.grow.seen);
+		CK_EQ(a->u.grow.need, b->u.grow.need);
+		CK_EQ(a->u.grow.target, b->u.grow.target);
+		break;
 	case MSG_RESUME:
 		CK_EQ(a->u.resume.pid, b->u.resume.pid);
 		CK_EQ(a->u.resume.slot, b->u.resume.slot);
@@ -186,6 +192,7 @@ static size_t body_len(const struct proto_msg *m)
 	case MSG_ERROR: return 4 + (m->u.error.why[0] ? 2 + strlen(m->u.error.why) : 0);
 	case MSG_REPAIRED: return 48;
 	case MSG_RESUME: return 16;
+	case MSG_GROW: return 16;
 	default: return 0;
 	}
 }
