@@ -58,7 +58,9 @@ CONF
 	"$O/shmmapd" -c "$work/shmmap.ini" --foreground 2>"$work/shmmapd.log" &
 	pid=$!
 	i=0
-	while [ ! -S "$work/shmmapd.sock" ]; do
+	# Ready once it answers (the socket file exists, bound, before the
+	# coordinator listens: only then does a client get in).
+	while ! "$O/shmmapctl" -s "$work/shmmapd.sock" status >/dev/null 2>&1; do
 		if ! kill -0 "$pid" 2>/dev/null || [ $i -ge 200 ]; then
 			echo "bench-growth: shmmapd did not start; its log:" >&2
 			cat "$work/shmmapd.log" >&2 || true

@@ -146,6 +146,18 @@ EOF
 "$O/shmmapd" -c "$work/shmmap.ini" --foreground 2>"$work/shmmapd.log" &
 shmmapd_pid=$!
 wait_sock "$work/shmmapd.sock" "$shmmapd_pid" shmmapd
+# The socket exists from the start (bound before the segment is made); the
+# coordinator is ready once it answers.
+i=0
+until "$O/shmmapctl" -s "$work/shmmapd.sock" status >/dev/null 2>&1; do
+	if ! kill -0 "$shmmapd_pid" 2>/dev/null || [ $i -ge 200 ]; then
+		echo "bench: shmmapd does not answer; its log:" >&2
+		cat "$work/shmmapd.log" >&2 || true
+		exit 1
+	fi
+	sleep 0.05
+	i=$((i + 1))
+done
 
 redis_arg=""
 if command -v redis-server >/dev/null 2>&1; then

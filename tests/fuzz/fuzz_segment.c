@@ -206,11 +206,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (r == MAP_FAILED || munmap(r + GUARD_BEFORE, IMG_SIZE) < 0)
 		die("reserve guard range", -errno);
+	/* The image first: mapping reads its max_size to reserve that much. */
+	if (pwrite(fd, g_image, IMG_SIZE, 0) != (ssize_t)IMG_SIZE)
+		die("memfd write", -errno);
 	int rc = shmmap__seg_map_fd(fd, (uint64_t)(uintptr_t)(r + GUARD_BEFORE), false, &g_work);
 	if (rc < 0)
 		die("seg_map_fd", rc);
-	if (g_work.base != r + GUARD_BEFORE)
+	if (g_work.base != r + GUARD_BEFORE || g_work.reserved != IMG_SIZE)
 		die("seg_map_fd: not between the guards", -EEXIST);
+	/* A process maps only what the header says is live and follows growth;
+	 * the inputs patch the header, so the whole image is opened here once:
+	 * every offset the code follows is still checked against len. */
+	if (mprotect(g_work.base, IMG_SIZE, PROT_READ | PROT_WRITE) < 0)
+		die("mprotect", -errno);
+	atomic_store(&g_work.len, (size_t)IMG_SIZE);
 	return 0;
 }
 
