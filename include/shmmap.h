@@ -183,9 +183,12 @@ void shmmap_detach(shmmap *sm);
  * @return 0; -ENOENT if it does not exist and SHMMAP_CREATE was not given;
  *         -EINVAL for a bad name, flags or NULL argument; -ENOSPC if the
  *         segment has no room for another map; -EPERM for a read-only
- *         client asking to create; -ECONNRESET or -ECONNREFUSED if the
- *         coordinator is gone and no new one answers; -ESTALE if a new one
- *         does not know this attachment (it made a new segment).
+ *         client asking to create; -EBUSY or -EAGAIN if creating the map
+ *         needs an allocator lock that a live (perhaps stopped) or a dead
+ *         process holds (try again; shmmap_errdetail() says which);
+ *         -ECONNRESET or -ECONNREFUSED if the coordinator is gone and no new
+ *         one answers; -SHMMAP_EDETACHED if a new one does not know this
+ *         attachment (it made a new segment).
  * This is the one data call that talks to the coordinator (after a
  * coordinator restart it reconnects first, see Crashes); thread-safe.
  */

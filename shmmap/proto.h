@@ -54,7 +54,7 @@
 #include <stdint.h>
 
 #define PROTO_MAGIC 0x504d4853u /* "SHMP" little-endian */
-#define PROTO_VERSION 1u
+#define PROTO_VERSION 2u /* 2: ERROR reasons, REPAIRED busy/pending, OPEN_OPTS, GROW */
 #define PROTO_HDR 16u
 #define PROTO_MAX_MSG 512u
 #define PROTO_NAME_MAX 255u

@@ -272,7 +272,7 @@ START_TEST(wire_format)
 	m.u.hello.flags = 1;
 	unsigned char buf[64];
 	static const unsigned char want[] = {
-		'S', 'H', 'M', 'P', 1, 0, MSG_HELLO, 0, 8, 0, 0, 0, 7, 0, 0, 0,
+		'S', 'H', 'M', 'P', 2, 0, MSG_HELLO, 0, 8, 0, 0, 0, 7, 0, 0, 0,
 		0x44, 0x33, 0x22, 0x11, 1, 0, 0, 0,
 	};
 	CK_EQ(shmmap__proto_encode(&m, buf, sizeof buf), (int)sizeof want);
@@ -282,7 +282,7 @@ START_TEST(wire_format)
 	o.u.open.flags = 0xa0b0c0d0;
 	strcpy(o.u.open.name, "ab");
 	static const unsigned char want_open[] = {
-		'S', 'H', 'M', 'P', 1, 0, MSG_OPEN, 0, 8, 0, 0, 0, 4, 3, 2, 1,
+		'S', 'H', 'M', 'P', 2, 0, MSG_OPEN, 0, 8, 0, 0, 0, 4, 3, 2, 1,
 		0xd0, 0xc0, 0xb0, 0xa0, 2, 0, 'a', 'b',
 	};
 	CK_EQ(shmmap__proto_encode(&o, buf, sizeof buf), (int)sizeof want_open);
