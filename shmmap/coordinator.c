@@ -1643,6 +1643,13 @@ static void read_session(struct coord *c, struct session *s)
 			return;
 		}
 		if (rc < 0) {
+			/* A peer of another protocol version is told so before the
+			 * close (its decoder, seeing this version, reports the
+			 * mismatch), rather than left with a lost connection. */
+			if (rc == -SHMMAP_EVERSION)
+				send_error_why(s->fd, 0, rc,
+					       "this coordinator speaks attach protocol version %u",
+					       PROTO_VERSION);
 			char why[96];
 			snprintf(why, sizeof why, "bad message: %s", shmmap_strerror(rc));
 			close_session(c, s, why);

@@ -120,11 +120,19 @@ START_TEST(garbage_truncated_oversized_messages_close_one_connection)
 	s = raw_connect(co.sock);
 	ck_assert_int_eq(send(s, buf, sizeof buf, 0), (ssize_t)sizeof buf);
 	expect_closed(s);
-	/* Another protocol version. */
+	/* Another protocol version: told so (an ERROR of this version, which
+	 * the peer's decoder reports as a version mismatch), then closed. */
 	n = valid_hello(buf);
 	buf[4] = 99;
 	s = raw_connect(co.sock);
 	ck_assert_int_eq(send(s, buf, n, 0), (ssize_t)n);
+	{
+		struct proto_msg er;
+		ck_assert_int_eq(shmmap__proto_recv(s, &er, NULL), 0);
+		ck_assert_int_eq(er.type, MSG_ERROR);
+		ck_assert_int_eq(er.u.error.err, -SHMMAP_EVERSION);
+		ck_assert_ptr_nonnull(strstr(er.u.error.why, "protocol version"));
+	}
 	expect_closed(s);
 	/* A request before HELLO. */
 	struct proto_msg m = {.type = MSG_OPEN, .seq = 1};
