@@ -35,7 +35,7 @@ cleanup() {
 		kill -TERM "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	fi
-	rm -f "/dev/shm$seg"
+	rm -f "/dev/shm$seg" "/dev/shm$seg.lock"
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -74,7 +74,7 @@ stop() {
 	kill -TERM "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
 	pid=""
-	rm -f "/dev/shm$seg"
+	rm -f "/dev/shm$seg" "/dev/shm$seg.lock"
 }
 
 # No [map] section: the defaults are what is measured.

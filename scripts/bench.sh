@@ -107,7 +107,7 @@ cleanup() {
 		kill -KILL "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	done
-	rm -f "/dev/shm$seg"
+	rm -f "/dev/shm$seg" "/dev/shm$seg.lock"
 	rm -rf "$work" "$lmdb"
 }
 trap cleanup EXIT
