@@ -1209,6 +1209,12 @@ static int send_error(int fd, uint32_t seq, int err)
 	return send_error_why(fd, seq, err, NULL);
 }
 
+/* The same with a reason already written out ("" for none). */
+static int send_error_text(int fd, uint32_t seq, int err, const char *why)
+{
+	return why[0] ? send_error_why(fd, seq, err, "%s", why) : send_error(fd, seq, err);
+}
+
 /*
  * A free slot for a new client.  One slot is kept for admin tools
  * (HELLO_F_ADMIN, as shmmapctl says): a worker does not take the last free
@@ -1472,10 +1478,8 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 			return send_error(s->fd, m->seq, -EPERM);
 		char why[PROTO_NAME_MAX + 1] = "";
 		rc = flush_map(c, m->u.open.name, why, sizeof why);
-		if (rc < 0 && why[0])
-			return send_error_why(s->fd, m->seq, rc, "%s", why);
 		if (rc < 0)
-			return send_error(s->fd, m->seq, rc);
+			return send_error_text(s->fd, m->seq, rc, why);
 		r.type = MSG_OK;
 		return shmmap__proto_send(s->fd, &r, -1);
 	}
@@ -1496,10 +1500,8 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 			return send_error(s->fd, m->seq, -EPERM);
 		char why[PROTO_NAME_MAX + 1] = "";
 		rc = coord_grow(c, m->u.grow.seen, m->u.grow.need, m->u.grow.target, why, sizeof why);
-		if (rc < 0 && why[0])
-			return send_error_why(s->fd, m->seq, rc, "%s", why);
 		if (rc < 0)
-			return send_error(s->fd, m->seq, rc);
+			return send_error_text(s->fd, m->seq, rc, why);
 		r.type = MSG_OK;
 		return shmmap__proto_send(s->fd, &r, -1);
 	}

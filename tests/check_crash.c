@@ -178,6 +178,13 @@ static void prepare(const struct scenario *sc, const char *key, char *old)
 		fill_segment(sc->new_len);
 }
 
+/* In a forked child: attach and open map name, or exit 20. */
+static void child_attach(const char *name, shmmap **sm, shmmap_map *m)
+{
+	if (shmmap_attach(co.sock, sm) < 0 || shmmap_open(*sm, name, 0, m) < 0)
+		_exit(20);
+}
+
 /* In the child: attach, arm the hook, do the operation.  Exits 0 if the
  * operation completed (k was past its last store). */
 static void child(const struct scenario *sc, const char *key, unsigned long k, int sig,
@@ -185,8 +192,7 @@ static void child(const struct scenario *sc, const char *key, unsigned long k, i
 {
 	shmmap *sm;
 	shmmap_map m;
-	if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
-		_exit(20);
+	child_attach(MAP, &sm, &m);
 	if (slot_out)
 		atomic_store(slot_out, sm->slot + 1);
 	static char val[256 * 1024];
@@ -395,8 +401,7 @@ static pid_t spawn_waiter(const char *key)
 	if (pid == 0) {
 		shmmap *sm;
 		shmmap_map m;
-		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
-			_exit(20);
+		child_attach(MAP, &sm, &m);
 		_exit(shmmap_put(sm, m, key, strlen(key), "w", 1, 0, 0) == 0 ? 0 : 21);
 	}
 	return pid;
@@ -527,8 +532,7 @@ static void writer(struct load *L, int w)
 {
 	shmmap *sm;
 	shmmap_map m;
-	if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
-		_exit(20);
+	child_attach(MAP, &sm, &m);
 	char buf[2048], k[32];
 	for (unsigned long ver = 1; !atomic_load(&L->stop); ver++) {
 		int key = (int)(ver % 64);
@@ -640,8 +644,7 @@ static pid_t idle_worker(const char *key, uint32_t *slot)
 	if (w == 0) {
 		shmmap *sm;
 		shmmap_map m;
-		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
-			_exit(20);
+		child_attach(MAP, &sm, &m);
 		if (key && shmmap_put(sm, m, key, strlen(key), "x", 1, 0, 0) < 0)
 			_exit(21);
 		if (write(ready[1], &sm->slot, sizeof sm->slot) != sizeof sm->slot)
@@ -694,8 +697,7 @@ START_TEST(coordinator_killed)
 	if (r == 0) {
 		shmmap *sm;
 		shmmap_map m;
-		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
-			_exit(20);
+		child_attach(MAP, &sm, &m);
 		char b[16];
 		size_t len;
 		_exit(shmmap_get(sm, m, "while-down-2", 12, b, sizeof b, &len) == 0 && len == 4 ? 0
@@ -850,8 +852,7 @@ START_TEST(stale_session_spares_reused_slot)
 	if (n == 0) {
 		shmmap *sm;
 		shmmap_map m;
-		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
-			_exit(20);
+		child_attach(MAP, &sm, &m);
 		char x = 1;
 		if (write(attached[1], &x, 1) != 1 || read(go[0], &x, 1) != 1)
 			_exit(21);
@@ -979,8 +980,7 @@ START_TEST(dead_and_stopped_allocator_holders)
 	if (p == 0) {
 		shmmap *sm;
 		shmmap_map m;
-		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, "alloc", 0, &m) < 0)
-			_exit(20);
+		child_attach("alloc", &sm, &m);
 		atomic_store(pslot, sm->slot + 1);
 		shmmap__crash_arm_every(1, SIGSTOP);
 		int rc = shmmap_put(sm, m, "big", 3, big, sizeof big, 0, 0);
@@ -1003,8 +1003,7 @@ START_TEST(dead_and_stopped_allocator_holders)
 	if (d == 0) {
 		shmmap *sm;
 		shmmap_map m;
-		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, "alloc", 0, &m) < 0)
-			_exit(20);
+		child_attach("alloc", &sm, &m);
 		atomic_store(dslot, sm->slot + 1);
 		shmmap__crash_arm(1, SIGSTOP);
 		shmmap_put(sm, m, "m9999", 5, v, sizeof v, 0, 0);
@@ -1023,8 +1022,7 @@ START_TEST(dead_and_stopped_allocator_holders)
 	if (q == 0) {
 		shmmap *sm;
 		shmmap_map m;
-		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, "alloc", 0, &m) < 0)
-			_exit(20);
+		child_attach("alloc", &sm, &m);
 		int rc = shmmap_put(sm, m, "q", 1, v, sizeof v, 0, 0);
 		_exit(rc == -EAGAIN ? 0 : rc == 0 ? 1 : 2);
 	}
@@ -1324,8 +1322,7 @@ START_TEST(stale_lock_in_retained_table_of_other_geometry)
 	if (pid == 0) {
 		shmmap *sm;
 		shmmap_map m;
-		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, MAP, 0, &m) < 0)
-			_exit(20);
+		child_attach(MAP, &sm, &m);
 		atomic_store(slot, sm->slot + 1);
 		shmmap__crash_arm_every(1, SIGSTOP);
 		int rc = shmmap_put(sm, m, key, strlen(key), "v", 1, 0, 0);
