@@ -141,7 +141,8 @@ typedef struct {
  *         -ECONNREFUSED if no coordinator listens there (no socket file, or
  *         nothing listening on it); -EACCES/-EPERM if it refuses this peer; -SHMMAP_EVERSION on a protocol mismatch;
  *         -SHMMAP_EBADSEG if the segment it hands over does not validate;
- *         -EAGAIN if it has no free client slot; -ENOMEM.
+ *         -EAGAIN if it has no free client slot; -ENOMEM; -EMFILE if this
+ *         process already has 65535 attachments.
  *
  * With $SHMMAP_READONLY set to 1 the attachment asks for read-only access;
  * the coordinator also imposes it on peers of its readonly_uids/gids lists.

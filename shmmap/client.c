@@ -325,18 +325,24 @@ static void reg_init(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-static void reg_add(shmmap *sm)
+/* 0, or -EMFILE if every tag is taken (65535 attachments in one process). */
+static int reg_add(shmmap *sm)
 {
 	pthread_once(&reg_once, reg_init);
 	pthread_mutex_lock(&reg_mu);
 	/* A tag per attachment of the process (never 0, skipping live ones),
 	 * so a handle is never taken for another attachment's. */
-	for (bool used = true; used;) {
+	bool used = true;
+	for (uint32_t tries = 0; used && tries < UINT16_MAX; tries++) {
 		if (++reg_tag == 0)
 			reg_tag = 1;
 		used = false;
 		for (shmmap *o = reg_head; o && !used; o = ext(o)->reg_next)
 			used = o->tag == reg_tag;
+	}
+	if (used) {
+		pthread_mutex_unlock(&reg_mu);
+		return -EMFILE;
 	}
 	sm->tag = reg_tag;
 	ext(sm)->reg_next = reg_head;
@@ -344,6 +350,7 @@ static void reg_add(shmmap *sm)
 		ext(reg_head)->reg_prev = sm;
 	reg_head = sm;
 	pthread_mutex_unlock(&reg_mu);
+	return 0;
 }
 
 static void reg_del(shmmap *sm)
@@ -555,7 +562,13 @@ static int attach(const char *socket_path, uint32_t admin, shmmap **out)
 		goto fail_map;
 	}
 	pthread_mutex_init(&sm->sock_mu, NULL);
-	reg_add(sm);
+	rc = reg_add(sm);
+	if (rc < 0) {
+		set_detail("this process has too many attachments (%u)", UINT16_MAX);
+		pthread_mutex_destroy(&sm->sock_mu);
+		free(x->views);
+		goto fail_map;
+	}
 	*out = sm;
 	return 0;
 
