@@ -108,8 +108,10 @@ END_TEST
  * the sizes (small entries of other size classes make room for big ones). */
 START_TEST(one_bucket_evicts_anything)
 {
+	/* max_buckets = 1: the map must stay one bucket (maps grow). */
 	ck_assert_int_eq(tu_coord_start(&co, "4M",
-					"[map]\nbuckets = 1\nstripes = 1\nvalue_max = 1M\n"),
+					"[map]\nbuckets = 1\nmax_buckets = 1\nstripes = 1\n"
+					"value_max = 1M\n"),
 			 0);
 	shmmap *sm = attach();
 	shmmap_map m = open_map(sm, "cache");
