@@ -251,7 +251,8 @@ int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
  *         policy "reject", or when even evicting every other entry of the
  *         map would not make room; with "evict", the default, approximately
  *         least recently used entries of the map are evicted until the
- *         value fits: any of them, so a value that fits always gets in;
+ *         value fits, any of them if need be (a value that needs a run
+ *         of pages can still miss when the free pages are split);
  *         also when the map's quota would be exceeded, with "reject", or
  *         with "evict" when evicting the map's entries does not make room);
  *         -EINVAL (bad arguments); -EBADF/-ESTALE (bad handle);
