@@ -8,6 +8,7 @@
  * prints or allocates.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,7 @@ static int put(char *buf, size_t cap, const char *a, const char *b)
 
 int shmmap__default_socket(char *buf, size_t cap, bool server)
 {
-	if (geteuid() == 0 || access(SHMMAP_SYSTEM_RUNDIR, W_OK) == 0)
+	if (geteuid() == 0 || faccessat(AT_FDCWD, SHMMAP_SYSTEM_RUNDIR, W_OK, AT_EACCESS) == 0)
 		return put(buf, cap, SHMMAP_DEFAULT_SOCKET, "");
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
 	if (!xdg || xdg[0] != '/') { /* the XDG spec: a relative one is ignored */
