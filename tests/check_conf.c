@@ -772,8 +772,7 @@ static int bind_at(const char *path)
 START_TEST(test_defaults_ordinary_user)
 {
 	if (geteuid() != 0) {
-		fprintf(stderr, "SKIP test_defaults_ordinary_user: needs root (seteuid)\n");
-		return;
+		TU_SKIP("needs root (seteuid)");
 	}
 	char xdg[] = "/tmp/check_conf-xdg-XXXXXX", dir[128], sock[160], buf[108];
 	ck_assert_ptr_nonnull(mkdtemp(xdg));

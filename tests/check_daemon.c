@@ -43,7 +43,7 @@ static bool can_switch_uid(const char *test)
 {
 	if (geteuid() == 0 && access("/usr/bin/setpriv", X_OK) == 0)
 		return true;
-	fprintf(stderr, "SKIP %s: needs root and /usr/bin/setpriv\n", test);
+	tu_skip(test, "needs root and /usr/bin/setpriv");
 	return false;
 }
 
@@ -696,8 +696,7 @@ START_TEST(dev_shm_too_small)
 	struct statvfs vs;
 	ck_assert_int_eq(statvfs("/dev/shm", &vs), 0);
 	if ((unsigned long long)vs.f_blocks * vs.f_frsize >= (1ull << 40)) {
-		fprintf(stderr, "SKIP dev_shm_too_small: /dev/shm holds 1T\n");
-		return;
+		TU_SKIP("/dev/shm holds 1T");
 	}
 	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
 	ck_assert_int_eq(tu_coord_stop(&co), 0);
@@ -739,8 +738,7 @@ START_TEST(unit_file_verifies)
 	for (size_t i = 0; i < sizeof mustnt / sizeof mustnt[0]; i++)
 		ck_assert_msg(strstr(text, mustnt[i]) == NULL, "unit has %s", mustnt[i]);
 	if (access("/usr/bin/systemd-analyze", X_OK) != 0) {
-		fprintf(stderr, "SKIP unit_file_verifies (systemd-analyze): not installed\n");
-		return;
+		TU_SKIP("systemd-analyze is not installed (the unit's text was checked)");
 	}
 	/* systemd-analyze verify wants ExecStart's binary to exist: ours. */
 	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
