@@ -115,12 +115,14 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap 'cleanup; exit 129' HUP
 
-wait_sock() { # path pid name
+wait_ready() { # pid name command...: until the command succeeds
+	wpid=$1 wname=$2
+	shift 2
 	i=0
-	while [ ! -S "$1" ]; do
-		if ! kill -0 "$2" 2>/dev/null || [ $i -ge 200 ]; then
-			echo "bench: $3 did not start; its log:" >&2
-			cat "$work/$3.log" >&2 || true
+	until "$@" >/dev/null 2>&1; do
+		if ! kill -0 "$wpid" 2>/dev/null || [ $i -ge 200 ]; then
+			echo "bench: $wname did not start; its log:" >&2
+			cat "$work/$wname.log" >&2 || true
 			return 1
 		fi
 		sleep 0.05
@@ -145,19 +147,9 @@ stripes = 256
 EOF
 "$O/shmmapd" -c "$work/shmmap.ini" --foreground 2>"$work/shmmapd.log" &
 shmmapd_pid=$!
-wait_sock "$work/shmmapd.sock" "$shmmapd_pid" shmmapd
-# The socket exists from the start (bound before the segment is made); the
-# coordinator is ready once it answers.
-i=0
-until "$O/shmmapctl" -s "$work/shmmapd.sock" status >/dev/null 2>&1; do
-	if ! kill -0 "$shmmapd_pid" 2>/dev/null || [ $i -ge 200 ]; then
-		echo "bench: shmmapd does not answer; its log:" >&2
-		cat "$work/shmmapd.log" >&2 || true
-		exit 1
-	fi
-	sleep 0.05
-	i=$((i + 1))
-done
+# Ready once it answers: the socket exists from the start (bound before
+# the segment is made), but a client gets in only once it listens.
+wait_ready "$shmmapd_pid" shmmapd "$O/shmmapctl" -s "$work/shmmapd.sock" status
 
 redis_arg=""
 if command -v redis-server >/dev/null 2>&1; then
@@ -165,7 +157,7 @@ if command -v redis-server >/dev/null 2>&1; then
 		--save '' --appendonly no --daemonize no --dir "$work" \
 		--logfile "$work/redis.log" &
 	redis_pid=$!
-	wait_sock "$work/redis.sock" "$redis_pid" redis
+	wait_ready "$redis_pid" redis test -S "$work/redis.sock"
 	redis_arg="$work/redis.sock"
 elif [ -z "$short" ]; then
 	echo "bench: redis-server is missing" >&2

@@ -474,7 +474,12 @@ static int ask_grow(const struct seg *s, uint32_t seen, uint32_t need)
  * cannot follow (the header names a size it cannot map) says so. */
 static int op_result(shmmap *sm, int rc)
 {
-	if (rc < 0 && rc != -EINVAL && shmmap__seg_sync(&sm->seg) < 0) {
+	/* A miss, a present key, a lost cas or a small buffer is an answer,
+	 * not a failure that growth could explain: no look at the segment. */
+	if (rc >= 0 || rc == -EINVAL || rc == -ENOENT || rc == -EEXIST || rc == -ECANCELED ||
+	    rc == -ENOBUFS)
+		return rc;
+	if (shmmap__seg_sync(&sm->seg) < 0) {
 		set_detail("the segment grew to %llu pages, which this process cannot map (its "
 			   "reservation is %zu bytes at %p): nothing was changed",
 			   (unsigned long long)atomic_load(&seg_hdr(&sm->seg)->npages_live),

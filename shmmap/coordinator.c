@@ -212,6 +212,15 @@ static struct seg_stripe *table_stripes(struct coord *c, uint32_t m, uint32_t *n
 	return seg_ptr(&c->seg, off);
 }
 
+/* A stripe lock of a table no map uses (retained, or being re-made),
+ * taken over from a dead owner: no chain to repair, only its sequence
+ * counter made even again, then let go. */
+static void release_taken(struct seg_stripe *sp)
+{
+	atomic_store(&sp->seq, (atomic_load(&sp->seq) + 1) & ~1u);
+	shmmap__unlock(&sp->lock);
+}
+
 /* Take over and repair every stripe lock `owner` holds; returns how many.
  * Stripes of tables that are not live (a dropped map's, kept for reuse)
  * are released too: when the slot is given to another client, no lock
@@ -230,11 +239,12 @@ static unsigned take_stripes(struct coord *c, uint32_t owner)
 		for (uint32_t st = 0; sp && st < ns; st++) {
 			if (!shmmap__lock_take_from(&sp[st].lock, owner, LOCK_OWNER_COORD))
 				continue;
-			if (linked)
+			if (linked) {
 				shmmap__stripe_repair(&o, &v, st);
-			else
-				atomic_store(&sp[st].seq, (atomic_load(&sp[st].seq) + 1) & ~1u);
-			shmmap__unlock(&sp[st].lock);
+				shmmap__unlock(&sp[st].lock);
+			} else {
+				release_taken(&sp[st]);
+			}
 			took++;
 		}
 	}
@@ -761,10 +771,8 @@ static bool entry_usable(struct coord *c, uint32_t k, const struct map_params *p
 		if (!owner || owner == LOCK_OWNER_COORD)
 			continue;
 		if (!shmmap__owner_alive(&c->lk, owner)) {
-			if (shmmap__lock_take_from(&sp[st].lock, owner, LOCK_OWNER_COORD)) {
-				atomic_store(&sp[st].seq, (atomic_load(&sp[st].seq) + 1) & ~1u);
-				shmmap__unlock(&sp[st].lock);
-			}
+			if (shmmap__lock_take_from(&sp[st].lock, owner, LOCK_OWNER_COORD))
+				release_taken(&sp[st]);
 		} else if (!same) {
 			return false;
 		}

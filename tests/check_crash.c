@@ -446,6 +446,18 @@ static bool step(pid_t pid, int *st)
 	return WIFSTOPPED(*st);
 }
 
+/* Step pid (armed "every") until lock word w is held by owner *slot. */
+static void step_until_holds(pid_t pid, _Atomic uint32_t *w, _Atomic uint32_t *slot)
+{
+	int st;
+	for (int i = 0; i < 1000; i++) {
+		if ((atomic_load(w) & LOCK_OWNER_MASK) == atomic_load(slot))
+			return;
+		CK_MSG(step(pid, &st), "the process finished without taking the lock");
+	}
+	ck_abort_msg("the process never took the lock");
+}
+
 START_TEST(frozen_holder_killed)
 {
 	static char old[8192];
@@ -989,13 +1001,7 @@ START_TEST(dead_and_stopped_allocator_holders)
 	}
 	int st;
 	CK_MSG(wait_stopped(p, &st) == p && WIFSTOPPED(st), "P did not stop");
-	bool held = false;
-	for (int i = 0; i < 1000 && !held; i++) {
-		held = (atomic_load(pool_w) & LOCK_OWNER_MASK) == atomic_load(pslot);
-		if (!held)
-			CK_MSG(step(p, &st), "P finished without holding the pool lock");
-	}
-	ck_assert(held);
+	step_until_holds(p, pool_w, pslot);
 	/* D: stopped right after taking the class lock, then killed. */
 	_Atomic uint32_t *dslot = shared_word();
 	pid_t d = tu_fork();
@@ -1336,12 +1342,7 @@ START_TEST(stale_lock_in_retained_table_of_other_geometry)
 	CK_EQ(shmmap_drop(g_sm, MAP), 0);
 	CK_MSG(tu_wait(map_dir_free, &idx, 5000), "the drop did not finish");
 	/* Step it until it holds the stripe lock in the retained table. */
-	bool held = false;
-	for (int i = 0; i < 1000 && !held; i++) {
-		CK_MSG(step(pid, &st), "the writer finished without taking the stale lock");
-		held = (atomic_load(w) & LOCK_OWNER_MASK) == atomic_load(slot);
-	}
-	ck_assert(held);
+	step_until_holds(pid, w, slot);
 	/* Another geometry from now on. */
 	ck_assert_int_eq(tu_coord_stop(&co), 0);
 	static char conf[4096];
