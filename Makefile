@@ -25,7 +25,8 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 
 LIB_SRCS := shmmap/errors.c shmmap/segment.c shmmap/lock.c shmmap/alloc.c \
             shmmap/table.c shmmap/proto.c shmmap/client.c shmmap/check.c \
-            shmmap/sweep.c shmmap/grow.c shmmap/crashpoint.c shmmap/version.c shmmap/paths.c
+            shmmap/sweep.c shmmap/grow.c shmmap/evict.c shmmap/crashpoint.c shmmap/version.c \
+            shmmap/paths.c
 D_SRCS   := shmmap/shmmapd.c shmmap/coordinator.c shmmap/conf.c shmmap/snapshot.c \
             shmmap/log.c shmmap/notify.c
 CTL_SRCS := shmmap/shmmapctl.c

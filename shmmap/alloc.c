@@ -37,7 +37,8 @@
  * Lock order: stripe lock -> class lock -> pool lock.
  * Invariants (checked by check.c):
  *   - a SLAB page's used == carved - (length of its free list);
- *   - a SLAB page is on its class's partial list iff used < blocks per page;
+ *   - a SLAB page is on its class's partial list iff used < blocks per page
+ *     and it is not being drained (evict.c: page handover);
  *   - a RUN head's run pages are followed by run - 1 CONT pages.
  * The class sizes are computed here, never read back from the segment, so
  * a scribbled class table cannot steer a block out of bounds.
@@ -50,26 +51,29 @@
 
 static uint32_t class_size[SEG_NCLASSES];
 static uint32_t nclasses;
-/* The class of a request of n bytes, by (n + 15) / 16: one load. */
-static uint8_t class_for[SEG_PAGE / 2 / SEG_ALIGN + 1];
+/* The class of a request of n bytes, by (n + 7) / 8: one load. */
+static uint8_t class_for[SEG_PAGE / SEG_ALIGN + 1];
 static pthread_once_t class_once = PTHREAD_ONCE_INIT;
 
+/* Each class is the largest multiple of 8 at which a block just too big
+ * for the class below wastes at most CLASS_WASTE_PCT% of it (headers
+ * included: the sizes are of whole entries), up to one block per page:
+ * 48, 56, 64, ... 120, 136, ... 56176, 63472, 65536 (64 classes). */
+#define CLASS_WASTE_PCT 115u /* per mille / 10: 11.5% */
 static void class_init(void)
 {
-	uint32_t s = 48, n = 0;
-	while (n < SEG_NCLASSES && s < SEG_PAGE / 2) {
+	uint32_t s = SEG_MIN_BLOCK, n = 0;
+	while (n < SEG_NCLASSES - 1 && s < SEG_PAGE) {
 		class_size[n++] = s;
-		uint32_t next = (s + s / 6 + SEG_ALIGN - 1) & ~(SEG_ALIGN - 1);
-		s = next > s + SEG_ALIGN ? next : s + SEG_ALIGN;
+		uint32_t next = (uint32_t)((uint64_t)(s + 1) * 1000u / (1000u - CLASS_WASTE_PCT)) &
+				~(SEG_ALIGN - 1);
+		s = next > s ? next : s + SEG_ALIGN;
 	}
-	if (n < SEG_NCLASSES)
-		class_size[n++] = SEG_PAGE / 2;
-	else
-		class_size[SEG_NCLASSES - 1] = SEG_PAGE / 2;
+	class_size[n++] = SEG_PAGE;
 	nclasses = n;
 	_Static_assert(SEG_NCLASSES <= 256, "class_for holds a byte");
 	for (uint32_t u = 0, k = 0; u < sizeof class_for; u++) {
-		while (class_size[k] < u * SEG_ALIGN) /* first class with size >= u * 16 */
+		while (class_size[k] < u * SEG_ALIGN) /* first class with size >= u * 8 */
 			k++;
 		class_for[u] = (uint8_t)k;
 	}
@@ -362,12 +366,15 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 		if (pi1) {
 			struct seg_page *np = seg_page(s, g, pi1 - 1);
 			np->cls = cls;
+			np->drain = 0;
 			np->kind = PAGE_SLAB;
 			CRASH_POINT();
 		}
 		shmmap__unlock(&h->pool_lock);
 		if (pi1 == 0)
 			goto out;
+		if (sc->pages == 0) /* a class starts young (evict.c: its age) */
+			atomic_store_explicit(&sc->evict_t, shmmap__itime(), memory_order_relaxed);
 		sc->pages++;
 		sc->partial = 0;
 		partial_push(s, g, sc, pi1 - 1);
@@ -456,7 +463,7 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 	p->used--;
 	sc->used--;
 	CRASH_POINT();
-	if (was_full)
+	if (was_full && !p->drain) /* a page being emptied stays off the list */
 		partial_push(s, g, sc, pi);
 	if (rec) {
 		atomic_store_explicit(rec, 0, memory_order_relaxed);
@@ -468,7 +475,8 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 		 * page stays an empty slab page of this class (still usable). */
 		struct seg_header *h = seg_hdr(s);
 		if (shmmap__lock_nosteal(&h->pool_lock, c) == 0) {
-			partial_remove(s, g, sc, pi);
+			if (!p->drain)
+				partial_remove(s, g, sc, pi);
 			sc->pages--;
 			CRASH_POINT();
 			pool_give(s, g, pi);
@@ -492,5 +500,76 @@ size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_
 	if (p->kind == PAGE_SLAB && p->cls < classes() && (off - poff) % class_size[p->cls] == 0 &&
 	    (off - poff) / class_size[p->cls] < blocks_per_page(p->cls))
 		return class_size[p->cls];
+	return 0;
+}
+
+/* ---- draining: a page emptied for another class (evict.c) ---- */
+
+int shmmap__page_drain(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		       uint32_t pi, uint32_t cls)
+{
+	if (cls >= classes() || !page_in(s, g, pi))
+		return -EINVAL;
+	struct seg_class *sc = seg_class(s, g, cls);
+	int rc = shmmap__lock_nosteal(&sc->lock, c);
+	if (rc < 0)
+		return rc;
+	struct seg_page *p = seg_page(s, g, pi);
+	rc = -EBUSY;
+	if (p->kind == PAGE_SLAB && p->cls == cls && p->drain == 0 && p->used > 0) {
+		if (p->used < blocks_per_page(cls))
+			partial_remove(s, g, sc, pi);
+		p->drain = c->owner;
+		CRASH_POINT();
+		rc = 0;
+	}
+	shmmap__unlock(&sc->lock);
+	return rc;
+}
+
+/* Under the class lock: end owner's drain of page pi, if it is still one. */
+static void undrain_locked(const struct seg *s, const struct seg_geom *g, struct seg_class *sc,
+			   uint32_t cls, uint32_t pi, uint32_t owner)
+{
+	struct seg_page *p = seg_page(s, g, pi);
+	if (p->kind != PAGE_SLAB || p->cls != cls || p->drain != owner)
+		return; /* emptied (back in the pool) and perhaps carved anew */
+	p->drain = 0;
+	CRASH_POINT();
+	if (p->used < blocks_per_page(cls))
+		partial_push(s, g, sc, pi);
+}
+
+int shmmap__page_undrain(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			 uint32_t pi, uint32_t cls)
+{
+	if (cls >= classes() || !page_in(s, g, pi))
+		return -EINVAL;
+	struct seg_class *sc = seg_class(s, g, cls);
+	int rc = shmmap__lock_nosteal(&sc->lock, c);
+	if (rc < 0)
+		return rc;
+	undrain_locked(s, g, sc, cls, pi, c->owner);
+	shmmap__unlock(&sc->lock);
+	return 0;
+}
+
+int shmmap__alloc_undrain(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			  uint32_t owner)
+{
+	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
+	for (uint32_t i = 0; i < np; i++) {
+		const struct seg_page *p = seg_page(s, g, i);
+		uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
+		if (__atomic_load_n(&p->kind, __ATOMIC_RELAXED) != PAGE_SLAB ||
+		    __atomic_load_n(&p->drain, __ATOMIC_RELAXED) != owner || cls >= classes())
+			continue;
+		struct seg_class *sc = seg_class(s, g, cls);
+		int rc = shmmap__lock_nosteal(&sc->lock, c);
+		if (rc < 0)
+			return rc;
+		undrain_locked(s, g, sc, cls, i, owner);
+		shmmap__unlock(&sc->lock);
+	}
 	return 0;
 }

@@ -316,7 +316,7 @@ static void layout_pages(struct ck *c)
 		} else if (p->kind == PAGE_SLAB && p->cls < g->nclasses) {
 			c->cls_used[p->cls] += p->used;
 			c->cls_pages[p->cls]++;
-			if (p->used < per_page(p->cls))
+			if (p->used < per_page(p->cls) && !p->drain) /* draining: off the list */
 				c->cls_partial[p->cls]++;
 			c->bit_base[i] = c->nbits;
 			c->nbits += carved_blocks(p);
@@ -534,7 +534,7 @@ static unsigned class_verdict(struct ck *c, uint32_t k, const struct seg_page *s
 				continue;
 			used += d.used;
 			pages++;
-			partial += d.used < per;
+			partial += d.used < per && !d.drain;
 		}
 	}
 	if (used0 != used) {
@@ -796,7 +796,9 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 				/* Read once and validate our own copy: the entry may change
 				 * under us (a racing unlink, free and reuse). */
 				uint32_t klen = e ? LOAD(e->klen) : 0, vlen = e ? LOAD(e->vlen) : 0;
-				uint64_t hash = e ? LOAD(e->hash) : 0;
+				uint32_t hash = e ? ENT_HASH(atomic_load_explicit(
+							    &((struct seg_entry *)e)->meta,
+							    memory_order_relaxed)) : 0;
 				uint64_t next = e ? atomic_load_explicit(&((struct seg_entry *)e)->next,
 									 memory_order_acquire) : 0;
 				uint64_t need = sizeof(struct seg_entry) + (uint64_t)klen + vlen;
@@ -832,7 +834,7 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 					problem(c, "map '%s' bucket %u: entry %#llx needs %llu B, its "
 						   "block has %zu", name, b, (unsigned long long)off,
 						(unsigned long long)need, bsize);
-				if (h != hash)
+				if ((uint32_t)h != hash)
 					problem(c, "map '%s' bucket %u: entry %#llx's stored hash is "
 						   "not its key's", name, b, (unsigned long long)off);
 				else if ((uint32_t)(h & (nb - 1)) != b)
@@ -971,7 +973,9 @@ static bool referenced_now(struct ck *c, uint64_t off)
 		if (!e)
 			continue;
 		if (shmmap__tbl_linked(s, v, off) ||
-		    atomic_load_explicit(&v->stripes[LOAD(e->hash) & (v->nstripes - 1)].moving,
+		    atomic_load_explicit(&v->stripes[ENT_HASH(atomic_load_explicit(&((struct seg_entry *)e)->meta,
+								   memory_order_relaxed)) &
+				(v->nstripes - 1)].moving,
 					 memory_order_acquire) == off)
 			return true;
 	}

@@ -377,6 +377,17 @@ static bool recover_slot_locked(struct coord *c, uint32_t slot)
 			}
 		}
 	}
+	/* Pages the client was emptying for another size class (evict.c) go
+	 * back on their partial lists. */
+	if (!busy && !sweep) {
+		int rc = shmmap__alloc_undrain(&c->seg, &c->g, &c->lk, owner);
+		if (rc == -EBUSY) {
+			sl->wait_kind = SLOT_WAIT_ALLOC;
+			busy = true;
+		} else if (rc < 0) {
+			sweep = true;
+		}
+	}
 	if (!busy && sweep) {
 		struct sweep_report r;
 		int rc = sweep_or_defer(c, "a dead client held an allocator lock", &r);

@@ -59,10 +59,11 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 3u /* 3: max_size, npages_live (online growth); map tables that grow */
+#define SEG_LAYOUT_VERSION 4u /* 4: entries name their map; use counters; class hands */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
-#define SEG_NCLASSES 48u            /* room for the size classes, 48 B .. SEG_PAGE/2 */
-#define SEG_ALIGN 16u               /* every block is 16-byte aligned */
+#define SEG_NCLASSES 64u            /* room for the size classes, 48 B .. SEG_PAGE */
+#define SEG_MIN_BLOCK 48u           /* the smallest class */
+#define SEG_ALIGN 8u                /* every block (and entry) is 8-byte aligned */
 #define SEG_MAX_SIZE_LIMIT (1ull << 40) /* 1 TiB: [segment] size and max_size */
 #define SEG_MAX_CLIENTS_LIMIT 4096u
 #define SEG_MAX_MAPS_LIMIT 4096u
@@ -126,7 +127,10 @@ struct seg_header {
 	_Atomic uint32_t npages_live;       /* 200: heap pages that exist now (release store) */
 	_Atomic uint32_t grow_state;        /* 204: SEG_GROW_* */
 	_Atomic uint64_t grow_steps;        /* 208: growth steps done (coordinator) */
-	uint8_t pad[4096 - 216];
+	_Atomic uint32_t evict_rover;       /* 216: next page a large entry's eviction looks at */
+	uint32_t pad0;
+	_Atomic uint64_t handovers;         /* 224: pages handed from one size class to another */
+	uint8_t pad[4096 - 232];
 };
 _Static_assert(sizeof(struct seg_header) == 4096, "header is one page");
 _Static_assert(offsetof(struct seg_header, state) == 48, "layout");
@@ -274,18 +278,38 @@ struct seg_counters {
 };
 _Static_assert(sizeof(struct seg_counters) == 64, "counters line");
 
-/* An entry: header, then key bytes, then value bytes. */
+/* An entry: header, then key bytes, then value bytes.  map names the map
+ * whose chains hold it, so that eviction can take the entries of any
+ * block or page (evict.c).  meta holds the key's hash (low 32 bits: enough
+ * for 2^30 buckets), when the entry was written (24 bits of 4 ms: ages up
+ * to 18 hours) and its use count (top byte, 0..3: raised by gets, lowered
+ * by the evicting hand).  The count is changed only by a compare-and-swap
+ * of the whole word against the value the changer validated: a reader
+ * that comes late, after the block was freed and reused, changes nothing
+ * (the word no longer matches).  Read with the ENT_* macros. */
 struct seg_entry {
 	_Atomic uint64_t next; /* offset of the next entry in the chain, 0 = end */
-	uint64_t hash;
 	uint64_t expire_ms;    /* CLOCK_REALTIME ms, 0 = never */
-	uint32_t klen;
+	_Atomic uint64_t meta; /* hash | itime << 32 | freq << 56 */
+	uint16_t klen;
+	uint16_t map;          /* map directory index */
 	uint32_t vlen;
 	unsigned char data[];
 };
+#define ENT_HASH(m) ((uint32_t)(m))
+#define ENT_ITIME(m) ((uint32_t)((m) >> 32) & 0xffffffu)
+#define ENT_FREQ(m) ((uint32_t)((m) >> 56))
+#define ENT_FREQ_ONE (UINT64_C(1) << 56)
+#define ENT_FREQ_MAX 3u
+#define ENT_META(hash, itime, freq) \
+	((uint64_t)(uint32_t)(hash) | (uint64_t)((itime)&0xffffffu) << 32 | (uint64_t)(freq) << 56)
+/* Ages in ms from 24-bit itimes (units of 4 ms, wrapping). */
+#define ENT_AGE_MS(now, itime) ((((now) - (itime)) & 0xffffffu) * 4u)
 _Static_assert(sizeof(struct seg_entry) == 32, "entry header");
 
-/* A size class: a partial-page list guarded by its own lock. */
+/* A size class: a partial-page list guarded by its own lock, and the
+ * state of its evicting hand (evict.c; written without the lock, read as
+ * hints: every value is checked before use). */
 struct seg_class {
 	_Atomic uint32_t lock;
 	uint32_t size;      /* block size, multiple of SEG_ALIGN */
@@ -293,7 +317,11 @@ struct seg_class {
 	uint32_t pad0;
 	uint64_t used;      /* blocks in use */
 	uint64_t pages;     /* pages owned */
-	uint8_t pad[64 - 32];
+	_Atomic uint64_t hand;      /* (page + 1) << 16 | block: the next block the hand looks at */
+	_Atomic uint32_t age_ms;    /* age of the last entry the hand evicted */
+	_Atomic uint32_t evict_t;   /* shmmap__itime() of that eviction (or of the class's first page) */
+	_Atomic uint64_t evictions; /* entries the hand evicted */
+	_Atomic uint64_t pages_in;  /* pages handed over to this class */
 };
 _Static_assert(sizeof(struct seg_class) == 64, "class line");
 
@@ -305,7 +333,11 @@ _Static_assert(sizeof(struct seg_class) == 64, "class line");
 struct seg_page {
 	uint32_t kind;
 	uint32_t cls;     /* PAGE_SLAB: class index */
-	uint32_t run;     /* PAGE_RUN: pages in the run; PAGE_FREE: unused */
+	union {
+		uint32_t run;   /* PAGE_RUN: pages in the run; PAGE_FREE: unused */
+		uint32_t drain; /* PAGE_SLAB: lock owner id of whoever empties it for another
+				   class (evict.c), 0 = none: off the partial list meanwhile */
+	};
 	uint32_t used;    /* PAGE_SLAB: blocks in use */
 	uint32_t carved;  /* PAGE_SLAB: blocks ever handed out (rest implicitly free) */
 	uint32_t free;    /* PAGE_SLAB: first free block offset in page + 1, 0 = none */
@@ -414,6 +446,9 @@ uint64_t shmmap__seg_cur_size(const struct seg *s, const struct seg_geom *g);
 int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		     uint32_t pages);
 uint64_t shmmap__now_ms(void);
+/* CLOCK_MONOTONIC_COARSE in units of 4 ms (wrapping; seg_entry.meta keeps
+ * 24 bits: ENT_AGE_MS of two is right for ages under 18 hours). */
+uint32_t shmmap__itime(void);
 uint64_t shmmap__now_ns(void);
 /* /proc/PID/stat starttime; -ESRCH if the process is gone or a zombie. */
 int shmmap__proc_start_time(pid_t pid, uint64_t *out);
@@ -519,8 +554,36 @@ int shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g, const str
 int shmmap__free_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		       uint32_t first, _Atomic uint64_t *rec);
 int shmmap__class_of(const struct seg *s, const struct seg_geom *g, size_t n);
+/*
+ * Draining (evict.c empties a page for another class): mark SLAB page pi
+ * of class cls as being emptied by c->owner, off its class's partial list,
+ * so that none of its blocks is handed out; the free of its last block
+ * gives it to the pool as usual.  0, -EBUSY (not such a page, empty, or
+ * drained by another), -EINVAL, -EAGAIN.  undrain ends it (if the page is
+ * still that class's and still marked by c->owner); alloc_undrain ends
+ * every drain of a dead owner (the coordinator's recovery).
+ */
+int shmmap__page_drain(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		       uint32_t pi, uint32_t cls);
+int shmmap__page_undrain(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			 uint32_t pi, uint32_t cls);
+int shmmap__alloc_undrain(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			  uint32_t owner);
 uint32_t shmmap__nclasses(void);
 uint32_t shmmap__class_size(uint32_t cls); /* 0 for an invalid class */
+
+/* ---- evict.c: what a full segment gives up ---- */
+struct op_ctx;
+struct map_view;
+struct seg_intent;
+/*
+ * Make room for a block of n bytes and allocate it (recorded in in->a):
+ * evict entries of maps whose policy is evict, by the class's hand, or
+ * empty a page of another size class whose victims are older (see
+ * evict.c).  Called with no lock held.  0, -ENOSPC (nothing could be
+ * evicted), -EAGAIN, -SHMMAP_ECORRUPT.
+ */
+int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n);
 
 /* ---- sweep.c: the allocator rebuilt from what is reachable ---- */
 struct sweep_report {
@@ -678,6 +741,17 @@ int shmmap__tbl_move(const struct op_ctx *o, const struct map_view *v, uint32_t 
 		     uint32_t budget, bool wait);
 /* Entries of a map (the sum of its stripes' totals, read without locks). */
 uint64_t shmmap__tbl_entries(const struct map_view *v);
+/*
+ * Evict the entry at off from map v if it is linked there (and, unless
+ * force, its use count is 0 or it expired): unlink it under its stripe lock
+ * with the victim recorded in in->b (in->map and in->stripe name it
+ * meanwhile, and are given back), then free it.  Returns 1 (evicted; *kv
+ * += its key and value bytes, *age = its age in ms), 0 (not linked, in
+ * use, or its stripe is busy), or a negative errno (-EAGAIN: the free
+ * awaits an allocator repair; in->b keeps the block).
+ */
+int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
+			 uint64_t off, bool force, uint64_t *kv, uint32_t *age);
 /* Wake the coordinator's growth thread (a writer saw a map over its load). */
 void shmmap__grow_wake(const struct seg *s);
 

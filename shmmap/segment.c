@@ -50,6 +50,13 @@ uint64_t shmmap__now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+uint32_t shmmap__itime(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint32_t)((uint64_t)ts.tv_sec * 250u + (uint64_t)ts.tv_nsec / 4000000u);
+}
+
 int shmmap__proc_start_time(pid_t pid, uint64_t *out)
 {
 	char path[64], buf[1024];

@@ -454,6 +454,9 @@ static const char *policy_name(uint32_t p)
 struct class_info {
 	uint32_t cls, size;
 	uint64_t used, pages; /* blocks in use, pages owned */
+	uint64_t evictions;   /* entries its hand evicted (evict.c) */
+	uint64_t pages_in;    /* pages handed over to it from other classes */
+	uint32_t victim_age_ms; /* age of the last entry its hand evicted */
 };
 
 /* Class k (k < sm->geom.nclasses): its size is computed (alloc.c), never
@@ -464,6 +467,9 @@ static struct class_info class_info(shmmap *sm, uint32_t k)
 	struct class_info ci = {.cls = k, .size = shmmap__class_size(k)};
 	ci.pages = LOAD(sc->pages);
 	ci.used = LOAD(sc->used);
+	ci.evictions = atomic_load_explicit(&sc->evictions, memory_order_relaxed);
+	ci.pages_in = atomic_load_explicit(&sc->pages_in, memory_order_relaxed);
+	ci.victim_age_ms = atomic_load_explicit(&sc->age_ms, memory_order_relaxed);
 	if (ci.pages > sm->geom.npages)
 		ci.pages = sm->geom.npages;
 	uint64_t per = ci.size ? SEG_PAGE / ci.size : 0;
@@ -477,7 +483,7 @@ struct seg_sum {
 	uint64_t size, max_size, committed; /* now, the most it may grow to, in /dev/shm */
 	uint64_t heap_bytes, bytes_used, bytes_free;
 	uint64_t pages_total, pages_used, pages_free;
-	uint64_t recoveries, sweeps;
+	uint64_t recoveries, sweeps, handovers;
 	uint32_t clients, clients_dead, maps;
 };
 
@@ -524,6 +530,8 @@ static void seg_summary(shmmap *sm, uint32_t nmaps, struct seg_sum *ss)
 	ss->recoveries = atomic_load_explicit((_Atomic uint64_t *)&h->recoveries,
 					      memory_order_relaxed);
 	ss->sweeps = atomic_load_explicit((_Atomic uint64_t *)&h->sweeps, memory_order_relaxed);
+	ss->handovers = atomic_load_explicit((_Atomic uint64_t *)&h->handovers,
+					     memory_order_relaxed);
 	for (uint32_t i = 0; i < sm->geom.max_clients; i++) {
 		uint32_t st = atomic_load_explicit(&seg_slot(&sm->seg, &sm->geom, i)->state,
 						   memory_order_relaxed);
@@ -665,6 +673,12 @@ static int cmd_maps(struct ctl *c, char **args)
 	return RC_OK;
 }
 
+/* Bytes of a map per entry (0 for an empty map). */
+static double per_entry(uint64_t bytes, uint64_t entries)
+{
+	return entries ? (double)bytes / (double)entries : 0.0;
+}
+
 static void stats_json(const struct map_stat *ms)
 {
 	const struct map_info *mi = &ms->mi;
@@ -681,9 +695,11 @@ static void stats_json(const struct map_stat *ms)
 	       mi->expirations, t->expired, mi->lock_waits);
 	printf(",\"buckets\":%u,\"load_factor\":%.3f,\"resizing\":%s,\"old_buckets\":%u"
 	       ",\"resize_progress\":%.3f,\"resizes\":%" PRIu64 ",\"quota\":%" PRIu64
-	       ",\"usage\":%" PRIu64 ",\"default_ttl\":%" PRIu64 "}",
+	       ",\"usage\":%" PRIu64 ",\"default_ttl\":%" PRIu64
+	       ",\"bytes_per_entry\":%.1f,\"table_bytes_per_entry\":%.1f}",
 	       mi->buckets, load_factor(mi), mi->resizing ? "true" : "false", mi->old_buckets,
-	       resize_progress(mi), mi->resizes, mi->quota, mi->usage, mi->default_ttl);
+	       resize_progress(mi), mi->resizes, mi->quota, mi->usage, mi->default_ttl,
+	       per_entry(ms->memory, mi->entries), per_entry(ms->table_bytes, mi->entries));
 }
 
 static int cmd_stats(struct ctl *c, char **args)
@@ -719,6 +735,9 @@ static int cmd_stats(struct ctl *c, char **args)
 		       mi->expirations, t->expired, mi->lock_waits);
 		printf("buckets     %u (load factor %.2f)\nresizes     %" PRIu64 "\n", mi->buckets,
 		       load_factor(mi), mi->resizes);
+		printf("per entry   %.1f B (table %.1f B, header %zu B, key and value %.1f B)\n",
+		       per_entry(ms.memory, mi->entries), per_entry(ms.table_bytes, mi->entries),
+		       sizeof(struct seg_entry), per_entry(mi->bytes, mi->entries));
 		if (mi->quota)
 			printf("quota       %" PRIu64 " (used %" PRIu64 ")\n", mi->quota, mi->usage);
 		else
@@ -770,11 +789,11 @@ static int cmd_stats(struct ctl *c, char **args)
 		       ",\"committed\":%" PRIu64 ",\"page_size\":%u,\"pages_total\":%" PRIu64
 		       ",\"pages_used\":%" PRIu64 ",\"pages_free\":%" PRIu64 ",\"heap_bytes\":%" PRIu64
 		       ",\"bytes_used\":%" PRIu64 ",\"bytes_free\":%" PRIu64 ",\"recoveries\":%" PRIu64
-		       ",\"sweeps\":%" PRIu64 ",\"clients\":%u,\"clients_dead\":%u,\"maps\":%u"
-		       ",\"classes\":[",
-		       ss.size, ss.max_size, ss.committed, SEG_PAGE, ss.pages_total, ss.pages_used, ss.pages_free, ss.heap_bytes,
-		       ss.bytes_used, ss.bytes_free, ss.recoveries, ss.sweeps, ss.clients,
-		       ss.clients_dead, ss.maps);
+		       ",\"sweeps\":%" PRIu64 ",\"handovers\":%" PRIu64 ",\"clients\":%u"
+		       ",\"clients_dead\":%u,\"maps\":%u,\"classes\":[",
+		       ss.size, ss.max_size, ss.committed, SEG_PAGE, ss.pages_total, ss.pages_used,
+		       ss.pages_free, ss.heap_bytes, ss.bytes_used, ss.bytes_free, ss.recoveries,
+		       ss.sweeps, ss.handovers, ss.clients, ss.clients_dead, ss.maps);
 	} else {
 		char hu[32], hf[32];
 		human_size(ss.bytes_used, hu, sizeof hu);
@@ -788,10 +807,12 @@ static int cmd_stats(struct ctl *c, char **args)
 		printf("\npages       %" PRIu64 " total, %" PRIu64 " used, %" PRIu64 " free\n"
 		       "bytes       %" PRIu64 " used (%s), %" PRIu64 " free (%s)\n"
 		       "clients     %u live, %u dead\nrecoveries  %" PRIu64 "\nsweeps      %" PRIu64
-		       "\n%5s %7s %7s %10s %12s\n",
+		       "\nhandovers   %" PRIu64 " (pages emptied for another size class)"
+		       "\n%5s %7s %7s %10s %12s %10s %8s %10s\n",
 		       ss.pages_total, ss.pages_used, ss.pages_free, ss.bytes_used, hu, ss.bytes_free,
-		       hf, ss.clients, ss.clients_dead, ss.recoveries, ss.sweeps, "CLASS", "SIZE",
-		       "PAGES", "BLOCKS", "BYTES");
+		       hf, ss.clients, ss.clients_dead, ss.recoveries, ss.sweeps, ss.handovers,
+		       "CLASS", "SIZE", "PAGES", "BLOCKS", "BYTES", "EVICTED", "PAGES_IN",
+		       "VICTIM_AGE");
 	}
 	bool first = true;
 	for (uint32_t k = 0; k < sm->geom.nclasses; k++) {
@@ -800,11 +821,15 @@ static int cmd_stats(struct ctl *c, char **args)
 			continue;
 		if (c->json)
 			printf("%s{\"class\":%u,\"size\":%u,\"pages\":%" PRIu64
-			       ",\"blocks_used\":%" PRIu64 ",\"bytes_used\":%" PRIu64 "}",
-			       first ? "" : ",", k, ci.size, ci.pages, ci.used, ci.used * ci.size);
+			       ",\"blocks_used\":%" PRIu64 ",\"bytes_used\":%" PRIu64
+			       ",\"evictions\":%" PRIu64 ",\"pages_in\":%" PRIu64
+			       ",\"victim_age_ms\":%u}",
+			       first ? "" : ",", k, ci.size, ci.pages, ci.used, ci.used * ci.size,
+			       ci.evictions, ci.pages_in, ci.victim_age_ms);
 		else
-			printf("%5u %7u %7" PRIu64 " %10" PRIu64 " %12" PRIu64 "\n", k, ci.size, ci.pages,
-			       ci.used, ci.used * ci.size);
+			printf("%5u %7u %7" PRIu64 " %10" PRIu64 " %12" PRIu64 " %10" PRIu64
+			       " %8" PRIu64 " %8ums\n", k, ci.size, ci.pages, ci.used,
+			       ci.used * ci.size, ci.evictions, ci.pages_in, ci.victim_age_ms);
 		first = false;
 	}
 	if (c->json)

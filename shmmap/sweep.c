@@ -171,6 +171,7 @@ static uint32_t rebuild_slab(struct sw *w, uint32_t pi, uint64_t *matched)
 		p->used = used;
 		p->carved = per;
 		p->free = free;
+		p->drain = 0;
 		p->prev = p->next = 0;
 	}
 	return used;

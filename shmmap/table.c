@@ -226,8 +226,8 @@ static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx
 /* A validated copy of an entry's header fields. */
 struct ent {
 	const struct seg_entry *e;
-	uint64_t next, hash, expire_ms;
-	uint32_t klen, vlen;
+	uint64_t next, expire_ms, meta;
+	uint32_t hash, klen, vlen;
 };
 
 /* Inlined into every walk: the read path is a few loads, not calls. */
@@ -242,9 +242,11 @@ static inline __attribute__((always_inline)) bool ent_load(const struct seg *s,
 	o->klen = RELAXED(e->klen);
 	o->vlen = RELAXED(e->vlen);
 	if (o->klen == 0 || o->klen > v->key_max || o->vlen > v->val_max ||
+	    RELAXED(e->map) != v->idx ||
 	    !seg_ok(s, off, sizeof *e + (uint64_t)o->klen + o->vlen, SEG_ALIGN))
 		return false;
-	o->hash = RELAXED(e->hash);
+	o->meta = atomic_load_explicit(&((struct seg_entry *)e)->meta, memory_order_relaxed);
+	o->hash = ENT_HASH(o->meta);
 	o->expire_ms = RELAXED(e->expire_ms);
 	o->next = atomic_load_explicit(&((struct seg_entry *)e)->next, memory_order_acquire);
 	return true;
@@ -342,7 +344,7 @@ walk(const struct seg *s, const struct map_view *v, _Atomic uint64_t *l, uint64_
 	for (uint32_t steps = 0; off; steps++) {
 		if (steps >= v->chain_max || !ent_load(s, v, off, found))
 			return W_TORN;
-		if (found->hash == h && found->klen == klen &&
+		if (found->hash == (uint32_t)h && found->klen == klen &&
 		    key_eq(found->e->data, key, klen)) {
 			if (link)
 				*link = l;
@@ -692,8 +694,11 @@ static bool over_load(const struct map_view *v, const struct tbl *t, const struc
 
 static inline void count(_Atomic uint64_t *c)
 {
-	/* Only this process writes its counters row: no shared hot line. */
-	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+	/* Only this attachment writes its counters row (no shared hot line),
+	 * with a plain load and store, not a locked add: threads of one
+	 * attachment that count at the same instant may lose a count. */
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 }
 
 /*
@@ -790,12 +795,16 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 	}
 	if (o->ctr) {
 		count(&o->ctr->hits);
-		/* Recently used, for the evicting hand: written only when it was
-		 * clear, so a hot bucket's line is not written on every get.  The
-		 * marks live in the table run, which outlives every array. */
-		_Atomic uint8_t *ref = &v->refs[h & (t.cur_n - 1) & (v->nrefs - 1)];
-		if (!atomic_load_explicit(ref, memory_order_relaxed))
-			atomic_store_explicit(ref, 1, memory_order_relaxed);
+		/* Used, for the evicting hand (evict.c): raised by a CAS against
+		 * the word read (and validated) above, only while below the top,
+		 * so a hot entry's line is not written on every get, and a block
+		 * freed and reused since is left alone. */
+		if (ENT_FREQ(en.meta) < ENT_FREQ_MAX) {
+			uint64_t m = en.meta;
+			atomic_compare_exchange_strong_explicit(
+				&((struct seg_entry *)en.e)->meta, &m, m + ENT_FREQ_ONE,
+				memory_order_relaxed, memory_order_relaxed);
+		}
 	}
 	if (vlen)
 		*vlen = en.vlen;
@@ -803,14 +812,16 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 }
 
 /* Fill a freshly allocated entry (not yet reachable: plain stores). */
-static void ent_fill(const struct op_ctx *o, uint64_t off, uint64_t h, const void *key,
-		     uint32_t klen, const void *val, uint32_t vlen, uint64_t expire_ms)
+static void ent_fill(const struct op_ctx *o, const struct map_view *v, uint64_t off, uint64_t h,
+		     const void *key, uint32_t klen, const void *val, uint32_t vlen,
+		     uint64_t expire_ms)
 {
 	struct seg_entry *e = seg_ptr(o->s, off);
 	atomic_store_explicit(&e->next, 0, memory_order_relaxed);
-	e->hash = h;
+	atomic_store_explicit(&e->meta, ENT_META(h, shmmap__itime(), 0), memory_order_relaxed);
 	e->expire_ms = expire_ms;
-	e->klen = klen;
+	e->klen = (uint16_t)klen;
+	e->map = (uint16_t)v->idx;
 	e->vlen = vlen;
 	memcpy(e->data, key, klen);
 	if (vlen)
@@ -836,16 +847,22 @@ static struct seg_intent *rec_begin(const struct op_ctx *o, const struct map_vie
  * array).  Returns the offset of
  * the entry replaced (recorded in in->b, to free after unlocking), or 0.
  */
-static uint64_t link_entry(const struct map_view *v, _Atomic uint64_t *head, uint32_t b,
-			   _Atomic uint64_t *link, const struct ent *old, struct seg_intent *in,
-			   const struct seg *s)
+static uint64_t link_entry(const struct op_ctx *o, const struct map_view *v,
+			   _Atomic uint64_t *head, uint32_t b, _Atomic uint64_t *link,
+			   const struct ent *old, struct seg_intent *in)
 {
+	const struct seg *s = o->s;
 	struct seg_stripe *st = stripe_of(v, b);
 	uint64_t new_off = atomic_load_explicit(&in->a, memory_order_relaxed);
 	struct seg_entry *ne = seg_ptr(s, new_off);
 	uint64_t old_off = 0;
 	if (link) {
 		old_off = atomic_load_explicit(link, memory_order_relaxed);
+		/* A rewritten key keeps its use count (a new one starts at 0):
+		 * before the entry is reachable, so a plain update. */
+		uint64_t m = atomic_load_explicit(&ne->meta, memory_order_relaxed);
+		atomic_store_explicit(&ne->meta, m | (uint64_t)ENT_FREQ(old->meta) << 56,
+				      memory_order_relaxed);
 		/* b before the store that unlinks it (the release below orders it). */
 		atomic_store_explicit(&in->b, old_off, memory_order_relaxed);
 		CRASH_POINT();
@@ -871,7 +888,6 @@ static uint64_t link_entry(const struct map_view *v, _Atomic uint64_t *head, uin
 		st->bytes += (uint64_t)ne->klen + ne->vlen;
 	}
 	CRASH_POINT();
-	atomic_store_explicit(&v->refs[b & (v->nrefs - 1)], 1, memory_order_relaxed); /* new */
 	return old_off;
 }
 
@@ -898,16 +914,16 @@ static void settle(const struct op_ctx *o, struct seg_intent *in)
 		(void)shmmap__free(o->s, o->g, &o->lk, x, &in->a);
 }
 
-#define WANT_ANY (-2)     /* find_victim: an entry of any size class */
+#define WANT_ANY (-2)     /* find_victim: any entry */
 #define VICTIM_WALK_MAX 1024u
-#define EVICT_PER_VISIT 64u /* evictions from one bucket per visit of the hand */
 #define WANT_EXPIRED (-3) /* find_victim: expired entries only */
 
 /*
- * Under the stripe lock of the chain l heads: the link to the entry to remove, or
- * NULL.  The first expired entry; else (want >= 0 or WANT_ANY) the last,
- * i.e. oldest, entry of size class want or of any class.  *victim gets the
- * entry, *exp whether it had expired.
+ * Under the stripe lock of the chain l heads: the link to the entry to
+ * remove, or NULL.  The first expired entry; else (WANT_ANY) the last,
+ * i.e. oldest, entry.  *victim gets the entry, *exp whether it had expired.
+ * (A map's quota evicts this way, within its own stripe; a full segment
+ * evicts by evict.c's hands.)
  */
 static _Atomic uint64_t *find_victim(const struct op_ctx *o, const struct map_view *v,
 				     _Atomic uint64_t *l, int want, struct ent *victim, bool *exp)
@@ -928,9 +944,7 @@ static _Atomic uint64_t *find_victim(const struct op_ctx *o, const struct map_vi
 			*exp = true;
 			return l;
 		}
-		if (want == WANT_ANY ||
-		    (want >= 0 && shmmap__class_of(o->s, o->g, shmmap__block_size(o->s, o->g, off)) ==
-					  want)) {
+		if (want == WANT_ANY) {
 			vl = l;
 			*victim = en;
 		}
@@ -992,65 +1006,72 @@ static int evict_one(const struct op_ctx *o, const struct map_view *v, struct se
 	return 1;
 }
 
-/*
- * Memory is full and the map's policy is evict: run the clock hand over
- * the map's buckets.  A bucket used since the hand last passed (refs[b])
- * gets a second chance: the hand clears its mark and moves on.  Otherwise
- * the bucket's entries are evicted, oldest first, expired ones before
- * all, until the allocation succeeds.  In the first two rounds only entries
- * of the wanted size class are taken (their block is reusable at once),
- * then any.  Called with no stripe lock held; takes one at a time, for one
- * removal.  Returns 0 once an allocation of n bytes succeeded (recorded in
- * in->a), else -ENOSPC (or -ESTALE, -EAGAIN).
- */
-static int evict_for(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
-		     size_t n)
+/* The link to the entry at off in the chain that l heads, or NULL. */
+static _Atomic uint64_t *link_to(const struct seg *s, const struct map_view *v,
+				 _Atomic uint64_t *l, uint64_t off, struct ent *en)
 {
-	struct seg_mapdir *d = seg_dir(o->s, o->g, v->idx);
-	int cls = shmmap__class_of(o->s, o->g, n);
-	/* The arrays as they are now, for the hand's range and its peeks (reads
-	 * only: evict_one looks again under the lock). */
-	struct tbl t;
-	if (!shmmap__tbl_load(o->s, v, &t))
-		return -SHMMAP_ECORRUPT;
-	/* Rounds: 0 and 1 the same class (if n has one), 2 and 3 any.  Each
-	 * pass of the hand clears the marks it passes, so the second round of
-	 * each kind finds only marks set meanwhile: recent use buys a bucket
-	 * one more revolution.  The last round ignores the marks, so that a
-	 * put that fits always succeeds. */
-	for (int round = cls < 0 ? 2 : 0; round < 4; round++) {
-		int want = round < 2 ? cls : WANT_ANY;
-		for (uint32_t scanned = 0; scanned < t.cur_n; scanned++) {
-			uint32_t b = atomic_fetch_add_explicit(&d->clock_hand, 1,
-							       memory_order_relaxed) &
-				     (t.cur_n - 1);
-			uint64_t head = atomic_load_explicit(tbl_head(&t, b), memory_order_relaxed);
-			if (!head || head == BUCKET_MOVED)
-				continue;
-			_Atomic uint8_t *ref = &v->refs[b & (v->nrefs - 1)];
-			if (round < 3 && atomic_load_explicit(ref, memory_order_relaxed)) {
-				atomic_store_explicit(ref, 0, memory_order_relaxed);
-				continue;
-			}
-			/* A bucket's entries, oldest first, until the value fits; the
-			 * bound keeps a corrupt (cyclic) chain from holding the hand.
-			 * The last round may empty the bucket whole, so that any
-			 * entry can go (with one bucket, all of them are there). */
-			uint32_t cap = round == 3 ? v->chain_max : EVICT_PER_VISIT;
-			for (uint32_t k = 0; k < cap; k++) {
-				int r = evict_one(o, v, in, b, want);
-				if (r <= 0) {
-					if (r < 0)
-						return r;
-					break;
-				}
-				r = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
-				if (r != -ENOSPC)
-					return r;
-			}
-		}
+	uint64_t cur = atomic_load_explicit(l, memory_order_relaxed);
+	for (uint32_t steps = 0; cur && steps < v->chain_max; steps++) {
+		if (!ent_load(s, v, cur, en))
+			return NULL;
+		if (cur == off)
+			return l;
+		l = (_Atomic uint64_t *)&en->e->next;
+		cur = en->next;
 	}
-	return -ENOSPC;
+	return NULL;
+}
+
+int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
+			 uint64_t off, bool force, uint64_t *kv, uint32_t *age)
+{
+	struct ent en;
+	if (!ent_load(o->s, v, off, &en))
+		return 0; /* a free block, or not this map's */
+	uint32_t sb = en.hash & (v->nstripes - 1);
+	struct seg_stripe *st = &v->stripes[sb];
+	int rc = stripe_lock(o, v, sb);
+	if (rc < 0)
+		return rc == -EBUSY ? 0 : rc;
+	struct tbl t;
+	_Atomic uint64_t *l = NULL;
+	uint64_t now = 0;
+	/* Again under the lock: the block may have been freed and reused. */
+	if (view_current(o, v) && tbl_locked(o, v, en.hash, &t) && ent_load(o->s, v, off, &en) &&
+	    (en.hash & (v->nstripes - 1)) == sb)
+		l = link_to(o->s, v, &t.cur[en.hash & (t.cur_n - 1)], off, &en);
+	bool exp = l && expired(en.expire_ms, &now);
+	if (!l || (!force && !exp && ENT_FREQ(en.meta))) {
+		shmmap__unlock(&st->lock);
+		return 0;
+	}
+	uint32_t own_map = atomic_load_explicit(&in->map, memory_order_relaxed);
+	uint32_t own_stripe = atomic_load_explicit(&in->stripe, memory_order_relaxed);
+	/* The record names the victim's map and stripe while b names the
+	 * victim: whoever takes this lock over from us settles b by them. */
+	atomic_store_explicit(&in->map, v->idx, memory_order_relaxed);
+	atomic_store_explicit(&in->stripe, sb, memory_order_relaxed);
+	atomic_store_explicit(&in->b, off, memory_order_relaxed);
+	CRASH_POINT();
+	seq_begin(st);
+	atomic_store_explicit(l, en.next, memory_order_release);
+	CRASH_POINT();
+	seq_end(st);
+	st->entries--;
+	st->bytes -= (uint64_t)en.klen + en.vlen;
+	if (exp)
+		st->expirations++;
+	else
+		st->evictions++;
+	shmmap__unlock(&st->lock);
+	*kv += (uint64_t)en.klen + en.vlen;
+	*age = ENT_AGE_MS(shmmap__itime(), ENT_ITIME(en.meta));
+	if (shmmap__free(o->s, o->g, &o->lk, off, &in->b) < 0)
+		return -EAGAIN; /* in->b stays recorded: parked by client.c */
+	/* b is settled: the record is the put's own again. */
+	atomic_store_explicit(&in->map, own_map, memory_order_relaxed);
+	atomic_store_explicit(&in->stripe, own_stripe, memory_order_relaxed);
+	return 1;
 }
 
 /* Could a block of n bytes ever be had, were every entry evicted?  Not if
@@ -1085,8 +1106,9 @@ static int alloc_entry(const struct op_ctx *o, const struct map_view *v, struct 
 	if (!could_ever_fit(o, n))
 		return -E2BIG;
 	int rc = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
-	if (rc == -ENOSPC && v->policy == MAP_POLICY_EVICT)
-		rc = evict_for(o, v, in, n);
+	(void)v;
+	if (rc == -ENOSPC)
+		rc = shmmap__evict_for(o, in, n);
 	return rc;
 }
 
@@ -1180,7 +1202,7 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 	rc = alloc_entry(o, v, in, sizeof(struct seg_entry) + klen + vlen);
 	if (rc < 0)
 		return rc;
-	ent_fill(o, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
+	ent_fill(o, v, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
 		 val, (uint32_t)vlen, expire);
 	CRASH_POINT();
 
@@ -1225,7 +1247,7 @@ retry:
 	} else { /* an expired entry is replaced in place: it counts as absent */
 		if (w == W_EXPIRED)
 			st->expirations++;
-		link_entry(v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in, o->s);
+		link_entry(o, v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in);
 		over = w == W_ABSENT && over_load(v, &t, st);
 	}
 	shmmap__unlock(&st->lock);
@@ -1407,10 +1429,10 @@ retry:
 	}
 	if (w == W_EXPIRED)
 		st->expirations++;
-	ent_fill(o, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
+	ent_fill(o, v, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
 		 digits, (uint32_t)n, expire);
 	CRASH_POINT();
-	link_entry(v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in, o->s);
+	link_entry(o, v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in);
 	over = w == W_ABSENT && over_load(v, &t, st);
 out:
 	shmmap__unlock(&st->lock);
@@ -1451,7 +1473,7 @@ static int copy_push(struct bucket_copy *c, const struct ent *en)
 	}
 	struct seg_entry *e = (struct seg_entry *)(c->buf + c->len);
 	e->next = 0;
-	e->hash = en->hash;
+	e->meta = en->meta;
 	e->expire_ms = en->expire_ms;
 	e->klen = en->klen;
 	e->vlen = en->vlen;

@@ -1,0 +1,389 @@
+/*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
+ * evict.c - what a full segment gives up for a new entry: the eviction
+ * policy, and the handover of pages between size classes.
+ *
+ * Policy: CLOCK with a frequency per entry (the main queue of S3-FIFO, the
+ * hand of SIEVE).  Every entry has a use count of 0..3 in its header
+ * (seg_entry.meta), raised by a get that hits (a compare-and-swap, only
+ * while below 3) and carried over when a key is rewritten.  Each size class has
+ * a hand that goes round the blocks of its pages in page order: a block
+ * with a count has it lowered and is passed over, one without is evicted
+ * (an expired entry always is).  A new entry goes into the block the hand
+ * just freed, so it gets one full turn to be used.
+ *
+ * Handover (no slab calcification): when class C needs memory and the pool
+ * has none, C's own victims are weighed against the oldest victims of any
+ * other class D.  Each class keeps the age of the last entry its hand
+ * evicted and when that was (seg_class: age_ms, evict_ms), so the age of
+ * its next victim is about age_ms + (now - evict_ms): a class nobody
+ * writes grows old.  If D's victims are more than twice as old as C's (or
+ * C has no page at all), one page of D is emptied - every entry on it
+ * evicted, with the page marked draining (alloc.c) so that none of its
+ * blocks is handed out meanwhile - and the free of its last block gives it
+ * to the pool, where C's allocation takes it.  The cost of admitting an
+ * entry is so bounded by one page of victims.  An entry larger than a page
+ * needs a run of free pages: a window of pages from a rover is emptied.
+ *
+ * Fairness: victims are entries of any map whose policy is evict, by the
+ * same hands; a map with policy reject loses nothing (its entries are
+ * passed over), and a map with a quota evicts within its own share first
+ * (table.c).
+ *
+ * Crash safety: every eviction is shmmap__tbl_evict_at's, recorded in the
+ * intent record like a delete.  A drainer that dies leaves its page marked:
+ * the coordinator's recovery ends the drains of a dead slot
+ * (shmmap__alloc_undrain), and a sweep rebuilds pages from what is in use.
+ * The hands and ages are hints, written without a lock and checked before
+ * use: a wrong one costs a wasted look, never a wrong eviction.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Looks a hand may take per eviction before it gives up (a class full of
+ * entries nobody may evict): four turns of a count of 3 are at most this
+ * many per block. */
+#define HAND_TURNS 4u
+#define HAND_LOOKS_MAX (UINT32_C(1) << 20)
+/* Pages of a donor class tried per handover, and rounds of make-room-then-
+ * allocate per entry. */
+#define DRAIN_TRIES 4u
+#define EVICT_ROUNDS 64u
+/* Windows tried for an entry larger than a page. */
+#define WINDOW_TRIES 8u
+
+/* One eviction's state: the put's context and record, and a map view kept
+ * across victims (most victims of a run are of the same map). */
+struct evictor {
+	const struct op_ctx *o;
+	struct seg_intent *in;
+	struct map_view v;
+	bool have;      /* v holds the view of map v.idx */
+	bool evictable; /* ...and that map's policy is evict */
+	uint64_t kv;    /* key and value bytes evicted */
+};
+
+/* The map of the entry at off, if its entries may be evicted: NULL for a
+ * map with policy reject, a map gone, or a header that names no map. */
+static const struct map_view *victim_map(struct evictor *ev, uint64_t off)
+{
+	const struct seg *s = ev->o->s;
+	const struct seg_geom *g = ev->o->g;
+	if (!seg_ok(s, off, sizeof(struct seg_entry), SEG_ALIGN))
+		return NULL;
+	const struct seg_entry *e = seg_ptr(s, off);
+	uint32_t m = __atomic_load_n(&e->map, __ATOMIC_RELAXED);
+	if (m >= g->max_maps)
+		return NULL;
+	const struct seg_mapdir *d = seg_dir(s, g, m);
+	if (!ev->have || ev->v.idx != m ||
+	    ev->v.gen != atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed)) {
+		ev->have = shmmap__map_view(s, g, m, &ev->v) == 0;
+		ev->evictable = ev->have && ev->v.policy == MAP_POLICY_EVICT;
+	}
+	return ev->evictable ? &ev->v : NULL;
+}
+
+/* Evict the entry at off (its count looked at unless force).  1, 0 or -errno. */
+static int evict_block(struct evictor *ev, uint64_t off, bool force, uint32_t *age)
+{
+	const struct map_view *v = victim_map(ev, off);
+	if (!v)
+		return 0;
+	return shmmap__tbl_evict_at(ev->o, v, ev->in, off, force, &ev->kv, age);
+}
+
+static uint32_t per_page(uint32_t cls)
+{
+	return SEG_PAGE / shmmap__class_size(cls);
+}
+
+static bool slab_of(const struct seg_page *p, uint32_t cls)
+{
+	return __atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_SLAB &&
+	       __atomic_load_n(&p->cls, __ATOMIC_RELAXED) == cls;
+}
+
+/* The first page of class cls at or after page i (wrapping), or
+ * UINT32_MAX if it has none. */
+static uint32_t page_of(const struct seg *s, const struct seg_geom *g, uint32_t cls, uint32_t i)
+{
+	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
+	if (np == 0)
+		return UINT32_MAX;
+	i = i < np ? i : 0;
+	for (uint32_t k = 0; k < np; k++, i = i + 1 < np ? i + 1 : 0)
+		if (slab_of(seg_page(s, g, i), cls))
+			return i;
+	return UINT32_MAX;
+}
+
+#define HAND(page, blk) (((uint64_t)(page) + 1) << 16 | (blk))
+#define HAND_PAGE(h) ((uint32_t)((h) >> 16) - 1u)
+#define HAND_BLK(h) ((uint32_t)((h)&0xffffu))
+
+/* The age a class's next victim has: its last victim's age plus the time
+ * since (a class nobody writes grows old). */
+static uint64_t class_age(const struct seg_class *sc, uint32_t now)
+{
+	return (uint64_t)atomic_load_explicit(&sc->age_ms, memory_order_relaxed) +
+	       (uint64_t)(uint32_t)(now - atomic_load_explicit(&sc->evict_t, memory_order_relaxed)) *
+		       4u;
+}
+
+static void class_evicted(struct seg_class *sc, uint32_t age)
+{
+	atomic_store_explicit(&sc->age_ms, age, memory_order_relaxed);
+	atomic_store_explicit(&sc->evict_t, shmmap__itime(), memory_order_relaxed);
+}
+
+/* Take the block under class cls's hand and move the hand on: false if the
+ * class has no page. */
+static bool hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls,
+		      uint64_t *off)
+{
+	struct seg_class *sc = seg_class(s, g, cls);
+	uint32_t per = per_page(cls), size = shmmap__class_size(cls);
+	for (int tries = 0; tries < 64; tries++) {
+		uint64_t h = atomic_load_explicit(&sc->hand, memory_order_relaxed);
+		uint32_t pi = HAND_PAGE(h), j = HAND_BLK(h);
+		uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
+		const struct seg_page *p = pi < np ? seg_page(s, g, pi) : NULL;
+		if (!p || !slab_of(p, cls) || j >= per ||
+		    j >= __atomic_load_n(&p->carved, __ATOMIC_RELAXED)) {
+			/* Past this page: the next of the class. */
+			uint32_t n = page_of(s, g, cls, pi < np && h ? pi + 1 : 0);
+			if (n == UINT32_MAX)
+				return false;
+			atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(n, 0),
+							      memory_order_relaxed,
+							      memory_order_relaxed);
+			continue;
+		}
+		if (atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(pi, j + 1),
+							  memory_order_relaxed,
+							  memory_order_relaxed)) {
+			*off = seg_page_off(g, pi) + (uint64_t)j * size;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The hand of class cls evicts one entry: 1, 0 (none it may evict within
+ * its bound), or -errno. */
+static int evict_own(struct evictor *ev, uint32_t cls)
+{
+	const struct seg *s = ev->o->s;
+	const struct seg_geom *g = ev->o->g;
+	struct seg_class *sc = seg_class(s, g, cls);
+	uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
+	uint64_t looks = blocks * HAND_TURNS + 64u;
+	if (looks > HAND_LOOKS_MAX)
+		looks = HAND_LOOKS_MAX;
+	for (uint64_t k = 0; k < looks; k++) {
+		uint64_t off;
+		if (!hand_next(s, g, cls, &off))
+			return 0;
+		/* Used since the hand last came by: one turn more.  A CAS on the
+		 * word read, so a block reused meanwhile is left alone (and a
+		 * free block's stale header costs nothing). */
+		_Atomic uint64_t *meta = &((struct seg_entry *)seg_ptr(s, off))->meta;
+		uint64_t m = atomic_load_explicit(meta, memory_order_relaxed);
+		if (ENT_FREQ(m)) {
+			atomic_compare_exchange_strong_explicit(meta, &m, m - ENT_FREQ_ONE,
+								memory_order_relaxed,
+								memory_order_relaxed);
+			continue;
+		}
+		uint32_t age = 0;
+		int r = evict_block(ev, off, false, &age);
+		if (r != 0) {
+			if (r > 0) {
+				class_evicted(sc, age);
+				atomic_fetch_add_explicit(&sc->evictions, 1, memory_order_relaxed);
+			}
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* Evict every entry of page pi (class cls), marked draining meanwhile.
+ * 1 if the page was emptied (it went to the pool), 0 if not (an entry that
+ * may not be evicted, or one in flight), or -errno.  *oldest gets the age
+ * of the youngest victim. */
+static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, uint32_t *youngest)
+{
+	const struct seg *s = ev->o->s;
+	const struct seg_geom *g = ev->o->g;
+	const struct lock_ctx *lk = &ev->o->lk;
+	int rc = shmmap__page_drain(s, g, lk, pi, cls);
+	if (rc < 0)
+		return rc == -EAGAIN ? rc : 0;
+	const struct seg_page *p = seg_page(s, g, pi);
+	uint32_t per = per_page(cls), size = shmmap__class_size(cls);
+	uint64_t poff = seg_page_off(g, pi);
+	*youngest = UINT32_MAX;
+	for (uint32_t j = 0; j < per; j++) {
+		/* Emptied: the page went to the pool (and maybe to a class). */
+		if (!slab_of(p, cls) || __atomic_load_n(&p->drain, __ATOMIC_RELAXED) != lk->owner)
+			return 1;
+		if (j >= __atomic_load_n(&p->carved, __ATOMIC_RELAXED))
+			break;
+		uint32_t age = 0;
+		rc = evict_block(ev, poff + (uint64_t)j * size, true, &age);
+		if (rc < 0) {
+			(void)shmmap__page_undrain(s, g, lk, pi, cls);
+			return rc;
+		}
+		if (rc > 0 && age < *youngest)
+			*youngest = age;
+	}
+	if (!slab_of(p, cls) || __atomic_load_n(&p->drain, __ATOMIC_RELAXED) != lk->owner)
+		return 1;
+	(void)shmmap__page_undrain(s, g, lk, pi, cls);
+	return 0;
+}
+
+/* Empty one page of class d for another class: 1, 0 or -errno. */
+static int handover(struct evictor *ev, uint32_t d)
+{
+	const struct seg *s = ev->o->s;
+	const struct seg_geom *g = ev->o->g;
+	struct seg_class *dc = seg_class(s, g, d);
+	uint64_t h = atomic_load_explicit(&dc->hand, memory_order_relaxed);
+	uint32_t pi = h ? HAND_PAGE(h) : 0;
+	for (uint32_t t = 0; t < DRAIN_TRIES; t++) {
+		pi = page_of(s, g, d, pi);
+		if (pi == UINT32_MAX)
+			return 0;
+		/* The donor's hand goes on past the page. */
+		atomic_store_explicit(&dc->hand, HAND(pi, per_page(d)), memory_order_relaxed);
+		uint32_t youngest;
+		int r = drain_page(ev, pi, d, &youngest);
+		if (r > 0) {
+			if (youngest != UINT32_MAX)
+				class_evicted(dc, youngest);
+			atomic_fetch_add_explicit(&seg_hdr(s)->handovers, 1, memory_order_relaxed);
+			return 1;
+		}
+		if (r < 0)
+			return r;
+		pi++;
+	}
+	return 0;
+}
+
+/* The class other than c whose victims are oldest, or -1. */
+static int oldest_class(const struct seg *s, const struct seg_geom *g, uint32_t c, uint32_t now,
+			uint64_t *age)
+{
+	int best = -1;
+	*age = 0;
+	for (uint32_t k = 0; k < g->nclasses; k++) {
+		const struct seg_class *sc = seg_class(s, g, k);
+		if (k == c || __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) == 0)
+			continue;
+		uint64_t a = class_age(sc, now);
+		if (best < 0 || a > *age) {
+			best = (int)k;
+			*age = a;
+		}
+	}
+	return best;
+}
+
+/* Free a block of class cls (by its hand, or by a handover): 1, 0, -errno. */
+static int room_in_class(struct evictor *ev, uint32_t cls)
+{
+	const struct seg *s = ev->o->s;
+	const struct seg_geom *g = ev->o->g;
+	struct seg_class *sc = seg_class(s, g, cls);
+	uint32_t now = shmmap__itime();
+	uint64_t dage;
+	int d = oldest_class(s, g, cls, now, &dage);
+	bool none = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) == 0;
+	int r;
+	if (d >= 0 && (none || dage > 2 * class_age(sc, now) + 1)) {
+		r = handover(ev, (uint32_t)d);
+		if (r != 0) {
+			if (r > 0)
+				atomic_fetch_add_explicit(&sc->pages_in, 1, memory_order_relaxed);
+			return r;
+		}
+	}
+	if (!none && (r = evict_own(ev, cls)) != 0)
+		return r;
+	/* Nothing of our own to give: any other class's page. */
+	for (uint32_t k = 0; k < g->nclasses; k++) {
+		if (k == cls || __atomic_load_n(&seg_class(s, g, k)->pages, __ATOMIC_RELAXED) == 0)
+			continue;
+		if ((r = handover(ev, k)) != 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Empty a window of `need` contiguous pages (for an entry larger than a
+ * page): 1 if one was emptied, 0, -errno. */
+static int room_for_run(struct evictor *ev, uint32_t need)
+{
+	const struct seg *s = ev->o->s;
+	const struct seg_geom *g = ev->o->g;
+	struct seg_header *h = seg_hdr(s);
+	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
+	if (need == 0 || need > np)
+		return 0;
+	for (uint32_t t = 0; t < WINDOW_TRIES; t++) {
+		uint32_t start = atomic_fetch_add_explicit(&h->evict_rover, need,
+							   memory_order_relaxed) % np;
+		if (start + need > np)
+			start = 0;
+		bool ok = true;
+		for (uint32_t i = start; i < start + need && ok;) {
+			const struct seg_page *p = seg_page(s, g, i);
+			uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
+			uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
+			uint32_t run = __atomic_load_n(&p->run, __ATOMIC_RELAXED);
+			uint32_t age;
+			int r = 0;
+			if (kind == PAGE_FREE) {
+				i++;
+				continue;
+			}
+			if (kind == PAGE_SLAB && cls < g->nclasses)
+				r = drain_page(ev, i, cls, &age);
+			else if (kind == PAGE_RUN && run >= 1 && run <= np - i)
+				/* An entry's run (a table's is not linked in a chain). */
+				r = evict_block(ev, seg_page_off(g, i), true, &age);
+			if (r < 0)
+				return r;
+			ok = r > 0;
+			i += kind == PAGE_RUN && run >= 1 ? run : 1;
+		}
+		if (ok)
+			return 1;
+	}
+	return 0;
+}
+
+int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n)
+{
+	struct evictor ev = {.o = o, .in = in};
+	int cls = shmmap__class_of(o->s, o->g, n);
+	uint32_t pages = (uint32_t)((n + SEG_PAGE - 1) / SEG_PAGE);
+	for (uint32_t round = 0; round < EVICT_ROUNDS; round++) {
+		int r = cls >= 0 ? room_in_class(&ev, (uint32_t)cls) : room_for_run(&ev, pages);
+		if (r <= 0)
+			return r < 0 ? r : -ENOSPC;
+		r = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
+		if (r != -ENOSPC)
+			return r;
+	}
+	return -ENOSPC;
+}
