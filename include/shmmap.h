@@ -196,8 +196,8 @@ void shmmap_detach(shmmap *sm);
 int shmmap_open(shmmap *sm, const char *name, unsigned flags, shmmap_map *out);
 
 /* Policies of struct shmmap_map_opts (0: the coordinator's default). */
-#define SHMMAP_POLICY_EVICT 1u  /**< a full map evicts its least recently used entries */
-#define SHMMAP_POLICY_REJECT 2u /**< a full map fails puts with -ENOSPC, losing nothing */
+#define SHMMAP_POLICY_EVICT 1u  /**< a full segment may evict the map's unused entries */
+#define SHMMAP_POLICY_REJECT 2u /**< the map's entries are never evicted (-ENOSPC instead) */
 
 /**
  * Options of a map that shmmap_open_opts() creates.  Zero in any field
@@ -248,11 +248,10 @@ int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
  *         -E2BIG (key or value over the map's limits, or an entry larger
  *         than the segment could hold even empty: it fails before anything
  *         is evicted for it); -ENOSPC (the segment is full: with the map's
- *         policy "reject", or when even evicting every other entry of the
- *         map would not make room; with "evict", the default, approximately
- *         least recently used entries of the map are evicted until the
- *         value fits, any of them if need be (a value that needs a run
- *         of pages can still miss when the free pages are split);
+ *         policy "reject" and no entry of a map with policy "evict" left to
+ *         evict, or when nothing more can be evicted; a full segment
+ *         evicts entries not used lately, of any map whose policy is
+ *         "evict" (the default), until the value fits;
  *         also when the map's quota would be exceeded, with "reject", or
  *         with "evict" when evicting the map's entries does not make room);
  *         -EINVAL (bad arguments); -EBADF/-ESTALE (bad handle);
@@ -376,8 +375,11 @@ struct shmmap_stats {
 
 /**
  * Read the map's counters.  Each is exact for operations that have
- * returned; the sum is taken without stopping writers, so counters moving
- * during the call may be seen at slightly different instants.
+ * returned, except that threads of one attachment counting at the same
+ * instant may lose a count (a process's counters are written without
+ * locked instructions, to keep gets cheap); the sum is taken without
+ * stopping writers, so counters moving during the call may be seen at
+ * slightly different instants.
  * @return 0; -EINVAL (NULL out); -EBADF/-ESTALE.  Thread-safe.
  */
 int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *out);

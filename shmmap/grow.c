@@ -44,10 +44,7 @@
  * cleared but whose run was not freed leaks until the next start's sweep.
  * The sweep keeps every named array's run, and walks both arrays (sweep.c).
  *
- * Memory: a bucket costs 8 bytes; the "recently used" marks stay in the
- * table run (table.c), so a map that grew shares each mark among buckets;
- * a resize sets every mark (the numbering changed: one more chance each).
- * If no run of the size is free the resize is tried smaller, then again
+ * Memory: a bucket costs 8 bytes.  If no run of the size is free the resize is tried smaller, then again
  * once the map holds an eighth more entries: the map keeps working with
  * longer chains meanwhile.
  */
@@ -170,9 +167,6 @@ int shmmap__grow_start(const struct op_ctx *o, const struct map_view *v, uint32_
 		      TBL_GROWING;
 	atomic_store_explicit(&d->tbl, nw, memory_order_release);
 	CRASH_POINT();
-	/* A bucket's mark now stands for other buckets (the marks follow the
-	 * current array's numbering): every bucket gets one more chance. */
-	memset((void *)v->refs, 1, v->nrefs);
 	rc = 0;
 out:
 	unlock_mu(mu);
@@ -318,7 +312,7 @@ void shmmap__grow_reset(const struct seg *s, const struct seg_geom *g, struct se
 		if (runs[i] && d->arr[i].off == d->buckets_off)
 			runs[i] = 0;
 	}
-	uint64_t tb = (uint64_t)d->nbuckets * 8 + d->nrefs;
+	uint64_t tb = (uint64_t)d->nbuckets * 8;
 	if (d->buckets_off >= g->heap_off && seg_ok(s, d->buckets_off, tb, 8))
 		memset(seg_ptr(s, d->buckets_off), 0, tb);
 	d->arr[0] = (struct seg_array){.off = d->buckets_off, .nbuckets = d->nbuckets};

@@ -28,8 +28,8 @@
  * moves.
  *
  * The heap holds everything of variable size: each map's table (a run of
- * pages, see alloc.c: its lock stripes, its initial bucket array, then the
- * "recently used" bytes for eviction), the bucket arrays a map grows into
+ * pages, see alloc.c: its lock stripes and its initial bucket array),
+ * the bucket arrays a map grows into
  * (a run of pages each, see grow.c) and every entry (struct seg_entry, in
  * a size-class block or a run of pages).
  *
@@ -78,7 +78,7 @@
 #define SLOT_DEAD 2u /* client gone, recovery pending */
 
 /* What a put does when memory is full. */
-#define MAP_POLICY_EVICT 0u  /* evict approximately least recently used entries */
+#define MAP_POLICY_EVICT 0u  /* a full segment evicts its unused entries (evict.c) */
 #define MAP_POLICY_REJECT 1u /* fail with -ENOSPC, lose nothing */
 
 /* Map directory states. */
@@ -230,11 +230,11 @@ struct seg_mapdir {
 	uint32_t val_max;              /* 108 */
 	uint64_t created_ns;           /* 112 */
 	uint32_t policy;               /* 120: MAP_POLICY_* */
-	_Atomic uint32_t clock_hand;   /* 124: next bucket the evicting hand looks at */
+	_Atomic uint32_t clock_hand;   /* 124: next bucket a quota's eviction looks at */
 	_Atomic uint64_t tbl;          /* 128: table word: TBL_*, written by the coordinator */
 	struct seg_array arr[2];       /* 136: the current array, and the old or retired one */
 	uint32_t max_buckets;          /* 168: growth stops here (power of two) */
-	uint32_t nrefs;                /* 172: "recently used" bytes after the initial buckets */
+	uint32_t pad1;                 /* 172 */
 	_Atomic uint64_t resizes;      /* 176: resizes finished */
 	uint64_t quota;                /* 184: bytes of entries (headers, keys, values), 0 = none */
 	uint32_t default_ttl;          /* 192: seconds for writes with ttl 0, 0 = none */
@@ -619,15 +619,12 @@ struct map_view {
 	uint32_t key_max, val_max;
 	uint32_t policy;
 	uint32_t chain_max;      /* a longer chain is a cycle: more entries than blocks fit */
-	uint32_t nrefs;          /* power of two */
 	uint32_t max_buckets;
 	uint32_t default_ttl;    /* seconds, 0 = none */
 	uint64_t quota;          /* bytes, 0 = none: each stripe may hold quota / nstripes */
 	uint64_t heap_off;
 	_Atomic uint64_t *buckets; /* the initial array (in the table run) */
 	struct seg_stripe *stripes;
-	_Atomic uint8_t *refs;   /* [nrefs]: bucket b's mark is refs[b & (nrefs - 1)]: set by
-				    a get or put, cleared by the evicting hand */
 	struct seg_mapdir *dir;
 };
 struct map_params {
@@ -714,10 +711,8 @@ int shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struc
  * -ENOENT if it is not being dropped.  r accumulates. */
 int shmmap__map_drop_finish(const struct seg *s, const struct seg_geom *g,
 			    const struct lock_ctx *c, uint32_t idx, struct empty_report *r);
-/* Bytes of a map table run: stripes, initial buckets, refs. */
+/* Bytes of a map table run: stripes, initial buckets. */
 uint64_t shmmap__table_bytes(uint32_t nbuckets, uint32_t nstripes);
-/* The "recently used" marks of a map whose initial array has nbuckets. */
-uint32_t shmmap__table_nrefs(uint32_t nbuckets);
 /* Validate the entry at off for map v: in bounds, aligned, lengths within limits. */
 const struct seg_entry *shmmap__entry_at(const struct seg *s, const struct map_view *v,
 					 uint64_t off);

@@ -64,19 +64,9 @@ uint64_t shmmap__hash(const struct seg_geom *g, const void *key, size_t klen)
 
 /* ---- maps ---- */
 
-/* At least this many marks, whatever the initial size: a grown map shares
- * each mark between the buckets equal modulo nrefs (see evict_for). */
-#define REFS_MIN 16384u
-
-uint32_t shmmap__table_nrefs(uint32_t nbuckets)
-{
-	return nbuckets > REFS_MIN ? nbuckets : REFS_MIN;
-}
-
 uint64_t shmmap__table_bytes(uint32_t nbuckets, uint32_t nstripes)
 {
-	return (uint64_t)nstripes * sizeof(struct seg_stripe) + (uint64_t)nbuckets * 8 +
-	       shmmap__table_nrefs(nbuckets);
+	return (uint64_t)nstripes * sizeof(struct seg_stripe) + (uint64_t)nbuckets * 8;
 }
 
 static uint64_t table_bytes(const struct map_params *p)
@@ -126,7 +116,7 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 	d->key_max = p->key_max;
 	d->val_max = p->val_max;
 	d->policy = p->policy;
-	d->nrefs = shmmap__table_nrefs(p->nbuckets);
+	d->pad1 = 0;
 	d->quota = p->quota;
 	d->default_ttl = p->default_ttl;
 	d->max_buckets = p->max_buckets && p->max_buckets < SEG_BUCKETS_MAX ? p->max_buckets
@@ -199,14 +189,14 @@ static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx
 		.gen = atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed),
 		.nbuckets = d->nbuckets, .nstripes = d->nstripes,
 		.key_max = d->key_max, .val_max = d->val_max, .policy = d->policy,
-		.nrefs = d->nrefs, .max_buckets = d->max_buckets, .heap_off = g->heap_off,
+		.max_buckets = d->max_buckets, .heap_off = g->heap_off,
 		.quota = d->quota, .default_ttl = d->default_ttl,
 	};
 	/* The directory is trusted no more than any other shared byte. */
 	if (!w.nbuckets || (w.nbuckets & (w.nbuckets - 1)) || !w.nstripes ||
 	    (w.nstripes & (w.nstripes - 1)) || w.nstripes > w.nbuckets || !w.key_max ||
-	    w.nbuckets > SEG_BUCKETS_MAX || w.nrefs < w.nbuckets || (w.nrefs & (w.nrefs - 1)) ||
-	    !seg_ok(s, d->buckets_off, (uint64_t)w.nbuckets * 8 + w.nrefs, 8) ||
+	    w.nbuckets > SEG_BUCKETS_MAX ||
+	    !seg_ok(s, d->buckets_off, (uint64_t)w.nbuckets * 8, 8) ||
 	    !seg_ok(s, d->stripes_off, (uint64_t)w.nstripes * sizeof(struct seg_stripe), 64) ||
 	    d->buckets_off < g->heap_off || d->stripes_off < g->heap_off)
 		return -SHMMAP_ECORRUPT;
@@ -215,7 +205,6 @@ static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx
 	w.chain_max = blocks < SEG_CHAIN_MAX ? (uint32_t)blocks : SEG_CHAIN_MAX;
 	w.buckets = seg_ptr(s, d->buckets_off);
 	w.stripes = seg_ptr(s, d->stripes_off);
-	w.refs = seg_ptr(s, d->buckets_off + (uint64_t)w.nbuckets * 8);
 	w.dir = (struct seg_mapdir *)d;
 	*v = w;
 	return 0;
