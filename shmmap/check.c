@@ -281,7 +281,8 @@ static void check_slots(struct ck *c)
 		uint32_t busy = 0;
 		for (uint32_t k = 0; k < SEG_INTENTS; k++)
 			busy += atomic_load_explicit(&sl->intent[k].a, memory_order_relaxed) ||
-				atomic_load_explicit(&sl->intent[k].b, memory_order_relaxed);
+				atomic_load_explicit(&sl->intent[k].b, memory_order_relaxed) ||
+				atomic_load_explicit(&sl->intent[k].spare, memory_order_relaxed);
 		if (st != SLOT_FREE && st != SLOT_LIVE && st != SLOT_DEAD) {
 			problem(c, "slot %u: unknown state %u", i, st);
 			continue;
@@ -945,9 +946,9 @@ static void mark_intents(struct ck *c)
 		struct seg_slot *sl = seg_slot(c->s, c->g, i);
 		if (atomic_load_explicit(&sl->state, memory_order_acquire) == SLOT_FREE)
 			continue;
-		for (uint32_t r = 0; r < 2 * SEG_INTENTS; r++) {
-			struct seg_intent *in = &sl->intent[r / 2];
-			uint64_t off = atomic_load(r % 2 ? &in->b : &in->a);
+		for (uint32_t r = 0; r < 3 * SEG_INTENTS; r++) {
+			struct seg_intent *in = &sl->intent[r / 3];
+			uint64_t off = atomic_load(r % 3 == 0 ? &in->a : r % 3 == 1 ? &in->b : &in->spare);
 			const char *why;
 			uint64_t bit = off ? block_bit(c, off, &why) : NO_BITS;
 			if (bit != NO_BITS)

@@ -361,8 +361,13 @@ static bool recover_slot_locked(struct coord *c, uint32_t slot)
 			busy = true;
 			break;
 		}
-		_Atomic uint64_t *recs[2] = {&in->b, &in->a};
-		for (int j = 0; j < 2 && !sweep && !busy; j++) {
+		/* A spare that a or b names too is freed through them (a move
+		 * between the fields was cut short). */
+		uint64_t sp = atomic_load(&in->spare);
+		if (sp && (sp == atomic_load(&in->a) || sp == atomic_load(&in->b)))
+			atomic_compare_exchange_strong(&in->spare, &sp, 0);
+		_Atomic uint64_t *recs[3] = {&in->b, &in->a, &in->spare};
+		for (int j = 0; j < 3 && !sweep && !busy; j++) {
 			uint64_t off = atomic_load(recs[j]);
 			if (!off)
 				continue;

@@ -159,13 +159,21 @@ _Static_assert(offsetof(struct seg_header, npages_live) == 200, "layout");
  * still names the block, and clears it in the same critical section: a
  * block is freed once, whoever frees it (the writer, a lock taker, the
  * coordinator).  map and stripe say where a and b belong.
+ *   spare  a block the slot keeps for its next write (an allocator cache
+ *      of one block per record): the block a write took out of a chain,
+ *      kept instead of freed, and used by the next write that needs a
+ *      block of its size class, with no allocator lock either way.  It is
+ *      allocated and no chain reaches it; moved to a (or from b) by storing
+ *      the destination first, so for an instant two fields may name the
+ *      same block: whoever frees a record's blocks frees spare only if a
+ *      and b do not name it too (recovery, sweep, check know).
  */
 struct seg_intent {
 	_Atomic uint64_t a;
 	_Atomic uint64_t b;
 	_Atomic uint32_t map;
 	_Atomic uint32_t stripe;
-	uint64_t pad;
+	_Atomic uint64_t spare;
 };
 _Static_assert(sizeof(struct seg_intent) == 32, "intent record");
 /* Intent records per slot: the writing threads of one attachment at once. */

@@ -85,6 +85,7 @@ static void mark_records(struct sw *w, const bool *alive)
 		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
 			mark(w, atomic_load_explicit(&sl->intent[k].a, memory_order_acquire));
 			mark(w, atomic_load_explicit(&sl->intent[k].b, memory_order_acquire));
+			mark(w, atomic_load_explicit(&sl->intent[k].spare, memory_order_acquire));
 		}
 	}
 }
@@ -357,6 +358,7 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
 			any |= atomic_exchange(&sl->intent[k].a, 0) != 0;
 			any |= atomic_exchange(&sl->intent[k].b, 0) != 0;
+			any |= atomic_exchange(&sl->intent[k].spare, 0) != 0;
 		}
 		r->dead_slots += any;
 	}

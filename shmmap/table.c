@@ -895,12 +895,45 @@ static int check_key(const struct op_ctx *o, const struct map_view *v, size_t kl
  * record and frees the block later (or the coordinator does). */
 static void settle(const struct op_ctx *o, struct seg_intent *in)
 {
-	uint64_t x = atomic_load_explicit(&in->b, memory_order_relaxed);
-	if (x)
-		(void)shmmap__free(o->s, o->g, &o->lk, x, &in->b);
-	x = atomic_load_explicit(&in->a, memory_order_relaxed);
-	if (x)
-		(void)shmmap__free(o->s, o->g, &o->lk, x, &in->a);
+	_Atomic uint64_t *recs[2] = {&in->b, &in->a};
+	for (int j = 0; j < 2; j++) {
+		uint64_t x = atomic_load_explicit(recs[j], memory_order_relaxed);
+		if (!x)
+			continue;
+		/* Kept for the next write of this slot (a client's record, not
+		 * a scratch one): spare first, then the field cleared. */
+		if (o->intent && !atomic_load_explicit(&in->spare, memory_order_relaxed)) {
+			atomic_store_explicit(&in->spare, x, memory_order_relaxed);
+			CRASH_POINT();
+			atomic_store_explicit(recs[j], 0, memory_order_relaxed);
+			CRASH_POINT();
+			continue;
+		}
+		(void)shmmap__free(o->s, o->g, &o->lk, x, recs[j]);
+	}
+}
+
+/* The record's spare block, if it fits n bytes without waste (the size
+ * class of n, or a run of as many pages): moved to in->a (a first, then
+ * spare cleared).  Otherwise the spare is freed.  True if in->a has it. */
+static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
+{
+	uint64_t sp = atomic_load_explicit(&in->spare, memory_order_relaxed);
+	if (!sp)
+		return false;
+	size_t bs = shmmap__block_size(o->s, o->g, sp);
+	int c = shmmap__class_of(o->s, o->g, n);
+	bool fits = bs >= n && (c >= 0 ? shmmap__class_of(o->s, o->g, bs) == c
+				       : bs == (n + SEG_PAGE - 1) / SEG_PAGE * SEG_PAGE);
+	if (!fits) {
+		(void)shmmap__free(o->s, o->g, &o->lk, sp, &in->spare);
+		return false;
+	}
+	atomic_store_explicit(&in->a, sp, memory_order_relaxed);
+	CRASH_POINT();
+	atomic_store_explicit(&in->spare, 0, memory_order_relaxed);
+	CRASH_POINT();
+	return true;
 }
 
 #define WANT_ANY (-2)     /* find_victim: any entry */
@@ -1094,6 +1127,8 @@ static int alloc_entry(const struct op_ctx *o, const struct map_view *v, struct 
 {
 	if (!could_ever_fit(o, n))
 		return -E2BIG;
+	if (o->intent && take_spare(o, in, n))
+		return 0;
 	int rc = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
 	(void)v;
 	if (rc == -ENOSPC)

@@ -953,7 +953,7 @@ static int alloc_child(int k, struct shared_res *res, int nops)
 					 " size %zu overwritten at word %ld", k, o->off, o->size, bad);
 				return 1;
 			}
-			nruns -= o->size > SEG_PAGE / 2;
+			nruns -= o->size > SEG_PAGE;
 			shmmap__free(&g_seg, &g_geom, &lk, o->off, NULL);
 			live[i] = live[--nlive];
 			continue;
@@ -963,9 +963,9 @@ static int alloc_child(int k, struct shared_res *res, int nops)
 		uint64_t r = rnd() % 100;
 		size_t n = r < 70 ? (r % 2 ? 40 : 100)
 			   : r < 84 ? 1 + rnd() % 4096
-			   : r < 92 ? 4096 + rnd() % (SEG_PAGE / 2 - 4096)
-				    : SEG_PAGE / 2 + 1 + rnd() % (3 * SEG_PAGE);
-		if (n > SEG_PAGE / 2 && nruns == MAXRUNS)
+			   : r < 92 ? 4096 + rnd() % (SEG_PAGE - 4096)
+				    : SEG_PAGE + 1 + rnd() % (2 * SEG_PAGE);
+		if (n > SEG_PAGE && nruns == MAXRUNS)
 			n = 100;
 		uint64_t off = alloc_lk(&g_seg, &g_geom, &lk, n);
 		res->ops[k]++;
@@ -981,7 +981,7 @@ static int alloc_child(int k, struct shared_res *res, int nops)
 		}
 		uint64_t tag = ((uint64_t)k << 40) | (uint64_t)op;
 		fill(&g_seg, off, bs, tag);
-		nruns += bs > SEG_PAGE / 2;
+		nruns += bs > SEG_PAGE;
 		live[nlive++] = (struct live){off, bs, tag};
 	}
 	while (nlive > 0) {
@@ -1079,7 +1079,7 @@ static void run_concurrent(int (*fn)(int, struct shared_res *, int))
 		CK_MSG(WIFEXITED(st[k]) && WEXITSTATUS(st[k]) == 0, "child %d: status %#x %s",
 		       k, st[k], res->msg[k]);
 	CK_EQ(bad, 0);
-	/* at most 160 live blocks per child, 5 of them runs of <= 4 pages: the
+	/* at most 160 live blocks per child, 5 of them runs of <= 3 pages: the
 	 * 16 MiB heap never runs out, so a refused allocation means a corrupt
 	 * structure */
 	for (int k = 0; k < NCHILD; k++) {

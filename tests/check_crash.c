@@ -126,7 +126,9 @@ static void make_value(char *buf, size_t n, char tag)
 		buf[i] = (char)(tag + (char)(i % 23));
 }
 
-enum op { OP_INSERT, OP_REPLACE, OP_DELETE, OP_INCR_NEW, OP_INCR_OLD };
+/* OP_SPARE_REPLACE: a replace by a writer whose record holds a spare
+ * block of the new value's size class (see child()). */
+enum op { OP_INSERT, OP_REPLACE, OP_DELETE, OP_INCR_NEW, OP_INCR_OLD, OP_SPARE_REPLACE };
 
 struct scenario {
 	const char *name;
@@ -164,6 +166,7 @@ static void prepare(const struct scenario *sc, const char *key, char *old)
 	CK_MSG(rc == 0 || rc == -ENOENT, "del: %d", rc);
 	switch (sc->op) {
 	case OP_REPLACE:
+	case OP_SPARE_REPLACE:
 	case OP_DELETE:
 		make_value(old, sc->old_len, 'a');
 		CK_EQ(shmmap_put(g_sm, g_m, key, kl, old, sc->old_len, 0, 0), 0);
@@ -199,11 +202,22 @@ static void child(const struct scenario *sc, const char *key, unsigned long k, i
 	make_value(val, sc->new_len, 'n');
 	size_t kl = strlen(key);
 	int64_t out;
+	if (sc->op == OP_SPARE_REPLACE) {
+		/* Rewrite another key with a value of the new size: the block it
+		 * replaces stays in this thread's record as its spare, which the
+		 * operation below then takes instead of allocating. */
+		for (int i = 0; i < 2; i++)
+			if (shmmap_put(sm, m, "spare-key", 9, val, sc->new_len, 0, 0) != 0)
+				_exit(22);
+		if (!atomic_load(&seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[0].spare))
+			_exit(23);
+	}
 	shmmap__crash_arm(k, sig);
 	int rc;
 	switch (sc->op) {
 	case OP_INSERT:
 	case OP_REPLACE:
+	case OP_SPARE_REPLACE:
 		rc = shmmap_put(sm, m, key, kl, val, sc->new_len, 0, 0);
 		break;
 	case OP_DELETE:
@@ -232,6 +246,7 @@ static bool expect_old_or_new(const struct scenario *sc, const char *key, const 
 		is_new = rc == 0 && n == sc->new_len && memcmp(buf, want, n) == 0;
 		break;
 	case OP_REPLACE:
+	case OP_SPARE_REPLACE:
 		is_old = rc == 0 && n == sc->old_len && memcmp(buf, old, n) == 0;
 		is_new = rc == 0 && n == sc->new_len && memcmp(buf, want, n) == 0;
 		break;
@@ -328,6 +343,14 @@ END_TEST
 START_TEST(crash_replace_large)
 {
 	sweep(&(struct scenario){"replace of page runs", OP_REPLACE, 100 * 1024, 140 * 1024, false});
+}
+END_TEST
+
+/* A replace that takes its block from the record's spare, and keeps the
+ * block it replaces as the next spare: no allocator call either way. */
+START_TEST(crash_replace_from_spare)
+{
+	sweep(&(struct scenario){"replace from a spare", OP_SPARE_REPLACE, 6000, 7000, false});
 }
 END_TEST
 
@@ -1770,6 +1793,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, crash_delete);
 	tcase_add_test(tc, crash_incr);
 	tcase_add_test(tc, crash_evicting_put);
+	tcase_add_test(tc, crash_replace_from_spare);
 	tcase_add_test(tc, crash_handover);
 	tcase_add_test(tc, frozen_holder_killed);
 	tcase_add_test(tc, sweep_under_load);
