@@ -10,7 +10,7 @@
  *   - The page pool hands out runs of contiguous pages (first fit from a
  *     rover), under the header's pool_lock.  A run backs one large block
  *     (an entry bigger than the largest class) or a map's table.
- *   - Size classes (48 B .. SEG_PAGE/2, ~17% apart, multiples of 16) carve
+ *   - Size classes (48 B .. SEG_PAGE, at most 12.5% apart, multiples of 8) carve
  *     single pages into blocks.  Each page keeps its own free list (offsets
  *     within the page, stored in the free blocks) and a count of used
  *     blocks; the class keeps a doubly linked list of its pages that have
@@ -56,31 +56,36 @@ static uint8_t class_for[SEG_PAGE / SEG_ALIGN + 1];
 static pthread_once_t class_once = PTHREAD_ONCE_INIT;
 
 /* Each class is the largest multiple of 8 at which a block just too big
- * for the class below wastes at most CLASS_WASTE_PCT% of it (headers
- * included: the sizes are of whole entries), up to one block per page:
- * 48, 56, 64, ... 120, 136, ... 56176, 63472, 65536 (64 classes). */
-#define CLASS_WASTE_PCT 115u /* per mille / 10: 11.5% */
+ * for the class below wastes at most CLASS_WASTE_PERMILLE of it (headers
+ * included: the sizes are of whole entries; 8-byte rounding makes it
+ * 12.5% at 56 B), up to one block per page: 48, 56, 64, ... 120, 136, ...
+ * 56176, 63472, 65536 (64 classes). */
+#define CLASS_WASTE_PERMILLE 115u
 static void class_init(void)
 {
 	uint32_t s = SEG_MIN_BLOCK, n = 0;
 	while (n < SEG_NCLASSES - 1 && s < SEG_PAGE) {
 		class_size[n++] = s;
-		uint32_t next = (uint32_t)((uint64_t)(s + 1) * 1000u / (1000u - CLASS_WASTE_PCT)) &
+		uint32_t next = (uint32_t)((uint64_t)(s + 1) * 1000u / (1000u - CLASS_WASTE_PERMILLE)) &
 				~(SEG_ALIGN - 1);
 		s = next > s ? next : s + SEG_ALIGN;
 	}
 	class_size[n++] = SEG_PAGE;
-	nclasses = n;
 	_Static_assert(SEG_NCLASSES <= 256, "class_for holds a byte");
 	for (uint32_t u = 0, k = 0; u < sizeof class_for; u++) {
 		while (class_size[k] < u * SEG_ALIGN) /* first class with size >= u * 8 */
 			k++;
 		class_for[u] = (uint8_t)k;
 	}
+	__atomic_store_n(&nclasses, n, __ATOMIC_RELEASE); /* last: see classes() */
 }
 
 static uint32_t classes(void)
 {
+	/* Set once, before any class is used (acquire: the tables with it). */
+	uint32_t n = __atomic_load_n(&nclasses, __ATOMIC_ACQUIRE);
+	if (__builtin_expect(n != 0, 1))
+		return n;
 	pthread_once(&class_once, class_init);
 	return nclasses;
 }

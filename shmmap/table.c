@@ -923,8 +923,8 @@ static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
 		return false;
 	size_t bs = shmmap__block_size(o->s, o->g, sp);
 	int c = shmmap__class_of(o->s, o->g, n);
-	bool fits = bs >= n && (c >= 0 ? shmmap__class_of(o->s, o->g, bs) == c
-				       : bs == (n + SEG_PAGE - 1) / SEG_PAGE * SEG_PAGE);
+	bool fits = bs >= n && bs == (c >= 0 ? shmmap__class_size((uint32_t)c)
+					     : (n + SEG_PAGE - 1) / SEG_PAGE * SEG_PAGE);
 	if (!fits) {
 		(void)shmmap__free(o->s, o->g, &o->lk, sp, &in->spare);
 		return false;

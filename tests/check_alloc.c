@@ -813,7 +813,8 @@ START_TEST(fragmentation_mixed_then_free_all)
 		size_t bs = bsize(off);
 		CK_MSG(bs >= n && off % SEG_ALIGN == 0 && off + bs <= heap_end(),
 		       "alloc(%zu) = %#" PRIx64 ", block_size %zu", n, off, bs);
-		size_t w = bs / 2 < 64 ? bs / 2 : 64; /* both ends of each block */
+		/* both ends of each block, in whole words */
+		size_t w = (bs / 2 < 64 ? bs / 2 : 64) & ~(size_t)7;
 		fill(&g_seg, off, w, got);
 		fill(&g_seg, off + bs - w, w, got + CAP);
 		l[got] = (struct live){off, bs, got};
@@ -822,7 +823,7 @@ START_TEST(fragmentation_mixed_then_free_all)
 	CK_MSG(fails == 500, "heap never filled");
 	ck_assert_uint_gt(got, 100);
 	for (size_t i = 0; i < got; i++) {
-		size_t w = l[i].size / 2 < 64 ? l[i].size / 2 : 64;
+		size_t w = (l[i].size / 2 < 64 ? l[i].size / 2 : 64) & ~(size_t)7;
 		CK_MSG(check_fill(&g_seg, l[i].off, w, l[i].tag) < 0 &&
 		       check_fill(&g_seg, l[i].off + l[i].size - w, w, l[i].tag + CAP) < 0,
 		       "block %zu overwritten", i);
