@@ -10,16 +10,17 @@
  * (seg_entry.meta), raised by a get that hits (a compare-and-swap, only
  * while below 3) and carried over when a key is rewritten.  Each size class has
  * a hand that goes round the blocks of its pages in page order: a block
- * with a count has it lowered and is passed over, one without is evicted
+ * with a count has it lowered (under the entry's stripe lock, with the
+ * entry found linked) and is passed over, one without is evicted
  * (an expired entry always is).  A new entry goes into the block the hand
  * just freed, so it gets one full turn to be used.
  *
  * Handover (no slab calcification): when class C needs memory and the pool
  * has none, C's own victims are weighed against the oldest victims of any
  * other class D.  Each class keeps the age of the last entry its hand
- * evicted and when that was (seg_class: age_ms, evict_ms), so the age of
+ * evicted and when that was (seg_class: age_ms, evict_t), so the age of
  * its next victim is about age_ms + (now - evict_ms): a class nobody
- * writes grows old.  If D's victims are more than twice as old as C's (or
+ * writes grows old.  If D's victims are more than 4 times as old as C's (or
  * C has no page at all), one page of D is emptied - every entry on it
  * evicted, with the page marked draining (alloc.c) so that none of its
  * blocks is handed out meanwhile - and the free of its last block gives it
@@ -53,6 +54,10 @@
  * allocate per entry. */
 #define DRAIN_TRIES 4u
 #define EVICT_ROUNDS 64u
+/* A class takes a page from another when that one's victims are this many
+ * times older than its own (hysteresis: classes of about the same age keep
+ * their pages rather than trade them back and forth). */
+#define HANDOVER_RATIO 4u
 /* Windows tried for an entry larger than a page. */
 #define WINDOW_TRIES 8u
 
@@ -122,9 +127,6 @@ static uint32_t page_of(const struct seg *s, const struct seg_geom *g, uint32_t 
 	return UINT32_MAX;
 }
 
-#define HAND(page, blk) (((uint64_t)(page) + 1) << 16 | (blk))
-#define HAND_PAGE(h) ((uint32_t)((h) >> 16) - 1u)
-#define HAND_BLK(h) ((uint32_t)((h)&0xffffu))
 
 /* The age a class's next victim has: its last victim's age plus the time
  * since (a class nobody writes grows old). */
@@ -153,8 +155,11 @@ static bool hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cl
 		uint32_t pi = HAND_PAGE(h), j = HAND_BLK(h);
 		uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
 		const struct seg_page *p = pi < np ? seg_page(s, g, pi) : NULL;
+		/* A page being emptied is passed over: a block freed there
+		 * cannot be handed out (alloc.c), so it makes no room. */
 		if (!p || !slab_of(p, cls) || j >= per ||
-		    j >= __atomic_load_n(&p->carved, __ATOMIC_RELAXED)) {
+		    j >= __atomic_load_n(&p->carved, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&p->drain, __ATOMIC_RELAXED)) {
 			/* Past this page: the next of the class. */
 			uint32_t n = page_of(s, g, cls, pi < np && h ? pi + 1 : 0);
 			if (n == UINT32_MAX)
@@ -174,6 +179,21 @@ static bool hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cl
 	return false;
 }
 
+/*
+ * Was the block at off written within the last quarter of victim_ms (the
+ * age of the class's last victim)?  Such an entry is much younger than the
+ * ones its class gives up: it landed in a page the class took over lately,
+ * which may lie just ahead of the hand (page order is not age order).  It
+ * is passed over once.  A read without a lock, of a block that may be
+ * anything by now: a hint that writes nothing.
+ */
+static bool young(const struct seg *s, uint64_t off, uint32_t now, uint32_t victim_ms)
+{
+	uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
+					  memory_order_relaxed);
+	return (uint64_t)ENT_AGE_MS(now, ENT_ITIME(m)) * 4 < victim_ms;
+}
+
 /* The hand of class cls evicts one entry: 1, 0 (none it may evict within
  * its bound), or -errno. */
 static int evict_own(struct evictor *ev, uint32_t cls)
@@ -185,21 +205,18 @@ static int evict_own(struct evictor *ev, uint32_t cls)
 	uint64_t looks = blocks * HAND_TURNS + 64u;
 	if (looks > HAND_LOOKS_MAX)
 		looks = HAND_LOOKS_MAX;
+	uint32_t now = shmmap__itime();
+	uint32_t victim_ms = atomic_load_explicit(&sc->age_ms, memory_order_relaxed);
 	for (uint64_t k = 0; k < looks; k++) {
 		uint64_t off;
 		if (!hand_next(s, g, cls, &off))
 			return 0;
-		/* Used since the hand last came by: one turn more.  A CAS on the
-		 * word read, so a block reused meanwhile is left alone (and a
-		 * free block's stale header costs nothing). */
-		_Atomic uint64_t *meta = &((struct seg_entry *)seg_ptr(s, off))->meta;
-		uint64_t m = atomic_load_explicit(meta, memory_order_relaxed);
-		if (ENT_FREQ(m)) {
-			atomic_compare_exchange_strong_explicit(meta, &m, m - ENT_FREQ_ONE,
-								memory_order_relaxed,
-								memory_order_relaxed);
-			continue;
-		}
+		if (k < blocks && young(s, off, now, victim_ms))
+			continue; /* the first turn only: then anything may go */
+		/* Evicted unless used since the hand last came by; then its
+		 * count is lowered instead, under its stripe lock with the entry
+		 * found linked (tbl_evict_at): never through a look at a block
+		 * that may by now belong to another class. */
 		uint32_t age = 0;
 		int r = evict_block(ev, off, false, &age);
 		if (r != 0) {
@@ -216,8 +233,8 @@ static int evict_own(struct evictor *ev, uint32_t cls)
 /* Evict every entry of page pi (class cls), marked draining meanwhile.
  * 1 if the page was emptied (it went to the pool), 0 if not (an entry that
  * may not be evicted, or one in flight), or -errno.  *oldest gets the age
- * of the youngest victim. */
-static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, uint32_t *youngest)
+ * of the oldest victim (0 if none). */
+static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, uint32_t *oldest)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
@@ -228,7 +245,7 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, uint32_t *y
 	const struct seg_page *p = seg_page(s, g, pi);
 	uint32_t per = per_page(cls), size = shmmap__class_size(cls);
 	uint64_t poff = seg_page_off(g, pi);
-	*youngest = UINT32_MAX;
+	*oldest = 0;
 	for (uint32_t j = 0; j < per; j++) {
 		/* Emptied: the page went to the pool (and maybe to a class). */
 		if (!slab_of(p, cls) || __atomic_load_n(&p->drain, __ATOMIC_RELAXED) != lk->owner)
@@ -241,8 +258,8 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, uint32_t *y
 			(void)shmmap__page_undrain(s, g, lk, pi, cls);
 			return rc;
 		}
-		if (rc > 0 && age < *youngest)
-			*youngest = age;
+		if (rc > 0 && age > *oldest)
+			*oldest = age;
 	}
 	if (!slab_of(p, cls) || __atomic_load_n(&p->drain, __ATOMIC_RELAXED) != lk->owner)
 		return 1;
@@ -256,19 +273,36 @@ static int handover(struct evictor *ev, uint32_t d)
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
 	struct seg_class *dc = seg_class(s, g, d);
+	/* The page after the hand's: the hand comes to it next, so its entries
+	 * have gone longest without a look (behind the hand, on its own page,
+	 * are the blocks it just freed, holding the newest entries). */
 	uint64_t h = atomic_load_explicit(&dc->hand, memory_order_relaxed);
-	uint32_t pi = h ? HAND_PAGE(h) : 0;
+	uint32_t pi = h ? HAND_PAGE(h) + 1 : 0;
+	uint32_t now = shmmap__itime(), per = per_page(d), size = shmmap__class_size(d);
+	uint32_t victim_ms = atomic_load_explicit(&dc->age_ms, memory_order_relaxed);
 	for (uint32_t t = 0; t < DRAIN_TRIES; t++) {
 		pi = page_of(s, g, d, pi);
 		if (pi == UINT32_MAX)
 			return 0;
+		/* A page the donor took over lately holds its youngest entries
+		 * (see young()): the next one, unless it is the last try. */
+		uint64_t poff = seg_page_off(g, pi);
+		if (t + 1 < DRAIN_TRIES &&
+		    (young(s, poff, now, victim_ms) ||
+		     young(s, poff + (uint64_t)(per / 2) * size, now, victim_ms) ||
+		     young(s, poff + (uint64_t)(per - 1) * size, now, victim_ms))) {
+			pi++;
+			continue;
+		}
 		/* The donor's hand goes on past the page. */
 		atomic_store_explicit(&dc->hand, HAND(pi, per_page(d)), memory_order_relaxed);
-		uint32_t youngest;
-		int r = drain_page(ev, pi, d, &youngest);
+		/* The donor's next victims are about as old as the oldest of
+		 * this page's: its age from now on. */
+		uint32_t oldest;
+		int r = drain_page(ev, pi, d, &oldest);
 		if (r > 0) {
-			if (youngest != UINT32_MAX)
-				class_evicted(dc, youngest);
+			if (oldest)
+				class_evicted(dc, oldest);
 			atomic_fetch_add_explicit(&seg_hdr(s)->handovers, 1, memory_order_relaxed);
 			return 1;
 		}
@@ -309,7 +343,7 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 	int d = oldest_class(s, g, cls, now, &dage);
 	bool none = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) == 0;
 	int r;
-	if (d >= 0 && (none || dage > 2 * class_age(sc, now) + 1)) {
+	if (d >= 0 && (none || dage > HANDOVER_RATIO * class_age(sc, now) + 4)) {
 		r = handover(ev, (uint32_t)d);
 		if (r != 0) {
 			if (r > 0)

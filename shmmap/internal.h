@@ -325,13 +325,16 @@ struct seg_class {
 	uint32_t pad0;
 	uint64_t used;      /* blocks in use */
 	uint64_t pages;     /* pages owned */
-	_Atomic uint64_t hand;      /* (page + 1) << 16 | block: the next block the hand looks at */
+	_Atomic uint64_t hand;      /* HAND(page, block): the next block the hand looks at */
 	_Atomic uint32_t age_ms;    /* age of the last entry the hand evicted */
 	_Atomic uint32_t evict_t;   /* shmmap__itime() of that eviction (or of the class's first page) */
 	_Atomic uint64_t evictions; /* entries the hand evicted */
 	_Atomic uint64_t pages_in;  /* pages handed over to this class */
 };
 _Static_assert(sizeof(struct seg_class) == 64, "class line");
+#define HAND(page, blk) (((uint64_t)(page) + 1) << 16 | (blk))
+#define HAND_PAGE(h) ((uint32_t)((h) >> 16) - 1u)
+#define HAND_BLK(h) ((uint32_t)((h)&0xffffu))
 
 /* Page descriptor.  kind: */
 #define PAGE_FREE 0u
@@ -746,7 +749,8 @@ int shmmap__tbl_move(const struct op_ctx *o, const struct map_view *v, uint32_t 
 uint64_t shmmap__tbl_entries(const struct map_view *v);
 /*
  * Evict the entry at off from map v if it is linked there (and, unless
- * force, its use count is 0 or it expired): unlink it under its stripe lock
+ * force, its use count is 0 or it expired; else the count is lowered by
+ * one, under the lock): unlink it under its stripe lock
  * with the victim recorded in in->b (in->map and in->stripe name it
  * meanwhile, and are given back), then free it.  Returns 1 (evicted; *kv
  * += its key and value bytes, *age = its age in ms), 0 (not linked, in

@@ -1064,6 +1064,15 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 		l = link_to(o->s, v, &t.cur[en.hash & (t.cur_n - 1)], off, &en);
 	bool exp = l && expired(en.expire_ms, &now);
 	if (!l || (!force && !exp && ENT_FREQ(en.meta))) {
+		/* Used since the hand came by: one turn more.  Safe to write:
+		 * the entry is linked and its stripe locked, so the block is an
+		 * entry (a CAS: a reader may raise it meanwhile). */
+		uint64_t m = en.meta;
+		if (l)
+			atomic_compare_exchange_strong_explicit(&((struct seg_entry *)en.e)->meta,
+								&m, m - ENT_FREQ_ONE,
+								memory_order_relaxed,
+								memory_order_relaxed);
 		shmmap__unlock(&st->lock);
 		return 0;
 	}

@@ -1,0 +1,582 @@
+/*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
+ * check_evict.c - the mechanisms of evict.c end to end, with a real
+ * coordinator on a segment that cannot grow and forked processes:
+ *   - size shifts in both directions: pages follow the workload (handed
+ *     from one size class to another), the newest keys stay, the segment
+ *     stays mostly live data;
+ *   - handovers while writers alternate small and large values and readers
+ *     read: every value read is one that was written for its key, and
+ *     shmmapctl check finds nothing wrong afterwards;
+ *   - fairness across maps: a full segment does not make another evict
+ *     map's puts fail, a reject map's puts evict evict maps' entries, a
+ *     reject map's entries are never evicted, and a reject map that holds
+ *     everything gets -ENOSPC without losing anything;
+ *   - values larger than a page after the heap is fragmented by small ones
+ *     (a window of pages emptied for each).
+ * Every value's bytes derive from its key number and version (mkval), so a
+ * torn value or another key's value never passes for the right one.
+ */
+#include <check.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shmmap.h"
+#include "testutil.h"
+
+static struct tu_coord co;
+
+static void teardown(void)
+{
+	tu_coord_cleanup(&co);
+}
+
+#define SEG_BYTES (16u << 20)
+#define VAL_MAX (256u * 1024)
+
+/* ---- values that say whose they are ---- */
+
+static uint64_t mix(uint64_t x)
+{
+	x += UINT64_C(0x9e3779b97f4a7c15);
+	x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return x ^ (x >> 31);
+}
+
+/* The value of key number key at version ver, n bytes: the key and the
+ * version (when n >= 8), then bytes that depend on both and the position. */
+static void mkval(unsigned char *v, size_t n, uint32_t key, uint32_t ver)
+{
+	size_t j = 0;
+	if (n >= 8) {
+		memcpy(v, &key, 4);
+		memcpy(v + 4, &ver, 4);
+		j = 8;
+	}
+	uint64_t seed = mix((uint64_t)key << 32 | ver), x = 0;
+	for (; j < n; j++) {
+		if (j % 8 == 0)
+			x = mix(seed ^ j);
+		v[j] = (unsigned char)(x >> (j % 8) * 8);
+	}
+}
+
+static bool val_ok(const unsigned char *v, size_t n, uint32_t key, uint32_t ver)
+{
+	static unsigned char want[VAL_MAX];
+	if (n > sizeof want)
+		return false;
+	mkval(want, n, key, ver);
+	return memcmp(v, want, n) == 0;
+}
+
+static int keyname(char *k, size_t cap, const char *prefix, uint32_t i)
+{
+	return snprintf(k, cap, "%s%" PRIu32, prefix, i);
+}
+
+static int put_kv(shmmap *sm, shmmap_map m, const char *prefix, uint32_t i, size_t n,
+		  uint32_t ver)
+{
+	static unsigned char v[VAL_MAX];
+	char k[32];
+	int kn = keyname(k, sizeof k, prefix, i);
+	mkval(v, n, i, ver);
+	return shmmap_put(sm, m, k, (size_t)kn, v, n, 0, 0);
+}
+
+/* 1 if key prefix<i> holds its value of n bytes at version ver, 0 if it is
+ * absent; fails the test if it holds anything else. */
+static int present(shmmap *sm, shmmap_map m, const char *prefix, uint32_t i, size_t n,
+		   uint32_t ver)
+{
+	static unsigned char buf[VAL_MAX];
+	char k[32];
+	int kn = keyname(k, sizeof k, prefix, i);
+	size_t got = 0;
+	int rc = shmmap_get(sm, m, k, (size_t)kn, buf, sizeof buf, &got);
+	if (rc == -ENOENT)
+		return 0;
+	CK_MSG(rc == 0, "get %s: %s", k, shmmap_strerror(rc));
+	CK_MSG(got == n && val_ok(buf, got, i, ver), "%s holds a wrong value (%zu bytes, want %zu)",
+	       k, got, n);
+	return 1;
+}
+
+static struct shmmap_stats stats_of(shmmap *sm, shmmap_map m)
+{
+	struct shmmap_stats st;
+	int rc = shmmap_stats(sm, m, &st);
+	CK_MSG(rc == 0, "stats: %s", shmmap_strerror(rc));
+	return st;
+}
+
+static shmmap_map open_policy(shmmap *sm, const char *name, uint32_t policy)
+{
+	struct shmmap_map_opts o = {.size = sizeof o, .policy = policy};
+	shmmap_map m;
+	int rc = shmmap_open_opts(sm, name, SHMMAP_CREATE, &o, &m);
+	CK_MSG(rc == 0, "open %s: %s", name, shmmap_strerror(rc));
+	return m;
+}
+
+/* Put prefix<from..> values of n bytes (version 1) until the map has
+ * evicted something: the segment is full.  Returns the next key number. */
+static uint32_t fill_until_evicting(shmmap *sm, shmmap_map m, const char *prefix, uint32_t from,
+				    size_t n)
+{
+	uint32_t i = from;
+	for (;; i++) {
+		int rc = put_kv(sm, m, prefix, i, n, 1);
+		CK_MSG(rc == 0, "filling put %s%u: %s", prefix, i, shmmap_strerror(rc));
+		if (i % 512 == 0 && stats_of(sm, m).evictions > 0)
+			break;
+		CK_MSG(i - from < 4000000u, "no eviction after %u puts", i - from);
+	}
+	return i + 1;
+}
+
+/* ---- shmmapctl stats --json (the segment's, no map named) ---- */
+
+static char ctl_out[1 << 16], ctl_err[4096];
+
+static const char *seg_stats_json(void)
+{
+	int st = tu_ctl(co.sock, ctl_out, sizeof ctl_out, ctl_err, sizeof ctl_err, "--json",
+			"stats", NULL);
+	CK_MSG(st == 0, "shmmapctl stats exited %d: %s", st, ctl_err);
+	return ctl_out;
+}
+
+/* The number after "name": at or after p, or fail the test. */
+static uint64_t json_num(const char *p, const char *name)
+{
+	char pat[64];
+	snprintf(pat, sizeof pat, "\"%s\":", name);
+	const char *q = strstr(p, pat);
+	CK_MSG(q != NULL, "no %s in %s", pat, p);
+	return strtoull(q + strlen(pat), NULL, 10);
+}
+
+static uint64_t handovers(void)
+{
+	return json_num(seg_stats_json(), "handovers");
+}
+
+/* Of the size classes, the one that owns the most pages: its
+ * block size and the pages handed to it. */
+static void biggest_class(uint32_t *size, uint64_t *pages_in)
+{
+	const char *p = strstr(seg_stats_json(), "\"classes\":[");
+	CK_MSG(p != NULL, "no classes in %s", ctl_out);
+	uint64_t best = 0;
+	*size = 0;
+	*pages_in = 0;
+	while ((p = strstr(p, "{\"class\":")) != NULL) {
+		uint64_t pages = json_num(p, "pages");
+		if (pages > best) {
+			best = pages;
+			*size = (uint32_t)json_num(p, "size");
+			*pages_in = json_num(p, "pages_in");
+		}
+		p++;
+	}
+}
+
+static void ctl_check_clean(void)
+{
+	int st = tu_ctl(co.sock, ctl_out, sizeof ctl_out, ctl_err, sizeof ctl_err, "--json",
+			"check", NULL);
+	CK_MSG(st == 0 && strstr(ctl_out, "\"errors\":0") && strstr(ctl_out, "\"leaked\":0"),
+	       "shmmapctl check exited %d:\n%s\n%s", st, ctl_out, ctl_err);
+}
+
+/* ---- size shifts ---- */
+
+#define SHIFT_PUTS 20000u
+#define RECENT 1000u
+
+/* Fill the segment with `from`-byte values, then write SHIFT_PUTS values of
+ * `to` bytes: the newest keys are there, most of the segment is live data,
+ * and pages were handed over.  The old allocator kept a page with its class
+ * until every block on it was free: the new size got one page (most new
+ * keys missing), or the first new puts evicted most of the cache. */
+static void shift(size_t from, size_t to)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 64K\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "cache");
+	uint32_t nold = fill_until_evicting(sm, m, "old-", 0, from);
+	/* (Keys of several lengths may straddle two classes: some handovers
+	 * may happen while filling.) */
+	uint64_t h0 = handovers();
+	for (uint32_t i = 0; i < SHIFT_PUTS; i++) {
+		int rc = put_kv(sm, m, "new-", i, to, 1);
+		CK_MSG(rc == 0, "put new-%u of %zu bytes: %s", i, to, shmmap_strerror(rc));
+	}
+	unsigned found = 0;
+	for (uint32_t i = SHIFT_PUTS - RECENT; i < SHIFT_PUTS; i++)
+		found += (unsigned)present(sm, m, "new-", i, to, 1);
+	struct shmmap_stats st = stats_of(sm, m);
+	uint64_t h = handovers();
+	uint32_t csize;
+	uint64_t cin;
+	biggest_class(&csize, &cin);
+	fprintf(stderr, "  shift %zu -> %zu: %u old puts, %u of the last %u new keys, %" PRIu64
+		" live bytes (%.1f%%), %" PRIu64 " evictions, %" PRIu64
+		" handovers (%" PRIu64 " while filling); biggest class %u B with %" PRIu64
+		" pages in\n",
+		from, to, nold, found, RECENT, st.bytes, 100.0 * (double)st.bytes / SEG_BYTES,
+		st.evictions, h, h0, csize, cin);
+	CK_MSG(found * 100 >= RECENT * 99, "only %u of the last %u keys written are present",
+	       found, RECENT);
+	CK_MSG(st.bytes * 2 >= SEG_BYTES, "live key and value bytes %" PRIu64 " (%.1f%% of %u)",
+	       st.bytes, 100.0 * (double)st.bytes / SEG_BYTES, SEG_BYTES);
+	CK_MSG(h > h0, "no page was handed over for the new size");
+	/* Shift to large: the class of the new values owns most pages now, and
+	 * got them from others. */
+	if (to > from)
+		CK_MSG(csize >= to && cin > 0,
+		       "the class owning most pages is of %u B with %" PRIu64 " pages handed in",
+		       csize, cin);
+	ctl_check_clean();
+	shmmap_detach(sm);
+}
+
+START_TEST(shift_small_to_large)
+{
+	shift(10, 1024);
+}
+END_TEST
+
+START_TEST(shift_large_to_small)
+{
+	shift(1024, 10);
+}
+END_TEST
+
+/* ---- handover under concurrent writers and readers ---- */
+
+enum {
+	WRITERS = 2,
+	READERS = 2,
+	KEYS = 5000,       /* keys per writer: a phase of large values is 1.5x the segment */
+	PHASES = 6,        /* small, large, small, ... */
+	PHASE_PUTS = KEYS, /* puts per writer and phase: each of its keys once */
+	READ_MAX = 4000000 /* a reader's bound */
+};
+
+struct shared {
+	_Atomic uint32_t published[WRITERS * KEYS]; /* the newest version put (before the put) */
+	_Atomic int writers_done;
+	_Atomic int failed;
+	_Atomic uint64_t hits, reads;
+	char why[256];
+};
+
+/* Version ver (1-based) of a writer is in phase (ver - 1) / PHASE_PUTS:
+ * even phases write 8..64 bytes, odd ones 900..4000 (several classes each). */
+static size_t len_of(uint32_t key, uint32_t ver)
+{
+	uint32_t phase = (ver - 1) / PHASE_PUTS;
+	uint64_t r = mix((uint64_t)key * 31 + ver);
+	return phase % 2 ? 900 + r % 3101 : 8 + r % 57;
+}
+
+static void fail_shared(struct shared *sh, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void fail_shared(struct shared *sh, const char *fmt, ...)
+{
+	if (atomic_exchange(&sh->failed, 1))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(sh->why, sizeof sh->why, fmt, ap);
+	va_end(ap);
+}
+
+static int writer(struct shared *sh, int w)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, "mixed", 0, &m) < 0)
+		return 20;
+	static unsigned char v[4096];
+	for (uint32_t ver = 1; ver <= PHASES * PHASE_PUTS && !atomic_load(&sh->failed); ver++) {
+		uint32_t key = (uint32_t)w * KEYS + (ver - 1) % KEYS;
+		size_t n = len_of(key, ver);
+		char k[32];
+		int kn = keyname(k, sizeof k, "k", key);
+		mkval(v, n, key, ver);
+		atomic_store_explicit(&sh->published[key], ver, memory_order_release);
+		int rc = shmmap_put(sm, m, k, (size_t)kn, v, n, 0, 0);
+		if (rc != 0) {
+			fail_shared(sh, "writer %d: put %s (%zu B, version %u): %s", w, k, n, ver,
+				    shmmap_strerror(rc));
+			return 21;
+		}
+	}
+	shmmap_detach(sm);
+	return 0;
+}
+
+static int reader(struct shared *sh, int r)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, "mixed", 0, &m) < 0)
+		return 20;
+	static unsigned char buf[8192];
+	uint64_t hits = 0, reads = 0;
+	for (uint64_t i = 0; i < READ_MAX && atomic_load(&sh->writers_done) < WRITERS &&
+			     !atomic_load(&sh->failed);
+	     i++) {
+		uint32_t key = (uint32_t)(mix(i * 4u + (uint32_t)r) % (WRITERS * KEYS));
+		char k[32];
+		int kn = keyname(k, sizeof k, "k", key);
+		size_t n = 0;
+		int rc = shmmap_get(sm, m, k, (size_t)kn, buf, sizeof buf, &n);
+		reads++;
+		if (rc == -ENOENT)
+			continue;
+		if (rc != 0) {
+			fail_shared(sh, "reader %d: get %s: %s", r, k, shmmap_strerror(rc));
+			return 21;
+		}
+		uint32_t vk, ver;
+		if (n < 8) {
+			fail_shared(sh, "reader %d: %s holds %zu bytes", r, k, n);
+			return 22;
+		}
+		memcpy(&vk, buf, 4);
+		memcpy(&ver, buf + 4, 4);
+		uint32_t pub = atomic_load_explicit(&sh->published[key], memory_order_acquire);
+		if (vk != key || ver == 0 || ver > pub || n != len_of(key, ver) ||
+		    !val_ok(buf, n, key, ver)) {
+			static unsigned char want[8192];
+			size_t at = 0;
+			if (vk == key && ver && n <= sizeof want) {
+				mkval(want, n, key, ver);
+				while (at < n && buf[at] == want[at])
+					at++;
+			}
+			fail_shared(sh,
+				    "reader %d: %s holds %zu bytes that are not a value written for "
+				    "it (says key %u version %u, of %zu bytes; newest put %u; first "
+				    "wrong byte at %zu)",
+				    r, k, n, vk, ver, ver ? len_of(vk, ver) : 0, pub, at);
+			return 23;
+		}
+		hits++;
+	}
+	atomic_fetch_add(&sh->hits, hits);
+	atomic_fetch_add(&sh->reads, reads);
+	shmmap_detach(sm);
+	return 0;
+}
+
+START_TEST(handover_under_concurrency)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 64K\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "mixed");
+	struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
+				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(sh != MAP_FAILED);
+	pid_t w[WRITERS], r[READERS];
+	for (int i = 0; i < READERS; i++) {
+		r[i] = tu_fork();
+		ck_assert_int_ge(r[i], 0);
+		if (r[i] == 0)
+			_exit(reader(sh, i));
+	}
+	for (int i = 0; i < WRITERS; i++) {
+		w[i] = tu_fork();
+		ck_assert_int_ge(w[i], 0);
+		if (w[i] == 0)
+			_exit(writer(sh, i));
+	}
+	int bad = 0;
+	for (int i = 0; i < WRITERS; i++) {
+		int st = tu_waitpid(w[i], 90000);
+		atomic_fetch_add(&sh->writers_done, 1);
+		bad |= !(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		CK_MSG(!bad, "writer %d: status %#x: %s", i, st, sh->why);
+	}
+	for (int i = 0; i < READERS; i++) {
+		int st = tu_waitpid(r[i], 30000);
+		CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "reader %d: status %#x: %s",
+		       i, st, sh->why);
+	}
+	struct shmmap_stats st = stats_of(sm, m);
+	uint64_t h = handovers();
+	fprintf(stderr, "  concurrency: %" PRIu64 " reads, %" PRIu64 " values checked, %" PRIu64
+		" evictions, %" PRIu64 " handovers\n",
+		atomic_load(&sh->reads), atomic_load(&sh->hits), st.evictions, h);
+	CK_EQ(st.puts, WRITERS * PHASES * PHASE_PUTS);
+	CK_MSG(atomic_load(&sh->hits) >= 1000, "readers checked only %" PRIu64 " values",
+	       atomic_load(&sh->hits));
+	CK_MSG(st.evictions > 0, "the segment never filled: nothing was tested");
+	CK_MSG(h > 0, "no page was handed over");
+	ctl_check_clean();
+	/* Every key holds its newest version, or is gone. */
+	for (uint32_t key = 0; key < WRITERS * KEYS; key++) {
+		uint32_t ver = atomic_load(&sh->published[key]);
+		if (ver)
+			present(sm, m, "k", key, len_of(key, ver), ver);
+	}
+	munmap(sh, sizeof *sh);
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* ---- fairness across maps ---- */
+
+START_TEST(cross_map_fairness)
+{
+	enum { KV = 1024, C_N = 2000, B_N = 5000 };
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 64K\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	/* All three maps exist before A fills the segment (creating a map on a
+	 * full segment does not evict for its table: shmmap__map_create). */
+	shmmap_map a = tu_open(sm, "A"), b = tu_open(sm, "B");
+	shmmap_map c = open_policy(sm, "C", SHMMAP_POLICY_REJECT);
+	uint32_t na = fill_until_evicting(sm, a, "a-", 0, KV);
+	/* B, empty until A filled the segment: every put succeeds, by
+	 * evicting A's entries. */
+	uint64_t a_ev = stats_of(sm, a).evictions;
+	for (uint32_t i = 0; i < B_N; i++) {
+		int rc = put_kv(sm, b, "b-", i, KV, 1);
+		CK_MSG(rc == 0, "put b-%u to a second map: %s", i, shmmap_strerror(rc));
+	}
+	unsigned found = 0;
+	for (uint32_t i = B_N - RECENT; i < B_N; i++)
+		found += (unsigned)present(sm, b, "b-", i, KV, 1);
+	CK_EQ(found, RECENT);
+	CK_MSG(stats_of(sm, a).evictions - a_ev >= B_N / 2, "B's puts evicted only %" PRIu64
+	       " of A's entries", stats_of(sm, a).evictions - a_ev);
+	/* C, policy reject: its puts evict the evict maps' entries. */
+	uint64_t ab_ev = stats_of(sm, a).evictions + stats_of(sm, b).evictions;
+	for (uint32_t i = 0; i < C_N; i++) {
+		int rc = put_kv(sm, c, "c-", i, KV, 1);
+		CK_MSG(rc == 0, "put c-%u to a reject map: %s", i, shmmap_strerror(rc));
+	}
+	uint64_t ab_ev2 = stats_of(sm, a).evictions + stats_of(sm, b).evictions;
+	CK_MSG(ab_ev2 - ab_ev >= C_N / 2, "C's %d puts evicted %" PRIu64 " entries", C_N,
+	       ab_ev2 - ab_ev);
+	/* A and B flooded with ten times the segment, in three sizes (their own
+	 * class's hand, and pages handed over, where C's entries lie too). */
+	static const size_t sizes[] = {1024, 6000, 3000};
+	uint64_t flood = 0;
+	uint32_t i;
+	for (i = 0; flood < 10ull * SEG_BYTES; i++) {
+		size_t n = sizes[i % 3];
+		int rc = put_kv(sm, i % 2 ? b : a, "f-", i, n, 2);
+		CK_MSG(rc == 0, "flood put %u (%zu B): %s", i, n, shmmap_strerror(rc));
+		flood += n;
+	}
+	CK_MSG(handovers() > 0, "the flood handed over no page");
+	for (uint32_t j = 0; j < C_N; j++)
+		CK_MSG(present(sm, c, "c-", j, KV, 1), "c-%u of the reject map was evicted", j);
+	struct shmmap_stats sc = stats_of(sm, c);
+	CK_EQ(sc.evictions, 0);
+	CK_EQ(sc.entries, C_N);
+	/* The newest flood keys are there too (3.3 MB of 16M).  Three sizes
+	 * written in turn make the classes trade pages all the time, at a pace
+	 * (the cache turns over in ~100 ms) where victim ages are a few ticks
+	 * of the 4 ms clock: some recent keys go with a page.  A handover that
+	 * took the newest page of its donor loses up to 60% of them (seen). */
+	unsigned recent = 0;
+	for (uint32_t j = i - RECENT; j < i; j++)
+		recent += (unsigned)present(sm, j % 2 ? b : a, "f-", j, sizes[j % 3], 2);
+	CK_MSG(recent * 100 >= RECENT * 95, "only %u of the last %u flood keys are present",
+	       recent, RECENT);
+	/* C fills everything: it evicts what is left of A and B, then is
+	 * refused, and loses nothing. */
+	uint32_t nc = C_N;
+	int rc;
+	for (;; nc++) {
+		rc = put_kv(sm, c, "c-", nc, KV, 1);
+		if (rc != 0)
+			break;
+		CK_MSG(nc < SEG_BYTES / KV, "%u puts of %d B into a 16M reject map", nc, KV);
+	}
+	CK_MSG(rc == -ENOSPC, "put c-%u: %s", nc, shmmap_strerror(rc));
+	struct shmmap_stats sa = stats_of(sm, a), sb = stats_of(sm, b);
+	sc = stats_of(sm, c);
+	fprintf(stderr, "  fairness: A %u filling puts; C refused after %u entries; left: A %" PRIu64
+		" B %" PRIu64 " entries; C %" PRIu64 " live bytes; %" PRIu64 " handovers\n",
+		na, nc, sa.entries, sb.entries, sc.bytes, handovers());
+	CK_MSG(sa.entries + sb.entries == 0,
+	       "C refused with A's %" PRIu64 " and B's %" PRIu64 " entries left to evict",
+	       sa.entries, sb.entries);
+	CK_EQ(sc.entries, nc);
+	CK_EQ(sc.evictions, 0);
+	CK_EQ(present(sm, c, "c-", nc, KV, 1), 0);
+	for (uint32_t j = 0; j < nc; j++)
+		CK_MSG(present(sm, c, "c-", j, KV, 1), "c-%u lost after -ENOSPC", j);
+	CK_EQ(put_kv(sm, c, "c-", nc + 1, KV, 1), -ENOSPC);
+	CK_EQ(stats_of(sm, c).entries, nc);
+	ctl_check_clean();
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* ---- a run of pages after fragmentation ---- */
+
+START_TEST(large_values_after_fragmentation)
+{
+	enum { SMALL = 100, BIG = 200 * 1024, NBIG = 30 };
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 1M\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "frag");
+	uint32_t ns = fill_until_evicting(sm, m, "s-", 0, SMALL);
+	uint64_t before = stats_of(sm, m).entries;
+	/* Every page holds small entries: each big value needs a window of
+	 * pages emptied. */
+	for (uint32_t i = 0; i < NBIG; i++) {
+		int rc = put_kv(sm, m, "big-", i, BIG, 1);
+		CK_MSG(rc == 0, "put big-%u of %d B: %s", i, BIG, shmmap_strerror(rc));
+		CK_MSG(present(sm, m, "big-", i, BIG, 1), "big-%u gone right after its put", i);
+	}
+	unsigned big = 0;
+	for (uint32_t i = 0; i < NBIG; i++)
+		big += (unsigned)present(sm, m, "big-", i, BIG, 1);
+	struct shmmap_stats st = stats_of(sm, m);
+	fprintf(stderr, "  fragmentation: %u small puts, %" PRIu64 " small entries before, %" PRIu64
+		" entries after, %u of %d big values left\n",
+		ns, before, st.entries, big, NBIG);
+	/* 30 x 4 pages is under half the segment: the windows emptied for them
+	 * leave most small entries (not a sweep of the cache). */
+	CK_MSG(st.entries - big >= before * 30 / 100, "%" PRIu64 " small entries of %" PRIu64
+	       " left", st.entries - big, before);
+	ctl_check_clean();
+	shmmap_detach(sm);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("evict");
+	TCase *tc = tcase_create("evict");
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, shift_small_to_large);
+	tcase_add_test(tc, shift_large_to_small);
+	tcase_add_test(tc, handover_under_concurrency);
+	tcase_add_test(tc, cross_map_fairness);
+	tcase_add_test(tc, large_values_after_fragmentation);
+	suite_add_tcase(s, tc);
+	return tu_run_suite(s);
+}
