@@ -472,7 +472,7 @@ static int ask_grow(const struct seg *s, uint32_t seen, uint32_t need)
 
 /* A data call's result: a failure that comes from a growth this process
  * cannot follow (the header names a size it cannot map) says so. */
-static int op_result(shmmap *sm, int rc)
+static int op_result_slow(shmmap *sm, int rc)
 {
 	/* A miss, a present key, a lost cas or a small buffer is an answer,
 	 * not a failure that growth could explain: no look at the segment. */
@@ -487,6 +487,15 @@ static int op_result(shmmap *sm, int rc)
 		return -SHMMAP_ESEGSIZE;
 	}
 	return rc;
+}
+
+/* The result of a data call: a failure that growth of the segment could
+ * explain is looked into (op_result_slow); success and a miss are not. */
+static inline int op_result(shmmap *sm, int rc)
+{
+	if (__builtin_expect(rc >= 0 || rc == -ENOENT, 1))
+		return rc;
+	return op_result_slow(sm, rc);
 }
 
 SHMMAP_EXPORT int shmmap_attach(const char *socket_path, shmmap **out)

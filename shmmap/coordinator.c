@@ -1261,9 +1261,13 @@ static int assign_slot(struct coord *c, struct session *s, bool rdonly, bool adm
 		sl->uid = s->uid;
 		sl->flags = rdonly ? SLOT_F_RDONLY : 0;
 		sl->attached_ns = shmmap__now_ns();
+		/* A free slot's records are clear (recovery freed what they
+		 * named); should one not be, a leak beats a new client using a
+		 * block as its spare that someone else may own by now. */
 		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
 			atomic_store(&sl->intent[k].a, 0);
 			atomic_store(&sl->intent[k].b, 0);
+			atomic_store(&sl->intent[k].spare, 0);
 		}
 		atomic_fetch_add(&sl->gen, 1);
 		atomic_store_explicit(&sl->state, SLOT_LIVE, memory_order_release);
