@@ -946,9 +946,11 @@ static void mark_intents(struct ck *c)
 		struct seg_slot *sl = seg_slot(c->s, c->g, i);
 		if (atomic_load_explicit(&sl->state, memory_order_acquire) == SLOT_FREE)
 			continue;
+		/* b, spare, a: the order in which moves cannot hide a block
+		 * (struct seg_intent). */
 		for (uint32_t r = 0; r < 3 * SEG_INTENTS; r++) {
 			struct seg_intent *in = &sl->intent[r / 3];
-			uint64_t off = atomic_load(r % 3 == 0 ? &in->a : r % 3 == 1 ? &in->b : &in->spare);
+			uint64_t off = atomic_load(r % 3 == 0 ? &in->b : r % 3 == 1 ? &in->spare : &in->a);
 			const char *why;
 			uint64_t bit = off ? block_bit(c, off, &why) : NO_BITS;
 			if (bit != NO_BITS)

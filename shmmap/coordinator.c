@@ -1268,6 +1268,7 @@ static int assign_slot(struct coord *c, struct session *s, bool rdonly, bool adm
 			atomic_store(&sl->intent[k].a, 0);
 			atomic_store(&sl->intent[k].b, 0);
 			atomic_store(&sl->intent[k].spare, 0);
+			atomic_store(&sl->spare_moving[k], 0);
 		}
 		atomic_fetch_add(&sl->gen, 1);
 		atomic_store_explicit(&sl->state, SLOT_LIVE, memory_order_release);

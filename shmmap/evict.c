@@ -267,6 +267,9 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, uint32_t *o
 	return 0;
 }
 
+static int room_for_run(struct evictor *ev, uint32_t need);
+static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t *head);
+
 /* Empty one page of class d for another class: 1, 0 or -errno. */
 static int handover(struct evictor *ev, uint32_t d)
 {
@@ -284,8 +287,15 @@ static int handover(struct evictor *ev, uint32_t d)
 		pi = page_of(s, g, d, pi);
 		if (pi == UINT32_MAX)
 			return 0;
-		/* A page the donor took over lately holds its youngest entries
+		/* A page with an entry nobody may evict cannot be had: the next.
+		 * A page the donor took over lately holds its youngest entries
 		 * (see young()): the next one, unless it is the last try. */
+		uint32_t head;
+		if (!page_may_empty(ev, pi, atomic_load_explicit(&g->npages, memory_order_acquire),
+				    &head)) {
+			pi++;
+			continue;
+		}
 		uint64_t poff = seg_page_off(g, pi);
 		if (t + 1 < DRAIN_TRIES &&
 		    (young(s, poff, now, victim_ms) ||
@@ -312,6 +322,7 @@ static int handover(struct evictor *ev, uint32_t d)
 	}
 	return 0;
 }
+
 
 /* The class other than c whose victims are oldest, or -1. */
 static int oldest_class(const struct seg *s, const struct seg_geom *g, uint32_t c, uint32_t now,
@@ -353,18 +364,79 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 	}
 	if (!none && (r = evict_own(ev, cls)) != 0)
 		return r;
-	/* Nothing of our own to give: any other class's page. */
+	/* Nothing of our own to give: any other class's page, else any page
+	 * at all (runs of large entries hold the memory). */
 	for (uint32_t k = 0; k < g->nclasses; k++) {
 		if (k == cls || __atomic_load_n(&seg_class(s, g, k)->pages, __ATOMIC_RELAXED) == 0)
 			continue;
 		if ((r = handover(ev, k)) != 0)
 			return r;
 	}
-	return 0;
+	return room_for_run(ev, 1);
 }
 
-/* Empty a window of `need` contiguous pages (for an entry larger than a
- * page): 1 if one was emptied, 0, -errno. */
+/* Is the block at off an entry nobody may evict (of a live map whose
+ * policy is reject)?  A read without a lock: a hint, used only to leave a
+ * page alone before anything on it is evicted for nothing.  (A freed
+ * block of such a map looks the same: the page is merely passed over.) */
+static bool pinned(const struct seg *s, const struct seg_geom *g, uint64_t off)
+{
+	const struct seg_entry *e = seg_ptr(s, off);
+	uint32_t m = __atomic_load_n(&e->map, __ATOMIC_RELAXED);
+	if (m >= g->max_maps)
+		return false;
+	const struct seg_mapdir *d = seg_dir(s, g, m);
+	return atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) ==
+		       MAP_LIVE &&
+	       __atomic_load_n(&d->policy, __ATOMIC_RELAXED) != MAP_POLICY_EVICT &&
+	       __atomic_load_n(&e->klen, __ATOMIC_RELAXED) != 0;
+}
+
+/* May page i be emptied, as far as a look without locks tells?  The head
+ * of the run it belongs to in *head (i itself unless a CONT page).  A run
+ * must be an entry of an evict map (a map's table or bucket array is not
+ * one: evict_block would find it linked nowhere); a slab page must hold no
+ * pinned entry. */
+static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t *head)
+{
+	const struct seg *s = ev->o->s;
+	const struct seg_geom *g = ev->o->g;
+	const struct seg_page *p = seg_page(s, g, i);
+	uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
+	*head = i;
+	if (kind == PAGE_FREE)
+		return true;
+	if (kind == PAGE_SLAB) {
+		uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
+		if (cls >= g->nclasses)
+			return false;
+		uint32_t size = shmmap__class_size(cls), per = per_page(cls);
+		uint32_t carved = __atomic_load_n(&p->carved, __ATOMIC_RELAXED);
+		for (uint32_t j = 0; j < per && j < carved; j++)
+			if (pinned(s, g, seg_page_off(g, i) + (uint64_t)j * size))
+				return false;
+		return true;
+	}
+	uint32_t j = i;
+	while (j > 0 && __atomic_load_n(&seg_page(s, g, j)->kind, __ATOMIC_RELAXED) == PAGE_CONT)
+		j--;
+	const struct seg_page *hp = seg_page(s, g, j);
+	uint32_t run = __atomic_load_n(&hp->run, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&hp->kind, __ATOMIC_RELAXED) != PAGE_RUN || run < 1 ||
+	    run > np - j || j + run <= i)
+		return false;
+	*head = j;
+	return victim_map(ev, seg_page_off(g, j)) != NULL;
+}
+
+/*
+ * Empty a window of `need` contiguous pages (for an entry larger than a
+ * page, or any one page when a class can take none from another): 1 if one
+ * was emptied, 0, -errno.  A window is first looked at without locks, and
+ * one holding a page that cannot be emptied (a table, an entry of a reject
+ * map) is passed over, the next starting after that page, so nothing is
+ * evicted for a window that cannot be had.
+ */
 static int room_for_run(struct evictor *ev, uint32_t need)
 {
 	const struct seg *s = ev->o->s;
@@ -373,36 +445,43 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
 	if (need == 0 || need > np)
 		return 0;
-	for (uint32_t t = 0; t < WINDOW_TRIES; t++) {
-		uint32_t start = atomic_fetch_add_explicit(&h->evict_rover, need,
-							   memory_order_relaxed) % np;
+	uint32_t start = atomic_fetch_add_explicit(&h->evict_rover, need, memory_order_relaxed) % np;
+	for (uint32_t t = 0; t < WINDOW_TRIES * 4; t++) {
 		if (start + need > np)
 			start = 0;
+		uint32_t bad = UINT32_MAX, head;
+		for (uint32_t i = start; i < start + need && bad == UINT32_MAX; i++)
+			if (!page_may_empty(ev, i, np, &head))
+				bad = i;
+		if (bad != UINT32_MAX) {
+			start = bad + 1;
+			continue;
+		}
 		bool ok = true;
-		for (uint32_t i = start; i < start + need && ok;) {
+		for (uint32_t i = start; i < start + need && ok; i++) {
 			const struct seg_page *p = seg_page(s, g, i);
 			uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
 			uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
-			uint32_t run = __atomic_load_n(&p->run, __ATOMIC_RELAXED);
 			uint32_t age;
-			int r = 0;
-			if (kind == PAGE_FREE) {
-				i++;
-				continue;
-			}
+			int r = 1;
 			if (kind == PAGE_SLAB && cls < g->nclasses)
 				r = drain_page(ev, i, cls, &age);
-			else if (kind == PAGE_RUN && run >= 1 && run <= np - i)
-				/* An entry's run (a table's is not linked in a chain). */
-				r = evict_block(ev, seg_page_off(g, i), true, &age);
+			else if ((kind == PAGE_RUN || kind == PAGE_CONT) &&
+				 page_may_empty(ev, i, np, &head))
+				/* The run's entry (found linked, or nothing happens). */
+				r = evict_block(ev, seg_page_off(g, head), true, &age);
+			else if (kind != PAGE_FREE)
+				r = 0;
 			if (r < 0)
 				return r;
 			ok = r > 0;
-			i += kind == PAGE_RUN && run >= 1 ? run : 1;
+			if (!ok)
+				start = i + 1;
 		}
 		if (ok)
 			return 1;
 	}
+	atomic_store_explicit(&h->evict_rover, start, memory_order_relaxed);
 	return 0;
 }
 

@@ -128,7 +128,7 @@ struct seg_header {
 	_Atomic uint32_t grow_state;        /* 204: SEG_GROW_* */
 	_Atomic uint64_t grow_steps;        /* 208: growth steps done (coordinator) */
 	_Atomic uint32_t evict_rover;       /* 216: next page a large entry's eviction looks at */
-	uint32_t pad0;
+	_Atomic uint32_t sweeping;          /* 220: a sweep runs: no spare moves (sweep.c) */
 	_Atomic uint64_t handovers;         /* 224: pages handed from one size class to another */
 	uint8_t pad[4096 - 232];
 };
@@ -166,7 +166,12 @@ _Static_assert(offsetof(struct seg_header, npages_live) == 200, "layout");
  *      allocated and no chain reaches it; moved to a (or from b) by storing
  *      the destination first, so for an instant two fields may name the
  *      same block: whoever frees a record's blocks frees spare only if a
- *      and b do not name it too (recovery, sweep, check know).
+ *      and b do not name it too (recovery, sweep, check know).  Readers
+ *      of the record read b, then spare, then a: each move stores its
+ *      destination before it clears its source, so no block is missed.
+ *      A move takes no allocator lock, so the sweep, which must see every
+ *      block in flight, stops moves while it runs (seg_header.sweeping,
+ *      seg_slot.spare_moving: table.c spare_move_begin).
  */
 struct seg_intent {
 	_Atomic uint64_t a;
@@ -194,7 +199,10 @@ struct seg_slot {
 	uint32_t wait_map;        /* 48: SLOT_WAIT_STRIPE: map index */
 	uint32_t wait_stripe;     /* 52: SLOT_WAIT_STRIPE: stripe index */
 	uint64_t dead_ns;         /* 56: when the coordinator found it gone */
-	uint8_t pad[128 - 64];
+	/* 64: record k's thread is moving a block between its spare and a or
+	 * b (written by that thread only; the sweep waits for 0, sweep.c). */
+	_Atomic uint8_t spare_moving[SEG_INTENTS];
+	uint8_t pad[128 - 64 - SEG_INTENTS];
 	struct seg_intent intent[SEG_INTENTS]; /* 128 */
 };
 _Static_assert(sizeof(struct seg_slot) == 128 + 32 * SEG_INTENTS, "slot size");

@@ -12,8 +12,10 @@
  *   - every map table run named by a directory entry (a dropped map keeps
  *     its table, see table.c), and every bucket array run it names (grow.c);
  *   - the entry a mover has in flight between two arrays (stripe.moving);
- *   - every block named by an intent record (a, b) of a live slot: a write
- *     in flight (see struct seg_intent).
+ *   - every block named by an intent record (a, b, spare) of a live slot:
+ *     a write in flight, or a block kept for the next (struct seg_intent).
+ *     A spare moves without an allocator lock, so the sweep stops those
+ *     moves first (seg_header.sweeping; it waits for moves under way).
  * Everything else that the page descriptors call allocated is freed, and
  * the descriptors, free lists, partial lists, class totals and the pool
  * are written afresh from the roots.
@@ -43,6 +45,7 @@
  * over the locks it held and sweeps at start).
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,16 +79,51 @@ static bool is_root(const struct sw *w, uint64_t off)
 	return u < w->units && (w->root[u / 8] & (1u << (u % 8)));
 }
 
+/*
+ * Announce the sweep (seg_header.sweeping), then wait until no live slot's
+ * thread is in the middle of a spare move (seg_slot.spare_moving): the
+ * mirror image of table.c's spare_move_begin (store, full fence, load), so
+ * every move either finished before the records are read or does not
+ * happen until the sweep ends.  A dead slot moves nothing.  0, or -EBUSY
+ * (a live thread stayed in a move for the whole wait: stopped?), with the
+ * announcement withdrawn.
+ */
+static int stop_spare_moves(const struct seg *s, const struct seg_geom *g,
+			    const struct lock_ctx *c, const bool *alive)
+{
+	struct seg_header *h = seg_hdr(s);
+	atomic_store(&h->sweeping, 1);
+	atomic_thread_fence(memory_order_seq_cst);
+	uint64_t deadline = shmmap__now_ms() + (c->wait_ms ? c->wait_ms : LOCK_DEAD_WAIT_MS);
+	for (uint32_t i = 0; i < g->max_clients; i++) {
+		if (!alive[i])
+			continue;
+		struct seg_slot *sl = seg_slot(s, g, i);
+		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
+			while (atomic_load_explicit(&sl->spare_moving[k], memory_order_acquire)) {
+				if (shmmap__now_ms() > deadline) {
+					atomic_store(&h->sweeping, 0);
+					return -EBUSY;
+				}
+				sched_yield();
+			}
+		}
+	}
+	return 0;
+}
+
 static void mark_records(struct sw *w, const bool *alive)
 {
 	for (uint32_t i = 0; i < w->g->max_clients; i++) {
 		if (!alive[i])
 			continue;
 		struct seg_slot *sl = seg_slot(w->s, w->g, i);
+		/* b, spare, a: the order in which moves cannot hide a block
+		 * (struct seg_intent). */
 		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
-			mark(w, atomic_load_explicit(&sl->intent[k].a, memory_order_acquire));
 			mark(w, atomic_load_explicit(&sl->intent[k].b, memory_order_acquire));
 			mark(w, atomic_load_explicit(&sl->intent[k].spare, memory_order_acquire));
+			mark(w, atomic_load_explicit(&sl->intent[k].a, memory_order_acquire));
 		}
 	}
 }
@@ -340,6 +378,16 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 
 	for (uint32_t i = 0; i < g->max_clients; i++)
 		alive[i] = shmmap__slot_alive(s, g, i);
+	/* No spare moves from here on (they take no allocator lock): wait for
+	 * those under way, as long as a lock wait may last. */
+	if (stop_spare_moves(s, g, c, alive) < 0) {
+		for (uint32_t k = 0; k <= n; k++)
+			if (taken[k])
+				shmmap__unlock(alloc_lock(s, g, k, n));
+		free(w.root);
+		free(alive);
+		return -EBUSY;
+	}
 	mark_records(&w, alive);
 	mark_tables(&w);
 	mark_chains(&w);
@@ -364,6 +412,7 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 	}
 
 	atomic_fetch_add(&seg_hdr(s)->sweeps, 1);
+	atomic_store(&seg_hdr(s)->sweeping, 0);
 	shmmap__unlock(&seg_hdr(s)->pool_lock);
 	for (uint32_t k = g->nclasses; k-- > 0;)
 		shmmap__unlock(&seg_class(s, g, k)->lock);

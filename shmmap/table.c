@@ -893,6 +893,40 @@ static int check_key(const struct op_ctx *o, const struct map_view *v, size_t kl
  * entry it did not link.  If an allocator lock awaits repair (-EAGAIN), the
  * block stays recorded: the write itself stands, and client.c parks the
  * record and frees the block later (or the coordinator does). */
+/*
+ * A block moves between a record's spare and its a or b without an
+ * allocator lock, so the sweep (which holds them all and must see every
+ * block in flight) stops such moves while it runs: the mover announces the
+ * move in its slot's spare_moving, then looks at the header's sweeping
+ * (store, full fence, load: the sweep does the mirror image, sweep.c).
+ * False: a sweep runs, do not move (allocate or free instead: those wait
+ * for the sweep's locks).
+ */
+static bool spare_move_begin(const struct op_ctx *o, struct seg_intent *in,
+			     _Atomic uint8_t **flag)
+{
+	struct seg_slot *sl = seg_slot(o->s, o->g, o->lk.owner - 1);
+	*flag = &sl->spare_moving[in - sl->intent];
+	atomic_store_explicit(*flag, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!atomic_load_explicit(&seg_hdr(o->s)->sweeping, memory_order_relaxed))
+		return true;
+	atomic_store_explicit(*flag, 0, memory_order_release);
+	return false;
+}
+
+static void spare_move_end(_Atomic uint8_t *flag)
+{
+	atomic_store_explicit(flag, 0, memory_order_release);
+}
+
+/* A client's record (not a scratch one: the coordinator's and unit tests'
+ * writes keep no spare) of a slot in the segment. */
+static bool keeps_spare(const struct op_ctx *o)
+{
+	return o->intent && o->lk.owner >= 1 && o->lk.owner <= o->g->max_clients;
+}
+
 static void settle(const struct op_ctx *o, struct seg_intent *in)
 {
 	_Atomic uint64_t *recs[2] = {&in->b, &in->a};
@@ -900,13 +934,18 @@ static void settle(const struct op_ctx *o, struct seg_intent *in)
 		uint64_t x = atomic_load_explicit(recs[j], memory_order_relaxed);
 		if (!x)
 			continue;
-		/* Kept for the next write of this slot (a client's record, not
-		 * a scratch one): spare first, then the field cleared. */
-		if (o->intent && !atomic_load_explicit(&in->spare, memory_order_relaxed)) {
+		/* Kept for the next write of this slot: a block of a size class
+		 * (a run of pages is not kept: eviction could not empty it),
+		 * spare first, then the field cleared (release: in that order
+		 * for the sweep and check, which read b, spare, a). */
+		_Atomic uint8_t *mv;
+		if (keeps_spare(o) && !atomic_load_explicit(&in->spare, memory_order_relaxed) &&
+		    shmmap__block_size(o->s, o->g, x) - 1 < SEG_PAGE && spare_move_begin(o, in, &mv)) {
 			atomic_store_explicit(&in->spare, x, memory_order_relaxed);
 			CRASH_POINT();
-			atomic_store_explicit(recs[j], 0, memory_order_relaxed);
+			atomic_store_explicit(recs[j], 0, memory_order_release);
 			CRASH_POINT();
+			spare_move_end(mv);
 			continue;
 		}
 		(void)shmmap__free(o->s, o->g, &o->lk, x, recs[j]);
@@ -919,7 +958,7 @@ static void settle(const struct op_ctx *o, struct seg_intent *in)
 static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
 {
 	uint64_t sp = atomic_load_explicit(&in->spare, memory_order_relaxed);
-	if (!sp)
+	if (!sp || !keeps_spare(o))
 		return false;
 	size_t bs = shmmap__block_size(o->s, o->g, sp);
 	int c = shmmap__class_of(o->s, o->g, n);
@@ -929,10 +968,14 @@ static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
 		(void)shmmap__free(o->s, o->g, &o->lk, sp, &in->spare);
 		return false;
 	}
+	_Atomic uint8_t *mv;
+	if (!spare_move_begin(o, in, &mv))
+		return false;
 	atomic_store_explicit(&in->a, sp, memory_order_relaxed);
 	CRASH_POINT();
-	atomic_store_explicit(&in->spare, 0, memory_order_relaxed);
+	atomic_store_explicit(&in->spare, 0, memory_order_release);
 	CRASH_POINT();
+	spare_move_end(mv);
 	return true;
 }
 
@@ -1136,7 +1179,7 @@ static int alloc_entry(const struct op_ctx *o, const struct map_view *v, struct 
 {
 	if (!could_ever_fit(o, n))
 		return -E2BIG;
-	if (o->intent && take_spare(o, in, n))
+	if (take_spare(o, in, n))
 		return 0;
 	int rc = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
 	(void)v;

@@ -1178,6 +1178,144 @@ START_TEST(dead_lock_holder_recovered)
 }
 END_TEST
 
+/* ---- a sweep while a writer recycles its spare (review) ----
+ * The sweep holds every allocator lock and trusts that no block changes
+ * between "named by a record" and "linked" without one.  A spare moves
+ * b -> spare (settle) and spare -> a (take_spare) with no allocator lock:
+ * a del unlinks Y from a bucket the walk has not reached yet, settle parks
+ * Y in spare, the next put takes it and links it into a bucket the walk
+ * has passed, and a is cleared before the sweep's second read of the
+ * records.  The sweep then frees Y although it is linked. */
+#include <pthread.h>
+static _Atomic int sw_stop;
+static _Atomic unsigned long sw_runs;
+static void *sweeper(void *arg)
+{
+	(void)arg;
+	struct lock_ctx lk = {.s = &g_seg, .g = &g_geom, .owner = 2};
+	while (!atomic_load(&sw_stop)) {
+		struct sweep_report r;
+		if (shmmap__sweep(&g_seg, &g_geom, &lk, &r) == 0)
+			atomic_fetch_add(&sw_runs, 1);
+	}
+	return NULL;
+}
+
+static void sweep_problem(void *arg, const char *what)
+{
+	if ((*(int *)arg)++ < 5)
+		fprintf(stderr, "check: %s\n", what);
+}
+
+START_TEST(sweep_vs_spare_recycling)
+{
+	enum { N = 20000 };
+	mark_slot_live(1, getpid()); /* the sweeper's owner id 2 */
+	struct op_ctx o = g_op;
+	o.intent = &seg_slot(&g_seg, &g_geom, 0)->intent[0];
+	char k[32], v[40];
+	memset(v, 'v', sizeof v);
+	for (int i = 0; i < N; i++) {
+		int kl = snprintf(k, sizeof k, "k%07d", i);
+		CK_EQ(shmmap__tbl_put(&o, &g_v, k, (size_t)kl, v, sizeof v, 0, 0), 0);
+	}
+	pthread_t th;
+	CK_EQ(pthread_create(&th, NULL, sweeper, NULL), 0);
+	int64_t t0 = mono_ms();
+	unsigned long pairs = 0;
+	int lo = 0, hi = N;
+	while (mono_ms() - t0 < 3000) {
+		/* del the oldest key, put a new one: the same block goes round
+		 * b -> spare -> a -> linked, with no allocator lock */
+		int kl = snprintf(k, sizeof k, "k%07d", lo++);
+		CK_EQ(shmmap__tbl_del(&o, &g_v, k, (size_t)kl), 0);
+		kl = snprintf(k, sizeof k, "k%07d", hi++);
+		CK_EQ(shmmap__tbl_put(&o, &g_v, k, (size_t)kl, v, sizeof v, 0, 0), 0);
+		pairs++;
+	}
+	atomic_store(&sw_stop, 1);
+	pthread_join(th, NULL);
+	fprintf(stderr, "sweep_vs_spare_recycling: %lu sweeps, %lu del+put pairs\n",
+		atomic_load(&sw_runs), pairs);
+	int shown = 0;
+	struct check_report cr = {.problem = sweep_problem, .arg = &shown};
+	shmmap__check(&g_seg, &g_geom, &cr);
+	CK_MSG(cr.errors == 0 && cr.leaked == 0,
+	       "after sweeps racing a writer that recycles its spare: %" PRIu64
+	       " problems (a linked entry's block was freed by the sweep)", cr.errors);
+	/* and every key still reads back */
+	for (int i = lo; i < hi; i++) {
+		char buf[64];
+		size_t vl = 0;
+		int kl = snprintf(k, sizeof k, "k%07d", i);
+		int rc = shmmap__tbl_get(&o, &g_v, k, (size_t)kl, buf, sizeof buf, &vl);
+		CK_MSG(rc == 0 && vl == sizeof v && memcmp(buf, v, vl) == 0, "key %s: rc %d", k, rc);
+	}
+}
+END_TEST
+
+/* ---- large entries in a full segment (review) ----
+ * (1) room_for_run looks at windows of `need` pages from a rover that
+ * moves by `need`: a window that starts on the CONT page of a run fails,
+ * and so does the next one (same phase).  A 2-page put fails with -ENOSPC
+ * while the segment holds nothing but evictable 2-page entries.
+ * (2) A size class with no page, and no other class with an evictable page:
+ * room_in_class never takes a run's pages (only SLAB pages are handed over),
+ * so a 1-byte put fails with -ENOSPC while runs of evictable entries fill the
+ * segment. */
+static void big_map(struct map_view *bv, uint32_t idx, const char *name, uint32_t policy)
+{
+	int rc = shmmap__map_create(&g_seg, &g_geom, &g_lk, idx, name,
+				    &(struct map_params){.nbuckets = 64, .nstripes = 8,
+							 .key_max = KEY_MAX, .val_max = 200000,
+							 .policy = policy});
+	CK_MSG(rc == 0, "map_create: %s", shmmap_strerror(rc));
+	CK_EQ(shmmap__map_view(&g_seg, &g_geom, idx, bv), 0);
+}
+
+START_TEST(large_puts_enospc_with_evictable_runs)
+{
+	struct map_view bv;
+	big_map(&bv, 1, "big", MAP_POLICY_EVICT);
+	struct op_ctx o = g_op;
+	o.intent = &seg_slot(&g_seg, &g_geom, 0)->intent[0];
+	static unsigned char big[100000]; /* 2 pages */
+	memset(big, 'b', sizeof big);
+	char k[32];
+	for (int i = 0; i < 200; i++) {
+		int kl = snprintf(k, sizeof k, "big%d", i);
+		int rc = shmmap__tbl_put(&o, &bv, k, (size_t)kl, big, sizeof big, 0, 0);
+		CK_MSG(rc == 0, "put %s: %s (%" PRIu64 " evictable 2-page entries in the map)", k,
+		       shmmap_strerror(rc), shmmap__tbl_entries(&bv));
+	}
+}
+END_TEST
+
+START_TEST(small_put_enospc_when_runs_fill_the_segment)
+{
+	struct map_view bv, rv;
+	big_map(&bv, 1, "big", MAP_POLICY_EVICT);
+	big_map(&rv, 2, "keep", MAP_POLICY_REJECT);
+	struct op_ctx o = g_op;
+	o.intent = &seg_slot(&g_seg, &g_geom, 0)->intent[0];
+	static unsigned char big[100000]; /* 2 pages */
+	memset(big, 'b', sizeof big);
+	char k[32];
+	struct seg_header *h = seg_hdr(&g_seg);
+	for (int i = 0; h->pool_free >= 2; i++) {
+		int kl = snprintf(k, sizeof k, "big%d", i);
+		CK_EQ(shmmap__tbl_put(&o, &bv, k, (size_t)kl, big, sizeof big, 0, 0), 0);
+	}
+	if (h->pool_free == 1) /* the last page: one entry of a reject map */
+		CK_EQ(shmmap__tbl_put(&o, &rv, "r", 1, big, 40000, 0, 0), 0);
+	CK_EQ(h->pool_free, 0);
+	uint64_t n = shmmap__tbl_entries(&bv);
+	int rc = shmmap__tbl_put(&o, &bv, "small", 5, "x", 1, 0, 0);
+	CK_MSG(rc == 0, "a 1-byte put, with %" PRIu64 " evictable 2-page entries: %s", n,
+	       shmmap_strerror(rc));
+}
+END_TEST
+
 static Suite *table_suite(void)
 {
 	Suite *s = suite_create("table");
@@ -1202,12 +1340,15 @@ static Suite *table_suite(void)
 	tcase_add_test(tc, readonly_get_bounded_when_seq_stuck_odd);
 	tcase_add_test(tc, get_bounded_when_seq_stuck_odd);
 	tcase_add_test(tc, dead_lock_holder_recovered);
+	tcase_add_test(tc, sweep_vs_spare_recycling);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("map4m");
 	tcase_add_checked_fixture(tc, setup_4m, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, full_segment_enospc);
+	tcase_add_test(tc, large_puts_enospc_with_evictable_runs);
+	tcase_add_test(tc, small_put_enospc_when_runs_fill_the_segment);
 	suite_add_tcase(s, tc);
 	return s;
 }
