@@ -217,11 +217,14 @@ else
 	done
 fi
 
+# The program writes the summary of targets to $O/bench/summary.txt too
+# (make bench prints it again at its very end).
+rm -f "$O/bench/summary.txt"
 # In the background, so that a signal to this script alone (timeout, kill)
 # runs the trap at once; the trap stops the program, whose workers die with
 # it (PR_SET_PDEATHSIG).
 ${BENCH_WRAP:-} "$O/bench/bench" --shmmap-sock "$work/shmmapd.sock" --redis-sock "$redis_arg" \
-	--lmdb-dir "$lmdb" ${instr:+--instr "$instr"} "$@" &
+	--lmdb-dir "$lmdb" ${instr:+--instr "$instr"} --summary "$O/bench/summary.txt" "$@" &
 bench_pid=$!
 set +e
 wait "$bench_pid"

@@ -66,11 +66,12 @@
  *         [--keys N] [--duration S] [--rounds N] [--latency-duration S] [--depth N]
  *         [--systems shmmap,ceiling,lmdb,redis,redis-pipe] [--sizes 16,32]
  *         [--dists uniform,zipf] [--ops get,put,mix] [--procs 1,2]
- *         [--no-latency] [--ceiling-4k] [--instr SYSTEM:OP=N,...]
+ *         [--no-latency] [--ceiling-4k] [--instr SYSTEM:OP=N,...] [--summary FILE]
  *   bench --shmmap-sock PATH --count N --systems shmmap|ceiling|loop --ops get|put
  *         [--sizes 16|32] [--keys N]
  * ("inproc" in --systems still names the ceiling; --ceiling-4k: no huge
- * pages for the ceiling's slots.)
+ * pages for the ceiling's slots; --summary: the summary of targets written
+ * to FILE too, which make bench prints again at its very end.)
  * Exit status: 0, or 1 if any cell failed or a get missed a loaded key.
  */
 #include <errno.h>
@@ -144,6 +145,7 @@ static struct {
 	int depth;
 	double dur, lat_dur;
 	const char *shm_sock, *redis_sock, *lmdb_dir;
+	const char *summary; /* --summary FILE: the summary of targets, again */
 	const char *systems, *sizes, *dists, *ops, *procs;
 } opt;
 
@@ -1819,10 +1821,10 @@ static double cell_ops(int si, int d, int k, int np, int sys)
 	return c->ran && c->ok ? c->ops_s : NAN;
 }
 
-static void target_row(const char *what, double v, const char *fig, const char *goal,
+static void target_row(FILE *o, const char *what, double v, const char *fig, const char *goal,
 		       bool met)
 {
-	printf("%-46s %10s  %-8s %s\n", what, isnan(v) ? "-" : fig, goal,
+	fprintf(o, "%-46s %10s  %-8s %s\n", what, isnan(v) ? "-" : fig, goal,
 	       isnan(v) ? "n/a" : met ? "met" : "MISSED");
 }
 
@@ -1832,35 +1834,36 @@ static void target_row(const char *what, double v, const char *fig, const char *
  * against the ceiling at 1 process, scaling and the mix from shmmap's own
  * cells, the p99 from the latency run, the instructions from --instr.
  */
-static void print_summary(void)
+static void print_summary(FILE *o)
 {
 	char f[32];
 	double g1 = cell_ops(0, D_UNI, K_GET, 1, S_SHMMAP), g2 = cell_ops(0, D_UNI, K_GET, 2, S_SHMMAP);
 	double m2 = cell_ops(0, D_UNI, K_MIX, 2, S_SHMMAP);
 	double r;
-	printf("\nSummary: the targets of issue 14, measured in this run (%s, %u keys, uniform "
+	fprintf(o, "\nSummary: the targets of issue 14, measured in this run (%s, %u keys, uniform "
 	       "keys,\nthe default map config; throughput: the best of %d round%s of %.2f s)\n\n",
 	       wls[0].label, opt.nkeys, opt.rounds, opt.rounds == 1 ? "" : "s", opt.dur);
-	printf("%-46s %10s  %-8s %s\n", "target", "figure", "goal", "");
+	fprintf(o, "%-46s %10s  %-8s %s\n", "target", "figure", "goal", "");
 	r = g1 / cell_ops(0, D_UNI, K_GET, 1, S_CEIL);
-	target_row("get / ceiling, 1 process", r, fmt_ratio(f, sizeof f, r), ">= 0.8x", r >= 0.8);
+	target_row(o, "get / ceiling, 1 process", r, fmt_ratio(f, sizeof f, r), ">= 0.8x", r >= 0.8);
 	r = cell_ops(0, D_UNI, K_PUT, 1, S_SHMMAP) / cell_ops(0, D_UNI, K_PUT, 1, S_CEIL);
-	target_row("put / ceiling, 1 process", r, fmt_ratio(f, sizeof f, r), ">= 0.5x", r >= 0.5);
+	target_row(o, "put / ceiling, 1 process", r, fmt_ratio(f, sizeof f, r), ">= 0.5x", r >= 0.5);
 	r = g2 / g1;
-	target_row("get, 2 processes / 1 process", r, fmt_ratio(f, sizeof f, r), ">= 1.8x", r >= 1.8);
+	target_row(o, "get, 2 processes / 1 process", r, fmt_ratio(f, sizeof f, r), ">= 1.8x",
+		   r >= 1.8);
 	r = m2 / g2;
-	target_row("90/10 get/put mix / get, both 2 processes", r, fmt_ratio(f, sizeof f, r),
+	target_row(o, "90/10 get/put mix / get, both 2 processes", r, fmt_ratio(f, sizeof f, r),
 		   ">= 0.8x", r >= 0.8);
 	const struct latres *l = &lats[0][S_SHMMAP];
 	r = l->ran && l->ok && l->n ? l->p99 : NAN;
-	target_row("get p99, one writer process at the same time", r, fmt_ns(f, sizeof f, r),
+	target_row(o, "get p99, one writer process at the same time", r, fmt_ns(f, sizeof f, r),
 		   "< 1 us", r < 1000.0);
 	r = instr_net(I_SHMMAP, 0);
 	snprintf(f, sizeof f, "%.0f", r);
-	target_row("instructions per get (callgrind)", r, f, "<= 200", r <= 200.0);
+	target_row(o, "instructions per get (callgrind)", r, f, "<= 200", r <= 200.0);
 	r = instr_net(I_SHMMAP, 1);
 	snprintf(f, sizeof f, "%.0f", r);
-	target_row("instructions per put (callgrind)", r, f, "<= 400", r <= 400.0);
+	target_row(o, "instructions per put (callgrind)", r, f, "<= 400", r <= 400.0);
 }
 
 /* ---- --count: exactly N operations, for instruction counts ---- */
@@ -2014,7 +2017,7 @@ static void usage(void)
 		"             [--depth N]\n"
 		"             [--systems shmmap,ceiling,lmdb,redis,redis-pipe] [--sizes 16,32]\n"
 		"             [--dists uniform,zipf] [--ops get,put,mix] [--procs 1,2] [--no-latency]\n"
-		"             [--ceiling-4k] [--instr SYSTEM:OP=N,...]\n"
+		"             [--ceiling-4k] [--instr SYSTEM:OP=N,...] [--summary FILE]\n"
 		"       bench --shmmap-sock PATH --count N --systems shmmap|ceiling|loop --ops get|put\n"
 		"             [--sizes 16|32] [--keys N]\n");
 	exit(2);
@@ -2063,6 +2066,8 @@ static void parse_args(int argc, char **argv)
 			opt.ops = v;
 		else if (ARG("--procs"))
 			opt.procs = v;
+		else if (ARG("--summary"))
+			opt.summary = v;
 		else if (ARG("--instr")) {
 			if (!parse_instr(v)) {
 				fprintf(stderr, "bench: --instr: expected SYSTEM:OP=N,... (systems "
@@ -2200,7 +2205,16 @@ int main(int argc, char **argv)
 	print_latency();
 	print_memory();
 	print_instr();
-	print_summary();
+	print_summary(stdout);
+	if (opt.summary) {
+		FILE *f = fopen(opt.summary, "w");
+		if (f)
+			print_summary(f);
+		if (!f || fclose(f) != 0) {
+			fprintf(stderr, "bench: --summary %s: %s\n", opt.summary, strerror(errno));
+			failures++;
+		}
+	}
 	printf("\nran in %.1f s\n", (double)(now_ns() - t_start) / 1e9);
 
 	bool hdr = false;
