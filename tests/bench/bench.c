@@ -178,6 +178,16 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of this process, in seconds.  A worker's CPU time over its wall
+ * time is its CPU share: below 1, it was off a CPU part of the time (other
+ * work on the machine, or waiting on a lock). */
+static double cpu_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void sleep_s(double s)
 {
 	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -1191,7 +1201,7 @@ static struct sysops systems[NSYS] = {
 
 struct wres {
 	_Alignas(64) uint64_t ops, misses, errors, lat_n;
-	double secs;
+	double secs, cpu; /* wall and CPU time of the timed part */
 	int failed;
 	char msg[160];
 	uint64_t hist[NBINS];
@@ -1270,6 +1280,7 @@ static void worker(int wi, const struct job *j)
 	atomic_fetch_add(&ctl->ready, 1);
 	while (!atomic_load_explicit(&ctl->go, memory_order_acquire))
 		sched_yield();
+	double cpu0 = cpu_s();
 	uint64_t t0 = now_ns(), ops = 0;
 	while (!atomic_load_explicit(&ctl->stop, memory_order_relaxed)) {
 		const uint32_t *idx = seq + pos;
@@ -1298,6 +1309,7 @@ static void worker(int wi, const struct job *j)
 		pos = (pos + BATCH) & mask;
 	}
 	r->secs = (double)(now_ns() - t0) / 1e9;
+	r->cpu = cpu_s() - cpu0;
 	r->ops = ops;
 	r->misses = c.misses;
 	r->errors = c.errors;
@@ -1354,6 +1366,8 @@ struct cellres {
 	int nr;
 	double ops_s;           /* the best of the rounds */
 	double round[MAXR];
+	double share;           /* the best round's CPU share (see cpu_share) */
+	double shares[MAXR];
 	uint64_t misses, errors;
 	char msg[200];
 };
@@ -1361,6 +1375,7 @@ struct cellres {
 struct latres {
 	bool ran, ok;
 	double p50, p99, p999, gets_s, puts_s;
+	double share;           /* the reader's CPU share */
 	uint64_t n;
 	char msg[200];
 };
@@ -1429,22 +1444,28 @@ static void run_cell(int si, int d, int k, int np, int sys)
 	if (!ok && c->ok)
 		snprintf(c->msg, sizeof c->msg, "%s", msg);
 	c->ok = c->ok && ok;
-	double v = 0;
+	double v = 0, share = 1;
 	for (int i = 0; i < np; i++) {
 		struct wres *r = &ctl->w[i];
-		if (r->secs > 0)
+		if (r->secs > 0) {
 			v += (double)r->ops / r->secs;
+			share = fmin(share, r->cpu / r->secs);
+		}
 		c->misses += r->misses;
 		c->errors += r->errors;
 	}
-	if (c->nr < MAXR)
+	if (c->nr < MAXR) {
+		c->shares[c->nr] = share;
 		c->round[c->nr++] = v;
+	}
 	/* The best round: on a shared machine the others lost time to other
 	 * work, not to the table. */
 	c->ops_s = 0;
 	for (int i = 0; i < c->nr; i++)
-		if (c->round[i] > c->ops_s)
+		if (c->round[i] > c->ops_s) {
 			c->ops_s = c->round[i];
+			c->share = c->shares[i];
+		}
 	if (c->misses && c->ok) {
 		snprintf(c->msg, sizeof c->msg, "%" PRIu64 " gets missed a loaded key", c->misses);
 		c->ok = false;
@@ -1465,8 +1486,10 @@ static void run_latency(int si, int sys)
 		t.p99 = hist_pct(r->hist, t.n, 0.99);
 		t.p999 = hist_pct(r->hist, t.n, 0.999);
 	}
-	if (r->secs > 0)
+	if (r->secs > 0) {
 		t.gets_s = (double)r->ops / r->secs;
+		t.share = r->cpu / r->secs;
+	}
 	if (wr->secs > 0)
 		t.puts_s = (double)wr->ops / wr->secs;
 	if (r->misses && t.ok) {
@@ -1841,18 +1864,31 @@ static double cell_ops(int si, int d, int k, int np, int sys)
 	return c->ran && c->ok ? c->ops_s : NAN;
 }
 
-static void target_row(FILE *o, const char *what, double v, const char *fig, const char *goal,
-		       bool met)
+/* The least CPU share of the best rounds of these cells (16/64, uniform). */
+static double cells_share(int k1, int np1, int s1, int k2, int np2, int s2)
 {
-	fprintf(o, "%-46s %10s  %-8s %s\n", what, isnan(v) ? "-" : fig, goal,
-	       isnan(v) ? "n/a" : met ? "met" : "MISSED");
+	const struct cellres *a = &cells[0][D_UNI][k1][np1 - 1][s1];
+	const struct cellres *b = &cells[0][D_UNI][k2][np2 - 1][s2];
+	return a->ran && b->ran ? fmin(a->share, b->share) : NAN;
+}
+
+static void target_row(FILE *o, const char *what, double v, const char *fig, const char *goal,
+		       bool met, double share)
+{
+	char sh[16] = "-";
+	if (!isnan(share))
+		snprintf(sh, sizeof sh, "%.0f%%", share * 100);
+	fprintf(o, "%-46s %10s  %-8s %-7s %s\n", what, isnan(v) ? "-" : fig, goal,
+		isnan(v) ? "n/a" : met ? "met" : "MISSED", sh);
 }
 
 /*
  * The summary of issue 14's targets, from this run's cells: keys of 16 B,
  * values of 64 B, uniform keys, the default map config; throughput ratios
  * against the ceiling at 1 process, scaling and the mix from shmmap's own
- * cells, the p99 from the latency run, the instructions from --instr.
+ * cells, the p99 from the latency run, the instructions from --instr.  The
+ * last column: the least CPU share of a worker in the rounds the figure
+ * comes from.
  */
 static void print_summary(FILE *o)
 {
@@ -1861,29 +1897,34 @@ static void print_summary(FILE *o)
 	double m2 = cell_ops(0, D_UNI, K_MIX, 2, S_SHMMAP);
 	double r;
 	fprintf(o, "\nSummary: the targets of issue 14, measured in this run (%s, %u keys, uniform "
-	       "keys,\nthe default map config; throughput: the best of %d round%s of %.2f s)\n\n",
-	       wls[0].label, opt.nkeys, opt.rounds, opt.rounds == 1 ? "" : "s", opt.dur);
-	fprintf(o, "%-46s %10s  %-8s %s\n", "target", "figure", "goal", "");
+		"keys,\nthe default map config; throughput: the best of %d round%s of %.2f s).  "
+		"cpu: the least share\nof its time a worker behind the figure spent on a CPU; well "
+		"below 100%%, other work\non the machine (or waiting for a lock) took the rest, and "
+		"the figure is off.\n\n",
+		wls[0].label, opt.nkeys, opt.rounds, opt.rounds == 1 ? "" : "s", opt.dur);
+	fprintf(o, "%-46s %10s  %-8s %-7s %s\n", "target", "figure", "goal", "", "cpu");
 	r = g1 / cell_ops(0, D_UNI, K_GET, 1, S_CEIL);
-	target_row(o, "get / ceiling, 1 process", r, fmt_ratio(f, sizeof f, r), ">= 0.8x", r >= 0.8);
+	target_row(o, "get / ceiling, 1 process", r, fmt_ratio(f, sizeof f, r), ">= 0.8x", r >= 0.8,
+		   cells_share(K_GET, 1, S_SHMMAP, K_GET, 1, S_CEIL));
 	r = cell_ops(0, D_UNI, K_PUT, 1, S_SHMMAP) / cell_ops(0, D_UNI, K_PUT, 1, S_CEIL);
-	target_row(o, "put / ceiling, 1 process", r, fmt_ratio(f, sizeof f, r), ">= 0.5x", r >= 0.5);
+	target_row(o, "put / ceiling, 1 process", r, fmt_ratio(f, sizeof f, r), ">= 0.5x", r >= 0.5,
+		   cells_share(K_PUT, 1, S_SHMMAP, K_PUT, 1, S_CEIL));
 	r = g2 / g1;
 	target_row(o, "get, 2 processes / 1 process", r, fmt_ratio(f, sizeof f, r), ">= 1.8x",
-		   r >= 1.8);
+		   r >= 1.8, cells_share(K_GET, 2, S_SHMMAP, K_GET, 1, S_SHMMAP));
 	r = m2 / g2;
 	target_row(o, "90/10 get/put mix / get, both 2 processes", r, fmt_ratio(f, sizeof f, r),
-		   ">= 0.8x", r >= 0.8);
+		   ">= 0.8x", r >= 0.8, cells_share(K_MIX, 2, S_SHMMAP, K_GET, 2, S_SHMMAP));
 	const struct latres *l = &lats[0][S_SHMMAP];
 	r = l->ran && l->ok && l->n ? l->p99 : NAN;
 	target_row(o, "get p99, one writer process at the same time", r, fmt_ns(f, sizeof f, r),
-		   "< 1 us", r < 1000.0);
+		   "< 1 us", r < 1000.0, l->ran ? l->share : NAN);
 	r = instr_net(I_SHMMAP, 0);
 	snprintf(f, sizeof f, "%.0f", r);
-	target_row(o, "instructions per get (callgrind)", r, f, "<= 200", r <= 200.0);
+	target_row(o, "instructions per get (callgrind)", r, f, "<= 200", r <= 200.0, NAN);
 	r = instr_net(I_SHMMAP, 1);
 	snprintf(f, sizeof f, "%.0f", r);
-	target_row(o, "instructions per put (callgrind)", r, f, "<= 400", r <= 400.0);
+	target_row(o, "instructions per put (callgrind)", r, f, "<= 400", r <= 400.0, NAN);
 }
 
 /* ---- --count: exactly N operations, for instruction counts ---- */
