@@ -166,10 +166,12 @@ run: deps
 # redis-server, libhiredis-dev if missing); bench-short is the CI smoke run.
 # Then the growth benchmark (issue 11): the default map config at 100k, 1M
 # and 4M keys against an in-process open-addressing table (bench-growth).
+# Last, the summary of issue 14's targets from the first (written by it).
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@O=$(O) CC="$(CC)" scripts/bench.sh $(BENCH_ARGS)
 	@O=$(O) CC="$(CC)" scripts/bench-growth.sh $(GROW_ARGS)
+	@cat $(O)/bench/summary.txt
 
 bench-growth:
 	@$(MAKE) --no-print-directory all
