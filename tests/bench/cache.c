@@ -86,7 +86,9 @@
  *         [--memcached PATH] [--redis-server PATH] [--short]
  *         [--keys N] [--mixed-keys N] [--warm N] [--measure N]
  *         [--shift-budget BYTES] [--shift-new N] [--systems LIST]
- *   LIST: shmmap,lru,memcached,redis-lru,redis-lfu (default: all found).
+ *         [--experiments fixed,mixed,shift]
+ *   LIST: shmmap,lru,memcached,redis-lru,redis-lfu (default: all found);
+ *   --experiments: the 100 B trace, the mixed one, the size shifts (all).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -123,7 +125,7 @@
 /* ---- options ---- */
 
 static struct {
-	const char *shmmapd, *memcached, *redis, *workdir, *segprefix, *systems;
+	const char *shmmapd, *memcached, *redis, *workdir, *segprefix, *systems, *exps;
 	uint32_t keys, mixed_keys, shift_new;
 	uint64_t warm, measure, shift_budget;
 	bool is_short;
@@ -1540,7 +1542,7 @@ static void print_shift(const struct shiftexp *e)
 			continue;
 		}
 		char a[32], b[32], m[64];
-		snprintf(a, sizeof a, "%.3f MB", r->ev100_mb);
+		snprintf(a, sizeof a, "%.3f MB", fabs(r->ev100_mb) < 0.0005 ? 0.0 : r->ev100_mb);
 		snprintf(b, sizeof b, "%.1f%%", 100 * r->missing);
 		if (r->mem > r->given)
 			snprintf(m, sizeof m, "%.2f, took %.2f", (double)r->given / 1e6,
@@ -1636,10 +1638,13 @@ static void print_targets(void)
 				const struct tres *o = &m->r[s][b];
 				all = all && ok_t(o);
 				met = met && ok_t(o) && sm->hit > o->hit;
-				char h[16];
+				char h[16], x[40] = "";
 				put_cell(h, sizeof h, o, o->hit, "%.3f");
-				vl += (size_t)snprintf(v + vl, sizeof v - vl, "%s%s %s", vl ? ", " : "",
-						       sysops[s].id, h);
+				if (ok_t(o) && o->mem > m->budget[b] + m->budget[b] / 20)
+					snprintf(x, sizeof x, " (with %.2fx the budget)",
+						 (double)o->mem / (double)m->budget[b]);
+				vl += (size_t)snprintf(v + vl, sizeof v - vl, "%s%s %s%s", vl ? ", " : "",
+						       sysops[s].id, h, x);
 			}
 			target(what, all && vl > 0, met, "%.3f vs %s", sm->hit, vl ? v : "(none ran)");
 		}
@@ -1685,7 +1690,8 @@ static void usage(void)
 		"             [--memcached PATH] [--redis-server PATH] [--short]\n"
 		"             [--keys N] [--mixed-keys N] [--warm N] [--measure N]\n"
 		"             [--shift-budget BYTES] [--shift-new N]\n"
-		"             [--systems shmmap,lru,memcached,redis-lru,redis-lfu]\n");
+		"             [--systems shmmap,lru,memcached,redis-lru,redis-lfu]\n"
+		"             [--experiments fixed,mixed,shift]\n");
 	exit(2);
 }
 
@@ -1722,6 +1728,8 @@ static void parse(int argc, char **argv)
 			opt.segprefix = v;
 		else if (strcmp(a, "--systems") == 0)
 			opt.systems = v;
+		else if (strcmp(a, "--experiments") == 0)
+			opt.exps = v;
 		else if (strcmp(a, "--keys") == 0)
 			opt.keys = (uint32_t)num(v);
 		else if (strcmp(a, "--mixed-keys") == 0)
@@ -1764,17 +1772,20 @@ static void defaults(void)
 	}
 }
 
+static bool in_list(const char *list, const char *id)
+{
+	if (!list)
+		return true;
+	char l[256], pat[32];
+	snprintf(l, sizeof l, ",%s,", list);
+	snprintf(pat, sizeof pat, ",%s,", id);
+	return strstr(l, pat) != NULL;
+}
+
 static void pick_systems(void)
 {
 	for (int s = 0; s < NSYS; s++) {
-		bool want = true;
-		if (opt.systems) {
-			char list[256];
-			snprintf(list, sizeof list, ",%s,", opt.systems);
-			char pat[32];
-			snprintf(pat, sizeof pat, ",%s,", sysops[s].id);
-			want = strstr(list, pat) != NULL;
-		}
+		bool want = in_list(opt.systems, sysops[s].id);
 		sys_on[s] = want;
 		if (!want)
 			continue;
@@ -1869,10 +1880,12 @@ int main(int argc, char **argv)
 	       0.2 * (double)opt.mixed_keys * (KLEN + (VMAX - VMIN) / log((double)VMAX / VMIN)) / 1e9);
 
 	for (int g = 0; g < 2; g++) {
+		if (!in_list(opt.exps, g ? "mixed" : "fixed"))
+			continue;
 		run_mix(&mixes[g]);
 		print_mix(&mixes[g]);
 	}
-	for (int d = 0; d < 2; d++) {
+	for (int d = 0; d < 2 && in_list(opt.exps, "shift"); d++) {
 		fprintf(stderr, "bench-cache: %s:", shifts[d].title);
 		for (int s = 0; s < NSYS; s++) {
 			if (!sys_on[s])
