@@ -176,7 +176,7 @@ bench-growth:
 
 # The trace-driven cache benchmark (issue 13): shmmap as a look-aside cache
 # next to an exact LRU simulation, memcached (installed if missing) and
-# Redis, same trace and byte budget (about 10 minutes); bench-cache-short is
+# Redis, same trace and byte budget (10 to 20 minutes); bench-cache-short is
 # the CI smoke run (under a minute, goes on without memcached).
 bench-cache:
 	@$(MAKE) --no-print-directory all
