@@ -177,6 +177,18 @@ bench-growth:
 	@$(MAKE) --no-print-directory all
 	@O=$(O) CC="$(CC)" scripts/bench-growth.sh $(GROW_ARGS)
 
+# The trace-driven cache benchmark (issue 13): shmmap as a look-aside cache
+# next to an exact LRU simulation, memcached (installed if missing) and
+# Redis, same trace and byte budget (10 to 20 minutes); bench-cache-short is
+# the CI smoke run (under a minute, goes on without memcached).
+bench-cache:
+	@$(MAKE) --no-print-directory all
+	@O=$(O) CC="$(CC)" scripts/bench-cache.sh $(CACHE_ARGS)
+
+bench-cache-short:
+	@$(MAKE) --no-print-directory all
+	@O=$(O) CC="$(CC)" scripts/bench-cache.sh --short
+
 bench-short: deps
 	@$(MAKE) --no-print-directory all
 	@O=$(O) CC="$(CC)" scripts/bench.sh --short
