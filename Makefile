@@ -8,6 +8,8 @@
 #   make asan     the tests again under AddressSanitizer + UBSan (in build-asan/)
 #   make python   the Python module shmmap (build/python/), for Debian's /usr/bin/python3
 #   make install-python   install it into Debian's python3 site directory
+#   make bench    shmmap against the ceiling, LMDB and Redis (bench-short: CI's run)
+#   make bench-cache      hit ratios on traces against LRU, memcached and Redis
 
 CC      ?= cc
 O       ?= build
@@ -180,7 +182,8 @@ bench-growth:
 # The trace-driven cache benchmark (issue 13): shmmap as a look-aside cache
 # next to an exact LRU simulation, memcached (installed if missing) and
 # Redis, same trace and byte budget (10 to 20 minutes); bench-cache-short is
-# the CI smoke run (under a minute, goes on without memcached).
+# the CI smoke run (under a minute, goes on without memcached; bench-short
+# runs it too).
 bench-cache:
 	@$(MAKE) --no-print-directory all
 	@O=$(O) CC="$(CC)" scripts/bench-cache.sh $(CACHE_ARGS)
@@ -193,6 +196,7 @@ bench-short: deps
 	@$(MAKE) --no-print-directory all
 	@O=$(O) CC="$(CC)" scripts/bench.sh --short
 	@O=$(O) CC="$(CC)" scripts/bench-growth.sh --short
+	@O=$(O) CC="$(CC)" scripts/bench-cache.sh --short
 
 # libFuzzer targets in tests/fuzz/ (installs clang and the libFuzzer runtime
 # if missing; builds in build-fuzz/); fuzz-short is the CI smoke run.
@@ -272,5 +276,5 @@ clean:
 	rm -rf build build-asan build-fuzz
 
 .PHONY: all python install-python uninstall-python deps build-tests check-tests test asan run bench \
-        bench-growth bench-short fuzz fuzz-short clean install uninstall
+        bench-growth bench-cache bench-cache-short bench-short fuzz fuzz-short clean install uninstall
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

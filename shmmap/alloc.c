@@ -10,7 +10,7 @@
  *   - The page pool hands out runs of contiguous pages (first fit from a
  *     rover), under the header's pool_lock.  A run backs one large block
  *     (an entry bigger than the largest class) or a map's table.
- *   - Size classes (48 B .. SEG_PAGE, at most 12.5% apart, multiples of 8) carve
+ *   - Size classes (48 B .. SEG_PAGE, about 10% apart, then SEG_PAGE / k) carve
  *     single pages into blocks.  Each page keeps its own free list (offsets
  *     within the page, stored in the free blocks) and a count of used
  *     blocks; the class keeps a doubly linked list of its pages that have
@@ -55,22 +55,30 @@ static uint32_t nclasses;
 static uint8_t class_for[SEG_PAGE / SEG_ALIGN + 1];
 static pthread_once_t class_once = PTHREAD_ONCE_INIT;
 
-/* Each class is the largest multiple of 8 at which a block just too big
- * for the class below wastes at most CLASS_WASTE_PERMILLE of it (headers
- * included: the sizes are of whole entries; 8-byte rounding makes it
- * 12.5% at 56 B), up to one block per page: 48, 56, 64, ... 120, 136, ...
- * 56176, 63472, 65536 (64 classes). */
-#define CLASS_WASTE_PERMILLE 115u
+/*
+ * The classes.  Up to SEG_PAGE / 8 (8 KiB), each class is the largest
+ * multiple of 8 at most CLASS_STEP_PERMILLE above the one below (the finest
+ * step that fits SEG_NCLASSES classes: 10.3%; 8-byte rounding makes the
+ * first steps coarser, 12.5% at 56 B), so a block wastes at most that
+ * much, header included.  Above, a page holds k blocks for k = 8 .. 1, and
+ * the classes are SEG_PAGE / k: a class with k blocks a page loses nothing
+ * by being as large as k allows, and a class in between would leave the
+ * end of every page unused (a 36 KiB block leaves 28 KiB of its page).
+ * A value just over half a page still takes a whole page: only a slab of
+ * several pages would do better.
+ */
+#define CLASS_STEP_PERMILLE 1103u
 static void class_init(void)
 {
 	uint32_t s = SEG_MIN_BLOCK, n = 0;
-	while (n < SEG_NCLASSES - 1 && s < SEG_PAGE) {
+	while (n < SEG_NCLASSES - 8 && s < SEG_PAGE / 8) {
 		class_size[n++] = s;
-		uint32_t next = (uint32_t)((uint64_t)(s + 1) * 1000u / (1000u - CLASS_WASTE_PERMILLE)) &
+		uint32_t next = (uint32_t)((uint64_t)(s + 1) * CLASS_STEP_PERMILLE / 1000u) &
 				~(SEG_ALIGN - 1);
 		s = next > s ? next : s + SEG_ALIGN;
 	}
-	class_size[n++] = SEG_PAGE;
+	for (uint32_t k = 8; k >= 1; k--)
+		class_size[n++] = (SEG_PAGE / k) & ~(SEG_ALIGN - 1);
 	_Static_assert(SEG_NCLASSES <= 256, "class_for holds a byte");
 	for (uint32_t u = 0, k = 0; u < sizeof class_for; u++) {
 		while (class_size[k] < u * SEG_ALIGN) /* first class with size >= u * 8 */

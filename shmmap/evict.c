@@ -323,7 +323,6 @@ static int handover(struct evictor *ev, uint32_t d)
 	return 0;
 }
 
-
 /* The class other than c whose victims are oldest, or -1. */
 static int oldest_class(const struct seg *s, const struct seg_geom *g, uint32_t c, uint32_t now,
 			uint64_t *age)
