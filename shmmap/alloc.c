@@ -557,18 +557,25 @@ static void undrain_locked(const struct seg *s, const struct seg_geom *g, struct
 		partial_push(s, g, sc, pi);
 }
 
+/* End owner's drain of page pi of class cls (valid), under its class lock. */
+static int undrain(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+		   uint32_t pi, uint32_t cls, uint32_t owner)
+{
+	struct seg_class *sc = seg_class(s, g, cls);
+	int rc = shmmap__lock_nosteal(&sc->lock, c);
+	if (rc < 0)
+		return rc;
+	undrain_locked(s, g, sc, cls, pi, owner);
+	shmmap__unlock(&sc->lock);
+	return 0;
+}
+
 int shmmap__page_undrain(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 			 uint32_t pi, uint32_t cls)
 {
 	if (cls >= classes() || !page_in(s, g, pi))
 		return -EINVAL;
-	struct seg_class *sc = seg_class(s, g, cls);
-	int rc = shmmap__lock_nosteal(&sc->lock, c);
-	if (rc < 0)
-		return rc;
-	undrain_locked(s, g, sc, cls, pi, c->owner);
-	shmmap__unlock(&sc->lock);
-	return 0;
+	return undrain(s, g, c, pi, cls, c->owner);
 }
 
 int shmmap__alloc_undrain(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
@@ -581,12 +588,9 @@ int shmmap__alloc_undrain(const struct seg *s, const struct seg_geom *g, const s
 		if (__atomic_load_n(&p->kind, __ATOMIC_RELAXED) != PAGE_SLAB ||
 		    __atomic_load_n(&p->drain, __ATOMIC_RELAXED) != owner || cls >= classes())
 			continue;
-		struct seg_class *sc = seg_class(s, g, cls);
-		int rc = shmmap__lock_nosteal(&sc->lock, c);
+		int rc = undrain(s, g, c, i, cls, owner);
 		if (rc < 0)
 			return rc;
-		undrain_locked(s, g, sc, cls, i, owner);
-		shmmap__unlock(&sc->lock);
 	}
 	return 0;
 }
