@@ -53,6 +53,7 @@
 /* Pages of a donor class tried per handover, and rounds of make-room-then-
  * allocate per entry. */
 #define DRAIN_TRIES 4u
+#define DRAIN_CANDIDATES 4u /* pages looked at to choose one */
 #define EVICT_ROUNDS 64u
 /* A class takes a page from another when that one's victims are this many
  * times older than its own (hysteresis: classes of about the same age keep
@@ -270,6 +271,20 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, uint32_t *o
 static int room_for_run(struct evictor *ev, uint32_t need);
 static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t *head);
 
+/* How many of (up to HOT_SAMPLE of) the blocks of the page at poff have a
+ * use count: a read without locks, a hint. */
+#define HOT_SAMPLE 16u
+static uint32_t hot_blocks(const struct seg *s, uint64_t poff, uint32_t per, uint32_t size)
+{
+	uint32_t step = per > HOT_SAMPLE ? per / HOT_SAMPLE : 1, hot = 0;
+	for (uint32_t j = 0; j < per; j += step) {
+		const struct seg_entry *e = seg_ptr(s, poff + (uint64_t)j * size);
+		hot += ENT_FREQ(atomic_load_explicit(&((struct seg_entry *)e)->meta,
+						     memory_order_relaxed)) != 0;
+	}
+	return hot;
+}
+
 /* Empty one page of class d for another class: 1, 0 or -errno. */
 static int handover(struct evictor *ev, uint32_t d)
 {
@@ -284,26 +299,33 @@ static int handover(struct evictor *ev, uint32_t d)
 	uint32_t now = shmmap__itime(), per = per_page(d), size = shmmap__class_size(d);
 	uint32_t victim_ms = atomic_load_explicit(&dc->age_ms, memory_order_relaxed);
 	for (uint32_t t = 0; t < DRAIN_TRIES; t++) {
-		pi = page_of(s, g, d, pi);
-		if (pi == UINT32_MAX)
-			return 0;
-		/* A page with an entry nobody may evict cannot be had: the next.
-		 * A page the donor took over lately holds its youngest entries
-		 * (see young()): the next one, unless it is the last try. */
-		uint32_t head;
-		if (!page_may_empty(ev, pi, atomic_load_explicit(&g->npages, memory_order_acquire),
-				    &head)) {
-			pi++;
+		/* Of the next few pages that may be emptied and hold no young
+		 * entry (see young(): a page the donor took over lately), the one
+		 * with the fewest entries used since the hand came by: the least
+		 * valuable page. */
+		uint32_t best = UINT32_MAX, best_hot = UINT32_MAX, head;
+		uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
+		for (uint32_t c = 0; c < DRAIN_CANDIDATES && pi != UINT32_MAX; c++, pi++) {
+			pi = page_of(s, g, d, pi);
+			if (pi == UINT32_MAX || !page_may_empty(ev, pi, np, &head))
+				continue;
+			uint64_t poff = seg_page_off(g, pi);
+			if (young(s, poff, now, victim_ms) ||
+			    young(s, poff + (uint64_t)(per / 2) * size, now, victim_ms) ||
+			    young(s, poff + (uint64_t)(per - 1) * size, now, victim_ms))
+				continue;
+			uint32_t hot = hot_blocks(s, poff, per, size);
+			if (hot < best_hot) {
+				best = pi;
+				best_hot = hot;
+			}
+		}
+		if (best == UINT32_MAX) {
+			if (pi == UINT32_MAX)
+				return 0;
 			continue;
 		}
-		uint64_t poff = seg_page_off(g, pi);
-		if (t + 1 < DRAIN_TRIES &&
-		    (young(s, poff, now, victim_ms) ||
-		     young(s, poff + (uint64_t)(per / 2) * size, now, victim_ms) ||
-		     young(s, poff + (uint64_t)(per - 1) * size, now, victim_ms))) {
-			pi++;
-			continue;
-		}
+		pi = best;
 		/* The donor's hand goes on past the page. */
 		atomic_store_explicit(&dc->hand, HAND(pi, per_page(d)), memory_order_relaxed);
 		/* The donor's next victims are about as old as the oldest of
