@@ -428,6 +428,8 @@ static void write_paths(bool pristine)
 	for (uint32_t k = 0; k < SEG_INTENTS; k++) {
 		atomic_store(&mine->intent[k].a, 0);
 		atomic_store(&mine->intent[k].b, 0);
+		atomic_store(&mine->intent[k].spare, 0);
+		atomic_store(&mine->spare_moving[k], 0);
 	}
 	atomic_store(&mine->state, SLOT_LIVE);
 	struct lock_ctx lk = {.s = s, .g = &g, .owner = me + 1};
@@ -509,8 +511,14 @@ static void write_paths(bool pristine)
 		if (i == me || atomic_load(&sl->state) == SLOT_FREE)
 			continue;
 		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
-			_Atomic uint64_t *recs[2] = {&sl->intent[k].b, &sl->intent[k].a};
-			for (int j = 0; j < 2; j++) {
+			/* A spare that a or b names too goes through them. */
+			uint64_t sp = atomic_load(&sl->intent[k].spare);
+			if (sp && (sp == atomic_load(&sl->intent[k].a) ||
+				   sp == atomic_load(&sl->intent[k].b)))
+				atomic_store(&sl->intent[k].spare, 0);
+			_Atomic uint64_t *recs[3] = {&sl->intent[k].b, &sl->intent[k].a,
+						     &sl->intent[k].spare};
+			for (int j = 0; j < 3; j++) {
 				uint64_t off = atomic_load(recs[j]);
 				if (off)
 					CHECK(shmmap__free(s, &g, &lk, off, recs[j]) == 0);
