@@ -504,6 +504,13 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 	return 0;
 }
 
+bool shmmap__block_in_slab(const struct seg *s, const struct seg_geom *g, uint64_t off)
+{
+	return off >= g->heap_off && page_in(s, g, (off - g->heap_off) / SEG_PAGE) &&
+	       __atomic_load_n(&seg_page(s, g, (uint32_t)((off - g->heap_off) / SEG_PAGE))->kind,
+			       __ATOMIC_RELAXED) == PAGE_SLAB;
+}
+
 size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_t off)
 {
 	if (off < g->heap_off || !page_in(s, g, (off - g->heap_off) / SEG_PAGE))

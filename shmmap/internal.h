@@ -566,6 +566,9 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 		 uint64_t off, _Atomic uint64_t *rec);
 /* Usable size of the block at off (0 if off is not a live block). */
 size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_t off);
+/* Is off in a page of a size class (not a run)?  Just the page's kind: for
+ * a block this process allocated itself (block_size validates a block). */
+bool shmmap__block_in_slab(const struct seg *s, const struct seg_geom *g, uint64_t off);
 /* A run of whole pages (not zeroed): *first = its first page index.
  * Returns 0, -ENOSPC or -EAGAIN. */
 int shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,

@@ -940,7 +940,7 @@ static void settle(const struct op_ctx *o, struct seg_intent *in)
 		 * for the sweep and check, which read b, spare, a). */
 		_Atomic uint8_t *mv;
 		if (keeps_spare(o) && !atomic_load_explicit(&in->spare, memory_order_relaxed) &&
-		    shmmap__block_size(o->s, o->g, x) - 1 < SEG_PAGE && spare_move_begin(o, in, &mv)) {
+		    shmmap__block_in_slab(o->s, o->g, x) && spare_move_begin(o, in, &mv)) {
 			atomic_store_explicit(&in->spare, x, memory_order_relaxed);
 			CRASH_POINT();
 			atomic_store_explicit(recs[j], 0, memory_order_release);
