@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "getfast.h"
 #include "paths.h"
 #include "proto.h"
 
@@ -713,13 +714,13 @@ SHMMAP_EXPORT int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
 	return -ESTALE;
 }
 
-int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v)
+/* A handle's view, if the handle is this attachment's and its map is still
+ * the one it named: a few compares on every data call. */
+static inline __attribute__((always_inline)) int resolve(shmmap *sm, shmmap_map m,
+							   const struct map_view **v)
 {
-	if (!sm)
-		return -EINVAL;
-	uint16_t tag = (uint16_t)(m.id >> 48);
 	uint32_t gen = (uint32_t)(m.id >> 16), idx = (uint32_t)(m.id & 0xffff);
-	if (tag != sm->tag || idx >= sm->geom.max_maps)
+	if ((uint16_t)(m.id >> 48) != sm->tag || idx >= sm->geom.max_maps)
 		return -EBADF;
 	struct view_node *n =
 		atomic_load_explicit(&ext(sm)->views[idx], memory_order_acquire);
@@ -727,12 +728,17 @@ int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v)
 		return -EBADF;
 	if (n->v.gen != gen)
 		return (int32_t)(gen - n->v.gen) < 0 ? -ESTALE : -EBADF;
-	const struct seg_mapdir *d = seg_dir(&sm->seg, &sm->geom, idx);
+	const struct seg_mapdir *d = n->v.dir; /* seg_dir(idx), computed at open */
 	if (atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) != MAP_LIVE ||
 	    atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) != gen)
 		return -ESTALE;
 	*v = &n->v;
 	return 0;
+}
+
+int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v)
+{
+	return sm ? resolve(sm, m, v) : -EINVAL;
 }
 
 /*
@@ -810,7 +816,7 @@ static int op_begin(shmmap *sm, shmmap_map m, const struct map_view **v, struct 
 	int rc = fork_check(sm);
 	if (rc < 0)
 		return rc;
-	rc = shmmap__resolve(sm, m, v);
+	rc = resolve(sm, m, v);
 	if (rc < 0)
 		return rc;
 	o->s = &sm->seg;
@@ -857,15 +863,34 @@ SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t k
 	return op_result(sm, rc);
 }
 
+/* The general get: what get_fast could not tell (out of line, so that the
+ * fast path keeps its registers). */
+static __attribute__((noinline)) int get_slow(shmmap *sm, shmmap_map m, const void *key,
+					      size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+	const struct map_view *v;
+	struct op_ctx o;
+	int rc = op_begin(sm, m, &v, &o, false);
+	return rc < 0 ? rc : op_result(sm, shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen));
+}
+
 SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t klen,
 			     void *buf, size_t cap, size_t *vlen)
 {
 	const struct map_view *v;
-	if (!key || (!buf && cap))
+	if (!sm || !key || (!buf && cap))
 		return -EINVAL;
-	struct op_ctx o;
-	int rc = op_begin(sm, m, &v, &o, false);
-	return rc < 0 ? rc : op_result(sm, shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen));
+	/* The handle, then one lock-free try (getfast.h); what that cannot
+	 * answer goes the general way. */
+	int rc = fork_check(sm);
+	if (rc < 0 || (rc = resolve(sm, m, &v)) < 0)
+		return rc;
+	struct seg_counters *ctr =
+		sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, v->idx);
+	rc = get_fast(&sm->seg, &sm->geom, v, ctr, key, klen, buf, cap, vlen);
+	if (__builtin_expect(rc != GET_SLOW, 1))
+		return rc;
+	return get_slow(sm, m, key, klen, buf, cap, vlen);
 }
 
 SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen)
@@ -976,9 +1001,7 @@ SHMMAP_EXPORT int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *ou
 	if (!out || !sm)
 		return -EINVAL;
 	int rc = fork_check(sm);
-	if (rc == 0)
-		rc = shmmap__resolve(sm, m, &v);
-	if (rc < 0)
+	if (rc < 0 || (rc = resolve(sm, m, &v)) < 0)
 		return rc;
 	struct shmmap_stats t = {0};
 	for (uint32_t i = 0; i < v->nstripes; i++) {

@@ -695,6 +695,8 @@ struct op_ctx {
 };
 int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen, void *buf, size_t cap, size_t *vlen);
+/* get_fast (getfast.h) could not tell: ask shmmap__tbl_get. */
+#define GET_SLOW 1
 int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags);
 int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void *key,

@@ -52,6 +52,7 @@
 #include <xxhash.h>
 
 #include "internal.h"
+#include "getfast.h"
 
 #define READ_TRIES 256
 
@@ -304,20 +305,6 @@ static bool expired(uint64_t expire_ms, uint64_t *now)
 }
 
 enum walk { W_FOUND, W_ABSENT, W_EXPIRED, W_TORN };
-
-/* Keys of 8 to 16 bytes (a common case) compared inline, not by a call. */
-static inline bool key_eq(const unsigned char *a, const void *b, size_t n)
-{
-	if (n <= 16 && n >= 8) {
-		uint64_t a0, a1, b0, b1;
-		memcpy(&a0, a, 8);
-		memcpy(&b0, b, 8);
-		memcpy(&a1, a + n - 8, 8);
-		memcpy(&b1, (const unsigned char *)b + n - 8, 8);
-		return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-	}
-	return memcmp(a, b, n) == 0;
-}
 
 /*
  * Find key in the chain headed by link l.  On W_FOUND/W_EXPIRED *link points at the link that
@@ -681,14 +668,6 @@ static bool over_load(const struct map_view *v, const struct tbl *t, const struc
 	       st->entries * v->nstripes * 100u > (uint64_t)t->cur_n * GROW_LOAD_PCT;
 }
 
-static inline void count(_Atomic uint64_t *c)
-{
-	/* Only this attachment writes its counters row (no shared hot line),
-	 * with a plain load and store, not a locked add: threads of one
-	 * attachment that count at the same instant may lose a count. */
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
-}
 
 /*
  * The reader's side of the seqlock, shared by get and the walk: a try is

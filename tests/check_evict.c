@@ -15,7 +15,9 @@
  *     reject map's entries are never evicted, and a reject map that holds
  *     everything gets -ENOSPC without losing anything;
  *   - values larger than a page after the heap is fragmented by small ones
- *     (a window of pages emptied for each).
+ *     (a window of pages emptied for each);
+ *   - a get marks its entry used: keys read now and then outlive many
+ *     times the cache's worth of writes, unread keys do not.
  * Every value's bytes derive from its key number and version (mkval), so a
  * torn value or another key's value never passes for the right one.
  */
@@ -566,6 +568,41 @@ START_TEST(large_values_after_fragmentation)
 }
 END_TEST
 
+/* A get marks its entry used, and the hand spares used entries: keys read
+ * between the writes of several times the cache's worth of new keys all
+ * stay, while the keys written before them and never read are gone. */
+START_TEST(read_keys_stay)
+{
+	enum { VAL = 100, HOT = 500, ROUND = 1000 };
+	ck_assert_int_eq(tu_coord_start(&co, "16M", NULL), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "lru");
+	for (uint32_t i = 0; i < HOT; i++)
+		CK_MSG(put_kv(sm, m, "hot-", i, VAL, 1) == 0, "put hot-%u", i);
+	uint32_t next = fill_until_evicting(sm, m, "cold-", 0, VAL);
+	uint64_t cap = stats_of(sm, m).entries, ev0 = stats_of(sm, m).evictions;
+	uint64_t lost = 0, reads = 0;
+	/* Until the hand has gone round the cache three times. */
+	while (stats_of(sm, m).evictions - ev0 < 3 * cap) {
+		for (uint32_t i = 0; i < ROUND; i++, next++)
+			CK_MSG(put_kv(sm, m, "cold-", next, VAL, 1) == 0, "put cold-%u", next);
+		for (uint32_t i = 0; i < HOT; i++, reads++)
+			lost += present(sm, m, "hot-", i, VAL, 1) == 0;
+		CK_MSG(next < 40u * cap, "fewer evictions than puts: %" PRIu64,
+		       stats_of(sm, m).evictions - ev0);
+	}
+	unsigned first = 0;
+	for (uint32_t i = 0; i < 1000; i++)
+		first += (unsigned)present(sm, m, "cold-", i, VAL, 1);
+	fprintf(stderr, "  read keys: %" PRIu64 " of %" PRIu64 " reads missed, %u of the first 1000 "
+		"unread keys left, %u puts over a cache of %" PRIu64 " entries\n",
+		lost, reads, first, next, cap);
+	CK_MSG(lost == 0, "%" PRIu64 " of %" PRIu64 " reads of read keys missed", lost, reads);
+	CK_MSG(first == 0, "%u of the first 1000 unread keys are still there", first);
+	shmmap_detach(sm);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("evict");
@@ -577,6 +614,7 @@ int main(void)
 	tcase_add_test(tc, handover_under_concurrency);
 	tcase_add_test(tc, cross_map_fairness);
 	tcase_add_test(tc, large_values_after_fragmentation);
+	tcase_add_test(tc, read_keys_stay);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }

@@ -1,0 +1,147 @@
+/*
+ * getfast.h - the lock-free get, compiled into shmmap_get (client.c), and
+ * the two small helpers the table's walks share with it (key_eq, count).
+ *
+ * get_fast() is one optimistic try: no lock, no retry, no call but the
+ * value copy.  It answers only what it can tell at once: a hit, a miss or
+ * a small buffer.  Anything else returns GET_SLOW and the caller takes
+ * table.c's shmmap__tbl_get, which retries, locks, repairs and explains:
+ * the stripe being written (odd seq), a resize under way (two arrays),
+ * the seq or the table word moved meanwhile, an offset or a length that
+ * does not validate, a chain longer than the heap can hold, an expiry.
+ *
+ * Invariants it keeps (the same as the walk in table.c):
+ * - every offset read from the segment is bounds-checked against the
+ *   mapped length and aligned before it is dereferenced: a bucket before
+ *   its word is read, an entry's header before its fields are, the
+ *   entry's whole extent before its key is compared or its value copied;
+ * - an entry whose hash or key length differs is stepped over after its
+ *   header check alone (its key bytes are never read);
+ * - what was read counts only if the stripe's seq and the map's table
+ *   word are the same after the reads as before (the seqlock of table.c:
+ *   a reader never sees a half-made change, and an old array is freed
+ *   only after the table word moved on);
+ * - the use count is raised only by a CAS against the header word that
+ *   was read and then validated, and only below its top.
+ */
+#ifndef SHMMAP_GETFAST_H
+#define SHMMAP_GETFAST_H
+
+#include <string.h>
+
+#ifndef XXH_INLINE_ALL
+#define XXH_INLINE_ALL
+#endif
+#include <xxhash.h>
+
+#include "internal.h"
+
+/* Keys of 8 to 16 bytes (a common case) compared inline, not by a call. */
+static inline __attribute__((always_inline)) bool key_eq(const unsigned char *a, const void *b,
+							 size_t n)
+{
+	if (n <= 16 && n >= 8) {
+		uint64_t a0, a1, b0, b1;
+		memcpy(&a0, a, 8);
+		memcpy(&b0, b, 8);
+		memcpy(&a1, a + n - 8, 8);
+		memcpy(&b1, (const unsigned char *)b + n - 8, 8);
+		return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+	}
+	return memcmp(a, b, n) == 0;
+}
+
+/* One of this attachment's counters.  Only this attachment writes its
+ * counters row (no shared hot line), with a plain load and store, not a
+ * locked add: threads of one attachment that count at the same instant
+ * may lose a count. */
+static inline __attribute__((always_inline)) void count(_Atomic uint64_t *c)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+#define GF_RELAXED(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* shmmap__tbl_get's first try (see the top of this file): 0 (a hit, the
+ * value copied into buf), -ENOENT, -ENOBUFS (*vlen says the size), or
+ * GET_SLOW.  ctr: this attachment's counters for the map, or NULL. */
+static inline __attribute__((always_inline)) int
+get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v,
+	 struct seg_counters *ctr, const void *key, size_t klen, void *buf, size_t cap,
+	 size_t *vlen)
+{
+	if (klen - 1 >= v->key_max)
+		return GET_SLOW; /* 0 or too long: the general path says which */
+	uint64_t h = XXH3_64bits_withSeed(key, klen, g->hash_seed);
+	struct seg_stripe *st = &v->stripes[h & (v->nstripes - 1)];
+	struct seg_mapdir *d = v->dir;
+	uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
+	uint64_t w = atomic_load_explicit(&d->tbl, memory_order_acquire);
+	if ((s1 | w) & 1) /* a writer inside, or TBL_GROWING: two arrays */
+		return GET_SLOW;
+	const struct seg_array *a = &d->arr[TBL_CUR(w)];
+	uint64_t aoff = GF_RELAXED(a->off);
+	uint32_t nb = GF_RELAXED(a->nbuckets);
+	/* The mapped length: the bound of every offset (it only grows). */
+	size_t len = atomic_load_explicit(&s->len, memory_order_acquire);
+	uint64_t bo = aoff + (h & (nb - 1)) * 8; /* nb <= 2^32: no overflow */
+	if (nb < v->nstripes || (nb & (nb - 1)) || aoff < v->heap_off || (aoff & 7) ||
+	    (uint64_t)nb * 8 > len || aoff > len - (uint64_t)nb * 8)
+		return GET_SLOW;
+	uint64_t off = atomic_load_explicit((const _Atomic uint64_t *)(s->base + bo),
+					    memory_order_acquire);
+	const struct seg_entry *e = NULL;
+	uint64_t meta = 0;
+	uint32_t vl = 0, steps = v->chain_max;
+	while (off) {
+		/* len >= a header: the heap starts past the fixed regions. */
+		if (!steps-- || off > len - sizeof *e || (off & (SEG_ALIGN - 1)))
+			return GET_SLOW;
+		const struct seg_entry *c = (const struct seg_entry *)(s->base + off);
+		uint64_t m = atomic_load_explicit(&((struct seg_entry *)c)->meta,
+						  memory_order_relaxed);
+		uint64_t next = atomic_load_explicit(&((struct seg_entry *)c)->next,
+						     memory_order_acquire);
+		if (ENT_HASH(m) == (uint32_t)h && GF_RELAXED(c->klen) == klen) {
+			vl = GF_RELAXED(c->vlen);
+			if (vl > v->val_max || GF_RELAXED(c->map) != v->idx ||
+			    len - off - sizeof *c < klen + vl)
+				return GET_SLOW;
+			if (key_eq(c->data, key, klen)) {
+				if (GF_RELAXED(c->expire_ms))
+					return GET_SLOW; /* the clock is the general path's */
+				e = c;
+				meta = m;
+				if (vl && vl <= cap) /* buf may be NULL when cap is 0 */
+					memcpy(buf, c->data + klen, vl);
+				break;
+			}
+		}
+		off = next;
+	}
+	/* Was it all one state?  (read_end in table.c.) */
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&st->seq, memory_order_relaxed) != s1 ||
+	    atomic_load_explicit(&d->tbl, memory_order_relaxed) != w)
+		return GET_SLOW;
+	if (!e) {
+		if (ctr)
+			count(&ctr->misses);
+		return -ENOENT;
+	}
+	if (ctr) {
+		count(&ctr->hits);
+		/* Used, for the evicting hand (evict.c): see shmmap__tbl_get. */
+		if (ENT_FREQ(meta) < ENT_FREQ_MAX)
+			atomic_compare_exchange_strong_explicit(&((struct seg_entry *)e)->meta,
+								&meta, meta + ENT_FREQ_ONE,
+								memory_order_relaxed,
+								memory_order_relaxed);
+	}
+	if (vlen)
+		*vlen = vl;
+	return vl > cap ? -ENOBUFS : 0;
+}
+
+#endif
