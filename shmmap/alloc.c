@@ -511,6 +511,21 @@ bool shmmap__block_in_slab(const struct seg *s, const struct seg_geom *g, uint64
 			       __ATOMIC_RELAXED) == PAGE_SLAB;
 }
 
+bool shmmap__block_fits(const struct seg *s, const struct seg_geom *g, uint64_t off, size_t n)
+{
+	uint32_t nc = classes();
+	if (n > class_size[nc - 1] || off < g->heap_off)
+		return false;
+	uint32_t c = class_for[(n + SEG_ALIGN - 1) / SEG_ALIGN], size = class_size[c];
+	uint64_t rel = off - g->heap_off, at = rel % SEG_PAGE;
+	if (!page_in(s, g, rel / SEG_PAGE))
+		return false;
+	const struct seg_page *p = seg_page(s, g, (uint32_t)(rel / SEG_PAGE));
+	return __atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_SLAB &&
+	       __atomic_load_n(&p->cls, __ATOMIC_RELAXED) == c && at % size == 0 &&
+	       at + size <= SEG_PAGE;
+}
+
 size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_t off)
 {
 	if (off < g->heap_off || !page_in(s, g, (off - g->heap_off) / SEG_PAGE))

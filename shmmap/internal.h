@@ -566,6 +566,10 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 		 uint64_t off, _Atomic uint64_t *rec);
 /* Usable size of the block at off (0 if off is not a live block). */
 size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_t off);
+/* Is the block at off a slab block of exactly the size class of n bytes
+ * (block boundary, page of that class)?  One look at its page: for a
+ * write's spare block, which the next write of that class takes. */
+bool shmmap__block_fits(const struct seg *s, const struct seg_geom *g, uint64_t off, size_t n);
 /* Is off in a page of a size class (not a run)?  Just the page's kind: for
  * a block this process allocated itself (block_size validates a block). */
 bool shmmap__block_in_slab(const struct seg *s, const struct seg_geom *g, uint64_t off);

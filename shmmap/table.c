@@ -931,19 +931,15 @@ static void settle(const struct op_ctx *o, struct seg_intent *in)
 	}
 }
 
-/* The record's spare block, if it fits n bytes without waste (the size
- * class of n, or a run of as many pages): moved to in->a (a first, then
- * spare cleared).  Otherwise the spare is freed.  True if in->a has it. */
+/* The record's spare block, if it is a block of n's size class (settle
+ * keeps only slab blocks): moved to in->a (a first, then spare cleared).
+ * Otherwise the spare is freed.  True if in->a has it. */
 static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
 {
 	uint64_t sp = atomic_load_explicit(&in->spare, memory_order_relaxed);
 	if (!sp || !keeps_spare(o))
 		return false;
-	size_t bs = shmmap__block_size(o->s, o->g, sp);
-	int c = shmmap__class_of(o->s, o->g, n);
-	bool fits = bs >= n && bs == (c >= 0 ? shmmap__class_size((uint32_t)c)
-					     : (n + SEG_PAGE - 1) / SEG_PAGE * SEG_PAGE);
-	if (!fits) {
+	if (!shmmap__block_fits(o->s, o->g, sp, n)) {
 		(void)shmmap__free(o->s, o->g, &o->lk, sp, &in->spare);
 		return false;
 	}
