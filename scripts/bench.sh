@@ -232,6 +232,12 @@ rc=$?
 set -e
 bench_pid=""
 [ -z "$instr_failed" ] || rc=1
+# Whether the system gave the segment huge pages ([segment] huge_pages is
+# on by default; /dev/shm must allow them: see shmmap.ini(5)).
+hp=$("$O/shmmapctl" -s "$work/shmmapd.sock" status 2>/dev/null | sed -n 's/^huge pages *//p')
+echo "shmmap's segment, huge pages: ${hp:-unknown}"
+[ ! -f "$O/bench/summary.txt" ] ||
+	echo "shmmap's segment, huge pages: ${hp:-unknown}" >>"$O/bench/summary.txt"
 
 # The Python benchmark: Debian's interpreter, the module just built.
 if [ "${BENCH_PYTHON:-1}" != 0 ]; then

@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <grp.h>
 #include <pwd.h>
@@ -88,6 +89,7 @@ enum conf_kind {
 	KIND_POLICY, /* evict | reject */
 	KIND_FILE, /* absolute file path */
 	KIND_LEVEL, /* log level name */
+	KIND_BOOL, /* yes/no, on/off, true/false, 1/0 */
 };
 
 enum conf_key_id {
@@ -98,6 +100,7 @@ enum conf_key_id {
 	K_SEG_MODE,
 	K_SEG_MAX_CLIENTS,
 	K_SEG_MAX_MAPS,
+	K_SEG_HUGE_PAGES,
 	K_SRV_SOCKET,
 	K_SRV_SOCKET_MODE,
 	K_SRV_ALLOW_UIDS,
@@ -138,6 +141,7 @@ static const struct conf_key conf_keys[K_COUNT] = {
 	[K_SEG_MODE] = { KEY("segment", "mode"), KIND_MODE, 0, 0777, false },
 	[K_SEG_MAX_CLIENTS] = { KEY("segment", "max_clients"), KIND_UINT, 1, SEG_MAX_CLIENTS_LIMIT, false },
 	[K_SEG_MAX_MAPS] = { KEY("segment", "max_maps"), KIND_UINT, 1, SEG_MAX_MAPS_LIMIT, false },
+	[K_SEG_HUGE_PAGES] = { KEY("segment", "huge_pages"), KIND_BOOL, 0, 1, false },
 	[K_SRV_SOCKET] = { KEY("server", "socket"), KIND_PATH, 0, 0, false },
 	[K_SRV_SOCKET_MODE] = { KEY("server", "socket_mode"), KIND_MODE, 0, 0777, false },
 	[K_SRV_ALLOW_UIDS] = { KEY("server", "allow_uids"), KIND_UIDS, 0, 0, true },
@@ -381,6 +385,7 @@ static void store_num(struct shmmap_conf *c, enum conf_key_id id, uint64_t v)
 	case K_SEG_MODE: c->segment.mode = (unsigned)v; break;
 	case K_SEG_MAX_CLIENTS: c->segment.max_clients = (uint32_t)v; break;
 	case K_SEG_MAX_MAPS: c->segment.max_maps = (uint32_t)v; break;
+	case K_SEG_HUGE_PAGES: c->segment.huge_pages = v != 0; break;
 	case K_SRV_SOCKET_MODE: c->server.socket_mode = (unsigned)v; break;
 	case K_MAP_KEY_MAX: c->map.key_max = (uint32_t)v; break;
 	case K_MAP_VALUE_MAX: c->map.value_max = (uint32_t)v; break;
@@ -432,6 +437,19 @@ static bool conf_set(struct conf_ctx *x, enum conf_key_id id, const char *v)
 		}
 		memcpy(x->conf.segment.name, v, len + 1);
 		return true;
+
+	case KIND_BOOL: {
+		static const char *const yes[] = {"yes", "on", "true", "1"};
+		static const char *const no[] = {"no", "off", "false", "0"};
+		for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+			if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+				store_num(&x->conf, id, strcasecmp(v, yes[i]) == 0);
+				return true;
+			}
+		conf_fail(x, -EINVAL, ln, sec, nm, "\"%s\" is not yes or no (yes/no, on/off, true/false, 1/0)%s",
+			  v, comment_hint(v));
+		return false;
+	}
 
 	case KIND_POLICY:
 		if (strcmp(v, "evict") == 0) {
@@ -871,6 +889,7 @@ void shmmap__conf_defaults(struct shmmap_conf *c)
 	c->segment.mode = 0600;
 	c->segment.max_clients = 128;
 	c->segment.max_maps = 64;
+	c->segment.huge_pages = true;
 
 	/* A $SHMMAP_SOCKET too long for sun_path is left to shmmap__conf_load()
 	 * to report; here it falls back to the built-in default.  That default
@@ -909,6 +928,7 @@ static bool key_equal(const struct shmmap_conf *a, const struct shmmap_conf *b,
 	case K_SEG_MODE: return a->segment.mode == b->segment.mode;
 	case K_SEG_MAX_CLIENTS: return a->segment.max_clients == b->segment.max_clients;
 	case K_SEG_MAX_MAPS: return a->segment.max_maps == b->segment.max_maps;
+	case K_SEG_HUGE_PAGES: return a->segment.huge_pages == b->segment.huge_pages;
 	case K_SRV_SOCKET: return strcmp(a->server.socket, b->server.socket) == 0;
 	case K_SRV_SOCKET_MODE: return a->server.socket_mode == b->server.socket_mode;
 	case K_SRV_ALLOW_UIDS: return ids_equal(&a->server.allow_uids, &b->server.allow_uids);

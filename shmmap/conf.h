@@ -9,6 +9,7 @@
 #define SHMMAP_CONF_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -47,6 +48,7 @@ struct shmmap_conf {
 		unsigned mode;        /* octal file mode, default 0600 */
 		uint32_t max_clients; /* 1..4096, default 128 */
 		uint32_t max_maps;    /* 1..4096, default 64 */
+		bool huge_pages;      /* advise transparent huge pages, default yes */
 	} segment;
 	struct {
 		char socket[CONF_PATH_MAX]; /* Unix socket path */

@@ -2055,6 +2055,7 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 	struct seg_params p = {
 		.size = cf->segment.size, .max_size = cf->segment.max_size, .base = cf->segment.base,
 		.max_clients = cf->segment.max_clients, .max_maps = cf->segment.max_maps,
+		.huge_pages = cf->segment.huge_pages,
 	};
 	struct seg_geom want = {0};
 	if (shmmap__seg_layout(&p, &want) < 0) {

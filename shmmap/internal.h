@@ -130,7 +130,8 @@ struct seg_header {
 	_Atomic uint32_t evict_rover;       /* 216: next page a large entry's eviction looks at */
 	_Atomic uint32_t sweeping;          /* 220: a sweep runs: no spare moves (sweep.c) */
 	_Atomic uint64_t handovers;         /* 224: pages handed from one size class to another */
-	uint8_t pad[4096 - 232];
+	uint32_t flags;                     /* 232: SEG_F_*, set at creation (0 in older segments) */
+	uint8_t pad[4096 - 236];
 };
 _Static_assert(sizeof(struct seg_header) == 4096, "header is one page");
 _Static_assert(offsetof(struct seg_header, state) == 48, "layout");
@@ -139,6 +140,8 @@ _Static_assert(offsetof(struct seg_header, heap_off) == 104, "layout");
 _Static_assert(offsetof(struct seg_header, pool_lock) == 128, "layout");
 _Static_assert(offsetof(struct seg_header, max_size) == 192, "layout");
 _Static_assert(offsetof(struct seg_header, npages_live) == 200, "layout");
+/* flags: */
+#define SEG_F_HUGE 1u /* every process advises its mapping for transparent huge pages */
 /* grow_state: */
 #define SEG_GROW_OK 0u     /* may grow (if below max_size) */
 #define SEG_GROW_NOROOM 1u /* the last step found no room in /dev/shm: clients do not ask */
@@ -429,6 +432,7 @@ struct seg_params {
 	uint64_t base;
 	uint32_t max_clients;
 	uint32_t max_maps;
+	bool huge_pages; /* SEG_F_HUGE: ask for transparent huge pages */
 };
 int shmmap__seg_layout(const struct seg_params *p, struct seg_geom *g);
 int shmmap__seg_create(const char *name, unsigned mode, const struct seg_params *p,

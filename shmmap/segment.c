@@ -3,7 +3,7 @@
  * Copyright (c) 2026 the shmmap authors
  *
  * segment.c - the shared segment: its geometry, creation (shm_open O_EXCL,
- * ftruncate + posix_fallocate, format), adoption of an existing one,
+ * ftruncate + commit of the memory (seg_commit), format), adoption of an existing one,
  * mapping at the agreed base with MAP_FIXED_NOREPLACE (anywhere else when
  * that range is taken in this process), and online growth (see "growth").
  *
@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -248,6 +249,68 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
 	return off < len && n <= len - off;
 }
 
+#define HUGE_PAGE (UINT64_C(2) << 20)
+
+/*
+ * Commit [from, to) of the object: extend it and take its memory now, so
+ * that a full /dev/shm is an error here (-ENOSPC, the object's length as it
+ * was), never a SIGBUS in some process later.  huge: the pages are touched
+ * through a scratch mapping advised for transparent huge pages, because a
+ * tmpfs that gives huge pages only on advice (huge=advise) decides at the
+ * first touch, and posix_fallocate has no mapping to take advice from.
+ * Where the kernel cannot populate (before Linux 5.14), posix_fallocate.
+ * Whether the pages came out huge is the system's say (shmmapctl status).
+ */
+static int seg_commit(int fd, uint64_t from, uint64_t to, bool huge)
+{
+	struct stat st;
+	struct statvfs vs;
+	if (!huge || fstat(fd, &st) < 0)
+		return -posix_fallocate(fd, (off_t)from, (off_t)(to - from));
+	/* What posix_fallocate on tmpfs checks first: room for all of it (a
+	 * populate would take /dev/shm's memory page by page before failing). */
+	if (fstatvfs(fd, &vs) == 0 && vs.f_blocks && /* f_blocks 0: no limit */
+	    (uint64_t)vs.f_bavail * vs.f_frsize < to - from)
+		return -ENOSPC;
+	uint64_t was = (uint64_t)st.st_size;
+	if (was < to && ftruncate(fd, (off_t)to) < 0)
+		return -errno;
+	/* The scratch mapping at a 2 MiB boundary, as the file offset is (a
+	 * huge page maps only so): a reservation one huge page longer, then
+	 * the file over its aligned part. */
+	uint64_t lo = from & ~(HUGE_PAGE - 1), hi = align_up(to, HUGE_PAGE);
+	int rc = -EINVAL; /* not populated: the plain way below */
+	unsigned char *r = mmap(NULL, hi - lo + HUGE_PAGE, PROT_NONE,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (r != MAP_FAILED) {
+		unsigned char *p = (unsigned char *)align_up((uintptr_t)r, HUGE_PAGE);
+		if (mmap(p, hi - lo, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, (off_t)lo) !=
+		    MAP_FAILED) {
+			(void)madvise(p, hi - lo, MADV_HUGEPAGE);
+			rc = madvise(p + (from - lo), to - from, MADV_POPULATE_WRITE) < 0 ? -errno : 0;
+			/* EFAULT (a touch would have been SIGBUS) or ENOMEM: full. */
+			if (rc == -EFAULT || rc == -ENOMEM)
+				rc = -ENOSPC;
+		}
+		munmap(r, hi - lo + HUGE_PAGE);
+	}
+	/* EINVAL: no MADV_POPULATE_WRITE (before Linux 5.14), or no mapping. */
+	if (rc != 0 && rc != -ENOSPC)
+		rc = -posix_fallocate(fd, (off_t)from, (off_t)(to - from));
+	if (rc < 0 && was < to)
+		(void)ftruncate(fd, (off_t)was); /* as it was */
+	return rc;
+}
+
+/* Advise this process's whole reservation for huge pages, if the segment
+ * asks for them (the advice follows the mapping through every mprotect). */
+static void seg_advise(const struct seg *s)
+{
+	const struct seg_header *h = seg_hdr(s);
+	if (s->len >= sizeof *h && (h->flags & SEG_F_HUGE))
+		(void)madvise(s->base, s->reserved, MADV_HUGEPAGE);
+}
+
 int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		     uint32_t pages)
 {
@@ -261,9 +324,9 @@ int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct
 	uint64_t to = g->heap_off + (uint64_t)pages * SEG_PAGE;
 	/* Extend and commit: tmpfs takes the memory now or says ENOSPC (and
 	 * then keeps the object as it was). */
-	int rc = posix_fallocate(s->fd, (off_t)from, (off_t)(to - from));
-	if (rc != 0)
-		return -rc;
+	int rc = seg_commit(s->fd, from, to, h->flags & SEG_F_HUGE);
+	if (rc < 0)
+		return rc;
 	CRASH_POINT();
 	rc = seg_extend(s, to);
 	if (rc < 0)
@@ -363,6 +426,7 @@ static int map_reserve(int fd, uint64_t base, bool rdonly, uint64_t reserve, str
 		uint64_t live = atomic_load_explicit(&seg_hdr(s)->npages_live, memory_order_acquire);
 		if (live <= (reserve - h->heap_off) / SEG_PAGE)
 			(void)seg_extend(s, h->heap_off + live * SEG_PAGE);
+		seg_advise(s);
 	}
 	return 0;
 }
@@ -417,6 +481,7 @@ static void seg_format(const struct seg *s, const struct seg_params *p, const st
 	h->size = p->size;
 	h->max_size = g->max_size;
 	h->base = p->base;
+	h->flags = p->huge_pages ? SEG_F_HUGE : 0;
 	uint64_t seed = 0;
 	if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
 		seed = shmmap__now_ns() ^ ((uint64_t)getpid() << 32);
@@ -458,11 +523,9 @@ int shmmap__seg_create(const char *name, unsigned mode, const struct seg_params 
 	}
 	/* Reserve the memory now, so a full /dev/shm is an error here and not
 	 * a SIGBUS in some worker later. */
-	rc = posix_fallocate(fd, 0, (off_t)len);
-	if (rc != 0) {
-		rc = -rc;
+	rc = seg_commit(fd, 0, len, p->huge_pages);
+	if (rc < 0)
 		goto fail;
-	}
 	rc = map_reserve(fd, p->base, false, align_up(g->max_size, 4096), s);
 	if (rc < 0)
 		goto fail;
@@ -473,6 +536,7 @@ int shmmap__seg_create(const char *name, unsigned mode, const struct seg_params 
 		return rc;
 	}
 	seg_format(s, p, g);
+	seg_advise(s);
 	g->hash_seed = seg_hdr(s)->hash_seed;
 	s->geom = g;
 	return 0;

@@ -495,6 +495,43 @@ static uint64_t committed_bytes(shmmap *sm)
 }
 
 /*
+ * How much of the segment the system gives in huge pages: one byte of
+ * every 2 MiB of it is read here (mapping what is there, huge or not:
+ * nothing is allocated, the segment is committed), then this process's
+ * mapping (every part of its reservation) is looked up in /proc/self/smaps
+ * (ShmemPmdMapped).  Returns the
+ * bytes mapped huge, or -1 if smaps cannot be read.
+ */
+static int64_t huge_bytes(shmmap *sm, uint64_t size)
+{
+	const volatile unsigned char *b = sm->seg.base;
+	size_t len = atomic_load_explicit(&sm->seg.len, memory_order_acquire);
+	if (size > len)
+		size = len;
+	for (uint64_t off = 0; off < size; off += UINT64_C(2) << 20)
+		(void)b[off];
+	FILE *f = fopen("/proc/self/smaps", "r");
+	if (!f)
+		return -1;
+	char line[512];
+	uintptr_t at = (uintptr_t)sm->seg.base;
+	bool in = false;
+	int64_t kb = -1;
+	while (fgets(line, sizeof line, f)) {
+		uintptr_t lo, hi;
+		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2 && strchr(line, ' ')) {
+			in = lo >= at && lo - at < sm->seg.reserved && hi > lo; /* the reservation's */
+			continue;
+		}
+		long long v;
+		if (in && sscanf(line, "ShmemPmdMapped: %lld kB", &v) == 1)
+			kb = (kb < 0 ? 0 : kb) + v;
+	}
+	fclose(f);
+	return kb < 0 ? -1 : kb * 1024;
+}
+
+/*
  * Bytes used: blocks in use in the size classes' pages, plus every page of
  * a run (large values and map tables; a run counts whole).  The figures
  * are read without the allocator locks, so they may be a moment apart:
@@ -582,15 +619,19 @@ static int cmd_status(struct ctl *c, char **args)
 	uint64_t size = shmmap__seg_cur_size(&sm->seg, &sm->geom), base = LOAD(h->base);
 	uint64_t max = sm->geom.max_size, committed = committed_bytes(sm);
 	uintptr_t at = (uintptr_t)sm->seg.base;
+	bool advised = LOAD(h->flags) & SEG_F_HUGE;
+	int64_t huge = huge_bytes(sm, size);
 	if (c->json) {
 		printf("{\"size\":%" PRIu64 ",\"max_size\":%" PRIu64 ",\"committed\":%" PRIu64
+		       ",\"huge_pages\":{\"advised\":%s,\"bytes\":%" PRId64 "}"
 		       ",\"base\":\"%#" PRIx64 "\",\"mapped_at\":\"%#" PRIxPTR
 		       "\",\"at_agreed_base\":%s,\"layout_version\":%u,\"state\":\"%s\","
 		       "\"max_clients\":%u,\"max_maps\":%u,\"page_size\":%u,\"pages_total\":%u,"
 		       "\"pages_free\":%" PRIu64 ",\"clients\":%u,\"clients_dead\":%u,\"maps\":%u,"
 		       "\"coordinator\":{\"pid\":%u,\"uptime_ms\":%" PRIu64
 		       ",\"generation\":%" PRIu64 "}}\n",
-		       size, max, committed, base, at, sm->seg.at_agreed_base ? "true" : "false",
+		       size, max, committed, advised ? "true" : "false", huge, base, at,
+		       sm->seg.at_agreed_base ? "true" : "false",
 		       LOAD(h->layout_version), state, sm->geom.max_clients, sm->geom.max_maps,
 		       SEG_PAGE, (uint32_t)sm->geom.npages, pool_free, rep.u.stats.clients, dead, rep.u.stats.maps,
 		       rep.u.stats.pid, rep.u.stats.uptime_ms, rep.u.stats.coord_gen);
@@ -606,6 +647,14 @@ static int cmd_status(struct ctl *c, char **args)
 		       ? ": growth waits for room in /dev/shm" : "");
 	human_size(committed, hs, sizeof hs);
 	printf("committed       %" PRIu64 " (%s)\n", committed, hs);
+	human_size(huge > 0 ? (uint64_t)huge : 0, hs, sizeof hs);
+	if (!advised)
+		printf("huge pages      not asked for ([segment] huge_pages = no)\n");
+	else if (huge > 0)
+		printf("huge pages      %s of the segment in 2 MiB pages\n", hs);
+	else
+		printf("huge pages      asked for, none given: /dev/shm gives them when mounted "
+		       "with huge=advise (or with shmem_enabled = force)\n");
 	printf("base            %#" PRIx64 " (mapped here at %#" PRIxPTR ": %s)\n", base, at,
 	       sm->seg.at_agreed_base ? "the agreed base" : "NOT the agreed base");
 	printf("layout version  %u\n", LOAD(h->layout_version));

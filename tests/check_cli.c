@@ -691,6 +691,62 @@ START_TEST(admin_slot_kept)
 }
 END_TEST
 
+/* The VmFlags line of this process's mapping of the test's segment. */
+static bool seg_vmflags(char *flags, size_t cap)
+{
+	char want[96], line[512];
+	snprintf(want, sizeof want, " /dev/shm%s\n", co.shm);
+	FILE *f = fopen("/proc/self/smaps", "r");
+	ck_assert_ptr_nonnull(f);
+	bool in = false, found = false;
+	while (fgets(line, sizeof line, f)) {
+		size_t n = strlen(line), w = strlen(want);
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
+			in = n >= w && strcmp(line + n - w, want) == 0;
+		} else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			size_t k = strlen(line + 8) < cap ? strlen(line + 8) : cap - 1;
+			memcpy(flags, line + 8, k);
+			flags[k] = '\0';
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* huge_pages (default yes): every process that maps the segment advises
+ * it for transparent huge pages (VmFlags "hg"), and status says whether
+ * the system gave any; with huge_pages = no, nobody advises. */
+START_TEST(status_huge_pages)
+{
+	char flags[256];
+	for (int on = 1; on >= 0; on--) {
+		if (!on) {
+			tu_coord_cleanup(&co);
+			ck_assert_int_eq(tu_coord_start(&co, "8M", "[segment]\nhuge_pages = no\n"), 0);
+		}
+		shmmap *sm = attach();
+		CK_MSG(seg_vmflags(flags, sizeof flags), "no mapping of %s in /proc/self/smaps",
+		       co.shm);
+		CK_MSG((strstr(flags, " hg") != NULL) == on, "huge_pages %s, VmFlags:%s",
+		       on ? "yes" : "no", flags);
+		CTL_EXPECT(0, "--json", "status");
+		const char *hp = strstr(out, "\"huge_pages\":{\"advised\":");
+		CK_MSG(hp != NULL, "no huge_pages in %s", out);
+		hp += strlen("\"huge_pages\":{\"advised\":");
+		CK_MSG(strncmp(hp, on ? "true" : "false", on ? 4 : 5) == 0, "%s", out);
+		const char *b = strstr(hp, "\"bytes\":");
+		CK_MSG(b != NULL, "%s", out);
+		long long bytes = strtoll(b + 8, NULL, 10);
+		CK_MSG(bytes >= 0 && bytes <= 8ll << 20, "huge bytes %lld of an 8M segment", bytes);
+		CTL_EXPECT(0, "status");
+		CK_MSG(strstr(out, on ? "huge pages      " : "not asked for") != NULL, "%s", out);
+		shmmap_detach(sm);
+	}
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
 	Suite *s = suite_create("cli");
@@ -710,6 +766,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, clients_shows_self);
 	tcase_add_test(tc, status_counts_like_clients);
 	tcase_add_test(tc, admin_slot_kept);
+	tcase_add_test(tc, status_huge_pages);
 	tcase_add_test(tc, ttl_expires);
 	suite_add_tcase(s, tc);
 	return s;

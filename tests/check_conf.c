@@ -74,6 +74,7 @@ static void assert_conf_eq(const struct shmmap_conf *a, const struct shmmap_conf
 	ck_assert_uint_eq(a->segment.mode, b->segment.mode);
 	ck_assert_uint_eq(a->segment.max_clients, b->segment.max_clients);
 	ck_assert_uint_eq(a->segment.max_maps, b->segment.max_maps);
+	ck_assert_int_eq(a->segment.huge_pages, b->segment.huge_pages);
 	ck_assert_str_eq(a->server.socket, b->server.socket);
 	ck_assert_uint_eq(a->server.socket_mode, b->server.socket_mode);
 	ck_assert_int_eq(a->server.log_level, b->server.log_level);
@@ -119,6 +120,7 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c.segment.mode, 0600);
 	ck_assert_uint_eq(c.segment.max_clients, 128);
 	ck_assert_uint_eq(c.segment.max_maps, 64);
+	ck_assert(c.segment.huge_pages);
 	ck_assert_str_eq(c.server.socket, SHMMAP_DEFAULT_SOCKET);
 	ck_assert_uint_eq(c.server.socket_mode, 0600);
 	ck_assert_int_eq(c.server.log_level, LOG_INFO);
@@ -161,6 +163,7 @@ START_TEST(test_good_full)
 	ck_assert_uint_eq(c.segment.mode, 0660);
 	ck_assert_uint_eq(c.segment.max_clients, 4096);
 	ck_assert_uint_eq(c.segment.max_maps, 1);
+	ck_assert(!c.segment.huge_pages);
 	ck_assert_str_eq(c.server.socket, "/tmp/shmmap-test.sock");
 	ck_assert_uint_eq(c.server.socket_mode, 0666);
 	ck_assert_int_eq(c.server.log_level, LOG_DEBUG);
@@ -306,6 +309,8 @@ static const struct bad_case bad_cases[] = {
 	{ "bad-stripes-range.ini", -EINVAL, ":3: map.stripes: ", "out of range" },
 	{ "bad-max-buckets.ini", -EINVAL, ":3: map.max_buckets: ", "2048 is fewer than map.buckets (4096)" },
 	{ "bad-policy.ini", -EINVAL, ":2: map.policy: ", "unknown policy \"lru\" (evict or reject)" },
+	{ "bad-huge-pages.ini", -EINVAL, ":3: segment.huge_pages: ",
+	  "\"maybe\" is not yes or no (yes/no, on/off, true/false, 1/0)" },
 	{ "bad-log-level.ini", -EINVAL, ":3: server.log_level: ",
 	  "unknown level \"crit\" (error, warning, notice, info or debug)" },
 	{ "bad-snapshot-relative.ini", -EINVAL, ":2: persistence.snapshot: ", "not an absolute path" },
