@@ -229,18 +229,18 @@ static inline __attribute__((always_inline)) bool ent_load(const struct seg *s,
 		return false;
 	const struct seg_entry *e = seg_ptr(s, off);
 	/* One copy of the flag word: the bounds checked are those used. */
-	uint32_t vlenf = ent_vlenf(e);
+	uint32_t vlenf = ent_vlenf(e), hdr = ent_hdr_size(vlenf);
 	o->e = e;
 	o->klen = RELAXED(e->klen);
 	o->vlen = ent_vlen(vlenf);
 	if (o->klen == 0 || o->klen > v->key_max || o->vlen > v->val_max ||
 	    RELAXED(e->map) != v->idx ||
-	    !seg_ok(s, off, ent_size(o->klen, o->vlen, ent_has_expiry(vlenf)), SEG_ALIGN))
+	    !seg_ok(s, off, (uint64_t)hdr + o->klen + o->vlen, SEG_ALIGN))
 		return false;
 	o->meta = atomic_load_explicit(&((struct seg_entry *)e)->meta, memory_order_relaxed);
 	o->hash = ENT_HASH(o->meta);
 	o->expire_ms = ent_expiry(e, vlenf);
-	o->key = ent_key(e, vlenf);
+	o->key = (const unsigned char *)e + hdr; /* ent_key */
 	o->next = atomic_load_explicit(&((struct seg_entry *)e)->next, memory_order_acquire);
 	return true;
 }
@@ -876,7 +876,11 @@ static uint64_t link_entry(const struct op_ctx *o, const struct map_view *v,
 		seq_end(st);
 		CRASH_POINT();
 		st->bytes += (uint64_t)ne->klen + ent_vlen(ne->vlenf) - old->klen - old->vlen;
-		st->slots += (uint64_t)ent_has_expiry(ne->vlenf) - ent_slot(old);
+		/* The second line only for entries with a slot. */
+		if (ent_has_expiry(ne->vlenf) && !ent_slot(old))
+			st->slots++;
+		else if (!ent_has_expiry(ne->vlenf) && ent_slot(old))
+			st->slots--;
 	} else {
 		atomic_store_explicit(&ne->next, atomic_load_explicit(head, memory_order_relaxed),
 				      memory_order_relaxed);
@@ -886,7 +890,8 @@ static uint64_t link_entry(const struct op_ctx *o, const struct map_view *v,
 		CRASH_POINT();
 		st->entries++;
 		st->bytes += (uint64_t)ne->klen + ent_vlen(ne->vlenf);
-		st->slots += ent_has_expiry(ne->vlenf);
+		if (ent_has_expiry(ne->vlenf))
+			st->slots++;
 	}
 	CRASH_POINT();
 	return old_off;
@@ -1067,7 +1072,8 @@ static int evict_one(const struct op_ctx *o, const struct map_view *v, struct se
 		seq_end(st);
 		st->entries--;
 		st->bytes -= (uint64_t)victim.klen + victim.vlen;
-		st->slots -= ent_slot(&victim);
+		if (ent_slot(&victim))
+			st->slots--;
 		if (exp)
 			st->expirations++;
 		else
@@ -1146,7 +1152,8 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 	seq_end(st);
 	st->entries--;
 	st->bytes -= (uint64_t)en.klen + en.vlen;
-	st->slots -= ent_slot(&en);
+	if (ent_slot(&en))
+		st->slots--;
 	if (exp)
 		st->expirations++;
 	else
@@ -1412,7 +1419,8 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 		CRASH_POINT();
 		st->entries--;
 		st->bytes -= (uint64_t)old.klen + old.vlen;
-		st->slots -= ent_slot(&old);
+		if (ent_slot(&old))
+			st->slots--;
 		if (w == W_EXPIRED)
 			st->expirations++;
 		CRASH_POINT();
@@ -1729,7 +1737,8 @@ uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, u
 				seq_end(st);
 				st->entries--;
 				st->bytes -= (uint64_t)victim.klen + victim.vlen;
-				st->slots -= ent_slot(&victim);
+				if (ent_slot(&victim))
+					st->slots--;
 				st->expirations++;
 			}
 			shmmap__unlock(&st->lock);
