@@ -214,8 +214,8 @@ struct shmmap_map_opts {
 	uint32_t policy;      /**< SHMMAP_POLICY_EVICT or SHMMAP_POLICY_REJECT */
 	uint64_t capacity;    /**< entries expected: the map starts with buckets for them
 				   (it grows beyond them anyway) */
-	uint64_t quota;       /**< bytes the map's entries may use (entry headers, keys and
-				   values); at the quota, policy evict evicts the map's own
+	uint64_t quota;       /**< bytes the map's entries may use (entry headers: 24 B, 32 B
+				   with an expiry; keys and values); at the quota, policy evict evicts the map's own
 				   entries and policy reject fails with -ENOSPC */
 	uint32_t key_max;     /**< longest key, 1..65535 */
 	uint32_t value_max;   /**< largest value, up to 1 GiB */

@@ -23,8 +23,11 @@
  *              cycle (Brent), each entry's stored hash
  *              is the hash of its key and names its bucket (in the old
  *              array or the current one), each entry
- *              lies at the start of an allocated block big enough for it;
- *              per-stripe entries/bytes equal what the chains hold;
+ *              lies at the start of an allocated block big enough for it
+ *              (its expiry slot included when its flag says it has one,
+ *              and then the slot is not 0);
+ *              per-stripe entries/bytes/expiry slots equal what the chains
+ *              hold;
  *   locks      a held lock's owner is alive; an odd sequence counter has a
  *              live writer holding the stripe lock;
  *   pages      a RUN head is followed by run - 1 CONT pages and nothing
@@ -757,8 +760,8 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 		uint32_t l1 = atomic_load_explicit(&sp->lock, memory_order_relaxed);
 		/* Totals before and after: an insertion at a chain's head changes
 		 * no sequence counter, but it changes these. */
-		uint64_t te1 = LOAD(sp->entries), tb1 = LOAD(sp->bytes);
-		uint64_t entries = 0, bytes = 0;
+		uint64_t te1 = LOAD(sp->entries), tb1 = LOAD(sp->bytes), ts1 = LOAD(sp->slots);
+		uint64_t entries = 0, bytes = 0, slots = 0;
 		uint64_t mv1 = atomic_load_explicit(&sp->moving, memory_order_relaxed);
 		uint32_t mb1 = LOAD(sp->move_bucket);
 		bool moved = false;
@@ -796,13 +799,16 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 				const struct seg_entry *e = shmmap__entry_at(s, v, off);
 				/* Read once and validate our own copy: the entry may change
 				 * under us (a racing unlink, free and reuse). */
-				uint32_t klen = e ? LOAD(e->klen) : 0, vlen = e ? LOAD(e->vlen) : 0;
+				uint32_t klen = e ? LOAD(e->klen) : 0, vlenf = e ? ent_vlenf(e) : 0;
+				uint32_t vlen = ent_vlen(vlenf);
 				uint32_t hash = e ? ENT_HASH(atomic_load_explicit(
 							    &((struct seg_entry *)e)->meta,
 							    memory_order_relaxed)) : 0;
 				uint64_t next = e ? atomic_load_explicit(&((struct seg_entry *)e)->next,
 									 memory_order_acquire) : 0;
-				uint64_t need = sizeof(struct seg_entry) + (uint64_t)klen + vlen;
+				/* With the expiry slot if the flag says so: it must fit
+				 * the block too. */
+				uint64_t need = ent_size(klen, vlen, ent_has_expiry(vlenf));
 				if (!e || klen == 0 || klen > v->key_max || vlen > v->val_max ||
 				    !seg_ok(s, off, need, SEG_ALIGN)) {
 					if ((moved = !stripe_still(sp, q1)))
@@ -812,7 +818,8 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 						name, b, (unsigned long long)off);
 					break;
 				}
-				uint64_t h = shmmap__hash(c->g, e->data, klen);
+				uint64_t h = shmmap__hash(c->g, ent_key(e, vlenf), klen);
+				uint64_t exp = ent_expiry(e, vlenf);
 				const char *why = NULL;
 				uint64_t bit = block_bit(c, off, &why);
 				size_t bsize = shmmap__block_size(s, c->g, off);
@@ -835,6 +842,9 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 					problem(c, "map '%s' bucket %u: entry %#llx needs %llu B, its "
 						   "block has %zu", name, b, (unsigned long long)off,
 						(unsigned long long)need, bsize);
+				if (ent_has_expiry(vlenf) && exp == 0)
+					problem(c, "map '%s' bucket %u: entry %#llx has the expiry flag "
+						   "and no expiry", name, b, (unsigned long long)off);
 				if ((uint32_t)h != hash)
 					problem(c, "map '%s' bucket %u: entry %#llx's stored hash is "
 						   "not its key's", name, b, (unsigned long long)off);
@@ -844,6 +854,7 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 						(unsigned long long)off, (uint32_t)(h & (nb - 1)));
 				entries++;
 				bytes += (uint64_t)klen + vlen;
+				slots += ent_has_expiry(vlenf);
 				off = next;
 				if (off && off == tortoise) {
 					if ((moved = !stripe_still(sp, q1)))
@@ -861,7 +872,7 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 		}
 		c->r->entries += entries;
 		c->r->bytes += bytes;
-		uint64_t te = LOAD(sp->entries), tb = LOAD(sp->bytes);
+		uint64_t te = LOAD(sp->entries), tb = LOAD(sp->bytes), ts = LOAD(sp->slots);
 		uint32_t l2 = atomic_load_explicit(&sp->lock, memory_order_relaxed);
 		uint32_t q2 = atomic_load_explicit(&sp->seq, memory_order_acquire);
 		char what[128];
@@ -876,12 +887,14 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 		    LOAD(sp->move_bucket) == mb1)
 			problem(c, "%s: a bucket move (bucket %u, entry %#llx) is left half done with "
 				   "the lock free", what, mb1 - 1, (unsigned long long)mv1);
-		if (moved || l1 || l2 || q1 != q2 || (q1 & 1) || te != te1 || tb != tb1)
+		if (moved || l1 || l2 || q1 != q2 || (q1 & 1) || te != te1 || tb != tb1 || ts != ts1)
 			continue; /* a writer was active: its totals may lag its chains */
-		if (te != entries || tb != bytes)
-			problem(c, "%s: totals say %llu entries / %llu bytes, chains hold %llu / %llu",
+		if (te != entries || tb != bytes || ts != slots)
+			problem(c, "%s: totals say %llu entries / %llu bytes / %llu expiry slots, "
+				   "chains hold %llu / %llu / %llu",
 				what, (unsigned long long)te, (unsigned long long)tb,
-				(unsigned long long)entries, (unsigned long long)bytes);
+				(unsigned long long)ts, (unsigned long long)entries,
+				(unsigned long long)bytes, (unsigned long long)slots);
 	}
 }
 

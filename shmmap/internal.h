@@ -51,6 +51,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <pthread.h>
 #include <sys/types.h>
 
@@ -59,7 +60,7 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 4u /* 4: entries name their map; use counters; class hands */
+#define SEG_LAYOUT_VERSION 5u /* 5: 24-byte entry header, expiry only if set; 4: entries name their map */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 64u            /* room for the size classes, 48 B .. SEG_PAGE */
 #define SEG_MIN_BLOCK 48u           /* the smallest class */
@@ -267,9 +268,11 @@ _Static_assert(offsetof(struct seg_mapdir, arr) == 136, "layout");
 _Static_assert(sizeof(struct seg_mapdir) == 256, "mapdir size");
 
 /*
- * One lock stripe, alone on its cache line.  lock guards every bucket b
- * with (b & (nstripes - 1)) == this stripe's index, the entries chained
- * from them, and the two totals below.  seq is the seqlock counter: odd
+ * One lock stripe, two cache lines of its own: the first holds what
+ * readers touch (seq) and what every write changes; the second the count
+ * of expiry slots, changed only by writes of entries with an expiry.
+ * lock guards every bucket b with (b & (nstripes - 1)) == this stripe's
+ * index, the entries chained from them, and the totals below.  seq is the seqlock counter: odd
  * while a writer is changing the chains.  A stripe guards the same hash
  * values in every bucket array of its map (b & (nstripes - 1) is the hash's
  * low bits, and nstripes <= nbuckets), so a bucket moves between arrays
@@ -287,8 +290,12 @@ struct seg_stripe {
 	_Atomic uint64_t moving;  /* under lock: entry in flight between the arrays */
 	uint32_t move_bucket;     /* under lock: old bucket being moved + 1, 0 = none */
 	uint32_t move_next;       /* under lock: this stripe's old buckets moved in order */
+	/* 64: the second line */
+	uint64_t slots;     /* under lock: entries with an expiry slot (ENT_F_EXPIRE) */
+	uint64_t pad[7];
 };
-_Static_assert(sizeof(struct seg_stripe) == 64, "stripe is a cache line");
+_Static_assert(offsetof(struct seg_stripe, slots) == 64, "slots on the second line");
+_Static_assert(sizeof(struct seg_stripe) == 128, "stripe is two cache lines");
 
 /* Per (client slot, map) counters: written only by that client. */
 struct seg_counters {
@@ -297,24 +304,57 @@ struct seg_counters {
 };
 _Static_assert(sizeof(struct seg_counters) == 64, "counters line");
 
-/* An entry: header, then key bytes, then value bytes.  map names the map
- * whose chains hold it, so that eviction can take the entries of any
- * block or page (evict.c).  meta holds the key's hash (low 32 bits: enough
- * for 2^30 buckets), when the entry was written (24 bits of 4 ms: ages up
- * to 18 hours) and its use count (top byte, 0..3: raised by gets, lowered
- * by the evicting hand).  The count is changed only by a compare-and-swap
- * of the whole word against the value the changer validated: a reader
- * that comes late, after the block was freed and reused, changes nothing
- * (the word no longer matches).  Read with the ENT_* macros. */
+/*
+ * An entry: a 24-byte header, then (only if it expires) its expiry, then
+ * the key bytes, then the value bytes:
+ *
+ *    0  next     offset of the next entry in the chain, 0 = end
+ *    8  meta     hash | itime << 32 | freq << 56 (ENT_* macros below)
+ *   16  klen     u16, at least 1
+ *   18  map      u16, map directory index
+ *   20  vlenf    u32: value length (at most 2^30) | ENT_F_EXPIRE
+ *   24  [expire_ms u64, CLOCK_REALTIME ms, present iff ENT_F_EXPIRE]
+ *   24 or 32: key, then value
+ *
+ * Most cache entries never expire: they pay no expiry slot.  map names
+ * the map whose chains hold it, so that eviction can take the entries of
+ * any block or page (evict.c).  meta holds the key's hash (low 32 bits:
+ * enough for 2^30 buckets), when the entry was written (24 bits of 4 ms:
+ * ages up to 18 hours) and its use count (top byte, 0..3: raised by gets,
+ * lowered by the evicting hand).  The count is changed only by a
+ * compare-and-swap of the whole word against the value the changer
+ * validated: a reader that comes late, after the block was freed and
+ * reused, changes nothing (the word no longer matches).
+ *
+ * Once an entry is reachable only meta's count and next change: klen,
+ * vlenf (its flag above all), the expiry, key and value never do (a write
+ * makes a new entry).  A reader that races a writer may still see any
+ * bytes (a block freed and reused): it loads vlenf ONCE, masks the flag
+ * off, validates lengths and bounds with that copy (ent_size with the
+ * flag: the expiry slot is bounds-checked too) and passes the same copy
+ * to the accessors below, never re-reading the word.
+ */
 struct seg_entry {
 	_Atomic uint64_t next; /* offset of the next entry in the chain, 0 = end */
-	uint64_t expire_ms;    /* CLOCK_REALTIME ms, 0 = never */
 	_Atomic uint64_t meta; /* hash | itime << 32 | freq << 56 */
 	uint16_t klen;
 	uint16_t map;          /* map directory index */
-	uint32_t vlen;
-	unsigned char data[];
+	uint32_t vlenf;        /* value length | ENT_F_EXPIRE: use ent_vlen() */
+	unsigned char data[];  /* [expire_ms], key, value: use the accessors */
 };
+_Static_assert(offsetof(struct seg_entry, next) == 0, "entry header");
+_Static_assert(offsetof(struct seg_entry, meta) == 8, "entry header");
+_Static_assert(offsetof(struct seg_entry, klen) == 16, "entry header");
+_Static_assert(offsetof(struct seg_entry, map) == 18, "entry header");
+_Static_assert(offsetof(struct seg_entry, vlenf) == 20, "entry header");
+_Static_assert(sizeof(struct seg_entry) == 24, "entry header");
+#define ENT_HDR ((uint32_t)sizeof(struct seg_entry)) /* without the expiry slot */
+#define ENT_EXP_BYTES 8u                             /* the expiry slot */
+#define ENT_F_EXPIRE (UINT32_C(1) << 31)             /* vlenf: an expiry slot follows the header */
+#define ENT_VLEN_MASK (ENT_F_EXPIRE - 1)
+_Static_assert(ENT_VLEN_MASK >= (UINT32_C(1) << 30), "a value of 1 GiB fits beside the flag");
+_Static_assert(sizeof(struct seg_entry) % SEG_ALIGN == 0 && ENT_EXP_BYTES % SEG_ALIGN == 0,
+	       "the expiry slot is 8-byte aligned");
 #define ENT_HASH(m) ((uint32_t)(m))
 #define ENT_ITIME(m) ((uint32_t)((m) >> 32) & 0xffffffu)
 #define ENT_FREQ(m) ((uint32_t)((m) >> 56))
@@ -324,7 +364,73 @@ struct seg_entry {
 	((uint64_t)(uint32_t)(hash) | (uint64_t)((itime)&0xffffffu) << 32 | (uint64_t)(freq) << 56)
 /* Ages in ms from 24-bit itimes (units of 4 ms, wrapping). */
 #define ENT_AGE_MS(now, itime) ((((now) - (itime)) & 0xffffffu) * 4u)
-_Static_assert(sizeof(struct seg_entry) == 32, "entry header");
+
+/* Entry accessors.  vlenf is the caller's one copy of the word (ent_vlenf),
+ * validated by the caller against the block and the map's limits. */
+
+/* The vlenf word, one relaxed load (it may race a reuse of the block). */
+static inline uint32_t ent_vlenf(const struct seg_entry *e)
+{
+	return __atomic_load_n(&e->vlenf, __ATOMIC_RELAXED);
+}
+
+static inline uint32_t ent_vlen(uint32_t vlenf)
+{
+	return vlenf & ENT_VLEN_MASK;
+}
+
+static inline bool ent_has_expiry(uint32_t vlenf)
+{
+	return (vlenf & ENT_F_EXPIRE) != 0;
+}
+
+/* Bytes before the key: 24, or 32 with the expiry slot. */
+static inline uint32_t ent_hdr_size(uint32_t vlenf)
+{
+	return ENT_HDR + (ent_has_expiry(vlenf) ? ENT_EXP_BYTES : 0);
+}
+
+/* Bytes an entry takes: header, expiry slot if any, key and value. */
+static inline uint64_t ent_size(uint64_t klen, uint64_t vlen, bool has_expiry)
+{
+	return ENT_HDR + (has_expiry ? ENT_EXP_BYTES : 0) + klen + vlen;
+}
+
+static inline const unsigned char *ent_key(const struct seg_entry *e, uint32_t vlenf)
+{
+	return (const unsigned char *)e + ent_hdr_size(vlenf);
+}
+
+static inline const unsigned char *ent_val(const struct seg_entry *e, uint32_t klen,
+					   uint32_t vlenf)
+{
+	return ent_key(e, vlenf) + klen;
+}
+
+/* When the entry expires (CLOCK_REALTIME ms), 0 = never. */
+static inline uint64_t ent_expiry(const struct seg_entry *e, uint32_t vlenf)
+{
+	if (!ent_has_expiry(vlenf))
+		return 0;
+	/* 8-byte aligned (the entry is, and the header is 24 bytes). */
+	return __atomic_load_n((const uint64_t *)(const void *)e->data, __ATOMIC_RELAXED);
+}
+
+/* Write the header of a block not yet reachable (plain stores, but for
+ * next and meta: the caller sets those) and its expiry slot when expire_ms
+ * is not 0; returns where the key goes.  The block must hold
+ * ent_size(klen, vlen, expire_ms != 0) bytes. */
+static inline unsigned char *ent_init(struct seg_entry *e, uint32_t klen, uint32_t map,
+				      uint32_t vlen, uint64_t expire_ms)
+{
+	e->klen = (uint16_t)klen;
+	e->map = (uint16_t)map;
+	e->vlenf = (vlen & ENT_VLEN_MASK) | (expire_ms ? ENT_F_EXPIRE : 0);
+	if (!expire_ms)
+		return e->data;
+	memcpy(e->data, &expire_ms, sizeof expire_ms);
+	return e->data + ENT_EXP_BYTES;
+}
 
 /* A size class: a partial-page list guarded by its own lock, and the
  * state of its evicting hand (evict.c; written without the lock, read as

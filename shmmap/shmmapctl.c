@@ -296,6 +296,8 @@ struct map_info {
 	char name[SHMMAP_NAME_MAX + 1];
 	struct map_view v;
 	uint64_t entries, bytes, lock_waits, evictions, expirations;
+	uint64_t slots;       /* entries with an expiry slot */
+	uint64_t headers;     /* entry header and expiry slot bytes */
 	uint32_t buckets;     /* the current bucket array's */
 	uint32_t old_buckets; /* the old one's while a resize is under way, else 0 */
 	uint64_t moved;       /* of old_buckets, those moved to the new array */
@@ -329,6 +331,7 @@ static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
 	memcpy(mi->name, d->name, sizeof mi->name);
 	mi->name[SHMMAP_NAME_MAX] = '\0';
 	mi->entries = mi->bytes = mi->lock_waits = mi->evictions = mi->expirations = 0;
+	mi->slots = 0;
 	struct tbl t;
 	if (!shmmap__tbl_load(&sm->seg, &mi->v, &t))
 		return -SHMMAP_ECORRUPT;
@@ -349,8 +352,10 @@ static int map_info(shmmap *sm, uint32_t idx, struct map_info *mi)
 		mi->lock_waits += atomic_load_explicit(&st->lock_waits, memory_order_relaxed);
 		mi->evictions += LOAD(st->evictions);
 		mi->expirations += LOAD(st->expirations);
+		mi->slots += LOAD(st->slots);
 	}
-	mi->usage = mi->bytes + mi->entries * sizeof(struct seg_entry);
+	mi->headers = mi->entries * ENT_HDR + mi->slots * ENT_EXP_BYTES;
+	mi->usage = mi->bytes + mi->headers; /* as table.c's stripe_usage */
 	return 0;
 }
 
@@ -406,7 +411,7 @@ static void map_stat_fill(shmmap *sm, struct map_stat *ms)
 	ms->table_bytes = shmmap__table_bytes(ms->mi.v.nbuckets, ms->mi.v.nstripes) +
 			  (ms->mi.buckets > ms->mi.v.nbuckets ? (uint64_t)ms->mi.buckets * 8 : 0) +
 			  (uint64_t)ms->mi.old_buckets * 8;
-	ms->memory = ms->table_bytes + ms->mi.bytes + ms->mi.entries * sizeof(struct seg_entry);
+	ms->memory = ms->table_bytes + ms->mi.bytes + ms->mi.headers;
 }
 
 /*
@@ -784,9 +789,9 @@ static int cmd_stats(struct ctl *c, char **args)
 		       mi->expirations, t->expired, mi->lock_waits);
 		printf("buckets     %u (load factor %.2f)\nresizes     %" PRIu64 "\n", mi->buckets,
 		       load_factor(mi), mi->resizes);
-		printf("per entry   %.1f B (table %.1f B, header %zu B, key and value %.1f B)\n",
+		printf("per entry   %.1f B (table %.1f B, header %.1f B, key and value %.1f B)\n",
 		       per_entry(ms.memory, mi->entries), per_entry(ms.table_bytes, mi->entries),
-		       sizeof(struct seg_entry), per_entry(mi->bytes, mi->entries));
+		       per_entry(mi->headers, mi->entries), per_entry(mi->bytes, mi->entries));
 		if (mi->quota)
 			printf("quota       %" PRIu64 " (used %" PRIu64 ")\n", mi->quota, mi->usage);
 		else

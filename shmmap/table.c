@@ -216,6 +216,7 @@ static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx
 /* A validated copy of an entry's header fields. */
 struct ent {
 	const struct seg_entry *e;
+	const unsigned char *key; /* its key bytes, then its value bytes */
 	uint64_t next, expire_ms, meta;
 	uint32_t hash, klen, vlen;
 };
@@ -228,18 +229,28 @@ static inline __attribute__((always_inline)) bool ent_load(const struct seg *s,
 	if (!seg_ok(s, off, sizeof(struct seg_entry), SEG_ALIGN))
 		return false;
 	const struct seg_entry *e = seg_ptr(s, off);
+	/* One copy of the flag word: the bounds checked are those used. */
+	uint32_t vlenf = ent_vlenf(e), hdr = ent_hdr_size(vlenf);
 	o->e = e;
 	o->klen = RELAXED(e->klen);
-	o->vlen = RELAXED(e->vlen);
+	o->vlen = ent_vlen(vlenf);
 	if (o->klen == 0 || o->klen > v->key_max || o->vlen > v->val_max ||
 	    RELAXED(e->map) != v->idx ||
-	    !seg_ok(s, off, sizeof *e + (uint64_t)o->klen + o->vlen, SEG_ALIGN))
+	    !seg_ok(s, off, (uint64_t)hdr + o->klen + o->vlen, SEG_ALIGN))
 		return false;
 	o->meta = atomic_load_explicit(&((struct seg_entry *)e)->meta, memory_order_relaxed);
 	o->hash = ENT_HASH(o->meta);
-	o->expire_ms = RELAXED(e->expire_ms);
+	o->expire_ms = ent_expiry(e, vlenf);
+	o->key = (const unsigned char *)e + hdr; /* ent_key */
 	o->next = atomic_load_explicit(&((struct seg_entry *)e)->next, memory_order_acquire);
 	return true;
+}
+
+/* Has the validated entry an expiry slot (its key is not right after the
+ * header)?  For the stripe's count of slots. */
+static inline bool ent_slot(const struct ent *en)
+{
+	return en->key != en->e->data;
 }
 
 const struct seg_entry *shmmap__entry_at(const struct seg *s, const struct map_view *v,
@@ -321,7 +332,7 @@ walk(const struct seg *s, const struct map_view *v, _Atomic uint64_t *l, uint64_
 		if (steps >= v->chain_max || !ent_load(s, v, off, found))
 			return W_TORN;
 		if (found->hash == (uint32_t)h && found->klen == klen &&
-		    key_eq(found->e->data, key, klen)) {
+		    key_eq(found->key, key, klen)) {
 			if (link)
 				*link = l;
 			return expired(found->expire_ms, now) ? W_EXPIRED : W_FOUND;
@@ -495,7 +506,7 @@ static void move_resume(const struct seg *s, const struct map_view *v, const str
  * cut it at a link that does not validate (a dead writer cannot leave one,
  * a scribbler can). */
 static void recount_chain(const struct seg *s, const struct map_view *v, _Atomic uint64_t *l,
-			  uint64_t *entries, uint64_t *bytes)
+			  uint64_t *entries, uint64_t *bytes, uint64_t *slots)
 {
 	uint64_t off = atomic_load(l);
 	if (off == BUCKET_MOVED)
@@ -508,6 +519,7 @@ static void recount_chain(const struct seg *s, const struct map_view *v, _Atomic
 		}
 		(*entries)++;
 		*bytes += en.klen + en.vlen;
+		*slots += ent_slot(&en);
 		l = (_Atomic uint64_t *)&en.e->next;
 		off = en.next;
 	}
@@ -550,13 +562,14 @@ void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uin
 				atomic_compare_exchange_strong(&in->b, &b, 0);
 		}
 	}
-	uint64_t entries = 0, bytes = 0;
+	uint64_t entries = 0, bytes = 0, slots = 0;
 	for (uint32_t b = stripe; b < t.old_n; b += v->nstripes)
-		recount_chain(o->s, v, &t.old[b], &entries, &bytes);
+		recount_chain(o->s, v, &t.old[b], &entries, &bytes, &slots);
 	for (uint32_t b = stripe; b < t.cur_n; b += v->nstripes)
-		recount_chain(o->s, v, &t.cur[b], &entries, &bytes);
+		recount_chain(o->s, v, &t.cur[b], &entries, &bytes, &slots);
 	st->entries = entries;
 	st->bytes = bytes;
+	st->slots = slots;
 	seq_end(st);
 }
 
@@ -746,7 +759,7 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 		r.t1 = t.word;
 		w = ok ? walk(o->s, v, tbl_head(&t, h), h, key, klen, NULL, &en, &now) : W_TORN;
 		if (w == W_FOUND && en.vlen <= cap && en.vlen)
-			memcpy(buf, en.e->data + en.klen, en.vlen);
+			memcpy(buf, en.key + en.klen, en.vlen);
 		if (read_end(&r))
 			break;
 	}
@@ -787,13 +800,10 @@ static void ent_fill(const struct op_ctx *o, const struct map_view *v, uint64_t 
 	struct seg_entry *e = seg_ptr(o->s, off);
 	atomic_store_explicit(&e->next, 0, memory_order_relaxed);
 	atomic_store_explicit(&e->meta, ENT_META(h, shmmap__itime(), 0), memory_order_relaxed);
-	e->expire_ms = expire_ms;
-	e->klen = (uint16_t)klen;
-	e->map = (uint16_t)v->idx;
-	e->vlen = vlen;
-	memcpy(e->data, key, klen);
+	unsigned char *k = ent_init(e, klen, v->idx, vlen, expire_ms);
+	memcpy(k, key, klen);
 	if (vlen)
-		memcpy(e->data + klen, val, vlen);
+		memcpy(k + klen, val, vlen);
 }
 
 /* The record of this write: the client's, or a scratch one (no crash
@@ -844,7 +854,12 @@ static uint64_t link_entry(const struct op_ctx *o, const struct map_view *v,
 		CRASH_POINT();
 		seq_end(st);
 		CRASH_POINT();
-		st->bytes += (uint64_t)ne->klen + ne->vlen - old->klen - old->vlen;
+		st->bytes += (uint64_t)ne->klen + ent_vlen(ne->vlenf) - old->klen - old->vlen;
+		/* The second line only for entries with a slot. */
+		if (ent_has_expiry(ne->vlenf) && !ent_slot(old))
+			st->slots++;
+		else if (!ent_has_expiry(ne->vlenf) && ent_slot(old))
+			st->slots--;
 	} else {
 		atomic_store_explicit(&ne->next, atomic_load_explicit(head, memory_order_relaxed),
 				      memory_order_relaxed);
@@ -853,7 +868,9 @@ static uint64_t link_entry(const struct op_ctx *o, const struct map_view *v,
 		atomic_store_explicit(&in->a, 0, memory_order_release);
 		CRASH_POINT();
 		st->entries++;
-		st->bytes += (uint64_t)ne->klen + ne->vlen;
+		st->bytes += (uint64_t)ne->klen + ent_vlen(ne->vlenf);
+		if (ent_has_expiry(ne->vlenf))
+			st->slots++;
 	}
 	CRASH_POINT();
 	return old_off;
@@ -1030,6 +1047,8 @@ static int evict_one(const struct op_ctx *o, const struct map_view *v, struct se
 		seq_end(st);
 		st->entries--;
 		st->bytes -= (uint64_t)victim.klen + victim.vlen;
+		if (ent_slot(&victim))
+			st->slots--;
 		if (exp)
 			st->expirations++;
 		else
@@ -1108,6 +1127,8 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 	seq_end(st);
 	st->entries--;
 	st->bytes -= (uint64_t)en.klen + en.vlen;
+	if (ent_slot(&en))
+		st->slots--;
 	if (exp)
 		st->expirations++;
 	else
@@ -1174,9 +1195,12 @@ static int alloc_entry(const struct op_ctx *o, const struct map_view *v, struct 
 #define QUOTA_TRIES 16u     /* rounds of make-room-then-lock before -ENOSPC */
 #define QUOTA_SCAN 4096u    /* buckets of the stripe looked at per eviction */
 
+/* What the quota counts: what the entries take (ent_size): headers,
+ * expiry slots, keys and values. */
 static inline uint64_t stripe_usage(const struct seg_stripe *st)
 {
-	return RELAXED(st->bytes) + RELAXED(st->entries) * sizeof(struct seg_entry);
+	return RELAXED(st->bytes) + RELAXED(st->entries) * ENT_HDR +
+	       RELAXED(st->slots) * ENT_EXP_BYTES;
 }
 
 /* Under the stripe lock: would a write of need bytes (replacing old, if
@@ -1187,7 +1211,7 @@ static bool over_quota(const struct map_view *v, const struct seg_stripe *st, ui
 	if (!v->quota)
 		return false;
 	uint64_t freed = w == W_FOUND || w == W_EXPIRED
-				 ? sizeof(struct seg_entry) + (uint64_t)old->klen + old->vlen : 0;
+				 ? ent_size(old->klen, old->vlen, ent_slot(old)) : 0;
 	return stripe_usage(st) + need > v->quota / v->nstripes + freed;
 }
 
@@ -1228,7 +1252,7 @@ static int quota_room(const struct op_ctx *o, const struct map_view *v, struct s
 /* Compare a present entry's value with expected (for cas). */
 static bool value_is(const struct ent *en, const void *expected, size_t elen)
 {
-	return en->vlen == elen && (elen == 0 || memcmp(en->e->data + en->klen, expected, elen) == 0);
+	return en->vlen == elen && (elen == 0 || memcmp(en->key + en->klen, expected, elen) == 0);
 }
 
 /*
@@ -1250,7 +1274,7 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 	uint32_t sb = (uint32_t)h & (v->nstripes - 1), b = 0;
 	struct seg_intent scratch, *in = rec_begin(o, v, sb, &scratch);
 	/* Allocate and fill before taking the stripe lock: short critical section. */
-	rc = alloc_entry(o, v, in, sizeof(struct seg_entry) + klen + vlen);
+	rc = alloc_entry(o, v, in, ent_size(klen, vlen, expire != 0));
 	if (rc < 0)
 		return rc;
 	ent_fill(o, v, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
@@ -1258,7 +1282,7 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 	CRASH_POINT();
 
 	struct seg_stripe *st = stripe_of(v, sb);
-	uint64_t need = sizeof(struct seg_entry) + klen + vlen;
+	uint64_t need = ent_size(klen, vlen, expire != 0);
 	uint32_t qtries = 0;
 retry:
 	/* Over the quota last time (policy evict): make room first. */
@@ -1370,6 +1394,8 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 		CRASH_POINT();
 		st->entries--;
 		st->bytes -= (uint64_t)old.klen + old.vlen;
+		if (ent_slot(&old))
+			st->slots--;
 		if (w == W_EXPIRED)
 			st->expirations++;
 		CRASH_POINT();
@@ -1420,13 +1446,17 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	 * no allocator lock is ever taken under a stripe lock, and eviction
 	 * can run). */
 	size_t room = v->val_max < 20 ? v->val_max : 20;
-	rc = alloc_entry(o, v, in, sizeof(struct seg_entry) + klen + room);
+	/* With an expiry slot if a new key gets the map's default TTL; a
+	 * present key's own expiry may still ask for one (see below). */
+	bool slot = v->default_ttl != 0;
+again:
+	rc = alloc_entry(o, v, in, ent_size(klen, room, slot));
 	if (rc < 0)
 		return rc;
 	uint32_t qtries = 0;
 retry:
 	/* Over the quota last time (policy evict): make room first. */
-	if (qtries && (rc = quota_room(o, v, in, sb, sizeof(struct seg_entry) + klen + room)) < 0) {
+	if (qtries && (rc = quota_room(o, v, in, sb, ent_size(klen, room, slot))) < 0) {
 		settle(o, in);
 		return rc;
 	}
@@ -1453,13 +1483,21 @@ retry:
 		goto out;
 	}
 	if (w == W_FOUND) {
-		rc = parse_i64(old.e->data + old.klen, old.vlen, &cur);
+		rc = parse_i64(old.key + old.klen, old.vlen, &cur);
 		if (rc < 0)
 			goto out;
 		expire = old.expire_ms;
 	} else if (v->default_ttl) {
 		/* A new key: the map's default TTL, as a put with ttl 0. */
 		expire = shmmap__now_ms() + (uint64_t)v->default_ttl * 1000u;
+	}
+	if (expire && !slot) {
+		/* The key keeps its expiry and the block has no room for it:
+		 * again with a block that has (once: slot stays set). */
+		shmmap__unlock(&st->lock);
+		settle(o, in);
+		slot = true;
+		goto again;
 	}
 	if (__builtin_add_overflow(cur, delta, &sum)) {
 		rc = -ERANGE;
@@ -1470,7 +1508,7 @@ retry:
 		rc = -E2BIG;
 		goto out;
 	}
-	if (over_quota(v, st, sizeof(struct seg_entry) + klen + (uint32_t)n, w, &old)) {
+	if (over_quota(v, st, ent_size(klen, (uint32_t)n, expire != 0), w, &old)) {
 		if (v->policy == MAP_POLICY_EVICT && ++qtries < QUOTA_TRIES) {
 			shmmap__unlock(&st->lock);
 			goto retry;
@@ -1502,16 +1540,27 @@ out:
 
 /* ---- walking a map ---- */
 
-/* A growable copy of one bucket's entries. */
+/* A growable copy of one bucket's entries: records of private memory,
+ * each 8-byte aligned. */
 struct bucket_copy {
 	unsigned char *buf;
 	size_t len, cap;
 };
 
+struct copy_rec {
+	uint64_t expire_ms;
+	uint32_t klen, vlen;
+	unsigned char data[]; /* key, value */
+};
+
+static size_t copy_rec_size(uint32_t klen, uint32_t vlen)
+{
+	return (sizeof(struct copy_rec) + klen + vlen + 7) & ~(size_t)7;
+}
+
 static int copy_push(struct bucket_copy *c, const struct ent *en)
 {
-	size_t need = sizeof(struct seg_entry) + en->klen + en->vlen;
-	need = (need + 7) & ~(size_t)7;
+	size_t need = copy_rec_size(en->klen, en->vlen);
 	if (c->len + need > c->cap) {
 		size_t cap = c->cap ? c->cap * 2 : 4096;
 		while (cap < c->len + need)
@@ -1522,13 +1571,11 @@ static int copy_push(struct bucket_copy *c, const struct ent *en)
 		c->buf = nb;
 		c->cap = cap;
 	}
-	struct seg_entry *e = (struct seg_entry *)(c->buf + c->len);
-	e->next = 0;
-	e->meta = en->meta;
+	struct copy_rec *e = (struct copy_rec *)(c->buf + c->len);
 	e->expire_ms = en->expire_ms;
 	e->klen = en->klen;
 	e->vlen = en->vlen;
-	memcpy(e->data, en->e->data, (size_t)en->klen + en->vlen);
+	memcpy(e->data, en->key, (size_t)en->klen + en->vlen);
 	c->len += need;
 	return 0;
 }
@@ -1616,9 +1663,9 @@ int shmmap__tbl_foreach(const struct op_ctx *o, const struct map_view *v, shmmap
 		if (rc == -SHMMAP_ECORRUPT && !view_current(o, v))
 			rc = -ESTALE;
 		for (size_t at = 0; rc == 0 && at < c.len;) {
-			const struct seg_entry *e = (const struct seg_entry *)(c.buf + at);
+			const struct copy_rec *e = (const struct copy_rec *)(c.buf + at);
 			rc = fn(e->data, e->klen, e->data + e->klen, e->vlen, e->expire_ms, arg);
-			at += (sizeof *e + e->klen + e->vlen + 7) & ~(size_t)7;
+			at += copy_rec_size(e->klen, e->vlen);
 		}
 	}
 	free(c.buf);
@@ -1665,6 +1712,8 @@ uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, u
 				seq_end(st);
 				st->entries--;
 				st->bytes -= (uint64_t)victim.klen + victim.vlen;
+				if (ent_slot(&victim))
+					st->slots--;
 				st->expirations++;
 			}
 			shmmap__unlock(&st->lock);
@@ -1713,6 +1762,7 @@ static void empty_stripe(const struct seg *s, const struct seg_geom *g, const st
 	}
 	sp->entries = 0;
 	sp->bytes = 0;
+	sp->slots = 0;
 }
 
 /* Every stripe of v emptied under its lock (repaired first if taken over

@@ -292,7 +292,7 @@ START_TEST(json_outputs)
 	CTL_EXPECT(0, "--json", "status");
 	ASSERT_JSON('{');
 	ASSERT_HAS("\"size\":8388608");
-	ASSERT_HAS("\"layout_version\":4");
+	ASSERT_HAS("\"layout_version\":5");
 	ASSERT_HAS("\"coordinator\":{\"pid\":");
 	ASSERT_HAS("\"maps\":1");
 	CTL_EXPECT(0, "--json", "maps");
@@ -504,6 +504,76 @@ START_TEST(check_finds_damage)
 	ASSERT_HAS("has a cycle");
 	atomic_store(&e->next, next);
 	CTL_EXPECT(0, "check");
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* The entry of key k in the view of map m (walking its chain), or 0. */
+static uint64_t entry_of(shmmap *sm, shmmap_map m, const char *k)
+{
+	const struct map_view *v;
+	ck_assert_int_eq(shmmap__resolve(sm, m, &v), 0);
+	size_t kl = strlen(k);
+	for (uint32_t b = 0; b < v->nbuckets; b++) {
+		for (uint64_t off = atomic_load(&v->buckets[b]); off;) {
+			const struct seg_entry *e = shmmap__entry_at(&sm->seg, v, off);
+			ck_assert_ptr_nonnull(e);
+			uint32_t vf = ent_vlenf(e);
+			if (e->klen == kl && memcmp(ent_key(e, vf), k, kl) == 0)
+				return off;
+			off = atomic_load(&((struct seg_entry *)e)->next);
+		}
+	}
+	return 0;
+}
+
+/* Entries with and without an expiry slot, as check and stats see them;
+ * then the expiry flag scribbled (a broken or hostile writer): set on an
+ * entry whose block has no room for the slot, cleared on one that has it.
+ * check reports both, and gets stay within the segment. */
+START_TEST(check_and_stats_see_expiry_slots)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "ex");
+	char v[101], buf[256];
+	size_t n;
+	memset(v, 'x', sizeof v);
+	/* 24 + 11 + 101 = 136 B: exactly a 136-byte block, no slack. */
+	ck_assert_int_eq(shmmap_put(sm, m, "key:0000001", 11, v, sizeof v, 0, 0), 0);
+	ck_assert_int_eq(shmmap_put(sm, m, "key:0000002", 11, v, sizeof v, 3600, 0), 0);
+	CTL_EXPECT(0, "check");
+	CTL_EXPECT(0, "stats", "ex");
+	ASSERT_HAS("\nbytes       224\n");
+	ASSERT_HAS("header 28.0 B"); /* (24 + 32) / 2 */
+
+	uint64_t o1 = entry_of(sm, m, "key:0000001"), o2 = entry_of(sm, m, "key:0000002");
+	ck_assert(o1 && o2);
+	ck_assert_uint_eq(shmmap__block_size(&sm->seg, &sm->geom, o1), 136);
+	struct seg_entry *e1 = seg_ptr(&sm->seg, o1), *e2 = seg_ptr(&sm->seg, o2);
+	uint32_t f1 = ent_vlenf(e1), f2 = ent_vlenf(e2);
+	ck_assert(!ent_has_expiry(f1) && ent_has_expiry(f2));
+
+	/* Set where the block has no room: 144 B would not fit in 136. */
+	__atomic_store_n(&e1->vlenf, f1 | ENT_F_EXPIRE, __ATOMIC_RELAXED);
+	CTL_EXPECT(3, "check");
+	ASSERT_HAS("needs 144 B, its block has 136");
+	int rc = shmmap_get(sm, m, "key:0000001", 11, buf, sizeof buf, &n);
+	ck_assert_msg(rc == -ENOENT || rc == -SHMMAP_ECORRUPT, "get: %d", rc);
+	ck_assert_int_eq(shmmap_get(sm, m, "key:0000002", 11, buf, sizeof buf, &n), 0);
+	ck_assert_uint_eq(n, sizeof v);
+	__atomic_store_n(&e1->vlenf, f1, __ATOMIC_RELAXED);
+	CTL_EXPECT(0, "check");
+
+	/* Cleared where there is a slot: the expiry read as the key. */
+	__atomic_store_n(&e2->vlenf, f2 & ~ENT_F_EXPIRE, __ATOMIC_RELAXED);
+	CTL_EXPECT(3, "check");
+	ASSERT_HAS("expiry slots");
+	rc = shmmap_get(sm, m, "key:0000002", 11, buf, sizeof buf, &n);
+	ck_assert_msg(rc == -ENOENT || rc == -SHMMAP_ECORRUPT, "get: %d", rc);
+	__atomic_store_n(&e2->vlenf, f2, __ATOMIC_RELAXED);
+	CTL_EXPECT(0, "check");
+	ck_assert_int_eq(shmmap_get(sm, m, "key:0000001", 11, buf, sizeof buf, &n), 0);
+	ck_assert_int_eq(shmmap_get(sm, m, "key:0000002", 11, buf, sizeof buf, &n), 0);
 	shmmap_detach(sm);
 }
 END_TEST
@@ -762,6 +832,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, usage_errors);
 	tcase_add_test(tc, check_after_burst);
 	tcase_add_test(tc, check_finds_damage);
+	tcase_add_test(tc, check_and_stats_see_expiry_slots);
 	tcase_add_test(tc, check_while_writing);
 	tcase_add_test(tc, clients_shows_self);
 	tcase_add_test(tc, status_counts_like_clients);

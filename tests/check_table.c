@@ -159,6 +159,14 @@ static uint64_t total_bytes(void)
 	return n;
 }
 
+static uint64_t total_slots(void)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < g_v.nstripes; i++)
+		n += g_v.stripes[i].slots;
+	return n;
+}
+
 /* Blocks in use in the size classes (every entry of this map is one). */
 static uint64_t used_blocks(void)
 {
@@ -180,6 +188,20 @@ static void expect_stripes_idle(int line)
 }
 #define EXPECT_IDLE() expect_stripes_idle(__LINE__)
 
+static void print_problem(void *arg, const char *what)
+{
+	fprintf(stderr, "  line %d: check: %s\n", *(const int *)arg, what);
+}
+
+/* shmmap__check finds the segment consistent (totals, blocks, chains). */
+static void expect_consistent(int line)
+{
+	struct check_report cr = {.problem = print_problem, .arg = &line};
+	int rc = shmmap__check(&g_seg, &g_geom, &cr);
+	CK_MSG(rc == 0 && cr.errors == 0, "line %d: check: %d problems", line, (int)cr.errors);
+}
+#define EXPECT_CONSISTENT() expect_consistent(__LINE__)
+
 static uint32_t bucket_of(const void *k, size_t kl)
 {
 	return (uint32_t)shmmap__hash(&g_geom, k, kl) & (g_v.nbuckets - 1);
@@ -197,7 +219,7 @@ static const struct seg_entry *find_entry(const void *k, size_t kl)
 	for (int steps = 0; off && steps < 1000000; steps++) {
 		const struct seg_entry *e = shmmap__entry_at(&g_seg, &g_v, off);
 		CK_MSG(e != NULL, "chain holds an invalid entry at %#" PRIx64, off);
-		if (e->klen == kl && memcmp(e->data, k, kl) == 0)
+		if (e->klen == kl && memcmp(ent_key(e, ent_vlenf(e)), k, kl) == 0)
 			return e;
 		off = atomic_load(&e->next);
 	}
@@ -600,18 +622,31 @@ START_TEST(incr_keeps_expiry)
 	CK_EQ(put("e", 1, "1", 1, 3600, 0), 0);
 	const struct seg_entry *e = find_entry("e", 1);
 	ck_assert_ptr_nonnull(e);
-	uint64_t exp = e->expire_ms;
+	uint64_t exp = ent_expiry(e, ent_vlenf(e));
 	ck_assert_uint_ne(exp, 0);
+	/* The map has no default TTL: incr first takes a block without an
+	 * expiry slot, finds the key's expiry and takes one with. */
 	CK_EQ(incr("e", 1, 41, NULL), 0);
 	EXPECT_STR("e", "42");
 	e = find_entry("e", 1);
 	ck_assert_ptr_nonnull(e);
-	CK_EQ(e->expire_ms, exp);
+	CK_EQ(ent_expiry(e, ent_vlenf(e)), exp);
+	CK_EQ(ent_hdr_size(ent_vlenf(e)), ENT_HDR + ENT_EXP_BYTES);
+	CK_EQ(used_blocks(), 1); /* the first block was given back */
 	/* a put without ttl makes it permanent */
 	CK_EQ(puts_("e", "1"), 0);
 	e = find_entry("e", 1);
 	ck_assert_ptr_nonnull(e);
-	CK_EQ(e->expire_ms, 0);
+	CK_EQ(ent_expiry(e, ent_vlenf(e)), 0);
+	CK_EQ(ent_hdr_size(ent_vlenf(e)), ENT_HDR);
+	/* and incr keeps it permanent, without the slot */
+	CK_EQ(incr("e", 1, 1, NULL), 0);
+	e = find_entry("e", 1);
+	ck_assert_ptr_nonnull(e);
+	CK_EQ(ent_vlenf(e), 1u); /* "2": no flag */
+	CK_EQ(used_blocks(), 1);
+	EXPECT_IDLE();
+	EXPECT_CONSISTENT();
 }
 END_TEST
 
@@ -668,11 +703,121 @@ START_TEST(ttl_expiry)
 	CK_EQ(out, 1); /* started at 0, not 41 */
 	const struct seg_entry *e = find_entry("ic", 2);
 	ck_assert_ptr_nonnull(e);
-	CK_EQ(e->expire_ms, 0);
+	CK_EQ(ent_expiry(e, ent_vlenf(e)), 0);
 	/* nx, xx (expired, still linked), ic, long */
 	CK_EQ(total_entries(), 4);
 	CK_EQ(used_blocks(), 4);
+	CK_EQ(total_slots(), 2); /* xx (expired, still linked) and long */
 	EXPECT_IDLE();
+	EXPECT_CONSISTENT();
+}
+END_TEST
+
+/* The entry layout: no expiry, a 24-byte header; an expiry, 8 bytes more
+ * before the key.  An 11-byte key and a 100-byte value (the cache
+ * benchmark's entries) take 135 bytes and the 136-byte class without an
+ * expiry, 143 and the 144-byte class with one. */
+START_TEST(entry_header_24_bytes_without_expiry)
+{
+	static const char key[] = "key:0000042";
+	char val[100];
+	memset(val, 'v', sizeof val);
+	CK_EQ(sizeof key - 1, 11);
+	CK_EQ(put("p", 1, val, sizeof val, 0, 0), 0);
+	CK_EQ(put(key, 11, val, sizeof val, 0, 0), 0);
+	uint64_t before = shmmap__now_ms();
+	CK_EQ(put("t", 1, val, sizeof val, 60, 0), 0);
+	CK_EQ(put("T", 1, val, sizeof val, 0, 0), 0);
+	struct {
+		const char *k;
+		size_t kl;
+		bool exp;
+	} want[] = {{"p", 1, false}, {key, 11, false}, {"t", 1, true}, {"T", 1, false}};
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+		const struct seg_entry *e = find_entry(want[i].k, want[i].kl);
+		ck_assert_ptr_nonnull(e);
+		uint32_t vf = ent_vlenf(e);
+		CK_EQ(ent_vlen(vf), sizeof val);
+		CK_EQ(ent_has_expiry(vf), want[i].exp);
+		CK_EQ((const unsigned char *)ent_key(e, vf) - (const unsigned char *)e,
+		      want[i].exp ? 32 : 24);
+		CK_EQ(memcmp(ent_key(e, vf), want[i].k, want[i].kl), 0);
+		CK_EQ(memcmp(ent_val(e, (uint32_t)want[i].kl, vf), val, sizeof val), 0);
+		uint64_t x = ent_expiry(e, vf);
+		if (want[i].exp)
+			CK_MSG(x >= before + 60000 && x <= shmmap__now_ms() + 60000,
+			       "expiry %" PRIu64 " not 60 s after the put", x);
+		else
+			CK_EQ(x, 0);
+	}
+	/* The block each lands in. */
+	const struct seg_entry *e = find_entry(key, 11);
+	uint64_t off = (uint64_t)((const unsigned char *)e - g_seg.base);
+	CK_EQ(ent_size(11, sizeof val, false), 135);
+	CK_EQ(shmmap__block_size(&g_seg, &g_geom, off), 136);
+	CK_EQ(put(key, 11, val, sizeof val, 60, 0), 0);
+	e = find_entry(key, 11);
+	off = (uint64_t)((const unsigned char *)e - g_seg.base);
+	CK_EQ(ent_hdr_size(ent_vlenf(e)), 32);
+	CK_EQ(shmmap__block_size(&g_seg, &g_geom, off), 144);
+	/* A rewrite without ttl drops the slot again (a new entry each write). */
+	CK_EQ(put(key, 11, val, sizeof val, 0, 0), 0);
+	e = find_entry(key, 11);
+	off = (uint64_t)((const unsigned char *)e - g_seg.base);
+	CK_EQ(ent_hdr_size(ent_vlenf(e)), 24);
+	CK_EQ(shmmap__block_size(&g_seg, &g_geom, off), 136);
+	/* The stripes count key and value bytes, whatever the header, and
+	 * the expiry slots ("t" alone has one now). */
+	CK_EQ(total_entries(), 4);
+	CK_EQ(total_bytes(), 1 + 11 + 1 + 1 + 4 * sizeof val);
+	CK_EQ(total_slots(), 1);
+	CK_EQ(del("t", 1), 0);
+	CK_EQ(total_slots(), 0);
+	CK_EQ(put("t", 1, val, sizeof val, 60, 0), 0);
+	CK_EQ(put(key, 11, val, sizeof val, 60, 0), 0);
+	CK_EQ(total_slots(), 2);
+	EXPECT_CONSISTENT();
+	CK_EQ(used_blocks(), 4);
+	EXPECT_IDLE();
+}
+END_TEST
+
+/* A map with a default TTL: puts with ttl 0 and new incr keys get the
+ * expiry slot, and expire. */
+START_TEST(default_ttl_entries_expire)
+{
+	struct map_view v1;
+	CK_EQ(shmmap__map_create(&g_seg, &g_geom, &g_lk, 1, "d",
+				 &(struct map_params){.nbuckets = 64, .nstripes = 8,
+						      .key_max = KEY_MAX, .val_max = VAL_MAX,
+						      .policy = MAP_POLICY_REJECT,
+						      .default_ttl = 1}),
+	      0);
+	CK_EQ(shmmap__map_view(&g_seg, &g_geom, 1, &v1), 0);
+	int64_t t0 = mono_ms();
+	CK_EQ(shmmap__tbl_put(&g_op, &v1, "d", 1, "v", 1, 0, 0), 0);
+	CK_EQ(shmmap__tbl_incr(&g_op, &v1, "n", 1, 5, NULL), 0);
+	uint64_t slots = 0, entries = 0;
+	for (uint32_t i = 0; i < v1.nstripes; i++) {
+		slots += v1.stripes[i].slots;
+		entries += v1.stripes[i].entries;
+	}
+	CK_EQ(entries, 2);
+	CK_EQ(slots, 2);
+	EXPECT_CONSISTENT();
+	/* Poll (deadline 3 s) until both are gone. */
+	char buf[16];
+	size_t vl;
+	bool gone = false;
+	while (!gone && mono_ms() - t0 <= 3000) {
+		gone = shmmap__tbl_get(&g_op, &v1, "d", 1, buf, sizeof buf, &vl) == -ENOENT &&
+		       shmmap__tbl_get(&g_op, &v1, "n", 1, buf, sizeof buf, &vl) == -ENOENT;
+		if (!gone)
+			sleep_ms(5);
+	}
+	CK_MSG(gone, "entries with the map's default TTL of 1 s still there after 3 s");
+	CK_MSG(mono_ms() - t0 >= 900, "expired after %" PRId64 " ms", mono_ms() - t0);
+	EXPECT_CONSISTENT();
 }
 END_TEST
 
@@ -1332,6 +1477,8 @@ static Suite *table_suite(void)
 	tcase_add_test(tc, incr_semantics);
 	tcase_add_test(tc, incr_keeps_expiry);
 	tcase_add_test(tc, ttl_expiry);
+	tcase_add_test(tc, entry_header_24_bytes_without_expiry);
+	tcase_add_test(tc, default_ttl_entries_expire);
 	tcase_add_test(tc, many_keys_colliding);
 	tcase_add_test(tc, counters_and_intent);
 	tcase_add_test(tc, multiprocess_incr_and_puts);

@@ -13,7 +13,9 @@
  *
  * The image.  Built once, at start: a 1 MiB segment (15 heap pages), 2
  * client slots, 3 map slots: map 0 "sessions" (64 buckets, 8 stripes, 24
- * entries in four size classes and a counter), map 1 "blobs" (16 buckets,
+ * entries in four size classes, a third of them with an expiry far in the
+ * future, a counter with one too, and an entry that expired long ago),
+ * map 1 "blobs" (16 buckets,
  * 2 stripes, a 70000-byte value in a run of pages and a small one), map 2
  * created and dropped (FREE, its table kept); slot 0 LIVE (pid 1).  The hash
  * seed and the timestamps are fixed, so the image is the same in every
@@ -76,6 +78,7 @@
 #define IMG_SIZE (1u << 20)
 #define IMG_SEED UINT64_C(0x5eed5eed12345678)
 #define NKEYS 24u
+#define FAR_MS (UINT64_C(1) << 52) /* ms: a fixed expiry 140,000 years ahead */
 #define BIG_LEN 70000u
 #define GUARD_BEFORE (UINT64_C(1) << 30)
 #define GUARD_AFTER (UINT64_C(8) << 30) /* past any u32 offset from any page */
@@ -158,10 +161,11 @@ static void build_image(void)
 	char k[16], v[256];
 	for (unsigned i = 0; i < NKEYS; i++) {
 		size_t kn = key_of(i, k), vn = val_of(i, v);
-		if ((rc = shmmap__tbl_put(&o, &v0, k, kn, v, vn, 0, 0)) < 0)
+		if ((rc = shmmap__tbl_put_at(&o, &v0, k, kn, v, vn, i % 3 == 1 ? FAR_MS : 0, 0)) < 0)
 			die("put", rc);
 	}
-	if ((rc = shmmap__tbl_put(&o, &v0, "hits", 4, "41", 2, 0, 0)) < 0 ||
+	if ((rc = shmmap__tbl_put_at(&o, &v0, "hits", 4, "41", 2, FAR_MS, 0)) < 0 ||
+	    (rc = shmmap__tbl_put_at(&o, &v0, "old", 3, "o", 1, 1000, 0)) < 0 ||
 	    (rc = shmmap__tbl_put(&o, &v0, "gone", 4, "x", 1, 0, 0)) < 0 ||
 	    (rc = shmmap__tbl_del(&o, &v0, "gone", 4)) < 0 ||
 	    (rc = shmmap__tbl_put(&o, &v1, "big", 3, g_big, BIG_LEN, 0, 0)) < 0 ||
@@ -175,7 +179,7 @@ static void build_image(void)
 
 	struct check_report r = {0};
 	if ((rc = shmmap__check(&s, &g, &r)) != 0 || r.errors || r.maps != 2 ||
-	    r.entries != NKEYS + 3)
+	    r.entries != NKEYS + 4)
 		die("check of the fresh image", rc ? rc : -SHMMAP_ECORRUPT);
 
 	g_image = malloc(IMG_SIZE);
@@ -610,6 +614,28 @@ static uint64_t first_entry(const struct seg *s, const struct seg_geom *g, uint3
 	abort();
 }
 
+/* An entry of map mi with (or without) an expiry slot; without, one whose
+ * block has no room for a slot. */
+static uint64_t entry_with(const struct seg *s, const struct seg_geom *g, uint32_t mi, bool exp)
+{
+	struct map_view v;
+	if (shmmap__map_view(s, g, mi, &v) != 0)
+		abort();
+	for (uint32_t b = 0; b < v.nbuckets; b++) {
+		for (uint64_t off = atomic_load(&v.buckets[b]); off;) {
+			const struct seg_entry *e = shmmap__entry_at(s, &v, off);
+			if (!e)
+				abort();
+			uint32_t vf = ent_vlenf(e);
+			if (ent_has_expiry(vf) == exp &&
+			    (exp || shmmap__block_size(s, g, off) < ent_size(e->klen, ent_vlen(vf), true)))
+				return off;
+			off = atomic_load(&((struct seg_entry *)e)->next);
+		}
+	}
+	abort();
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -660,8 +686,17 @@ int main(int argc, char **argv)
 	/* An entry with a key length past the map's key_max and a value
 	 * length running off the segment. */
 	rec32(e0 + offsetof(struct seg_entry, klen), 65);
-	rec32(e0 + offsetof(struct seg_entry, vlen), 0xfffffff0u);
+	rec32(e0 + offsetof(struct seg_entry, vlenf), 0xfffffff0u);
 	bad |= emit(d, "entry-lengths");
+
+	/* The expiry flag turned on where there is no slot and the block has
+	 * no room for one (the key read 8 bytes late, the value past the
+	 * block), and off where there is one (the expiry read as the key). */
+	uint64_t ex = entry_with(&s, g, 0, true), nx = entry_with(&s, g, 0, false);
+	const struct seg_entry *ee = seg_ptr(&s, ex), *ne = seg_ptr(&s, nx);
+	rec32(nx + offsetof(struct seg_entry, vlenf), ne->vlenf | ENT_F_EXPIRE);
+	rec32(ex + offsetof(struct seg_entry, vlenf), ee->vlenf & ~ENT_F_EXPIRE);
+	bad |= emit(d, "entry-expiry-flag");
 
 	/* Stripe 0 of map 0: odd sequence, lock held by slot 0 (alive). */
 	rec32(d0->stripes_off + offsetof(struct seg_stripe, lock), 1);
