@@ -8,7 +8,8 @@
  * table.c's shmmap__tbl_get, which retries, locks, repairs and explains:
  * the stripe being written (odd seq), a resize under way (two arrays),
  * the seq or the table word moved meanwhile, an offset or a length that
- * does not validate, a chain longer than the heap can hold, an expiry.
+ * does not validate, a chain longer than the heap can hold, an entry
+ * found expired (the general path answers and counts it).
  *
  * Invariants it keeps (the same as the walk in table.c):
  * - every offset read from the segment is bounds-checked against the
@@ -104,17 +105,21 @@ get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v
 		uint64_t next = atomic_load_explicit(&((struct seg_entry *)c)->next,
 						     memory_order_acquire);
 		if (ENT_HASH(m) == (uint32_t)h && GF_RELAXED(c->klen) == klen) {
-			vl = GF_RELAXED(c->vlen);
+			/* One copy of the flag word: the bounds checked are those used. */
+			uint32_t vf = ent_vlenf(c), hs = ent_hdr_size(vf);
+			vl = ent_vlen(vf);
 			if (vl > v->val_max || GF_RELAXED(c->map) != v->idx ||
-			    len - off - sizeof *c < klen + vl)
+			    len - off - sizeof *c < (hs - sizeof *c) + klen + vl)
 				return GET_SLOW;
-			if (key_eq(c->data, key, klen)) {
-				if (GF_RELAXED(c->expire_ms))
-					return GET_SLOW; /* the clock is the general path's */
+			const unsigned char *k = (const unsigned char *)c + hs;
+			if (key_eq(k, key, klen)) {
+				uint64_t exp = ent_expiry(c, vf);
+				if (exp && exp <= shmmap__now_ms())
+					return GET_SLOW; /* expired: the general path says so */
 				e = c;
 				meta = m;
 				if (vl && vl <= cap) /* buf may be NULL when cap is 0 */
-					memcpy(buf, c->data + klen, vl);
+					memcpy(buf, k + klen, vl);
 				break;
 			}
 		}
