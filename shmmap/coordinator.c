@@ -592,10 +592,14 @@ static uint64_t committed_bytes(struct coord *c)
 	return fstat(c->seg.fd, &st) == 0 ? (uint64_t)st.st_blocks * 512u : 0;
 }
 
+/* Free bytes in the segment's file system; UINT64_MAX when it has no size
+ * limit (a tmpfs mounted with size=0 reports no blocks at all). */
 static uint64_t fs_free_bytes(struct coord *c)
 {
 	struct statvfs vs;
-	return fstatvfs(c->seg.fd, &vs) == 0 ? (uint64_t)vs.f_bavail * vs.f_frsize : 0;
+	if (fstatvfs(c->seg.fd, &vs) < 0)
+		return 0;
+	return vs.f_blocks ? (uint64_t)vs.f_bavail * vs.f_frsize : UINT64_MAX;
 }
 
 #ifdef SHMMAP_CRASHPOINTS

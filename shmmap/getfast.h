@@ -3,7 +3,7 @@
  * the two small helpers the table's walks share with it (key_eq, count).
  *
  * get_fast() is one optimistic try: no lock, no retry, no call but the
- * value copy.  It answers only what it can tell at once: a hit, a miss or
+ * value copy (and the clock, for an entry that has an expiry).  It answers only what it can tell at once: a hit, a miss or
  * a small buffer.  Anything else returns GET_SLOW and the caller takes
  * table.c's shmmap__tbl_get, which retries, locks, repairs and explains:
  * the stripe being written (odd seq), a resize under way (two arrays),
@@ -17,7 +17,11 @@
  *   its word is read, an entry's header before its fields are, the
  *   entry's whole extent before its key is compared or its value copied;
  * - an entry whose hash or key length differs is stepped over after its
- *   header check alone (its key bytes are never read);
+ *   header check alone (its key bytes are never read): so a chain with a
+ *   corrupt entry that is not the key's may still give the key's answer
+ *   (or -ENOENT) here, where the general path says -SHMMAP_ECORRUPT;
+ *   either way every read stays inside the segment (shmmapctl check is
+ *   what finds such damage);
  * - what was read counts only if the stripe's seq and the map's table
  *   word are the same after the reads as before (the seqlock of table.c:
  *   a reader never sees a half-made change, and an old array is freed

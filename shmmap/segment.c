@@ -250,6 +250,9 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
 }
 
 #define HUGE_PAGE (UINT64_C(2) << 20)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels say EINVAL */
+#endif
 
 /*
  * Commit [from, to) of the object: extend it and take its memory now, so
@@ -258,8 +261,11 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
  * through a scratch mapping advised for transparent huge pages, because a
  * tmpfs that gives huge pages only on advice (huge=advise) decides at the
  * first touch, and posix_fallocate has no mapping to take advice from.
- * Where the kernel cannot populate (before Linux 5.14), posix_fallocate.
- * Whether the pages came out huge is the system's say (shmmapctl status).
+ * Only whole 2 MiB blocks below `to` are advised: a huge page never
+ * reaches past the object's end.  Where the kernel cannot populate (before
+ * Linux 5.14), posix_fallocate.  Whether the pages came out huge is the
+ * system's say (shmmapctl status).  -ENOMEM (a memory cgroup's limit, say)
+ * is reported as such, not as a full /dev/shm.
  */
 static int seg_commit(int fd, uint64_t from, uint64_t to, bool huge)
 {
@@ -267,18 +273,21 @@ static int seg_commit(int fd, uint64_t from, uint64_t to, bool huge)
 	struct statvfs vs;
 	if (!huge || fstat(fd, &st) < 0)
 		return -posix_fallocate(fd, (off_t)from, (off_t)(to - from));
+	uint64_t was = (uint64_t)st.st_size;
 	/* What posix_fallocate on tmpfs checks first: room for all of it (a
-	 * populate would take /dev/shm's memory page by page before failing). */
+	 * populate would take /dev/shm's memory page by page before failing).
+	 * All of it: the object's length says nothing of what is committed
+	 * (creation has made it full length already). */
 	if (fstatvfs(fd, &vs) == 0 && vs.f_blocks && /* f_blocks 0: no limit */
 	    (uint64_t)vs.f_bavail * vs.f_frsize < to - from)
 		return -ENOSPC;
-	uint64_t was = (uint64_t)st.st_size;
 	if (was < to && ftruncate(fd, (off_t)to) < 0)
 		return -errno;
 	/* The scratch mapping at a 2 MiB boundary, as the file offset is (a
 	 * huge page maps only so): a reservation one huge page longer, then
 	 * the file over its aligned part. */
 	uint64_t lo = from & ~(HUGE_PAGE - 1), hi = align_up(to, HUGE_PAGE);
+	uint64_t hi_huge = to & ~(HUGE_PAGE - 1);
 	int rc = -EINVAL; /* not populated: the plain way below */
 	unsigned char *r = mmap(NULL, hi - lo + HUGE_PAGE, PROT_NONE,
 				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -286,16 +295,17 @@ static int seg_commit(int fd, uint64_t from, uint64_t to, bool huge)
 		unsigned char *p = (unsigned char *)align_up((uintptr_t)r, HUGE_PAGE);
 		if (mmap(p, hi - lo, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, (off_t)lo) !=
 		    MAP_FAILED) {
-			(void)madvise(p, hi - lo, MADV_HUGEPAGE);
+			if (hi_huge > lo)
+				(void)madvise(p, hi_huge - lo, MADV_HUGEPAGE);
 			rc = madvise(p + (from - lo), to - from, MADV_POPULATE_WRITE) < 0 ? -errno : 0;
-			/* EFAULT (a touch would have been SIGBUS) or ENOMEM: full. */
-			if (rc == -EFAULT || rc == -ENOMEM)
+			if (rc == -EFAULT) /* a touch would have been SIGBUS: full */
 				rc = -ENOSPC;
 		}
 		munmap(r, hi - lo + HUGE_PAGE);
 	}
-	/* EINVAL: no MADV_POPULATE_WRITE (before Linux 5.14), or no mapping. */
-	if (rc != 0 && rc != -ENOSPC)
+	/* EINVAL: no MADV_POPULATE_WRITE here, or no mapping; EINTR and the
+	 * like: the plain way too. */
+	if (rc != 0 && rc != -ENOSPC && rc != -ENOMEM)
 		rc = -posix_fallocate(fd, (off_t)from, (off_t)(to - from));
 	if (rc < 0 && was < to)
 		(void)ftruncate(fd, (off_t)was); /* as it was */

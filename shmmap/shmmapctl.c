@@ -461,7 +461,7 @@ struct class_info {
 	uint64_t used, pages; /* blocks in use, pages owned */
 	uint64_t evictions;   /* entries its hand evicted (evict.c) */
 	uint64_t pages_in;    /* pages handed over to it from other classes */
-	uint32_t victim_age_ms; /* age of the last entry its hand evicted */
+	uint32_t victim_age_ms; /* age of its hand's victims (moving average) */
 };
 
 /* Class k (k < sm->geom.nclasses): its size is computed (alloc.c), never
@@ -625,7 +625,7 @@ static int cmd_status(struct ctl *c, char **args)
 	uint64_t max = sm->geom.max_size, committed = committed_bytes(sm);
 	uintptr_t at = (uintptr_t)sm->seg.base;
 	bool advised = LOAD(h->flags) & SEG_F_HUGE;
-	int64_t huge = huge_bytes(sm, size);
+	int64_t huge = advised ? huge_bytes(sm, size) : 0;
 	if (c->json) {
 		printf("{\"size\":%" PRIu64 ",\"max_size\":%" PRIu64 ",\"committed\":%" PRIu64
 		       ",\"huge_pages\":{\"advised\":%s,\"bytes\":%" PRId64 "}"
@@ -657,6 +657,9 @@ static int cmd_status(struct ctl *c, char **args)
 		printf("huge pages      not asked for ([segment] huge_pages = no)\n");
 	else if (huge > 0)
 		printf("huge pages      %s of the segment in 2 MiB pages\n", hs);
+	else if (huge < 0)
+		printf("huge pages      asked for; how many were given is unknown "
+		       "(/proc/self/smaps cannot be read)\n");
 	else
 		printf("huge pages      asked for, none given: /dev/shm gives them when mounted "
 		       "with huge=advise (or with shmem_enabled = force)\n");
