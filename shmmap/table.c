@@ -1491,14 +1491,6 @@ retry:
 		/* A new key: the map's default TTL, as a put with ttl 0. */
 		expire = shmmap__now_ms() + (uint64_t)v->default_ttl * 1000u;
 	}
-	if (expire && !slot) {
-		/* The key keeps its expiry and the block has no room for it:
-		 * again with a block that has (once: slot stays set). */
-		shmmap__unlock(&st->lock);
-		settle(o, in);
-		slot = true;
-		goto again;
-	}
 	if (__builtin_add_overflow(cur, delta, &sum)) {
 		rc = -ERANGE;
 		goto out;
@@ -1507,6 +1499,18 @@ retry:
 	if ((uint32_t)n > room) {
 		rc = -E2BIG;
 		goto out;
+	}
+	if (expire && !slot &&
+	    shmmap__block_size(o->s, o->g, atomic_load_explicit(&in->a, memory_order_relaxed)) <
+		    ent_size(klen, (uint32_t)n, true)) {
+		/* The key keeps its expiry and the block, sized for 20 digits
+		 * without it, has no room for it with these digits (a block
+		 * of a size class mostly has: 12 digits fit): again with a
+		 * block that has (once: slot stays set). */
+		shmmap__unlock(&st->lock);
+		settle(o, in);
+		slot = true;
+		goto again;
 	}
 	if (over_quota(v, st, ent_size(klen, (uint32_t)n, expire != 0), w, &old)) {
 		if (v->policy == MAP_POLICY_EVICT && ++qtries < QUOTA_TRIES) {

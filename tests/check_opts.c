@@ -44,7 +44,8 @@ static uint64_t usage_of(shmmap *sm, shmmap_map m)
 		return UINT64_MAX;
 	uint64_t u = 0;
 	for (uint32_t i = 0; i < v->nstripes; i++)
-		u += v->stripes[i].bytes + v->stripes[i].entries * sizeof(struct seg_entry);
+		u += v->stripes[i].bytes + v->stripes[i].entries * ENT_HDR +
+		     v->stripes[i].slots * ENT_EXP_BYTES; /* as table.c's stripe_usage */
 	return u;
 }
 

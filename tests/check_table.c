@@ -624,15 +624,24 @@ START_TEST(incr_keeps_expiry)
 	ck_assert_ptr_nonnull(e);
 	uint64_t exp = ent_expiry(e, ent_vlenf(e));
 	ck_assert_uint_ne(exp, 0);
-	/* The map has no default TTL: incr first takes a block without an
-	 * expiry slot, finds the key's expiry and takes one with. */
+	/* The map has no default TTL: incr takes a block sized for 20 digits
+	 * without an expiry slot, finds the key's expiry; "42" fits it with
+	 * the slot. */
 	CK_EQ(incr("e", 1, 41, NULL), 0);
 	EXPECT_STR("e", "42");
 	e = find_entry("e", 1);
 	ck_assert_ptr_nonnull(e);
 	CK_EQ(ent_expiry(e, ent_vlenf(e)), exp);
 	CK_EQ(ent_hdr_size(ent_vlenf(e)), ENT_HDR + ENT_EXP_BYTES);
-	CK_EQ(used_blocks(), 1); /* the first block was given back */
+	CK_EQ(used_blocks(), 1); /* the replaced block was given back */
+	/* 19 digits and the slot do not fit that block: again with one that
+	 * has room (the first given back). */
+	CK_EQ(incr("e", 1, INT64_MAX - 42, NULL), 0);
+	EXPECT_STR("e", "9223372036854775807");
+	e = find_entry("e", 1);
+	ck_assert_ptr_nonnull(e);
+	CK_EQ(ent_expiry(e, ent_vlenf(e)), exp);
+	CK_EQ(used_blocks(), 1);
 	/* a put without ttl makes it permanent */
 	CK_EQ(puts_("e", "1"), 0);
 	e = find_entry("e", 1);
