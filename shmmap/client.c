@@ -806,6 +806,18 @@ static void rec_release(shmmap *sm, struct op_ctx *o)
 		atomic_fetch_or_explicit(&x->rec_free, 1u << k, memory_order_release);
 }
 
+/* The context of one data call on map view v, without an intent record. */
+static void op_fill(shmmap *sm, const struct map_view *v, struct op_ctx *o)
+{
+	o->s = &sm->seg;
+	o->g = &sm->geom;
+	o->lk.s = &sm->seg;
+	o->lk.g = &sm->geom;
+	o->lk.owner = sm->slot + 1;
+	o->ctr = sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, v->idx);
+	o->intent = NULL;
+}
+
 /* Resolve the handle and build the context of one data call (a write
  * claims an intent record: op_end releases it). */
 static int op_begin(shmmap *sm, shmmap_map m, const struct map_view **v, struct op_ctx *o,
@@ -819,13 +831,7 @@ static int op_begin(shmmap *sm, shmmap_map m, const struct map_view **v, struct 
 	rc = resolve(sm, m, v);
 	if (rc < 0)
 		return rc;
-	o->s = &sm->seg;
-	o->g = &sm->geom;
-	o->lk.s = &sm->seg;
-	o->lk.g = &sm->geom;
-	o->lk.owner = sm->slot + 1;
-	o->ctr = sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, (*v)->idx);
-	o->intent = NULL;
+	op_fill(sm, *v, o);
 	if (write && !sm->seg.rdonly) {
 		/* Still our slot?  If the coordinator recovered it (it took this
 		 * process for dead), writing under its identity would corrupt
@@ -863,15 +869,15 @@ SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t k
 	return op_result(sm, rc);
 }
 
-/* The general get: what get_fast could not tell (out of line, so that the
- * fast path keeps its registers). */
-static __attribute__((noinline)) int get_slow(shmmap *sm, shmmap_map m, const void *key,
-					      size_t klen, void *buf, size_t cap, size_t *vlen)
+/* The general get: what get_fast could not tell, on the view shmmap_get
+ * resolved (out of line, so that the fast path keeps its registers). */
+static __attribute__((noinline)) int get_slow(shmmap *sm, const struct map_view *v,
+					      const void *key, size_t klen, void *buf, size_t cap,
+					      size_t *vlen)
 {
-	const struct map_view *v;
 	struct op_ctx o;
-	int rc = op_begin(sm, m, &v, &o, false);
-	return rc < 0 ? rc : op_result(sm, shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen));
+	op_fill(sm, v, &o);
+	return op_result(sm, shmmap__tbl_get(&o, v, key, klen, buf, cap, vlen));
 }
 
 SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t klen,
@@ -890,7 +896,7 @@ SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t k
 	rc = get_fast(&sm->seg, &sm->geom, v, ctr, key, klen, buf, cap, vlen);
 	if (__builtin_expect(rc != GET_SLOW, 1))
 		return rc;
-	return get_slow(sm, m, key, klen, buf, cap, vlen);
+	return get_slow(sm, v, key, klen, buf, cap, vlen);
 }
 
 SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t klen)

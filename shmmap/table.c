@@ -1012,6 +1012,33 @@ static _Atomic uint64_t *find_victim(const struct op_ctx *o, const struct map_vi
 }
 
 /*
+ * Under the stripe lock st, with the record naming the victim's map and
+ * stripe: unlink the validated entry en that link l holds, recorded in
+ * in->b before the store that unlinks it, and take it off the stripe's
+ * totals as an expiration (exp) or an eviction.  The caller frees in->b
+ * after unlocking.
+ */
+static void evict_locked(struct seg_stripe *st, struct seg_intent *in, _Atomic uint64_t *l,
+			 const struct ent *en, bool exp)
+{
+	atomic_store_explicit(&in->b, atomic_load_explicit(l, memory_order_relaxed),
+			      memory_order_relaxed);
+	CRASH_POINT();
+	seq_begin(st);
+	atomic_store_explicit(l, en->next, memory_order_release);
+	CRASH_POINT();
+	seq_end(st);
+	st->entries--;
+	st->bytes -= (uint64_t)en->klen + en->vlen;
+	if (ent_slot(en))
+		st->slots--;
+	if (exp)
+		st->expirations++;
+	else
+		st->evictions++;
+}
+
+/*
  * Under no lock: unlink one victim from bucket b of the current array (its
  * old bucket moved first during a resize) (the first expired entry,
  * else the last, i.e. oldest, entry of class want, or of any class if want
@@ -1038,21 +1065,7 @@ static int evict_one(const struct op_ctx *o, const struct map_view *v, struct se
 		/* The record names the victim's stripe while b names the victim:
 		 * whoever takes this lock over from us settles b by it. */
 		atomic_store_explicit(&in->stripe, b & (v->nstripes - 1), memory_order_relaxed);
-		atomic_store_explicit(&in->b, atomic_load_explicit(vl, memory_order_relaxed),
-				      memory_order_relaxed);
-		CRASH_POINT();
-		seq_begin(st);
-		atomic_store_explicit(vl, victim.next, memory_order_release);
-		CRASH_POINT();
-		seq_end(st);
-		st->entries--;
-		st->bytes -= (uint64_t)victim.klen + victim.vlen;
-		if (ent_slot(&victim))
-			st->slots--;
-		if (exp)
-			st->expirations++;
-		else
-			st->evictions++;
+		evict_locked(st, in, vl, &victim, exp);
 	}
 	shmmap__unlock(&st->lock);
 	if (!vl)
@@ -1119,20 +1132,7 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 	 * victim: whoever takes this lock over from us settles b by them. */
 	atomic_store_explicit(&in->map, v->idx, memory_order_relaxed);
 	atomic_store_explicit(&in->stripe, sb, memory_order_relaxed);
-	atomic_store_explicit(&in->b, off, memory_order_relaxed);
-	CRASH_POINT();
-	seq_begin(st);
-	atomic_store_explicit(l, en.next, memory_order_release);
-	CRASH_POINT();
-	seq_end(st);
-	st->entries--;
-	st->bytes -= (uint64_t)en.klen + en.vlen;
-	if (ent_slot(&en))
-		st->slots--;
-	if (exp)
-		st->expirations++;
-	else
-		st->evictions++;
+	evict_locked(st, in, l, &en, exp);
 	shmmap__unlock(&st->lock);
 	*kv += (uint64_t)en.klen + en.vlen;
 	*age = ENT_AGE_MS(shmmap__itime(), ENT_ITIME(en.meta));
