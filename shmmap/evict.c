@@ -12,18 +12,15 @@
  * a hand that goes round the blocks of its pages in page order: a block
  * with a count has it lowered (under the entry's stripe lock, with the
  * entry found linked) and is passed over, one without is evicted
- * (an expired entry always is).  A new entry mostly goes into a block the
- * hand just freed, so it gets a turn to be used; one written ahead of the
- * hand (a page the class took over lately) gets less, and is not spared
- * for being new: most entries are read once or never, and the newest
- * keys stay anyway (make bench-cache).  A class's victim age is a moving
- * average (class_evicted), so such a young victim does not skew it.
+ * (an expired entry always is).  A new entry goes into the block the hand
+ * just freed, so it gets one full turn to be used; one written in a page
+ * the class took over lately, which may lie just ahead of the hand, is
+ * passed over on the hand's first turn (young()).
  *
  * Handover (no slab calcification): when class C needs memory and the pool
  * has none, C's own victims are weighed against the oldest victims of any
- * other class D.  Each class keeps the age of the entries its hand evicts
- * (a moving average) and when it last evicted (seg_class: age_ms,
- * evict_t), so the age of
+ * other class D.  Each class keeps the age of the last entry its hand
+ * evicted and when that was (seg_class: age_ms, evict_t), so the age of
  * its next victim is about age_ms + (now - evict_ms): a class nobody
  * writes grows old.  If D's victims are more than 4 times as old as C's (or
  * C has no page at all), one page of D is emptied - every entry on it
@@ -134,8 +131,8 @@ static uint32_t page_of(const struct seg *s, const struct seg_geom *g, uint32_t 
 }
 
 
-/* The age a class's next victim has: its victims' age plus the time since
- * the last one (a class nobody writes grows old). */
+/* The age a class's next victim has: its last victim's age plus the time
+ * since (a class nobody writes grows old). */
 static uint64_t class_age(const struct seg_class *sc, uint32_t now)
 {
 	return (uint64_t)atomic_load_explicit(&sc->age_ms, memory_order_relaxed) +
@@ -145,13 +142,6 @@ static uint64_t class_age(const struct seg_class *sc, uint32_t now)
 
 static void class_evicted(struct seg_class *sc, uint32_t age)
 {
-	/* A moving average over about 8 victims: an entry written lately
-	 * ahead of the hand and never read goes young, and one such victim
-	 * must not make its class look hot (see room_in_class).  A hint:
-	 * concurrent updates may lose one. */
-	uint32_t was = atomic_load_explicit(&sc->age_ms, memory_order_relaxed);
-	if (was)
-		age = was - was / 8 + age / 8;
 	atomic_store_explicit(&sc->age_ms, age, memory_order_relaxed);
 	atomic_store_explicit(&sc->evict_t, shmmap__itime(), memory_order_relaxed);
 }
@@ -194,15 +184,12 @@ static bool hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cl
 
 /*
  * Was the block at off written within the last quarter of victim_ms (the
- * age of the class's victims)?  Such an entry is much younger than the
- * ones its class gives up: a donor's page that holds one is not the page
- * to hand over (handover).  The hand itself does not pass young entries
- * over: an entry nobody read since it was written goes when the hand
- * comes by, however new (most such entries are read once or never: on the
- * Zipf traces of make bench-cache, sparing them for a turn cost 0.01 to
- * 0.05 of hit ratio, and the newest keys stay just as well).  A read
- * without a lock, of a block that may be anything by now: a hint that
- * writes nothing.
+ * age of the class's last victim)?  Such an entry is much younger than the
+ * ones its class gives up: it landed in a page the class took over lately,
+ * which may lie just ahead of the hand (page order is not age order).  It
+ * is passed over once by the hand, and a donor's page that holds one is
+ * not the page to hand over.  A read without a lock, of a block that may
+ * be anything by now: a hint that writes nothing.
  */
 static bool young(const struct seg *s, uint64_t off, uint32_t now, uint32_t victim_ms)
 {
@@ -222,10 +209,14 @@ static int evict_own(struct evictor *ev, uint32_t cls)
 	uint64_t looks = blocks * HAND_TURNS + 64u;
 	if (looks > HAND_LOOKS_MAX)
 		looks = HAND_LOOKS_MAX;
+	uint32_t now = shmmap__itime();
+	uint32_t victim_ms = atomic_load_explicit(&sc->age_ms, memory_order_relaxed);
 	for (uint64_t k = 0; k < looks; k++) {
 		uint64_t off;
 		if (!hand_next(s, g, cls, &off))
 			return 0;
+		if (k < blocks && young(s, off, now, victim_ms))
+			continue; /* the first turn only: then anything may go */
 		/* Evicted unless used since the hand last came by; then its
 		 * count is lowered instead, under its stripe lock with the entry
 		 * found linked (tbl_evict_at): never through a look at a block

@@ -443,7 +443,7 @@ struct seg_class {
 	uint64_t used;      /* blocks in use */
 	uint64_t pages;     /* pages owned */
 	_Atomic uint64_t hand;      /* HAND(page, block): the next block the hand looks at */
-	_Atomic uint32_t age_ms;    /* age of the hand's victims (moving average) */
+	_Atomic uint32_t age_ms;    /* age of the last entry the hand evicted */
 	_Atomic uint32_t evict_t;   /* shmmap__itime() of that eviction (or of the class's first page) */
 	_Atomic uint64_t evictions; /* entries the hand evicted */
 	_Atomic uint64_t pages_in;  /* pages handed over to this class */

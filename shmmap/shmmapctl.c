@@ -461,7 +461,7 @@ struct class_info {
 	uint64_t used, pages; /* blocks in use, pages owned */
 	uint64_t evictions;   /* entries its hand evicted (evict.c) */
 	uint64_t pages_in;    /* pages handed over to it from other classes */
-	uint32_t victim_age_ms; /* age of its hand's victims (moving average) */
+	uint32_t victim_age_ms; /* age of the last entry its hand evicted */
 };
 
 /* Class k (k < sm->geom.nclasses): its size is computed (alloc.c), never
