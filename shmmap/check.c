@@ -9,7 +9,7 @@
  *
  * Invariants checked (see internal.h, alloc.c, table.c):
  *   header     fields agree with the validated geometry and mapped length;
- *   slots      known states; a LIVE slot has a pid; a FREE slot no intent;
+ *   slots      known states; a LIVE slot has a pid; a FREE slot no intent or undo;
  *              a LIVE or DEAD slot whose client is gone awaits recovery;
  *   directory  known states; a LIVE map has a unique, non-empty name and a
  *              table (stripes, then buckets) at the start of its own run of
@@ -285,7 +285,8 @@ static void check_slots(struct ck *c)
 		for (uint32_t k = 0; k < SEG_INTENTS; k++)
 			busy += atomic_load_explicit(&sl->intent[k].a, memory_order_relaxed) ||
 				atomic_load_explicit(&sl->intent[k].b, memory_order_relaxed) ||
-				atomic_load_explicit(&sl->intent[k].spare, memory_order_relaxed);
+				atomic_load_explicit(&sl->intent[k].spare, memory_order_relaxed) ||
+				atomic_load_explicit(&sl->undo[k].off, memory_order_relaxed);
 		if (st != SLOT_FREE && st != SLOT_LIVE && st != SLOT_DEAD) {
 			problem(c, "slot %u: unknown state %u", i, st);
 			continue;
@@ -301,7 +302,8 @@ static void check_slots(struct ck *c)
 		/* Re-read: the slot may have been freed and re-assigned meanwhile. */
 		if (st == SLOT_FREE && busy &&
 		    atomic_load_explicit(&sl->state, memory_order_acquire) == SLOT_FREE)
-			problem(c, "slot %u: free but %u of its intent records are set", i, busy);
+			problem(c, "slot %u: free but %u of its intent or undo records are set", i,
+				busy);
 	}
 }
 

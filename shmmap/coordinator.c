@@ -1272,6 +1272,7 @@ static int assign_slot(struct coord *c, struct session *s, bool rdonly, bool adm
 			atomic_store(&sl->intent[k].a, 0);
 			atomic_store(&sl->intent[k].b, 0);
 			atomic_store(&sl->intent[k].spare, 0);
+			atomic_store(&sl->undo[k].off, 0);
 			atomic_store(&sl->spare_moving[k], 0);
 		}
 		atomic_fetch_add(&sl->gen, 1);

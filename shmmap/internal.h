@@ -10,7 +10,7 @@
  *
  *   0            struct seg_header      one 4 KiB page: identity, geometry,
  *                                       offsets of the regions below
- *   slots_off    struct seg_slot[max_clients]          640 B each
+ *   slots_off    struct seg_slot[max_clients]          4736 B each
  *   dir_off      struct seg_mapdir[max_maps]           256 B each
  *   ctr_off      struct seg_counters[max_clients][max_maps]  64 B each
  *   classes_off  struct seg_class[SEG_NCLASSES]        64 B each
@@ -60,7 +60,7 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 5u /* 5: 24-byte entry header, expiry only if set; 4: entries name their map */
+#define SEG_LAYOUT_VERSION 6u /* 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 64u            /* room for the size classes, 48 B .. SEG_PAGE */
 #define SEG_MIN_BLOCK 48u           /* the smallest class */
@@ -188,6 +188,30 @@ _Static_assert(sizeof(struct seg_intent) == 32, "intent record");
 /* Intent records per slot: the writing threads of one attachment at once. */
 #define SEG_INTENTS 16u
 
+/*
+ * An undo record, one per intent record: a rewrite in place (table.c,
+ * rewrite) of a value of at most SEG_UNDO_MAX bytes in the block its entry
+ * already has.  Written by the record's thread under the entry's stripe
+ * lock, in this order: map, stripe, vlenf, expire_ms and the old value,
+ * then off (release) names the entry; the value, vlenf and expiry are
+ * rewritten inside a seq change; off is cleared (release) before the lock
+ * is let go.  So a set off means the writer holds that stripe lock, or
+ * died holding it: whoever takes the lock over (stripe_repair) puts the
+ * old value, length and expiry back (a rewrite is all or nothing) and
+ * clears off.  The entry's key, klen, map and whether it has an expiry
+ * slot never change in place.
+ */
+#define SEG_UNDO_MAX 224u
+struct seg_undo {
+	_Atomic uint64_t off;  /* the entry being rewritten, 0 = none */
+	uint32_t map, stripe;  /* where it is linked */
+	uint32_t vlenf;        /* its vlenf before the rewrite */
+	uint32_t pad;
+	uint64_t expire_ms;    /* its expiry before, if vlenf has ENT_F_EXPIRE */
+	unsigned char val[SEG_UNDO_MAX]; /* its value before (vlenf's length) */
+};
+_Static_assert(sizeof(struct seg_undo) == 256, "undo record");
+
 struct seg_slot {
 	_Atomic uint32_t state;   /*  0: SLOT_* */
 	uint32_t pid;             /*  4: in the coordinator's pid namespace */
@@ -208,8 +232,9 @@ struct seg_slot {
 	_Atomic uint8_t spare_moving[SEG_INTENTS];
 	uint8_t pad[128 - 64 - SEG_INTENTS];
 	struct seg_intent intent[SEG_INTENTS]; /* 128 */
+	struct seg_undo undo[SEG_INTENTS];     /* 640: undo[k] is intent[k]'s */
 };
-_Static_assert(sizeof(struct seg_slot) == 128 + 32 * SEG_INTENTS, "slot size");
+_Static_assert(sizeof(struct seg_slot) == 128 + (32 + 256) * SEG_INTENTS, "slot size");
 #define SLOT_F_RDONLY 0x1u
 #define SLOT_WAIT_NONE 0u
 #define SLOT_WAIT_STRIPE 1u /* a stripe lock */
@@ -326,9 +351,12 @@ _Static_assert(sizeof(struct seg_counters) == 64, "counters line");
  * validated: a reader that comes late, after the block was freed and
  * reused, changes nothing (the word no longer matches).
  *
- * Once an entry is reachable only meta's count and next change: klen,
- * vlenf (its flag above all), the expiry, key and value never do (a write
- * makes a new entry).  A reader that races a writer may still see any
+ * Once an entry is reachable, klen, map, the key and vlenf's flag never
+ * change.  meta's count and next change as said; the value, its length
+ * and the expiry change only in place under the stripe lock and inside a
+ * seq change, with an undo record (struct seg_undo), and the entry needs
+ * the same size class (a rewrite of another size makes a new entry).  A
+ * reader that races a writer may still see any
  * bytes (a block freed and reused): it loads vlenf ONCE, masks the flag
  * off, validates lengths and bounds with that copy (ent_size with the
  * flag: the expiry slot is bounds-checked too) and passes the same copy
@@ -414,6 +442,13 @@ static inline uint64_t ent_expiry(const struct seg_entry *e, uint32_t vlenf)
 		return 0;
 	/* 8-byte aligned (the entry is, and the header is 24 bytes). */
 	return __atomic_load_n((const uint64_t *)(const void *)e->data, __ATOMIC_RELAXED);
+}
+
+/* The expiry of an entry that has the slot, rewritten in place (under its
+ * stripe lock, inside a seq change: table.c, rewrite). */
+static inline void ent_set_expiry(struct seg_entry *e, uint64_t expire_ms)
+{
+	__atomic_store_n((uint64_t *)(void *)e->data, expire_ms, __ATOMIC_RELAXED);
 }
 
 /* Write the header of a block not yet reachable (plain stores, but for

@@ -13,10 +13,15 @@
  * predecessor's next).  Unlinking is one store too.  A process killed
  * between any two instructions leaves every chain walkable; the worst it
  * leaves is a block that is allocated but unreachable (see check.c).
+ * The one change in place: a present key whose new value is of its
+ * entry's size class and at most SEG_UNDO_MAX bytes is rewritten in its
+ * own block inside a seq change, with the old value in the writer's undo
+ * record first (struct seg_undo; "rewriting in place" below): whoever
+ * takes a dead writer's lock over puts the old value back.
  *
  * Seqlock (Boehm 2012, the C11 form that is actually correct):
  *   writer (holding the stripe lock), around any change that makes an entry
- *   unreachable or reachable in place of another:
+ *   unreachable or reachable in place of another, or rewrites one in place:
  *       seq = s + 1 (relaxed); fence(release); ...changes...; seq = s + 2 (release)
  *   reader:
  *       s1 = seq (acquire); if odd retry; walk and copy out;
@@ -525,6 +530,9 @@ static void recount_chain(const struct seg *s, const struct map_view *v, _Atomic
 	}
 }
 
+static void undo_rewrites(const struct op_ctx *o, const struct map_view *v, const struct tbl *t,
+			  uint32_t stripe);
+
 void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uint32_t stripe)
 {
 	struct seg_stripe *st = &v->stripes[stripe];
@@ -539,6 +547,7 @@ void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uin
 	if (!(q & 1))
 		seq_begin(st);
 	move_resume(o->s, v, &t, st, stripe);
+	undo_rewrites(o, v, &t, stripe);
 	/*
 	 * The dead writer's intent: under this lock it either made its store
 	 * (the new entry a is linked, the old entry b is not) or it did not.
@@ -971,6 +980,137 @@ static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
 	return true;
 }
 
+/* Under the stripe lock, where no allocator lock may be taken: the
+ * record's spare to in->a if it is a block of n's size class (a new key's
+ * block when the write took the lock first).  False leaves the spare. */
+static bool spare_take(const struct op_ctx *o, struct seg_intent *in, size_t n)
+{
+	uint64_t sp = atomic_load_explicit(&in->spare, memory_order_relaxed);
+	_Atomic uint8_t *mv;
+	if (!sp || !shmmap__block_fits(o->s, o->g, sp, n) || !spare_move_begin(o, in, &mv))
+		return false;
+	atomic_store_explicit(&in->a, sp, memory_order_relaxed);
+	CRASH_POINT();
+	atomic_store_explicit(&in->spare, 0, memory_order_release);
+	CRASH_POINT();
+	spare_move_end(mv);
+	return true;
+}
+
+/* ---- rewriting in place ----
+ * A present key whose new value is of the same size class as its entry,
+ * and small enough for an undo record (SEG_UNDO_MAX), is rewritten in its
+ * own block: no block taken or given back, one entry's lines touched.  The
+ * crash argument is struct seg_undo's (internal.h): the old value is in
+ * the writer's undo record before the first byte changes, and whoever
+ * takes a dead writer's stripe lock over puts it back (undo_rewrites).
+ * Readers are the seqlock's: the change is inside one seq change. */
+
+/* The undo record that goes with a client's intent record in, or NULL for
+ * a scratch record (the coordinator's writes and unit tests: no record in
+ * a slot, so no rewrite in place). */
+static struct seg_undo *undo_of(const struct op_ctx *o, const struct seg_intent *in)
+{
+	if (!keeps_spare(o))
+		return NULL;
+	struct seg_slot *sl = seg_slot(o->s, o->g, o->lk.owner - 1);
+	return &sl->undo[in - sl->intent];
+}
+
+/* Under the stripe lock: may the found entry old, at off, take a value of
+ * vlen bytes (with an expiry slot or without) in its own block?  The same
+ * slot, an old value the undo record holds, and the same size class (an
+ * entry of the same size needs no look at its page), or with room true any
+ * value the block holds (a counter's block has room for 20 digits). */
+static bool rewritable(const struct op_ctx *o, const struct ent *old, uint64_t off, size_t vlen,
+		       bool slot, bool room)
+{
+	if (old->vlen > SEG_UNDO_MAX || ent_slot(old) != slot)
+		return false;
+	uint64_t n = ent_size(old->klen, vlen, slot);
+	if (n == ent_size(old->klen, old->vlen, slot))
+		return true;
+	return room ? n <= shmmap__block_size(o->s, o->g, off)
+		    : shmmap__block_fits(o->s, o->g, off, n);
+}
+
+/* Under the stripe lock of stripe sb: the found entry old, at off, takes
+ * the value val (vlen bytes) and the expiry expire (kept only if it has the
+ * slot: rewritable), as if written now.  u: this write's undo record. */
+static void rewrite(const struct map_view *v, uint32_t sb, const struct ent *old, uint64_t off,
+		    const void *val, uint32_t vlen, uint64_t expire, struct seg_undo *u)
+{
+	struct seg_stripe *st = &v->stripes[sb];
+	struct seg_entry *e = (struct seg_entry *)old->e;
+	unsigned char *value = (unsigned char *)old->key + old->klen;
+	uint32_t vf = ent_vlenf(e);
+	u->map = v->idx;
+	u->stripe = sb;
+	u->vlenf = vf;
+	u->expire_ms = old->expire_ms;
+	memcpy(u->val, value, old->vlen);
+	/* Release: the record is whole before it names the entry. */
+	atomic_store_explicit(&u->off, off, memory_order_release);
+	CRASH_POINT();
+	seq_begin(st);
+	CRASH_POINT();
+	if (ent_has_expiry(vf)) {
+		ent_set_expiry(e, expire);
+		CRASH_POINT();
+	}
+	memcpy(value, val, vlen);
+	CRASH_POINT();
+	__atomic_store_n(&e->vlenf, vlen | (vf & ENT_F_EXPIRE), __ATOMIC_RELAXED);
+	CRASH_POINT();
+	/* Written now, for the evicting hand, its use count kept (a CAS: a
+	 * get may raise the count meanwhile, at most ENT_FREQ_MAX times). */
+	uint64_t m = atomic_load_explicit(&e->meta, memory_order_relaxed);
+	uint64_t itime = (uint64_t)(shmmap__itime() & 0xffffffu) << 32;
+	while (!atomic_compare_exchange_weak_explicit(&e->meta, &m,
+						      (m & ~(UINT64_C(0xffffff) << 32)) | itime,
+						      memory_order_relaxed, memory_order_relaxed))
+		;
+	seq_end(st);
+	CRASH_POINT();
+	st->bytes += (uint64_t)vlen - old->vlen;
+	atomic_store_explicit(&u->off, 0, memory_order_release);
+	CRASH_POINT();
+}
+
+/* Under the lock of stripe `stripe` of v, taken over from a dead writer
+ * (stripe_repair), the seq odd: put back what an unfinished rewrite in
+ * place changed, from every undo record that names an entry of the stripe
+ * (only a dead writer's can: a live one clears its record before it lets
+ * the lock go), and clear the record.  What a record says is checked like
+ * any bytes of the segment: an entry of this map, linked in this stripe,
+ * whose block holds the old value with the same slot. */
+static void undo_rewrites(const struct op_ctx *o, const struct map_view *v, const struct tbl *t,
+			  uint32_t stripe)
+{
+	for (uint32_t i = 0; i < o->g->max_clients; i++) {
+		struct seg_slot *sl = seg_slot(o->s, o->g, i);
+		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
+			struct seg_undo *u = &sl->undo[k];
+			uint64_t off = atomic_load(&u->off);
+			if (!off || u->map != v->idx || u->stripe != stripe)
+				continue;
+			uint32_t vf = u->vlenf, vl = ent_vlen(vf);
+			struct ent en;
+			if (vl <= SEG_UNDO_MAX && vl <= v->val_max && ent_load(o->s, v, off, &en) &&
+			    ent_has_expiry(vf) == ent_slot(&en) && linked(o->s, v, t, stripe, off) &&
+			    ent_size(en.klen, vl, ent_slot(&en)) <=
+				    shmmap__block_size(o->s, o->g, off)) {
+				struct seg_entry *e = (struct seg_entry *)en.e;
+				if (ent_has_expiry(vf))
+					ent_set_expiry(e, u->expire_ms);
+				memcpy((unsigned char *)en.key + en.klen, u->val, vl);
+				__atomic_store_n(&e->vlenf, vf, __ATOMIC_RELAXED);
+			}
+			atomic_compare_exchange_strong(&u->off, &off, 0);
+		}
+	}
+}
+
 #define WANT_ANY (-2)     /* find_victim: any entry */
 #define VICTIM_WALK_MAX 1024u
 #define WANT_EXPIRED (-3) /* find_victim: expired entries only */
@@ -1249,6 +1389,21 @@ static int quota_room(const struct op_ctx *o, const struct map_view *v, struct s
 	return 0;
 }
 
+/* A block for the entry, allocated (or the spare) and filled, in in->a:
+ * before the stripe lock, so no allocator lock is taken under one. */
+static int new_entry(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
+		     uint64_t h, const void *key, size_t klen, const void *val, size_t vlen,
+		     uint64_t expire)
+{
+	int rc = alloc_entry(o, v, in, ent_size(klen, vlen, expire != 0));
+	if (rc < 0)
+		return rc;
+	ent_fill(o, v, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
+		 val, (uint32_t)vlen, expire);
+	CRASH_POINT();
+	return 0;
+}
+
 /* Compare a present entry's value with expected (for cas). */
 static bool value_is(const struct ent *en, const void *expected, size_t elen)
 {
@@ -1273,17 +1428,18 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
 	uint32_t sb = (uint32_t)h & (v->nstripes - 1), b = 0;
 	struct seg_intent scratch, *in = rec_begin(o, v, sb, &scratch);
-	/* Allocate and fill before taking the stripe lock: short critical section. */
-	rc = alloc_entry(o, v, in, ent_size(klen, vlen, expire != 0));
-	if (rc < 0)
-		return rc;
-	ent_fill(o, v, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
-		 val, (uint32_t)vlen, expire);
-	CRASH_POINT();
-
 	struct seg_stripe *st = stripe_of(v, sb);
 	uint64_t need = ent_size(klen, vlen, expire != 0);
 	uint32_t qtries = 0;
+	/* A block allocated and filled before the stripe lock (a short
+	 * critical section), unless the write may need none: a value an undo
+	 * record holds may rewrite a present key in place, so a writer whose
+	 * record has a spare (for a new key, spare_take) locks first.  The
+	 * block of a write that did not need it becomes the spare. */
+	bool filled = vlen > SEG_UNDO_MAX || !keeps_spare(o) ||
+		      !atomic_load_explicit(&in->spare, memory_order_relaxed);
+	if (filled && (rc = new_entry(o, v, in, h, key, klen, val, vlen, expire)) < 0)
+		return rc;
 retry:
 	/* Over the quota last time (policy evict): make room first. */
 	if (qtries && (rc = quota_room(o, v, in, sb, need)) < 0) {
@@ -1319,7 +1475,26 @@ retry:
 			goto retry;
 		}
 		rc = -ENOSPC;
-	} else { /* an expired entry is replaced in place: it counts as absent */
+	} else if (!filled && w != W_ABSENT &&
+		   rewritable(o, &old, atomic_load_explicit(link, memory_order_relaxed), vlen,
+			      expire != 0, false)) {
+		/* An expired entry is rewritten too: it counts as absent. */
+		if (w == W_EXPIRED)
+			st->expirations++;
+		rewrite(v, sb, &old, atomic_load_explicit(link, memory_order_relaxed), val,
+			(uint32_t)vlen, expire, undo_of(o, in));
+	} else if (!filled && !spare_take(o, in, need)) {
+		/* No block at hand, and none is allocated under a stripe lock:
+		 * allocate one, then again. */
+		shmmap__unlock(&st->lock);
+		filled = true;
+		if ((rc = new_entry(o, v, in, h, key, klen, val, vlen, expire)) < 0)
+			return rc;
+		goto retry;
+	} else {
+		if (!filled) /* the spare, filled under the lock */
+			ent_fill(o, v, atomic_load_explicit(&in->a, memory_order_relaxed), h, key,
+				 (uint32_t)klen, val, (uint32_t)vlen, expire);
 		if (w == W_EXPIRED)
 			st->expirations++;
 		link_entry(o, v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in);
@@ -1449,9 +1624,11 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	/* With an expiry slot if a new key gets the map's default TTL; a
 	 * present key's own expiry may still ask for one (see below). */
 	bool slot = v->default_ttl != 0;
+	/* Without a block at first if the record has a spare: a present
+	 * counter is rewritten in place (put_impl has the why). */
+	bool have = !keeps_spare(o) || !atomic_load_explicit(&in->spare, memory_order_relaxed);
 again:
-	rc = alloc_entry(o, v, in, ent_size(klen, room, slot));
-	if (rc < 0)
+	if (have && (rc = alloc_entry(o, v, in, ent_size(klen, room, slot))) < 0)
 		return rc;
 	uint32_t qtries = 0;
 retry:
@@ -1500,6 +1677,30 @@ retry:
 		rc = -E2BIG;
 		goto out;
 	}
+	if (over_quota(v, st, ent_size(klen, (uint32_t)n, expire != 0), w, &old)) {
+		if (v->policy == MAP_POLICY_EVICT && ++qtries < QUOTA_TRIES) {
+			shmmap__unlock(&st->lock);
+			goto retry;
+		}
+		rc = -ENOSPC;
+		goto out;
+	}
+	if (!have && w != W_ABSENT &&
+	    rewritable(o, &old, atomic_load_explicit(link, memory_order_relaxed), (uint32_t)n,
+		       expire != 0, true)) {
+		if (w == W_EXPIRED)
+			st->expirations++;
+		rewrite(v, sb, &old, atomic_load_explicit(link, memory_order_relaxed), digits,
+			(uint32_t)n, expire, undo_of(o, in));
+		goto out;
+	}
+	if (!have && !spare_take(o, in, ent_size(klen, room, slot))) {
+		/* No block at hand (none is allocated under a stripe lock). */
+		shmmap__unlock(&st->lock);
+		have = true;
+		goto again;
+	}
+	have = true;
 	if (expire && !slot &&
 	    shmmap__block_size(o->s, o->g, atomic_load_explicit(&in->a, memory_order_relaxed)) <
 		    ent_size(klen, (uint32_t)n, true)) {
@@ -1511,14 +1712,6 @@ retry:
 		settle(o, in);
 		slot = true;
 		goto again;
-	}
-	if (over_quota(v, st, ent_size(klen, (uint32_t)n, expire != 0), w, &old)) {
-		if (v->policy == MAP_POLICY_EVICT && ++qtries < QUOTA_TRIES) {
-			shmmap__unlock(&st->lock);
-			goto retry;
-		}
-		rc = -ENOSPC;
-		goto out;
 	}
 	if (w == W_EXPIRED)
 		st->expirations++;

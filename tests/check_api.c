@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,7 +341,10 @@ static int worker_reader(int arg)
 		return 10;
 	unsigned char buf[1024];
 	long good = 0;
-	for (int i = 0; i < 100000; i++) {
+	/* On past 100000 reads until some found a value (the writers may
+	 * start late), within 20 s. */
+	long long end = mono_ms() + 20000;
+	for (int i = 0; i < 100000 || (good < 1000 && mono_ms() < end); i++) {
 		char k[8];
 		int kn = snprintf(k, sizeof k, "k%d", i % 8);
 		size_t n;
@@ -365,6 +369,194 @@ START_TEST(readers_never_see_torn_values)
 	expect_exit0(w1, 60000);
 	expect_exit0(r0, 60000);
 	expect_exit0(r1, 60000);
+}
+END_TEST
+
+/* ---- a rewrite in place is never seen torn ---- */
+
+#define IP_KEYS 4
+#define IP_WRITES 30000
+
+struct ip_share {
+	size_t lmin, lmax;            /* value lengths of one size class */
+	_Atomic int ready, stop;
+	uint64_t off_before[IP_KEYS]; /* the keys' entries after the first round */
+	uint64_t off_after[IP_KEYS];  /* ...and after the last write */
+	uint64_t spare_before, spare_after;
+	uint64_t last; /* the writer's last value number */
+	_Atomic long reads, changes;
+};
+static struct ip_share *ip;
+
+/* The offset of key's entry in map m (0: absent), found through the
+ * segment's own chain as any reader would. */
+static uint64_t entry_off(shmmap *sm, shmmap_map m, const char *key)
+{
+	const struct map_view *v;
+	struct tbl t;
+	size_t kl = strlen(key);
+	if (shmmap__resolve(sm, m, &v) < 0 || !shmmap__tbl_load(&sm->seg, v, &t))
+		return 0;
+	uint64_t h = shmmap__hash(&sm->geom, key, kl);
+	uint64_t off = atomic_load(&t.cur[h & (t.cur_n - 1)]);
+	for (int steps = 0; off && steps < 1000; steps++) {
+		struct seg_entry *e = seg_ptr(&sm->seg, off);
+		if (e->klen == kl && memcmp(ent_key(e, ent_vlenf(e)), key, kl) == 0)
+			return off;
+		off = atomic_load(&e->next);
+	}
+	return 0;
+}
+
+/* Value s of a key: its length (in [lmin, lmax]) and bytes follow from s. */
+static size_t ip_value(uint64_t s, unsigned char *v)
+{
+	size_t len = ip->lmin + (size_t)(s * 7919 % (ip->lmax - ip->lmin + 1));
+	memcpy(v, &s, 8);
+	for (size_t i = 8; i < len; i++)
+		v[i] = (unsigned char)(s * 131 + i * 7);
+	return len;
+}
+
+static bool ip_value_ok(const unsigned char *v, size_t len)
+{
+	unsigned char want[SEG_UNDO_MAX];
+	uint64_t s;
+	if (len < 8)
+		return false;
+	memcpy(&s, v, 8);
+	return ip_value(s, want) == len && memcmp(want, v, len) == 0;
+}
+
+static int ip_write(void)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) || shmmap_open(sm, "inplace", 0, &m))
+		return 10;
+	unsigned char v[SEG_UNDO_MAX];
+	char k[16];
+	/* At least IP_WRITES writes, and on until the readers saw values
+	 * change under them (the race happened), within 20 s. */
+	long long end = mono_ms() + 20000;
+	uint64_t s;
+	for (s = 1; s <= IP_WRITES || (atomic_load(&ip->changes) < 200 && mono_ms() < end); s++) {
+		snprintf(k, sizeof k, "ip%d", (int)(s % IP_KEYS));
+		size_t n = ip_value(s, v);
+		if (shmmap_put(sm, m, k, strlen(k), v, n, 0, 0))
+			return 11;
+		if (s == 2 * IP_KEYS) { /* every key rewritten once: a spare kept */
+			for (int i = 0; i < IP_KEYS; i++) {
+				snprintf(k, sizeof k, "ip%d", i);
+				ip->off_before[i] = entry_off(sm, m, k);
+			}
+			ip->spare_before =
+				atomic_load(&seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[0].spare);
+			atomic_store(&ip->ready, 1);
+		}
+	}
+	ip->last = s - 1;
+	for (int i = 0; i < IP_KEYS; i++) {
+		snprintf(k, sizeof k, "ip%d", i);
+		ip->off_after[i] = entry_off(sm, m, k);
+	}
+	ip->spare_after = atomic_load(&seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[0].spare);
+	shmmap_detach(sm);
+	return 0;
+}
+
+static int ip_writer(int arg)
+{
+	(void)arg;
+	int rc = ip_write();
+	atomic_store(&ip->stop, 1); /* the readers stop too, whatever happened */
+	return rc;
+}
+
+static int ip_reader(int arg)
+{
+	(void)arg;
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) || shmmap_open(sm, "inplace", 0, &m))
+		return 10;
+	unsigned char buf[1024];
+	uint64_t last[IP_KEYS] = {0};
+	while (!atomic_load(&ip->ready) && !atomic_load(&ip->stop))
+		sched_yield();
+	while (!atomic_load(&ip->stop)) {
+		for (int i = 0; i < IP_KEYS; i++) {
+			char k[16];
+			snprintf(k, sizeof k, "ip%d", i);
+			size_t n;
+			uint64_t s;
+			if (shmmap_get(sm, m, k, strlen(k), buf, sizeof buf, &n))
+				return 11;
+			if (!ip_value_ok(buf, n))
+				return 12; /* torn */
+			memcpy(&s, buf, 8);
+			if (s < last[i])
+				return 13; /* went back */
+			if (s != last[i])
+				atomic_fetch_add(&ip->changes, 1);
+			last[i] = s;
+			atomic_fetch_add(&ip->reads, 1);
+		}
+	}
+	shmmap_detach(sm);
+	return 0;
+}
+
+/* A writer rewrites four keys (one chain's worth) with values whose length
+ * changes within one size class: after its first round every write is in
+ * place (the entries stay where they are, its spare stays unused), and two
+ * readers that never stop reading see every value whole, never an older
+ * one after a newer. */
+START_TEST(rewrites_in_place_are_never_torn)
+{
+	shmmap *sm = attach();
+	shmmap_map m;
+	ck_assert_int_eq(shmmap_open(sm, "inplace", SHMMAP_CREATE, &m), 0);
+	ip = mmap(NULL, sizeof *ip, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(ip, MAP_FAILED);
+	memset(ip, 0, sizeof *ip);
+	/* The lengths whose entries (3-byte key) share the class of 200 B. */
+	int c = shmmap__class_of(&sm->seg, &sm->geom, ent_size(3, 200, false));
+	ck_assert_int_ge(c, 0);
+	ip->lmin = ip->lmax = 200;
+	while (ip->lmin > 8 &&
+	       shmmap__class_of(&sm->seg, &sm->geom, ent_size(3, ip->lmin - 1, false)) == c)
+		ip->lmin--;
+	while (ip->lmax < SEG_UNDO_MAX &&
+	       shmmap__class_of(&sm->seg, &sm->geom, ent_size(3, ip->lmax + 1, false)) == c)
+		ip->lmax++;
+	ck_assert_uint_gt(ip->lmax - ip->lmin, 8);
+	pid_t w = spawn(ip_writer, 0), r0 = spawn(ip_reader, 0), r1 = spawn(ip_reader, 1);
+	expect_exit0(w, 60000);
+	expect_exit0(r0, 60000);
+	expect_exit0(r1, 60000);
+	for (int i = 0; i < IP_KEYS; i++) {
+		ck_assert_uint_ne(ip->off_before[i], 0);
+		ck_assert_msg(ip->off_after[i] == ip->off_before[i],
+			      "key %d moved (%#" PRIx64 " -> %#" PRIx64 "): not rewritten in place", i,
+			      ip->off_before[i], ip->off_after[i]);
+	}
+	ck_assert_msg(ip->spare_before && ip->spare_after == ip->spare_before,
+		      "the writer's spare changed: a write took a block");
+	/* The race happened: the readers saw the values change under them. */
+	ck_assert_int_ge(atomic_load(&ip->changes), 200);
+	unsigned char buf[1024], want[SEG_UNDO_MAX];
+	for (int i = 0; i < IP_KEYS; i++) {
+		char k[16];
+		size_t n;
+		snprintf(k, sizeof k, "ip%d", i);
+		ck_assert_int_eq(shmmap_get(sm, m, k, strlen(k), buf, sizeof buf, &n), 0);
+		uint64_t s = ip->last - (ip->last - (uint64_t)i) % IP_KEYS;
+		ck_assert_uint_eq(n, ip_value(s, want));
+		ck_assert_int_eq(memcmp(buf, want, n), 0);
+	}
+	munmap(ip, sizeof *ip);
+	shmmap_detach(sm);
 }
 END_TEST
 
@@ -660,6 +852,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, threads_share_one_attachment);
 	tcase_add_test(tc, attach_when_base_is_taken);
 	tcase_add_test(tc, readers_never_see_torn_values);
+	tcase_add_test(tc, rewrites_in_place_are_never_torn);
 	tcase_add_test(tc, data_path_works_while_coordinator_is_stopped);
 	tcase_add_test(tc, put_flags_and_get_errors);
 	tcase_add_test(tc, handles_are_checked);

@@ -128,7 +128,8 @@ static void make_value(char *buf, size_t n, char tag)
 
 /* OP_SPARE_REPLACE: a replace by a writer whose record holds a spare
  * block of the new value's size class (see child()). */
-enum op { OP_INSERT, OP_REPLACE, OP_DELETE, OP_INCR_NEW, OP_INCR_OLD, OP_SPARE_REPLACE };
+enum op { OP_INSERT, OP_REPLACE, OP_DELETE, OP_INCR_NEW, OP_INCR_OLD, OP_SPARE_REPLACE, OP_REWRITE,
+	  OP_INCR_IN_PLACE };
 
 struct scenario {
 	const char *name;
@@ -167,11 +168,13 @@ static void prepare(const struct scenario *sc, const char *key, char *old)
 	switch (sc->op) {
 	case OP_REPLACE:
 	case OP_SPARE_REPLACE:
+	case OP_REWRITE:
 	case OP_DELETE:
 		make_value(old, sc->old_len, 'a');
 		CK_EQ(shmmap_put(g_sm, g_m, key, kl, old, sc->old_len, 0, 0), 0);
 		break;
 	case OP_INCR_OLD:
+	case OP_INCR_IN_PLACE:
 		CK_EQ(shmmap_put(g_sm, g_m, key, kl, "41", 2, 0, 0), 0);
 		break;
 	default:
@@ -202,7 +205,7 @@ static void child(const struct scenario *sc, const char *key, unsigned long k, i
 	make_value(val, sc->new_len, 'n');
 	size_t kl = strlen(key);
 	int64_t out;
-	if (sc->op == OP_SPARE_REPLACE) {
+	if (sc->op == OP_SPARE_REPLACE || sc->op == OP_REWRITE || sc->op == OP_INCR_IN_PLACE) {
 		/* Rewrite another key with a value of the new size: the block it
 		 * replaces stays in this thread's record as its spare, which the
 		 * operation below then takes instead of allocating. */
@@ -212,12 +215,15 @@ static void child(const struct scenario *sc, const char *key, unsigned long k, i
 		if (!atomic_load(&seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[0].spare))
 			_exit(23);
 	}
+	_Atomic uint64_t *spare = &seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[0].spare;
+	uint64_t spare0 = atomic_load(spare);
 	shmmap__crash_arm(k, sig);
 	int rc;
 	switch (sc->op) {
 	case OP_INSERT:
 	case OP_REPLACE:
 	case OP_SPARE_REPLACE:
+	case OP_REWRITE:
 		rc = shmmap_put(sm, m, key, kl, val, sc->new_len, 0, 0);
 		break;
 	case OP_DELETE:
@@ -228,6 +234,10 @@ static void child(const struct scenario *sc, const char *key, unsigned long k, i
 		break;
 	}
 	shmmap__crash_arm(0, 0);
+	/* A rewrite in place takes no block: the spare stays as it was. */
+	if (rc == 0 && (sc->op == OP_REWRITE || sc->op == OP_INCR_IN_PLACE) &&
+	    atomic_load(spare) != spare0)
+		_exit(24);
 	_exit(rc == 0 ? 0 : 21);
 }
 
@@ -247,6 +257,7 @@ static bool expect_old_or_new(const struct scenario *sc, const char *key, const 
 		break;
 	case OP_REPLACE:
 	case OP_SPARE_REPLACE:
+	case OP_REWRITE:
 		is_old = rc == 0 && n == sc->old_len && memcmp(buf, old, n) == 0;
 		is_new = rc == 0 && n == sc->new_len && memcmp(buf, want, n) == 0;
 		break;
@@ -259,6 +270,7 @@ static bool expect_old_or_new(const struct scenario *sc, const char *key, const 
 		is_new = rc == 0 && n == 1 && buf[0] == '1';
 		break;
 	case OP_INCR_OLD:
+	case OP_INCR_IN_PLACE:
 		is_old = rc == 0 && n == 2 && memcmp(buf, "41", 2) == 0;
 		is_new = rc == 0 && n == 2 && memcmp(buf, "42", 2) == 0;
 		break;
@@ -354,6 +366,15 @@ START_TEST(crash_replace_from_spare)
 }
 END_TEST
 
+/* A rewrite in place (a value of the entry's own size class, small enough
+ * for the undo record): killed at any store, the key holds the old value
+ * or the new one, whole (the lock's taker puts the old one back). */
+START_TEST(crash_rewrite_in_place)
+{
+	sweep(&(struct scenario){"rewrite in place", OP_REWRITE, 180, 184, false});
+}
+END_TEST
+
 START_TEST(crash_delete)
 {
 	sweep(&(struct scenario){"delete", OP_DELETE, 9000, 0, false});
@@ -438,6 +459,8 @@ START_TEST(crash_incr)
 {
 	sweep(&(struct scenario){"incr of a new key", OP_INCR_NEW, 0, 0, false});
 	sweep(&(struct scenario){"incr of a key", OP_INCR_OLD, 0, 0, false});
+	/* With a spare kept: the counter is rewritten in place. */
+	sweep(&(struct scenario){"incr in place", OP_INCR_IN_PLACE, 0, 8, false});
 }
 END_TEST
 
@@ -1794,6 +1817,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, crash_incr);
 	tcase_add_test(tc, crash_evicting_put);
 	tcase_add_test(tc, crash_replace_from_spare);
+	tcase_add_test(tc, crash_rewrite_in_place);
 	tcase_add_test(tc, crash_handover);
 	tcase_add_test(tc, frozen_holder_killed);
 	tcase_add_test(tc, sweep_under_load);

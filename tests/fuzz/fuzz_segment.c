@@ -433,6 +433,7 @@ static void write_paths(bool pristine)
 		atomic_store(&mine->intent[k].a, 0);
 		atomic_store(&mine->intent[k].b, 0);
 		atomic_store(&mine->intent[k].spare, 0);
+		atomic_store(&mine->undo[k].off, 0);
 		atomic_store(&mine->spare_moving[k], 0);
 	}
 	atomic_store(&mine->state, SLOT_LIVE);
@@ -714,6 +715,28 @@ int main(int argc, char **argv)
 		rec64(sl1 + w, w % 16 ? e0 : 2);
 	rec32(g->slots_off + offsetof(struct seg_slot, state), 9);
 	bad |= emit(d, "slots-intent");
+
+	/* Undo records of slot 0 (dead once the write paths run) holding the
+	 * lock of e0's stripe: naming e0, one with a value length past the
+	 * record, one with the expiry flag flipped, one whole (its garbage
+	 * bytes are put back); then a misaligned offset and one past the
+	 * image.  The repair must check each before it writes anything. */
+	uint32_t st0 = b & (d0->nstripes - 1);
+	uint64_t u0 = g->slots_off + offsetof(struct seg_slot, undo);
+	rec32(d0->stripes_off + (uint64_t)st0 * sizeof(struct seg_stripe) +
+		      offsetof(struct seg_stripe, lock), 1);
+	const struct seg_entry *e0p = seg_ptr(&s, e0);
+	uint64_t offs[5] = {e0, e0, e0, e0 + 3, (uint64_t)IMG_SIZE * 4};
+	uint32_t vlenfs[5] = {SEG_UNDO_MAX + 1, e0p->vlenf ^ ENT_F_EXPIRE, e0p->vlenf, 5, 5};
+	for (uint64_t k = 0; k < 5; k++) {
+		uint64_t u = u0 + k * sizeof(struct seg_undo);
+		rec64(u + offsetof(struct seg_undo, off), offs[k]);
+		rec32(u + offsetof(struct seg_undo, map), 0);
+		rec32(u + offsetof(struct seg_undo, stripe), st0);
+		rec32(u + offsetof(struct seg_undo, vlenf), vlenfs[k]);
+		rec64(u + offsetof(struct seg_undo, val), 0x5a5a5a5a5a5a5a5aull);
+	}
+	bad |= emit(d, "slots-undo");
 
 	/* Page descriptors: every SLAB page's free link and carved count
 	 * garbage; a run longer than the heap. */
