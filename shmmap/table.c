@@ -932,7 +932,19 @@ static bool keeps_spare(const struct op_ctx *o)
 	return o->intent && o->lk.owner >= 1 && o->lk.owner <= o->g->max_clients;
 }
 
-static void settle(const struct op_ctx *o, struct seg_intent *in)
+static void settle_blocks(const struct op_ctx *o, struct seg_intent *in);
+
+/* After unlocking: what the write's record still names (usually nothing
+ * after a rewrite in place: checked inline). */
+static inline __attribute__((always_inline)) void settle(const struct op_ctx *o,
+							 struct seg_intent *in)
+{
+	if (atomic_load_explicit(&in->b, memory_order_relaxed) |
+	    atomic_load_explicit(&in->a, memory_order_relaxed))
+		settle_blocks(o, in);
+}
+
+static void settle_blocks(const struct op_ctx *o, struct seg_intent *in)
 {
 	_Atomic uint64_t *recs[2] = {&in->b, &in->a};
 	for (int j = 0; j < 2; j++) {
@@ -1006,13 +1018,11 @@ static bool spare_take(const struct op_ctx *o, struct seg_intent *in, size_t n)
  * takes a dead writer's stripe lock over puts it back (undo_rewrites).
  * Readers are the seqlock's: the change is inside one seq change. */
 
-/* The undo record that goes with a client's intent record in, or NULL for
- * a scratch record (the coordinator's writes and unit tests: no record in
- * a slot, so no rewrite in place). */
-static struct seg_undo *undo_of(const struct op_ctx *o, const struct seg_intent *in)
+/* The undo record that goes with a client's intent record in (keeps_spare:
+ * a scratch record, the coordinator's writes' and unit tests', has none,
+ * so their writes never rewrite in place). */
+static inline struct seg_undo *undo_of(const struct op_ctx *o, const struct seg_intent *in)
 {
-	if (!keeps_spare(o))
-		return NULL;
 	struct seg_slot *sl = seg_slot(o->s, o->g, o->lk.owner - 1);
 	return &sl->undo[in - sl->intent];
 }
@@ -1022,8 +1032,8 @@ static struct seg_undo *undo_of(const struct op_ctx *o, const struct seg_intent 
  * slot, an old value the undo record holds, and the same size class (an
  * entry of the same size needs no look at its page), or with room true any
  * value the block holds (a counter's block has room for 20 digits). */
-static bool rewritable(const struct op_ctx *o, const struct ent *old, uint64_t off, size_t vlen,
-		       bool slot, bool room)
+static inline bool rewritable(const struct op_ctx *o, const struct ent *old, uint64_t off,
+			      size_t vlen, bool slot, bool room)
 {
 	if (old->vlen > SEG_UNDO_MAX || ent_slot(old) != slot)
 		return false;
