@@ -19,7 +19,7 @@
  *              bucket holds the moved marker; during one, a new bucket
  *              holds entries only once its old bucket moved; no stripe
  *              at rest has a move in progress;
- *   chains     offsets in bounds and 16-aligned (shmmap__entry_at), no
+ *   chains     offsets in bounds and 8-aligned (SEG_ALIGN) (shmmap__entry_at), no
  *              cycle (Brent), each entry's stored hash
  *              is the hash of its key and names its bucket (in the old
  *              array or the current one), each entry

@@ -129,13 +129,14 @@ static void make_value(char *buf, size_t n, char tag)
 /* OP_SPARE_REPLACE: a replace by a writer whose record holds a spare
  * block of the new value's size class (see child()). */
 enum op { OP_INSERT, OP_REPLACE, OP_DELETE, OP_INCR_NEW, OP_INCR_OLD, OP_SPARE_REPLACE, OP_REWRITE,
-	  OP_INCR_IN_PLACE };
+	  OP_INCR_IN_PLACE, OP_INCR_TTL };
 
 struct scenario {
 	const char *name;
 	enum op op;
 	size_t old_len, new_len; /* value sizes: pick classes and page runs */
 	bool full;               /* the segment is full: the write must evict */
+	uint32_t old_ttl;        /* the old value's TTL (0: none; new values have none) */
 };
 
 /* Fill the segment with values of n bytes until no page and no block of
@@ -171,11 +172,14 @@ static void prepare(const struct scenario *sc, const char *key, char *old)
 	case OP_REWRITE:
 	case OP_DELETE:
 		make_value(old, sc->old_len, 'a');
-		CK_EQ(shmmap_put(g_sm, g_m, key, kl, old, sc->old_len, 0, 0), 0);
+		CK_EQ(shmmap_put(g_sm, g_m, key, kl, old, sc->old_len, sc->old_ttl, 0), 0);
 		break;
 	case OP_INCR_OLD:
 	case OP_INCR_IN_PLACE:
 		CK_EQ(shmmap_put(g_sm, g_m, key, kl, "41", 2, 0, 0), 0);
+		break;
+	case OP_INCR_TTL:
+		CK_EQ(shmmap_put(g_sm, g_m, key, kl, "42", 2, 3600, 0), 0);
 		break;
 	default:
 		break;
@@ -229,6 +233,9 @@ static void child(const struct scenario *sc, const char *key, unsigned long k, i
 	case OP_DELETE:
 		rc = shmmap_del(sm, m, key, kl);
 		break;
+	case OP_INCR_TTL:
+		rc = shmmap_incr(sm, m, key, kl, INT64_MAX - 42, &out);
+		break;
 	default:
 		rc = shmmap_incr(sm, m, key, kl, 1, &out);
 		break;
@@ -268,6 +275,10 @@ static bool expect_old_or_new(const struct scenario *sc, const char *key, const 
 	case OP_INCR_NEW:
 		is_old = rc == -ENOENT;
 		is_new = rc == 0 && n == 1 && buf[0] == '1';
+		break;
+	case OP_INCR_TTL:
+		is_old = rc == 0 && n == 2 && memcmp(buf, "42", 2) == 0;
+		is_new = rc == 0 && n == 19 && memcmp(buf, "9223372036854775807", 19) == 0;
 		break;
 	case OP_INCR_OLD:
 	case OP_INCR_IN_PLACE:
@@ -342,19 +353,19 @@ static void sweep(const struct scenario *sc)
  * replace uses values bigger than a page (runs of pages). */
 START_TEST(crash_insert)
 {
-	sweep(&(struct scenario){"insert", OP_INSERT, 0, 3000, false});
+	sweep(&(struct scenario){"insert", OP_INSERT, 0, 3000, false, 0});
 }
 END_TEST
 
 START_TEST(crash_replace)
 {
-	sweep(&(struct scenario){"replace", OP_REPLACE, 5000, 7000, false});
+	sweep(&(struct scenario){"replace", OP_REPLACE, 5000, 7000, false, 0});
 }
 END_TEST
 
 START_TEST(crash_replace_large)
 {
-	sweep(&(struct scenario){"replace of page runs", OP_REPLACE, 100 * 1024, 140 * 1024, false});
+	sweep(&(struct scenario){"replace of page runs", OP_REPLACE, 100 * 1024, 140 * 1024, false, 0});
 }
 END_TEST
 
@@ -362,7 +373,7 @@ END_TEST
  * block it replaces as the next spare: no allocator call either way. */
 START_TEST(crash_replace_from_spare)
 {
-	sweep(&(struct scenario){"replace from a spare", OP_SPARE_REPLACE, 6000, 7000, false});
+	sweep(&(struct scenario){"replace from a spare", OP_SPARE_REPLACE, 6000, 7000, false, 0});
 }
 END_TEST
 
@@ -371,20 +382,28 @@ END_TEST
  * or the new one, whole (the lock's taker puts the old one back). */
 START_TEST(crash_rewrite_in_place)
 {
-	sweep(&(struct scenario){"rewrite in place", OP_REWRITE, 180, 184, false});
+	sweep(&(struct scenario){"rewrite in place", OP_REWRITE, 180, 184, false, 0});
+}
+END_TEST
+
+/* A replace that drops the key's expiry: the stripe's count of expiry
+ * slots changes with it (and is recounted by a repair). */
+START_TEST(crash_replace_dropping_expiry)
+{
+	sweep(&(struct scenario){"replace dropping an expiry", OP_REPLACE, 5000, 5004, false, 3600});
 }
 END_TEST
 
 START_TEST(crash_delete)
 {
-	sweep(&(struct scenario){"delete", OP_DELETE, 9000, 0, false});
+	sweep(&(struct scenario){"delete", OP_DELETE, 9000, 0, false, 0});
 }
 END_TEST
 
 /* A put into a full segment: it evicts (unlink and free a victim) first. */
 START_TEST(crash_evicting_put)
 {
-	struct scenario sc = {"insert that evicts", OP_INSERT, 0, 5000, true};
+	struct scenario sc = {"insert that evicts", OP_INSERT, 0, 5000, true, 0};
 	sweep(&sc);
 	struct shmmap_stats st;
 	ck_assert_int_eq(shmmap_stats(g_sm, g_m, &st), 0);
@@ -415,7 +434,7 @@ static unsigned drained_pages(void)
  */
 START_TEST(crash_handover)
 {
-	const struct scenario sc = {"insert that empties a page", OP_INSERT, 0, 5000, false};
+	const struct scenario sc = {"insert that empties a page", OP_INSERT, 0, 5000, false, 0};
 	const char *key = "the-key";
 	static char old[8];
 	uint64_t h0 = atomic_load(&seg_hdr(&g_sm->seg)->handovers);
@@ -457,10 +476,13 @@ END_TEST
 
 START_TEST(crash_incr)
 {
-	sweep(&(struct scenario){"incr of a new key", OP_INCR_NEW, 0, 0, false});
-	sweep(&(struct scenario){"incr of a key", OP_INCR_OLD, 0, 0, false});
+	sweep(&(struct scenario){"incr of a new key", OP_INCR_NEW, 0, 0, false, 0});
+	sweep(&(struct scenario){"incr of a key", OP_INCR_OLD, 0, 0, false, 0});
 	/* With a spare kept: the counter is rewritten in place. */
-	sweep(&(struct scenario){"incr in place", OP_INCR_IN_PLACE, 0, 8, false});
+	sweep(&(struct scenario){"incr in place", OP_INCR_IN_PLACE, 0, 8, false, 0});
+	/* A key with an expiry whose 19 digits do not fit the block taken for
+	 * 20 digits without the slot: the incr lets it go and takes another. */
+	sweep(&(struct scenario){"incr of an expiring key, second block", OP_INCR_TTL, 0, 0, false, 0});
 }
 END_TEST
 
@@ -570,7 +592,7 @@ static void step_until_holds(pid_t pid, _Atomic uint32_t *w, _Atomic uint32_t *s
 START_TEST(frozen_holder_killed)
 {
 	static char old[8192];
-	const struct scenario sc = {"replace (frozen)", OP_REPLACE, 5000, 7000, false};
+	const struct scenario sc = {"replace (frozen)", OP_REPLACE, 5000, 7000, false, 0};
 	const char *key = "the-key";
 	uint32_t stripe = stripe_of_key(key);
 	_Atomic uint32_t *w = stripe_lock_word(stripe);
@@ -1202,7 +1224,7 @@ static pid_t freeze_in_stripe_lock(const struct scenario *sc, const char *key,
 
 START_TEST(stopped_writer_does_not_wedge_coordinator)
 {
-	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false};
+	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false, 0};
 	const char *key = "the-key";
 	_Atomic uint32_t *slot = shared_word();
 	pid_t pid = freeze_in_stripe_lock(&sc, key, slot);
@@ -1268,7 +1290,7 @@ static bool no_dead_slots(void *arg)
  */
 START_TEST(killed_waiter_of_stopped_holder)
 {
-	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false};
+	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false, 0};
 	const char *key = "the-key";
 	uint32_t stripe = stripe_of_key(key);
 	_Atomic uint32_t *w = stripe_lock_word(stripe);
@@ -1362,7 +1384,7 @@ static bool map_dir_free(void *arg)
  */
 static void drop_meets_stopped_holder(int how)
 {
-	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false};
+	const struct scenario sc = {"replace (stopped)", OP_REPLACE, 100, 100, false, 0};
 	const char *key = "the-key";
 	_Atomic uint32_t *w = stripe_lock_word(stripe_of_key(key));
 	_Atomic uint32_t *slot = shared_word();
@@ -1818,6 +1840,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, crash_evicting_put);
 	tcase_add_test(tc, crash_replace_from_spare);
 	tcase_add_test(tc, crash_rewrite_in_place);
+	tcase_add_test(tc, crash_replace_dropping_expiry);
 	tcase_add_test(tc, crash_handover);
 	tcase_add_test(tc, frozen_holder_killed);
 	tcase_add_test(tc, sweep_under_load);
