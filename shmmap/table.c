@@ -1062,6 +1062,16 @@ static void rewrite(const struct map_view *v, uint32_t sb, const struct ent *old
 	/* Release: the record is whole before it names the entry. */
 	atomic_store_explicit(&u->off, off, memory_order_release);
 	CRASH_POINT();
+	/* Written now, for the evicting hand, its use count kept (a CAS: a
+	 * get may raise the count meanwhile, at most ENT_FREQ_MAX times).  A
+	 * hint no reader checks against the value: outside the seq change,
+	 * which stays as short as the copy. */
+	uint64_t m = atomic_load_explicit(&e->meta, memory_order_relaxed);
+	uint64_t itime = (uint64_t)(shmmap__itime() & 0xffffffu) << 32;
+	while (!atomic_compare_exchange_weak_explicit(&e->meta, &m,
+						      (m & ~(UINT64_C(0xffffff) << 32)) | itime,
+						      memory_order_relaxed, memory_order_relaxed))
+		;
 	seq_begin(st);
 	CRASH_POINT();
 	if (ent_has_expiry(vf)) {
@@ -1072,14 +1082,6 @@ static void rewrite(const struct map_view *v, uint32_t sb, const struct ent *old
 	CRASH_POINT();
 	__atomic_store_n(&e->vlenf, vlen | (vf & ENT_F_EXPIRE), __ATOMIC_RELAXED);
 	CRASH_POINT();
-	/* Written now, for the evicting hand, its use count kept (a CAS: a
-	 * get may raise the count meanwhile, at most ENT_FREQ_MAX times). */
-	uint64_t m = atomic_load_explicit(&e->meta, memory_order_relaxed);
-	uint64_t itime = (uint64_t)(shmmap__itime() & 0xffffffu) << 32;
-	while (!atomic_compare_exchange_weak_explicit(&e->meta, &m,
-						      (m & ~(UINT64_C(0xffffff) << 32)) | itime,
-						      memory_order_relaxed, memory_order_relaxed))
-		;
 	seq_end(st);
 	CRASH_POINT();
 	st->bytes += (uint64_t)vlen - old->vlen;
