@@ -292,6 +292,8 @@ static void sweep_deferred(struct coord *c, const char *what)
 	sweep_or_defer(c, what, &r);
 }
 
+static bool settle_stripe(struct coord *c, uint32_t map, uint32_t stripe, struct seg_slot *sl);
+
 /*
  * A dead writer's record, before what it names is freed: a block it names
  * may still be linked if the writer died holding the record's stripe lock
@@ -303,8 +305,29 @@ static bool settle_record(struct coord *c, struct seg_intent *in, struct seg_slo
 {
 	if (!atomic_load(&in->a) && !atomic_load(&in->b))
 		return true;
+	return settle_stripe(c, atomic_load(&in->map), atomic_load(&in->stripe), sl);
+}
+
+/* A dead writer's rewrite in place cut short (struct seg_undo): its
+ * stripe's repair, under the stripe lock, puts the old value back and
+ * clears the record; a live waiter that took the lock over may be doing
+ * just that, so the record is not cleared before the lock is had.  (If the
+ * map is gone there is nothing to put back.) */
+static bool settle_undo(struct coord *c, struct seg_undo *u, struct seg_slot *sl)
+{
+	if (!atomic_load(&u->off))
+		return true;
+	if (!settle_stripe(c, u->map, u->stripe, sl))
+		return false;
+	atomic_store(&u->off, 0);
+	return true;
+}
+
+/* Repair stripe `stripe` of map `map` under its lock (waiting for a taker
+ * that repairs it first): false if a live process holds on to it. */
+static bool settle_stripe(struct coord *c, uint32_t map, uint32_t stripe, struct seg_slot *sl)
+{
 	struct map_view v;
-	uint32_t map = atomic_load(&in->map), stripe = atomic_load(&in->stripe);
 	if (shmmap__map_view_linked(&c->seg, &c->g, map, &v) < 0 || stripe >= v.nstripes)
 		return true; /* dropped: its chains were emptied under every stripe lock */
 	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
@@ -326,7 +349,9 @@ static bool settle_record(struct coord *c, struct seg_intent *in, struct seg_slo
  *  1. Mark it DEAD: from now on every lock waiter sees its owner dead.
  *  2. Take over each stripe lock it holds and repair the stripe: its write
  *     there is then either done or not done (stripe_repair settles the
- *     intent records that name the stripe).
+ *     intent records that name the stripe and puts back a rewrite in place
+ *     it cut short; an undo record still set names a stripe whose lock a
+ *     waiter took over: that stripe is repaired under its lock too).
  *  3. What its intent records still name is unreachable and its alone:
  *     free it.  If it died holding an allocator lock (or one is held by
  *     another dead process), the allocator may be half-updated: sweep
@@ -355,6 +380,8 @@ static bool recover_slot_locked(struct coord *c, uint32_t slot)
 	bool sweep = holds_alloc_lock(c, owner) || holds_alloc_lock(c, LOCK_OWNER_COORD);
 	bool busy = false;
 	unsigned freed = 0;
+	for (uint32_t k = 0; k < SEG_INTENTS && !busy; k++)
+		busy = !settle_undo(c, &sl->undo[k], sl);
 	for (uint32_t k = 0; k < SEG_INTENTS && !sweep && !busy; k++) {
 		struct seg_intent *in = &sl->intent[k];
 		if (!settle_record(c, in, sl)) {

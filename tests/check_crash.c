@@ -641,6 +641,64 @@ START_TEST(frozen_holder_killed)
 }
 END_TEST
 
+/* A writer frozen in the middle of a rewrite in place (its undo record
+ * set, at each such store in turn), then killed while another process
+ * waits for the stripe lock: the waiter takes the lock over, puts the old
+ * value back before it writes, and the key holds the old value or the new
+ * one, whole. */
+START_TEST(rewrite_frozen_then_killed_waiter_repairs)
+{
+	static char old[8192];
+	const struct scenario sc = {"rewrite in place (frozen)", OP_REWRITE, 180, 184, false, 0};
+	const char *key = "the-key";
+	uint32_t stripe = stripe_of_key(key);
+	_Atomic uint32_t *w = stripe_lock_word(stripe);
+	char other[32];
+	other_key_in_stripe(stripe, other, sizeof other);
+	_Atomic uint32_t *slot = shared_word();
+	unsigned caught = 0;
+	for (unsigned long k = 1; k <= MAX_K; k++) {
+		prepare(&sc, key, old);
+		atomic_store(slot, 0);
+		pid_t pid = tu_fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0)
+			child(&sc, key, k, SIGSTOP, slot);
+		int st;
+		pid_t r = wait_stopped(pid, &st);
+		CK_MSG(r == pid, "child neither stopped nor exited");
+		if (WIFEXITED(st)) /* k past the last store */
+			break;
+		uint32_t owner = atomic_load(w) & LOCK_OWNER_MASK, me = atomic_load(slot);
+		CK_MSG(me != 0, "the child stopped before it attached");
+		struct seg_slot *sl = seg_slot(&g_sm->seg, &g_sm->geom, me - 1);
+		bool rewriting = owner == me && atomic_load(&sl->undo[0].off) != 0;
+		if (rewriting) {
+			caught++;
+			pid_t wp = spawn_waiter(other);
+			struct waiting x = {w};
+			CK_MSG(tu_wait(has_waiter, &x, 5000), "the waiter never blocked on the lock");
+			kill(pid, SIGKILL);
+			int wst = tu_waitpid(wp, 5000);
+			CK_MSG(wst != -1 && WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
+			       "the waiter failed (%#x)", wst);
+			CK_EQ(atomic_load(&sl->undo[0].off), 0); /* put back and cleared */
+		} else {
+			kill(pid, SIGKILL);
+		}
+		ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
+		wait_recovered(sc.name, k);
+		expect_old_or_new(&sc, key, old, k);
+		expect_fill_intact();
+		expect_clean(sc.name, k);
+	}
+	/* The undo record is set across the seq change's stores. */
+	CK_MSG(caught >= 3, "caught the writer inside a rewrite only %u times", caught);
+	fprintf(stderr, "  rewrite frozen and killed: a waiter repaired %u times\n", caught);
+	munmap(slot, 4096);
+}
+END_TEST
+
 /* ---- the sweep (check --repair) while writers write ---- */
 
 struct load {
@@ -1843,6 +1901,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, crash_replace_dropping_expiry);
 	tcase_add_test(tc, crash_handover);
 	tcase_add_test(tc, frozen_holder_killed);
+	tcase_add_test(tc, rewrite_frozen_then_killed_waiter_repairs);
 	tcase_add_test(tc, sweep_under_load);
 	tcase_add_test(tc, coordinator_killed);
 	tcase_add_test(tc, coordinator_died_mid_work);
