@@ -969,32 +969,10 @@ static void settle_blocks(const struct op_ctx *o, struct seg_intent *in)
 	}
 }
 
-/* The record's spare block, if it is a block of n's size class (settle
- * keeps only slab blocks): moved to in->a (a first, then spare cleared).
- * Otherwise the spare is freed.  True if in->a has it. */
-static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
-{
-	uint64_t sp = atomic_load_explicit(&in->spare, memory_order_relaxed);
-	if (!sp || !keeps_spare(o))
-		return false;
-	if (!shmmap__block_fits(o->s, o->g, sp, n)) {
-		(void)shmmap__free(o->s, o->g, &o->lk, sp, &in->spare);
-		return false;
-	}
-	_Atomic uint8_t *mv;
-	if (!spare_move_begin(o, in, &mv))
-		return false;
-	atomic_store_explicit(&in->a, sp, memory_order_relaxed);
-	CRASH_POINT();
-	atomic_store_explicit(&in->spare, 0, memory_order_release);
-	CRASH_POINT();
-	spare_move_end(mv);
-	return true;
-}
-
-/* Under the stripe lock, where no allocator lock may be taken: the
- * record's spare to in->a if it is a block of n's size class (a new key's
- * block when the write took the lock first).  False leaves the spare. */
+/* The record's spare to in->a if it is a block of n's size class (settle
+ * keeps only slab blocks; a first, then spare cleared).  Takes no
+ * allocator lock: also under a stripe lock (a new key's block when the
+ * write took the lock first).  False leaves the spare. */
 static bool spare_take(const struct op_ctx *o, struct seg_intent *in, size_t n)
 {
 	uint64_t sp = atomic_load_explicit(&in->spare, memory_order_relaxed);
@@ -1007,6 +985,20 @@ static bool spare_take(const struct op_ctx *o, struct seg_intent *in, size_t n)
 	CRASH_POINT();
 	spare_move_end(mv);
 	return true;
+}
+
+/* Before the stripe lock: spare_take, and a spare of another size class is
+ * freed.  True if in->a has the spare. */
+static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
+{
+	uint64_t sp = atomic_load_explicit(&in->spare, memory_order_relaxed);
+	if (!sp || !keeps_spare(o))
+		return false;
+	if (spare_take(o, in, n))
+		return true;
+	if (!shmmap__block_fits(o->s, o->g, sp, n))
+		(void)shmmap__free(o->s, o->g, &o->lk, sp, &in->spare);
+	return false;
 }
 
 /* ---- rewriting in place ----

@@ -348,55 +348,31 @@ static void sweep(const struct scenario *sc)
 		k - 1, news);
 }
 
-/* Sizes: each scenario's values go to a size class of their own (so the
- * class starts without a page: the page pool is crossed too), and one
- * replace uses values bigger than a page (runs of pages). */
-START_TEST(crash_insert)
-{
-	sweep(&(struct scenario){"insert", OP_INSERT, 0, 3000, false, 0});
-}
-END_TEST
+/* The sweeps of one operation each.  Sizes: each scenario's values go to
+ * a size class of their own (so the class starts without a page: the page
+ * pool is crossed too), and one replace uses values bigger than a page
+ * (runs of pages). */
+static const struct scenario one_op[] = {
+	{"insert", OP_INSERT, 0, 3000, false, 0},
+	{"replace", OP_REPLACE, 5000, 7000, false, 0},
+	{"replace of page runs", OP_REPLACE, 100 * 1024, 140 * 1024, false, 0},
+	/* Takes its block from the record's spare, and keeps the block it
+	 * replaces as the next spare: no allocator call either way. */
+	{"replace from a spare", OP_SPARE_REPLACE, 6000, 7000, false, 0},
+	/* A value of the entry's own size class, small enough for the undo
+	 * record: the key holds the old value or the new one, whole (the
+	 * lock's taker puts the old one back). */
+	{"rewrite in place", OP_REWRITE, 180, 184, false, 0},
+	/* Drops the key's expiry: the stripe's count of expiry slots changes
+	 * with it (and is recounted by a repair). */
+	{"replace dropping an expiry", OP_REPLACE, 5000, 5004, false, 3600},
+	{"delete", OP_DELETE, 9000, 0, false, 0},
+};
+#define NSWEEPS ((int)(sizeof one_op / sizeof one_op[0]))
 
-START_TEST(crash_replace)
+START_TEST(crash_sweep)
 {
-	sweep(&(struct scenario){"replace", OP_REPLACE, 5000, 7000, false, 0});
-}
-END_TEST
-
-START_TEST(crash_replace_large)
-{
-	sweep(&(struct scenario){"replace of page runs", OP_REPLACE, 100 * 1024, 140 * 1024, false, 0});
-}
-END_TEST
-
-/* A replace that takes its block from the record's spare, and keeps the
- * block it replaces as the next spare: no allocator call either way. */
-START_TEST(crash_replace_from_spare)
-{
-	sweep(&(struct scenario){"replace from a spare", OP_SPARE_REPLACE, 6000, 7000, false, 0});
-}
-END_TEST
-
-/* A rewrite in place (a value of the entry's own size class, small enough
- * for the undo record): killed at any store, the key holds the old value
- * or the new one, whole (the lock's taker puts the old one back). */
-START_TEST(crash_rewrite_in_place)
-{
-	sweep(&(struct scenario){"rewrite in place", OP_REWRITE, 180, 184, false, 0});
-}
-END_TEST
-
-/* A replace that drops the key's expiry: the stripe's count of expiry
- * slots changes with it (and is recounted by a repair). */
-START_TEST(crash_replace_dropping_expiry)
-{
-	sweep(&(struct scenario){"replace dropping an expiry", OP_REPLACE, 5000, 5004, false, 3600});
-}
-END_TEST
-
-START_TEST(crash_delete)
-{
-	sweep(&(struct scenario){"delete", OP_DELETE, 9000, 0, false, 0});
+	sweep(&one_op[_i]);
 }
 END_TEST
 
@@ -589,32 +565,43 @@ static void step_until_holds(pid_t pid, _Atomic uint32_t *w, _Atomic uint32_t *s
 	ck_abort_msg("the process never took the lock");
 }
 
-START_TEST(frozen_holder_killed)
+/*
+ * The writer of sc stopped (SIGSTOP) at each store in turn; where it is
+ * caught inside the key's stripe lock (with its undo record set, if
+ * undo_only), a waiter on the same stripe blocks on it, the writer is
+ * SIGKILLed, and the waiter must get the lock at once (the lock taken over
+ * and the stripe repaired: a rewrite in place put back).  Elsewhere the
+ * writer is just killed.  After each, the key holds the old or the new
+ * value, whole, and the segment checks clean.  first_only: stop at the
+ * first catch.  Returns the number of catches.
+ */
+static unsigned freeze_kill_sweep(const struct scenario *sc, bool undo_only, bool first_only)
 {
 	static char old[8192];
-	const struct scenario sc = {"replace (frozen)", OP_REPLACE, 5000, 7000, false, 0};
 	const char *key = "the-key";
 	uint32_t stripe = stripe_of_key(key);
 	_Atomic uint32_t *w = stripe_lock_word(stripe);
 	char other[32];
 	other_key_in_stripe(stripe, other, sizeof other);
 	_Atomic uint32_t *slot = shared_word();
-	bool frozen_in_lock = false;
-	for (unsigned long k = 1; k <= MAX_K && !frozen_in_lock; k++) {
-		prepare(&sc, key, old);
+	unsigned caught = 0;
+	for (unsigned long k = 1; k <= MAX_K && !(first_only && caught); k++) {
+		prepare(sc, key, old);
 		atomic_store(slot, 0);
 		pid_t pid = tu_fork();
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0)
-			child(&sc, key, k, SIGSTOP, slot);
+			child(sc, key, k, SIGSTOP, slot);
 		int st;
 		pid_t r = wait_stopped(pid, &st);
 		CK_MSG(r == pid, "child neither stopped nor exited");
-		CK_MSG(WIFSTOPPED(st), "the operation completed before a lock was seen held");
-		uint32_t owner = atomic_load(w) & LOCK_OWNER_MASK;
-		frozen_in_lock = owner != 0 && owner == atomic_load(slot);
-		if (frozen_in_lock) {
-			/* A waiter on the same stripe blocks on the frozen holder. */
+		if (WIFEXITED(st)) /* k past the last store */
+			break;
+		uint32_t owner = atomic_load(w) & LOCK_OWNER_MASK, me = atomic_load(slot);
+		CK_MSG(me != 0, "the child stopped before it attached");
+		struct seg_slot *sl = seg_slot(&g_sm->seg, &g_sm->geom, me - 1);
+		if (owner == me && (!undo_only || atomic_load(&sl->undo[0].off))) {
+			caught++;
 			pid_t wp = spawn_waiter(other);
 			struct waiting x = {w};
 			CK_MSG(tu_wait(has_waiter, &x, 5000), "the waiter never blocked on the lock");
@@ -626,76 +613,37 @@ START_TEST(frozen_holder_killed)
 			CK_MSG(wst != -1 && WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
 			       "the waiter failed (%#x)", wst);
 			CK_MSG(dt < 1000, "the waiter got the lock %lld ms after the kill", dt);
-			ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
-		} else {
-			kill(pid, SIGKILL);
-			ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
-		}
-		wait_recovered(sc.name, k);
-		expect_old_or_new(&sc, key, old, k);
-		expect_fill_intact();
-		expect_clean(sc.name, k);
-	}
-	CK_MSG(frozen_in_lock, "never caught the writer inside the stripe lock");
-	munmap(slot, 4096);
-}
-END_TEST
-
-/* A writer frozen in the middle of a rewrite in place (its undo record
- * set, at each such store in turn), then killed while another process
- * waits for the stripe lock: the waiter takes the lock over, puts the old
- * value back before it writes, and the key holds the old value or the new
- * one, whole. */
-START_TEST(rewrite_frozen_then_killed_waiter_repairs)
-{
-	static char old[8192];
-	const struct scenario sc = {"rewrite in place (frozen)", OP_REWRITE, 180, 184, false, 0};
-	const char *key = "the-key";
-	uint32_t stripe = stripe_of_key(key);
-	_Atomic uint32_t *w = stripe_lock_word(stripe);
-	char other[32];
-	other_key_in_stripe(stripe, other, sizeof other);
-	_Atomic uint32_t *slot = shared_word();
-	unsigned caught = 0;
-	for (unsigned long k = 1; k <= MAX_K; k++) {
-		prepare(&sc, key, old);
-		atomic_store(slot, 0);
-		pid_t pid = tu_fork();
-		ck_assert_int_ge(pid, 0);
-		if (pid == 0)
-			child(&sc, key, k, SIGSTOP, slot);
-		int st;
-		pid_t r = wait_stopped(pid, &st);
-		CK_MSG(r == pid, "child neither stopped nor exited");
-		if (WIFEXITED(st)) /* k past the last store */
-			break;
-		uint32_t owner = atomic_load(w) & LOCK_OWNER_MASK, me = atomic_load(slot);
-		CK_MSG(me != 0, "the child stopped before it attached");
-		struct seg_slot *sl = seg_slot(&g_sm->seg, &g_sm->geom, me - 1);
-		bool rewriting = owner == me && atomic_load(&sl->undo[0].off) != 0;
-		if (rewriting) {
-			caught++;
-			pid_t wp = spawn_waiter(other);
-			struct waiting x = {w};
-			CK_MSG(tu_wait(has_waiter, &x, 5000), "the waiter never blocked on the lock");
-			kill(pid, SIGKILL);
-			int wst = tu_waitpid(wp, 5000);
-			CK_MSG(wst != -1 && WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
-			       "the waiter failed (%#x)", wst);
 			CK_EQ(atomic_load(&sl->undo[0].off), 0); /* put back and cleared */
 		} else {
 			kill(pid, SIGKILL);
 		}
 		ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
-		wait_recovered(sc.name, k);
-		expect_old_or_new(&sc, key, old, k);
+		wait_recovered(sc->name, k);
+		expect_old_or_new(sc, key, old, k);
 		expect_fill_intact();
-		expect_clean(sc.name, k);
+		expect_clean(sc->name, k);
 	}
+	munmap(slot, 4096);
+	return caught;
+}
+
+START_TEST(frozen_holder_killed)
+{
+	const struct scenario sc = {"replace (frozen)", OP_REPLACE, 5000, 7000, false, 0};
+	CK_MSG(freeze_kill_sweep(&sc, false, true) == 1,
+	       "never caught the writer inside the stripe lock");
+}
+END_TEST
+
+/* The same, at each store of a rewrite in place where its undo record is
+ * set: the waiter puts the old value back before it writes. */
+START_TEST(rewrite_frozen_then_killed_waiter_repairs)
+{
+	const struct scenario sc = {"rewrite in place (frozen)", OP_REWRITE, 180, 184, false, 0};
+	unsigned caught = freeze_kill_sweep(&sc, true, false);
 	/* The undo record is set across the seq change's stores. */
 	CK_MSG(caught >= 3, "caught the writer inside a rewrite only %u times", caught);
 	fprintf(stderr, "  rewrite frozen and killed: a waiter repaired %u times\n", caught);
-	munmap(slot, 4096);
 }
 END_TEST
 
@@ -1890,15 +1838,9 @@ static Suite *suite(void)
 	TCase *tc = tcase_create("crash");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, crash_insert);
-	tcase_add_test(tc, crash_replace);
-	tcase_add_test(tc, crash_replace_large);
-	tcase_add_test(tc, crash_delete);
 	tcase_add_test(tc, crash_incr);
+	tcase_add_loop_test(tc, crash_sweep, 0, NSWEEPS);
 	tcase_add_test(tc, crash_evicting_put);
-	tcase_add_test(tc, crash_replace_from_spare);
-	tcase_add_test(tc, crash_rewrite_in_place);
-	tcase_add_test(tc, crash_replace_dropping_expiry);
 	tcase_add_test(tc, crash_handover);
 	tcase_add_test(tc, frozen_holder_killed);
 	tcase_add_test(tc, rewrite_frozen_then_killed_waiter_repairs);
