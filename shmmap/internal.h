@@ -193,12 +193,15 @@ _Static_assert(sizeof(struct seg_intent) == 32, "intent record");
  * rewrite) of a value of at most SEG_UNDO_MAX bytes in the block its entry
  * already has.  Written by the record's thread under the entry's stripe
  * lock, in this order: map, stripe, vlenf, expire_ms and the old value,
- * then off (release) names the entry; the value, vlenf and expiry are
- * rewritten inside a seq change; off is cleared (release) before the lock
- * is let go.  So a set off means the writer holds that stripe lock, or
- * died holding it: whoever takes the lock over (stripe_repair) puts the
- * old value, length and expiry back (a rewrite is all or nothing) and
- * clears off.  The entry's key, klen, map and whether it has an expiry
+ * then off (release) names the entry; then, inside one seq change, the
+ * expiry, the value and vlenf are rewritten and off is cleared (release):
+ * the commit point.  So a set off means the writer holds that stripe lock,
+ * or died holding it, and no reader has seen the new value (the seq stayed
+ * odd from the first changed byte): whoever takes the lock over
+ * (stripe_repair) puts the old value, length and expiry back and clears
+ * off.  A writer that died after the commit leaves the whole new value,
+ * which stays: a rewrite is all or nothing, and what readers saw is never
+ * taken back.  The entry's key, klen, map and whether it has an expiry
  * slot never change in place.
  */
 #define SEG_UNDO_MAX 224u

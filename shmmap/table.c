@@ -1074,10 +1074,14 @@ static void rewrite(const struct map_view *v, uint32_t sb, const struct ent *old
 	CRASH_POINT();
 	__atomic_store_n(&e->vlenf, vlen | (vf & ENT_F_EXPIRE), __ATOMIC_RELAXED);
 	CRASH_POINT();
-	seq_end(st);
-	CRASH_POINT();
 	st->bytes += (uint64_t)vlen - old->vlen;
+	/* The commit point, inside the seq change: before it no reader has
+	 * seen a byte of the new value (a repair puts the old one back), after
+	 * it the new value is whole and stays (a repair only ends the seq
+	 * change and recounts). */
 	atomic_store_explicit(&u->off, 0, memory_order_release);
+	CRASH_POINT();
+	seq_end(st);
 	CRASH_POINT();
 }
 

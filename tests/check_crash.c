@@ -136,7 +136,8 @@ struct scenario {
 	enum op op;
 	size_t old_len, new_len; /* value sizes: pick classes and page runs */
 	bool full;               /* the segment is full: the write must evict */
-	uint32_t old_ttl;        /* the old value's TTL (0: none; new values have none) */
+	uint32_t old_ttl;        /* the old value's TTL (0: none); a rewrite's new value has
+				  * twice that, other new values none */
 };
 
 /* Fill the segment with values of n bytes until no page and no block of
@@ -227,8 +228,10 @@ static void child(const struct scenario *sc, const char *key, unsigned long k, i
 	case OP_INSERT:
 	case OP_REPLACE:
 	case OP_SPARE_REPLACE:
-	case OP_REWRITE:
 		rc = shmmap_put(sm, m, key, kl, val, sc->new_len, 0, 0);
+		break;
+	case OP_REWRITE:
+		rc = shmmap_put(sm, m, key, kl, val, sc->new_len, 2 * sc->old_ttl, 0);
 		break;
 	case OP_DELETE:
 		rc = shmmap_del(sm, m, key, kl);
@@ -246,6 +249,28 @@ static void child(const struct scenario *sc, const char *key, unsigned long k, i
 	    atomic_load(spare) != spare0)
 		_exit(24);
 	_exit(rc == 0 ? 0 : 21);
+}
+
+/* The expiry (CLOCK_REALTIME ms) of key's entry, found through its chain;
+ * 0 if it has none. */
+static uint64_t entry_expiry(const char *key)
+{
+	const struct map_view *v;
+	struct tbl t;
+	size_t kl = strlen(key);
+	ck_assert_int_eq(shmmap__resolve(g_sm, g_m, &v), 0);
+	ck_assert(shmmap__tbl_load(&g_sm->seg, v, &t));
+	uint64_t h = shmmap__hash(&g_sm->geom, key, kl);
+	uint64_t off = atomic_load(&t.cur[h & (t.cur_n - 1)]);
+	for (int steps = 0; off && steps < 1000; steps++) {
+		struct seg_entry *e = seg_ptr(&g_sm->seg, off);
+		uint32_t vf = ent_vlenf(e);
+		if (e->klen == kl && memcmp(ent_key(e, vf), key, kl) == 0)
+			return ent_expiry(e, vf);
+		off = atomic_load(&e->next);
+	}
+	ck_abort_msg("%s: no entry", key);
+	return 0;
 }
 
 /* After the crash: the key holds exactly the old or exactly the new state. */
@@ -288,6 +313,15 @@ static bool expect_old_or_new(const struct scenario *sc, const char *key, const 
 	}
 	CK_MSG(is_old || is_new, "%s, killed at store %lu: torn state: get rc %d, length %zu",
 	       sc->name, k, rc, n);
+	if (sc->op == OP_REWRITE && sc->old_ttl) {
+		/* The expiry went with the value: about old_ttl from now with the
+		 * old one, twice that with the new one. */
+		uint64_t left = entry_expiry(key) - (uint64_t)time(NULL) * 1000;
+		uint64_t want_s = is_new ? 2ull * sc->old_ttl : sc->old_ttl;
+		CK_MSG(left / 1000 + 120 > want_s && left / 1000 < want_s + 120,
+		       "%s, killed at store %lu: the %s value expires in %llu s", sc->name, k,
+		       is_new ? "new" : "old", (unsigned long long)(left / 1000));
+	}
 	return is_new;
 }
 
@@ -363,6 +397,8 @@ static const struct scenario one_op[] = {
 	 * record: the key holds the old value or the new one, whole (the
 	 * lock's taker puts the old one back). */
 	{"rewrite in place", OP_REWRITE, 180, 184, false, 0},
+	/* ...of a key with an expiry: the expiry is put back with the value. */
+	{"rewrite in place of an expiring key", OP_REWRITE, 180, 184, false, 3600},
 	/* Drops the key's expiry: the stripe's count of expiry slots changes
 	 * with it (and is recounted by a repair). */
 	{"replace dropping an expiry", OP_REPLACE, 5000, 5004, false, 3600},
@@ -479,6 +515,13 @@ static _Atomic uint32_t *stripe_lock_word(uint32_t stripe)
 	return &v->stripes[stripe].lock;
 }
 
+static _Atomic uint32_t *stripe_seq_word(uint32_t stripe)
+{
+	const struct map_view *v;
+	ck_assert_int_eq(shmmap__resolve(g_sm, g_m, &v), 0);
+	return &v->stripes[stripe].seq;
+}
+
 /* A key of another bucket of the same stripe, into out. */
 static void other_key_in_stripe(uint32_t stripe, char *out, size_t cap)
 {
@@ -568,12 +611,15 @@ static void step_until_holds(pid_t pid, _Atomic uint32_t *w, _Atomic uint32_t *s
 /*
  * The writer of sc stopped (SIGSTOP) at each store in turn; where it is
  * caught inside the key's stripe lock (with its undo record set, if
- * undo_only), a waiter on the same stripe blocks on it, the writer is
- * SIGKILLed, and the waiter must get the lock at once (the lock taken over
- * and the stripe repaired: a rewrite in place put back).  Elsewhere the
- * writer is just killed.  After each, the key holds the old or the new
- * value, whole, and the segment checks clean.  first_only: stop at the
- * first catch.  Returns the number of catches.
+ * undo_only), a waiter on the same stripe blocks on it, the coordinator is
+ * stopped (so that the waiter is the one to find the writer dead), the
+ * writer is SIGKILLed, and the waiter must get the lock at once (the lock
+ * taken over and the stripe repaired: a rewrite in place put back).
+ * Elsewhere the writer is just killed.  After each, the key holds the old
+ * or the new value, whole, and the segment checks clean.  While an undo
+ * record is set and the seq is even, a reader must see the old value (the
+ * new one is not committed: it will be put back).  first_only: stop at
+ * the first catch.  Returns the number of catches.
  */
 static unsigned freeze_kill_sweep(const struct scenario *sc, bool undo_only, bool first_only)
 {
@@ -602,14 +648,27 @@ static unsigned freeze_kill_sweep(const struct scenario *sc, bool undo_only, boo
 		struct seg_slot *sl = seg_slot(&g_sm->seg, &g_sm->geom, me - 1);
 		if (owner == me && (!undo_only || atomic_load(&sl->undo[0].off))) {
 			caught++;
+			if (undo_only && !(atomic_load(stripe_seq_word(stripe)) & 1)) {
+				/* Readers do not wait for an even seq: what they see
+				 * must be what stays. */
+				static char buf[8192];
+				size_t n = 0;
+				int rc = shmmap_get(g_sm, g_m, key, strlen(key), buf, sizeof buf, &n);
+				CK_MSG(rc == 0 && n == sc->old_len && memcmp(buf, old, n) == 0,
+				       "store %lu: the undo record is set and the seq even, but a "
+				       "reader sees another value than the old one (rc %d, %zu B)",
+				       k, rc, n);
+			}
 			pid_t wp = spawn_waiter(other);
 			struct waiting x = {w};
 			CK_MSG(tu_wait(has_waiter, &x, 5000), "the waiter never blocked on the lock");
 			CK_EQ(waitpid(wp, &st, WNOHANG), 0); /* still blocked */
+			CK_EQ(kill(co.pid, SIGSTOP), 0);
 			long long t0 = mono_ms();
 			kill(pid, SIGKILL);
 			int wst = tu_waitpid(wp, 5000);
 			long long dt = mono_ms() - t0;
+			CK_EQ(kill(co.pid, SIGCONT), 0);
 			CK_MSG(wst != -1 && WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
 			       "the waiter failed (%#x)", wst);
 			CK_MSG(dt < 1000, "the waiter got the lock %lld ms after the kill", dt);
