@@ -286,7 +286,8 @@ static void check_slots(struct ck *c)
 			busy += atomic_load_explicit(&sl->intent[k].a, memory_order_relaxed) ||
 				atomic_load_explicit(&sl->intent[k].b, memory_order_relaxed) ||
 				atomic_load_explicit(&sl->intent[k].spare, memory_order_relaxed) ||
-				atomic_load_explicit(&sl->undo[k].off, memory_order_relaxed);
+				(k < SEG_UNDOS &&
+				 atomic_load_explicit(&sl->undo[k].off, memory_order_relaxed));
 		if (st != SLOT_FREE && st != SLOT_LIVE && st != SLOT_DEAD) {
 			problem(c, "slot %u: unknown state %u", i, st);
 			continue;

@@ -380,7 +380,7 @@ static bool recover_slot_locked(struct coord *c, uint32_t slot)
 	bool sweep = holds_alloc_lock(c, owner) || holds_alloc_lock(c, LOCK_OWNER_COORD);
 	bool busy = false;
 	unsigned freed = 0;
-	for (uint32_t k = 0; k < SEG_INTENTS && !busy; k++)
+	for (uint32_t k = 0; k < SEG_UNDOS && !busy; k++)
 		busy = !settle_undo(c, &sl->undo[k], sl);
 	for (uint32_t k = 0; k < SEG_INTENTS && !sweep && !busy; k++) {
 		struct seg_intent *in = &sl->intent[k];
@@ -1299,9 +1299,10 @@ static int assign_slot(struct coord *c, struct session *s, bool rdonly, bool adm
 			atomic_store(&sl->intent[k].a, 0);
 			atomic_store(&sl->intent[k].b, 0);
 			atomic_store(&sl->intent[k].spare, 0);
-			atomic_store(&sl->undo[k].off, 0);
 			atomic_store(&sl->spare_moving[k], 0);
 		}
+		for (uint32_t k = 0; k < SEG_UNDOS; k++)
+			atomic_store(&sl->undo[k].off, 0);
 		atomic_fetch_add(&sl->gen, 1);
 		atomic_store_explicit(&sl->state, SLOT_LIVE, memory_order_release);
 		return (int)i;

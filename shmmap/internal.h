@@ -10,7 +10,7 @@
  *
  *   0            struct seg_header      one 4 KiB page: identity, geometry,
  *                                       offsets of the regions below
- *   slots_off    struct seg_slot[max_clients]          4736 B each
+ *   slots_off    struct seg_slot[max_clients]          1664 B each
  *   dir_off      struct seg_mapdir[max_maps]           256 B each
  *   ctr_off      struct seg_counters[max_clients][max_maps]  64 B each
  *   classes_off  struct seg_class[SEG_NCLASSES]        64 B each
@@ -189,7 +189,9 @@ _Static_assert(sizeof(struct seg_intent) == 32, "intent record");
 #define SEG_INTENTS 16u
 
 /*
- * An undo record, one per intent record: a rewrite in place (table.c,
+ * An undo record, one for each of the first SEG_UNDOS intent records of a
+ * slot (records are claimed lowest first: a process writing from up to
+ * SEG_UNDOS threads at once has one for each): a rewrite in place (table.c,
  * rewrite) of a value of at most SEG_UNDO_MAX bytes in the block its entry
  * already has.  Written by the record's thread under the entry's stripe
  * lock, in this order: map, stripe, vlenf, expire_ms and the old value,
@@ -204,6 +206,7 @@ _Static_assert(sizeof(struct seg_intent) == 32, "intent record");
  * taken back.  The entry's key, klen, map and whether it has an expiry
  * slot never change in place.
  */
+#define SEG_UNDOS 4u
 #define SEG_UNDO_MAX 224u
 struct seg_undo {
 	_Atomic uint64_t off;  /* the entry being rewritten, 0 = none */
@@ -235,9 +238,9 @@ struct seg_slot {
 	_Atomic uint8_t spare_moving[SEG_INTENTS];
 	uint8_t pad[128 - 64 - SEG_INTENTS];
 	struct seg_intent intent[SEG_INTENTS]; /* 128 */
-	struct seg_undo undo[SEG_INTENTS];     /* 640: undo[k] is intent[k]'s */
+	struct seg_undo undo[SEG_UNDOS];       /* 640: undo[k] is intent[k]'s */
 };
-_Static_assert(sizeof(struct seg_slot) == 128 + (32 + 256) * SEG_INTENTS, "slot size");
+_Static_assert(sizeof(struct seg_slot) == 128 + 32 * SEG_INTENTS + 256 * SEG_UNDOS, "slot size");
 #define SLOT_F_RDONLY 0x1u
 #define SLOT_WAIT_NONE 0u
 #define SLOT_WAIT_STRIPE 1u /* a stripe lock */

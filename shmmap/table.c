@@ -1010,13 +1010,17 @@ static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
  * takes a dead writer's stripe lock over puts it back (undo_rewrites).
  * Readers are the seqlock's: the change is inside one seq change. */
 
-/* The undo record that goes with a client's intent record in (keeps_spare:
- * a scratch record, the coordinator's writes' and unit tests', has none,
- * so their writes never rewrite in place). */
+/* The undo record that goes with a client's intent record in, or NULL:
+ * a scratch record (the coordinator's writes and unit tests) has none, nor
+ * has a record past the first SEG_UNDOS of its slot; writes with none
+ * never rewrite in place. */
 static inline struct seg_undo *undo_of(const struct op_ctx *o, const struct seg_intent *in)
 {
+	if (!keeps_spare(o))
+		return NULL;
 	struct seg_slot *sl = seg_slot(o->s, o->g, o->lk.owner - 1);
-	return &sl->undo[in - sl->intent];
+	size_t k = (size_t)(in - sl->intent);
+	return k < SEG_UNDOS ? &sl->undo[k] : NULL;
 }
 
 /* Under the stripe lock: may the found entry old, at off, take a value of
@@ -1097,7 +1101,7 @@ static void undo_rewrites(const struct op_ctx *o, const struct map_view *v, cons
 {
 	for (uint32_t i = 0; i < o->g->max_clients; i++) {
 		struct seg_slot *sl = seg_slot(o->s, o->g, i);
-		for (uint32_t k = 0; k < SEG_INTENTS; k++) {
+		for (uint32_t k = 0; k < SEG_UNDOS; k++) {
 			struct seg_undo *u = &sl->undo[k];
 			uint64_t off = atomic_load(&u->off);
 			if (!off || u->map != v->idx || u->stripe != stripe)
@@ -1444,8 +1448,8 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 	 * record holds may rewrite a present key in place, so a writer whose
 	 * record has a spare (for a new key, spare_take) locks first.  The
 	 * block of a write that did not need it becomes the spare. */
-	bool filled = vlen > SEG_UNDO_MAX || !keeps_spare(o) ||
-		      !atomic_load_explicit(&in->spare, memory_order_relaxed);
+	struct seg_undo *u = vlen <= SEG_UNDO_MAX ? undo_of(o, in) : NULL;
+	bool filled = !u || !atomic_load_explicit(&in->spare, memory_order_relaxed);
 	if (filled && (rc = new_entry(o, v, in, h, key, klen, val, vlen, expire)) < 0)
 		return rc;
 retry:
@@ -1490,7 +1494,7 @@ retry:
 		if (w == W_EXPIRED)
 			st->expirations++;
 		rewrite(v, sb, &old, atomic_load_explicit(link, memory_order_relaxed), val,
-			(uint32_t)vlen, expire, undo_of(o, in));
+			(uint32_t)vlen, expire, u);
 	} else if (!filled && !spare_take(o, in, need)) {
 		/* No block at hand, and none is allocated under a stripe lock:
 		 * allocate one, then again. */
@@ -1634,7 +1638,8 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	bool slot = v->default_ttl != 0;
 	/* Without a block at first if the record has a spare: a present
 	 * counter is rewritten in place (put_impl has the why). */
-	bool have = !keeps_spare(o) || !atomic_load_explicit(&in->spare, memory_order_relaxed);
+	struct seg_undo *u = undo_of(o, in);
+	bool have = !u || !atomic_load_explicit(&in->spare, memory_order_relaxed);
 again:
 	if (have && (rc = alloc_entry(o, v, in, ent_size(klen, room, slot))) < 0)
 		return rc;
@@ -1699,7 +1704,7 @@ retry:
 		if (w == W_EXPIRED)
 			st->expirations++;
 		rewrite(v, sb, &old, atomic_load_explicit(link, memory_order_relaxed), digits,
-			(uint32_t)n, expire, undo_of(o, in));
+			(uint32_t)n, expire, u);
 		goto out;
 	}
 	if (!have && !spare_take(o, in, ent_size(klen, room, slot))) {

@@ -433,9 +433,10 @@ static void write_paths(bool pristine)
 		atomic_store(&mine->intent[k].a, 0);
 		atomic_store(&mine->intent[k].b, 0);
 		atomic_store(&mine->intent[k].spare, 0);
-		atomic_store(&mine->undo[k].off, 0);
 		atomic_store(&mine->spare_moving[k], 0);
 	}
+	for (uint32_t k = 0; k < SEG_UNDOS; k++)
+		atomic_store(&mine->undo[k].off, 0);
 	atomic_store(&mine->state, SLOT_LIVE);
 	struct lock_ctx lk = {.s = s, .g = &g, .owner = me + 1};
 	struct op_ctx o = {.s = s, .g = &g, .lk = lk, .intent = &mine->intent[0]};
@@ -719,16 +720,16 @@ int main(int argc, char **argv)
 	/* Undo records of slot 0 (dead once the write paths run) holding the
 	 * lock of e0's stripe: naming e0, one with a value length past the
 	 * record, one with the expiry flag flipped, one whole (its garbage
-	 * bytes are put back); then a misaligned offset and one past the
-	 * image.  The repair must check each before it writes anything. */
+	 * bytes are put back); then a misaligned offset past the image.  The
+	 * repair must check each before it writes anything. */
 	uint32_t st0 = b & (d0->nstripes - 1);
 	uint64_t u0 = g->slots_off + offsetof(struct seg_slot, undo);
 	rec32(d0->stripes_off + (uint64_t)st0 * sizeof(struct seg_stripe) +
 		      offsetof(struct seg_stripe, lock), 1);
 	const struct seg_entry *e0p = seg_ptr(&s, e0);
-	uint64_t offs[5] = {e0, e0, e0, e0 + 3, (uint64_t)IMG_SIZE * 4};
-	uint32_t vlenfs[5] = {SEG_UNDO_MAX + 1, e0p->vlenf ^ ENT_F_EXPIRE, e0p->vlenf, 5, 5};
-	for (uint64_t k = 0; k < 5; k++) {
+	uint64_t offs[SEG_UNDOS] = {e0, e0, e0, (uint64_t)IMG_SIZE * 4 + 3};
+	uint32_t vlenfs[SEG_UNDOS] = {SEG_UNDO_MAX + 1, e0p->vlenf ^ ENT_F_EXPIRE, e0p->vlenf, 5};
+	for (uint64_t k = 0; k < SEG_UNDOS; k++) {
 		uint64_t u = u0 + k * sizeof(struct seg_undo);
 		rec64(u + offsetof(struct seg_undo, off), offs[k]);
 		rec32(u + offsetof(struct seg_undo, map), 0);
