@@ -37,7 +37,8 @@
  *   - header, directory: only the coordinator (maps are published with a
  *     release store of state after everything else is written);
  *   - slot i: the coordinator (state, pid, identity); the client in slot i
- *     writes its intent record and its own counters row;
+ *     writes its intent and undo records and its own counters row (and
+ *     whoever repairs a dead client's stripe clears its undo records);
  *   - stripes, buckets, entries: whoever holds the stripe lock (stripe.lock);
  *   - classes and pages: whoever holds the class lock / the pool lock.
  *
