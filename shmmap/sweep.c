@@ -333,7 +333,7 @@ int shmmap__sweep(const struct seg *s, const struct seg_geom *g, const struct lo
 		return -ENOMEM;
 	/* Lock order: classes, then the pool (as alloc.c nests them).  A lock
 	 * that already names us was taken over from a dead owner and kept for
-	 * this sweep (adopt_repair, or a sweep that gave up): the
+	 * this sweep (shmmap__coord_adopt_repair, or a sweep that gave up): the
 	 * coordinator's own allocator use is serialised with its sweeps, so
 	 * it holds none otherwise.  taken[k]: lock k was free and taken by
 	 * this call. */

@@ -1,0 +1,125 @@
+/*
+ * SPDX-License-Identifier: BSD-2-Clause
+ * Copyright (c) 2026 the shmmap authors
+ *
+ * coord_internal.h - the coordinator's state (struct coord), shared by its
+ * files: coordinator.c (sessions, maps, growth, snapshots, threads, start)
+ * and recover.c (recovery).  Not used outside the coordinator.
+ */
+#ifndef SHMMAP_COORD_INTERNAL_H
+#define SHMMAP_COORD_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "conf.h"
+#include "coordinator.h"
+#include "internal.h"
+#include "proto.h"
+
+#define HOUSE_MS 100
+#define GROW_IDLE_MS 100  /* the growth thread looks at every map this often */
+#define GROW_BLOCKED_MS 5 /* ... and this often while a busy stripe holds a resize up */
+#define RECLAIM_BUCKETS 2048 /* per map and round: a full pass of 16K buckets in 0.8 s */
+#define HANDSHAKE_MS 5000
+#define LISTEN_BACKLOG 128
+#define MAX_PENDING 64u /* connections without HELLO */
+/* The longest the coordinator waits for a lock a live process holds: past
+ * that the holder may be stopped, and the work is deferred, never waited
+ * for (c->lk.wait_ms). */
+#define COORD_LOCK_WAIT_MS 20u
+#define GROW_MIN_BYTES (16u * 1024u * 1024u) /* the smallest growth step */
+#define GROW_FILL_DIV 8u     /* grow when fewer than live/8 pages are free */
+#define GROW_RETRY_MS 1000u  /* after no room in /dev/shm: try again this often */
+
+struct session;
+struct grow_track;
+struct cds_lfht;
+
+/*
+ * The settings SIGHUP reloads that threads other than the main one read:
+ * the access lists (the log level is log.c's atomic int).  Immutable once
+ * published in coord.access: the I/O thread reads it under rcu_read_lock
+ * (peer_access); shmmap__coord_reload publishes a new one with
+ * rcu_xchg_pointer and frees the old after synchronize_rcu.
+ */
+struct access_lists {
+	struct conf_ids allow_uids, allow_gids, readonly_uids, readonly_gids;
+};
+
+struct coord {
+	struct shmmap_conf conf;  /* as at start: never changes (see access) */
+	struct access_lists *access; /* RCU-protected, replaced by a reload */
+	bool created;             /* this start created the segment */
+	struct seg seg;
+	struct seg_geom g;
+	struct lock_ctx lk;
+	int lsock, epfd, wakefd;
+	int lockfd;              /* flock'ed: one coordinator per segment */
+	_Atomic bool stop;
+	bool threads_started;
+	pthread_t io, house, grow;
+	struct grow_track *grow_track; /* [max_maps]: the growth thread's */
+	struct cds_lfht *sessions;
+	_Atomic uint32_t nsessions;
+	_Atomic uint32_t nclients;
+	uint64_t start_ms;
+	_Atomic bool *orphan;    /* [max_clients]: LIVE slots adopted at start, not resumed */
+	uint32_t *reclaim_at;    /* [max_maps]: the background reclaim's next bucket */
+	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
+	bool sweep_pending;         /* a sweep waits for a busy allocator lock (recover_mu) */
+	bool adopted;               /* the segment existed before this start */
+	/* Snapshots.  save_mu guards save_state, save_rc and save_path (the
+	 * I/O thread queues, the housekeeping thread runs and posts the
+	 * result); save_client and save_seq are the I/O thread's alone. */
+	pthread_mutex_t save_mu;
+	int save_state, save_rc;    /* SAVE_*; the result of a requested save */
+	char save_err[PROTO_NAME_MAX + 1]; /* and why it failed */
+	char save_path[PROTO_NAME_MAX + 1];
+	struct session *save_client; /* awaits the reply to MSG_SAVE, or NULL */
+	uint32_t save_seq;
+	uint64_t save_next_ms;      /* housekeeping: the next interval save (mono_ms) */
+	/* Growth (see "growth" below): one step at a time (grow_mu); the
+	 * fields below are under it. */
+	pthread_mutex_t grow_mu;
+	_Atomic uint64_t noroom_ms; /* when a step last found no room in /dev/shm (mono_ms) */
+};
+
+static inline uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- recover.c ---- */
+
+/* Recover slot `slot`, whose client is gone (caller holds recover_mu):
+ * true once it is FREE, false if a step waits for a lock a live process
+ * holds (the slot stays DEAD; try again). */
+bool shmmap__coord_recover_slot_locked(struct coord *c, uint32_t slot);
+/* Recover slot if it is still the one of generation gen; with wait false
+ * (the I/O thread) it is only marked DEAD if recover_mu is busy, and the
+ * housekeeping thread finishes it. */
+void shmmap__coord_recover_slot(struct coord *c, uint32_t slot, uint64_t gen, bool wait);
+/* shmmapctl check --repair: recover dead slots, repair every stripe, sweep;
+ * fills the MSG_REPAIRED reply.  0 or a negative errno. */
+int shmmap__coord_repair_all(struct coord *c, struct proto_msg *rep);
+/* At start, on an adopted segment: take over an earlier coordinator's
+ * locks and finish its half-done map changes. */
+void shmmap__coord_adopt_repair(struct coord *c);
+/* Under recover_mu: sweep the allocator now, or leave it pending if a live
+ * process holds an allocator lock (-EBUSY).  The sweep's result. */
+int shmmap__coord_sweep_or_defer(struct coord *c, const char *what, struct sweep_report *r);
+/* Under recover_mu: a sweep for frees the coordinator had to leave. */
+void shmmap__coord_sweep_deferred(struct coord *c, const char *what);
+/* The lock stripes of directory entry m's table whatever its state, or
+ * NULL if it has no sane table (*n: how many). */
+struct seg_stripe *shmmap__coord_table_stripes(struct coord *c, uint32_t m, uint32_t *n);
+/* A stripe lock of a table no map uses, taken over from a dead owner:
+ * its seq made even, then let go. */
+void shmmap__coord_release_taken(struct seg_stripe *sp);
+
+#endif
