@@ -29,7 +29,7 @@ LIB_SRCS := shmmap/errors.c shmmap/segment.c shmmap/lock.c shmmap/alloc.c \
             shmmap/table.c shmmap/proto.c shmmap/client.c shmmap/check.c \
             shmmap/sweep.c shmmap/grow.c shmmap/evict.c shmmap/crashpoint.c shmmap/version.c \
             shmmap/paths.c
-D_SRCS   := shmmap/shmmapd.c shmmap/coordinator.c shmmap/recover.c shmmap/conf.c shmmap/snapshot.c \
+D_SRCS   := shmmap/shmmapd.c shmmap/coordinator.c shmmap/recover.c shmmap/mapdir.c shmmap/persist.c shmmap/conf.c shmmap/snapshot.c \
             shmmap/log.c shmmap/notify.c
 CTL_SRCS := shmmap/shmmapctl.c
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/check_*.c))

@@ -94,6 +94,47 @@ static inline uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+enum { SAVE_IDLE, SAVE_QUEUED, SAVE_RUNNING, SAVE_DONE }; /* struct coord's save_state */
+
+/* ---- mapdir.c ---- */
+
+/* What an OPEN_OPTS request asks of a map it creates (0: the default). */
+struct open_opts {
+	uint32_t policy; /* SHMMAP_POLICY_* */
+	uint64_t capacity, quota;
+	uint32_t key_max, value_max, default_ttl;
+};
+
+/* Maps in the directory that are LIVE. */
+uint32_t shmmap__coord_count_maps(struct coord *c);
+/* Find map name, or create it if create (rq: the client's options, may be
+ * NULL; rdonly: the client may not create).  0 with its directory index and
+ * generation, or a negative errno. */
+int shmmap__coord_open_map(struct coord *c, const char *name, bool create, bool rdonly,
+			   const struct open_opts *rq, uint32_t *idx, uint32_t *gen);
+/* Empty map name; -EBUSY (the holder of a stripe lock in why) if a live
+ * process holds on to a stripe, whose entries stay. */
+int shmmap__coord_flush_map(struct coord *c, const char *name, char *why, size_t whylen);
+/* Drop map name: its name is free at once, its stripes are emptied now or
+ * by the housekeeping thread.  0 or a negative errno. */
+int shmmap__coord_drop_map(struct coord *c, const char *name);
+/* Housekeeping: finish the drops that waited for a busy stripe. */
+void shmmap__coord_finish_drops(struct coord *c);
+
+/* ---- persist.c ---- */
+
+/* Write a snapshot to path now and log how it went (why it failed also
+ * into why, if not NULL).  0 or a negative errno. */
+int shmmap__coord_save_now(struct coord *c, const char *path, char *why, size_t whylen);
+/* Housekeeping: a save asked for with MSG_SAVE, then the interval's if due. */
+void shmmap__coord_save_due(struct coord *c);
+/* At start, into a segment created fresh: load the configured snapshot
+ * (none there: start empty).  0, or a negative errno with why in err. */
+int shmmap__coord_load_snapshot(struct coord *c, char *err, size_t errlen);
+/* Is the object called name a segment whose coordinator died while
+ * loading a snapshot into it? */
+bool shmmap__coord_half_loaded(const char *name);
+
 /* ---- recover.c ---- */
 
 /* Recover slot `slot`, whose client is gone (caller holds recover_mu):

@@ -3,9 +3,10 @@
  * Copyright (c) 2026 the shmmap authors
  *
  * coordinator.c - the coordinator (shmmapd): creates or adopts the segment,
- * serves the attach protocol, assigns client slots, creates and drops maps,
- * and has what a dead client held recovered (recover.c).  It is never on
- * the data path.
+ * serves the attach protocol, assigns client slots, runs its threads, and
+ * has maps created and dropped (mapdir.c), snapshots saved and loaded
+ * (persist.c) and what a dead client held recovered (recover.c).  It is
+ * never on the data path.
  *
  * Threads:
  *   - I/O thread: one epoll loop over the listening socket, every client
@@ -56,8 +57,9 @@
  * policy applies, and the housekeeping thread tries again every
  * GROW_RETRY_MS while the file system has room for a page.
  *
- * Snapshots (snapshot.c; see "snapshots" below): loaded at start into a
- * segment created fresh, before the socket listens; saved by the
+ * Snapshots (the format in snapshot.c, the schedule in persist.c): loaded
+ * at start into a segment created fresh, before the socket listens; saved
+ * by the
  * housekeeping thread (every [persistence] interval, and on MSG_SAVE, whose
  * reply the I/O thread sends once the save is done), and once more by
  * shmmap__coord_stop after both threads are gone.  One save at a time.
@@ -272,435 +274,6 @@ static void grow_due(struct coord *c)
 	uint64_t nfree = __atomic_load_n(&h->pool_free, __ATOMIC_RELAXED);
 	if (nfree * GROW_FILL_DIV < live)
 		coord_grow(c, live, 0, 0, NULL, 0);
-}
-
-/* ---- maps ---- */
-
-static uint32_t count_maps(struct coord *c)
-{
-	uint32_t n = 0;
-	for (uint32_t i = 0; i < c->g.max_maps; i++)
-		n += atomic_load(&seg_dir(&c->seg, &c->g, i)->state) == MAP_LIVE;
-	return n;
-}
-
-static int find_map(struct coord *c, const char *name)
-{
-	for (uint32_t i = 0; i < c->g.max_maps; i++) {
-		struct seg_mapdir *d = seg_dir(&c->seg, &c->g, i);
-		if (atomic_load(&d->state) == MAP_LIVE &&
-		    strncmp(d->name, name, sizeof d->name) == 0)
-			return (int)i;
-	}
-	return -ENOENT;
-}
-
-/*
- * May a map with parameters p be created at free directory entry k?  Its
- * retained table (a dropped map's) has lock words that stale clients may
- * still touch.  Those of dead owners are released here.  With the same
- * geometry the table is reused as it is (a stale writer sees the new
- * generation under the lock and lets go).  A table of another geometry
- * would be freed, so it must be out of every stale writer's reach: no
- * lock word held, and no client alive that attached before the drop (one
- * may have resolved its handle and be about to take a lock there, stopped
- * in between); otherwise the entry is passed over.  Under recover_mu.
- */
-static bool entry_usable(struct coord *c, uint32_t k, const struct map_params *p)
-{
-	const struct seg_mapdir *d = seg_dir(&c->seg, &c->g, k);
-	uint32_t ns = 0;
-	struct seg_stripe *sp = shmmap__coord_table_stripes(c, k, &ns);
-	bool same = d->nbuckets == p->nbuckets && d->nstripes == p->nstripes;
-	if (sp && !same) {
-		uint64_t dropped = d->dropped_ns;
-		for (uint32_t i = 0; i < c->g.max_clients; i++) {
-			const struct seg_slot *sl = seg_slot(&c->seg, &c->g, i);
-			if (atomic_load(&sl->state) != SLOT_FREE &&
-			    (!dropped || sl->attached_ns <= dropped))
-				return false;
-		}
-	}
-	for (uint32_t st = 0; sp && st < ns; st++) {
-		uint32_t owner = atomic_load(&sp[st].lock) & LOCK_OWNER_MASK;
-		if (!owner || owner == LOCK_OWNER_COORD)
-			continue;
-		if (!shmmap__owner_alive(&c->lk, owner)) {
-			if (shmmap__lock_take_from(&sp[st].lock, owner, LOCK_OWNER_COORD))
-				shmmap__coord_release_taken(&sp[st]);
-		} else if (!same) {
-			return false;
-		}
-	}
-	return true;
-}
-
-/* What an OPEN_OPTS request asks of a map it creates (0: the default). */
-struct open_opts {
-	uint32_t policy; /* SHMMAP_POLICY_* */
-	uint64_t capacity, quota;
-	uint32_t key_max, value_max, default_ttl;
-};
-
-/* The parameters of a new map called name: [map], then its [map NAME]
- * section, then what the request asks (rq, may be NULL). */
-static void map_params_for(const struct coord *c, const char *name, const struct open_opts *rq,
-			   struct map_params *p)
-{
-	const struct shmmap_conf *cf = &c->conf;
-	uint32_t buckets = cf->map.buckets, stripes = cf->map.stripes, maxb = cf->map.max_buckets;
-	uint64_t capacity = cf->map.capacity;
-	*p = (struct map_params){
-		.key_max = cf->map.key_max, .val_max = cf->map.value_max, .policy = cf->map.policy,
-		.quota = cf->map.quota, .default_ttl = cf->map.default_ttl,
-	};
-	for (uint32_t i = 0; i < cf->nmaps; i++) {
-		const struct conf_map_sect *ms = &cf->maps[i];
-		if (strcmp(ms->name, name))
-			continue;
-		p->key_max = ms->has & CMS_KEY_MAX ? ms->key_max : p->key_max;
-		p->val_max = ms->has & CMS_VALUE_MAX ? ms->value_max : p->val_max;
-		p->policy = ms->has & CMS_POLICY ? ms->policy : p->policy;
-		p->quota = ms->has & CMS_QUOTA ? ms->quota : p->quota;
-		p->default_ttl = ms->has & CMS_DEFAULT_TTL ? ms->default_ttl : p->default_ttl;
-		buckets = ms->has & CMS_BUCKETS ? ms->buckets : buckets;
-		stripes = ms->has & CMS_STRIPES ? ms->stripes : stripes;
-		maxb = ms->has & CMS_MAX_BUCKETS ? ms->max_buckets : maxb;
-		capacity = ms->has & CMS_CAPACITY ? ms->capacity : capacity;
-	}
-	if (rq) {
-		p->key_max = rq->key_max ? rq->key_max : p->key_max;
-		p->val_max = rq->value_max ? rq->value_max : p->val_max;
-		p->policy = rq->policy == SHMMAP_POLICY_EVICT    ? MAP_POLICY_EVICT
-			    : rq->policy == SHMMAP_POLICY_REJECT ? MAP_POLICY_REJECT
-								 : p->policy;
-		p->quota = rq->quota ? rq->quota : p->quota;
-		p->default_ttl = rq->default_ttl ? rq->default_ttl : p->default_ttl;
-		capacity = rq->capacity ? rq->capacity : capacity;
-	}
-	/* A capacity: buckets for it at the load a resize leaves. */
-	if (capacity) {
-		uint64_t want = capacity * 100u / GROW_TO_PCT;
-		buckets = 1;
-		while (buckets < want && buckets < (1u << 26))
-			buckets <<= 1;
-	}
-	if (buckets < stripes)
-		buckets = stripes;
-	if (maxb < buckets)
-		maxb = buckets;
-	p->nbuckets = buckets;
-	p->nstripes = stripes;
-	p->max_buckets = maxb;
-}
-
-static int open_map(struct coord *c, const char *name, bool create, bool rdonly,
-		    const struct open_opts *rq, uint32_t *idx, uint32_t *gen)
-{
-	int i = find_map(c, name);
-	if (i == -ENOENT && create) {
-		if (rdonly)
-			return -EPERM;
-		for (uint32_t k = 0; k < c->g.max_maps; k++) {
-			if (atomic_load(&seg_dir(&c->seg, &c->g, k)->state) != MAP_FREE)
-				continue;
-			struct map_params p;
-			map_params_for(c, name, rq, &p);
-			pthread_mutex_lock(&c->recover_mu); /* no sweep meanwhile */
-			if (!entry_usable(c, k, &p)) {
-				pthread_mutex_unlock(&c->recover_mu);
-				log_info("map entry %u passed over: its old table (another geometry) "
-					 "may still be in use by a client that attached before the drop",
-					 k);
-				continue;
-			}
-			int rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);
-			pthread_mutex_unlock(&c->recover_mu);
-			if (rc < 0)
-				return rc;
-			log_info("created map '%s' (index %u)", name, k);
-			i = (int)k;
-			break;
-		}
-		if (i < 0)
-			return -ENOSPC; /* no free directory entry */
-	}
-	if (i < 0)
-		return i;
-	*idx = (uint32_t)i;
-	*gen = atomic_load(&seg_dir(&c->seg, &c->g, (uint32_t)i)->gen);
-	return 0;
-}
-
-/* Who holds lock owner id `owner`, for messages: "pid N (slot S)". */
-static void owner_text(struct coord *c, uint32_t owner, char *buf, size_t n)
-{
-	if (owner >= 1 && owner <= c->g.max_clients)
-		snprintf(buf, n, "pid %u (slot %u)", seg_slot(&c->seg, &c->g, owner - 1)->pid,
-			 owner - 1);
-	else
-		snprintf(buf, n, "an unknown owner");
-}
-
-/*
- * Flush map name.  Stripes that a live process holds on to (stopped, say)
- * are not waited for: they keep their entries, and the client is told
- * (-EBUSY, with the holder in why).
- */
-static int flush_map(struct coord *c, const char *name, char *why, size_t whylen)
-{
-	int i = find_map(c, name);
-	if (i < 0)
-		return i;
-	struct empty_report r;
-	pthread_mutex_lock(&c->recover_mu);
-	int rc = shmmap__map_flush(&c->seg, &c->g, &c->lk, (uint32_t)i, &r);
-	if (r.deferred)
-		shmmap__coord_sweep_deferred(c, "flush");
-	pthread_mutex_unlock(&c->recover_mu);
-	if (rc < 0)
-		return rc;
-	if (r.busy) {
-		char who[64];
-		owner_text(c, r.busy_owner, who, sizeof who);
-		snprintf(why, whylen,
-			 "map '%.64s' flushed but for %u stripe(s) that a live process holds (%s: "
-			 "stopped?); flush again once it lets go",
-			 name, r.busy, who);
-		log_warning("%s", why);
-		return -EBUSY;
-	}
-	log_info("flushed map '%s'", name);
-	return 0;
-}
-
-/*
- * Drop map name.  Its name is free at once; stripes a live process holds
- * on to are emptied later by the housekeeping thread (the map stays
- * MAP_INIT, dropping, until then).
- */
-static int drop_map(struct coord *c, const char *name)
-{
-	int i = find_map(c, name);
-	if (i < 0)
-		return i;
-	struct empty_report r;
-	pthread_mutex_lock(&c->recover_mu);
-	int rc = shmmap__map_destroy(&c->seg, &c->g, &c->lk, (uint32_t)i, &r);
-	if (r.deferred)
-		shmmap__coord_sweep_deferred(c, "drop");
-	pthread_mutex_unlock(&c->recover_mu);
-	if (rc < 0)
-		return rc;
-	if (rc == 1) {
-		char who[64];
-		owner_text(c, r.busy_owner, who, sizeof who);
-		log_warning("dropped map '%s'; %u of its stripe(s) are held by %s (stopped?) and "
-			    "will be emptied once let go", name, r.busy, who);
-	} else {
-		log_info("dropped map '%s'", name);
-	}
-	return 0;
-}
-
-/* Housekeeping: finish the drops that waited for a busy stripe. */
-static void finish_drops(struct coord *c)
-{
-	for (uint32_t m = 0; m < c->g.max_maps; m++) {
-		struct seg_mapdir *d = seg_dir(&c->seg, &c->g, m);
-		if (atomic_load(&d->state) != MAP_INIT || !atomic_load(&d->dropping))
-			continue;
-		struct empty_report r = {0};
-		pthread_mutex_lock(&c->recover_mu);
-		int rc = shmmap__map_drop_finish(&c->seg, &c->g, &c->lk, m, &r);
-		if (r.deferred)
-			shmmap__coord_sweep_deferred(c, "drop");
-		pthread_mutex_unlock(&c->recover_mu);
-		if (rc == 0)
-			log_notice("map %u: the drop waiting for a busy stripe is done", m);
-	}
-}
-
-/* ---- snapshots ---- */
-
-enum { SAVE_IDLE, SAVE_QUEUED, SAVE_RUNNING, SAVE_DONE };
-
-/* Write a snapshot to path now, and log how it went (why it failed also
- * into why, if not NULL). */
-static int save_now(struct coord *c, const char *path, char *why, size_t whylen)
-{
-	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
-	struct snap_save_report r;
-	char err[512];
-	uint64_t t0 = mono_ms();
-	int rc = shmmap__snap_save(&o, path, &r, err, sizeof err);
-	if (rc < 0 && why)
-		snprintf(why, whylen, "snapshot not saved: %.230s", err);
-	if (rc < 0)
-		log_error("snapshot not saved: %s", err);
-	else
-		log_info("saved %llu entries to %s in %llu ms", (unsigned long long)r.entries, path,
-		      (unsigned long long)(mono_ms() - t0));
-	return rc;
-}
-
-/* Housekeeping thread: run a save asked for with MSG_SAVE (its result goes
- * to the I/O thread, which replies), then the interval's if it is due. */
-static void save_due(struct coord *c)
-{
-	const char *conf_path = c->conf.persistence.snapshot;
-	const uint64_t every_ms = (uint64_t)c->conf.persistence.interval * 1000u;
-	char path[sizeof c->save_path];
-	pthread_mutex_lock(&c->save_mu);
-	bool asked = c->save_state == SAVE_QUEUED && !atomic_load(&c->stop);
-	if (asked) {
-		memcpy(path, c->save_path, sizeof path);
-		c->save_state = SAVE_RUNNING;
-	}
-	pthread_mutex_unlock(&c->save_mu);
-	if (asked) {
-		char why[sizeof c->save_err] = "";
-		int rc = save_now(c, path, why, sizeof why);
-		pthread_mutex_lock(&c->save_mu);
-		c->save_rc = rc;
-		memcpy(c->save_err, why, sizeof why);
-		c->save_state = SAVE_DONE;
-		pthread_mutex_unlock(&c->save_mu);
-		uint64_t one = 1;
-		if (write(c->wakefd, &one, sizeof one) < 0) { /* the I/O loop wakes within 1 s */ }
-		if (rc == 0 && strcmp(path, conf_path) == 0)
-			c->save_next_ms = mono_ms() + every_ms;
-	}
-	/* The next interval save starts `interval` seconds after this one
-	 * ended: saves never run back to back, however long they take. */
-	if (every_ms && conf_path[0] && !atomic_load(&c->stop) && mono_ms() >= c->save_next_ms) {
-		save_now(c, conf_path, NULL, 0);
-		c->save_next_ms = mono_ms() + every_ms;
-	}
-}
-
-/* Loading: records go through open_map and shmmap__tbl_put_at. */
-struct load_ctx {
-	struct coord *c;
-	struct op_ctx o;
-	struct map_view v; /* the map last opened */
-	uint64_t puts;
-};
-
-static int load_open(void *arg, const char *name, uint32_t *key_max, uint32_t *val_max)
-{
-	struct load_ctx *l = arg;
-	uint32_t idx, gen;
-	int rc = open_map(l->c, name, true, false, NULL, &idx, &gen);
-	if (rc == 0)
-		rc = shmmap__map_view(&l->c->seg, &l->c->g, idx, &l->v);
-	if (rc < 0) {
-		log_warning("snapshot: map '%s' not loaded: %s", name,
-		      rc == -ENOSPC ? "no room for another map (segment.max_maps, segment.size)"
-				    : shmmap_strerror(rc));
-		return rc;
-	}
-	*key_max = l->v.key_max;
-	*val_max = l->v.val_max;
-	return 0;
-}
-
-static int load_put(void *arg, const void *key, uint32_t klen, const void *val, uint32_t vlen,
-		    uint64_t expire_ms)
-{
-	struct load_ctx *l = arg;
-	pthread_mutex_lock(&l->c->recover_mu); /* our allocations must not race a sweep */
-	int rc = shmmap__tbl_put_at(&l->o, &l->v, key, klen, val, vlen, expire_ms, 0);
-	pthread_mutex_unlock(&l->c->recover_mu);
-	/* The growth thread is not running yet: grow as we go. */
-	if ((++l->puts & 1023) == 0)
-		while (shmmap__grow_round(&l->o, l->v.idx, &l->c->grow_track[l->v.idx],
-					  &l->c->recover_mu, UINT32_MAX) == 2)
-			;
-	return rc;
-}
-
-/*
- * At start, into a segment created fresh: load the configured snapshot.
- * No file there: start empty.  A file that does not verify, or a load that
- * fails, stops the start with the reason in err (the caller removes the
- * segment, so the next start tries again; the file is not touched):
- * serving an empty or partial cache instead would replace the snapshot
- * with it at the next save.  While loading, the segment's magic is
- * SNAP_LOADING_SEG_MAGIC, so a coordinator killed meanwhile leaves a
- * segment nobody adopts, which the next start replaces (half_loaded).
- */
-static int load_snapshot(struct coord *c, char *err, size_t errlen)
-{
-	const char *path = c->conf.persistence.snapshot;
-	if (!path[0])
-		return 0;
-	char dir[sizeof c->conf.persistence.snapshot];
-	snprintf(dir, sizeof dir, "%s", path);
-	char *slash = strrchr(dir, '/');
-	slash[slash == dir ? 1 : 0] = '\0';
-	if (access(dir, W_OK | X_OK) < 0)
-		log_warning("warning: snapshots cannot be saved to %s: %s: %s", path, dir, strerror(errno));
-	if (c->adopted) {
-		log_notice("snapshot %s not loaded: the adopted segment's data is newer", path);
-		return 0;
-	}
-	_Atomic uint64_t *magic = (_Atomic uint64_t *)&seg_hdr(&c->seg)->magic;
-	atomic_store(magic, SNAP_LOADING_SEG_MAGIC);
-	struct load_ctx l = {.c = c, .o = {.s = &c->seg, .g = &c->g, .lk = c->lk}};
-	l.o.lk.wait_ms = 0; /* a fresh segment: nobody else holds its locks */
-	struct snap_sink sink = {.open = load_open, .put = load_put, .arg = &l};
-	struct snap_load_report r;
-	uint64_t t0 = mono_ms();
-	int rc = shmmap__snap_load(path, &sink, &r, err, errlen);
-	if (rc == -ENOENT) {
-		err[0] = '\0';
-		atomic_store(magic, SEG_MAGIC);
-		log_notice("no snapshot at %s: starting empty", path);
-		return 0;
-	}
-	if (rc < 0) {
-		size_t n = strlen(err);
-		snprintf(err + n, errlen - n,
-			 "; not starting, to keep the snapshot's data (a start without it would "
-			 "replace it at the next save): the file is left as it is; move it aside "
-			 "to start empty");
-		return rc;
-	}
-	uint64_t evicted = 0;
-	for (uint32_t m = 0; m < c->g.max_maps; m++) {
-		struct map_view v;
-		if (shmmap__map_view(&c->seg, &c->g, m, &v) == 0)
-			for (uint32_t st = 0; st < v.nstripes; st++)
-				evicted += v.stripes[st].evictions;
-	}
-	atomic_store(magic, SEG_MAGIC);
-	log_info("loaded %llu entries of %u maps from %s (%llu expired skipped) in %llu ms",
-	      (unsigned long long)r.loaded, count_maps(c), path, (unsigned long long)r.expired,
-	      (unsigned long long)(mono_ms() - t0));
-	if (r.no_map || r.too_big || r.no_room || evicted)
-		log_warning("snapshot %s: %llu entries of maps that could not be created, %llu over the "
-		      "map limits (key_max, value_max) and %llu that did not fit were not loaded, "
-		      "and %llu were evicted to make room: the next save will not have them",
-		      path, (unsigned long long)r.no_map, (unsigned long long)r.too_big,
-		      (unsigned long long)r.no_room, (unsigned long long)evicted);
-	return 0;
-}
-
-/* Is the object called name a segment whose coordinator died while loading
- * a snapshot into it (see load_snapshot)? */
-static bool half_loaded(const char *name)
-{
-	int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
-	if (fd < 0)
-		return false;
-	struct seg_header h;
-	ssize_t n = pread(fd, &h, sizeof h, 0);
-	close(fd);
-	if (n != (ssize_t)sizeof h || h.magic != SNAP_LOADING_SEG_MAGIC)
-		return false;
-	pid_t pid = (pid_t)atomic_load(&h.coord_pid);
-	return pid <= 0 || pid == getpid() || (kill(pid, 0) < 0 && errno == ESRCH);
 }
 
 /* ---- sessions ---- */
@@ -997,7 +570,7 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 	case MSG_OPEN: {
 		bool rdonly = seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY;
 		uint32_t idx, gen;
-		rc = open_map(c, m->u.open.name, m->u.open.flags & SHMMAP_CREATE, rdonly, NULL, &idx,
+		rc = shmmap__coord_open_map(c, m->u.open.name, m->u.open.flags & SHMMAP_CREATE, rdonly, NULL, &idx,
 			      &gen);
 		if (rc < 0)
 			return open_error(c, s, m->seq, m->u.open.name, rc);
@@ -1018,7 +591,7 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 			return send_error(s->fd, m->seq, -EINVAL);
 		bool rdonly = seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY;
 		uint32_t idx, gen;
-		rc = open_map(c, m->u.openo.name, m->u.openo.flags & SHMMAP_CREATE, rdonly, &rq, &idx,
+		rc = shmmap__coord_open_map(c, m->u.openo.name, m->u.openo.flags & SHMMAP_CREATE, rdonly, &rq, &idx,
 			      &gen);
 		if (rc < 0)
 			return open_error(c, s, m->seq, m->u.openo.name, rc);
@@ -1030,7 +603,7 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 	case MSG_DROP:
 		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
 			return send_error(s->fd, m->seq, -EPERM);
-		rc = drop_map(c, m->u.open.name);
+		rc = shmmap__coord_drop_map(c, m->u.open.name);
 		if (rc < 0)
 			return send_error(s->fd, m->seq, rc);
 		r.type = MSG_OK;
@@ -1039,7 +612,7 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		r.type = MSG_STATS_REPLY;
 		r.u.stats.pid = (uint32_t)getpid();
 		r.u.stats.clients = live_slots(c);
-		r.u.stats.maps = count_maps(c);
+		r.u.stats.maps = shmmap__coord_count_maps(c);
 		r.u.stats.uptime_ms = mono_ms() - c->start_ms;
 		r.u.stats.coord_gen = atomic_load(&seg_hdr(&c->seg)->coord_gen);
 		return shmmap__proto_send(s->fd, &r, -1);
@@ -1047,7 +620,7 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
 			return send_error(s->fd, m->seq, -EPERM);
 		char why[PROTO_NAME_MAX + 1] = "";
-		rc = flush_map(c, m->u.open.name, why, sizeof why);
+		rc = shmmap__coord_flush_map(c, m->u.open.name, why, sizeof why);
 		if (rc < 0)
 			return send_error_text(s->fd, m->seq, rc, why);
 		r.type = MSG_OK;
@@ -1399,9 +972,9 @@ static void *house_main(void *arg)
 			}
 		}
 		retry_pending(c);
-		finish_drops(c);
+		shmmap__coord_finish_drops(c);
 		grow_due(c);
-		save_due(c);
+		shmmap__coord_save_due(c);
 	}
 	rcu_unregister_thread();
 	return NULL;
@@ -1618,7 +1191,7 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 	} else if (rc == -EACCES || rc == -EPERM) {
 		shm_not_ours(cf->segment.name, cf->segment.name, rc, err, errlen);
 		return rc;
-	} else if (rc != -ENOENT && half_loaded(cf->segment.name)) {
+	} else if (rc != -ENOENT && shmmap__coord_half_loaded(cf->segment.name)) {
 		log_warning("%s: its coordinator died while loading a snapshot into it: replacing it",
 		      cf->segment.name);
 		shm_unlink(cf->segment.name);
@@ -1720,13 +1293,13 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 		shmmap__coord_sweep_or_defer(c, "adopted segment", &r);
 		pthread_mutex_unlock(&c->recover_mu);
 	}
-	rc = load_snapshot(c, err, errlen);
+	rc = shmmap__coord_load_snapshot(c, err, errlen);
 	if (rc == 0) {
 		/* The maps of [map NAME] sections exist from the start (one
 		 * that exists already keeps the options it was created with). */
 		for (uint32_t i = 0; i < c->conf.nmaps; i++) {
 			uint32_t idx, gen;
-			int r = open_map(c, c->conf.maps[i].name, true, false, NULL, &idx, &gen);
+			int r = shmmap__coord_open_map(c, c->conf.maps[i].name, true, false, NULL, &idx, &gen);
 			if (r < 0)
 				log_warning("map '%s' of the config not created: %s",
 					    c->conf.maps[i].name, shmmap_strerror(r));
@@ -1799,7 +1372,7 @@ void shmmap__coord_stop(struct coord *c)
 	c->threads_started = false;
 	/* The final snapshot, now that nothing else of ours runs. */
 	if (c->conf.persistence.snapshot[0])
-		save_now(c, c->conf.persistence.snapshot, NULL, 0);
+		shmmap__coord_save_now(c, c->conf.persistence.snapshot, NULL, 0);
 }
 
 void shmmap__coord_free(struct coord *c)
