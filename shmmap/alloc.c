@@ -504,11 +504,14 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 	return 0;
 }
 
-bool shmmap__block_in_slab(const struct seg *s, const struct seg_geom *g, uint64_t off)
+int shmmap__block_class(const struct seg *s, const struct seg_geom *g, uint64_t off)
 {
-	return off >= g->heap_off && page_in(s, g, (off - g->heap_off) / SEG_PAGE) &&
-	       __atomic_load_n(&seg_page(s, g, (uint32_t)((off - g->heap_off) / SEG_PAGE))->kind,
-			       __ATOMIC_RELAXED) == PAGE_SLAB;
+	if (off < g->heap_off || !page_in(s, g, (off - g->heap_off) / SEG_PAGE))
+		return -1;
+	const struct seg_page *p = seg_page(s, g, (uint32_t)((off - g->heap_off) / SEG_PAGE));
+	uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
+	return __atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_SLAB && cls < classes()
+		       ? (int)cls : -1;
 }
 
 bool shmmap__block_fits(const struct seg *s, const struct seg_geom *g, uint64_t off, size_t n)

@@ -62,6 +62,7 @@ struct client_ext {
 	char path[108];             /* the coordinator's socket, for resuming */
 	_Atomic uint32_t rec_free;  /* bit k: the slot's intent record k is free */
 	_Atomic uint32_t rec_parked;/* bit k: record k holds a block whose free failed */
+	uint8_t spare_cls[SEG_INTENTS]; /* record k's spare's class + 1, 0 unknown (op_ctx) */
 	uint32_t seq;
 	uint32_t hello_flags;       /* HELLO_F_* this attachment asked for */
 	_Atomic uint64_t grow_quiet_ms; /* no MSG_GROW before this (CLOCK_MONOTONIC ms) */
@@ -408,6 +409,7 @@ static int reattach_locked(shmmap *sm)
 	atomic_store_explicit(&x->rec_parked, 0, memory_order_relaxed);
 	atomic_store_explicit(&x->rec_free, (uint32_t)((1ull << SEG_INTENTS) - 1),
 			      memory_order_relaxed);
+	memset(x->spare_cls, 0, sizeof x->spare_cls); /* a new slot: its records are clear */
 	/* Publish: a thread that sees forked == 0 sees the slot above. */
 	atomic_store_explicit(&sm->forked, 0, memory_order_release);
 	return 0;
@@ -781,6 +783,7 @@ static int rec_claim(shmmap *sm, struct op_ctx *o)
 								  memory_order_acquire,
 								  memory_order_relaxed)) {
 				o->intent = &seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[k];
+				o->spare_cls = &x->spare_cls[k];
 				return 0;
 			}
 			continue;
@@ -816,6 +819,7 @@ static void op_fill(shmmap *sm, const struct map_view *v, struct op_ctx *o)
 	o->lk.owner = sm->slot + 1;
 	o->ctr = sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, v->idx);
 	o->intent = NULL;
+	o->spare_cls = NULL;
 }
 
 /* Resolve the handle and build the context of one data call (a write

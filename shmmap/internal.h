@@ -722,9 +722,10 @@ size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_
  * (block boundary, page of that class)?  One look at its page: for a
  * write's spare block, which the next write of that class takes. */
 bool shmmap__block_fits(const struct seg *s, const struct seg_geom *g, uint64_t off, size_t n);
-/* Is off in a page of a size class (not a run)?  Just the page's kind: for
- * a block this process allocated itself (block_size validates a block). */
-bool shmmap__block_in_slab(const struct seg *s, const struct seg_geom *g, uint64_t off);
+/* The size class of the page off is in, or -1 if it is not a page of a
+ * size class (a run).  Just the page's kind and class: for a block this
+ * process allocated itself (block_size validates a block). */
+int shmmap__block_class(const struct seg *s, const struct seg_geom *g, uint64_t off);
 /* A run of whole pages (not zeroed): *first = its first page index.
  * Returns 0, -ENOSPC or -EAGAIN. */
 int shmmap__alloc_pages(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
@@ -848,6 +849,10 @@ struct op_ctx {
 	struct lock_ctx lk;
 	struct seg_counters *ctr; /* this client's counters for the map, or NULL */
 	struct seg_intent *intent; /* this thread's intent record, or NULL (no crash safety) */
+	/* With intent, this process's note of the size class of the record's
+	 * spare (class + 1; 0: none or not known): a hint, private, that tells
+	 * a write whether the spare will do before it looks at its page. */
+	uint8_t *spare_cls;
 };
 int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen, void *buf, size_t cap, size_t *vlen);

@@ -934,6 +934,22 @@ static bool keeps_spare(const struct op_ctx *o)
 
 static void settle_blocks(const struct op_ctx *o, struct seg_intent *in);
 
+/* This process's note of the class of its record's spare (op_ctx). */
+static inline void spare_note(const struct op_ctx *o, uint8_t cls1)
+{
+	if (o->spare_cls)
+		*o->spare_cls = cls1;
+}
+
+/* Will the record's spare do for a new entry of n bytes?  By the note of
+ * its class, without a look at its page (spare_take looks). */
+static inline bool spare_will_do(const struct op_ctx *o, const struct seg_intent *in, size_t n)
+{
+	return o->spare_cls && *o->spare_cls &&
+	       atomic_load_explicit(&in->spare, memory_order_relaxed) &&
+	       *o->spare_cls == shmmap__class_of(o->s, o->g, n) + 1;
+}
+
 /* After unlocking: what the write's record still names (usually nothing
  * after a rewrite in place: checked inline). */
 static inline __attribute__((always_inline)) void settle(const struct op_ctx *o,
@@ -956,13 +972,15 @@ static void settle_blocks(const struct op_ctx *o, struct seg_intent *in)
 		 * spare first, then the field cleared (release: in that order
 		 * for the sweep and check, which read b, spare, a). */
 		_Atomic uint8_t *mv;
+		int cls;
 		if (keeps_spare(o) && !atomic_load_explicit(&in->spare, memory_order_relaxed) &&
-		    shmmap__block_in_slab(o->s, o->g, x) && spare_move_begin(o, in, &mv)) {
+		    (cls = shmmap__block_class(o->s, o->g, x)) >= 0 && spare_move_begin(o, in, &mv)) {
 			atomic_store_explicit(&in->spare, x, memory_order_relaxed);
 			CRASH_POINT();
 			atomic_store_explicit(recs[j], 0, memory_order_release);
 			CRASH_POINT();
 			spare_move_end(mv);
+			spare_note(o, (uint8_t)(cls + 1));
 			continue;
 		}
 		(void)shmmap__free(o->s, o->g, &o->lk, x, recs[j]);
@@ -984,6 +1002,7 @@ static bool spare_take(const struct op_ctx *o, struct seg_intent *in, size_t n)
 	atomic_store_explicit(&in->spare, 0, memory_order_release);
 	CRASH_POINT();
 	spare_move_end(mv);
+	spare_note(o, 0);
 	return true;
 }
 
@@ -996,8 +1015,10 @@ static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
 		return false;
 	if (spare_take(o, in, n))
 		return true;
-	if (!shmmap__block_fits(o->s, o->g, sp, n))
+	if (!shmmap__block_fits(o->s, o->g, sp, n)) {
 		(void)shmmap__free(o->s, o->g, &o->lk, sp, &in->spare);
+		spare_note(o, 0);
+	}
 	return false;
 }
 
@@ -1446,10 +1467,12 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 	/* A block allocated and filled before the stripe lock (a short
 	 * critical section), unless the write may need none: a value an undo
 	 * record holds may rewrite a present key in place, so a writer whose
-	 * record has a spare (for a new key, spare_take) locks first.  The
-	 * block of a write that did not need it becomes the spare. */
+	 * record has a spare that will do for a new key (spare_take) locks
+	 * first.  (A spare of another class would make a new key's write
+	 * unlock, allocate and lock again: then allocate first.)  The block of
+	 * a write that did not need it becomes the spare. */
 	struct seg_undo *u = vlen <= SEG_UNDO_MAX ? undo_of(o, in) : NULL;
-	bool filled = !u || !atomic_load_explicit(&in->spare, memory_order_relaxed);
+	bool filled = !u || !spare_will_do(o, in, need);
 	if (filled && (rc = new_entry(o, v, in, h, key, klen, val, vlen, expire)) < 0)
 		return rc;
 retry:
@@ -1639,7 +1662,7 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	/* Without a block at first if the record has a spare: a present
 	 * counter is rewritten in place (put_impl has the why). */
 	struct seg_undo *u = undo_of(o, in);
-	bool have = !u || !atomic_load_explicit(&in->spare, memory_order_relaxed);
+	bool have = !u || !spare_will_do(o, in, ent_size(klen, room, slot));
 again:
 	if (have && (rc = alloc_entry(o, v, in, ent_size(klen, room, slot))) < 0)
 		return rc;

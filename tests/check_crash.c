@@ -211,11 +211,16 @@ static void child(const struct scenario *sc, const char *key, unsigned long k, i
 	size_t kl = strlen(key);
 	int64_t out;
 	if (sc->op == OP_SPARE_REPLACE || sc->op == OP_REWRITE || sc->op == OP_INCR_IN_PLACE) {
-		/* Rewrite another key with a value of the new size: the block it
-		 * replaces stays in this thread's record as its spare, which the
-		 * operation below then takes instead of allocating. */
+		/* Rewrite another key, as long as this one, with a value of the
+		 * new size (a counter: incr it): the block it replaces stays in
+		 * this thread's record as its spare, of the class the operation
+		 * below needs, which it then takes instead of allocating (or, to
+		 * rewrite in place, does without). */
 		for (int i = 0; i < 2; i++)
-			if (shmmap_put(sm, m, "spare-key", 9, val, sc->new_len, 0, 0) != 0)
+			if ((sc->op == OP_INCR_IN_PLACE ? shmmap_incr(sm, m, "spare-k", 7, 1, &out)
+							: shmmap_put(sm, m, "spare-k", 7, val, sc->new_len,
+								     sc->op == OP_REWRITE ? 2 * sc->old_ttl : 0,
+								     0)) != 0)
 				_exit(22);
 		if (!atomic_load(&seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[0].spare))
 			_exit(23);
