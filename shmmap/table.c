@@ -546,6 +546,7 @@ void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uin
 	uint32_t q = atomic_load(&st->seq);
 	if (!(q & 1))
 		seq_begin(st);
+	CRASH_POINT(); /* a repairer stopped here holds a stripe not yet repaired */
 	move_resume(o->s, v, &t, st, stripe);
 	undo_rewrites(o, v, &t, stripe);
 	/*

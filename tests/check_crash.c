@@ -711,6 +711,123 @@ START_TEST(rewrite_frozen_then_killed_waiter_repairs)
 }
 END_TEST
 
+/* For tu_wait: the process stopped (reaped as such), or a waiter sleeps on
+ * the lock word. */
+struct stop_or_block {
+	pid_t pid;
+	_Atomic uint32_t *w;
+	bool stopped;
+};
+
+static bool stopped_or_blocked(void *arg)
+{
+	struct stop_or_block *a = arg;
+	int st;
+	if (waitpid(a->pid, &st, WNOHANG | WUNTRACED) == a->pid && WIFSTOPPED(st)) {
+		a->stopped = true;
+		return true;
+	}
+	return (atomic_load(a->w) & LOCK_WAITERS) != 0;
+}
+
+static bool waits_for_stripe(void *arg)
+{
+	struct seg_slot *sl = arg;
+	return atomic_load(&sl->state) == SLOT_DEAD && sl->wait_kind == SLOT_WAIT_STRIPE;
+}
+
+/*
+ * A writer killed in the middle of a rewrite in place, and the waiter that
+ * takes its lock over stopped before it repairs: the undo record is the
+ * old value's only copy, so the coordinator's recovery of the writer's slot
+ * must wait for that stripe (the slot stays DEAD, waiting for a stripe, its
+ * record set), not free the slot.  Once the waiter goes on, it puts the old
+ * value back, and the slot is recovered.
+ */
+START_TEST(recovery_waits_for_a_stopped_repairer)
+{
+	static char old[8192];
+	const struct scenario sc = {"rewrite (its repairer stopped)", OP_REWRITE, 180, 184, false, 0};
+	const char *key = "the-key";
+	uint32_t stripe = stripe_of_key(key);
+	_Atomic uint32_t *w = stripe_lock_word(stripe), *seq = stripe_seq_word(stripe);
+	char other[32];
+	other_key_in_stripe(stripe, other, sizeof other);
+	_Atomic uint32_t *slot = shared_word(), *wslot = shared_word();
+	/* The writer, stopped inside the rewrite's seq change, its record set. */
+	pid_t pid = -1;
+	struct seg_slot *sl = NULL;
+	int st;
+	for (unsigned long k = 1; k <= MAX_K && pid < 0; k++) {
+		prepare(&sc, key, old);
+		atomic_store(slot, 0);
+		pid_t p = tu_fork();
+		ck_assert_int_ge(p, 0);
+		if (p == 0)
+			child(&sc, key, k, SIGSTOP, slot);
+		CK_MSG(wait_stopped(p, &st) == p && WIFSTOPPED(st), "k %lu: the writer ended", k);
+		uint32_t me = atomic_load(slot);
+		CK_MSG(me != 0, "the writer stopped before it attached");
+		sl = seg_slot(&g_sm->seg, &g_sm->geom, me - 1);
+		if ((atomic_load(w) & LOCK_OWNER_MASK) == me && atomic_load(&sl->undo[0].off) &&
+		    (atomic_load(seq) & 1)) {
+			pid = p;
+			break;
+		}
+		kill(p, SIGKILL);
+		ck_assert_int_ge(tu_waitpid(p, 5000), 0);
+		wait_recovered(sc.name, k);
+	}
+	CK_MSG(pid > 0, "never caught the writer inside the rewrite's seq change");
+	/* A waiter on the stripe, stopped at every crash point, stepped until it
+	 * sleeps on the writer's lock. */
+	pid_t wp = tu_fork();
+	ck_assert_int_ge(wp, 0);
+	if (wp == 0) {
+		shmmap *sm;
+		shmmap_map m;
+		child_attach(MAP, &sm, &m);
+		atomic_store(wslot, sm->slot + 1);
+		shmmap__crash_arm_every(1, SIGSTOP);
+		_exit(shmmap_put(sm, m, other, strlen(other), "w", 1, 0, 0) == 0 ? 0 : 21);
+	}
+	for (int i = 0;; i++) {
+		struct stop_or_block a = {.pid = wp, .w = w};
+		CK_MSG(i < 1000 && tu_wait(stopped_or_blocked, &a, 5000),
+		       "the waiter neither stopped nor blocked on the lock");
+		if (!a.stopped)
+			break;
+		kill(wp, SIGCONT);
+	}
+	/* The writer dies (the coordinator stopped meanwhile, so that the
+	 * waiter is the one to find it dead); the waiter takes the lock over
+	 * and stops in the repair, before it has put anything back. */
+	CK_EQ(kill(co.pid, SIGSTOP), 0);
+	kill(pid, SIGKILL);
+	ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
+	pid_t r = wait_stopped(wp, &st);
+	CK_EQ(kill(co.pid, SIGCONT), 0);
+	CK_MSG(r == wp && WIFSTOPPED(st), "the waiter did not stop in the repair");
+	CK_EQ(atomic_load(w) & LOCK_OWNER_MASK, atomic_load(wslot));
+	CK_MSG(atomic_load(&sl->undo[0].off) != 0, "the undo record went before the repair");
+	/* The coordinator finds the writer gone: its recovery waits. */
+	CK_MSG(tu_wait(waits_for_stripe, sl, 5000),
+	       "the dead writer's slot is not waiting for the stripe (state %u, waits for %u)",
+	       atomic_load(&sl->state), sl->wait_kind);
+	CK_MSG(atomic_load(&sl->undo[0].off) != 0, "the undo record was cleared under the repairer");
+	/* The waiter goes on: it puts the old value back and writes. */
+	while (step(wp, &st))
+		;
+	CK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the waiter failed (%#x)", st);
+	wait_recovered(sc.name, 0);
+	CK_MSG(!expect_old_or_new(&sc, key, old, 0), "the half-written value stayed");
+	expect_fill_intact();
+	expect_clean(sc.name, 0);
+	munmap(slot, 4096);
+	munmap(wslot, 4096);
+}
+END_TEST
+
 /* ---- the sweep (check --repair) while writers write ---- */
 
 struct load {
@@ -1908,6 +2025,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, crash_handover);
 	tcase_add_test(tc, frozen_holder_killed);
 	tcase_add_test(tc, rewrite_frozen_then_killed_waiter_repairs);
+	tcase_add_test(tc, recovery_waits_for_a_stopped_repairer);
 	tcase_add_test(tc, sweep_under_load);
 	tcase_add_test(tc, coordinator_killed);
 	tcase_add_test(tc, coordinator_died_mid_work);
