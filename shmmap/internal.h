@@ -458,19 +458,22 @@ static inline void ent_set_expiry(struct seg_entry *e, uint64_t expire_ms)
 	__atomic_store_n((uint64_t *)(void *)e->data, expire_ms, __ATOMIC_RELAXED);
 }
 
-/* Write the header of a block not yet reachable (plain stores, but for
- * next and meta: the caller sets those) and its expiry slot when expire_ms
- * is not 0; returns where the key goes.  The block must hold
- * ent_size(klen, vlen, expire_ms != 0) bytes. */
+/* Write the header of a block not yet reachable (but for next and meta:
+ * the caller sets those) and its expiry slot when expire_ms is not 0;
+ * returns where the key goes.  The block must hold
+ * ent_size(klen, vlen, expire_ms != 0) bytes.  Relaxed atomic stores, as
+ * the lock-free readers load these words: a stale reader of a block freed
+ * and reused may read them meanwhile (and throws what it read away). */
 static inline unsigned char *ent_init(struct seg_entry *e, uint32_t klen, uint32_t map,
 				      uint32_t vlen, uint64_t expire_ms)
 {
-	e->klen = (uint16_t)klen;
-	e->map = (uint16_t)map;
-	e->vlenf = (vlen & ENT_VLEN_MASK) | (expire_ms ? ENT_F_EXPIRE : 0);
+	__atomic_store_n(&e->klen, (uint16_t)klen, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->map, (uint16_t)map, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->vlenf, (vlen & ENT_VLEN_MASK) | (expire_ms ? ENT_F_EXPIRE : 0),
+			 __ATOMIC_RELAXED);
 	if (!expire_ms)
 		return e->data;
-	memcpy(e->data, &expire_ms, sizeof expire_ms);
+	ent_set_expiry(e, expire_ms);
 	return e->data + ENT_EXP_BYTES;
 }
 
