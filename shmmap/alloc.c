@@ -380,6 +380,9 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 			struct seg_page *np = seg_page(s, g, pi1 - 1);
 			np->cls = cls;
 			np->drain = 0;
+			/* Its entries will be the class's newest: the hand passes
+			 * the page over until it has gone round once. */
+			np->turn = shmmap__evict_first_turn(s, g, cls, pi1 - 1);
 			np->kind = PAGE_SLAB;
 			CRASH_POINT();
 		}
@@ -388,10 +391,6 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 			goto out;
 		if (sc->pages == 0) /* a class starts young (evict.c: its age) */
 			atomic_store_explicit(&sc->evict_t, shmmap__itime(), memory_order_relaxed);
-		/* The hand goes on from the page after the new one: the new page
-		 * (the class's newest entries) is the last it comes to, and pages
-		 * are visited about in the order they were filled. */
-		atomic_store_explicit(&sc->hand, HAND(pi1, 0), memory_order_relaxed);
 		sc->pages++;
 		sc->partial = 0;
 		partial_push(s, g, sc, pi1 - 1);

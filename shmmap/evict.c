@@ -146,33 +146,59 @@ static void class_evicted(struct seg_class *sc, uint32_t age)
 	atomic_store_explicit(&sc->evict_t, shmmap__itime(), memory_order_relaxed);
 }
 
+/* May the hand, on its turn `turn`, look at the blocks of page p?  Not
+ * before the turn the page was stamped with when its class took it. */
+static bool page_due(const struct seg_page *p, uint16_t turn)
+{
+	return (int16_t)(uint16_t)(turn - __atomic_load_n(&p->turn, __ATOMIC_RELAXED)) >= 0;
+}
+
+uint16_t shmmap__evict_first_turn(const struct seg *s, const struct seg_geom *g, uint32_t cls,
+				  uint32_t pi)
+{
+	uint64_t h = atomic_load_explicit(&seg_class(s, g, cls)->hand, memory_order_relaxed);
+	/* A page at or ahead of the hand is reached on this turn: passed
+	 * over, it is looked at on the next one, a whole turn later.  One
+	 * behind it is reached on the next turn, maybe soon: the one after. */
+	uint16_t t = HAND_TURN(h);
+	return (uint16_t)(t + (HAND_SET(h) && pi < HAND_PAGE(h) ? 2u : 1u));
+}
+
 /* Take the block under class cls's hand and move the hand on: false if the
- * class has no page. */
+ * class has no page it may look at. */
 static bool hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls,
 		      uint64_t *off)
 {
 	struct seg_class *sc = seg_class(s, g, cls);
 	uint32_t per = per_page(cls), size = shmmap__class_size(cls);
-	for (int tries = 0; tries < 64; tries++) {
+	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
+	/* Bound: CAS retries, and up to two rounds of pages passed over
+	 * (after two turns every page is due). */
+	for (uint64_t tries = 0; tries < 64 + 3 * (uint64_t)np; tries++) {
 		uint64_t h = atomic_load_explicit(&sc->hand, memory_order_relaxed);
 		uint32_t pi = HAND_PAGE(h), j = HAND_BLK(h);
-		uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
-		const struct seg_page *p = pi < np ? seg_page(s, g, pi) : NULL;
+		uint16_t turn = HAND_TURN(h);
+		np = atomic_load_explicit(&g->npages, memory_order_acquire);
+		const struct seg_page *p = HAND_SET(h) && pi < np ? seg_page(s, g, pi) : NULL;
 		/* A page being emptied is passed over: a block freed there
-		 * cannot be handed out (alloc.c), so it makes no room. */
+		 * cannot be handed out (alloc.c), so it makes no room.  So is a
+		 * page the class took during this turn (page_due). */
 		if (!p || !slab_of(p, cls) || j >= per ||
 		    j >= __atomic_load_n(&p->carved, __ATOMIC_RELAXED) ||
-		    __atomic_load_n(&p->drain, __ATOMIC_RELAXED)) {
-			/* Past this page: the next of the class. */
-			uint32_t n = page_of(s, g, cls, pi < np && h ? pi + 1 : 0);
+		    __atomic_load_n(&p->drain, __ATOMIC_RELAXED) || !page_due(p, turn)) {
+			/* Past this page: the next of the class, and a new turn
+			 * when that is back at the start. */
+			uint32_t n = page_of(s, g, cls, p ? pi + 1 : 0);
 			if (n == UINT32_MAX)
 				return false;
-			atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(n, 0),
+			if (HAND_SET(h) && n <= pi)
+				turn++;
+			atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(n, 0, turn),
 							      memory_order_relaxed,
 							      memory_order_relaxed);
 			continue;
 		}
-		if (atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(pi, j + 1),
+		if (atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(pi, j + 1, turn),
 							  memory_order_relaxed,
 							  memory_order_relaxed)) {
 			*off = seg_page_off(g, pi) + (uint64_t)j * size;
@@ -180,22 +206,6 @@ static bool hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cl
 		}
 	}
 	return false;
-}
-
-/*
- * Was the block at off written within the last quarter of victim_ms (the
- * age of the class's last victim)?  Such an entry is much younger than the
- * ones its class gives up: it landed in a page the class took over lately,
- * which may lie just ahead of the hand (page order is not age order).  It
- * is passed over once by the hand, and a donor's page that holds one is
- * not the page to hand over.  A read without a lock, of a block that may
- * be anything by now: a hint that writes nothing.
- */
-static bool young(const struct seg *s, uint64_t off, uint32_t now, uint32_t victim_ms)
-{
-	uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
-					  memory_order_relaxed);
-	return (uint64_t)ENT_AGE_MS(now, ENT_ITIME(m)) * 4 < victim_ms;
 }
 
 /* The hand of class cls evicts one entry: 1, 0 (none it may evict within
@@ -209,14 +219,10 @@ static int evict_own(struct evictor *ev, uint32_t cls)
 	uint64_t looks = blocks * HAND_TURNS + 64u;
 	if (looks > HAND_LOOKS_MAX)
 		looks = HAND_LOOKS_MAX;
-	uint32_t now = shmmap__itime();
-	uint32_t victim_ms = atomic_load_explicit(&sc->age_ms, memory_order_relaxed);
 	for (uint64_t k = 0; k < looks; k++) {
 		uint64_t off;
 		if (!hand_next(s, g, cls, &off))
 			return 0;
-		if (k < blocks && young(s, off, now, victim_ms))
-			continue; /* the first turn only: then anything may go */
 		/* Evicted unless used since the hand last came by; then its
 		 * count is lowered instead, under its stripe lock with the entry
 		 * found linked (tbl_evict_at): never through a look at a block
@@ -298,14 +304,13 @@ static int handover(struct evictor *ev, uint32_t d)
 	 * have gone longest without a look (behind the hand, on its own page,
 	 * are the blocks it just freed, holding the newest entries). */
 	uint64_t h = atomic_load_explicit(&dc->hand, memory_order_relaxed);
-	uint32_t pi = h ? HAND_PAGE(h) + 1 : 0;
-	uint32_t now = shmmap__itime(), per = per_page(d), size = shmmap__class_size(d);
-	uint32_t victim_ms = atomic_load_explicit(&dc->age_ms, memory_order_relaxed);
+	uint32_t pi = HAND_SET(h) ? HAND_PAGE(h) + 1 : 0;
+	uint32_t per = per_page(d), size = shmmap__class_size(d);
 	for (uint32_t t = 0; t < DRAIN_TRIES; t++) {
-		/* Of the next few pages that may be emptied and hold no young
-		 * entry (see young(): a page the donor took over lately), the one
-		 * with the fewest entries used since the hand came by: the least
-		 * valuable page. */
+		/* Of the next few pages that may be emptied and that the hand
+		 * may look at (not one the donor took lately: its newest
+		 * entries), the one with the fewest entries used since the hand
+		 * came by: the least valuable page. */
 		uint32_t best = UINT32_MAX, best_hot = UINT32_MAX, head;
 		uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
 		for (uint32_t c = 0; c < DRAIN_CANDIDATES && pi != UINT32_MAX; c++, pi++) {
@@ -313,11 +318,11 @@ static int handover(struct evictor *ev, uint32_t d)
 			if (pi == UINT32_MAX || !page_may_empty(ev, pi, np, &head))
 				continue;
 			uint64_t poff = seg_page_off(g, pi);
-			if (young(s, poff, now, victim_ms) ||
-			    young(s, poff + (uint64_t)(per / 2) * size, now, victim_ms) ||
-			    young(s, poff + (uint64_t)(per - 1) * size, now, victim_ms))
-				continue;
 			uint32_t hot = hot_blocks(s, poff, per, size);
+			/* A page not due yet (taken lately: the donor's newest
+			 * entries) only if no other will do. */
+			if (!page_due(seg_page(s, g, pi), HAND_TURN(h)))
+				hot += HOT_SAMPLE + 1;
 			if (hot < best_hot) {
 				best = pi;
 				best_hot = hot;
@@ -329,8 +334,6 @@ static int handover(struct evictor *ev, uint32_t d)
 			continue;
 		}
 		pi = best;
-		/* The donor's hand goes on past the page. */
-		atomic_store_explicit(&dc->hand, HAND(pi, per_page(d)), memory_order_relaxed);
 		/* The donor's next victims are about as old as the oldest of
 		 * this page's: its age from now on. */
 		uint32_t oldest;

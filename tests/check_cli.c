@@ -292,7 +292,7 @@ START_TEST(json_outputs)
 	CTL_EXPECT(0, "--json", "status");
 	ASSERT_JSON('{');
 	ASSERT_HAS("\"size\":8388608");
-	ASSERT_HAS("\"layout_version\":5");
+	ASSERT_HAS("\"layout_version\":6");
 	ASSERT_HAS("\"coordinator\":{\"pid\":");
 	ASSERT_HAS("\"maps\":1");
 	CTL_EXPECT(0, "--json", "maps");
