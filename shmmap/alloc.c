@@ -380,9 +380,10 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 			struct seg_page *np = seg_page(s, g, pi1 - 1);
 			np->cls = cls;
 			np->drain = 0;
-			/* Its entries will be the class's newest: the hand passes
-			 * the page over until it has gone round once. */
-			np->turn = shmmap__evict_first_turn(s, g, cls, pi1 - 1);
+			/* Its entries will be the class's newest: its hand passes
+			 * the page over until the class has handed out as many
+			 * blocks again as it will have (evict.c). */
+			np->due = sc->allocs + (uint32_t)((sc->pages + 1) * per);
 			np->kind = PAGE_SLAB;
 			CRASH_POINT();
 		}
@@ -416,6 +417,8 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 		goto out; /* a full page on the partial list: corrupt, refuse */
 	}
 	CRASH_POINT();
+	/* Read without the lock by evict.c (page_due). */
+	__atomic_store_n(&sc->allocs, sc->allocs + 1, __ATOMIC_RELAXED);
 	p->used++;
 	sc->used++;
 	CRASH_POINT();

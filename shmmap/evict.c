@@ -146,66 +146,80 @@ static void class_evicted(struct seg_class *sc, uint32_t age)
 	atomic_store_explicit(&sc->evict_t, shmmap__itime(), memory_order_relaxed);
 }
 
-/* May the hand, on its turn `turn`, look at the blocks of page p?  Not
- * before the turn the page was stamped with when its class took it. */
-static bool page_due(const struct seg_page *p, uint16_t turn)
+/* May the hand of class sc look at the blocks of page p?  Not before the
+ * class has handed out as many blocks as it has since it took the page
+ * (seg_page.due, alloc.c): they hold its newest entries until then. */
+static bool page_due(const struct seg_class *sc, const struct seg_page *p)
 {
-	return (int16_t)(uint16_t)(turn - __atomic_load_n(&p->turn, __ATOMIC_RELAXED)) >= 0;
+	return (int32_t)(__atomic_load_n(&sc->allocs, __ATOMIC_RELAXED) -
+			 __atomic_load_n(&p->due, __ATOMIC_RELAXED)) >= 0;
 }
 
-uint16_t shmmap__evict_first_turn(const struct seg *s, const struct seg_geom *g, uint32_t cls,
-				  uint32_t pi)
+/* The page of class cls that is due first (it was taken longest ago), or
+ * UINT32_MAX: where the hand goes when none is due yet. */
+static uint32_t first_due(const struct seg *s, const struct seg_geom *g, uint32_t cls)
 {
-	uint64_t h = atomic_load_explicit(&seg_class(s, g, cls)->hand, memory_order_relaxed);
-	/* A page at or ahead of the hand is reached on this turn: passed
-	 * over, it is looked at on the next one, a whole turn later.  One
-	 * behind it is reached on the next turn, maybe soon: the one after. */
-	uint16_t t = HAND_TURN(h);
-	return (uint16_t)(t + (HAND_SET(h) && pi < HAND_PAGE(h) ? 2u : 1u));
+	const struct seg_class *sc = seg_class(s, g, cls);
+	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire), best = UINT32_MAX;
+	uint32_t now = __atomic_load_n(&sc->allocs, __ATOMIC_RELAXED);
+	int32_t best_wait = INT32_MAX;
+	for (uint32_t i = 0; i < np; i++) {
+		const struct seg_page *p = seg_page(s, g, i);
+		if (!slab_of(p, cls) || __atomic_load_n(&p->drain, __ATOMIC_RELAXED))
+			continue;
+		int32_t wait = (int32_t)(__atomic_load_n(&p->due, __ATOMIC_RELAXED) - now);
+		if (wait < best_wait) {
+			best_wait = wait;
+			best = i;
+		}
+	}
+	return best;
 }
 
-/* Take the block under class cls's hand and move the hand on: false if the
- * class has no page it may look at. */
-static bool hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls,
-		      uint64_t *off)
+enum { HAND_NONE, HAND_BLOCK, HAND_NOT_DUE };
+
+/* Take the block under class cls's hand and move the hand on: HAND_BLOCK
+ * (*off), HAND_NONE (the class has no page), or HAND_NOT_DUE (it went
+ * round every page of the class and none was due, unless any_page). */
+static int hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls, bool any_page,
+		     uint64_t *off)
 {
 	struct seg_class *sc = seg_class(s, g, cls);
 	uint32_t per = per_page(cls), size = shmmap__class_size(cls);
+	uint64_t pages = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED), passed = 0;
 	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
-	/* Bound: CAS retries, and up to two rounds of pages passed over
-	 * (after two turns every page is due). */
-	for (uint64_t tries = 0; tries < 64 + 3 * (uint64_t)np; tries++) {
+	/* Bound: CAS retries, and a round of pages passed over. */
+	for (uint64_t tries = 0; tries < 64 + 2 * (uint64_t)np; tries++) {
 		uint64_t h = atomic_load_explicit(&sc->hand, memory_order_relaxed);
 		uint32_t pi = HAND_PAGE(h), j = HAND_BLK(h);
-		uint16_t turn = HAND_TURN(h);
 		np = atomic_load_explicit(&g->npages, memory_order_acquire);
-		const struct seg_page *p = HAND_SET(h) && pi < np ? seg_page(s, g, pi) : NULL;
+		const struct seg_page *p = h && pi < np ? seg_page(s, g, pi) : NULL;
 		/* A page being emptied is passed over: a block freed there
 		 * cannot be handed out (alloc.c), so it makes no room.  So is a
-		 * page the class took during this turn (page_due). */
-		if (!p || !slab_of(p, cls) || j >= per ||
-		    j >= __atomic_load_n(&p->carved, __ATOMIC_RELAXED) ||
-		    __atomic_load_n(&p->drain, __ATOMIC_RELAXED) || !page_due(p, turn)) {
-			/* Past this page: the next of the class, and a new turn
-			 * when that is back at the start. */
+		 * page not due yet (its entries are the class's newest). */
+		bool mine = p && slab_of(p, cls);
+		bool due = mine && (any_page || page_due(sc, p));
+		if (!mine || j >= per || j >= __atomic_load_n(&p->carved, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&p->drain, __ATOMIC_RELAXED) || !due) {
+			if (mine && !due && ++passed > pages)
+				return HAND_NOT_DUE;
+			/* Past this page: the next of the class. */
 			uint32_t n = page_of(s, g, cls, p ? pi + 1 : 0);
 			if (n == UINT32_MAX)
-				return false;
-			if (HAND_SET(h) && n <= pi)
-				turn++;
-			atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(n, 0, turn),
+				return HAND_NONE;
+			atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(n, 0),
 							      memory_order_relaxed,
 							      memory_order_relaxed);
 			continue;
 		}
-		if (atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(pi, j + 1, turn),
+		if (atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(pi, j + 1),
 							  memory_order_relaxed,
 							  memory_order_relaxed)) {
 			*off = seg_page_off(g, pi) + (uint64_t)j * size;
-			return true;
+			return HAND_BLOCK;
 		}
 	}
-	return false;
+	return HAND_NONE;
 }
 
 /* The hand of class cls evicts one entry: 1, 0 (none it may evict within
@@ -219,9 +233,22 @@ static int evict_own(struct evictor *ev, uint32_t cls)
 	uint64_t looks = blocks * HAND_TURNS + 64u;
 	if (looks > HAND_LOOKS_MAX)
 		looks = HAND_LOOKS_MAX;
+	bool any_page = false;
 	for (uint64_t k = 0; k < looks; k++) {
 		uint64_t off;
-		if (!hand_next(s, g, cls, &off))
+		int hn = hand_next(s, g, cls, any_page, &off);
+		if (hn == HAND_NOT_DUE) {
+			/* Every page of the class was taken lately (it grew by
+			 * handovers): the one taken first holds its oldest
+			 * entries; from there, any page. */
+			uint32_t first = first_due(s, g, cls);
+			if (first == UINT32_MAX)
+				return 0;
+			atomic_store_explicit(&sc->hand, HAND(first, 0), memory_order_relaxed);
+			any_page = true;
+			continue;
+		}
+		if (hn != HAND_BLOCK)
 			return 0;
 		/* Evicted unless used since the hand last came by; then its
 		 * count is lowered instead, under its stripe lock with the entry
@@ -294,6 +321,22 @@ static uint32_t hot_blocks(const struct seg *s, uint64_t poff, uint32_t per, uin
 	return hot;
 }
 
+/*
+ * Was the block at off written within the last quarter of victim_ms (the
+ * age of its class's last victim)?  Such an entry is much younger than the
+ * ones its class gives up: a page that holds one is not the page to hand
+ * over.  Time, not the class's count of blocks (seg_page.due), because a
+ * donor is a class written less, or not at all: its entries grow old by
+ * the clock.  A read without a lock, of a block that may be anything by
+ * now: a hint that writes nothing.
+ */
+static bool young(const struct seg *s, uint64_t off, uint32_t now, uint32_t victim_ms)
+{
+	uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
+					  memory_order_relaxed);
+	return (uint64_t)ENT_AGE_MS(now, ENT_ITIME(m)) * 4 < victim_ms;
+}
+
 /* Empty one page of class d for another class: 1, 0 or -errno. */
 static int handover(struct evictor *ev, uint32_t d)
 {
@@ -304,12 +347,12 @@ static int handover(struct evictor *ev, uint32_t d)
 	 * have gone longest without a look (behind the hand, on its own page,
 	 * are the blocks it just freed, holding the newest entries). */
 	uint64_t h = atomic_load_explicit(&dc->hand, memory_order_relaxed);
-	uint32_t pi = HAND_SET(h) ? HAND_PAGE(h) + 1 : 0;
-	uint32_t per = per_page(d), size = shmmap__class_size(d);
+	uint32_t pi = h ? HAND_PAGE(h) + 1 : 0;
+	uint32_t per = per_page(d), size = shmmap__class_size(d), now = shmmap__itime();
+	uint32_t victim_ms = atomic_load_explicit(&dc->age_ms, memory_order_relaxed);
 	for (uint32_t t = 0; t < DRAIN_TRIES; t++) {
-		/* Of the next few pages that may be emptied and that the hand
-		 * may look at (not one the donor took lately: its newest
-		 * entries), the one with the fewest entries used since the hand
+		/* Of the next few pages that may be emptied and hold no young
+		 * entry, the one with the fewest entries used since the hand
 		 * came by: the least valuable page. */
 		uint32_t best = UINT32_MAX, best_hot = UINT32_MAX, head;
 		uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
@@ -317,12 +360,13 @@ static int handover(struct evictor *ev, uint32_t d)
 			pi = page_of(s, g, d, pi);
 			if (pi == UINT32_MAX || !page_may_empty(ev, pi, np, &head))
 				continue;
+			/* Not a page that holds young entries (see young()). */
 			uint64_t poff = seg_page_off(g, pi);
+			if (young(s, poff, now, victim_ms) ||
+			    young(s, poff + (uint64_t)(per / 2) * size, now, victim_ms) ||
+			    young(s, poff + (uint64_t)(per - 1) * size, now, victim_ms))
+				continue;
 			uint32_t hot = hot_blocks(s, poff, per, size);
-			/* A page not due yet (taken lately: the donor's newest
-			 * entries) only if no other will do. */
-			if (!page_due(seg_page(s, g, pi), HAND_TURN(h)))
-				hot += HOT_SAMPLE + 1;
 			if (hot < best_hot) {
 				best = pi;
 				best_hot = hot;

@@ -60,7 +60,7 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 6u /* 6: a page's turn stamp, the hand's turn; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
+#define SEG_LAYOUT_VERSION 6u /* 6: a page is due to its class's hand from an allocation count; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 64u            /* room for the size classes, 48 B .. SEG_PAGE */
 #define SEG_MIN_BLOCK 48u           /* the smallest class */
@@ -439,25 +439,19 @@ struct seg_class {
 	_Atomic uint32_t lock;
 	uint32_t size;      /* block size, multiple of SEG_ALIGN */
 	uint32_t partial;   /* first page with a free block: index + 1, 0 = none */
-	uint32_t pad0;
+	uint32_t allocs;    /* blocks handed out, wrapping: the class's clock (seg_page.due) */
 	uint64_t used;      /* blocks in use */
 	uint64_t pages;     /* pages owned */
-	_Atomic uint64_t hand;      /* HAND(page, block, turn): the next block the hand looks at */
+	_Atomic uint64_t hand;      /* HAND(page, block): the next block the hand looks at */
 	_Atomic uint32_t age_ms;    /* age of the last entry the hand evicted */
 	_Atomic uint32_t evict_t;   /* shmmap__itime() of that eviction (or of the class's first page) */
 	_Atomic uint64_t evictions; /* entries the hand evicted */
 	_Atomic uint64_t pages_in;  /* pages handed over to this class */
 };
 _Static_assert(sizeof(struct seg_class) == 64, "class line");
-/* The hand: block (16 bits), page index + 1 (32 bits, 0: no page yet), and
- * its turn (16 bits, wrapping): how many times it went round the class's
- * pages (evict.c: a page taken lately is passed over until a later turn). */
-#define HAND(page, blk, turn) \
-	((uint64_t)(uint16_t)(turn) << 48 | ((uint64_t)(page) + 1) << 16 | (blk))
+#define HAND(page, blk) (((uint64_t)(page) + 1) << 16 | (blk))
 #define HAND_PAGE(h) ((uint32_t)((h) >> 16) - 1u)
 #define HAND_BLK(h) ((uint32_t)((h)&0xffffu))
-#define HAND_TURN(h) ((uint16_t)((h) >> 48))
-#define HAND_SET(h) (((h) & ~(UINT64_C(0xffff) << 48)) != 0) /* it names a page */
 
 /* Page descriptor.  kind: */
 #define PAGE_FREE 0u
@@ -466,10 +460,10 @@ _Static_assert(sizeof(struct seg_class) == 64, "class line");
 #define PAGE_CONT 3u  /* continuation of a run */
 struct seg_page {
 	uint16_t kind;
-	/* PAGE_SLAB: the first turn of its class's hand that looks at its
-	 * blocks (evict.c); set when the class takes the page, a hint. */
-	uint16_t turn;
-	uint32_t cls;     /* PAGE_SLAB: class index */
+	uint16_t cls;     /* PAGE_SLAB: class index */
+	/* PAGE_SLAB: the class's allocs from which its hand may look at the
+	 * page's blocks (evict.c): set when the class takes the page, a hint. */
+	uint32_t due;
 	union {
 		uint32_t run;   /* PAGE_RUN: pages in the run; PAGE_FREE: unused */
 		uint32_t drain; /* PAGE_SLAB: lock owner id of whoever empties it for another
@@ -729,14 +723,6 @@ struct seg_intent;
  * evicted), -EAGAIN, -SHMMAP_ECORRUPT.
  */
 int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n);
-/*
- * The turn stamp of page pi as class cls takes it (struct seg_page.turn):
- * the first turn of the class's hand that will have gone all the way round
- * before it comes to the page, so the entries written there (the class's
- * newest) are not looked at before the older ones.  Reads the hand only.
- */
-uint16_t shmmap__evict_first_turn(const struct seg *s, const struct seg_geom *g, uint32_t cls,
-				  uint32_t pi);
 
 /* ---- sweep.c: the allocator rebuilt from what is reachable ---- */
 struct sweep_report {

@@ -1121,42 +1121,30 @@ START_TEST(concurrent_page_runs)
 }
 END_TEST
 
-/* A page a class takes is stamped with the first turn of the class's hand
- * that has gone round before it comes to the page (evict.c): the next turn
- * for a page at or ahead of the hand, the one after for a page behind it
- * (reached soon on the next turn), the next for a class whose hand names
- * no page yet.  The hand passes the page over until then, so the entries
- * written there, the class's newest, do not go before older ones. */
-START_TEST(new_page_turn_stamp)
+/* A page a class takes is due to the class's hand (evict.c) only once the
+ * class has handed out as many blocks again as it then has, its own
+ * included: until then its blocks hold the class's newest entries, and the
+ * hand passes the page over.  The stamp is the class's count of blocks
+ * handed out plus its blocks. */
+START_TEST(new_page_due)
 {
-	uint32_t last = g_geom.npages - 1;
-	struct {
-		size_t n;
-		uint64_t hand;
-		uint16_t want;
-	} c[] = {
-		{100, HAND(0, 0, 7), 8},        /* every page is at or ahead of page 0 */
-		{1000, HAND(last, 0, 7), 9},    /* the new page is behind the last one */
-		{3000, (uint64_t)3 << 48, 4},   /* no page yet, turn 3 */
-		{5000, HAND(last, 0, 0xffff), 1}, /* turns wrap */
-	};
-	for (unsigned i = 0; i < sizeof c / sizeof c[0]; i++) {
-		int cls = shmmap__class_of(&g_seg, &g_geom, c[i].n);
-		ck_assert_int_ge(cls, 0);
-		struct seg_class *sc = seg_class(&g_seg, &g_geom, (uint32_t)cls);
-		ck_assert_uint_eq(sc->pages, 0);
-		atomic_store(&sc->hand, c[i].hand);
-		uint64_t off = a_alloc(c[i].n);
+	int cls = shmmap__class_of(&g_seg, &g_geom, 100);
+	ck_assert_int_ge(cls, 0);
+	const struct seg_class *sc = seg_class(&g_seg, &g_geom, (uint32_t)cls);
+	uint32_t per = SEG_PAGE / shmmap__class_size((uint32_t)cls);
+	for (uint32_t k = 0; k < 3; k++) {
+		uint32_t before = sc->allocs;
+		CK_EQ(before, k * per);
+		uint64_t off = a_alloc(100); /* the first block of a new page */
 		ck_assert(off != 0);
-		uint32_t pi = page_index(off);
-		ck_assert(pi < last);
-		const struct seg_page *pg = seg_page(&g_seg, &g_geom, pi);
-		CK_MSG(pg->kind == PAGE_SLAB && pg->turn == c[i].want,
-		       "alloc(%zu) with the hand at %#" PRIx64 ": page %u stamped %u, want %u",
-		       c[i].n, c[i].hand, pi, pg->turn, c[i].want);
-		/* The hand itself is left where it was. */
-		CK_EQ(atomic_load(&sc->hand), c[i].hand);
-		CK_EQ(shmmap__evict_first_turn(&g_seg, &g_geom, (uint32_t)cls, pi), c[i].want);
+		const struct seg_page *pg = seg_page(&g_seg, &g_geom, page_index(off));
+		CK_MSG(pg->kind == PAGE_SLAB && pg->cls == (uint32_t)cls &&
+			       pg->due == before + (k + 1) * per,
+		       "page %u of the class: due at %u, want %u + %u", k, pg->due, before,
+		       (k + 1) * per);
+		CK_EQ(sc->allocs, before + 1);
+		for (uint32_t b = 1; b < per; b++) /* the rest of the page */
+			ck_assert(page_index(a_alloc(100)) == page_index(off));
 	}
 }
 END_TEST
@@ -1180,7 +1168,7 @@ static Suite *alloc_suite(void)
 	tcase_add_test(tc, small_many_live_no_overlap);
 	tcase_add_test(tc, large_runs);
 	tcase_add_test(tc, free_realloc_reuses);
-	tcase_add_test(tc, new_page_turn_stamp);
+	tcase_add_test(tc, new_page_due);
 	tcase_add_test(tc, free_ignores_non_blocks);
 	tcase_add_test(tc, concurrent_processes);
 	tcase_add_test(tc, concurrent_page_runs);
