@@ -13,9 +13,18 @@
  * with a count has it lowered (under the entry's stripe lock, with the
  * entry found linked) and is passed over, one without is evicted
  * (an expired entry always is).  A new entry goes into the block the hand
- * just freed, so it gets one full turn to be used; one written in a page
- * the class took over lately, which may lie just ahead of the hand, is
- * passed over on the hand's first turn (young()).
+ * just freed, so it gets one full turn to be used; a new entry is not
+ * spared for being new (an entry nobody reads again goes after one turn).
+ *
+ * Pages taken lately: page order is not age order.  A page a class takes
+ * (from the pool, or handed over by another class) is filled with the
+ * class's newest entries and may lie just ahead of the hand.  So it is
+ * stamped (seg_page.due) with the class's count of blocks handed out
+ * (seg_class.allocs, under the class lock) plus the class's blocks: the
+ * hand passes the page over until the class has handed out that many,
+ * about a turn of the hand.  The newest entries so stay by construction,
+ * not by the clock.  If no page of the class is due (it grew by handovers
+ * only), the hand starts from the page due first, the one taken first.
  *
  * Handover (no slab calcification): when class C needs memory and the pool
  * has none, C's own victims are weighed against the oldest victims of any
@@ -26,7 +35,10 @@
  * C has no page at all), one page of D is emptied - every entry on it
  * evicted, with the page marked draining (alloc.c) so that none of its
  * blocks is handed out meanwhile - and the free of its last block gives it
- * to the pool, where C's allocation takes it.  The cost of admitting an
+ * to the pool, where C's allocation takes it.  The page is the one, of the
+ * next few after D's hand, with the fewest used entries and no entry
+ * written within a quarter of D's victim age (young(): by the clock, as a
+ * donor is a class written little or not at all).  The cost of admitting an
  * entry is so bounded by one page of victims.  An entry larger than a page
  * needs a run of free pages: a window of pages from a rover is emptied.
  *
@@ -39,8 +51,10 @@
  * intent record like a delete.  A drainer that dies leaves its page marked:
  * the coordinator's recovery ends the drains of a dead slot
  * (shmmap__alloc_undrain), and a sweep rebuilds pages from what is in use.
- * The hands and ages are hints, written without a lock and checked before
- * use: a wrong one costs a wasted look, never a wrong eviction.
+ * The hands, ages and page stamps are hints, written or read without a
+ * lock and checked before use: a wrong one costs a wasted look, or a page
+ * looked at a turn early or late, never an eviction of an entry that is
+ * not there or not this class's (tbl_evict_at checks under the lock).
  */
 #include <errno.h>
 #include <string.h>
