@@ -380,6 +380,10 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 			struct seg_page *np = seg_page(s, g, pi1 - 1);
 			np->cls = cls;
 			np->drain = 0;
+			/* Its entries will be the class's newest: its hand passes
+			 * the page over until the class has handed out as many
+			 * blocks again as it will have (evict.c). */
+			np->due = sc->allocs + (uint32_t)((sc->pages + 1) * per);
 			np->kind = PAGE_SLAB;
 			CRASH_POINT();
 		}
@@ -388,10 +392,6 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 			goto out;
 		if (sc->pages == 0) /* a class starts young (evict.c: its age) */
 			atomic_store_explicit(&sc->evict_t, shmmap__itime(), memory_order_relaxed);
-		/* The hand goes on from the page after the new one: the new page
-		 * (the class's newest entries) is the last it comes to, and pages
-		 * are visited about in the order they were filled. */
-		atomic_store_explicit(&sc->hand, HAND(pi1, 0), memory_order_relaxed);
 		sc->pages++;
 		sc->partial = 0;
 		partial_push(s, g, sc, pi1 - 1);
@@ -417,6 +417,8 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 		goto out; /* a full page on the partial list: corrupt, refuse */
 	}
 	CRASH_POINT();
+	/* Read without the lock by evict.c (page_due). */
+	__atomic_store_n(&sc->allocs, sc->allocs + 1, __ATOMIC_RELAXED);
 	p->used++;
 	sc->used++;
 	CRASH_POINT();

@@ -13,9 +13,18 @@
  * with a count has it lowered (under the entry's stripe lock, with the
  * entry found linked) and is passed over, one without is evicted
  * (an expired entry always is).  A new entry goes into the block the hand
- * just freed, so it gets one full turn to be used; one written in a page
- * the class took over lately, which may lie just ahead of the hand, is
- * passed over on the hand's first turn (young()).
+ * just freed, so it gets one full turn to be used; a new entry is not
+ * spared for being new (an entry nobody reads again goes after one turn).
+ *
+ * Pages taken lately: page order is not age order.  A page a class takes
+ * (from the pool, or handed over by another class) is filled with the
+ * class's newest entries and may lie just ahead of the hand.  So it is
+ * stamped (seg_page.due) with the class's count of blocks handed out
+ * (seg_class.allocs, under the class lock) plus the class's blocks: the
+ * hand passes the page over until the class has handed out that many,
+ * about a turn of the hand.  The newest entries so stay by construction,
+ * not by the clock.  If no page of the class is due (it grew by handovers
+ * only), the hand starts from the page due first, the one taken first.
  *
  * Handover (no slab calcification): when class C needs memory and the pool
  * has none, C's own victims are weighed against the oldest victims of any
@@ -26,7 +35,10 @@
  * C has no page at all), one page of D is emptied - every entry on it
  * evicted, with the page marked draining (alloc.c) so that none of its
  * blocks is handed out meanwhile - and the free of its last block gives it
- * to the pool, where C's allocation takes it.  The cost of admitting an
+ * to the pool, where C's allocation takes it.  The page is the one, of the
+ * next few after D's hand, with the fewest used entries and no entry
+ * written within a quarter of D's victim age (young(): by the clock, as a
+ * donor is a class written little or not at all).  The cost of admitting an
  * entry is so bounded by one page of victims.  An entry larger than a page
  * needs a run of free pages: a window of pages from a rover is emptied.
  *
@@ -39,8 +51,10 @@
  * intent record like a delete.  A drainer that dies leaves its page marked:
  * the coordinator's recovery ends the drains of a dead slot
  * (shmmap__alloc_undrain), and a sweep rebuilds pages from what is in use.
- * The hands and ages are hints, written without a lock and checked before
- * use: a wrong one costs a wasted look, never a wrong eviction.
+ * The hands, ages and page stamps are hints, written or read without a
+ * lock and checked before use: a wrong one costs a wasted look, or a page
+ * looked at a turn early or late, never an eviction of an entry that is
+ * not there or not this class's (tbl_evict_at checks under the lock).
  */
 #include <errno.h>
 #include <string.h>
@@ -146,27 +160,67 @@ static void class_evicted(struct seg_class *sc, uint32_t age)
 	atomic_store_explicit(&sc->evict_t, shmmap__itime(), memory_order_relaxed);
 }
 
-/* Take the block under class cls's hand and move the hand on: false if the
- * class has no page. */
-static bool hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls,
-		      uint64_t *off)
+/* May the hand of class sc look at the blocks of page p?  Not before the
+ * class has handed out as many blocks as it has since it took the page
+ * (seg_page.due, alloc.c): they hold its newest entries until then. */
+static bool page_due(const struct seg_class *sc, const struct seg_page *p)
+{
+	return (int32_t)(__atomic_load_n(&sc->allocs, __ATOMIC_RELAXED) -
+			 __atomic_load_n(&p->due, __ATOMIC_RELAXED)) >= 0;
+}
+
+/* The page of class cls that is due first (it was taken longest ago), or
+ * UINT32_MAX: where the hand goes when none is due yet. */
+static uint32_t first_due(const struct seg *s, const struct seg_geom *g, uint32_t cls)
+{
+	const struct seg_class *sc = seg_class(s, g, cls);
+	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire), best = UINT32_MAX;
+	uint32_t now = __atomic_load_n(&sc->allocs, __ATOMIC_RELAXED);
+	int32_t best_wait = INT32_MAX;
+	for (uint32_t i = 0; i < np; i++) {
+		const struct seg_page *p = seg_page(s, g, i);
+		if (!slab_of(p, cls) || __atomic_load_n(&p->drain, __ATOMIC_RELAXED))
+			continue;
+		int32_t wait = (int32_t)(__atomic_load_n(&p->due, __ATOMIC_RELAXED) - now);
+		if (wait < best_wait) {
+			best_wait = wait;
+			best = i;
+		}
+	}
+	return best;
+}
+
+enum { HAND_NONE, HAND_BLOCK, HAND_NOT_DUE };
+
+/* Take the block under class cls's hand and move the hand on: HAND_BLOCK
+ * (*off), HAND_NONE (the class has no page), or HAND_NOT_DUE (it went
+ * round every page of the class and none was due, unless any_page). */
+static int hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls, bool any_page,
+		     uint64_t *off)
 {
 	struct seg_class *sc = seg_class(s, g, cls);
 	uint32_t per = per_page(cls), size = shmmap__class_size(cls);
-	for (int tries = 0; tries < 64; tries++) {
+	uint64_t pages = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED), passed = 0;
+	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
+	/* Bound: CAS retries, and a round of pages passed over. */
+	for (uint64_t tries = 0; tries < 64 + 2 * (uint64_t)np; tries++) {
 		uint64_t h = atomic_load_explicit(&sc->hand, memory_order_relaxed);
 		uint32_t pi = HAND_PAGE(h), j = HAND_BLK(h);
-		uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
-		const struct seg_page *p = pi < np ? seg_page(s, g, pi) : NULL;
+		np = atomic_load_explicit(&g->npages, memory_order_acquire);
+		const struct seg_page *p = h && pi < np ? seg_page(s, g, pi) : NULL;
 		/* A page being emptied is passed over: a block freed there
-		 * cannot be handed out (alloc.c), so it makes no room. */
-		if (!p || !slab_of(p, cls) || j >= per ||
-		    j >= __atomic_load_n(&p->carved, __ATOMIC_RELAXED) ||
-		    __atomic_load_n(&p->drain, __ATOMIC_RELAXED)) {
+		 * cannot be handed out (alloc.c), so it makes no room.  So is a
+		 * page not due yet (its entries are the class's newest). */
+		bool mine = p && slab_of(p, cls);
+		bool due = mine && (any_page || page_due(sc, p));
+		if (!mine || j >= per || j >= __atomic_load_n(&p->carved, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&p->drain, __ATOMIC_RELAXED) || !due) {
+			if (mine && !due && ++passed > pages)
+				return HAND_NOT_DUE;
 			/* Past this page: the next of the class. */
-			uint32_t n = page_of(s, g, cls, pi < np && h ? pi + 1 : 0);
+			uint32_t n = page_of(s, g, cls, p ? pi + 1 : 0);
 			if (n == UINT32_MAX)
-				return false;
+				return HAND_NONE;
 			atomic_compare_exchange_weak_explicit(&sc->hand, &h, HAND(n, 0),
 							      memory_order_relaxed,
 							      memory_order_relaxed);
@@ -176,26 +230,10 @@ static bool hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cl
 							  memory_order_relaxed,
 							  memory_order_relaxed)) {
 			*off = seg_page_off(g, pi) + (uint64_t)j * size;
-			return true;
+			return HAND_BLOCK;
 		}
 	}
-	return false;
-}
-
-/*
- * Was the block at off written within the last quarter of victim_ms (the
- * age of the class's last victim)?  Such an entry is much younger than the
- * ones its class gives up: it landed in a page the class took over lately,
- * which may lie just ahead of the hand (page order is not age order).  It
- * is passed over once by the hand, and a donor's page that holds one is
- * not the page to hand over.  A read without a lock, of a block that may
- * be anything by now: a hint that writes nothing.
- */
-static bool young(const struct seg *s, uint64_t off, uint32_t now, uint32_t victim_ms)
-{
-	uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
-					  memory_order_relaxed);
-	return (uint64_t)ENT_AGE_MS(now, ENT_ITIME(m)) * 4 < victim_ms;
+	return HAND_NONE;
 }
 
 /* The hand of class cls evicts one entry: 1, 0 (none it may evict within
@@ -209,14 +247,23 @@ static int evict_own(struct evictor *ev, uint32_t cls)
 	uint64_t looks = blocks * HAND_TURNS + 64u;
 	if (looks > HAND_LOOKS_MAX)
 		looks = HAND_LOOKS_MAX;
-	uint32_t now = shmmap__itime();
-	uint32_t victim_ms = atomic_load_explicit(&sc->age_ms, memory_order_relaxed);
+	bool any_page = false;
 	for (uint64_t k = 0; k < looks; k++) {
 		uint64_t off;
-		if (!hand_next(s, g, cls, &off))
+		int hn = hand_next(s, g, cls, any_page, &off);
+		if (hn == HAND_NOT_DUE) {
+			/* Every page of the class was taken lately (it grew by
+			 * handovers): the one taken first holds its oldest
+			 * entries; from there, any page. */
+			uint32_t first = first_due(s, g, cls);
+			if (first == UINT32_MAX)
+				return 0;
+			atomic_store_explicit(&sc->hand, HAND(first, 0), memory_order_relaxed);
+			any_page = true;
+			continue;
+		}
+		if (hn != HAND_BLOCK)
 			return 0;
-		if (k < blocks && young(s, off, now, victim_ms))
-			continue; /* the first turn only: then anything may go */
 		/* Evicted unless used since the hand last came by; then its
 		 * count is lowered instead, under its stripe lock with the entry
 		 * found linked (tbl_evict_at): never through a look at a block
@@ -288,6 +335,22 @@ static uint32_t hot_blocks(const struct seg *s, uint64_t poff, uint32_t per, uin
 	return hot;
 }
 
+/*
+ * Was the block at off written within the last quarter of victim_ms (the
+ * age of its class's last victim)?  Such an entry is much younger than the
+ * ones its class gives up: a page that holds one is not the page to hand
+ * over.  Time, not the class's count of blocks (seg_page.due), because a
+ * donor is a class written less, or not at all: its entries grow old by
+ * the clock.  A read without a lock, of a block that may be anything by
+ * now: a hint that writes nothing.
+ */
+static bool young(const struct seg *s, uint64_t off, uint32_t now, uint32_t victim_ms)
+{
+	uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
+					  memory_order_relaxed);
+	return (uint64_t)ENT_AGE_MS(now, ENT_ITIME(m)) * 4 < victim_ms;
+}
+
 /* Empty one page of class d for another class: 1, 0 or -errno. */
 static int handover(struct evictor *ev, uint32_t d)
 {
@@ -299,19 +362,19 @@ static int handover(struct evictor *ev, uint32_t d)
 	 * are the blocks it just freed, holding the newest entries). */
 	uint64_t h = atomic_load_explicit(&dc->hand, memory_order_relaxed);
 	uint32_t pi = h ? HAND_PAGE(h) + 1 : 0;
-	uint32_t now = shmmap__itime(), per = per_page(d), size = shmmap__class_size(d);
+	uint32_t per = per_page(d), size = shmmap__class_size(d), now = shmmap__itime();
 	uint32_t victim_ms = atomic_load_explicit(&dc->age_ms, memory_order_relaxed);
 	for (uint32_t t = 0; t < DRAIN_TRIES; t++) {
 		/* Of the next few pages that may be emptied and hold no young
-		 * entry (see young(): a page the donor took over lately), the one
-		 * with the fewest entries used since the hand came by: the least
-		 * valuable page. */
+		 * entry, the one with the fewest entries used since the hand
+		 * came by: the least valuable page. */
 		uint32_t best = UINT32_MAX, best_hot = UINT32_MAX, head;
 		uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
 		for (uint32_t c = 0; c < DRAIN_CANDIDATES && pi != UINT32_MAX; c++, pi++) {
 			pi = page_of(s, g, d, pi);
 			if (pi == UINT32_MAX || !page_may_empty(ev, pi, np, &head))
 				continue;
+			/* Not a page that holds young entries (see young()). */
 			uint64_t poff = seg_page_off(g, pi);
 			if (young(s, poff, now, victim_ms) ||
 			    young(s, poff + (uint64_t)(per / 2) * size, now, victim_ms) ||
@@ -329,8 +392,6 @@ static int handover(struct evictor *ev, uint32_t d)
 			continue;
 		}
 		pi = best;
-		/* The donor's hand goes on past the page. */
-		atomic_store_explicit(&dc->hand, HAND(pi, per_page(d)), memory_order_relaxed);
 		/* The donor's next victims are about as old as the oldest of
 		 * this page's: its age from now on. */
 		uint32_t oldest;

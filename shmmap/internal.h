@@ -61,7 +61,7 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 6u /* 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
+#define SEG_LAYOUT_VERSION 7u /* 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 64u            /* room for the size classes, 48 B .. SEG_PAGE */
 #define SEG_MIN_BLOCK 48u           /* the smallest class */
@@ -484,7 +484,7 @@ struct seg_class {
 	_Atomic uint32_t lock;
 	uint32_t size;      /* block size, multiple of SEG_ALIGN */
 	uint32_t partial;   /* first page with a free block: index + 1, 0 = none */
-	uint32_t pad0;
+	uint32_t allocs;    /* blocks handed out, wrapping: the class's clock (seg_page.due) */
 	uint64_t used;      /* blocks in use */
 	uint64_t pages;     /* pages owned */
 	_Atomic uint64_t hand;      /* HAND(page, block): the next block the hand looks at */
@@ -504,8 +504,11 @@ _Static_assert(sizeof(struct seg_class) == 64, "class line");
 #define PAGE_RUN 2u   /* head of a run of `run` pages (large block or table) */
 #define PAGE_CONT 3u  /* continuation of a run */
 struct seg_page {
-	uint32_t kind;
-	uint32_t cls;     /* PAGE_SLAB: class index */
+	uint16_t kind;
+	uint16_t cls;     /* PAGE_SLAB: class index */
+	/* PAGE_SLAB: the class's allocs from which its hand may look at the
+	 * page's blocks (evict.c): set when the class takes the page, a hint. */
+	uint32_t due;
 	union {
 		uint32_t run;   /* PAGE_RUN: pages in the run; PAGE_FREE: unused */
 		uint32_t drain; /* PAGE_SLAB: lock owner id of whoever empties it for another

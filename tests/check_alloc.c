@@ -1121,6 +1121,34 @@ START_TEST(concurrent_page_runs)
 }
 END_TEST
 
+/* A page a class takes is due to the class's hand (evict.c) only once the
+ * class has handed out as many blocks again as it then has, its own
+ * included: until then its blocks hold the class's newest entries, and the
+ * hand passes the page over.  The stamp is the class's count of blocks
+ * handed out plus its blocks. */
+START_TEST(new_page_due)
+{
+	int cls = shmmap__class_of(&g_seg, &g_geom, 100);
+	ck_assert_int_ge(cls, 0);
+	const struct seg_class *sc = seg_class(&g_seg, &g_geom, (uint32_t)cls);
+	uint32_t per = SEG_PAGE / shmmap__class_size((uint32_t)cls);
+	for (uint32_t k = 0; k < 3; k++) {
+		uint32_t before = sc->allocs;
+		CK_EQ(before, k * per);
+		uint64_t off = a_alloc(100); /* the first block of a new page */
+		ck_assert(off != 0);
+		const struct seg_page *pg = seg_page(&g_seg, &g_geom, page_index(off));
+		CK_MSG(pg->kind == PAGE_SLAB && pg->cls == (uint32_t)cls &&
+			       pg->due == before + (k + 1) * per,
+		       "page %u of the class: due at %u, want %u + %u", k, pg->due, before,
+		       (k + 1) * per);
+		CK_EQ(sc->allocs, before + 1);
+		for (uint32_t b = 1; b < per; b++) /* the rest of the page */
+			ck_assert(page_index(a_alloc(100)) == page_index(off));
+	}
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
 	Suite *s = suite_create("alloc");
@@ -1140,6 +1168,7 @@ static Suite *alloc_suite(void)
 	tcase_add_test(tc, small_many_live_no_overlap);
 	tcase_add_test(tc, large_runs);
 	tcase_add_test(tc, free_realloc_reuses);
+	tcase_add_test(tc, new_page_due);
 	tcase_add_test(tc, free_ignores_non_blocks);
 	tcase_add_test(tc, concurrent_processes);
 	tcase_add_test(tc, concurrent_page_runs);

@@ -77,6 +77,48 @@ START_TEST(evict_stream_keeps_recent)
 }
 END_TEST
 
+/* A stream whose values grow, so that its entries cross a size class
+ * every few thousand puts and pages keep changing hands: the newest
+ * entries always land in pages a class took lately, which may lie anywhere
+ * in page order (ahead of the class's hand too).  Such a page is passed
+ * over until the hand has gone round once (evict.c: the page's turn), so
+ * the newest keys all stay.  No reads, one writer: the same every run. */
+START_TEST(evict_growing_stream_keeps_newest)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "4M", "[map]\nbuckets = 4096\nstripes = 64\n"), 0);
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "cache");
+	enum { N = 24000, NEWEST = 400 };
+	static char v[2000], buf[2000];
+	char k[32];
+	for (unsigned i = 0; i < N; i++) {
+		size_t vl = 300 + i / 16; /* 300 .. 1800 B: about 20 classes */
+		int kn = snprintf(k, sizeof k, "key-%05u", i);
+		fill_value(v, vl, i);
+		int rc = shmmap_put(sm, m, k, (size_t)kn, v, vl, 0, 0);
+		CK_MSG(rc == 0, "put %u: %s", i, shmmap_strerror(rc));
+	}
+	unsigned missing = 0, first = 0;
+	for (unsigned i = N - NEWEST; i < N; i++) {
+		size_t vl = 300 + i / 16, n;
+		int kn = snprintf(k, sizeof k, "key-%05u", i);
+		int rc = shmmap_get(sm, m, k, (size_t)kn, buf, sizeof buf, &n);
+		fill_value(v, vl, i);
+		if (rc != 0 && !missing++)
+			first = i;
+		else
+			CK_MSG(rc != 0 || (n == vl && memcmp(buf, v, vl) == 0), "key %u damaged", i);
+	}
+	struct shmmap_stats st;
+	ck_assert_int_eq(shmmap_stats(sm, m, &st), 0);
+	CK_MSG(missing == 0, "%u of the newest %d keys evicted (the first: %u; %llu entries left)",
+	       missing, NEWEST, first, (unsigned long long)st.entries);
+	/* NEWEST is well under a quarter of what the segment holds. */
+	CK_MSG(st.entries > 4 * NEWEST, "only %llu entries", (unsigned long long)st.entries);
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* A put that could never fit, even in an empty segment, fails at once
  * (-E2BIG) and evicts nothing. */
 START_TEST(too_big_fails_before_evicting)
@@ -566,6 +608,7 @@ static Suite *suite(void)
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, evict_stream_keeps_recent);
+	tcase_add_test(tc, evict_growing_stream_keeps_newest);
 	tcase_add_test(tc, evict_spares_hot_keys);
 	tcase_add_test(tc, too_big_fails_before_evicting);
 	tcase_add_test(tc, one_bucket_evicts_anything);
