@@ -1080,16 +1080,16 @@ static void rewrite(const struct map_view *v, uint32_t sb, const struct ent *old
 	/* Release: the record is whole before it names the entry. */
 	atomic_store_explicit(&u->off, off, memory_order_release);
 	CRASH_POINT();
-	/* Written now, for the evicting hand, its use count kept (a CAS: a
-	 * get may raise the count meanwhile, at most ENT_FREQ_MAX times).  A
-	 * hint no reader checks against the value: outside the seq change,
-	 * which stays as short as the copy. */
+	/* Written now, for the evicting hand, its use count kept.  A plain
+	 * store, not a locked CAS: a get that raises the count at the same
+	 * instant may lose its raise (the count is a hint; the hand lowers it
+	 * only under this stripe lock, which we hold).  Outside the seq
+	 * change, which stays as short as the copy: no reader checks it
+	 * against the value. */
 	uint64_t m = atomic_load_explicit(&e->meta, memory_order_relaxed);
 	uint64_t itime = (uint64_t)(shmmap__itime() & 0xffffffu) << 32;
-	while (!atomic_compare_exchange_weak_explicit(&e->meta, &m,
-						      (m & ~(UINT64_C(0xffffff) << 32)) | itime,
-						      memory_order_relaxed, memory_order_relaxed))
-		;
+	atomic_store_explicit(&e->meta, (m & ~(UINT64_C(0xffffff) << 32)) | itime,
+			      memory_order_relaxed);
 	seq_begin(st);
 	CRASH_POINT();
 	if (ent_has_expiry(vf)) {
