@@ -547,9 +547,12 @@ static _Atomic uint32_t *shared_word(void)
 	return w;
 }
 
-/* A child that attaches and puts key, exiting 0 once the put succeeded
- * (it blocks while another holds the key's stripe lock). */
-static pid_t spawn_waiter(const char *key)
+/*
+ * A child that attaches (its slot + 1 into *slot, if slot), then puts a
+ * 1-byte value under key, and exits 0 if the put returned want.  stepped:
+ * it stops (SIGSTOP) at every crash point of the put, for the test to step.
+ */
+static pid_t spawn_put(const char *key, _Atomic uint32_t *slot, bool stepped, int want)
 {
 	pid_t pid = tu_fork();
 	ck_assert_int_ge(pid, 0);
@@ -557,9 +560,22 @@ static pid_t spawn_waiter(const char *key)
 		shmmap *sm;
 		shmmap_map m;
 		child_attach(MAP, &sm, &m);
-		_exit(shmmap_put(sm, m, key, strlen(key), "w", 1, 0, 0) == 0 ? 0 : 21);
+		if (slot)
+			atomic_store(slot, sm->slot + 1);
+		if (stepped)
+			shmmap__crash_arm_every(1, SIGSTOP);
+		int rc = shmmap_put(sm, m, key, strlen(key), "w", 1, 0, 0);
+		shmmap__crash_arm(0, 0);
+		_exit(rc == want ? 0 : 21);
 	}
 	return pid;
+}
+
+/* A waiter: a put of key, which blocks while another holds the key's
+ * stripe lock, and exits 0 once it succeeded. */
+static pid_t spawn_waiter(const char *key)
+{
+	return spawn_put(key, NULL, false, 0);
 }
 
 struct waiting {
@@ -781,16 +797,7 @@ START_TEST(recovery_waits_for_a_stopped_repairer)
 	CK_MSG(pid > 0, "never caught the writer inside the rewrite's seq change");
 	/* A waiter on the stripe, stopped at every crash point, stepped until it
 	 * sleeps on the writer's lock. */
-	pid_t wp = tu_fork();
-	ck_assert_int_ge(wp, 0);
-	if (wp == 0) {
-		shmmap *sm;
-		shmmap_map m;
-		child_attach(MAP, &sm, &m);
-		atomic_store(wslot, sm->slot + 1);
-		shmmap__crash_arm_every(1, SIGSTOP);
-		_exit(shmmap_put(sm, m, other, strlen(other), "w", 1, 0, 0) == 0 ? 0 : 21);
-	}
+	pid_t wp = spawn_put(other, wslot, true, 0);
 	for (int i = 0;; i++) {
 		struct stop_or_block a = {.pid = wp, .w = w};
 		CK_MSG(i < 1000 && tu_wait(stopped_or_blocked, &a, 5000),
@@ -1641,18 +1648,7 @@ START_TEST(stale_lock_in_retained_table_of_other_geometry)
 	uint32_t idx = (uint32_t)(g_m.id & 0xffff);
 	_Atomic uint32_t *w = stripe_lock_word(stripe_of_key(key));
 	_Atomic uint32_t *slot = shared_word();
-	pid_t pid = tu_fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		shmmap *sm;
-		shmmap_map m;
-		child_attach(MAP, &sm, &m);
-		atomic_store(slot, sm->slot + 1);
-		shmmap__crash_arm_every(1, SIGSTOP);
-		int rc = shmmap_put(sm, m, key, strlen(key), "v", 1, 0, 0);
-		shmmap__crash_arm(0, 0);
-		_exit(rc == -ESTALE ? 0 : 21);
-	}
+	pid_t pid = spawn_put(key, slot, true, -ESTALE);
 	int st;
 	CK_MSG(wait_stopped(pid, &st) == pid && WIFSTOPPED(st), "the writer did not stop");
 	CK_MSG((atomic_load(w) & LOCK_OWNER_MASK) != atomic_load(slot), "locked too early");
