@@ -3,9 +3,10 @@
  * the two small helpers the table's walks share with it (key_eq, count).
  *
  * get_fast() is one optimistic try: no lock, no retry, no call but the
- * value copy (and the clock, for an entry that has an expiry).  It answers only what it can tell at once: a hit, a miss or
- * a small buffer.  Anything else returns GET_SLOW and the caller takes
- * table.c's shmmap__tbl_get, which retries, locks, repairs and explains:
+ * value copy (and the clock, for an entry that has an expiry).  It answers
+ * only what it can tell at once: a hit, a miss or a small buffer.
+ * Anything else returns GET_SLOW and the caller takes table.c's
+ * shmmap__tbl_get, which retries, locks, repairs and explains:
  * the stripe being written (odd seq), a resize under way (two arrays),
  * the seq or the table word moved meanwhile, an offset or a length that
  * does not validate, a chain longer than the heap can hold, an entry

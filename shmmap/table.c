@@ -988,15 +988,12 @@ static void settle_blocks(const struct op_ctx *o, struct seg_intent *in)
 	}
 }
 
-/* The record's spare to in->a if it is a block of n's size class (settle
- * keeps only slab blocks; a first, then spare cleared).  Takes no
- * allocator lock: also under a stripe lock (a new key's block when the
- * write took the lock first).  False leaves the spare. */
-static bool spare_take(const struct op_ctx *o, struct seg_intent *in, size_t n)
+/* The record's spare sp (a block that fits) to in->a: a first, then
+ * spare cleared.  Takes no allocator lock.  False if a sweep runs. */
+static bool spare_move(const struct op_ctx *o, struct seg_intent *in, uint64_t sp)
 {
-	uint64_t sp = atomic_load_explicit(&in->spare, memory_order_relaxed);
 	_Atomic uint8_t *mv;
-	if (!sp || !shmmap__block_fits(o->s, o->g, sp, n) || !spare_move_begin(o, in, &mv))
+	if (!spare_move_begin(o, in, &mv))
 		return false;
 	atomic_store_explicit(&in->a, sp, memory_order_relaxed);
 	CRASH_POINT();
@@ -1007,19 +1004,26 @@ static bool spare_take(const struct op_ctx *o, struct seg_intent *in, size_t n)
 	return true;
 }
 
-/* Before the stripe lock: spare_take, and a spare of another size class is
+/* The record's spare to in->a if it is a block of n's size class (settle
+ * keeps only slab blocks).  Also under a stripe lock (a new key's block
+ * when the write took the lock first).  False leaves the spare. */
+static bool spare_take(const struct op_ctx *o, struct seg_intent *in, size_t n)
+{
+	uint64_t sp = atomic_load_explicit(&in->spare, memory_order_relaxed);
+	return sp && shmmap__block_fits(o->s, o->g, sp, n) && spare_move(o, in, sp);
+}
+
+/* Before the stripe lock: spare_take, but a spare of another size class is
  * freed.  True if in->a has the spare. */
 static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
 {
 	uint64_t sp = atomic_load_explicit(&in->spare, memory_order_relaxed);
 	if (!sp || !keeps_spare(o))
 		return false;
-	if (spare_take(o, in, n))
-		return true;
-	if (!shmmap__block_fits(o->s, o->g, sp, n)) {
-		(void)shmmap__free(o->s, o->g, &o->lk, sp, &in->spare);
-		spare_note(o, 0);
-	}
+	if (shmmap__block_fits(o->s, o->g, sp, n))
+		return spare_move(o, in, sp);
+	(void)shmmap__free(o->s, o->g, &o->lk, sp, &in->spare);
+	spare_note(o, 0);
 	return false;
 }
 
@@ -1071,7 +1075,7 @@ static void rewrite(const struct map_view *v, uint32_t sb, const struct ent *old
 	struct seg_stripe *st = &v->stripes[sb];
 	struct seg_entry *e = (struct seg_entry *)old->e;
 	unsigned char *value = (unsigned char *)old->key + old->klen;
-	uint32_t vf = ent_vlenf(e);
+	uint32_t vf = old->vlen | (ent_slot(old) ? ENT_F_EXPIRE : 0); /* as ent_load read it */
 	u->map = v->idx;
 	u->stripe = sb;
 	u->vlenf = vf;
@@ -1109,6 +1113,25 @@ static void rewrite(const struct map_view *v, uint32_t sb, const struct ent *old
 	CRASH_POINT();
 	seq_end(st);
 	CRASH_POINT();
+}
+
+/* Under the stripe lock of stripe sb, the key found (w: W_FOUND or
+ * W_EXPIRED, old its entry, *link the link to it), a write that took no
+ * block (u: its undo record): rewrite the entry in place if it may take
+ * the value (rewritable; room: incr's), counting an expired one.  False if
+ * it may not: the write needs a block. */
+static bool try_rewrite(const struct op_ctx *o, const struct map_view *v, uint32_t sb,
+			enum walk w, const struct ent *old, _Atomic uint64_t *link,
+			const void *val, size_t vlen, uint64_t expire, bool room,
+			struct seg_undo *u)
+{
+	uint64_t off = atomic_load_explicit(link, memory_order_relaxed);
+	if (!rewritable(o, old, off, vlen, expire != 0, room))
+		return false;
+	if (w == W_EXPIRED) /* it counts as absent */
+		v->stripes[sb].expirations++;
+	rewrite(v, sb, old, off, val, (uint32_t)vlen, expire, u);
+	return true;
 }
 
 /* Under the lock of stripe `stripe` of v, taken over from a dead writer
@@ -1512,13 +1535,8 @@ retry:
 		}
 		rc = -ENOSPC;
 	} else if (!filled && w != W_ABSENT &&
-		   rewritable(o, &old, atomic_load_explicit(link, memory_order_relaxed), vlen,
-			      expire != 0, false)) {
-		/* An expired entry is rewritten too: it counts as absent. */
-		if (w == W_EXPIRED)
-			st->expirations++;
-		rewrite(v, sb, &old, atomic_load_explicit(link, memory_order_relaxed), val,
-			(uint32_t)vlen, expire, u);
+		   try_rewrite(o, v, sb, w, &old, link, val, vlen, expire, false, u)) {
+		/* rewritten in place */
 	} else if (!filled && !spare_take(o, in, need)) {
 		/* No block at hand, and none is allocated under a stripe lock:
 		 * allocate one, then again. */
@@ -1723,14 +1741,8 @@ retry:
 		goto out;
 	}
 	if (!have && w != W_ABSENT &&
-	    rewritable(o, &old, atomic_load_explicit(link, memory_order_relaxed), (uint32_t)n,
-		       expire != 0, true)) {
-		if (w == W_EXPIRED)
-			st->expirations++;
-		rewrite(v, sb, &old, atomic_load_explicit(link, memory_order_relaxed), digits,
-			(uint32_t)n, expire, u);
+	    try_rewrite(o, v, sb, w, &old, link, digits, (uint32_t)n, expire, true, u))
 		goto out;
-	}
 	if (!have && !spare_take(o, in, ent_size(klen, room, slot))) {
 		/* No block at hand (none is allocated under a stripe lock). */
 		shmmap__unlock(&st->lock);
