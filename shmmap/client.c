@@ -52,6 +52,7 @@
 
 struct view_node {
 	struct view_node *next;
+	uint64_t id; /* the handle id that names this view */
 	struct map_view v;
 };
 
@@ -368,6 +369,15 @@ static void reg_del(shmmap *sm)
 	pthread_mutex_unlock(&reg_mu);
 }
 
+/* The client slot the coordinator gave (slot < max_clients, checked). */
+static void set_slot(shmmap *sm, uint32_t slot, uint64_t gen)
+{
+	sm->slot = slot;
+	sm->slot_gen = gen;
+	sm->own = seg_slot(&sm->seg, &sm->geom, slot);
+	sm->ctr = sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, slot, 0);
+}
+
 /*
  * In a forked child, under sock_mu: attach again as this process (a slot
  * of its own), keeping the inherited mapping, views and handles.  The
@@ -403,8 +413,7 @@ static int reattach_locked(shmmap *sm)
 	if (w.u.welcome.flags & HELLO_F_RDONLY)
 		sm->seg.rdonly = true; /* imposed on this process: writes give -EPERM */
 	sm->sock = sock;
-	sm->slot = w.u.welcome.slot;
-	sm->slot_gen = w.u.welcome.slot_gen;
+	set_slot(sm, w.u.welcome.slot, w.u.welcome.slot_gen);
 	x->seq = 1;
 	atomic_store_explicit(&x->rec_parked, 0, memory_order_relaxed);
 	atomic_store_explicit(&x->rec_free, (uint32_t)((1ull << SEG_INTENTS) - 1),
@@ -571,8 +580,7 @@ static int attach(const char *socket_path, uint32_t admin, shmmap **out)
 	}
 	sm->seg.geom = &sm->geom; /* follows the segment's growth from now on */
 	sm->seg.grow = ask_grow;
-	sm->slot = m.u.welcome.slot;
-	sm->slot_gen = m.u.welcome.slot_gen;
+	set_slot(sm, m.u.welcome.slot, m.u.welcome.slot_gen);
 	x->views = calloc(sm->geom.max_maps, sizeof *x->views);
 	if (!x->views) {
 		rc = -ENOMEM;
@@ -693,6 +701,7 @@ SHMMAP_EXPORT int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
 		rc = shmmap__map_view(&sm->seg, &sm->geom, rep.u.opened.index, &n->v);
 		if (rc == 0 && n->v.gen != rep.u.opened.gen)
 			rc = -ESTALE; /* dropped and re-created meanwhile: ask again */
+		n->id = shmmap__handle_id(sm->tag, n->v.gen, n->v.idx);
 		if (rc < 0) {
 			free(n);
 			if (rc == -ESTALE || rc == -ENOENT)
@@ -716,23 +725,37 @@ SHMMAP_EXPORT int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
 	return -ESTALE;
 }
 
+/* Why handle m does not name view n (NULL: none at its index): -ESTALE
+ * for a map dropped (and maybe re-created) since, else -EBADF. */
+static __attribute__((noinline, cold)) int resolve_error(const shmmap *sm, shmmap_map m,
+							   const struct view_node *n)
+{
+	uint32_t gen = (uint32_t)(m.id >> 16);
+	if (!n || (uint16_t)(m.id >> 48) != sm->tag)
+		return -EBADF;
+	return (int32_t)(gen - n->v.gen) < 0 ? -ESTALE : -EBADF;
+}
+
 /* A handle's view, if the handle is this attachment's and its map is still
- * the one it named: a few compares on every data call. */
+ * the one it named: a few compares on every data call (the view keeps the
+ * whole id: tag, generation and index compare at once). */
 static inline __attribute__((always_inline)) int resolve(shmmap *sm, shmmap_map m,
 							   const struct map_view **v)
 {
-	uint32_t gen = (uint32_t)(m.id >> 16), idx = (uint32_t)(m.id & 0xffff);
-	if ((uint16_t)(m.id >> 48) != sm->tag || idx >= sm->geom.max_maps)
+	uint32_t idx = (uint32_t)(m.id & 0xffff);
+	if (idx >= sm->geom.max_maps)
 		return -EBADF;
 	struct view_node *n =
 		atomic_load_explicit(&ext(sm)->views[idx], memory_order_acquire);
-	if (!n)
-		return -EBADF;
-	if (n->v.gen != gen)
-		return (int32_t)(gen - n->v.gen) < 0 ? -ESTALE : -EBADF;
+	if (!n || n->id != m.id) {
+		int rc = resolve_error(sm, m, n);
+		if (rc >= 0)
+			__builtin_unreachable(); /* (tells the compiler *v is set on 0) */
+		return rc;
+	}
 	const struct seg_mapdir *d = n->v.dir; /* seg_dir(idx), computed at open */
 	if (atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) != MAP_LIVE ||
-	    atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) != gen)
+	    atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) != n->v.gen)
 		return -ESTALE;
 	*v = &n->v;
 	return 0;
@@ -757,7 +780,7 @@ static void unpark(shmmap *sm, const struct op_ctx *base)
 	for (uint32_t k = 0; k < SEG_INTENTS; k++) {
 		if (!(parked & (1u << k)))
 			continue;
-		struct seg_intent *in = &seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[k];
+		struct seg_intent *in = &sm->own->intent[k];
 		uint64_t a = atomic_load(&in->a), b = atomic_load(&in->b);
 		if (b)
 			shmmap__free(base->s, base->g, &base->lk, b, &in->b);
@@ -782,7 +805,7 @@ static int rec_claim(shmmap *sm, struct op_ctx *o)
 			if (atomic_compare_exchange_weak_explicit(&x->rec_free, &m, m & ~(1u << k),
 								  memory_order_acquire,
 								  memory_order_relaxed)) {
-				o->intent = &seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[k];
+				o->intent = &sm->own->intent[k];
 				o->spare_cls = &x->spare_cls[k];
 				return 0;
 			}
@@ -801,7 +824,7 @@ static void rec_release(shmmap *sm, struct op_ctx *o)
 {
 	struct client_ext *x = ext(sm);
 	struct seg_intent *in = o->intent;
-	uint32_t k = (uint32_t)(in - seg_slot(&sm->seg, &sm->geom, sm->slot)->intent);
+	uint32_t k = (uint32_t)(in - sm->own->intent);
 	if (atomic_load_explicit(&in->a, memory_order_relaxed) ||
 	    atomic_load_explicit(&in->b, memory_order_relaxed))
 		atomic_fetch_or_explicit(&x->rec_parked, 1u << k, memory_order_release);
@@ -817,7 +840,7 @@ static void op_fill(shmmap *sm, const struct map_view *v, struct op_ctx *o)
 	o->lk.s = &sm->seg;
 	o->lk.g = &sm->geom;
 	o->lk.owner = sm->slot + 1;
-	o->ctr = sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, v->idx);
+	o->ctr = sm->ctr ? sm->ctr + v->idx : NULL;
 	o->intent = NULL;
 	o->spare_cls = NULL;
 }
@@ -840,7 +863,7 @@ static int op_begin(shmmap *sm, shmmap_map m, const struct map_view **v, struct 
 		/* Still our slot?  If the coordinator recovered it (it took this
 		 * process for dead), writing under its identity would corrupt
 		 * whoever has it now. */
-		const struct seg_slot *sl = seg_slot(&sm->seg, &sm->geom, sm->slot);
+		const struct seg_slot *sl = sm->own;
 		if (atomic_load_explicit(&sl->gen, memory_order_relaxed) != sm->slot_gen ||
 		    atomic_load_explicit(&sl->state, memory_order_relaxed) != SLOT_LIVE) {
 			set_detail("the coordinator recovered this attachment's client slot %u (it "
@@ -895,9 +918,7 @@ SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t k
 	int rc = fork_check(sm);
 	if (rc < 0 || (rc = resolve(sm, m, &v)) < 0)
 		return rc;
-	struct seg_counters *ctr =
-		sm->seg.rdonly ? NULL : seg_ctr(&sm->seg, &sm->geom, sm->slot, v->idx);
-	rc = get_fast(&sm->seg, &sm->geom, v, ctr, key, klen, buf, cap, vlen);
+	rc = get_fast(&sm->seg, &sm->geom, v, sm->ctr, key, klen, buf, cap, vlen);
 	if (__builtin_expect(rc != GET_SLOW, 1))
 		return rc;
 	return get_slow(sm, v, key, klen, buf, cap, vlen);

@@ -69,12 +69,30 @@ static inline __attribute__((always_inline)) void count(_Atomic uint64_t *c)
 
 #define GF_RELAXED(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
+/* A value copy of a length known only now: up to 64 bytes as two
+ * overlapping moves of 16 or 32 (no call), longer ones by memcpy. */
+static inline __attribute__((always_inline)) void copy_value(void *dst, const void *src, size_t n)
+{
+	unsigned char *d = dst;
+	const unsigned char *p = src;
+	if (n >= 16 && n <= 32) {
+		memcpy(d, p, 16);
+		memcpy(d + n - 16, p + n - 16, 16);
+	} else if (n > 32 && n <= 64) {
+		memcpy(d, p, 32);
+		memcpy(d + n - 32, p + n - 32, 32);
+	} else {
+		memcpy(d, p, n);
+	}
+}
+
 /* shmmap__tbl_get's first try (see the top of this file): 0 (a hit, the
  * value copied into buf), -ENOENT, -ENOBUFS (*vlen says the size), or
- * GET_SLOW.  ctr: this attachment's counters for the map, or NULL. */
+ * GET_SLOW.  row: this attachment's counters row (the map's are
+ * row[v->idx]), or NULL. */
 static inline __attribute__((always_inline)) int
 get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v,
-	 struct seg_counters *ctr, const void *key, size_t klen, void *buf, size_t cap,
+	 struct seg_counters *row, const void *key, size_t klen, void *buf, size_t cap,
 	 size_t *vlen)
 {
 	if (klen - 1 >= v->key_max)
@@ -88,12 +106,15 @@ get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v
 		return GET_SLOW;
 	const struct seg_array *a = &d->arr[TBL_CUR(w)];
 	uint64_t aoff = GF_RELAXED(a->off);
-	uint32_t nb = GF_RELAXED(a->nbuckets);
+	uint32_t mask = GF_RELAXED(a->nbuckets) - 1;
 	/* The mapped length: the bound of every offset (it only grows). */
 	size_t len = atomic_load_explicit(&s->len, memory_order_acquire);
-	uint64_t bo = aoff + (h & (nb - 1)) * 8; /* nb <= 2^32: no overflow */
-	if (nb < v->nstripes || (nb & (nb - 1)) || aoff < v->heap_off || (aoff & 7) ||
-	    (uint64_t)nb * 8 > len || aoff > len - (uint64_t)nb * 8)
+	/* The key's bucket word, inside the heap and aligned (aoff <= len
+	 * first: then the sum cannot wrap).  An array of a size that is not
+	 * a power of two would only name a wrong bucket in bounds: a miss
+	 * here, damage for the general path and check to find. */
+	uint64_t bo = aoff + (h & mask) * 8;
+	if (aoff > len || bo < v->heap_off || bo > len - 8 || (bo & 7))
 		return GET_SLOW;
 	uint64_t off = atomic_load_explicit((const _Atomic uint64_t *)(s->base + bo),
 					    memory_order_acquire);
@@ -124,7 +145,7 @@ get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v
 				e = c;
 				meta = m;
 				if (vl && vl <= cap) /* buf may be NULL when cap is 0 */
-					memcpy(buf, k + klen, vl);
+					copy_value(buf, k + klen, vl);
 				break;
 			}
 		}
@@ -136,12 +157,12 @@ get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v
 	    atomic_load_explicit(&d->tbl, memory_order_relaxed) != w)
 		return GET_SLOW;
 	if (!e) {
-		if (ctr)
-			count(&ctr->misses);
+		if (row)
+			count(&row[v->idx].misses);
 		return -ENOENT;
 	}
-	if (ctr) {
-		count(&ctr->hits);
+	if (row) {
+		count(&row[v->idx].hits);
 		/* Used, for the evicting hand (evict.c): see shmmap__tbl_get. */
 		if (ENT_FREQ(meta) < ENT_FREQ_MAX)
 			atomic_compare_exchange_strong_explicit(&((struct seg_entry *)e)->meta,

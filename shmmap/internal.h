@@ -989,6 +989,10 @@ struct shmmap {
 	uint32_t slot;
 	uint64_t slot_gen;
 	uint16_t tag;         /* attachment tag carried in handle ids (never changes) */
+	/* slot's record in the segment and its counters row (NULL when
+	 * read-only), set with slot: what every data call would compute. */
+	struct seg_slot *own;
+	struct seg_counters *ctr;
 	pthread_mutex_t sock_mu; /* one request/reply at a time on sock */
 	struct client_ext *ext;
 };

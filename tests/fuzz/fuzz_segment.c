@@ -4,7 +4,8 @@
  *
  * fuzz_segment.c - libFuzzer target for the code that works on a segment
  * image it cannot trust (built and run by scripts/fuzz.sh): the read paths,
- * shmmap__seg_validate, shmmap__map_view, shmmap__tbl_get, the walk
+ * shmmap__seg_validate, shmmap__map_view, shmmap__tbl_get and shmmap_get's
+ * lock-free first try (get_fast, getfast.h), the walk
  * shmmap__tbl_foreach and the checker shmmap__check (segment.c, table.c,
  * check.c), then the writes (put, cas, incr, del), the recovery of dead
  * clients (stripe repair, the freeing of what their intent records name),
@@ -68,6 +69,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "getfast.h"
 
 #define CHECK(cond)                                  \
 	do {                                         \
@@ -368,6 +370,15 @@ static bool read_paths(bool pristine)
 			CHECK(!consistent || rc != -SHMMAP_ECORRUPT);
 			if (pristine)
 				expect_pristine_get(mi, probe[k], rc, (const char *)g_buf, vlen);
+			/* shmmap_get's lock-free first try (getfast.h), on the same
+			 * bytes: it answers or defers, and where it answers on an
+			 * unpatched image, it says what the general path said. */
+			size_t fl = 0;
+			int frc = get_fast(&ro, &g, &v, NULL, probe[k], strlen(probe[k]), g_buf,
+					   sizeof g_buf, &fl);
+			CHECK(frc == 0 || frc == -ENOENT || frc == -ENOBUFS || frc == GET_SLOW);
+			if (pristine && frc != GET_SLOW)
+				CHECK(frc == rc && (frc != 0 || fl == vlen));
 		}
 		struct walk_arg w = {.v = &v};
 		rc = shmmap__tbl_foreach(&o, &v, each, &w);
