@@ -585,7 +585,7 @@ void shmmap__stripe_repair(const struct op_ctx *o, const struct map_view *v, uin
 
 /* 0, or -EBUSY (only for a bounded lock_ctx, the coordinator's: the lock
  * is not held, and the caller gives up). */
-static int stripe_lock(const struct op_ctx *o, const struct map_view *v, uint32_t b)
+static inline int stripe_lock(const struct op_ctx *o, const struct map_view *v, uint32_t b)
 {
 	struct seg_stripe *st = stripe_of(v, b);
 	int rc = shmmap__lock(&st->lock, &o->lk, (uint64_t *)&st->lock_waits);
@@ -596,7 +596,7 @@ static int stripe_lock(const struct op_ctx *o, const struct map_view *v, uint32_
 
 /* Still the map the view was made for?  Checked under the stripe lock, so
  * a writer never links into a map that is being dropped. */
-static bool view_current(const struct op_ctx *o, const struct map_view *v)
+static inline bool view_current(const struct op_ctx *o, const struct map_view *v)
 {
 	const struct seg_mapdir *d = seg_dir(o->s, o->g, v->idx);
 	return atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) ==
@@ -635,7 +635,7 @@ static uint32_t move_some(const struct seg *s, const struct map_view *v, const s
  * stripe's), so that the writer works in t->cur alone.  False if the table
  * does not validate.
  */
-static bool tbl_locked(const struct op_ctx *o, const struct map_view *v, uint64_t h,
+static inline bool tbl_locked(const struct op_ctx *o, const struct map_view *v, uint64_t h,
 		       struct tbl *t)
 {
 	if (!shmmap__tbl_load(o->s, v, t))
