@@ -13,9 +13,11 @@
  *            checks the map's total and starts a resize:
  *   start    allocate a run of pages for n buckets (the power of two that
  *            makes the load GROW_TO_PCT, at most GROW_FACTOR_MAX times the
- *            old size), name it in arr[!cur], zero it (a slice per hold of
- *            recover_mu), then publish the word (cur = the new array,
- *            TBL_GROWING) with one release store.
+ *            old size; only the one that makes it at most 1 where more
+ *            would take over 1/GROW_ARRAY_SHARE of the heap), name it in
+ *            arr[!cur], zero it (a slice per hold of recover_mu), then
+ *            publish the word (cur = the new array, TBL_GROWING) with one
+ *            release store.
  *   growing  old bucket ob's entries belong to new buckets ob + k * old_n,
  *            all of them under ob's stripe lock (nstripes <= old_n).  Each
  *            writer, under its stripe lock, first moves its key's old bucket
@@ -266,9 +268,16 @@ static int maybe_start(const struct op_ctx *o, const struct map_view *v, struct 
 		return 0;
 	if (gt->failed_n && e <= gt->failed_at + gt->failed_at / 8)
 		return 0; /* no memory last time: wait for an eighth more */
-	uint64_t want = e * 100u / GROW_TO_PCT;
+	/* At least a bucket per entry; room beyond that (load GROW_TO_PCT)
+	 * only while the array stays a small share of the heap: in a segment
+	 * of a few MiB every page of buckets is a page of entries a full
+	 * cache does not hold (1 of its 15 pages at 1 MiB). */
+	uint64_t want = e * 100u / GROW_TO_PCT, top = (uint64_t)t.cur_n * GROW_FACTOR_MAX;
+	uint64_t share = (uint64_t)shmmap__seg_live(o->s, o->g) * SEG_PAGE / GROW_ARRAY_SHARE;
 	uint64_t n = t.cur_n * 2ull;
-	while (n < want && n < (uint64_t)t.cur_n * GROW_FACTOR_MAX && n < v->max_buckets)
+	while (n < e && n < top && n < v->max_buckets)
+		n *= 2;
+	while (n < want && n * 2 * 8 <= share && n < top && n < v->max_buckets)
 		n *= 2;
 	if (n > v->max_buckets)
 		n = v->max_buckets;

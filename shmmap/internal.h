@@ -822,9 +822,11 @@ struct map_params {
 #define GROW_FACTOR_MAX 64u  /* a resize multiplies the buckets by at most this */
 /* Growth: a map grows once it holds more than GROW_LOAD_PCT% entries per
  * bucket, to the power of two that makes it GROW_TO_PCT% (see grow.c and
- * the README for the measurements). */
+ * the README for the measurements), or only to one at most 100% where an
+ * array past that would take more than 1/GROW_ARRAY_SHARE of the heap. */
 #define GROW_LOAD_PCT 100u
 #define GROW_TO_PCT 50u
+#define GROW_ARRAY_SHARE 32u
 
 /* One consistent look at a map's bucket arrays (its table word). */
 struct tbl {

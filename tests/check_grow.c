@@ -13,6 +13,8 @@
  *     readers never miss an acknowledged key, and at the end every
  *     acknowledged key is there and the check is clean.
  *   - A map with max_buckets stops growing there.
+ *   - In a segment of a few MiB a map grows to a bucket per entry, not to
+ *     two (the array past that would take more than 1/32 of the heap).
  *   - shmmapctl maps, stats (--json) and metrics show the bucket count,
  *     load factor and a resize under way with its progress.
  */
@@ -281,6 +283,30 @@ START_TEST(coordinator_killed_mid_resize)
 }
 END_TEST
 
+/* 20000 entries in a 4 MiB segment (about 3 MiB of heap): 1024 buckets
+ * quadruple to 4096 while that is cheap, then double: 8192, 16384, 32768
+ * (load 0.61), where the load-0.5 rule alone would take 65536 (512 KiB of
+ * the heap, a sixth of it, for short chains). */
+START_TEST(small_segment_grows_to_a_bucket_per_entry)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "4M", ""), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	char k[64], v[128];
+	for (int i = 0; i < 20000; i++) {
+		int kl = key_of(k, sizeof k, 0, i), vl = val_of(v, sizeof v, 0, i);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
+	}
+	struct idle_arg a = {sm, m, 32768};
+	CK_MSG(tu_wait(grown_and_idle, &a, 20000), "not grown: %u buckets",
+	       buckets_of(sm, m, NULL));
+	CK_EQ(buckets_of(sm, m, NULL), 32768);
+	expect_all(sm, m, 1, 20000);
+	expect_clean(sm, "small segment");
+	shmmap_detach(sm);
+}
+END_TEST
+
 START_TEST(max_buckets_caps_growth)
 {
 	ck_assert_int_eq(tu_coord_start(&co, "64M", "[map]\nmax_buckets = 2048\n"), 0);
@@ -500,6 +526,7 @@ int main(void)
 	tcase_add_test(tc, grows_under_readers_and_writers);
 	tcase_add_test(tc, coordinator_killed_mid_resize);
 	tcase_add_test(tc, max_buckets_caps_growth);
+	tcase_add_test(tc, small_segment_grows_to_a_bucket_per_entry);
 	tcase_add_test(tc, inspection_shows_resize);
 	tcase_add_test(tc, writers_killed_during_growth);
 	suite_add_tcase(s, tc);
