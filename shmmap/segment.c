@@ -275,15 +275,16 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
  * kernel without MADV_COLLAPSE, or shmem_enabled = deny; ENOMEM/EAGAIN/
  * EBUSY: no contiguous memory, a page busy, a cgroup limit: the next chunk
  * would most likely fail the same, after as long), or when the time budget
- * is spent (checked before each chunk, so it is overrun by one chunk at
- * most).  Budgets, from measurements on Linux 6.18 (a 2-core VM, 24 GiB,
- * shmem_enabled = never): 512 MiB collapsed in 0.13-0.14 s, 256 MiB in
- * 0.10-0.72 s, 2 GiB in 1.4-2.8 s, a 32 MiB chunk in 0.01-0.13 s (slow
- * when the allocator hands out memory not touched for long); a second at
- * creation (only the coordinator's start waits on it), 200 ms on a growth
- * (a put may wait on it; housekeeping grows ahead of need, so usually
- * none does; the populate of a 256 MiB step itself takes 60-100 ms).
- * What a budget leaves stays in small pages.
+ * is spent (checked before each chunk, so it is overrun by one chunk, and
+ * by the block a growth starts inside (below), at most).  Budgets, from
+ * measurements on Linux 6.18 (a 2-core VM, 24 GiB, shmem_enabled = never):
+ * 512 MiB collapsed in 0.13-0.14 s, 256 MiB in 0.10-0.72 s, 2 GiB in
+ * 1.4-2.8 s, a 32 MiB chunk in 0.01-0.13 s (slow when the allocator hands
+ * out memory not touched for long); a second at creation (only the
+ * coordinator's start waits on it), 200 ms on a growth (a put may wait on
+ * it; housekeeping grows ahead of need, so usually none does; the populate
+ * of a 256 MiB step itself takes 60-100 ms).  What a budget leaves stays
+ * in small pages.
  *
  * The chunk's page table entries in the scratch mapping are zapped first
  * (MADV_DONTNEED: on a shared mapping it only unmaps; the pages stay in the
@@ -295,7 +296,8 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
  * A growth that starts inside a 2 MiB block (from not a multiple of 2 MiB)
  * leaves that block's lower part live: other processes read it, write it,
  * take futex locks in it meanwhile.  Collapsing it is safe, and done last,
- * alone, its result ignored (a page busy there must not cost the rest):
+ * alone, whatever is left of the budget (it is one block), its result
+ * ignored (a page busy there must not cost the rest):
  * the kernel locks each small page and unmaps it from every process (TLB
  * flushed) before copying it, so a store or a locked instruction lands in
  * the old page before the copy or faults and waits for the new one; a page
@@ -336,8 +338,9 @@ static void seg_collapse(unsigned char *p, uint64_t lo, uint64_t from, uint64_t 
 									 : COLLAPSE_CHUNK) < 0)
 			return;
 	}
-	/* The block from is inside, if it is whole below the end. */
-	if (lo < from && lo + HUGE_PAGE <= end && mono_ms() - t0 < budget_ms)
+	/* The block from is inside, if it is whole below the end: one block,
+	 * tried whatever is left of the budget. */
+	if (lo < from && lo + HUGE_PAGE <= end)
 		(void)collapse_range(p, HUGE_PAGE);
 }
 
