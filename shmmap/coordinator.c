@@ -1223,6 +1223,11 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 		      c->seg.at_agreed_base ? "" : " (not at the agreed base)");
 	}
 	struct seg_header *h = seg_hdr(&c->seg);
+	if ((h->flags & SEG_F_HUGE) && h->base % (UINT64_C(2) << 20))
+		log_notice("segment %s: base %#llx is not a multiple of 2 MiB: processes that "
+			   "map it there cannot map it in 2 MiB pages (huge_pages needs a "
+			   "2 MiB-aligned base)",
+			   cf->segment.name, (unsigned long long)h->base);
 	c->seg.grow = coord_grow_hook;
 	/* A new coordinator tries growing again, whatever the last one found. */
 	atomic_store(&h->grow_state, SEG_GROW_OK);

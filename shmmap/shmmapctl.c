@@ -52,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <termios.h>
 #include <time.h>
 #include <sys/stat.h>
@@ -536,6 +537,49 @@ static int64_t huge_bytes(shmmap *sm, uint64_t size)
 	return kb < 0 ? -1 : kb * 1024;
 }
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 /* Linux 6.1 */
+#endif
+#define HUGE_2M (UINT64_C(2) << 20)
+
+/* Whether this kernel can collapse shared memory into 2 MiB pages: it knows
+ * MADV_COLLAPSE (an advice of length 0 says so, touching nothing) and
+ * shmem_enabled is not deny. */
+static bool kernel_collapses(const void *at)
+{
+	if (madvise((void *)(uintptr_t)at, 0, MADV_COLLAPSE) < 0)
+		return false;
+	char buf[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
+	if (f) {
+		if (!fgets(buf, sizeof buf, f))
+			buf[0] = '\0';
+		fclose(f);
+	}
+	return strstr(buf, "[deny]") == NULL;
+}
+
+/* Why a segment that asks for huge pages has none mapped here, as far as
+ * this process can tell (the coordinator collapses the segment's 2 MiB
+ * blocks when it commits them: segment.c). */
+static const char *huge_none_why(shmmap *sm, uint64_t base, uint64_t size)
+{
+	if (base % HUGE_2M)
+		return "[segment] base is not a multiple of 2 MiB (a 2 MiB page is mapped "
+		       "only at a 2 MiB-aligned address)";
+	if ((uintptr_t)sm->seg.base % HUGE_2M)
+		return "this process mapped the segment at an address that is not a multiple "
+		       "of 2 MiB";
+	if (size < HUGE_2M)
+		return "the segment is smaller than one 2 MiB page";
+	if (!kernel_collapses(sm->seg.base))
+		return "this kernel cannot collapse shared memory into them (MADV_COLLAPSE: "
+		       "Linux 6.1 or later, shmem_enabled not deny), and /dev/shm gives them "
+		       "only when mounted with huge=advise (or with shmem_enabled = force)";
+	return "the kernel had no free 2 MiB blocks of memory when the coordinator "
+	       "committed the segment (memory too fragmented)";
+}
+
 /*
  * Bytes used: blocks in use in the size classes' pages, plus every page of
  * a run (large values and map tables; a run counts whole).  The figures
@@ -661,8 +705,7 @@ static int cmd_status(struct ctl *c, char **args)
 		printf("huge pages      asked for; how many were given is unknown "
 		       "(/proc/self/smaps cannot be read)\n");
 	else
-		printf("huge pages      asked for, none given: /dev/shm gives them when mounted "
-		       "with huge=advise (or with shmem_enabled = force)\n");
+		printf("huge pages      asked for, none given: %s\n", huge_none_why(sm, base, size));
 	printf("base            %#" PRIx64 " (mapped here at %#" PRIxPTR ": %s)\n", base, at,
 	       sm->seg.at_agreed_base ? "the agreed base" : "NOT the agreed base");
 	printf("layout version  %u\n", LOAD(h->layout_version));

@@ -11,6 +11,8 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -787,12 +789,108 @@ static bool seg_vmflags(char *flags, size_t cap)
 	return found;
 }
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 /* Linux 6.1 */
+#endif
+#define HUGE_2M (UINT64_C(2) << 20)
+
+/* Whether this kernel collapses shared memory into 2 MiB pages on
+ * MADV_COLLAPSE (Linux 6.1+, shmem_enabled not deny, a 2 MiB block free):
+ * 4 MiB of a private shm object populated through a 2 MiB-aligned
+ * mapping, then asked. */
+static bool kernel_collapses_shmem(void)
+{
+	char name[64];
+	snprintf(name, sizeof name, "/shmmap-test-%d-probe", (int)getpid());
+	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	CK_MSG(fd >= 0, "shm_open %s: %s", name, strerror(errno));
+	shm_unlink(name);
+	size_t len = 2 * HUGE_2M;
+	CK_EQ(ftruncate(fd, (off_t)len), 0);
+	unsigned char *r = mmap(NULL, len + HUGE_2M, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CK(r != MAP_FAILED);
+	unsigned char *p = (unsigned char *)(((uintptr_t)r + HUGE_2M - 1) & ~(HUGE_2M - 1));
+	CK(mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == p);
+	memset(p, 1, len);
+	bool yes = madvise(p, len, MADV_COLLAPSE) == 0;
+	munmap(r, len + HUGE_2M);
+	close(fd);
+	return yes;
+}
+
+/* Whether /dev/shm gives 2 MiB pages unasked (shmem_enabled = force, or
+ * mounted with huge=always or huge=within_size). */
+static bool shm_huge_unasked(void)
+{
+	char line[1024] = "";
+	bool yes = false;
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
+	if (f) {
+		yes = fgets(line, sizeof line, f) && strstr(line, "[force]");
+		fclose(f);
+	}
+	f = fopen("/proc/mounts", "r");
+	while (f && fgets(line, sizeof line, f))
+		if (strstr(line, " /dev/shm ") &&
+		    (strstr(line, "huge=always") || strstr(line, "huge=within_size")))
+			yes = true;
+	if (f)
+		fclose(f);
+	return yes;
+}
+
+/* Bytes of this process's mapping of sm's segment mapped by 2 MiB page
+ * table entries (ShmemPmdMapped, or FilePmdMapped as some kernels say it),
+ * after a touch of every 2 MiB of what it may access. */
+static long long seg_pmd_bytes(shmmap *sm)
+{
+	CK_EQ(shmmap__seg_sync(&sm->seg), 0);
+	const volatile unsigned char *b = sm->seg.base;
+	size_t len = atomic_load(&sm->seg.len);
+	for (size_t off = 0; off < len; off += HUGE_2M)
+		(void)b[off];
+	FILE *f = fopen("/proc/self/smaps", "r");
+	CK(f != NULL);
+	char line[512];
+	uintptr_t at = (uintptr_t)sm->seg.base;
+	bool in = false;
+	long long kb = 0, v;
+	while (fgets(line, sizeof line, f)) {
+		uintptr_t lo, hi;
+		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2)
+			in = lo >= at && lo - at < sm->seg.reserved;
+		else if (in && (sscanf(line, "ShmemPmdMapped: %lld kB", &v) == 1 ||
+				sscanf(line, "FilePmdMapped: %lld kB", &v) == 1))
+			kb += v;
+	}
+	fclose(f);
+	return kb * 1024;
+}
+
+/* status --json's huge_pages: advised (out) and bytes (returned). */
+static long long status_huge(bool *advised)
+{
+	CTL_EXPECT(0, "--json", "status");
+	const char *hp = strstr(out, "\"huge_pages\":{\"advised\":");
+	CK_MSG(hp != NULL, "no huge_pages in %s", out);
+	hp += strlen("\"huge_pages\":{\"advised\":");
+	CK_MSG(strncmp(hp, "true", 4) == 0 || strncmp(hp, "false", 5) == 0, "%s", out);
+	*advised = strncmp(hp, "true", 4) == 0;
+	const char *b = strstr(hp, "\"bytes\":");
+	CK_MSG(b != NULL, "%s", out);
+	return strtoll(b + 8, NULL, 10);
+}
+
 /* huge_pages (default yes): every process that maps the segment advises
- * it for transparent huge pages (VmFlags "hg"), and status says whether
- * the system gave any; with huge_pages = no, nobody advises. */
+ * it for transparent huge pages (VmFlags "hg"), the coordinator collapses
+ * its 2 MiB blocks where the kernel can (MADV_COLLAPSE), so that status
+ * counts some and a client's mapping holds 2 MiB page table entries, and
+ * status says whether the system gave any (and why none); with
+ * huge_pages = no, nobody advises, nothing is collapsed, status counts 0. */
 START_TEST(status_huge_pages)
 {
 	char flags[256];
+	bool collapses = kernel_collapses_shmem(), unasked = shm_huge_unasked();
 	for (int on = 1; on >= 0; on--) {
 		if (!on) {
 			tu_coord_cleanup(&co);
@@ -803,19 +901,65 @@ START_TEST(status_huge_pages)
 		       co.shm);
 		CK_MSG((strstr(flags, " hg") != NULL) == on, "huge_pages %s, VmFlags:%s",
 		       on ? "yes" : "no", flags);
-		CTL_EXPECT(0, "--json", "status");
-		const char *hp = strstr(out, "\"huge_pages\":{\"advised\":");
-		CK_MSG(hp != NULL, "no huge_pages in %s", out);
-		hp += strlen("\"huge_pages\":{\"advised\":");
-		CK_MSG(strncmp(hp, on ? "true" : "false", on ? 4 : 5) == 0, "%s", out);
-		const char *b = strstr(hp, "\"bytes\":");
-		CK_MSG(b != NULL, "%s", out);
-		long long bytes = strtoll(b + 8, NULL, 10);
+		bool advised;
+		long long bytes = status_huge(&advised), pmd = seg_pmd_bytes(sm);
+		CK_MSG(advised == on, "%s", out);
 		CK_MSG(bytes >= 0 && bytes <= 8ll << 20, "huge bytes %lld of an 8M segment", bytes);
+		if (on && collapses) {
+			/* All of its whole 2 MiB blocks, the first (the header's) too:
+			 * 8 MiB are collapsed well within the budget. */
+			long long whole = (long long)(atomic_load(&sm->seg.len) & ~(HUGE_2M - 1));
+			CK_MSG(bytes == whole, "MADV_COLLAPSE works here, yet status counts %lld "
+			       "huge bytes of %lld:\n%s", bytes, whole, out);
+			CK_MSG(pmd == whole, "MADV_COLLAPSE works here, yet this client maps %lld "
+			       "bytes of %lld in 2 MiB pages", pmd, whole);
+		}
+		if (!on) {
+			CK_EQ(bytes, 0);
+			CK_MSG(unasked || pmd == 0, "huge_pages = no, yet %lld bytes in 2 MiB pages",
+			       pmd);
+		}
 		CTL_EXPECT(0, "status");
-		CK_MSG(strstr(out, on ? "huge pages      " : "not asked for") != NULL, "%s", out);
+		if (!on)
+			CK_MSG(strstr(out, "not asked for") != NULL, "%s", out);
+		else if (bytes > 0)
+			CK_MSG(strstr(out, "of the segment in 2 MiB pages") != NULL, "%s", out);
+		else /* the fallback: no error, and why none */
+			CK_MSG(strstr(out, "asked for, none given: ") != NULL, "%s", out);
 		shmmap_detach(sm);
 	}
+}
+END_TEST
+
+/* A segment that grows: the grown part is collapsed into 2 MiB pages too,
+ * the block the growth starts inside (5M: its lower half was live) as
+ * well, and a client attached before the growth maps the new blocks so
+ * once it follows. */
+START_TEST(huge_pages_follow_growth)
+{
+	tu_coord_cleanup(&co);
+	ck_assert_int_eq(tu_coord_start(&co, "5M", "[segment]\nmax_size = 64M\n"), 0);
+	bool collapses = kernel_collapses_shmem(), advised;
+	shmmap *sm = attach();
+	long long before = status_huge(&advised), pmd0 = seg_pmd_bytes(sm);
+	CK(advised);
+	CTL_EXPECT(0, "--json", "grow", "36M");
+	long long after = status_huge(&advised), pmd1 = seg_pmd_bytes(sm);
+	CK_MSG(after >= before && after <= 36ll << 20, "huge bytes %lld, then %lld", before,
+	       after);
+	if (collapses) {
+		/* Always tried, whatever the time budget: the first chunk of
+		 * whole new blocks (6M to 36M: one), and the block at 4M the
+		 * growth started inside (this client maps that one by small
+		 * pages still: it had it mapped so before). */
+		CK_MSG(after == before + (32ll << 20),
+		       "grown from 5M to 36M: huge bytes %lld, then %lld", before, after);
+		CK_MSG(pmd1 >= pmd0 + (30ll << 20),
+		       "grown from 5M to 36M: this client maps %lld bytes in 2 MiB pages, then "
+		       "%lld", pmd0, pmd1);
+	}
+	CTL_EXPECT(0, "check");
+	shmmap_detach(sm);
 }
 END_TEST
 
@@ -840,6 +984,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, status_counts_like_clients);
 	tcase_add_test(tc, admin_slot_kept);
 	tcase_add_test(tc, status_huge_pages);
+	tcase_add_test(tc, huge_pages_follow_growth);
 	tcase_add_test(tc, ttl_expires);
 	suite_add_tcase(s, tc);
 	return s;

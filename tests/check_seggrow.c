@@ -6,8 +6,8 @@
  * that need more room grow it instead of failing or evicting, readers that
  * attached before the growth follow it, memory is committed as it grows,
  * many processes grow it at once, a process mapped away from the agreed
- * base follows too, `shmmapctl grow`, and a coordinator killed around a
- * growth step (or restarted) leaves a segment the next one adopts whole.
+ * base (at a 2 MiB boundary) follows too, `shmmapctl grow`, and a
+ * coordinator killed around a growth step (or restarted) leaves a segment the next one adopts whole.
  */
 #include <errno.h>
 #include <signal.h>
@@ -341,6 +341,8 @@ static int displaced_proc(void)
 		return 21;
 	if (sm->seg.at_agreed_base)
 		return 22;
+	if ((uintptr_t)sm->seg.base % (UINT64_C(2) << 20))
+		return 26; /* elsewhere, but at a 2 MiB boundary: huge pages map only so */
 	shmmap_map m;
 	if (shmmap_open(sm, "d", SHMMAP_CREATE, &m))
 		return 23;
