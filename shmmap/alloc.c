@@ -419,6 +419,7 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 	CRASH_POINT();
 	/* Read without the lock by evict.c (page_due). */
 	__atomic_store_n(&sc->allocs, sc->allocs + 1, __ATOMIC_RELAXED);
+	shmmap__evict_counted(s, g, cls, per);
 	p->used++;
 	sc->used++;
 	CRASH_POINT();

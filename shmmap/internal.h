@@ -61,7 +61,7 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 7u /* 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
+#define SEG_LAYOUT_VERSION 8u /* 8: probation (ENT_KEPT, seg_probation in the header); 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 64u            /* room for the size classes, 48 B .. SEG_PAGE */
 #define SEG_MIN_BLOCK 48u           /* the smallest class */
@@ -93,6 +93,25 @@
 #define LOCK_OWNER_MASK 0x7fffffffu
 /* Owner id used by the coordinator itself (never a slot). */
 #define LOCK_OWNER_COORD 0x7ffffff0u
+
+/* A class's probation state (evict.c), in the header's page (which has
+ * room for it, where a larger seg_class would cost small segments a heap
+ * page): the probation hand, checkpoints of the class's allocs - the time
+ * when it passed each of the last CLASS_MARKS marks, a ring written under
+ * the class lock -, the age of the probation hand's last victim and when,
+ * and when a handover last found no page of the class to take.  All
+ * written without a lock (but the ring) and read as hints. */
+#define CLASS_MARKS 4u
+struct seg_probation {
+	_Atomic uint64_t probe;     /* HAND(page, block) of the probation hand */
+	_Atomic uint32_t mark_head; /* the newest checkpoint */
+	_Atomic uint32_t age_ms;    /* age of the last entry the probation hand evicted */
+	_Atomic uint32_t mark_n[CLASS_MARKS]; /* allocs at a checkpoint */
+	_Atomic uint32_t mark_t[CLASS_MARKS]; /* shmmap__itime() then */
+	_Atomic uint32_t refused_t; /* shmmap__itime() + 1 when a handover found no page to give */
+	_Atomic uint32_t evict_t;   /* shmmap__itime() | 1 of that eviction, 0: none yet */
+};
+_Static_assert(sizeof(struct seg_probation) == 56, "probation");
 
 struct seg_header {
 	uint64_t magic;            /*   0 */
@@ -133,8 +152,12 @@ struct seg_header {
 	_Atomic uint32_t sweeping;          /* 220: a sweep runs: no spare moves (sweep.c) */
 	_Atomic uint64_t handovers;         /* 224: pages handed from one size class to another */
 	uint32_t flags;                     /* 232: SEG_F_*, set at creation (0 in older segments) */
-	uint8_t pad[4096 - 236];
+	/* 256: each class's probation state (evict.c): written by evicting
+	 * clients and the allocator, not only the coordinator. */
+	_Alignas(64) struct seg_probation prob[64];
+	uint8_t pad[4096 - 256 - 64 * sizeof(struct seg_probation)];
 };
+_Static_assert(offsetof(struct seg_header, prob) == 256, "layout");
 _Static_assert(sizeof(struct seg_header) == 4096, "header is one page");
 _Static_assert(offsetof(struct seg_header, state) == 48, "layout");
 _Static_assert(offsetof(struct seg_header, slots_off) == 64, "layout");
@@ -352,8 +375,9 @@ _Static_assert(sizeof(struct seg_counters) == 64, "counters line");
  * the map whose chains hold it, so that eviction can take the entries of
  * any block or page (evict.c).  meta holds the key's hash (low 32 bits:
  * enough for 2^30 buckets), when the entry was written (24 bits of 4 ms:
- * ages up to 18 hours) and its use count (top byte, 0..3: raised by gets,
- * lowered by the evicting hand).  The count is changed only by a
+ * ages up to 18 hours), its use count (the low 2 bits of the top byte,
+ * 0..3: raised by gets, lowered by the evicting hand) and ENT_KEPT (its
+ * top bit: past probation, evict.c).  The count is changed only by a
  * compare-and-swap of the whole word against the value the changer
  * validated: a reader that comes late, after the block was freed and
  * reused, changes nothing (the word no longer matches).
@@ -392,7 +416,11 @@ _Static_assert(sizeof(struct seg_entry) % SEG_ALIGN == 0 && ENT_EXP_BYTES % SEG_
 	       "the expiry slot is 8-byte aligned");
 #define ENT_HASH(m) ((uint32_t)(m))
 #define ENT_ITIME(m) ((uint32_t)((m) >> 32) & 0xffffffu)
-#define ENT_FREQ(m) ((uint32_t)((m) >> 56))
+#define ENT_FREQ(m) ((uint32_t)((m) >> 56) & 3u)
+/* Kept: found used by a hand, so past probation: the probation hand
+ * passes it over from then on (evict.c); set under the stripe lock, never
+ * by a reader. */
+#define ENT_KEPT (UINT64_C(1) << 63)
 #define ENT_FREQ_ONE (UINT64_C(1) << 56)
 #define ENT_FREQ_MAX 3u
 #define ENT_META(hash, itime, freq) \
@@ -490,10 +518,11 @@ struct seg_class {
 	_Atomic uint64_t hand;      /* HAND(page, block): the next block the hand looks at */
 	_Atomic uint32_t age_ms;    /* age of the last entry the hand evicted */
 	_Atomic uint32_t evict_t;   /* shmmap__itime() of that eviction (or of the class's first page) */
-	_Atomic uint64_t evictions; /* entries the hand evicted */
+	_Atomic uint64_t evictions; /* entries the hands evicted */
 	_Atomic uint64_t pages_in;  /* pages handed over to this class */
 };
 _Static_assert(sizeof(struct seg_class) == 64, "class line");
+
 #define HAND(page, blk) (((uint64_t)(page) + 1) << 16 | (blk))
 #define HAND_PAGE(h) ((uint32_t)((h) >> 16) - 1u)
 #define HAND_BLK(h) ((uint32_t)((h)&0xffffu))
@@ -769,6 +798,10 @@ struct seg_intent;
  * evicted), -EAGAIN, -SHMMAP_ECORRUPT.
  */
 int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n);
+/* Class cls handed out a block (call with its lock held, allocs moved
+ * on): its checkpoints for probation (evict.c). */
+void shmmap__evict_counted(const struct seg *s, const struct seg_geom *g, uint32_t cls,
+			   uint32_t per);
 
 /* ---- sweep.c: the allocator rebuilt from what is reachable ---- */
 struct sweep_report {
@@ -931,16 +964,24 @@ int shmmap__tbl_move(const struct op_ctx *o, const struct map_view *v, uint32_t 
 uint64_t shmmap__tbl_entries(const struct map_view *v);
 /*
  * Evict the entry at off from map v if it is linked there (and, unless
- * force, its use count is 0 or it expired; else the count is lowered by
- * one, under the lock): unlink it under its stripe lock
+ * how->force, it expired, or it is not younger than how->young_ms and its
+ * use count is 0; else, under the lock, it is left alone, or kept
+ * (ENT_KEPT) with its count lowered by one, or as is for the probation
+ * hand (how->probe), which leaves kept entries alone): unlink it under its stripe lock
  * with the victim recorded in in->b (in->map and in->stripe name it
  * meanwhile, and are given back), then free it.  Returns 1 (evicted; *kv
  * += its key and value bytes, *age = its age in ms), 0 (not linked, in
  * use, or its stripe is busy), or a negative errno (-EAGAIN: the free
  * awaits an allocator repair; in->b keeps the block).
  */
+struct evict_how {
+	bool force;        /* evict it whatever its count (a page being emptied) */
+	bool probe;        /* the probation hand: a kept entry is left alone, one
+			      with a count is kept (ENT_KEPT, its count as is) */
+	uint32_t young_ms; /* not 0: an entry younger than this is left alone */
+};
 int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
-			 uint64_t off, bool force, uint64_t *kv, uint32_t *age);
+			 uint64_t off, const struct evict_how *how, uint64_t *kv, uint32_t *age);
 /* Wake the coordinator's growth thread (a writer saw a map over its load). */
 void shmmap__grow_wake(const struct seg *s);
 

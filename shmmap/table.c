@@ -849,7 +849,7 @@ static uint64_t link_entry(const struct op_ctx *o, const struct map_view *v,
 		/* A rewritten key keeps its use count (a new one starts at 0):
 		 * before the entry is reachable, so a plain update. */
 		uint64_t m = atomic_load_explicit(&ne->meta, memory_order_relaxed);
-		atomic_store_explicit(&ne->meta, m | (uint64_t)ENT_FREQ(old->meta) << 56,
+		atomic_store_explicit(&ne->meta, m | (uint64_t)ENT_FREQ(old->meta) << 56 | (old->meta & ENT_KEPT),
 				      memory_order_relaxed);
 		/* b before the store that unlinks it (the release below orders it). */
 		atomic_store_explicit(&in->b, old_off, memory_order_relaxed);
@@ -1292,7 +1292,7 @@ static _Atomic uint64_t *link_to(const struct seg *s, const struct map_view *v,
 }
 
 int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
-			 uint64_t off, bool force, uint64_t *kv, uint32_t *age)
+			 uint64_t off, const struct evict_how *how, uint64_t *kv, uint32_t *age)
 {
 	struct ent en;
 	if (!ent_load(o->s, v, off, &en))
@@ -1310,15 +1310,27 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 	    (en.hash & (v->nstripes - 1)) == sb)
 		l = link_to(o->s, v, &t.cur[en.hash & (t.cur_n - 1)], off, &en);
 	bool exp = l && expired(en.expire_ms, &now);
-	if (!l || (!force && !exp && ENT_FREQ(en.meta))) {
-		/* Used since the hand came by: one turn more.  Safe to write:
-		 * the entry is linked and its stripe locked, so the block is an
-		 * entry (a CAS: a reader may raise it meanwhile). */
-		uint64_t m = en.meta;
-		if (l)
+	bool spare = !l;
+	uint64_t m = en.meta, to = m;
+	if (l && !how->force && !exp) {
+		if (how->young_ms && ENT_AGE_MS(shmmap__itime(), ENT_ITIME(m)) < how->young_ms)
+			spare = true; /* on probation: not the main hand's yet */
+		else if (how->probe && (m & ENT_KEPT))
+			spare = true; /* not the probation hand's any more */
+		else if (ENT_FREQ(m)) {
+			/* Used since a hand came by: kept (past probation) and
+			 * one turn more, its count lowered by the main hand (the
+			 * probation hand leaves it for the main hand's look). */
+			spare = true;
+			to = (how->probe ? m : m - ENT_FREQ_ONE) | ENT_KEPT;
+		}
+	}
+	if (spare) {
+		/* Safe to write: the entry is linked and its stripe locked, so
+		 * the block is an entry (a CAS: a reader may raise it meanwhile). */
+		if (to != m)
 			atomic_compare_exchange_strong_explicit(&((struct seg_entry *)en.e)->meta,
-								&m, m - ENT_FREQ_ONE,
-								memory_order_relaxed,
+								&m, to, memory_order_relaxed,
 								memory_order_relaxed);
 		shmmap__unlock(&st->lock);
 		return 0;

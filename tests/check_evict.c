@@ -17,7 +17,9 @@
  *   - values larger than a page after the heap is fragmented by small ones
  *     (a window of pages emptied for each);
  *   - a get marks its entry used: keys read now and then outlive many
- *     times the cache's worth of writes, unread keys do not.
+ *     times the cache's worth of writes, unread keys do not;
+ *   - probation: keys written and never read leave before keys that were
+ *     read once, while the newest keys stay.
  * Every value's bytes derive from its key number and version (mkval), so a
  * torn value or another key's value never passes for the right one.
  */
@@ -658,6 +660,43 @@ START_TEST(read_keys_stay)
 }
 END_TEST
 
+/* Probation (S3-FIFO's small queue): a cache full of keys read once, then
+ * half a cache's worth of new keys nobody reads.  With the main hand alone
+ * (CLOCK) the new keys would push out half of the read ones (a turn of
+ * lowered counts, then they go in order); the probation hand takes the
+ * unread new keys instead, once they are a probation old, so most read
+ * keys stay, and the newest keys (within their probation) stay too. */
+START_TEST(unread_keys_leave_first)
+{
+	enum { VAL = 100, NEWEST = 200 };
+	ck_assert_int_eq(tu_coord_start(&co, "16M", NULL), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "s3");
+	uint32_t na = fill_until_evicting(sm, m, "a-", 0, VAL);
+	uint64_t cap = stats_of(sm, m).entries;
+	uint32_t read = 0;
+	for (uint32_t i = 0; i < na; i++)
+		read += (uint32_t)present(sm, m, "a-", i, VAL, 1);
+	uint32_t nb = (uint32_t)(cap / 2);
+	for (uint32_t i = 0; i < nb; i++)
+		CK_MSG(put_kv(sm, m, "b-", i, VAL, 1) == 0, "put b-%u", i);
+	uint32_t kept = 0, newest = 0;
+	for (uint32_t i = 0; i < na; i++)
+		kept += (uint32_t)present(sm, m, "a-", i, VAL, 1);
+	for (uint32_t i = nb - NEWEST; i < nb; i++)
+		newest += (uint32_t)present(sm, m, "b-", i, VAL, 1);
+	fprintf(stderr, "  probation: %u of %u read keys kept after %u unread writes (cache of %"
+		PRIu64 " entries), %u of the %u newest kept\n", kept, read, nb, cap, newest,
+		NEWEST);
+	CK_MSG(read > cap * 9 / 10, "only %u of the %" PRIu64 " entries were there to read", read,
+	       cap);
+	CK_MSG(kept >= read * 8 / 10, "only %u of %u read keys kept", kept, read);
+	CK_MSG(newest == NEWEST, "%u of the %u newest keys gone", NEWEST - newest, NEWEST);
+	ctl_check_clean();
+	shmmap_detach(sm);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("evict");
@@ -671,6 +710,7 @@ int main(void)
 	tcase_add_test(tc, large_values_after_fragmentation);
 	tcase_add_test(tc, read_keys_stay);
 	tcase_add_test(tc, page_taken_late_waits);
+	tcase_add_test(tc, unread_keys_leave_first);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }
