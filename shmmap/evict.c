@@ -14,10 +14,10 @@
  * has it lowered and is kept (under the entry's stripe lock, with the
  * entry found linked) and passed over, one without is evicted (an expired
  * entry always is).  Before it, the class's probation hand (the small
- * queue, see "probation" below) looks at up to a page's worth of blocks
- * for an entry that is past its probation, was never kept and nobody
- * read: one found is evicted, a read one is kept.  So an entry read once
- * and never again goes after a twentieth of the class's turn, not a whole
+ * queue, see "probation" below) looks at up to 64 blocks (at most a
+ * page's) for an entry that is past its probation, was never kept and
+ * nobody read: one found is evicted, a read one is kept.  So an entry
+ * nobody read goes after a twentieth of the class's turn, not a whole
  * one, and the main hand's turn holds entries that were read (on the
  * bench-cache traces: hit ratio 0.549 -> 0.59 at 1%, 0.697 -> 0.74 at 5%).
  *
@@ -64,10 +64,12 @@
  * intent record like a delete.  A drainer that dies leaves its page marked:
  * the coordinator's recovery ends the drains of a dead slot
  * (shmmap__alloc_undrain), and a sweep rebuilds pages from what is in use.
- * The hands, ages and page stamps are hints, written or read without a
- * lock and checked before use: a wrong one costs a wasted look, or a page
- * looked at a turn early or late, never an eviction of an entry that is
- * not there or not this class's (tbl_evict_at checks under the lock).
+ * The hands, ages, page stamps and the probation state (the checkpoints,
+ * its victims' age, a donor's refusal) are hints, written or read without
+ * a lock (the checkpoints under the class lock) and checked before use: a
+ * wrong one costs a wasted look, or a page looked at a turn early or late,
+ * never an eviction of an entry that is not there or not this class's
+ * (tbl_evict_at checks under the lock).
  */
 #include <errno.h>
 #include <string.h>
@@ -166,11 +168,18 @@ static uint32_t page_of(const struct seg *s, const struct seg_geom *g, uint32_t 
 /* The age a class's next victim has: its last victim's age (a probation
  * victim's scaled to a turn) plus the time since (a class nobody writes
  * grows old). */
+/* Ticks since t (0 if t is later: another process's tick, taken after
+ * this caller's now). */
+static uint64_t ticks_since(uint32_t now, uint32_t t)
+{
+	int32_t dt = (int32_t)(now - t);
+	return dt > 0 ? (uint64_t)dt : 0;
+}
+
 static uint64_t class_age(const struct seg_class *sc, uint32_t now)
 {
 	return (uint64_t)atomic_load_explicit(&sc->age_ms, memory_order_relaxed) +
-	       (uint64_t)(uint32_t)(now - atomic_load_explicit(&sc->evict_t, memory_order_relaxed)) *
-		       4u;
+	       ticks_since(now, atomic_load_explicit(&sc->evict_t, memory_order_relaxed)) * 4u;
 }
 
 static void class_evicted(struct seg_class *sc, uint32_t age)
@@ -298,7 +307,8 @@ void shmmap__evict_counted(const struct seg *s, const struct seg_geom *g, uint32
 		return;
 	h = (h + 1) % CLASS_MARKS;
 	atomic_store_explicit(&pr->mark_n[h], n, memory_order_relaxed);
-	atomic_store_explicit(&pr->mark_t[h], shmmap__itime(), memory_order_relaxed);
+	uint32_t t = shmmap__itime();
+	atomic_store_explicit(&pr->mark_t[h], t ? t : 1u, memory_order_relaxed); /* 0: unset */
 	atomic_store_explicit(&pr->mark_head, h, memory_order_relaxed);
 }
 
@@ -312,10 +322,12 @@ static uint32_t probation_ms(const struct seg *s, const struct seg_class *sc, ui
 	const struct seg_probation *pr = prob_of(s, cls);
 	uint32_t n = __atomic_load_n(&sc->allocs, __ATOMIC_RELAXED);
 	uint32_t want = (uint32_t)(blocks / PROBATION_DIV), best_d = UINT32_MAX, best_t = now;
-	uint32_t old_d = 0, old_t = now;
+	uint32_t old_d = 0, old_t = 0;
 	for (uint32_t k = 0; k < CLASS_MARKS; k++) {
 		uint32_t d = n - atomic_load_explicit(&pr->mark_n[k], memory_order_relaxed);
 		uint32_t t = atomic_load_explicit(&pr->mark_t[k], memory_order_relaxed);
+		if (!t)
+			continue; /* not set yet */
 		if (d >= want && d < best_d) {
 			best_d = d;
 			best_t = t;
@@ -325,16 +337,21 @@ static uint32_t probation_ms(const struct seg *s, const struct seg_class *sc, ui
 			old_t = t;
 		}
 	}
-	if (best_d == UINT32_MAX)
+	if (best_d == UINT32_MAX) {
+		if (!old_t)
+			return UINT32_MAX; /* no checkpoint yet: every entry on probation */
 		best_t = old_t;
+	}
 	return ENT_AGE_MS(now, best_t) + 1;
 }
 
 /* The probation hand of class cls: it looks only at entries past their
  * probation that no hand found used yet, evicts one not used meanwhile and
  * keeps (ENT_KEPT) one that was.  So an entry nobody reads goes after a
- * probation, a quarter of the class's turn, not a whole turn (S3-FIFO's
- * small queue).  1, 0 (none within PROBE_LOOKS), -errno. */
+ * probation, a twentieth of the class's turn, not a whole turn (S3-FIFO's
+ * small queue).  Like the main hand it passes over pages not due yet (a
+ * page taken lately holds the class's newest entries: page order is not
+ * age order).  1, 0 (none within its looks), -errno. */
 static int evict_probe(struct evictor *ev, uint32_t cls, uint32_t young_ms)
 {
 	const struct seg *s = ev->o->s;
@@ -366,9 +383,9 @@ static int evict_probe(struct evictor *ev, uint32_t cls, uint32_t young_ms)
 				class_evicted(sc, age > UINT32_MAX / PROBATION_DIV ? UINT32_MAX
 										   : age * PROBATION_DIV);
 				struct seg_probation *pr = prob_of(s, cls);
+				uint32_t t = atomic_load_explicit(&sc->evict_t, memory_order_relaxed);
 				atomic_store_explicit(&pr->age_ms, age, memory_order_relaxed);
-				atomic_store_explicit(&pr->evict_t, shmmap__itime() | 1u,
-						      memory_order_relaxed);
+				atomic_store_explicit(&pr->evict_t, t ? t : 1u, memory_order_relaxed);
 				atomic_fetch_add_explicit(&sc->evictions, 1, memory_order_relaxed);
 			}
 			return r;
@@ -493,6 +510,15 @@ static bool young(const struct seg *s, uint64_t off, uint32_t now, uint32_t vict
 	return (uint64_t)ENT_AGE_MS(now, ENT_ITIME(m)) * 4 < victim_ms;
 }
 
+/* Is the block at off younger than probation_ms (on probation)?  A hint,
+ * as young(). */
+static bool fresh(const struct seg *s, uint64_t off, uint32_t now, uint32_t probation_ms)
+{
+	uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
+					  memory_order_relaxed);
+	return ENT_AGE_MS(now, ENT_ITIME(m)) < probation_ms;
+}
+
 /* Empty one page of class d for another class: 1, 0 or -errno. */
 static int handover(struct evictor *ev, uint32_t d)
 {
@@ -506,6 +532,8 @@ static int handover(struct evictor *ev, uint32_t d)
 	uint32_t pi = h ? HAND_PAGE(h) + 1 : 0;
 	uint32_t per = per_page(d), size = shmmap__class_size(d), now = shmmap__itime();
 	uint32_t victim_ms = atomic_load_explicit(&dc->age_ms, memory_order_relaxed);
+	uint32_t dprob = probation_ms(s, dc, d,
+				      __atomic_load_n(&dc->pages, __ATOMIC_RELAXED) * per, now);
 	for (uint32_t t = 0; t < DRAIN_TRIES; t++) {
 		/* Of the next few pages that may be emptied and hold no young
 		 * entry if any was used, the one with the fewest entries used
@@ -516,12 +544,16 @@ static int handover(struct evictor *ev, uint32_t d)
 			pi = page_of(s, g, d, pi);
 			if (pi == UINT32_MAX || !page_may_empty(ev, pi, np, &head))
 				continue;
-			/* Not a page that holds young entries (see young()). */
-			uint64_t poff = seg_page_off(g, pi);
+			/* Not a page that holds young entries (see young()),
+			 * unless nobody read them and they are past the donor's
+			 * probation (a class nobody writes any more). */
+			uint64_t poff = seg_page_off(g, pi), last = poff + (uint64_t)(per - 1) * size;
+			uint64_t mid = poff + (uint64_t)(per / 2) * size;
 			uint32_t hot = hot_blocks(s, poff, per, size);
-			if (hot && (young(s, poff, now, victim_ms) ||
-				    young(s, poff + (uint64_t)(per / 2) * size, now, victim_ms) ||
-				    young(s, poff + (uint64_t)(per - 1) * size, now, victim_ms)))
+			if ((young(s, poff, now, victim_ms) || young(s, mid, now, victim_ms) ||
+			     young(s, last, now, victim_ms)) &&
+			    (hot || fresh(s, poff, now, dprob) || fresh(s, mid, now, dprob) ||
+			     fresh(s, last, now, dprob)))
 				continue;
 			if (hot < best_hot) {
 				best = pi;
@@ -570,26 +602,30 @@ static int oldest_class(const struct seg *s, const struct seg_geom *g, uint32_t 
 	return best;
 }
 
-/* The age of the probation hand's next victim in class cls, or 0 if it
- * has evicted none: its last victim's age plus the time since. */
-static uint64_t probe_age(const struct seg *s, uint32_t cls, uint32_t now)
+/* The age of the probation hand's next victim in class cls, or 0 if the
+ * class has no probation hand now or its last eviction was not the
+ * probation hand's: its last victim's age plus the time since. */
+static uint64_t probe_age(const struct seg *s, const struct seg_geom *g, uint32_t cls,
+			  uint32_t now)
 {
+	const struct seg_class *sc = seg_class(s, g, cls);
 	const struct seg_probation *pr = prob_of(s, cls);
 	uint32_t t = atomic_load_explicit(&pr->evict_t, memory_order_relaxed);
-	if (!t)
+	uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
+	if (!t || blocks / PROBATION_DIV < PROBATION_MIN)
 		return 0;
 	return (uint64_t)atomic_load_explicit(&pr->age_ms, memory_order_relaxed) +
-	       (uint64_t)(uint32_t)(now - t) * 4u + 1u;
+	       ticks_since(now, t) * 4u + 1u;
 }
 
 /* Are class d's victims HANDOVER_RATIO times as old as class c's?  Where
  * both have probation hands that evict, their probation victims are
  * compared (like with like: entries nobody read, a probation old); else
  * the class ages (main hand victims, probation ones scaled to a turn). */
-static bool older(const struct seg *s, uint32_t d, uint64_t dage, uint32_t c, uint64_t cage,
-		  uint32_t now)
+static bool older(const struct seg *s, const struct seg_geom *g, uint32_t d, uint64_t dage,
+		  uint32_t c, uint64_t cage, uint32_t now)
 {
-	uint64_t dp = probe_age(s, d, now), cp = probe_age(s, c, now);
+	uint64_t dp = probe_age(s, g, d, now), cp = probe_age(s, g, c, now);
 	if (dp && cp)
 		return dp > HANDOVER_RATIO * cp + 4;
 	return dage > HANDOVER_RATIO * cage + 4;
@@ -612,7 +648,7 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 	uint32_t refused = d >= 0 ? atomic_load_explicit(&prob_of(s, (uint32_t)d)->refused_t,
 						       memory_order_relaxed) : 0;
 	if (d >= 0 && (none || ((!refused || now - (refused - 1) > REFUSED_WAIT) &&
-				older(s, (uint32_t)d, dage, cls, class_age(sc, now), now)))) {
+				older(s, g, (uint32_t)d, dage, cls, class_age(sc, now), now)))) {
 		r = handover(ev, (uint32_t)d);
 		if (r == 0)
 			atomic_store_explicit(&prob_of(s, (uint32_t)d)->refused_t, now + 1,

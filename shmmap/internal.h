@@ -364,7 +364,7 @@ _Static_assert(sizeof(struct seg_counters) == 64, "counters line");
  * the key bytes, then the value bytes:
  *
  *    0  next     offset of the next entry in the chain, 0 = end
- *    8  meta     hash | itime << 32 | freq << 56 (ENT_* macros below)
+ *    8  meta     hash | itime << 32 | count << 56 | ENT_KEPT (ENT_* macros below)
  *   16  klen     u16, at least 1
  *   18  map      u16, map directory index
  *   20  vlenf    u32: value length (at most 2^30) | ENT_F_EXPIRE
@@ -377,9 +377,10 @@ _Static_assert(sizeof(struct seg_counters) == 64, "counters line");
  * enough for 2^30 buckets), when the entry was written (24 bits of 4 ms:
  * ages up to 18 hours), its use count (the low 2 bits of the top byte,
  * 0..3: raised by gets, lowered by the evicting hand) and ENT_KEPT (its
- * top bit: past probation, evict.c).  The count is changed only by a
- * compare-and-swap of the whole word against the value the changer
- * validated: a reader that comes late, after the block was freed and
+ * top bit: past probation, evict.c).  The count and the bit are changed
+ * by a compare-and-swap of the whole word against the value the changer
+ * validated (or, under the stripe lock, by a rewrite in place's store of
+ * the word it loaded): a reader that comes late, after the block was freed and
  * reused, changes nothing (the word no longer matches).
  *
  * Once an entry is reachable, klen, map, the key and vlenf's flag never
@@ -395,7 +396,7 @@ _Static_assert(sizeof(struct seg_counters) == 64, "counters line");
  */
 struct seg_entry {
 	_Atomic uint64_t next; /* offset of the next entry in the chain, 0 = end */
-	_Atomic uint64_t meta; /* hash | itime << 32 | freq << 56 */
+	_Atomic uint64_t meta; /* hash | itime << 32 | count << 56 (2 bits) | ENT_KEPT (bit 63) */
 	uint16_t klen;
 	uint16_t map;          /* map directory index */
 	uint32_t vlenf;        /* value length | ENT_F_EXPIRE: use ent_vlen() */
@@ -516,7 +517,9 @@ struct seg_class {
 	uint64_t used;      /* blocks in use */
 	uint64_t pages;     /* pages owned */
 	_Atomic uint64_t hand;      /* HAND(page, block): the next block the hand looks at */
-	_Atomic uint32_t age_ms;    /* age of the last entry the hand evicted */
+	/* Age of the last entry a hand evicted (a probation victim's times
+	 * PROBATION_DIV, evict.c): */
+	_Atomic uint32_t age_ms;
 	_Atomic uint32_t evict_t;   /* shmmap__itime() of that eviction (or of the class's first page) */
 	_Atomic uint64_t evictions; /* entries the hands evicted */
 	_Atomic uint64_t pages_in;  /* pages handed over to this class */
@@ -967,11 +970,12 @@ uint64_t shmmap__tbl_entries(const struct map_view *v);
  * how->force, it expired, or it is not younger than how->young_ms and its
  * use count is 0; else, under the lock, it is left alone, or kept
  * (ENT_KEPT) with its count lowered by one, or as is for the probation
- * hand (how->probe), which leaves kept entries alone): unlink it under its stripe lock
- * with the victim recorded in in->b (in->map and in->stripe name it
- * meanwhile, and are given back), then free it.  Returns 1 (evicted; *kv
- * += its key and value bytes, *age = its age in ms), 0 (not linked, in
- * use, or its stripe is busy), or a negative errno (-EAGAIN: the free
+ * hand (how->probe), which leaves kept entries alone): unlink it under
+ * its stripe lock with the victim recorded in in->b (in->map and
+ * in->stripe name it meanwhile, and are given back), then free it.
+ * Returns 1 (evicted; *kv += its key and value bytes, *age = its age in
+ * ms), 0 (not linked, in use, kept, on probation, or its stripe is busy),
+ * or a negative errno (-EAGAIN: the free
  * awaits an allocator repair; in->b keeps the block).
  */
 struct evict_how {

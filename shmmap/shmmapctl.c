@@ -460,9 +460,9 @@ static const char *policy_name(uint32_t p)
 struct class_info {
 	uint32_t cls, size;
 	uint64_t used, pages; /* blocks in use, pages owned */
-	uint64_t evictions;   /* entries its hand evicted (evict.c) */
+	uint64_t evictions;   /* entries its hands evicted (evict.c) */
 	uint64_t pages_in;    /* pages handed over to it from other classes */
-	uint32_t victim_age_ms; /* age of the last entry its hand evicted */
+	uint32_t victim_age_ms; /* of the last entry its hands evicted (a probation victim x 20) */
 };
 
 /* Class k (k < sm->geom.nclasses): its size is computed (alloc.c), never

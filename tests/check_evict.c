@@ -500,11 +500,14 @@ START_TEST(cross_map_fairness)
 	 * written in turn make the classes trade pages all the time, at a pace
 	 * (the cache turns over in ~100 ms) where victim ages are a few ticks
 	 * of the 4 ms clock: some recent keys go with a page.  A handover that
-	 * took the newest page of its donor loses up to 60% of them (seen). */
+	 * took the newest page of its donor loses up to 60% of them (seen).
+	 * And nobody reads them: past their probation (a twentieth of their
+	 * class's blocks, here 100 to 250 writes of a class) the probation
+	 * hand may take them first, by design (evict.c). */
 	unsigned recent = 0;
 	for (uint32_t j = i - RECENT; j < i; j++)
 		recent += (unsigned)present(sm, j % 2 ? b : a, "f-", j, sizes[j % 3], 2);
-	CK_MSG(recent * 100 >= RECENT * 95, "only %u of the last %u flood keys are present",
+	CK_MSG(recent * 100 >= RECENT * 90, "only %u of the last %u flood keys are present",
 	       recent, RECENT);
 	/* C fills everything: it evicts what is left of A and B, then is
 	 * refused, and loses nothing. */
