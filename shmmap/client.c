@@ -451,13 +451,6 @@ static int attach(const char *socket_path, uint32_t admin, shmmap **out);
  */
 #define GROW_QUIET_MS 1000u
 #define GROW_SLOW_MS 500u
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static int ask_grow(const struct seg *s, uint32_t seen, uint32_t need)
 {
 	shmmap *sm = (shmmap *)((char *)s - offsetof(struct shmmap, seg));
@@ -467,17 +460,17 @@ static int ask_grow(const struct seg *s, uint32_t seen, uint32_t need)
 	 * timed out), the evicting retries of a put (and the puts after it)
 	 * do not ask again for a while: the data path never waits on the
 	 * socket over and over.  A quick refusal is asked again next time. */
-	if (mono_ms() < atomic_load_explicit(&ext(sm)->grow_quiet_ms, memory_order_relaxed))
+	if (shmmap__mono_ms() < atomic_load_explicit(&ext(sm)->grow_quiet_ms, memory_order_relaxed))
 		return -ENOSPC;
 	struct proto_msg req = {.type = MSG_GROW}, rep;
 	req.u.grow.seen = seen;
 	req.u.grow.need = need;
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = shmmap__mono_ms();
 	int rc = shmmap__request(sm, &req, &rep);
 	if (rc == 0 && rep.type != MSG_OK)
 		rc = -EPROTO;
-	if (rc < 0 && mono_ms() - t0 >= GROW_SLOW_MS)
-		atomic_store_explicit(&ext(sm)->grow_quiet_ms, mono_ms() + GROW_QUIET_MS,
+	if (rc < 0 && shmmap__mono_ms() - t0 >= GROW_SLOW_MS)
+		atomic_store_explicit(&ext(sm)->grow_quiet_ms, shmmap__mono_ms() + GROW_QUIET_MS,
 				      memory_order_relaxed);
 	return rc;
 }

@@ -80,19 +80,12 @@ struct coord {
 	char save_path[PROTO_NAME_MAX + 1];
 	struct session *save_client; /* awaits the reply to MSG_SAVE, or NULL */
 	uint32_t save_seq;
-	uint64_t save_next_ms;      /* housekeeping: the next interval save (mono_ms) */
+	uint64_t save_next_ms;      /* housekeeping: the next interval save (shmmap__mono_ms) */
 	/* Growth (see "growth" below): one step at a time (grow_mu); the
 	 * fields below are under it. */
 	pthread_mutex_t grow_mu;
-	_Atomic uint64_t noroom_ms; /* when a step last found no room in /dev/shm (mono_ms) */
+	_Atomic uint64_t noroom_ms; /* when a step last found no room in /dev/shm (shmmap__mono_ms) */
 };
-
-static inline uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 enum { SAVE_IDLE, SAVE_QUEUED, SAVE_RUNNING, SAVE_DONE }; /* struct coord's save_state */
 

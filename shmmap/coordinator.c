@@ -183,7 +183,7 @@ static int grow_locked(struct coord *c, uint32_t live, uint32_t want, uint32_t n
 		return 0;
 	}
 	if (rc == -ENOSPC) {
-		c->noroom_ms = mono_ms();
+		c->noroom_ms = shmmap__mono_ms();
 		if (atomic_exchange(&h->grow_state, SEG_GROW_NOROOM) == SEG_GROW_OK)
 			log_warning("segment %s: no room in /dev/shm to grow from %.1f MiB to %.1f MiB "
 				    "(%.1f MiB free there, max_size %.1f MiB): the maps' policy "
@@ -265,9 +265,9 @@ static void grow_due(struct coord *c)
 	if (live >= c->g.npages_max)
 		return;
 	if (atomic_load(&h->grow_state) != SEG_GROW_OK) {
-		if (mono_ms() - c->noroom_ms < GROW_RETRY_MS || fs_free_bytes(c) < SEG_PAGE)
+		if (shmmap__mono_ms() - c->noroom_ms < GROW_RETRY_MS || fs_free_bytes(c) < SEG_PAGE)
 			return;
-		c->noroom_ms = mono_ms();
+		c->noroom_ms = shmmap__mono_ms();
 		coord_grow(c, 0, 1, 0, NULL, 0);
 		return;
 	}
@@ -613,7 +613,7 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		r.u.stats.pid = (uint32_t)getpid();
 		r.u.stats.clients = live_slots(c);
 		r.u.stats.maps = shmmap__coord_count_maps(c);
-		r.u.stats.uptime_ms = mono_ms() - c->start_ms;
+		r.u.stats.uptime_ms = shmmap__mono_ms() - c->start_ms;
 		r.u.stats.coord_gen = atomic_load(&seg_hdr(&c->seg)->coord_gen);
 		return shmmap__proto_send(s->fd, &r, -1);
 	case MSG_FLUSH: {
@@ -764,7 +764,7 @@ static void accept_one(struct coord *c)
 	/* A refused peer is told so in answer to its HELLO: an error sent
 	 * before it was read could be lost to the peer's ECONNRESET. */
 	s->refused = !access;
-	s->connected_ms = mono_ms();
+	s->connected_ms = shmmap__mono_ms();
 	shmmap__proc_start_time(cr.pid, &s->start_time);
 	cds_lfht_node_init(&s->node);
 	rcu_read_lock();
@@ -930,7 +930,7 @@ static void *house_main(void *arg)
 	while (!atomic_load(&c->stop)) {
 		struct timespec ts = {0, HOUSE_MS * 1000000L};
 		nanosleep(&ts, NULL);
-		uint64_t now = mono_ms();
+		uint64_t now = shmmap__mono_ms();
 		bool flagged = false;
 		struct cds_lfht_iter it;
 		struct session *s;
@@ -1252,7 +1252,7 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	pthread_mutex_init(&c->recover_mu, NULL);
 	pthread_mutex_init(&c->save_mu, NULL);
 	pthread_mutex_init(&c->grow_mu, NULL);
-	c->start_ms = mono_ms();
+	c->start_ms = shmmap__mono_ms();
 	c->save_next_ms = c->start_ms + (uint64_t)conf->persistence.interval * 1000u;
 	shmmap__log_set_level(conf->server.log_level);
 	int rc = -ENOMEM;

@@ -655,6 +655,8 @@ uint64_t shmmap__seg_cur_size(const struct seg *s, const struct seg_geom *g);
 int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		     uint32_t pages);
 uint64_t shmmap__now_ms(void);
+/* CLOCK_MONOTONIC in ms. */
+uint64_t shmmap__mono_ms(void);
 /* CLOCK_MONOTONIC_COARSE in units of 4 ms (wrapping; seg_entry.meta keeps
  * 24 bits: ENT_AGE_MS of two is right for ages under 18 hours). */
 uint32_t shmmap__itime(void);

@@ -104,13 +104,6 @@ bool shmmap__lock_take_from(_Atomic uint32_t *w, uint32_t owner, uint32_t me)
 	return false;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* steal: take over from a dead owner (returns 1); else give up with
  * -EAGAIN once the owner has been seen dead for LOCK_DEAD_WAIT_MS. */
 static int lock_slow(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits, bool steal)
@@ -126,7 +119,7 @@ static int lock_slow(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *wa
 	}
 	if (waits)
 		atomic_fetch_add_explicit((_Atomic uint64_t *)waits, 1, memory_order_relaxed);
-	uint64_t dead_since = 0, give_up = c->wait_ms ? mono_ms() + c->wait_ms : 0;
+	uint64_t dead_since = 0, give_up = c->wait_ms ? shmmap__mono_ms() + c->wait_ms : 0;
 	for (;;) {
 		v = atomic_load_explicit(w, memory_order_relaxed);
 		if (v == 0) {
@@ -145,7 +138,7 @@ static int lock_slow(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *wa
 		}
 		struct timespec ts = {0, LOCK_SLICE_NS};
 		if (give_up) {
-			uint64_t now = mono_ms();
+			uint64_t now = shmmap__mono_ms();
 			if (now >= give_up && shmmap__owner_alive(c, v & LOCK_OWNER_MASK))
 				return -EBUSY; /* alive, and holding on: maybe stopped */
 			uint64_t left = now < give_up ? give_up - now : 1;
@@ -168,8 +161,8 @@ static int lock_slow(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *wa
 		} else if (me == LOCK_OWNER_COORD) {
 			return -EAGAIN; /* the coordinator sweeps rather than wait */
 		} else if (!dead_since) {
-			dead_since = mono_ms();
-		} else if (mono_ms() - dead_since >= LOCK_DEAD_WAIT_MS) {
+			dead_since = shmmap__mono_ms();
+		} else if (shmmap__mono_ms() - dead_since >= LOCK_DEAD_WAIT_MS) {
 			return -EAGAIN;
 		}
 	}

@@ -38,7 +38,7 @@ int shmmap__coord_save_now(struct coord *c, const char *path, char *why, size_t 
 	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
 	struct snap_save_report r;
 	char err[512];
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = shmmap__mono_ms();
 	int rc = shmmap__snap_save(&o, path, &r, err, sizeof err);
 	if (rc < 0 && why)
 		snprintf(why, whylen, "snapshot not saved: %.230s", err);
@@ -46,7 +46,7 @@ int shmmap__coord_save_now(struct coord *c, const char *path, char *why, size_t 
 		log_error("snapshot not saved: %s", err);
 	else
 		log_info("saved %llu entries to %s in %llu ms", (unsigned long long)r.entries, path,
-		      (unsigned long long)(mono_ms() - t0));
+		      (unsigned long long)(shmmap__mono_ms() - t0));
 	return rc;
 }
 
@@ -75,13 +75,13 @@ void shmmap__coord_save_due(struct coord *c)
 		uint64_t one = 1;
 		if (write(c->wakefd, &one, sizeof one) < 0) { /* the I/O loop wakes within 1 s */ }
 		if (rc == 0 && strcmp(path, conf_path) == 0)
-			c->save_next_ms = mono_ms() + every_ms;
+			c->save_next_ms = shmmap__mono_ms() + every_ms;
 	}
 	/* The next interval save starts `interval` seconds after this one
 	 * ended: saves never run back to back, however long they take. */
-	if (every_ms && conf_path[0] && !atomic_load(&c->stop) && mono_ms() >= c->save_next_ms) {
+	if (every_ms && conf_path[0] && !atomic_load(&c->stop) && shmmap__mono_ms() >= c->save_next_ms) {
 		shmmap__coord_save_now(c, conf_path, NULL, 0);
-		c->save_next_ms = mono_ms() + every_ms;
+		c->save_next_ms = shmmap__mono_ms() + every_ms;
 	}
 }
 
@@ -157,7 +157,7 @@ int shmmap__coord_load_snapshot(struct coord *c, char *err, size_t errlen)
 	l.o.lk.wait_ms = 0; /* a fresh segment: nobody else holds its locks */
 	struct snap_sink sink = {.open = load_open, .put = load_put, .arg = &l};
 	struct snap_load_report r;
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = shmmap__mono_ms();
 	int rc = shmmap__snap_load(path, &sink, &r, err, errlen);
 	if (rc == -ENOENT) {
 		err[0] = '\0';
@@ -183,7 +183,7 @@ int shmmap__coord_load_snapshot(struct coord *c, char *err, size_t errlen)
 	atomic_store(magic, SEG_MAGIC);
 	log_info("loaded %llu entries of %u maps from %s (%llu expired skipped) in %llu ms",
 	      (unsigned long long)r.loaded, shmmap__coord_count_maps(c), path, (unsigned long long)r.expired,
-	      (unsigned long long)(mono_ms() - t0));
+	      (unsigned long long)(shmmap__mono_ms() - t0));
 	if (r.no_map || r.too_big || r.no_room || evicted)
 		log_warning("snapshot %s: %llu entries of maps that could not be created, %llu over the "
 		      "map limits (key_max, value_max) and %llu that did not fit were not loaded, "

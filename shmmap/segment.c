@@ -53,6 +53,13 @@ uint64_t shmmap__now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+uint64_t shmmap__mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 uint32_t shmmap__itime(void)
 {
 	struct timespec ts;
@@ -311,13 +318,6 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
 #define COLLAPSE_CREATE_MS 1000u
 #define COLLAPSE_GROW_MS 200u
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Collapse and its zap of one range of the scratch mapping; 0 or -errno. */
 static int collapse_range(unsigned char *at, uint64_t n)
 {
@@ -330,9 +330,9 @@ static int collapse_range(unsigned char *at, uint64_t n)
 static void seg_collapse(unsigned char *p, uint64_t lo, uint64_t from, uint64_t end,
 			 unsigned budget_ms)
 {
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = shmmap__mono_ms();
 	for (uint64_t at = align_up(from, HUGE_PAGE); at < end; at += COLLAPSE_CHUNK) {
-		if (mono_ms() - t0 >= budget_ms)
+		if (shmmap__mono_ms() - t0 >= budget_ms)
 			return;
 		if (collapse_range(p + (at - lo), end - at < COLLAPSE_CHUNK ? end - at
 									 : COLLAPSE_CHUNK) < 0)

@@ -283,6 +283,27 @@ START_TEST(coordinator_killed_mid_resize)
 }
 END_TEST
 
+/* Put n keys into a new map of the running coordinator, wait until its
+ * growth settles, and require exactly want buckets, every key and a clean
+ * segment. */
+static void fill_and_settle(int n, uint32_t want, const char *what)
+{
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, MAP);
+	char k[64], v[128];
+	for (int i = 0; i < n; i++) {
+		int kl = key_of(k, sizeof k, 0, i), vl = val_of(v, sizeof v, 0, i);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
+	}
+	struct idle_arg a = {sm, m, want};
+	CK_MSG(tu_wait(grown_and_idle, &a, 20000), "%s: not grown to %u: %u buckets", what, want,
+	       buckets_of(sm, m, NULL));
+	CK_EQ(buckets_of(sm, m, NULL), want);
+	expect_all(sm, m, 1, n);
+	expect_clean(sm, what);
+	shmmap_detach(sm);
+}
+
 /* 20000 entries in a 4 MiB segment (about 3 MiB of heap): 1024 buckets
  * quadruple to 4096 while that is cheap, then double: 8192, 16384, 32768
  * (load 0.61), where the load-0.5 rule alone would take 65536 (512 KiB of
@@ -290,40 +311,14 @@ END_TEST
 START_TEST(small_segment_grows_to_a_bucket_per_entry)
 {
 	ck_assert_int_eq(tu_coord_start(&co, "4M", ""), 0);
-	shmmap *sm = tu_attach(co.sock);
-	shmmap_map m = tu_open(sm, MAP);
-	char k[64], v[128];
-	for (int i = 0; i < 20000; i++) {
-		int kl = key_of(k, sizeof k, 0, i), vl = val_of(v, sizeof v, 0, i);
-		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
-	}
-	struct idle_arg a = {sm, m, 32768};
-	CK_MSG(tu_wait(grown_and_idle, &a, 20000), "not grown: %u buckets",
-	       buckets_of(sm, m, NULL));
-	CK_EQ(buckets_of(sm, m, NULL), 32768);
-	expect_all(sm, m, 1, 20000);
-	expect_clean(sm, "small segment");
-	shmmap_detach(sm);
+	fill_and_settle(20000, 32768, "small segment");
 }
 END_TEST
 
 START_TEST(max_buckets_caps_growth)
 {
 	ck_assert_int_eq(tu_coord_start(&co, "64M", "[map]\nmax_buckets = 2048\n"), 0);
-	shmmap *sm = tu_attach(co.sock);
-	shmmap_map m = tu_open(sm, MAP);
-	char k[64], v[128];
-	for (int i = 0; i < 10000; i++) {
-		int kl = key_of(k, sizeof k, 0, i), vl = val_of(v, sizeof v, 0, i);
-		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
-	}
-	struct idle_arg a = {sm, m, 2048};
-	CK_MSG(tu_wait(grown_and_idle, &a, 20000), "not grown to the cap: %u",
-	       buckets_of(sm, m, NULL));
-	CK_EQ(buckets_of(sm, m, NULL), 2048);
-	expect_all(sm, m, 1, 10000);
-	expect_clean(sm, "capped");
-	shmmap_detach(sm);
+	fill_and_settle(10000, 2048, "capped");
 }
 END_TEST
 
