@@ -165,9 +165,6 @@ static uint32_t page_of(const struct seg *s, const struct seg_geom *g, uint32_t 
 	return UINT32_MAX;
 }
 
-/* The age a class's next victim has: its last victim's age (a probation
- * victim's scaled to a turn) plus the time since (a class nobody writes
- * grows old). */
 /* Ticks since t (0 if t is later: another process's tick, taken after
  * this caller's now). */
 static uint64_t ticks_since(uint32_t now, uint32_t t)
@@ -176,6 +173,9 @@ static uint64_t ticks_since(uint32_t now, uint32_t t)
 	return dt > 0 ? (uint64_t)dt : 0;
 }
 
+/* The age a class's next victim has: its last victim's age (a probation
+ * victim's scaled to a turn) plus the time since (a class nobody writes
+ * grows old). */
 static uint64_t class_age(const struct seg_class *sc, uint32_t now)
 {
 	return (uint64_t)atomic_load_explicit(&sc->age_ms, memory_order_relaxed) +
@@ -220,8 +220,8 @@ static uint32_t first_due(const struct seg *s, const struct seg_geom *g, uint32_
 
 enum { HAND_NONE, HAND_BLOCK, HAND_NOT_DUE };
 
-/* Take the block under a hand of class cls (*hw: its main hand, or its
- * probation hand, which looks at any page) and move the hand on:
+/* Take the block under a hand of class cls (*hw: its main hand or its
+ * probation hand) and move the hand on:
  * HAND_BLOCK (*off), HAND_NONE (the class has no page), or HAND_NOT_DUE
  * (it went round every page of the class and none was due, unless
  * any_page). */
@@ -314,8 +314,9 @@ void shmmap__evict_counted(const struct seg *s, const struct seg_geom *g, uint32
 
 /* The age in ms below which an entry of class sc is on probation (for
  * tbl_evict_at's young_ms): that of the newest checkpoint at least a
- * probation ago, or of the oldest one if none is (the most it can tell).
- * Read without the lock: a hint. */
+ * probation ago, or of the oldest one if none is (the most it can tell),
+ * or UINT32_MAX if none is set yet (every entry on probation).  Read
+ * without the lock: a hint. */
 static uint32_t probation_ms(const struct seg *s, const struct seg_class *sc, uint32_t cls,
 			     uint64_t blocks, uint32_t now)
 {
