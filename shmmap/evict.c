@@ -288,6 +288,12 @@ static int hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls
 #define PROBATION_MIN 64u
 #define PROBE_LOOKS 64u /* looks of the probation hand per eviction, at most */
 
+/* Has a class of this many blocks a probation hand? */
+static bool probation_on(uint64_t blocks)
+{
+	return blocks / PROBATION_DIV >= PROBATION_MIN;
+}
+
 static struct seg_probation *prob_of(const struct seg *s, uint32_t cls)
 {
 	_Static_assert(SEG_NCLASSES <= sizeof seg_hdr(s)->prob / sizeof seg_hdr(s)->prob[0],
@@ -613,7 +619,7 @@ static uint64_t probe_age(const struct seg *s, const struct seg_geom *g, uint32_
 	const struct seg_probation *pr = prob_of(s, cls);
 	uint32_t t = atomic_load_explicit(&pr->evict_t, memory_order_relaxed);
 	uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
-	if (!t || blocks / PROBATION_DIV < PROBATION_MIN)
+	if (!t || !probation_on(blocks))
 		return 0;
 	return (uint64_t)atomic_load_explicit(&pr->age_ms, memory_order_relaxed) +
 	       ticks_since(now, t) * 4u + 1u;
@@ -662,9 +668,8 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 	}
 	if (!none) {
 		uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
-		uint32_t young_ms = probation_ms(s, sc, cls, blocks, now);
-		if ((blocks / PROBATION_DIV >= PROBATION_MIN &&
-		     (r = evict_probe(ev, cls, young_ms)) != 0) ||
+		if ((probation_on(blocks) &&
+		     (r = evict_probe(ev, cls, probation_ms(s, sc, cls, blocks, now))) != 0) ||
 		    (r = evict_own(ev, cls)) != 0)
 			return r;
 	}

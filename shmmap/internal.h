@@ -422,6 +422,8 @@ _Static_assert(sizeof(struct seg_entry) % SEG_ALIGN == 0 && ENT_EXP_BYTES % SEG_
  * passes it over from then on (evict.c); set under the stripe lock, never
  * by a reader. */
 #define ENT_KEPT (UINT64_C(1) << 63)
+/* What a rewritten key carries over to its new entry: its count and bit. */
+#define ENT_USE (UINT64_C(3) << 56 | ENT_KEPT)
 #define ENT_FREQ_ONE (UINT64_C(1) << 56)
 #define ENT_FREQ_MAX 3u
 #define ENT_META(hash, itime, freq) \

@@ -846,10 +846,11 @@ static uint64_t link_entry(const struct op_ctx *o, const struct map_view *v,
 	uint64_t old_off = 0;
 	if (link) {
 		old_off = atomic_load_explicit(link, memory_order_relaxed);
-		/* A rewritten key keeps its use count (a new one starts at 0):
-		 * before the entry is reachable, so a plain update. */
+		/* A rewritten key keeps its use count and kept bit (a new one
+		 * starts at 0): before the entry is reachable, so a plain
+		 * update. */
 		uint64_t m = atomic_load_explicit(&ne->meta, memory_order_relaxed);
-		atomic_store_explicit(&ne->meta, m | (uint64_t)ENT_FREQ(old->meta) << 56 | (old->meta & ENT_KEPT),
+		atomic_store_explicit(&ne->meta, m | (old->meta & ENT_USE),
 				      memory_order_relaxed);
 		/* b before the store that unlinks it (the release below orders it). */
 		atomic_store_explicit(&in->b, old_off, memory_order_relaxed);
@@ -1314,7 +1315,7 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 	uint64_t m = en.meta, to = m;
 	if (l && !how->force && !exp) {
 		if (how->young_ms && ENT_AGE_MS(shmmap__itime(), ENT_ITIME(m)) < how->young_ms)
-			spare = true; /* on probation: not the main hand's yet */
+			spare = true; /* still on probation (the probation hand's look) */
 		else if (how->probe && (m & ENT_KEPT))
 			spare = true; /* not the probation hand's any more */
 		else if (ENT_FREQ(m)) {
