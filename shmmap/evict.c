@@ -526,8 +526,11 @@ static bool fresh(const struct seg *s, uint64_t off, uint32_t now, uint32_t prob
 	return ENT_AGE_MS(now, ENT_ITIME(m)) < probation_ms;
 }
 
-/* Empty one page of class d for another class: 1, 0 or -errno. */
-static int handover(struct evictor *ev, uint32_t d)
+/* Empty one page of class d for another class: 1, 0 or -errno.  force:
+ * the asking class has nothing of its own to evict, so a page of young
+ * entries goes too (better than refusing a write while entries of an
+ * evict map hold the memory). */
+static int handover(struct evictor *ev, uint32_t d, bool force)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
@@ -553,11 +556,12 @@ static int handover(struct evictor *ev, uint32_t d)
 				continue;
 			/* Not a page that holds young entries (see young()),
 			 * unless nobody read them and they are past the donor's
-			 * probation (a class nobody writes any more). */
+			 * probation (a class nobody writes any more), or forced. */
 			uint64_t poff = seg_page_off(g, pi), last = poff + (uint64_t)(per - 1) * size;
 			uint64_t mid = poff + (uint64_t)(per / 2) * size;
 			uint32_t hot = hot_blocks(s, poff, per, size);
-			if ((young(s, poff, now, victim_ms) || young(s, mid, now, victim_ms) ||
+			if (!force &&
+			    (young(s, poff, now, victim_ms) || young(s, mid, now, victim_ms) ||
 			     young(s, last, now, victim_ms)) &&
 			    (hot || fresh(s, poff, now, dprob) || fresh(s, mid, now, dprob) ||
 			     fresh(s, last, now, dprob)))
@@ -656,7 +660,7 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 						       memory_order_relaxed) : 0;
 	if (d >= 0 && (none || ((!refused || now - (refused - 1) > REFUSED_WAIT) &&
 				older(s, g, (uint32_t)d, dage, cls, class_age(sc, now), now)))) {
-		r = handover(ev, (uint32_t)d);
+		r = handover(ev, (uint32_t)d, false);
 		if (r == 0)
 			atomic_store_explicit(&prob_of(s, (uint32_t)d)->refused_t, now + 1,
 					      memory_order_relaxed);
@@ -673,12 +677,12 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 		    (r = evict_own(ev, cls)) != 0)
 			return r;
 	}
-	/* Nothing of our own to give: any other class's page, else any page
-	 * at all (runs of large entries hold the memory). */
+	/* Nothing of our own to give: any other class's page, young or not,
+	 * else any page at all (runs of large entries hold the memory). */
 	for (uint32_t k = 0; k < g->nclasses; k++) {
 		if (k == cls || __atomic_load_n(&seg_class(s, g, k)->pages, __ATOMIC_RELAXED) == 0)
 			continue;
-		if ((r = handover(ev, k)) != 0)
+		if ((r = handover(ev, k, true)) != 0)
 			return r;
 	}
 	return room_for_run(ev, 1);
