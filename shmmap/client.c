@@ -44,7 +44,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "getfast.h"
+#include "putfast.h"
 #include "paths.h"
 #include "proto.h"
 
@@ -886,7 +886,15 @@ SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t k
 	int rc = op_begin(sm, m, &v, &o, true);
 	if (rc < 0)
 		return rc;
-	rc = shmmap__tbl_put(&o, v, key, klen, val, vlen, ttl_s, flags);
+	/* A present key's new value first, in place (putfast.h), with the
+	 * undo record of the write's intent record; what that cannot do, and
+	 * every other write, goes the general way. */
+	uint64_t h = 0;
+	uint32_t k = o.intent ? (uint32_t)(o.intent - sm->own->intent) : SEG_UNDOS;
+	if (flags || ttl_s || k >= SEG_UNDOS ||
+	    (rc = put_fast(&o, &sm->own->undo[k], v, key, klen, val, vlen, &h)) == PUT_SLOW)
+		rc = h ? shmmap__tbl_put_hashed(&o, v, h, key, klen, val, vlen, ttl_s, flags)
+		       : shmmap__tbl_put(&o, v, key, klen, val, vlen, ttl_s, flags);
 	op_end(sm, &o);
 	return op_result(sm, rc);
 }

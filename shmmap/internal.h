@@ -352,6 +352,25 @@ struct seg_stripe {
 _Static_assert(offsetof(struct seg_stripe, slots) == 64, "slots on the second line");
 _Static_assert(sizeof(struct seg_stripe) == 128, "stripe is two cache lines");
 
+/* A writer's seq change, under the stripe lock: odd from seq_begin to
+ * seq_end, and a lock-free reader that saw it odd or changed throws what it
+ * read away (table.c, getfast.h). */
+static inline void seq_begin(struct seg_stripe *st)
+{
+	uint32_t q = atomic_load_explicit(&st->seq, memory_order_relaxed);
+	atomic_store_explicit(&st->seq, q + 1, memory_order_relaxed);
+	/* Orders the odd seq before the changes below (pairs with the
+	 * reader's acquire fence before it reloads seq). */
+	atomic_thread_fence(memory_order_release);
+}
+
+static inline void seq_end(struct seg_stripe *st)
+{
+	uint32_t q = atomic_load_explicit(&st->seq, memory_order_relaxed);
+	/* Release: the changes are visible to whoever reads the even seq. */
+	atomic_store_explicit(&st->seq, q + 1, memory_order_release);
+}
+
 /* Per (client slot, map) counters: written only by that client. */
 struct seg_counters {
 	_Atomic uint64_t hits, misses, puts, dels, incrs, expired, cas;
@@ -585,7 +604,8 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
 /* Is [off, off + n) inside the mapping and off aligned to `align`?  Exact
  * against what this process has mapped; if it is not, and the segment has
  * grown since (the slow path), the mapping is extended and checked again. */
-static inline bool seg_ok(const struct seg *s, uint64_t off, uint64_t n, uint64_t align)
+static inline __attribute__((always_inline)) bool seg_ok(const struct seg *s, uint64_t off,
+							   uint64_t n, uint64_t align)
 {
 	size_t len = atomic_load_explicit(&s->len, memory_order_acquire);
 	if (__builtin_expect(off != 0 && off < len && n <= len - off && (off & (align - 1)) == 0, 1))
@@ -715,9 +735,20 @@ int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits)
  * LOCK_DEAD_WAIT_MS (the coordinator is down or slow to repair), or -EBUSY
  * as above. */
 int shmmap__lock_nosteal(_Atomic uint32_t *w, const struct lock_ctx *c);
-/* Take the lock if it is free, without waiting. */
-bool shmmap__trylock(_Atomic uint32_t *w, const struct lock_ctx *c);
-void shmmap__unlock(_Atomic uint32_t *w);
+/* Take the lock if it is free, without waiting (inline: put's fast path). */
+static inline bool shmmap__trylock(_Atomic uint32_t *w, const struct lock_ctx *c)
+{
+	uint32_t v = 0;
+	return atomic_compare_exchange_strong_explicit(w, &v, c->owner, memory_order_acquire,
+						       memory_order_relaxed);
+}
+void shmmap__unlock_wake(_Atomic uint32_t *w);
+/* Let the lock go; wake a sleeper if one may wait (the call, out of line). */
+static inline void shmmap__unlock(_Atomic uint32_t *w)
+{
+	if (atomic_exchange_explicit(w, 0, memory_order_release) & LOCK_WAITERS)
+		shmmap__unlock_wake(w);
+}
 bool shmmap__owner_alive(const struct lock_ctx *c, uint32_t owner);
 /* Take lock word w over if `owner` holds it (no wait).  True if we now hold it. */
 bool shmmap__lock_take_from(_Atomic uint32_t *w, uint32_t owner, uint32_t me);
@@ -908,6 +939,11 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 #define GET_SLOW 1
 int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags);
+/* The same with the key's hash h (shmmap__hash) computed already, or 0 if
+ * klen is 0 or above the map's key_max (put then says which). */
+int shmmap__tbl_put_hashed(const struct op_ctx *o, const struct map_view *v, uint64_t h,
+			   const void *key, size_t klen, const void *val, size_t vlen,
+			   uint32_t ttl_s, unsigned flags);
 int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen);
 int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const void *key,

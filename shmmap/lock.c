@@ -177,13 +177,6 @@ int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits)
 	return lock_slow(w, c, waits, true);
 }
 
-bool shmmap__trylock(_Atomic uint32_t *w, const struct lock_ctx *c)
-{
-	uint32_t v = 0;
-	return atomic_compare_exchange_strong_explicit(w, &v, c->owner, memory_order_acquire,
-						       memory_order_relaxed);
-}
-
 int shmmap__lock_nosteal(_Atomic uint32_t *w, const struct lock_ctx *c)
 {
 	uint32_t v = 0;
@@ -193,9 +186,7 @@ int shmmap__lock_nosteal(_Atomic uint32_t *w, const struct lock_ctx *c)
 	return lock_slow(w, c, NULL, false);
 }
 
-void shmmap__unlock(_Atomic uint32_t *w)
+void shmmap__unlock_wake(_Atomic uint32_t *w)
 {
-	uint32_t v = atomic_exchange_explicit(w, 0, memory_order_release);
-	if (v & LOCK_WAITERS)
-		futex(w, FUTEX_WAKE, 1, NULL);
+	futex(w, FUTEX_WAKE, 1, NULL);
 }

@@ -57,7 +57,7 @@
 #include <xxhash.h>
 
 #include "internal.h"
-#include "getfast.h"
+#include "putfast.h"
 
 #define READ_TRIES 256
 
@@ -351,22 +351,6 @@ walk(const struct seg *s, const struct map_view *v, _Atomic uint64_t *l, uint64_
 static inline struct seg_stripe *stripe_of(const struct map_view *v, uint32_t b)
 {
 	return &v->stripes[b & (v->nstripes - 1)];
-}
-
-static void seq_begin(struct seg_stripe *st)
-{
-	uint32_t q = atomic_load_explicit(&st->seq, memory_order_relaxed);
-	atomic_store_explicit(&st->seq, q + 1, memory_order_relaxed);
-	/* Orders the odd seq before the changes below (pairs with the
-	 * reader's acquire fence before it reloads seq). */
-	atomic_thread_fence(memory_order_release);
-}
-
-static void seq_end(struct seg_stripe *st)
-{
-	uint32_t q = atomic_load_explicit(&st->seq, memory_order_relaxed);
-	/* Release: the changes are visible to whoever reads the even seq. */
-	atomic_store_explicit(&st->seq, q + 1, memory_order_release);
 }
 
 /* Is the entry at off in the chain that l heads (a bounded walk)? */
@@ -1070,50 +1054,14 @@ static inline bool rewritable(const struct op_ctx *o, const struct ent *old, uin
 /* Under the stripe lock of stripe sb: the found entry old, at off, takes
  * the value val (vlen bytes) and the expiry expire (kept only if it has the
  * slot: rewritable), as if written now.  u: this write's undo record. */
-static void rewrite(const struct map_view *v, uint32_t sb, const struct ent *old, uint64_t off,
-		    const void *val, uint32_t vlen, uint64_t expire, struct seg_undo *u)
+static inline __attribute__((always_inline)) void
+rewrite(const struct map_view *v, uint32_t sb, const struct ent *old, uint64_t off,
+	const void *val, uint32_t vlen, uint64_t expire, struct seg_undo *u)
 {
-	struct seg_stripe *st = &v->stripes[sb];
-	struct seg_entry *e = (struct seg_entry *)old->e;
-	unsigned char *value = (unsigned char *)old->key + old->klen;
 	uint32_t vf = old->vlen | (ent_slot(old) ? ENT_F_EXPIRE : 0); /* as ent_load read it */
-	u->map = v->idx;
-	u->stripe = sb;
-	u->vlenf = vf;
-	u->expire_ms = old->expire_ms;
-	memcpy(u->val, value, old->vlen);
-	/* Release: the record is whole before it names the entry. */
-	atomic_store_explicit(&u->off, off, memory_order_release);
-	CRASH_POINT();
-	/* Written now, for the evicting hand, its use count kept.  A plain
-	 * store, not a locked CAS: a get that raises the count at the same
-	 * instant may lose its raise (the count is a hint; the hand lowers it
-	 * only under this stripe lock, which we hold).  Outside the seq
-	 * change, which stays as short as the copy: no reader checks it
-	 * against the value. */
-	uint64_t m = atomic_load_explicit(&e->meta, memory_order_relaxed);
-	uint64_t itime = (uint64_t)(shmmap__itime() & 0xffffffu) << 32;
-	atomic_store_explicit(&e->meta, (m & ~(UINT64_C(0xffffff) << 32)) | itime,
-			      memory_order_relaxed);
-	seq_begin(st);
-	CRASH_POINT();
-	if (ent_has_expiry(vf)) {
-		ent_set_expiry(e, expire);
-		CRASH_POINT();
-	}
-	memcpy(value, val, vlen);
-	CRASH_POINT();
-	__atomic_store_n(&e->vlenf, vlen | (vf & ENT_F_EXPIRE), __ATOMIC_RELAXED);
-	CRASH_POINT();
-	st->bytes += (uint64_t)vlen - old->vlen;
-	/* The commit point, inside the seq change: before it no reader has
-	 * seen a byte of the new value (a repair puts the old one back), after
-	 * it the new value is whole and stays (a repair only ends the seq
-	 * change and recounts). */
-	atomic_store_explicit(&u->off, 0, memory_order_release);
-	CRASH_POINT();
-	seq_end(st);
-	CRASH_POINT();
+	rewrite_in_place(&v->stripes[sb], v->idx, sb, (struct seg_entry *)old->e, off,
+			 (unsigned char *)old->key + old->klen, vf, old->expire_ms, val, vlen, expire,
+			 u);
 }
 
 /* Under the stripe lock of stripe sb, the key found (w: W_FOUND or
@@ -1121,10 +1069,10 @@ static void rewrite(const struct map_view *v, uint32_t sb, const struct ent *old
  * block (u: its undo record): rewrite the entry in place if it may take
  * the value (rewritable; room: incr's), counting an expired one.  False if
  * it may not: the write needs a block. */
-static bool try_rewrite(const struct op_ctx *o, const struct map_view *v, uint32_t sb,
-			enum walk w, const struct ent *old, _Atomic uint64_t *link,
-			const void *val, size_t vlen, uint64_t expire, bool room,
-			struct seg_undo *u)
+static __attribute__((noinline)) bool
+try_rewrite(const struct op_ctx *o, const struct map_view *v, uint32_t sb, enum walk w,
+	    const struct ent *old, _Atomic uint64_t *link, const void *val, size_t vlen,
+	    uint64_t expire, bool room, struct seg_undo *u)
 {
 	uint64_t off = atomic_load_explicit(link, memory_order_relaxed);
 	if (!rewritable(o, old, off, vlen, expire != 0, room))
@@ -1474,6 +1422,14 @@ static int new_entry(const struct op_ctx *o, const struct map_view *v, struct se
 	return 0;
 }
 
+/* The key's hash, or 0 for a length check_key refuses (then its bytes are
+ * not read: put_impl says why). */
+static inline uint64_t key_hash(const struct op_ctx *o, const struct map_view *v, const void *key,
+				size_t klen)
+{
+	return klen - 1 < v->key_max ? shmmap__hash(o->g, key, klen) : 0;
+}
+
 /* Compare a present entry's value with expected (for cas). */
 static bool value_is(const struct ent *en, const void *expected, size_t elen)
 {
@@ -1482,11 +1438,12 @@ static bool value_is(const struct ent *en, const void *expected, size_t elen)
 
 /*
  * put, put_at and cas.  expected != NULL: cas (replace only a present entry
- * whose value is exactly expected).
+ * whose value is exactly expected).  h: key_hash's.
  */
-static int put_impl(const struct op_ctx *o, const struct map_view *v, const void *key,
-		    size_t klen, const void *val, size_t vlen, uint64_t expire, unsigned flags,
-		    const void *expected, size_t elen)
+static __attribute__((noinline)) int put_impl(const struct op_ctx *o, const struct map_view *v,
+					      uint64_t h,
+		    const void *key, size_t klen, const void *val, size_t vlen, uint64_t expire,
+		    unsigned flags, const void *expected, size_t elen)
 {
 	int rc = check_key(o, v, klen);
 	if (rc < 0)
@@ -1495,7 +1452,7 @@ static int put_impl(const struct op_ctx *o, const struct map_view *v, const void
 		return -E2BIG;
 	if ((flags & ~(SHMMAP_NX | SHMMAP_XX)) || flags == (SHMMAP_NX | SHMMAP_XX))
 		return -EINVAL;
-	uint64_t h = shmmap__hash(o->g, key, klen), now = 0;
+	uint64_t now = 0;
 	uint32_t sb = (uint32_t)h & (v->nstripes - 1), b = 0;
 	struct seg_intent scratch, *in = rec_begin(o, v, sb, &scratch);
 	struct seg_stripe *st = stripe_of(v, sb);
@@ -1577,20 +1534,29 @@ retry:
 	return rc;
 }
 
-int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
-		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags)
+int shmmap__tbl_put_hashed(const struct op_ctx *o, const struct map_view *v, uint64_t h,
+			   const void *key, size_t klen, const void *val, size_t vlen,
+			   uint32_t ttl_s, unsigned flags)
 {
 	if (!ttl_s)
 		ttl_s = v->default_ttl;
 	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
-	return put_impl(o, v, key, klen, val, vlen, expire, flags, NULL, 0);
+	return put_impl(o, v, h, key, klen, val, vlen, expire, flags, NULL, 0);
+}
+
+int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
+		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags)
+{
+	return shmmap__tbl_put_hashed(o, v, key_hash(o, v, key, klen), key, klen, val, vlen, ttl_s,
+				      flags);
 }
 
 int shmmap__tbl_put_at(const struct op_ctx *o, const struct map_view *v, const void *key,
 		       size_t klen, const void *val, size_t vlen, uint64_t expire_ms,
 		       unsigned flags)
 {
-	return put_impl(o, v, key, klen, val, vlen, expire_ms, flags, NULL, 0);
+	return put_impl(o, v, key_hash(o, v, key, klen), key, klen, val, vlen, expire_ms, flags,
+			NULL, 0);
 }
 
 int shmmap__tbl_cas(const struct op_ctx *o, const struct map_view *v, const void *key,
@@ -1602,7 +1568,8 @@ int shmmap__tbl_cas(const struct op_ctx *o, const struct map_view *v, const void
 	if (!ttl_s)
 		ttl_s = v->default_ttl;
 	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
-	return put_impl(o, v, key, klen, val, vlen, expire, 0, expected ? expected : "", elen);
+	return put_impl(o, v, key_hash(o, v, key, klen), key, klen, val, vlen, expire, 0,
+			expected ? expected : "", elen);
 }
 
 int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void *key,

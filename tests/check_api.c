@@ -399,6 +399,8 @@ static uint64_t entry_off(shmmap *sm, shmmap_map m, const char *key)
 		return 0;
 	uint64_t h = shmmap__hash(&sm->geom, key, kl);
 	uint64_t off = atomic_load(&t.cur[h & (t.cur_n - 1)]);
+	if (t.old_n && atomic_load(&t.old[h & (t.old_n - 1)]) != BUCKET_MOVED)
+		off = atomic_load(&t.old[h & (t.old_n - 1)]); /* not moved yet */
 	for (int steps = 0; off && steps < 1000; steps++) {
 		struct seg_entry *e = seg_ptr(&sm->seg, off);
 		if (e->klen == kl && memcmp(ent_key(e, ent_vlenf(e)), key, kl) == 0)
@@ -445,7 +447,7 @@ static int ip_write(void)
 		size_t n = ip_value(s, v);
 		if (shmmap_put(sm, m, k, strlen(k), v, n, 0, 0))
 			return 11;
-		if (s == 2 * IP_KEYS) { /* every key rewritten once: a spare kept */
+		if (s == 2 * IP_KEYS) { /* every key rewritten once */
 			for (int i = 0; i < IP_KEYS; i++) {
 				snprintf(k, sizeof k, "ip%d", i);
 				ip->off_before[i] = entry_off(sm, m, k);
@@ -508,8 +510,8 @@ static int ip_reader(int arg)
 }
 
 /* A writer rewrites four keys (one chain's worth) with values whose length
- * changes within one size class: after its first round every write is in
- * place (the entries stay where they are, its spare stays unused), and two
+ * changes within one size class: every write after a key's first is in
+ * place (the entries stay where they are, the writer takes no block), and two
  * readers that never stop reading see every value whole, never an older
  * one after a newer. */
 START_TEST(rewrites_in_place_are_never_torn)
@@ -541,8 +543,11 @@ START_TEST(rewrites_in_place_are_never_torn)
 			      "key %d moved (%#" PRIx64 " -> %#" PRIx64 "): not rewritten in place", i,
 			      ip->off_before[i], ip->off_after[i]);
 	}
-	ck_assert_msg(ip->spare_before && ip->spare_after == ip->spare_before,
-		      "the writer's spare changed: a write took a block");
+	/* None: a present key's value of its entry's size class is rewritten
+	 * in place from the first time (put's fast path, putfast.h); a write
+	 * that took a block would have left the one it replaced as the spare. */
+	ck_assert_msg(!ip->spare_before && !ip->spare_after,
+		      "the writer has a spare: a write took a block");
 	/* The race happened: the readers saw the values change under them. */
 	ck_assert_int_ge(atomic_load(&ip->changes), 200);
 	unsigned char buf[1024], want[SEG_UNDO_MAX];
@@ -556,6 +561,135 @@ START_TEST(rewrites_in_place_are_never_torn)
 		ck_assert_int_eq(memcmp(buf, want, n), 0);
 	}
 	munmap(ip, sizeof *ip);
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* The flag word of key's entry (0 if not found). */
+static uint32_t entry_vlenf(shmmap *sm, shmmap_map m, const char *key)
+{
+	uint64_t off = entry_off(sm, m, key);
+	return off ? ent_vlenf(seg_ptr(&sm->seg, off)) : 0;
+}
+
+struct grown {
+	shmmap *sm;
+	shmmap_map m;
+	uint32_t n;
+};
+
+/* Has the map a bucket for each of n entries, and no resize under way? */
+static bool grown_for(void *arg)
+{
+	const struct grown *gr = arg;
+	const struct map_view *v;
+	struct tbl t;
+	return shmmap__resolve(gr->sm, gr->m, &v) == 0 && shmmap__tbl_load(&gr->sm->seg, v, &t) &&
+	       !t.old_n && t.cur_n >= gr->n;
+}
+
+static uint64_t spare_of(shmmap *sm)
+{
+	return atomic_load(&seg_slot(&sm->seg, &sm->geom, sm->slot)->intent[0].spare);
+}
+
+static void put_str(shmmap *sm, shmmap_map m, const char *k, size_t n, char c, uint32_t ttl)
+{
+	char v[2048];
+	ck_assert_uint_le(n, sizeof v);
+	memset(v, c, n);
+	CK_EQ(shmmap_put(sm, m, k, strlen(k), v, n, ttl, 0), 0);
+}
+
+static void expect_value(shmmap *sm, shmmap_map m, const char *k, size_t n, char c)
+{
+	char buf[2048], want[2048];
+	size_t got;
+	CK_EQ(shmmap_get(sm, m, k, strlen(k), buf, sizeof buf, &got), 0);
+	CK_EQ(got, n);
+	memset(want, c, n);
+	CK_EQ(memcmp(buf, want, n), 0);
+}
+
+/*
+ * put's fast path (putfast.h) rewrites a present key in place when it may,
+ * and leaves every other write to the general path: the entry stays where
+ * it is exactly when the new value (no ttl, no flags) is of its entry's
+ * size class, the stripe's byte count follows the length, a key with an
+ * expiry loses it, and maps with a quota or a default ttl keep their rules.
+ */
+START_TEST(put_rewrites_in_place_when_it_may)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "fast");
+	/* Many keys, so that chains hold several entries: each is found. */
+	enum { N = 3000 };
+	char k[32];
+	uint64_t *offs = calloc(N, sizeof *offs);
+	ck_assert_ptr_nonnull(offs);
+	for (int i = 0; i < N; i++) {
+		snprintf(k, sizeof k, "fk%d", i);
+		put_str(sm, m, k, 64, 'a', 0);
+		offs[i] = entry_off(sm, m, k);
+		ck_assert_uint_ne(offs[i], 0);
+	}
+	/* The map grown for them, and done (the fast path leaves writes
+	 * during a resize to the general one). */
+	struct grown gr = {sm, m, N};
+	CK_MSG(tu_wait(grown_for, &gr, 10000), "the map did not grow for %d keys", N);
+	uint64_t spare = spare_of(sm);
+	struct shmmap_stats st0;
+	CK_EQ(shmmap_stats(sm, m, &st0), 0);
+	for (int i = 0; i < N; i++) {
+		snprintf(k, sizeof k, "fk%d", i);
+		put_str(sm, m, k, 64, 'b', 0);
+	}
+	struct shmmap_stats st1;
+	CK_EQ(shmmap_stats(sm, m, &st1), 0);
+	CK_EQ(st1.puts - st0.puts, N);
+	CK_EQ(st1.bytes, st0.bytes);
+	CK_EQ(st1.entries, N);
+	for (int i = 0; i < N; i++) {
+		snprintf(k, sizeof k, "fk%d", i);
+		CK_MSG(entry_off(sm, m, k) == offs[i], "%s moved: not rewritten in place", k);
+		expect_value(sm, m, k, 64, 'b');
+	}
+	/* No block taken: one would have left the block it replaced spare. */
+	CK_EQ(spare_of(sm), spare);
+	/* Another length of the same size class: in place, bytes follow. */
+	int c64 = shmmap__class_of(&sm->seg, &sm->geom, ent_size(3, 64, false));
+	size_t shorter = 63;
+	CK_EQ(shmmap__class_of(&sm->seg, &sm->geom, ent_size(3, shorter, false)), c64);
+	put_str(sm, m, "fk0", shorter, 'c', 0);
+	CK_EQ(entry_off(sm, m, "fk0"), offs[0]);
+	expect_value(sm, m, "fk0", shorter, 'c');
+	CK_EQ(shmmap_stats(sm, m, &st1), 0);
+	CK_EQ(st1.bytes, st0.bytes - (64 - shorter));
+	/* Another size class: a new block. */
+	put_str(sm, m, "fk1", 1500, 'd', 0);
+	ck_assert_uint_ne(entry_off(sm, m, "fk1"), offs[1]);
+	expect_value(sm, m, "fk1", 1500, 'd');
+	/* A ttl: the general path (an entry with an expiry slot); then a
+	 * value without one drops it, though it has the same length. */
+	put_str(sm, m, "fk2", 64, 'e', 3600);
+	uint64_t with_ttl = entry_off(sm, m, "fk2");
+	ck_assert(ent_has_expiry(entry_vlenf(sm, m, "fk2")));
+	put_str(sm, m, "fk2", 64, 'f', 0);
+	ck_assert(!ent_has_expiry(entry_vlenf(sm, m, "fk2")));
+	ck_assert_uint_ne(entry_off(sm, m, "fk2"), with_ttl);
+	expect_value(sm, m, "fk2", 64, 'f');
+	/* A map with a default ttl: every put gets it. */
+	shmmap_map d;
+	struct shmmap_map_opts o = {.size = sizeof o, .default_ttl = 3600};
+	CK_EQ(shmmap_open_opts(sm, "fast-ttl", SHMMAP_CREATE, &o, &d), 0);
+	put_str(sm, d, "x", 64, 'g', 0);
+	put_str(sm, d, "x", 64, 'h', 0);
+	ck_assert(ent_has_expiry(entry_vlenf(sm, d, "x")));
+	expect_value(sm, d, "x", 64, 'h');
+	/* NX on a present key still fails; XX on a present key rewrites. */
+	CK_EQ(shmmap_put(sm, m, "fk3", 3, "zz", 2, 0, SHMMAP_NX), -EEXIST);
+	expect_value(sm, m, "fk3", 64, 'b');
+	free(offs);
 	shmmap_detach(sm);
 }
 END_TEST
@@ -853,6 +987,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, attach_when_base_is_taken);
 	tcase_add_test(tc, readers_never_see_torn_values);
 	tcase_add_test(tc, rewrites_in_place_are_never_torn);
+	tcase_add_test(tc, put_rewrites_in_place_when_it_may);
 	tcase_add_test(tc, data_path_works_while_coordinator_is_stopped);
 	tcase_add_test(tc, put_flags_and_get_errors);
 	tcase_add_test(tc, handles_are_checked);
