@@ -1440,10 +1440,10 @@ static bool value_is(const struct ent *en, const void *expected, size_t elen)
  * put, put_at and cas.  expected != NULL: cas (replace only a present entry
  * whose value is exactly expected).  h: key_hash's.
  */
-static __attribute__((noinline)) int put_impl(const struct op_ctx *o, const struct map_view *v,
-					      uint64_t h,
-		    const void *key, size_t klen, const void *val, size_t vlen, uint64_t expire,
-		    unsigned flags, const void *expected, size_t elen)
+static __attribute__((noinline)) int
+put_impl(const struct op_ctx *o, const struct map_view *v, uint64_t h, const void *key,
+	 size_t klen, const void *val, size_t vlen, uint64_t expire, unsigned flags,
+	 const void *expected, size_t elen)
 {
 	int rc = check_key(o, v, klen);
 	if (rc < 0)
