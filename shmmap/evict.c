@@ -682,10 +682,15 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 		    (r = evict_own(ev, cls)) != 0)
 			return r;
 	}
-	/* Nothing of our own to give: any other class's page, young or not,
-	 * else any page at all (runs of large entries hold the memory). */
+	/* Nothing of our own to give: another class's page, young or not, the
+	 * oldest class's first (else the small classes, first in the loop,
+	 * would always give), else any page at all (runs of large entries
+	 * hold the memory). */
+	if (d >= 0 && (r = handover(ev, (uint32_t)d, true)) != 0)
+		return r;
 	for (uint32_t k = 0; k < g->nclasses; k++) {
-		if (k == cls || __atomic_load_n(&seg_class(s, g, k)->pages, __ATOMIC_RELAXED) == 0)
+		if (k == cls || (int)k == d ||
+		    __atomic_load_n(&seg_class(s, g, k)->pages, __ATOMIC_RELAXED) == 0)
 			continue;
 		if ((r = handover(ev, k, true)) != 0)
 			return r;

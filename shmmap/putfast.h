@@ -84,15 +84,17 @@ rewrite_in_place(struct seg_stripe *st, uint32_t map, uint32_t sb, struct seg_en
 
 /*
  * put's first try, for the write a cache makes most: a present key's new
- * value (no flags, no expiry, at most SEG_UNDO_MAX bytes, in a map without
- * a quota or a default ttl) of the same length, or one that the entry's
- * block holds and is of its size class (shmmap__block_fits).  o: the write's context (its owner id for the
+ * value (no flags, no expiry, at most SEG_UNDO_MAX bytes and the map's
+ * value_max, in a map without a quota or a default ttl) of the same
+ * length, or one that the entry's block holds and is of its size class
+ * (shmmap__block_fits).  o: the write's context (its owner id for the
  * lock, its counters row); u: the undo record of its intent record (not
  * NULL).  Returns 0 (rewritten and counted) or PUT_SLOW (nothing changed,
- * *h the key's hash if klen is valid, else 0): the lock held by another
- * (which may want a repair), the map not current, a resize under way, the
- * key absent, expired or with an expiry slot, another size class, an
- * offset or a length that does not validate.
+ * *h the key's hash if klen is valid, else 0): a value over the map's
+ * limit (the general put says -E2BIG), the lock held by another (which
+ * may want a repair), the map not current, a resize under way, the key
+ * absent, expired or with an expiry slot, another size class, an offset
+ * or a length that does not validate.
  */
 static inline __attribute__((always_inline)) int
 put_fast(const struct op_ctx *o, struct seg_undo *u, const struct map_view *v, const void *key,
@@ -105,7 +107,7 @@ put_fast(const struct op_ctx *o, struct seg_undo *u, const struct map_view *v, c
 	 * get's) stays inline; a second made the compiler call both. */
 	uint64_t hh = shmmap__hash(o->g, key, klen);
 	*h = hh;
-	if (vlen > SEG_UNDO_MAX || v->quota || v->default_ttl)
+	if (vlen > SEG_UNDO_MAX || vlen > v->val_max || v->quota || v->default_ttl)
 		return PUT_SLOW;
 	const struct seg *s = o->s;
 	uint32_t sb = (uint32_t)hh & (v->nstripes - 1);
@@ -132,7 +134,10 @@ put_fast(const struct op_ctx *o, struct seg_undo *u, const struct map_view *v, c
 	uint64_t off = atomic_load_explicit((const _Atomic uint64_t *)(s->base + bo),
 					    memory_order_relaxed);
 	for (uint32_t steps = v->chain_max; off;) {
-		if (!steps-- || off > len - sizeof(struct seg_entry) || (off & (SEG_ALIGN - 1)))
+		/* In the heap (it writes there: never into the fixed regions),
+		 * a whole header before the end, aligned. */
+		if (!steps-- || off < v->heap_off || off > len - sizeof(struct seg_entry) ||
+		    (off & (SEG_ALIGN - 1)))
 			goto out;
 		struct seg_entry *e = (struct seg_entry *)(s->base + off);
 		uint64_t m = atomic_load_explicit(&e->meta, memory_order_relaxed);

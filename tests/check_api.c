@@ -616,7 +616,7 @@ static void expect_value(shmmap *sm, shmmap_map m, const char *k, size_t n, char
  * and leaves every other write to the general path: the entry stays where
  * it is exactly when the new value (no ttl, no flags) is of its entry's
  * size class, the stripe's byte count follows the length, a key with an
- * expiry loses it, and maps with a quota or a default ttl keep their rules.
+ * expiry loses it, maps with a value_max or a default ttl keep their rules.
  */
 START_TEST(put_rewrites_in_place_when_it_may)
 {
@@ -686,9 +686,22 @@ START_TEST(put_rewrites_in_place_when_it_may)
 	put_str(sm, d, "x", 64, 'h', 0);
 	ck_assert(ent_has_expiry(entry_vlenf(sm, d, "x")));
 	expect_value(sm, d, "x", 64, 'h');
-	/* NX on a present key still fails; XX on a present key rewrites. */
+	/* NX on a present key still fails. */
 	CK_EQ(shmmap_put(sm, m, "fk3", 3, "zz", 2, 0, SHMMAP_NX), -EEXIST);
 	expect_value(sm, m, "fk3", 64, 'b');
+	/* A value over the map's value_max is refused, though its entry's
+	 * block would hold it (the fast path once wrote it in place, and
+	 * every key of that chain then read as corrupt). */
+	shmmap_map small;
+	struct shmmap_map_opts so = {.size = sizeof so, .value_max = 100};
+	CK_EQ(shmmap_open_opts(sm, "fast-small", SHMMAP_CREATE, &so, &small), 0);
+	put_str(sm, small, "kk", 95, 'i', 0);
+	int cls = shmmap__class_of(&sm->seg, &sm->geom, ent_size(2, 95, false));
+	CK_EQ(shmmap__class_of(&sm->seg, &sm->geom, ent_size(2, 101, false)), cls);
+	char big[101];
+	memset(big, 'j', sizeof big);
+	CK_EQ(shmmap_put(sm, small, "kk", 2, big, sizeof big, 0, 0), -E2BIG);
+	expect_value(sm, small, "kk", 95, 'i');
 	free(offs);
 	shmmap_detach(sm);
 }
