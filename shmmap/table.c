@@ -1504,9 +1504,11 @@ retry:
 			goto retry;
 		}
 		rc = -ENOSPC;
-	} else if (!filled && w != W_ABSENT &&
+	} else if (u && w != W_ABSENT &&
 		   try_rewrite(o, v, sb, w, &old, link, val, vlen, expire, false, u)) {
-		/* rewritten in place */
+		/* Rewritten in place; a block allocated for the write (there
+		 * was no spare: put's fast path rewrote the key before, or
+		 * the key was not known to be there) becomes the spare. */
 	} else if (!filled && !spare_take(o, in, need)) {
 		/* No block at hand, and none is allocated under a stripe lock:
 		 * allocate one, then again. */
