@@ -86,6 +86,24 @@ static inline __attribute__((always_inline)) void copy_value(void *dst, const vo
 	}
 }
 
+/* The bucket word of hash h in the array that table word w names, if it
+ * lies inside the heap and is aligned (aoff <= len first: then the sum
+ * cannot wrap), else NULL.  len: the mapped length, the bound of every
+ * offset (it only grows).  An array of a size that is not a power of two
+ * would only name a wrong bucket in bounds: a miss here, damage for the
+ * general path and check to find.  (put_fast's too.) */
+static inline __attribute__((always_inline)) const _Atomic uint64_t *
+bucket_word(const struct seg *s, const struct map_view *v, uint64_t w, uint64_t h, size_t len)
+{
+	const struct seg_array *a = &v->dir->arr[TBL_CUR(w)];
+	uint64_t aoff = GF_RELAXED(a->off);
+	uint32_t mask = GF_RELAXED(a->nbuckets) - 1;
+	uint64_t bo = aoff + (h & mask) * 8;
+	if (aoff > len || bo < v->heap_off || bo > len - 8 || (bo & 7))
+		return NULL;
+	return (const _Atomic uint64_t *)(s->base + bo);
+}
+
 /* shmmap__tbl_get's first try (see the top of this file): 0 (a hit, the
  * value copied into buf), -ENOENT, -ENOBUFS (*vlen says the size), or
  * GET_SLOW.  row: this attachment's counters row (the map's are
@@ -104,20 +122,11 @@ get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v
 	uint64_t w = atomic_load_explicit(&d->tbl, memory_order_acquire);
 	if ((s1 | w) & 1) /* a writer inside, or TBL_GROWING: two arrays */
 		return GET_SLOW;
-	const struct seg_array *a = &d->arr[TBL_CUR(w)];
-	uint64_t aoff = GF_RELAXED(a->off);
-	uint32_t mask = GF_RELAXED(a->nbuckets) - 1;
-	/* The mapped length: the bound of every offset (it only grows). */
 	size_t len = atomic_load_explicit(&s->len, memory_order_acquire);
-	/* The key's bucket word, inside the heap and aligned (aoff <= len
-	 * first: then the sum cannot wrap).  An array of a size that is not
-	 * a power of two would only name a wrong bucket in bounds: a miss
-	 * here, damage for the general path and check to find. */
-	uint64_t bo = aoff + (h & mask) * 8;
-	if (aoff > len || bo < v->heap_off || bo > len - 8 || (bo & 7))
+	const _Atomic uint64_t *bw = bucket_word(s, v, w, h, len);
+	if (!bw)
 		return GET_SLOW;
-	uint64_t off = atomic_load_explicit((const _Atomic uint64_t *)(s->base + bo),
-					    memory_order_acquire);
+	uint64_t off = atomic_load_explicit(bw, memory_order_acquire);
 	const struct seg_entry *e = NULL;
 	uint64_t meta = 0;
 	uint32_t vl = 0, steps = v->chain_max;

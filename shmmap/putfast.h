@@ -123,16 +123,11 @@ put_fast(const struct op_ctx *o, struct seg_undo *u, const struct map_view *v, c
 	    atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) != MAP_LIVE ||
 	    atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) != v->gen)
 		goto out;
-	const struct seg_array *a = &d->arr[TBL_CUR(w)];
-	uint64_t aoff = GF_RELAXED(a->off);
-	uint32_t mask = GF_RELAXED(a->nbuckets) - 1;
 	size_t len = atomic_load_explicit(&s->len, memory_order_acquire);
-	/* The bucket word inside the heap and aligned (as get_fast's). */
-	uint64_t bo = aoff + (hh & mask) * 8;
-	if (aoff > len || bo < v->heap_off || bo > len - 8 || (bo & 7))
+	const _Atomic uint64_t *bw = bucket_word(s, v, w, hh, len);
+	if (!bw)
 		goto out;
-	uint64_t off = atomic_load_explicit((const _Atomic uint64_t *)(s->base + bo),
-					    memory_order_relaxed);
+	uint64_t off = atomic_load_explicit(bw, memory_order_relaxed);
 	for (uint32_t steps = v->chain_max; off;) {
 		/* In the heap (it writes there: never into the fixed regions),
 		 * a whole header before the end, aligned. */
