@@ -746,9 +746,7 @@ static inline __attribute__((always_inline)) int resolve(shmmap *sm, shmmap_map 
 			__builtin_unreachable(); /* (tells the compiler *v is set on 0) */
 		return rc;
 	}
-	const struct seg_mapdir *d = n->v.dir; /* seg_dir(idx), computed at open */
-	if (atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) != MAP_LIVE ||
-	    atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) != n->v.gen)
+	if (!view_live(&n->v)) /* (its dir: seg_dir(idx), computed at open) */
 		return -ESTALE;
 	*v = &n->v;
 	return 0;
@@ -890,9 +888,9 @@ SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t k
 	 * undo record of the write's intent record; what that cannot do, and
 	 * every other write, goes the general way. */
 	uint64_t h = 0;
-	uint32_t k = o.intent ? (uint32_t)(o.intent - sm->own->intent) : SEG_UNDOS;
-	if (flags || ttl_s || k >= SEG_UNDOS ||
-	    (rc = put_fast(&o, &sm->own->undo[k], v, key, klen, val, vlen, &h)) == PUT_SLOW)
+	struct seg_undo *u = o.intent ? slot_undo(sm->own, o.intent) : NULL;
+	if (flags || ttl_s || !u ||
+	    (rc = put_fast(&o, u, v, key, klen, val, vlen, &h)) == PUT_SLOW)
 		rc = h ? shmmap__tbl_put_hashed(&o, v, h, key, klen, val, vlen, ttl_s, flags)
 		       : shmmap__tbl_put(&o, v, key, klen, val, vlen, ttl_s, flags);
 	op_end(sm, &o);

@@ -265,6 +265,14 @@ struct seg_slot {
 	struct seg_undo undo[SEG_UNDOS];       /* 640: undo[k] is intent[k]'s */
 };
 _Static_assert(sizeof(struct seg_slot) == 128 + 32 * SEG_INTENTS + 256 * SEG_UNDOS, "slot size");
+
+/* The undo record of intent record `in` of slot sl, or NULL past the first
+ * SEG_UNDOS (a write with none never rewrites in place). */
+static inline struct seg_undo *slot_undo(struct seg_slot *sl, const struct seg_intent *in)
+{
+	size_t k = (size_t)(in - sl->intent);
+	return k < SEG_UNDOS ? &sl->undo[k] : NULL;
+}
 #define SLOT_F_RDONLY 0x1u
 #define SLOT_WAIT_NONE 0u
 #define SLOT_WAIT_STRIPE 1u /* a stripe lock */
@@ -883,6 +891,16 @@ struct map_view {
 	struct seg_stripe *stripes;
 	struct seg_mapdir *dir;
 };
+/* Is v's map still the one the view was made for (live, same generation)?
+ * A writer checks it under the stripe lock, so that it never links into a
+ * map that is being dropped. */
+static inline bool view_live(const struct map_view *v)
+{
+	const struct seg_mapdir *d = v->dir;
+	return atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) ==
+		       MAP_LIVE &&
+	       atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) == v->gen;
+}
 struct map_params {
 	uint32_t nbuckets, nstripes, key_max, val_max, policy;
 	uint32_t max_buckets; /* growth stops here; 0: SEG_BUCKETS_MAX */

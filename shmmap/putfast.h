@@ -117,11 +117,8 @@ put_fast(const struct op_ctx *o, struct seg_undo *u, const struct map_view *v, c
 	if (!shmmap__trylock(&st->lock, &o->lk))
 		return PUT_SLOW;
 	int rc = PUT_SLOW;
-	struct seg_mapdir *d = v->dir;
-	uint64_t w = atomic_load_explicit(&d->tbl, memory_order_acquire);
-	if ((w & TBL_GROWING) ||
-	    atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) != MAP_LIVE ||
-	    atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) != v->gen)
+	uint64_t w = atomic_load_explicit(&v->dir->tbl, memory_order_acquire);
+	if ((w & TBL_GROWING) || !view_live(v))
 		goto out;
 	size_t len = atomic_load_explicit(&s->len, memory_order_acquire);
 	const _Atomic uint64_t *bw = bucket_word(s, v, w, hh, len);

@@ -578,16 +578,6 @@ static inline int stripe_lock(const struct op_ctx *o, const struct map_view *v, 
 	return rc < 0 ? rc : 0;
 }
 
-/* Still the map the view was made for?  Checked under the stripe lock, so
- * a writer never links into a map that is being dropped. */
-static inline bool view_current(const struct op_ctx *o, const struct map_view *v)
-{
-	const struct seg_mapdir *d = seg_dir(o->s, o->g, v->idx);
-	return atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) ==
-		       MAP_LIVE &&
-	       atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) == v->gen;
-}
-
 /* Extra old buckets a writer moves, in order, besides its own. */
 #define GROW_HELP 1u
 
@@ -614,7 +604,7 @@ static uint32_t move_some(const struct seg *s, const struct map_view *v, const s
 }
 
 /*
- * Under the stripe lock of hash h (after view_current): the arrays; during
+ * Under the stripe lock of hash h (after view_live): the arrays; during
  * a resize, h's old bucket is moved first (and GROW_HELP more of the
  * stripe's), so that the writer works in t->cur alone.  False if the table
  * does not validate.
@@ -649,7 +639,7 @@ int shmmap__tbl_move(const struct op_ctx *o, const struct map_view *v, uint32_t 
 		return -EBUSY;
 	struct tbl t;
 	int rc;
-	if (!view_current(o, v))
+	if (!view_live(v))
 		rc = -ESTALE;
 	else if (!shmmap__tbl_load(o->s, v, &t))
 		rc = -SHMMAP_ECORRUPT;
@@ -1027,11 +1017,7 @@ static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
  * never rewrite in place. */
 static inline struct seg_undo *undo_of(const struct op_ctx *o, const struct seg_intent *in)
 {
-	if (!keeps_spare(o))
-		return NULL;
-	struct seg_slot *sl = seg_slot(o->s, o->g, o->lk.owner - 1);
-	size_t k = (size_t)(in - sl->intent);
-	return k < SEG_UNDOS ? &sl->undo[k] : NULL;
+	return keeps_spare(o) ? slot_undo(seg_slot(o->s, o->g, o->lk.owner - 1), in) : NULL;
 }
 
 /* Under the stripe lock: may the found entry old, at off, take a value of
@@ -1199,7 +1185,7 @@ static int evict_one(const struct op_ctx *o, const struct map_view *v, struct se
 	if (lrc < 0)
 		return lrc;
 	struct tbl t;
-	if (!view_current(o, v) || !tbl_locked(o, v, b, &t)) {
+	if (!view_live(v) || !tbl_locked(o, v, b, &t)) {
 		shmmap__unlock(&st->lock);
 		return -ESTALE;
 	}
@@ -1255,7 +1241,7 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 	_Atomic uint64_t *l = NULL;
 	uint64_t now = 0;
 	/* Again under the lock: the block may have been freed and reused. */
-	if (view_current(o, v) && tbl_locked(o, v, en.hash, &t) && ent_load(o->s, v, off, &en) &&
+	if (view_live(v) && tbl_locked(o, v, en.hash, &t) && ent_load(o->s, v, off, &en) &&
 	    (en.hash & (v->nstripes - 1)) == sb)
 		l = link_to(o->s, v, &t.cur[en.hash & (t.cur_n - 1)], off, &en);
 	bool exp = l && expired(en.expire_ms, &now);
@@ -1483,7 +1469,7 @@ retry:
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
 	struct tbl t;
-	bool over = false, current = view_current(o, v);
+	bool over = false, current = view_live(v);
 	enum walk w = W_TORN;
 	if (current && tbl_locked(o, v, h, &t)) {
 		b = (uint32_t)h & (t.cur_n - 1);
@@ -1591,7 +1577,7 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 	struct ent old;
 	struct tbl t;
 	enum walk w = W_TORN;
-	if (view_current(o, v) && tbl_locked(o, v, h, &t))
+	if (view_live(v) && tbl_locked(o, v, h, &t))
 		w = walk(o->s, v, &t.cur[h & (t.cur_n - 1)], h, key, klen, &link, &old, &now);
 	if (w == W_FOUND || w == W_EXPIRED) {
 		atomic_store_explicit(&in->b, atomic_load_explicit(link, memory_order_relaxed),
@@ -1620,7 +1606,7 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 		return 0;
 	}
 	if (w == W_TORN)
-		return view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
+		return view_live(v) ? -SHMMAP_ECORRUPT : -ESTALE;
 	return -ENOENT;
 }
 
@@ -1682,7 +1668,7 @@ retry:
 	_Atomic uint64_t *link = NULL;
 	struct ent old;
 	struct tbl t;
-	bool over = false, current = view_current(o, v);
+	bool over = false, current = view_live(v);
 	enum walk w = W_TORN;
 	if (current && tbl_locked(o, v, h, &t)) {
 		b = (uint32_t)h & (t.cur_n - 1);
@@ -1883,12 +1869,12 @@ int shmmap__tbl_foreach(const struct op_ctx *o, const struct map_view *v, shmmap
 		return -EINVAL;
 	struct tbl t;
 	if (!shmmap__tbl_load(o->s, v, &t))
-		return view_current(o, v) ? -SHMMAP_ECORRUPT : -ESTALE;
+		return view_live(v) ? -SHMMAP_ECORRUPT : -ESTALE;
 	struct bucket_copy c = {0};
 	int rc = 0;
 	for (uint32_t b = 0; b < t.cur_n && rc == 0; b++) {
 		rc = copy_bucket(o, v, b, t.cur_n, &c);
-		if (rc == -SHMMAP_ECORRUPT && !view_current(o, v))
+		if (rc == -SHMMAP_ECORRUPT && !view_live(v))
 			rc = -ESTALE;
 		for (size_t at = 0; rc == 0 && at < c.len;) {
 			const struct copy_rec *e = (const struct copy_rec *)(c.buf + at);
@@ -1927,7 +1913,7 @@ uint64_t shmmap__tbl_reclaim(const struct op_ctx *o, const struct map_view *v, u
 			_Atomic uint64_t *vl = NULL;
 			/* A bucket whose old bucket has not moved yet is left for after
 			 * the move (the reclaim does not move buckets). */
-			if (view_current(o, v) && shmmap__tbl_load(o->s, v, &t) &&
+			if (view_live(v) && shmmap__tbl_load(o->s, v, &t) &&
 			    (!t.old_n || atomic_load_explicit(&t.old[b & (t.old_n - 1)],
 							      memory_order_relaxed) == BUCKET_MOVED))
 				vl = find_victim(o, v, &t.cur[b & (t.cur_n - 1)], WANT_EXPIRED,
@@ -2030,7 +2016,7 @@ int shmmap__map_flush(const struct seg *s, const struct seg_geom *g, const struc
 /*
  * Drop map idx (coordinator only).  The generation moves first, so every
  * handle fails with -ESTALE from then on and a writer that already holds a
- * stripe lock sees it (view_current) before linking.  Then each stripe is
+ * stripe lock sees it (view_live) before linking.  Then each stripe is
  * emptied under its lock with a seq change, so a racing reader retries.
  * The table's pages stay with the directory entry: a stale client may
  * still touch its lock words, so they are reused only by the next map
