@@ -1,7 +1,7 @@
 #!/bin/sh
 # scripts/bench-growth.sh - build and run the growth benchmark of issue 11
 # (tests/bench/grow.c): shmmap with the DEFAULT [map] config (maps start at
-# 1024 buckets and grow online) next to an in-process open-addressing table,
+# 4096 buckets and grow online) next to an in-process open-addressing table,
 # at 100k, 1M and 4M keys: load time, gets and puts.
 #
 #   scripts/bench-growth.sh [--short] [grow options...]

@@ -829,6 +829,10 @@ static void conf_check(struct conf_ctx *x)
 	 * more than 1024 stripes, still load). */
 	if (c->map.stripes > c->map.buckets && !x->set_on[K_MAP_BUCKETS])
 		c->map.buckets = c->map.stripes;
+	/* So does a max_buckets alone below the default (down to the stripes). */
+	if (c->map.max_buckets < c->map.buckets && !x->set_on[K_MAP_BUCKETS])
+		c->map.buckets = c->map.max_buckets > c->map.stripes ? c->map.max_buckets
+								     : c->map.stripes;
 	if (c->map.stripes > c->map.buckets) {
 		if (x->set_on[K_MAP_STRIPES] >= x->set_on[K_MAP_BUCKETS])
 			conf_fail(x, -EINVAL, x->set_on[K_MAP_STRIPES], "map", "stripes",
@@ -905,7 +909,7 @@ void shmmap__conf_defaults(struct shmmap_conf *c)
 
 	c->map.key_max = 250;
 	c->map.value_max = (uint32_t)MIB;
-	c->map.buckets = 1024;
+	c->map.buckets = 4096; /* with 256 stripes of 128 B: one 64 KiB page */
 	c->map.stripes = 256;
 	c->map.max_buckets = UINT32_C(1) << 30;
 	c->map.grow_step = 64;

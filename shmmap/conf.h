@@ -62,7 +62,7 @@ struct shmmap_conf {
 	struct {
 		uint32_t key_max;   /* 1..65535, default 250 */
 		uint32_t value_max; /* 0..(1 GiB), default 1 MiB */
-		uint32_t buckets;   /* initial buckets: power of two, default 1024 (maps grow) */
+		uint32_t buckets;   /* initial buckets: power of two, default 4096 (maps grow) */
 		uint32_t stripes;   /* power of two <= buckets, default 256 */
 		uint32_t policy;    /* MAP_POLICY_EVICT (default) or MAP_POLICY_REJECT */
 		uint32_t max_buckets; /* growth stops here: power of two >= buckets, default 2^30 */

@@ -263,19 +263,20 @@ static int maybe_start(const struct op_ctx *o, const struct map_view *v, struct 
 	struct tbl t;
 	if (!shmmap__tbl_load(o->s, v, &t) || t.cur_n >= v->max_buckets)
 		return 0;
-	uint64_t e = shmmap__tbl_entries(v);
-	if (e * 100u <= (uint64_t)t.cur_n * GROW_LOAD_PCT)
+	uint64_t e = shmmap__tbl_entries(v), limit = grow_load_pct(o->s, o->g, t.cur_n);
+	if (e * 100u <= (uint64_t)t.cur_n * limit)
 		return 0;
 	if (gt->failed_n && e <= gt->failed_at + gt->failed_at / 8)
 		return 0; /* no memory last time: wait for an eighth more */
-	/* At least a bucket per entry; room beyond that (load GROW_TO_PCT)
-	 * only while the array stays a small share of the heap: in a segment
-	 * of a few MiB every page of buckets is a page of entries a full
-	 * cache does not hold (1 of its 15 pages at 1 MiB). */
+	/* At least a bucket per entry (per two where even the next array is
+	 * over the heap's share, see grow_load_pct); room beyond that (load
+	 * GROW_TO_PCT) only while the array stays a small share of the heap:
+	 * in a segment of a few MiB every page of buckets is a page of entries
+	 * a full cache does not hold (1 of its 16 pages at 1 MiB). */
 	uint64_t want = e * 100u / GROW_TO_PCT, top = (uint64_t)t.cur_n * GROW_FACTOR_MAX;
 	uint64_t share = (uint64_t)shmmap__seg_live(o->s, o->g) * SEG_PAGE / GROW_ARRAY_SHARE;
 	uint64_t n = t.cur_n * 2ull;
-	while (n < e && n < top && n < v->max_buckets)
+	while (n * limit < e * 100u && n < top && n < v->max_buckets)
 		n *= 2;
 	while (n < want && n * 2 * 8 <= share && n < top && n < v->max_buckets)
 		n *= 2;

@@ -11,8 +11,8 @@
  *   0            struct seg_header      one 4 KiB page: identity, geometry,
  *                                       offsets of the regions below
  *   slots_off    struct seg_slot[max_clients]          1664 B each
- *   dir_off      struct seg_mapdir[max_maps]           256 B each
- *   ctr_off      struct seg_counters[max_clients][max_maps]  64 B each
+ *   dir_off      struct seg_mapdir[max_maps]           208 B each
+ *   ctr_off      struct seg_counters[max_clients][max_maps]  56 B each
  *   classes_off  struct seg_class[SEG_NCLASSES]        64 B each
  *   pages_off    struct seg_page[npages]               32 B each
  *   heap_off     npages pages of SEG_PAGE bytes (64 KiB), aligned to SEG_PAGE
@@ -61,7 +61,7 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 8u /* 8: probation (ENT_KEPT, seg_probation in the header); 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
+#define SEG_LAYOUT_VERSION 9u /* 9: directory entries 208 B, counter rows 56 B; 8: probation (ENT_KEPT, seg_probation in the header); 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 64u            /* room for the size classes, 48 B .. SEG_PAGE */
 #define SEG_MIN_BLOCK 48u           /* the smallest class */
@@ -323,12 +323,11 @@ struct seg_mapdir {
 	uint32_t default_ttl;          /* 192: seconds for writes with ttl 0, 0 = none */
 	_Atomic uint32_t dropping;     /* 196: MAP_INIT because a drop is under way */
 	uint64_t dropped_ns;           /* 200: when the last map here was dropped */
-	uint8_t pad[256 - 208];
 };
+_Static_assert(sizeof(struct seg_mapdir) == 208, "directory entry");
 _Static_assert(offsetof(struct seg_mapdir, quota) == 184, "layout");
 _Static_assert(offsetof(struct seg_mapdir, tbl) == 128, "layout");
 _Static_assert(offsetof(struct seg_mapdir, arr) == 136, "layout");
-_Static_assert(sizeof(struct seg_mapdir) == 256, "mapdir size");
 
 /*
  * One lock stripe, two cache lines of its own: the first holds what
@@ -382,9 +381,11 @@ static inline void seq_end(struct seg_stripe *st)
 /* Per (client slot, map) counters: written only by that client. */
 struct seg_counters {
 	_Atomic uint64_t hits, misses, puts, dels, incrs, expired, cas;
-	uint64_t pad[1];
 };
-_Static_assert(sizeof(struct seg_counters) == 64, "counters line");
+/* Not padded to a cache line: a slot's rows are contiguous and have one
+ * writer, so only the last row of one slot and the first of the next can
+ * share a line. */
+_Static_assert(sizeof(struct seg_counters) == 56, "counters row");
 
 /*
  * An entry: a 24-byte header, then (only if it expires) its expiry, then
@@ -912,10 +913,22 @@ struct map_params {
 /* Growth: a map grows once it holds more than GROW_LOAD_PCT% entries per
  * bucket, to the power of two that makes it GROW_TO_PCT% (see grow.c and
  * the README for the measurements), or only to one at most 100% where an
- * array past that would take more than 1/GROW_ARRAY_SHARE of the heap. */
+ * array past that would take more than 1/GROW_ARRAY_SHARE of the heap.
+ * Where even the next array would (a segment of a few MiB), it waits for
+ * twice the load: two entries a bucket cost less than a page of entries
+ * the cache would not hold. */
 #define GROW_LOAD_PCT 100u
 #define GROW_TO_PCT 50u
 #define GROW_ARRAY_SHARE 32u
+
+/* The load (entries per 100 buckets) over which a map of cur_n buckets
+ * grows: the writers' hint (table.c) and the coordinator (grow.c) agree. */
+static inline uint64_t grow_load_pct(const struct seg *s, const struct seg_geom *g,
+				     uint32_t cur_n)
+{
+	uint64_t share = (uint64_t)shmmap__seg_live(s, g) * SEG_PAGE / GROW_ARRAY_SHARE;
+	return (uint64_t)cur_n * 2u * 8u > share ? 2u * GROW_LOAD_PCT : GROW_LOAD_PCT;
+}
 
 /* One consistent look at a map's bucket arrays (its table word). */
 struct tbl {

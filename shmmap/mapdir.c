@@ -94,6 +94,7 @@ static void map_params_for(const struct coord *c, const char *name, const struct
 {
 	const struct shmmap_conf *cf = &c->conf;
 	uint32_t buckets = cf->map.buckets, stripes = cf->map.stripes, maxb = cf->map.max_buckets;
+	bool buckets_set = false;
 	uint64_t capacity = cf->map.capacity;
 	*p = (struct map_params){
 		.key_max = cf->map.key_max, .val_max = cf->map.value_max, .policy = cf->map.policy,
@@ -109,6 +110,7 @@ static void map_params_for(const struct coord *c, const char *name, const struct
 		p->quota = ms->has & CMS_QUOTA ? ms->quota : p->quota;
 		p->default_ttl = ms->has & CMS_DEFAULT_TTL ? ms->default_ttl : p->default_ttl;
 		buckets = ms->has & CMS_BUCKETS ? ms->buckets : buckets;
+		buckets_set = buckets_set || (ms->has & CMS_BUCKETS);
 		stripes = ms->has & CMS_STRIPES ? ms->stripes : stripes;
 		maxb = ms->has & CMS_MAX_BUCKETS ? ms->max_buckets : maxb;
 		capacity = ms->has & CMS_CAPACITY ? ms->capacity : capacity;
@@ -130,6 +132,10 @@ static void map_params_for(const struct coord *c, const char *name, const struct
 		while (buckets < want && buckets < (1u << 26))
 			buckets <<= 1;
 	}
+	/* A section's max_buckets below the initial buckets it did not set
+	 * lowers them (not below its stripes); one it set raises the cap. */
+	if (maxb < buckets && !buckets_set && !capacity)
+		buckets = maxb;
 	if (buckets < stripes)
 		buckets = stripes;
 	if (maxb < buckets)

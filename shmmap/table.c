@@ -659,10 +659,12 @@ uint64_t shmmap__tbl_entries(const struct map_view *v)
 
 /* A writer's stripe is over the load factor (its share of the buckets):
  * the coordinator decides, on the map's total. */
-static bool over_load(const struct map_view *v, const struct tbl *t, const struct seg_stripe *st)
+static bool over_load(const struct op_ctx *o, const struct map_view *v, const struct tbl *t,
+		      const struct seg_stripe *st)
 {
 	return !t->old_n && t->cur_n < v->max_buckets &&
-	       st->entries * v->nstripes * 100u > (uint64_t)t->cur_n * GROW_LOAD_PCT;
+	       st->entries * v->nstripes * 100u > (uint64_t)t->cur_n * GROW_LOAD_PCT &&
+	       st->entries * v->nstripes * 100u > (uint64_t)t->cur_n * grow_load_pct(o->s, o->g, t->cur_n);
 }
 
 
@@ -1510,7 +1512,7 @@ retry:
 		if (w == W_EXPIRED)
 			st->expirations++;
 		link_entry(o, v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in);
-		over = w == W_ABSENT && over_load(v, &t, st);
+		over = w == W_ABSENT && over_load(o, v, &t, st);
 	}
 	shmmap__unlock(&st->lock);
 	CRASH_POINT();
@@ -1736,7 +1738,7 @@ retry:
 		 digits, (uint32_t)n, expire);
 	CRASH_POINT();
 	link_entry(o, v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in);
-	over = w == W_ABSENT && over_load(v, &t, st);
+	over = w == W_ABSENT && over_load(o, v, &t, st);
 out:
 	shmmap__unlock(&st->lock);
 	CRASH_POINT();

@@ -316,6 +316,14 @@ START_TEST(layout_valid)
 	struct seg_geom g;
 	CK_EQ(shmmap__seg_layout(&ok[0], &g), 0);
 	CK_EQ(g.npages, 2);
+	/* A 1.06 MiB cache (bench-cache's 1% budget: 17 pages, 8 clients, the
+	 * default 64 maps) keeps its fixed regions within the first page, so
+	 * that 16 of its 17 pages are heap (with counter rows padded to 64 B
+	 * and directory entries to 256 B they took 71 KiB: 15 pages). */
+	struct seg_params small = {.size = 17 * SEG_PAGE, .max_clients = 8, .max_maps = 64};
+	CK_EQ(shmmap__seg_layout(&small, &g), 0);
+	CK_EQ(g.heap_off, SEG_PAGE);
+	CK_EQ(g.npages, 16);
 }
 END_TEST
 

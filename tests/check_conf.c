@@ -126,7 +126,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.server.log_level, LOG_INFO);
 	ck_assert_uint_eq(c.map.key_max, 250);
 	ck_assert_uint_eq(c.map.value_max, 1u << 20);
-	ck_assert_uint_eq(c.map.buckets, 1024);
+	ck_assert_uint_eq(c.map.buckets, 4096);
 	ck_assert_uint_eq(c.map.stripes, 256);
 	ck_assert_uint_eq(c.map.max_buckets, 1u << 30);
 	ck_assert_uint_eq(c.map.grow_step, 64);
@@ -566,13 +566,22 @@ START_TEST(test_cross_field_blame)
 	snprintf(where, sizeof(where), "%s:3: map.buckets: 64 is fewer than map.stripes (256)", path);
 	ck_assert_str_eq(err, where);
 
-	/* Stripes alone above the initial 1024 buckets (a config written for
+	/* Stripes alone above the initial 4096 buckets (a config written for
 	 * the old default of 16384): the initial bucket count follows. */
-	static const char stripes_only[] = "[map]\nstripes = 4096\n";
+	static const char stripes_only[] = "[map]\nstripes = 8192\n";
 	shmmap__conf_defaults(&c);
 	ck_assert_int_eq(load_text(&c, stripes_only, strlen(stripes_only), path, sizeof(path), err), 0);
-	ck_assert_uint_eq(c.map.buckets, 4096);
-	ck_assert_uint_eq(c.map.stripes, 4096);
+	ck_assert_uint_eq(c.map.buckets, 8192);
+	ck_assert_uint_eq(c.map.stripes, 8192);
+	/* So do max_buckets alone below them, down to the stripes. */
+	static const char cap_only[] = "[map]\nmax_buckets = 2048\n";
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, cap_only, strlen(cap_only), path, sizeof(path), err), 0);
+	ck_assert_uint_eq(c.map.buckets, 2048);
+	ck_assert_uint_eq(c.map.max_buckets, 2048);
+	static const char cap_tiny[] = "[map]\nmax_buckets = 64\n";
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, cap_tiny, strlen(cap_tiny), path, sizeof(path), err), -EINVAL);
 
 	static const char size_only[] = "[segment]\nsize = 1T\n"; /* default base 0x200000000000 */
 	ck_assert_int_eq(load_text(&c, size_only, strlen(size_only), path, sizeof(path), err), 0);

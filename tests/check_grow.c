@@ -1,7 +1,7 @@
 /*
  * check_grow.c - maps that grow online (grow.c, table.c): real coordinator
  * and worker processes.
- *   - A map grows from its initial 1024 buckets while writer processes
+ *   - A map grows from its initial 4096 buckets while writer processes
  *     insert and reader processes read: every key a writer has reported
  *     inserted is found by every reader, with its value, all the way
  *     through (never missing, never torn); the bucket count grew; the
@@ -200,7 +200,7 @@ START_TEST(grows_under_readers_and_writers)
 	ck_assert_int_eq(tu_coord_start(&co, "64M", ""), 0);
 	shmmap *sm = tu_attach(co.sock);
 	shmmap_map m = tu_open(sm, MAP);
-	CK_EQ(buckets_of(sm, m, NULL), 1024);
+	CK_EQ(buckets_of(sm, m, NULL), 4096);
 	struct progress *p = mmap(NULL, sizeof *p, PROT_READ | PROT_WRITE,
 				  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(p, MAP_FAILED);
@@ -304,14 +304,17 @@ static void fill_and_settle(int n, uint32_t want, const char *what)
 	shmmap_detach(sm);
 }
 
-/* 20000 entries in a 4 MiB segment (about 3 MiB of heap): 1024 buckets
- * quadruple to 4096 while that is cheap, then double: 8192, 16384, 32768
- * (load 0.61), where the load-0.5 rule alone would take 65536 (512 KiB of
- * the heap, a sixth of it, for short chains). */
+/* 20000 entries in a 4 MiB segment (about 3.8 MiB of heap, 1/32 of it
+ * 122 KiB): the initial 4096 buckets double to 8192 (64 KiB) at a bucket
+ * per entry, not to 16384 at two (128 KiB, over the share); the next array
+ * (128 KiB) is over the share too, so the map waits for two entries per
+ * bucket and takes 16384 (load 1.22), where a bucket per entry would take
+ * 32768 and the load-0.5 rule alone 65536 (512 KiB, a seventh of the heap,
+ * for short chains). */
 START_TEST(small_segment_grows_to_a_bucket_per_entry)
 {
 	ck_assert_int_eq(tu_coord_start(&co, "4M", ""), 0);
-	fill_and_settle(20000, 32768, "small segment");
+	fill_and_settle(20000, 16384, "small segment");
 }
 END_TEST
 
@@ -344,18 +347,18 @@ START_TEST(inspection_shows_resize)
 	for (int more = -1; more != 0 && n < 100000; n++) {
 		int kl = key_of(k, sizeof k, 0, n), vl = val_of(v, sizeof v, 0, n);
 		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
-		if (more < 0 && n > 1024 && tu_wait(growing_now, &a, 2000))
+		if (more < 0 && n > 4096 && tu_wait(growing_now, &a, 2000))
 			more = 20;
 		else if (more > 0)
 			more--;
 	}
 	CK_MSG(growing_now(&a), "no resize under way after %d puts", n);
 	CK_EQ(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "--json", "maps", NULL), 0);
-	CK_MSG(strstr(out, "\"resizing\":true") && strstr(out, "\"old_buckets\":1024") &&
+	CK_MSG(strstr(out, "\"resizing\":true") && strstr(out, "\"old_buckets\":4096") &&
 		       strstr(out, "\"resize_progress\":0."),
 	       "maps --json: %s", out);
 	CK_EQ(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "stats", MAP, NULL), 0);
-	CK_MSG(strstr(out, "resizing    from 1024 buckets: "), "stats: %s", out);
+	CK_MSG(strstr(out, "resizing    from 4096 buckets: "), "stats: %s", out);
 	CK_EQ(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "metrics", NULL), 0);
 	CK_MSG(strstr(out, "shmmap_map_resizing{map=\"grow\"} 1") &&
 		       strstr(out, "shmmap_map_buckets{map=\"grow\"} "),

@@ -131,7 +131,7 @@ START_TEST(options_through_the_api)
 	CK_EQ(shmmap_open_opts(sm, "newer2", SHMMAP_CREATE, ob, &m2), -EINVAL);
 	/* opts NULL: shmmap_open. */
 	CK_EQ(shmmap_open_opts(sm, "plain", SHMMAP_CREATE, NULL, &m2), 0);
-	CK_EQ(buckets_of(sm, m2), 1024);
+	CK_EQ(buckets_of(sm, m2), 4096);
 	expect_clean(sm, "options");
 	shmmap_detach(sm);
 }
@@ -236,7 +236,7 @@ START_TEST(config_sections)
 	shmmap_map other;
 	CK_EQ(shmmap_open(sm, "other", SHMMAP_CREATE, &other), 0);
 	CK_EQ(shmmap_put(sm, other, "123456789", 9, "v", 1, 0, 0), 0);
-	CK_EQ(buckets_of(sm, other), 1024);
+	CK_EQ(buckets_of(sm, other), 4096);
 	shmmap_detach(sm);
 }
 END_TEST
