@@ -992,16 +992,27 @@ static void *grow_main(void *arg)
 	while (!atomic_load(&c->stop)) {
 		atomic_store(&h->grow_wake, 0);
 		int most = 0;
+		bool resting = false;
 		for (uint32_t m = 0; m < c->g.max_maps; m++) {
 			int r = shmmap__grow_round(&o, m, &c->grow_track[m], &c->recover_mu, step);
 			most = r > most ? r : most;
+			resting = resting || c->grow_track[m].resting;
 		}
 		if (most == 2)
 			continue;
-		long ms = most == 1 ? GROW_BLOCKED_MS : GROW_IDLE_MS;
+		/* Asleep unless a writer set the word since we cleared it.  If
+		 * one did while a map rests over one entry per bucket without
+		 * growing (below its limit of two, as a full small cache does,
+		 * or with no memory for a larger array), it was most likely one
+		 * of that map's stripes looking over the limit to its writer;
+		 * woken at once, the thread went round at a third of a core.  So
+		 * the word stays set, writers stop waking us, and the next look
+		 * is a short wait later (a stop still wakes us: it wakes
+		 * whoever waits on the word). */
+		uint32_t seen = most == 0 && resting && atomic_load(&h->grow_wake) ? 1u : 0u;
+		long ms = most == 1 || seen ? GROW_BLOCKED_MS : GROW_IDLE_MS;
 		struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-		/* Asleep unless a writer set the word since we cleared it. */
-		syscall(SYS_futex, (uint32_t *)&h->grow_wake, FUTEX_WAIT, 0, &ts, NULL, 0);
+		syscall(SYS_futex, (uint32_t *)&h->grow_wake, FUTEX_WAIT, seen, &ts, NULL, 0);
 	}
 	return NULL;
 }

@@ -12,7 +12,8 @@
  *                                       offsets of the regions below
  *   slots_off    struct seg_slot[max_clients]          1664 B each
  *   dir_off      struct seg_mapdir[max_maps]           208 B each
- *   ctr_off      struct seg_counters[max_clients][max_maps]  56 B each
+ *   ctr_off      struct seg_counters[max_clients][max_maps]  56 B each,
+ *                each client's rows from a cache line boundary
  *   classes_off  struct seg_class[SEG_NCLASSES]        64 B each
  *   pages_off    struct seg_page[npages]               32 B each
  *   heap_off     npages pages of SEG_PAGE bytes (64 KiB), aligned to SEG_PAGE
@@ -300,22 +301,30 @@ _Static_assert(sizeof(struct seg_array) == 16, "array descriptor");
 /* An old bucket whose entries all moved to the new array. */
 #define BUCKET_MOVED UINT64_C(1)
 
+/*
+ * A map directory entry, 208 bytes (entries start 0, 16, 32 or 48 bytes
+ * into a cache line): what every get reads (state, gen, the table word and
+ * the arrays) comes first, in the entry's first 48 bytes, and clock_hand,
+ * written by every eviction of a map with a quota, at 112, on another line
+ * than those words of this entry and of the next (the other words written
+ * at run time change once per resize or drop).
+ */
 struct seg_mapdir {
 	_Atomic uint32_t state;        /*   0: MAP_* */
 	_Atomic uint32_t gen;          /*   4: bumped at every create and drop */
-	char name[SHMMAP_NAME_MAX + 1];/*   8 */
-	uint64_t buckets_off;          /*  72: the initial uint64_t[nbuckets] */
-	uint64_t stripes_off;          /*  80: struct seg_stripe[nstripes] */
-	uint64_t table_pages;          /*  88: first page index of the table run */
-	uint32_t nbuckets;             /*  96: initial buckets, power of two */
-	uint32_t nstripes;             /* 100: power of two, <= nbuckets */
-	uint32_t key_max;              /* 104 */
-	uint32_t val_max;              /* 108 */
-	uint64_t created_ns;           /* 112 */
-	uint32_t policy;               /* 120: MAP_POLICY_* */
-	_Atomic uint32_t clock_hand;   /* 124: next bucket a quota's eviction looks at */
-	_Atomic uint64_t tbl;          /* 128: table word: TBL_*, written by the coordinator */
-	struct seg_array arr[2];       /* 136: the current array, and the old or retired one */
+	_Atomic uint64_t tbl;          /*   8: table word: TBL_*, written by the coordinator */
+	struct seg_array arr[2];       /*  16: the current array, and the old or retired one */
+	char name[SHMMAP_NAME_MAX + 1];/*  48 */
+	_Atomic uint32_t clock_hand;   /* 112: next bucket a quota's eviction looks at */
+	uint32_t policy;               /* 116: MAP_POLICY_* */
+	uint64_t buckets_off;          /* 120: the initial uint64_t[nbuckets] */
+	uint64_t stripes_off;          /* 128: struct seg_stripe[nstripes] */
+	uint64_t table_pages;          /* 136: first page index of the table run */
+	uint32_t nbuckets;             /* 144: initial buckets, power of two */
+	uint32_t nstripes;             /* 148: power of two, <= nbuckets */
+	uint32_t key_max;              /* 152 */
+	uint32_t val_max;              /* 156 */
+	uint64_t created_ns;           /* 160 */
 	uint32_t max_buckets;          /* 168: growth stops here (power of two) */
 	uint32_t pad1;                 /* 172 */
 	_Atomic uint64_t resizes;      /* 176: resizes finished */
@@ -325,9 +334,11 @@ struct seg_mapdir {
 	uint64_t dropped_ns;           /* 200: when the last map here was dropped */
 };
 _Static_assert(sizeof(struct seg_mapdir) == 208, "directory entry");
-_Static_assert(offsetof(struct seg_mapdir, quota) == 184, "layout");
-_Static_assert(offsetof(struct seg_mapdir, tbl) == 128, "layout");
-_Static_assert(offsetof(struct seg_mapdir, arr) == 136, "layout");
+_Static_assert(offsetof(struct seg_mapdir, tbl) == 8 && offsetof(struct seg_mapdir, arr) == 16 &&
+		       offsetof(struct seg_mapdir, name) == 48 &&
+		       offsetof(struct seg_mapdir, clock_hand) == 112 &&
+		       offsetof(struct seg_mapdir, quota) == 184,
+	       "layout");
 
 /*
  * One lock stripe, two cache lines of its own: the first holds what
@@ -383,8 +394,8 @@ struct seg_counters {
 	_Atomic uint64_t hits, misses, puts, dels, incrs, expired, cas;
 };
 /* Not padded to a cache line: a slot's rows are contiguous and have one
- * writer, so only the last row of one slot and the first of the next can
- * share a line. */
+ * writer, and each slot's rows start on a line of their own
+ * (seg_ctr_stride). */
 _Static_assert(sizeof(struct seg_counters) == 56, "counters row");
 
 /*
@@ -703,10 +714,16 @@ static inline struct seg_mapdir *seg_dir(const struct seg *s, const struct seg_g
 {
 	return (struct seg_mapdir *)(s->base + g->dir_off) + i;
 }
+/* Bytes of one slot's counter rows: its max_maps rows, rounded up to a
+ * cache line so that no two slots' rows share one. */
+static inline size_t seg_ctr_stride(const struct seg_geom *g)
+{
+	return ((size_t)g->max_maps * sizeof(struct seg_counters) + 63u) & ~(size_t)63u;
+}
 static inline struct seg_counters *seg_ctr(const struct seg *s, const struct seg_geom *g,
 					   uint32_t slot, uint32_t map)
 {
-	return (struct seg_counters *)(s->base + g->ctr_off) + (size_t)slot * g->max_maps + map;
+	return (struct seg_counters *)(s->base + g->ctr_off + (size_t)slot * seg_ctr_stride(g)) + map;
 }
 static inline struct seg_class *seg_class(const struct seg *s, const struct seg_geom *g, uint32_t i)
 {
@@ -1070,6 +1087,9 @@ struct grow_track {
 	uint32_t cap;
 	uint32_t failed_n;       /* a resize to this size found no memory */
 	uint64_t failed_at;      /* entries when it failed */
+	bool resting;            /* over one entry per bucket, and not growing by
+				    choice (its limit, or no memory): writers'
+				    hints from its stripes need no round */
 };
 /*
  * One bounded round of growth work on map idx: start a resize if the map

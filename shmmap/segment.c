@@ -123,8 +123,7 @@ int shmmap__seg_layout(const struct seg_params *p, struct seg_geom *g)
 	g->slots_off = sizeof(struct seg_header);
 	g->dir_off = align_up(g->slots_off + (uint64_t)p->max_clients * sizeof(struct seg_slot), 64);
 	g->ctr_off = align_up(g->dir_off + (uint64_t)p->max_maps * sizeof(struct seg_mapdir), 64);
-	g->classes_off = align_up(g->ctr_off + (uint64_t)p->max_clients * p->max_maps *
-						       sizeof(struct seg_counters), 64);
+	g->classes_off = align_up(g->ctr_off + (uint64_t)p->max_clients * seg_ctr_stride(g), 64);
 	g->pages_off = g->classes_off + SEG_NCLASSES * sizeof(struct seg_class);
 	if (max <= g->pages_off)
 		return -EINVAL;

@@ -259,7 +259,7 @@ static int run_oa(uint64_t n, double dur, struct result *r)
 int main(int argc, char **argv)
 {
 	const char *sock = NULL, *keys = "100000,1000000,4000000";
-	const char *label = "the default [map] config (1024 initial buckets, growing)";
+	const char *label = "the default [map] config (4096 initial buckets, growing)";
 	double dur = 1.0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--sock") && i + 1 < argc)
