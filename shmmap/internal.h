@@ -62,7 +62,7 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 9u /* 9: directory entries 208 B, counter rows 56 B; 8: probation (ENT_KEPT, seg_probation in the header); 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
+#define SEG_LAYOUT_VERSION 9u /* 9: directory entries 208 B with the get's words first, counter rows 56 B; 8: probation (ENT_KEPT, seg_probation in the header); 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 64u            /* room for the size classes, 48 B .. SEG_PAGE */
 #define SEG_MIN_BLOCK 48u           /* the smallest class */
@@ -931,9 +931,9 @@ struct map_params {
  * bucket, to the power of two that makes it GROW_TO_PCT% (see grow.c and
  * the README for the measurements), or only to one at most 100% where an
  * array past that would take more than 1/GROW_ARRAY_SHARE of the heap.
- * Where even the next array would (a segment of a few MiB), it waits for
- * twice the load: two entries a bucket cost less than a page of entries
- * the cache would not hold. */
+ * Where even the next array would (a segment of a few MiB, or any segment
+ * mostly full of small entries), it waits for twice the load: for a cache,
+ * a few percent more entries are worth a walk about twice as long. */
 #define GROW_LOAD_PCT 100u
 #define GROW_TO_PCT 50u
 #define GROW_ARRAY_SHARE 32u
