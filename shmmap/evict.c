@@ -50,7 +50,9 @@
  * that was used and holds an entry written within a quarter of D's victim
  * age (young(): by the clock, as a donor is a class written little or not
  * at all; a page of D's newest entries that nobody read may go: a class
- * whose keys nobody wants any more gives its pages to one now written).
+ * whose keys nobody wants any more gives its pages to one now written;
+ * and a D that has evicted nothing for IDLE_DONOR_TICKS calls young only
+ * what is younger than C's own next victims).
  * A donor that had no page to give is not asked again for REFUSED_WAIT (a tick).
  * The cost of admitting an entry is so bounded by one page of victims.  An entry larger than a page
  * needs a run of free pages: a window of pages from a rover is emptied.
