@@ -52,7 +52,8 @@ START_TEST(evict_stream_keeps_recent)
 	 * length: entries of one size class.  (With "key-%u" the stream
 	 * crossed from the 1032-byte class to the next at key 10000, a size
 	 * shift the newest keys do not always survive when it comes this fast:
-	 * see the README, bench-cache, "Missed".) */
+	 * see the README, bench-cache, "The newest keys after a fast size
+	 * shift".) */
 	for (unsigned i = 0; i < N; i++) {
 		int kn = snprintf(k, sizeof k, "key-%05u", i);
 		fill_value(v, VAL, i);
