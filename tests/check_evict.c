@@ -536,11 +536,15 @@ START_TEST(cross_map_fairness)
 	 * took the newest page of its donor loses up to 60% of them (seen).
 	 * And nobody reads them: past their probation (a twentieth of their
 	 * class's blocks, here 100 to 250 writes of a class) the probation
-	 * hand may take them first, by design (evict.c). */
+	 * hand may take them first, by design (evict.c).  Under the sanitizers
+	 * (slower, so more ticks per turn) 775 to 897 stayed in 3 of 40 runs,
+	 * before and after the idle-donor rule (README, bench-cache, "The
+	 * newest keys after a fast size shift": the same causes); a map
+	 * starved by the other would keep none. */
 	unsigned recent = 0;
 	for (uint32_t j = i - RECENT; j < i; j++)
 		recent += (unsigned)present(sm, j % 2 ? b : a, "f-", j, sizes[j % 3], 2);
-	CK_MSG(recent * 100 >= RECENT * 90, "only %u of the last %u flood keys are present",
+	CK_MSG(recent * 100 >= RECENT * 70, "only %u of the last %u flood keys are present",
 	       recent, RECENT);
 	/* C fills everything: it evicts what is left of A and B, then is
 	 * refused, and loses nothing. */
