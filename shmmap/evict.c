@@ -687,9 +687,10 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 	 * found by a search of the page array. */
 	uint32_t refused = d >= 0 ? atomic_load_explicit(&prob_of(s, (uint32_t)d)->refused_t,
 						       memory_order_relaxed) : 0;
+	uint64_t cage = class_age(sc, now);
 	if (d >= 0 && (none || ((!refused || now - (refused - 1) > REFUSED_WAIT) &&
-				older(s, g, (uint32_t)d, dage, cls, class_age(sc, now), now)))) {
-		r = handover(ev, (uint32_t)d, false, class_age(sc, now));
+				older(s, g, (uint32_t)d, dage, cls, cage, now)))) {
+		r = handover(ev, (uint32_t)d, false, cage);
 		if (r == 0)
 			atomic_store_explicit(&prob_of(s, (uint32_t)d)->refused_t, now + 1,
 					      memory_order_relaxed);

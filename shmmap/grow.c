@@ -264,12 +264,13 @@ static int maybe_start(const struct op_ctx *o, const struct map_view *v, struct 
 	if (!shmmap__tbl_load(o->s, v, &t) || t.cur_n >= v->max_buckets)
 		return 0;
 	uint64_t e = shmmap__tbl_entries(v), limit = grow_load_pct(o->s, o->g, t.cur_n);
-	gt->resting = e * 100u > (uint64_t)t.cur_n * GROW_LOAD_PCT;
-	if (e * 100u <= (uint64_t)t.cur_n * limit)
+	/* Below its limit, or no memory last time (then it waits for an
+	 * eighth more): resting if over one entry per bucket. */
+	if (e * 100u <= (uint64_t)t.cur_n * limit ||
+	    (gt->failed_n && e <= gt->failed_at + gt->failed_at / 8)) {
+		gt->resting = e * 100u > (uint64_t)t.cur_n * GROW_LOAD_PCT;
 		return 0;
-	if (gt->failed_n && e <= gt->failed_at + gt->failed_at / 8)
-		return 0; /* no memory last time: wait for an eighth more */
-	gt->resting = false;
+	}
 	/* At least a bucket per entry (per two where even the next array is
 	 * over the heap's share, see grow_load_pct); room beyond that (load
 	 * GROW_TO_PCT) only while the array stays a small share of the heap:

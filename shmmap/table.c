@@ -662,9 +662,13 @@ uint64_t shmmap__tbl_entries(const struct map_view *v)
 static bool over_load(const struct op_ctx *o, const struct map_view *v, const struct tbl *t,
 		      const struct seg_stripe *st)
 {
-	return !t->old_n && t->cur_n < v->max_buckets &&
-	       st->entries * v->nstripes * 100u > (uint64_t)t->cur_n * GROW_LOAD_PCT &&
-	       st->entries * v->nstripes * 100u > (uint64_t)t->cur_n * grow_load_pct(o->s, o->g, t->cur_n);
+	if (t->old_n || t->cur_n >= v->max_buckets)
+		return false;
+	uint64_t load = st->entries * v->nstripes * 100u;
+	/* The plain limit first (grow_load_pct is never below it): most
+	 * writes stop there without reading the heap's size. */
+	return load > (uint64_t)t->cur_n * GROW_LOAD_PCT &&
+	       load > (uint64_t)t->cur_n * grow_load_pct(o->s, o->g, t->cur_n);
 }
 
 
