@@ -34,12 +34,12 @@
  * Handover (no slab calcification): when class C needs memory and the pool
  * has none, C's own victims are weighed against the oldest victims of any
  * other class D.  Each class keeps the age of the last entry its hand
- * evicted and when that was (seg_class: age_ms, evict_t), so the age of
- * its next victim is about age_ms + (now - evict_ms): a class nobody
+ * evicted and when that was (seg_class: age, evict_t), so the age of
+ * its next victim is about age + (now - evict_t): a class nobody
  * writes grows old.  A probation hand's victims count a turn old (times
  * PROBATION_DIV) there; where both classes have probation hands that
  * evict, their probation victims' own ages are compared instead (seg_
- * probation: age_ms, evict_t), like with like, so that a class nobody
+ * probation: age, evict_t), like with like, so that a class nobody
  * writes any more, full of entries nobody read, gives its pages to one
  * that is written now.  If D's victims are more than 4 times as old as
  * C's (or C has no page at all), one page of D is emptied - every entry on it
@@ -51,9 +51,9 @@
  * age (young(): by the clock, as a donor is a class written little or not
  * at all; a page of D's newest entries that nobody read may go: a class
  * whose keys nobody wants any more gives its pages to one now written;
- * and a D that has evicted nothing for IDLE_DONOR_TICKS calls young only
+ * and a D that has evicted nothing for IDLE_DONOR (8 ms) calls young only
  * what is younger than C's own next victims).
- * A donor that had no page to give is not asked again for REFUSED_WAIT (a tick).
+ * A donor that had no page to give is not asked again for REFUSED_WAIT (4 ms).
  * The cost of admitting an entry is so bounded by one page of victims.  An entry larger than a page
  * needs a run of free pages: a window of pages from a rover is emptied.
  *
@@ -93,17 +93,19 @@
  * their pages rather than trade them back and forth). */
 #define HANDOVER_RATIO 4u
 /* A donor class that had no page to give is left alone this long (in
- * shmmap__itime() units of 4 ms): one tick.  Its pages are often only too
- * young for a moment (a class just turned over); five ticks outlasted a
- * whole shift to small values in bench-cache (10,000 puts in about
- * 20 ms), whose new class then evicted its own newest keys (10% to 40% of
- * the last 1000 lost in 2 of 7 runs; none in 6 of 6 with one tick, and no
- * slower: the search it saves is once per tick per donor). */
-#define REFUSED_WAIT 1u
-/* A donor class that has evicted nothing for this many ticks is written
- * no more (or little): its pages are young only if younger than the
- * asker's own victims (handover). */
-#define IDLE_DONOR_TICKS 2u
+ * shmmap__itime() units): 4 ms.  Its pages are often only too young for a
+ * moment (a class just turned over); 20 ms outlasted a whole shift to
+ * small values in bench-cache (10,000 puts in about 20 ms), whose new
+ * class then evicted its own newest keys (10% to 40% of the last 1000 lost
+ * in 2 of 7 runs; none in 6 of 6 with 4 ms, and no slower: the search it
+ * saves is once per 4 ms per donor). */
+#define REFUSED_WAIT ITIME_FROM_MS(4)
+/* A donor class that has evicted nothing for this long is written no more
+ * (or little): its pages are young only if younger than the asker's own
+ * victims (handover). */
+#define IDLE_DONOR ITIME_FROM_MS(8)
+/* Hysteresis of the age comparisons between classes. */
+#define AGE_SLACK ITIME_FROM_MS(4)
 /* Windows tried for an entry larger than a page. */
 #define WINDOW_TRIES 8u
 
@@ -112,6 +114,7 @@
 struct evictor {
 	const struct op_ctx *o;
 	struct seg_intent *in;
+	uint32_t now;   /* shmmap__itime() when it began */
 	struct map_view v;
 	bool have;      /* v holds the view of map v.idx */
 	bool evictable; /* ...and that map's policy is evict */
@@ -146,7 +149,9 @@ static int evict_block(struct evictor *ev, uint64_t off, const struct evict_how 
 	const struct map_view *v = victim_map(ev, off);
 	if (!v)
 		return 0;
-	return shmmap__tbl_evict_at(ev->o, v, ev->in, off, how, &ev->kv, age);
+	struct evict_how h = *how;
+	h.now = ev->now;
+	return shmmap__tbl_evict_at(ev->o, v, ev->in, off, &h, &ev->kv, age);
 }
 
 static const struct evict_how FORCE = {.force = true};
@@ -176,9 +181,9 @@ static uint32_t page_of(const struct seg *s, const struct seg_geom *g, uint32_t 
 	return UINT32_MAX;
 }
 
-/* Ticks since t (0 if t is later: another process's tick, taken after
- * this caller's now). */
-static uint64_t ticks_since(uint32_t now, uint32_t t)
+/* itime units since t (0 if t is later: another process's time, taken
+ * after this caller's now). */
+static uint64_t since(uint32_t now, uint32_t t)
 {
 	int32_t dt = (int32_t)(now - t);
 	return dt > 0 ? (uint64_t)dt : 0;
@@ -189,14 +194,14 @@ static uint64_t ticks_since(uint32_t now, uint32_t t)
  * grows old). */
 static uint64_t class_age(const struct seg_class *sc, uint32_t now)
 {
-	return (uint64_t)atomic_load_explicit(&sc->age_ms, memory_order_relaxed) +
-	       ticks_since(now, atomic_load_explicit(&sc->evict_t, memory_order_relaxed)) * 4u;
+	return (uint64_t)atomic_load_explicit(&sc->age, memory_order_relaxed) +
+	       since(now, atomic_load_explicit(&sc->evict_t, memory_order_relaxed));
 }
 
-static void class_evicted(struct seg_class *sc, uint32_t age)
+static void class_evicted(struct seg_class *sc, uint32_t age, uint32_t now)
 {
-	atomic_store_explicit(&sc->age_ms, age, memory_order_relaxed);
-	atomic_store_explicit(&sc->evict_t, shmmap__itime(), memory_order_relaxed);
+	atomic_store_explicit(&sc->age, age, memory_order_relaxed);
+	atomic_store_explicit(&sc->evict_t, now, memory_order_relaxed);
 }
 
 /* May the hand of class sc look at the blocks of page p?  Not before the
@@ -291,7 +296,7 @@ static int hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls
  * `step` blocks (a MARK_DIV-th of the class's) the time is recorded in a
  * ring of CLASS_MARKS checkpoints (shmmap__evict_counted, under the class
  * lock), and an entry written before the newest checkpoint at least a
- * probation back is past it (probation_ms).  A class whose probation would
+ * probation back is past it (probation_age).  A class whose probation would
  * hold fewer than PROBATION_MIN entries (a class just started, or one of
  * large blocks) has no probation hand: its main hand alone evicts. */
 #define PROBATION_DIV 20u
@@ -329,12 +334,12 @@ void shmmap__evict_counted(const struct seg *s, const struct seg_geom *g, uint32
 	atomic_store_explicit(&pr->mark_head, h, memory_order_relaxed);
 }
 
-/* The age in ms below which an entry of class sc is on probation (for
- * tbl_evict_at's young_ms): that of the newest checkpoint at least a
+/* The age (itime units) below which an entry of class sc is on probation
+ * (for tbl_evict_at's young): that of the newest checkpoint at least a
  * probation ago, or of the oldest one if none is (the most it can tell),
  * or UINT32_MAX if none is set yet (every entry on probation).  Read
  * without the lock: a hint. */
-static uint32_t probation_ms(const struct seg *s, const struct seg_class *sc, uint32_t cls,
+static uint32_t probation_age(const struct seg *s, const struct seg_class *sc, uint32_t cls,
 			     uint64_t blocks, uint32_t now)
 {
 	const struct seg_probation *pr = prob_of(s, cls);
@@ -360,7 +365,7 @@ static uint32_t probation_ms(const struct seg *s, const struct seg_class *sc, ui
 			return UINT32_MAX; /* no checkpoint yet: every entry on probation */
 		best_t = old_t;
 	}
-	return ENT_AGE_MS(now, best_t) + 1;
+	return ENT_AGE(now, best_t) + 1;
 }
 
 /* The probation hand of class cls: it looks only at entries past their
@@ -370,13 +375,13 @@ static uint32_t probation_ms(const struct seg *s, const struct seg_class *sc, ui
  * small queue).  Like the main hand it passes over pages not due yet (a
  * page taken lately holds the class's newest entries: page order is not
  * age order).  1, 0 (none within its looks), -errno. */
-static int evict_probe(struct evictor *ev, uint32_t cls, uint32_t young_ms)
+static int evict_probe(struct evictor *ev, uint32_t cls, uint32_t young)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
 	struct seg_class *sc = seg_class(s, g, cls);
-	struct evict_how how = {.probe = true, .young_ms = young_ms};
-	uint32_t now = shmmap__itime();
+	struct evict_how how = {.probe = true, .young = young};
+	uint32_t now = ev->now;
 	/* At most a page's worth of looks: a hand that moves on to the next
 	 * page of its class searches the page array for it. */
 	uint32_t looks = per_page(cls) < PROBE_LOOKS ? per_page(cls) : PROBE_LOOKS;
@@ -389,7 +394,7 @@ static int evict_probe(struct evictor *ev, uint32_t cls, uint32_t young_ms)
 		 * decides under the lock). */
 		uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
 						  memory_order_relaxed);
-		if ((m & ENT_KEPT) || ENT_AGE_MS(now, ENT_ITIME(m)) < young_ms)
+		if ((m & ENT_KEPT) || ENT_AGE(now, ENT_ITIME(m)) < young)
 			continue;
 		uint32_t age = 0;
 		int r = evict_block(ev, off, &how, &age);
@@ -398,12 +403,13 @@ static int evict_probe(struct evictor *ev, uint32_t cls, uint32_t young_ms)
 				/* Its victims are about a probation old: times
 				 * PROBATION_DIV, about a turn, the age a handover
 				 * compares (with other classes' main hands'). */
-				class_evicted(sc, age > UINT32_MAX / PROBATION_DIV ? UINT32_MAX
-										   : age * PROBATION_DIV);
+				class_evicted(sc,
+					      age > UINT32_MAX / PROBATION_DIV ? UINT32_MAX
+									 : age * PROBATION_DIV,
+					      now);
 				struct seg_probation *pr = prob_of(s, cls);
-				uint32_t t = atomic_load_explicit(&sc->evict_t, memory_order_relaxed);
-				atomic_store_explicit(&pr->age_ms, age, memory_order_relaxed);
-				atomic_store_explicit(&pr->evict_t, t ? t : 1u, memory_order_relaxed);
+				atomic_store_explicit(&pr->age, age, memory_order_relaxed);
+				atomic_store_explicit(&pr->evict_t, now ? now : 1u, memory_order_relaxed);
 				atomic_fetch_add_explicit(&sc->evictions, 1, memory_order_relaxed);
 			}
 			return r;
@@ -449,7 +455,7 @@ static int evict_own(struct evictor *ev, uint32_t cls)
 		int r = evict_block(ev, off, &how, &age);
 		if (r != 0) {
 			if (r > 0) {
-				class_evicted(sc, age);
+				class_evicted(sc, age, ev->now);
 				atomic_fetch_add_explicit(&sc->evictions, 1, memory_order_relaxed);
 			}
 			return r;
@@ -513,7 +519,7 @@ static uint32_t hot_blocks(const struct seg *s, uint64_t poff, uint32_t per, uin
 }
 
 /*
- * Was the block at off written within the last quarter of victim_ms (the
+ * Was the block at off written within the last quarter of victim (the
  * age of its class's last victim)?  Such an entry is much younger than the
  * ones its class gives up: a page that holds one is not the page to hand
  * over.  Time, not the class's count of blocks (seg_page.due), because a
@@ -521,41 +527,41 @@ static uint32_t hot_blocks(const struct seg *s, uint64_t poff, uint32_t per, uin
  * the clock.  A read without a lock, of a block that may be anything by
  * now: a hint that writes nothing.
  */
-static bool young(const struct seg *s, uint64_t off, uint32_t now, uint32_t victim_ms)
+static bool young(const struct seg *s, uint64_t off, uint32_t now, uint32_t victim)
 {
 	uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
 					  memory_order_relaxed);
-	return (uint64_t)ENT_AGE_MS(now, ENT_ITIME(m)) * 4 < victim_ms;
+	return (uint64_t)ENT_AGE(now, ENT_ITIME(m)) * 4 < victim;
 }
 
-/* Is the block at off younger than probation_ms (on probation)?  A hint,
- * as young(). */
-static bool fresh(const struct seg *s, uint64_t off, uint32_t now, uint32_t probation_ms)
+/* Is the block at off younger than probation (on probation)?  A hint, as
+ * young(). */
+static bool fresh(const struct seg *s, uint64_t off, uint32_t now, uint32_t probation)
 {
 	uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
 					  memory_order_relaxed);
-	return ENT_AGE_MS(now, ENT_ITIME(m)) < probation_ms;
+	return ENT_AGE(now, ENT_ITIME(m)) < probation;
 }
 
 /* Empty one page of class d for another class: 1, 0 or -errno.  force:
  * the asking class has nothing of its own to evict, so a page of young
  * entries goes too (better than refusing a write while entries of an
- * evict map hold the memory).  asker_ms: the age of the asking class's
+ * evict map hold the memory).  asker: the age of the asking class's
  * own next victim: the entries of a donor that has evicted nothing for
- * IDLE_DONOR_TICKS (a class written no more) are not young if older than
+ * IDLE_DONOR (a class written no more) are not young if older than
  * that, whatever the donor's own victims' age.  (A class written fast
  * after a shift evicted its own entries of a few ms rather than take pages
  * of a donor nobody wrote any more, for as long as a quarter of the
  * donor's victim age: 20 ms, longer than the whole shift, in which it kept
  * one page and lost 943 of its last 1000 keys.)  A drain sets the donor's
  * evict_t too, so an idle donor gives at most one such page every
- * IDLE_DONOR_TICKS: a trickle.  Told by the donor's allocations instead
+ * IDLE_DONOR: a trickle.  Told by the donor's allocations instead
  * (its newest checkpoint), it gave them in a burst, and bench-cache's
  * shift to 10 B values evicted 2.25 to 2.28 bytes per byte inserted in 3
  * runs of 6 (1.14 to 1.81 without, target 2); applied to every donor, it
  * lowered the mixed trace's hit ratio in one run (0.570 / 0.835 at 1% /
  * 20%, against 0.582 / 0.844). */
-static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker_ms)
+static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
@@ -565,13 +571,12 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker_m
 	 * are the blocks it just freed, holding the newest entries). */
 	uint64_t h = atomic_load_explicit(&dc->hand, memory_order_relaxed);
 	uint32_t pi = h ? HAND_PAGE(h) + 1 : 0;
-	uint32_t per = per_page(d), size = shmmap__class_size(d), now = shmmap__itime();
-	uint32_t victim_ms = atomic_load_explicit(&dc->age_ms, memory_order_relaxed);
-	if (asker_ms < UINT32_MAX / 4 && victim_ms > asker_ms * 4 &&
-	    ticks_since(now, atomic_load_explicit(&dc->evict_t, memory_order_relaxed)) >=
-		    IDLE_DONOR_TICKS)
-		victim_ms = (uint32_t)asker_ms * 4; /* young(): a quarter of it */
-	uint32_t dprob = probation_ms(s, dc, d,
+	uint32_t per = per_page(d), size = shmmap__class_size(d), now = ev->now;
+	uint32_t victim = atomic_load_explicit(&dc->age, memory_order_relaxed);
+	if (asker < UINT32_MAX / 4 && victim > asker * 4 &&
+	    since(now, atomic_load_explicit(&dc->evict_t, memory_order_relaxed)) >= IDLE_DONOR)
+		victim = (uint32_t)asker * 4; /* young(): a quarter of it */
+	uint32_t dprob = probation_age(s, dc, d,
 				      __atomic_load_n(&dc->pages, __ATOMIC_RELAXED) * per, now);
 	for (uint32_t t = 0; t < DRAIN_TRIES; t++) {
 		/* Of the next few pages that may be emptied and hold no young
@@ -590,8 +595,8 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker_m
 			uint64_t mid = poff + (uint64_t)(per / 2) * size;
 			uint32_t hot = hot_blocks(s, poff, per, size);
 			if (!force &&
-			    (young(s, poff, now, victim_ms) || young(s, mid, now, victim_ms) ||
-			     young(s, last, now, victim_ms)) &&
+			    (young(s, poff, now, victim) || young(s, mid, now, victim) ||
+			     young(s, last, now, victim)) &&
 			    (hot || fresh(s, poff, now, dprob) || fresh(s, mid, now, dprob) ||
 			     fresh(s, last, now, dprob)))
 				continue;
@@ -612,7 +617,7 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker_m
 		int r = drain_page(ev, pi, d, &oldest);
 		if (r > 0) {
 			if (oldest)
-				class_evicted(dc, oldest);
+				class_evicted(dc, oldest, now);
 			atomic_fetch_add_explicit(&seg_hdr(s)->handovers, 1, memory_order_relaxed);
 			return 1;
 		}
@@ -654,8 +659,8 @@ static uint64_t probe_age(const struct seg *s, const struct seg_geom *g, uint32_
 	uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
 	if (!t || !probation_on(blocks))
 		return 0;
-	return (uint64_t)atomic_load_explicit(&pr->age_ms, memory_order_relaxed) +
-	       ticks_since(now, t) * 4u + 1u;
+	return (uint64_t)atomic_load_explicit(&pr->age, memory_order_relaxed) + since(now, t) +
+	       1u;
 }
 
 /* Are class d's victims HANDOVER_RATIO times as old as class c's?  Where
@@ -667,8 +672,8 @@ static bool older(const struct seg *s, const struct seg_geom *g, uint32_t d, uin
 {
 	uint64_t dp = probe_age(s, g, d, now), cp = probe_age(s, g, c, now);
 	if (dp && cp)
-		return dp > HANDOVER_RATIO * cp + 4;
-	return dage > HANDOVER_RATIO * cage + 4;
+		return dp > HANDOVER_RATIO * cp + AGE_SLACK;
+	return dage > HANDOVER_RATIO * cage + AGE_SLACK;
 }
 
 /* Free a block of class cls (by its hand, or by a handover): 1, 0, -errno. */
@@ -677,7 +682,7 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
 	struct seg_class *sc = seg_class(s, g, cls);
-	uint32_t now = shmmap__itime();
+	uint32_t now = ev->now;
 	uint64_t dage;
 	int d = oldest_class(s, g, cls, now, &dage);
 	bool none = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) == 0;
@@ -703,7 +708,7 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 	if (!none) {
 		uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
 		if ((probation_on(blocks) &&
-		     (r = evict_probe(ev, cls, probation_ms(s, sc, cls, blocks, now))) != 0) ||
+		     (r = evict_probe(ev, cls, probation_age(s, sc, cls, blocks, now))) != 0) ||
 		    (r = evict_own(ev, cls)) != 0)
 			return r;
 	}
@@ -835,7 +840,7 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 
 int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n)
 {
-	struct evictor ev = {.o = o, .in = in};
+	struct evictor ev = {.o = o, .in = in, .now = shmmap__itime()};
 	int cls = shmmap__class_of(o->s, o->g, n);
 	uint32_t pages = (uint32_t)((n + SEG_PAGE - 1) / SEG_PAGE);
 	for (uint32_t round = 0; round < EVICT_ROUNDS; round++) {

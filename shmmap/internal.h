@@ -62,7 +62,7 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 9u /* 9: directory entries 208 B with the get's words first, counter rows 56 B; 8: probation (ENT_KEPT, seg_probation in the header); 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
+#define SEG_LAYOUT_VERSION 10u /* 10: entries' write times of 65.5 us in 29 bits, use count in bits 61..62; 9: directory entries 208 B with the get's words first, counter rows 56 B; 8: probation (ENT_KEPT, seg_probation in the header); 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
 #define SEG_NCLASSES 64u            /* room for the size classes, 48 B .. SEG_PAGE */
 #define SEG_MIN_BLOCK 48u           /* the smallest class */
@@ -106,7 +106,7 @@
 struct seg_probation {
 	_Atomic uint64_t probe;     /* HAND(page, block) of the probation hand */
 	_Atomic uint32_t mark_head; /* the newest checkpoint */
-	_Atomic uint32_t age_ms;    /* age of the last entry the probation hand evicted */
+	_Atomic uint32_t age;       /* itime age of the last entry the probation hand evicted */
 	_Atomic uint32_t mark_n[CLASS_MARKS]; /* allocs at a checkpoint */
 	_Atomic uint32_t mark_t[CLASS_MARKS]; /* shmmap__itime() then */
 	_Atomic uint32_t refused_t; /* shmmap__itime() + 1 when a handover found no page to give */
@@ -403,7 +403,7 @@ _Static_assert(sizeof(struct seg_counters) == 56, "counters row");
  * the key bytes, then the value bytes:
  *
  *    0  next     offset of the next entry in the chain, 0 = end
- *    8  meta     hash | itime << 32 | count << 56 | ENT_KEPT (ENT_* macros below)
+ *    8  meta     hash | itime << 32 | count << 61 | ENT_KEPT (ENT_* macros below)
  *   16  klen     u16, at least 1
  *   18  map      u16, map directory index
  *   20  vlenf    u32: value length (at most 2^30) | ENT_F_EXPIRE
@@ -413,10 +413,10 @@ _Static_assert(sizeof(struct seg_counters) == 56, "counters row");
  * Most cache entries never expire: they pay no expiry slot.  map names
  * the map whose chains hold it, so that eviction can take the entries of
  * any block or page (evict.c).  meta holds the key's hash (low 32 bits:
- * enough for 2^30 buckets), when the entry was written (24 bits of 4 ms:
- * ages up to 18 hours), its use count (the low 2 bits of the top byte,
- * 0..3: raised by gets, lowered by the evicting hand) and ENT_KEPT (its
- * top bit: past probation, evict.c).  The count and the bit are changed
+ * enough for 2^30 buckets), when the entry was written (29 bits of
+ * shmmap__itime(), units of 65.5 us: ages up to 4.9 hours), its use count
+ * (bits 61..62, 0..3: raised by gets, lowered by the evicting hand) and
+ * ENT_KEPT (the top bit: past probation, evict.c).  The count and the bit are changed
  * by a compare-and-swap of the whole word against the value the changer
  * validated (or, under the stripe lock, by a rewrite in place's store of
  * the word it loaded): a reader that comes late, after the block was freed and
@@ -435,7 +435,7 @@ _Static_assert(sizeof(struct seg_counters) == 56, "counters row");
  */
 struct seg_entry {
 	_Atomic uint64_t next; /* offset of the next entry in the chain, 0 = end */
-	_Atomic uint64_t meta; /* hash | itime << 32 | count << 56 (2 bits) | ENT_KEPT (bit 63) */
+	_Atomic uint64_t meta; /* hash | itime << 32 (29 bits) | count << 61 | ENT_KEPT (bit 63) */
 	uint16_t klen;
 	uint16_t map;          /* map directory index */
 	uint32_t vlenf;        /* value length | ENT_F_EXPIRE: use ent_vlen() */
@@ -455,20 +455,30 @@ _Static_assert(ENT_VLEN_MASK >= (UINT32_C(1) << 30), "a value of 1 GiB fits besi
 _Static_assert(sizeof(struct seg_entry) % SEG_ALIGN == 0 && ENT_EXP_BYTES % SEG_ALIGN == 0,
 	       "the expiry slot is 8-byte aligned");
 #define ENT_HASH(m) ((uint32_t)(m))
-#define ENT_ITIME(m) ((uint32_t)((m) >> 32) & 0xffffffu)
-#define ENT_FREQ(m) ((uint32_t)((m) >> 56) & 3u)
+#define ITIME_BITS 29u
+#define ITIME_MASK ((UINT32_C(1) << ITIME_BITS) - 1)
+#define ENT_ITIME(m) ((uint32_t)((m) >> 32) & ITIME_MASK)
+#define ENT_FREQ(m) ((uint32_t)((m) >> 61) & 3u)
 /* Kept: found used by a hand, so past probation: the probation hand
  * passes it over from then on (evict.c); set under the stripe lock, never
  * by a reader. */
 #define ENT_KEPT (UINT64_C(1) << 63)
 /* What a rewritten key carries over to its new entry: its count and bit. */
-#define ENT_USE (UINT64_C(3) << 56 | ENT_KEPT)
-#define ENT_FREQ_ONE (UINT64_C(1) << 56)
+#define ENT_USE (UINT64_C(3) << 61 | ENT_KEPT)
+#define ENT_FREQ_ONE (UINT64_C(1) << 61)
 #define ENT_FREQ_MAX 3u
 #define ENT_META(hash, itime, freq) \
-	((uint64_t)(uint32_t)(hash) | (uint64_t)((itime)&0xffffffu) << 32 | (uint64_t)(freq) << 56)
-/* Ages in ms from 24-bit itimes (units of 4 ms, wrapping). */
-#define ENT_AGE_MS(now, itime) ((((now) - (itime)) & 0xffffffu) * 4u)
+	((uint64_t)(uint32_t)(hash) | (uint64_t)((itime)&ITIME_MASK) << 32 | (uint64_t)(freq) << 61)
+/* The age, in itime units, at now of an entry written at itime (29 bits,
+ * wrapping): 0 if written after now (by another process, since the caller
+ * read its clock); right for ages under 4.9 hours (an older one reads as
+ * any age: in hints only). */
+#define ENT_AGE(now, itime) ent_age((uint32_t)(now), (uint32_t)(itime))
+static inline uint32_t ent_age(uint32_t now, uint32_t itime)
+{
+	uint32_t d = (now - itime) & ITIME_MASK;
+	return d > ITIME_MASK / 2 ? 0 : d;
+}
 
 /* Entry accessors.  vlenf is the caller's one copy of the word (ent_vlenf),
  * validated by the caller against the block and the map's limits. */
@@ -558,9 +568,9 @@ struct seg_class {
 	uint64_t used;      /* blocks in use */
 	uint64_t pages;     /* pages owned */
 	_Atomic uint64_t hand;      /* HAND(page, block): the next block the hand looks at */
-	/* Age of the last entry a hand evicted (a probation victim's times
-	 * PROBATION_DIV, evict.c): */
-	_Atomic uint32_t age_ms;
+	/* Age (itime units) of the last entry a hand evicted (a probation
+	 * victim's times PROBATION_DIV, evict.c): */
+	_Atomic uint32_t age;
 	_Atomic uint32_t evict_t;   /* shmmap__itime() of that eviction (or of the class's first page) */
 	_Atomic uint64_t evictions; /* entries the hands evicted */
 	_Atomic uint64_t pages_in;  /* pages handed over to this class */
@@ -699,9 +709,19 @@ int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct
 uint64_t shmmap__now_ms(void);
 /* CLOCK_MONOTONIC in ms. */
 uint64_t shmmap__mono_ms(void);
-/* CLOCK_MONOTONIC_COARSE in units of 4 ms (wrapping; seg_entry.meta keeps
- * 24 bits: ENT_AGE_MS of two is right for ages under 18 hours). */
+/* When entries are written and evicted, for the eviction policy:
+ * CLOCK_MONOTONIC in units of 2^ITIME_SHIFT ns (65.5 us), wrapping (seg_
+ * entry.meta keeps 29 bits: ENT_AGE).  Fine, because a cache may turn over
+ * within milliseconds (10,000 puts in 20 ms), where the 4 ms ticks of the
+ * coarse clock, used before, told none of its entries apart (evict.c).
+ * shmmap__itime_coarse is the same from CLOCK_MONOTONIC_COARSE (up to a
+ * tick behind, 7 times cheaper): for a rewrite in place, whose entry was
+ * in use already. */
+#define ITIME_SHIFT 16u
+#define ITIME_FROM_MS(ms) ((uint32_t)((uint64_t)(ms) * 1000000u >> ITIME_SHIFT))
+#define ITIME_TO_MS(t) ((uint32_t)(((uint64_t)(t) << ITIME_SHIFT) / 1000000u))
 uint32_t shmmap__itime(void);
+uint32_t shmmap__itime_coarse(void);
 uint64_t shmmap__now_ns(void);
 /* /proc/PID/stat starttime; -ESRCH if the process is gone or a zombie. */
 int shmmap__proc_start_time(pid_t pid, uint64_t *out);
@@ -1055,14 +1075,14 @@ int shmmap__tbl_move(const struct op_ctx *o, const struct map_view *v, uint32_t 
 uint64_t shmmap__tbl_entries(const struct map_view *v);
 /*
  * Evict the entry at off from map v if it is linked there (and, unless
- * how->force, it expired, or it is not younger than how->young_ms and its
+ * how->force, it expired, or it is not younger than how->young and its
  * use count is 0; else, under the lock, it is left alone, or kept
  * (ENT_KEPT) with its count lowered by one, or as is for the probation
  * hand (how->probe), which leaves kept entries alone): unlink it under
  * its stripe lock with the victim recorded in in->b (in->map and
  * in->stripe name it meanwhile, and are given back), then free it.
  * Returns 1 (evicted; *kv += its key and value bytes, *age = its age in
- * ms), 0 (not linked, in use, kept, on probation, or its stripe is busy),
+ * itime units, as of how->now), 0 (not linked, in use, kept, on probation, or its stripe is busy),
  * or a negative errno (-EAGAIN: the free
  * awaits an allocator repair; in->b keeps the block).
  */
@@ -1070,7 +1090,8 @@ struct evict_how {
 	bool force;        /* evict it whatever its count (a page being emptied) */
 	bool probe;        /* the probation hand: a kept entry is left alone, one
 			      with a count is kept (ENT_KEPT, its count as is) */
-	uint32_t young_ms; /* not 0: an entry younger than this is left alone */
+	uint32_t young;    /* not 0: an entry younger than this (itime units) is left alone */
+	uint32_t now;      /* shmmap__itime() of this eviction */
 };
 int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
 			 uint64_t off, const struct evict_how *how, uint64_t *kv, uint32_t *age);

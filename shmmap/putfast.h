@@ -54,8 +54,8 @@ rewrite_in_place(struct seg_stripe *st, uint32_t map, uint32_t sb, struct seg_en
 	 * change, which stays as short as the copy: no reader checks it
 	 * against the value. */
 	uint64_t m = atomic_load_explicit(&e->meta, memory_order_relaxed);
-	uint64_t itime = (uint64_t)(shmmap__itime() & 0xffffffu) << 32;
-	atomic_store_explicit(&e->meta, (m & ~(UINT64_C(0xffffff) << 32)) | itime,
+	uint64_t itime = (uint64_t)(shmmap__itime_coarse() & ITIME_MASK) << 32;
+	atomic_store_explicit(&e->meta, (m & ~((uint64_t)ITIME_MASK << 32)) | itime,
 			      memory_order_relaxed);
 	CRASH_POINT();
 	seq_begin(st);

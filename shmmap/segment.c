@@ -60,11 +60,21 @@ uint64_t shmmap__mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint32_t shmmap__itime(void)
+static uint32_t itime_of(clockid_t clk)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint32_t)((uint64_t)ts.tv_sec * 250u + (uint64_t)ts.tv_nsec / 4000000u);
+	clock_gettime(clk, &ts);
+	return (uint32_t)(((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) >> ITIME_SHIFT);
+}
+
+uint32_t shmmap__itime(void)
+{
+	return itime_of(CLOCK_MONOTONIC);
+}
+
+uint32_t shmmap__itime_coarse(void)
+{
+	return itime_of(CLOCK_MONOTONIC_COARSE);
 }
 
 int shmmap__proc_start_time(pid_t pid, uint64_t *out)

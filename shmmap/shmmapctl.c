@@ -475,7 +475,7 @@ static struct class_info class_info(shmmap *sm, uint32_t k)
 	ci.used = LOAD(sc->used);
 	ci.evictions = atomic_load_explicit(&sc->evictions, memory_order_relaxed);
 	ci.pages_in = atomic_load_explicit(&sc->pages_in, memory_order_relaxed);
-	ci.victim_age_ms = atomic_load_explicit(&sc->age_ms, memory_order_relaxed);
+	ci.victim_age_ms = ITIME_TO_MS(atomic_load_explicit(&sc->age, memory_order_relaxed));
 	if (ci.pages > sm->geom.npages)
 		ci.pages = sm->geom.npages;
 	uint64_t per = ci.size ? SEG_PAGE / ci.size : 0;

@@ -530,17 +530,14 @@ START_TEST(cross_map_fairness)
 	CK_EQ(sc.evictions, 0);
 	CK_EQ(sc.entries, C_N);
 	/* The newest flood keys are there too (3.3 MB of 16M).  Three sizes
-	 * written in turn make the classes trade pages all the time, at a pace
-	 * (the cache turns over in ~100 ms) where victim ages are a few ticks
-	 * of the 4 ms clock: some recent keys go with a page.  A handover that
-	 * took the newest page of its donor loses up to 60% of them (seen).
-	 * And nobody reads them: past their probation (a twentieth of their
-	 * class's blocks, here 100 to 250 writes of a class) the probation
-	 * hand may take them first, by design (evict.c).  Under the sanitizers
-	 * (slower, so more ticks per turn) 775 to 897 stayed in 3 of 40 runs,
-	 * before and after the idle-donor rule (README, bench-cache, "The
-	 * newest keys after a fast size shift": the same causes); a map
-	 * starved by the other would keep none. */
+	 * written in turn make the classes trade pages all the time (the cache
+	 * turns over in ~100 ms): some recent keys go with a page.  And nobody
+	 * reads them: past their probation (a twentieth of their class's
+	 * blocks, here 100 to 250 writes of a class) the probation hand may
+	 * take them first, by design (evict.c).  With write times in 4 ms
+	 * ticks, 775 to 897 stayed in 3 of 40 sanitizer runs; with the fine
+	 * clock, 820 to 1000 in 8 runs on a loaded machine.  A map starved by
+	 * the other would keep none. */
 	unsigned recent = 0;
 	for (uint32_t j = i - RECENT; j < i; j++)
 		recent += (unsigned)present(sm, j % 2 ? b : a, "f-", j, sizes[j % 3], 2);
