@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "shmmap.h"
@@ -478,6 +479,53 @@ START_TEST(handover_under_concurrency)
 }
 END_TEST
 
+/* Pages go first from the class whose entries cost most to keep: a class
+ * weighs its victims' age by the square root of their block size (rounded
+ * to a power of two), after GreedyDual-Size, so of two classes nobody
+ * writes, the one of 4 KiB entries gives its pages before the one of
+ * 100-byte entries that is not 8 times older.  Three maps, so that each
+ * map's losses are its class's: S (100 B values) written first, L (4 KiB)
+ * about 150 ms later, both left unread; then M (1 KiB), which needs about
+ * 3 MB more than the pool has.  Told by the clock alone (no weights), S's
+ * entries are the older and S would give them.  The waits age the data:
+ * the policy is one of ages. */
+START_TEST(large_entries_give_pages_first)
+{
+	enum { S_KV = 100, L_KV = 4096, M_KV = 1024, S_N = 40000, L_N = 1200, M_N = 7000 };
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 64K\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map ms = tu_open(sm, "S"), ml = tu_open(sm, "L"), mm = tu_open(sm, "M");
+	for (uint32_t i = 0; i < S_N; i++)
+		CK_EQ(put_kv(sm, ms, "s-", i, S_KV, 1), 0);
+	struct timespec gap = {0, 150 * 1000 * 1000};
+	nanosleep(&gap, NULL);
+	for (uint32_t i = 0; i < L_N; i++)
+		CK_EQ(put_kv(sm, ml, "l-", i, L_KV, 1), 0);
+	nanosleep(&gap, NULL);
+	CK_EQ(stats_of(sm, ms).evictions + stats_of(sm, ml).evictions, 0);
+	uint64_t h0 = handovers();
+	for (uint32_t i = 0; i < M_N; i++) {
+		int rc = put_kv(sm, mm, "m-", i, M_KV, 1);
+		CK_MSG(rc == 0, "put m-%u: %s", i, shmmap_strerror(rc));
+	}
+	struct shmmap_stats ss = stats_of(sm, ms), sl = stats_of(sm, ml), sm_ = stats_of(sm, mm);
+	fprintf(stderr,
+		"  sizes: S lost %" PRIu64 " of %d (%" PRIu64 " B), L lost %" PRIu64
+		" of %d (%" PRIu64 " B), M holds %" PRIu64 ", %" PRIu64 " handovers\n",
+		ss.evictions, S_N, ss.evictions * S_KV, sl.evictions, L_N, sl.evictions * L_KV,
+		sm_.entries, handovers() - h0);
+	CK_MSG(handovers() > h0, "M took no page from another class");
+	/* The bytes M took came from L, the class of larger entries, not from
+	 * S (a few of S's pages may go with a donor's refusals: at most a
+	 * tenth of what L gave). */
+	CK_MSG(sl.evictions * L_KV > 10 * ss.evictions * S_KV,
+	       "S gave %" PRIu64 " B, L only %" PRIu64 " B", ss.evictions * S_KV,
+	       sl.evictions * L_KV);
+	ctl_check_clean();
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* ---- fairness across maps ---- */
 
 START_TEST(cross_map_fairness)
@@ -745,6 +793,7 @@ int main(void)
 	tcase_add_test(tc, shift_after_turnover_keeps_newest);
 	tcase_add_test(tc, handover_under_concurrency);
 	tcase_add_test(tc, cross_map_fairness);
+	tcase_add_test(tc, large_entries_give_pages_first);
 	tcase_add_test(tc, large_values_after_fragmentation);
 	tcase_add_test(tc, read_keys_stay);
 	tcase_add_test(tc, page_taken_late_waits);
