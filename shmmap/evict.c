@@ -516,13 +516,13 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, uint32_t *o
 static int room_for_run(struct evictor *ev, uint32_t need);
 static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t *head);
 
-/* How many of (up to HOT_SAMPLE of) the blocks of the page at poff have a
- * use count: a read without locks, a hint. */
+/* How many of (up to HOT_SAMPLE of) the first n blocks of the page at poff
+ * have a use count: a read without locks, a hint. */
 #define HOT_SAMPLE 16u
-static uint32_t hot_blocks(const struct seg *s, uint64_t poff, uint32_t per, uint32_t size)
+static uint32_t hot_blocks(const struct seg *s, uint64_t poff, uint32_t n, uint32_t size)
 {
-	uint32_t step = per > HOT_SAMPLE ? per / HOT_SAMPLE : 1, hot = 0;
-	for (uint32_t j = 0; j < per; j += step) {
+	uint32_t step = n > HOT_SAMPLE ? n / HOT_SAMPLE : 1, hot = 0;
+	for (uint32_t j = 0; j < n; j += step) {
 		const struct seg_entry *e = seg_ptr(s, poff + (uint64_t)j * size);
 		hot += ENT_FREQ(atomic_load_explicit(&((struct seg_entry *)e)->meta,
 						     memory_order_relaxed)) != 0;
@@ -603,10 +603,15 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 			/* Not a page that holds young entries (see young()),
 			 * unless nobody read them and they are past the donor's
 			 * probation (a class nobody writes any more), or forced. */
-			uint64_t poff = seg_page_off(g, pi), last = poff + (uint64_t)(per - 1) * size;
-			uint64_t mid = poff + (uint64_t)(per / 2) * size;
-			uint32_t hot = hot_blocks(s, poff, per, size);
-			if (!force &&
+			/* Of its carved blocks: those past them hold no entry,
+			 * only what the page held before (zeros, or another
+			 * class's bytes), whose write times are noise. */
+			uint32_t cv = __atomic_load_n(&seg_page(s, g, pi)->carved, __ATOMIC_RELAXED);
+			cv = cv < per ? cv : per;
+			uint64_t poff = seg_page_off(g, pi), last = poff + (uint64_t)(cv - 1) * size;
+			uint64_t mid = poff + (uint64_t)(cv / 2) * size;
+			uint32_t hot = cv ? hot_blocks(s, poff, cv, size) : 0;
+			if (!force && cv &&
 			    (young(s, poff, now, victim) || young(s, mid, now, victim) ||
 			     young(s, last, now, victim)) &&
 			    (hot || fresh(s, poff, now, dprob) || fresh(s, mid, now, dprob) ||
