@@ -722,6 +722,55 @@ START_TEST(ttl_expiry)
 }
 END_TEST
 
+/* The entries' write times (seg_entry.meta, evict.c's ages): fine enough
+ * to tell apart entries written a fraction of a millisecond apart (a cache
+ * may turn over within milliseconds; the coarse clock's 4 ms ticks could
+ * not), and ages that are right across the 29-bit wrap, with an entry
+ * written after the caller read its clock (by another process) aged 0,
+ * not 4.9 hours. */
+START_TEST(write_times_are_fine_and_wrap)
+{
+	/* The clock moves on within a millisecond, every time: of five
+	 * changes, the slowest of the middle three within 1 ms (4 ms with the
+	 * coarse clock). */
+	uint64_t gaps[5];
+	uint32_t t = shmmap__itime();
+	for (int k = 0; k < 5; k++) {
+		uint64_t t0 = shmmap__now_ns(), deadline = t0 + 100000000u;
+		uint32_t u;
+		while ((u = shmmap__itime()) == t)
+			CK_MSG(shmmap__now_ns() < deadline, "the write-time clock stood for 100 ms");
+		gaps[k] = shmmap__now_ns() - t0;
+		t = u;
+	}
+	for (int a = 0; a < 5; a++) /* sort */
+		for (int b = a + 1; b < 5; b++)
+			if (gaps[b] < gaps[a]) {
+				uint64_t x = gaps[a];
+				gaps[a] = gaps[b];
+				gaps[b] = x;
+			}
+	CK_MSG(gaps[3] < 1000000u, "the write-time clock moved only every %" PRIu64 " ns", gaps[3]);
+	/* The coarse clock, for rewrites in place, is the same time, up to a
+	 * tick behind. */
+	uint32_t f = shmmap__itime(), c = shmmap__itime_coarse();
+	CK_MSG((int32_t)(f - c) >= 0 && f - c <= ITIME_FROM_MS(20), "fine %u, coarse %u", f, c);
+	/* Ages in units, across the wrap of the entries' 29 bits. */
+	CK_EQ(ENT_AGE(100, 40), 60);
+	CK_EQ(ENT_AGE(5, ITIME_MASK - 4), 10); /* written before the wrap */
+	CK_EQ(ENT_AGE(40, 100), 0);            /* written after "now" */
+	CK_EQ(ENT_AGE(ITIME_MASK + 1 + 7, 3), 4); /* now has more bits than meta */
+	CK_EQ(ITIME_TO_MS(ITIME_FROM_MS(1000)), 999); /* units of 65.536 us */
+	uint64_t m = ENT_META(0xdeadbeefu, ITIME_MASK, 3) | ENT_KEPT;
+	CK_EQ(ENT_HASH(m), 0xdeadbeefu);
+	CK_EQ(ENT_ITIME(m), ITIME_MASK);
+	CK_EQ(ENT_FREQ(m), 3);
+	CK_EQ(ENT_FREQ(m - ENT_FREQ_ONE), 2);
+	CK_EQ(ENT_ITIME(m - ENT_FREQ_ONE), ITIME_MASK);
+	CK_EQ(m & ENT_USE, (UINT64_C(3) << 61) | ENT_KEPT);
+}
+END_TEST
+
 /* The entry layout: no expiry, a 24-byte header; an expiry, 8 bytes more
  * before the key.  An 11-byte key and a 100-byte value (the cache
  * benchmark's entries) take 135 bytes and the 136-byte class without an
@@ -1487,6 +1536,7 @@ static Suite *table_suite(void)
 	tcase_add_test(tc, incr_keeps_expiry);
 	tcase_add_test(tc, ttl_expiry);
 	tcase_add_test(tc, entry_header_24_bytes_without_expiry);
+	tcase_add_test(tc, write_times_are_fine_and_wrap);
 	tcase_add_test(tc, default_ttl_entries_expire);
 	tcase_add_test(tc, many_keys_colliding);
 	tcase_add_test(tc, counters_and_intent);
