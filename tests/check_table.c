@@ -727,7 +727,7 @@ END_TEST
  * may turn over within milliseconds; the coarse clock's 4 ms ticks could
  * not), and ages that are right across the 29-bit wrap, with an entry
  * written after the caller read its clock (by another process) aged 0,
- * not 4.9 hours. */
+ * not 39 hours. */
 START_TEST(write_times_are_fine_and_wrap)
 {
 	/* The clock moves on within a millisecond, every time: of five
@@ -760,7 +760,7 @@ START_TEST(write_times_are_fine_and_wrap)
 	CK_EQ(ENT_AGE(5, ITIME_MASK - 4), 10); /* written before the wrap */
 	CK_EQ(ENT_AGE(40, 100), 0);            /* written after "now" */
 	CK_EQ(ENT_AGE(ITIME_MASK + 1 + 7, 3), 4); /* now has more bits than meta */
-	CK_EQ(ITIME_TO_MS(ITIME_FROM_MS(1000)), 999); /* units of 65.536 us */
+	CK_EQ(ITIME_TO_MS(ITIME_FROM_MS(1000)), 999); /* units of 262.144 us */
 	uint64_t m = ENT_META(0xdeadbeefu, ITIME_MASK, 3) | ENT_KEPT;
 	CK_EQ(ENT_HASH(m), 0xdeadbeefu);
 	CK_EQ(ENT_ITIME(m), ITIME_MASK);
