@@ -82,6 +82,45 @@ START_TEST(evict_stream_keeps_recent)
 }
 END_TEST
 
+/* Put keys fmt(i) for i < n with values of vlen(i) bytes, every put
+ * succeeding; then return how many of the newest keys are missing (the
+ * first in *first), checking that those present are intact. */
+static unsigned stream_missing(shmmap *sm, shmmap_map m, const char *fmt, unsigned n,
+			       unsigned newest, size_t (*vlen)(unsigned), unsigned *first)
+{
+	static char v[4096], buf[4096];
+	char k[32];
+	for (unsigned i = 0; i < n; i++) {
+		int kn = snprintf(k, sizeof k, fmt, i);
+		fill_value(v, vlen(i), i);
+		int rc = shmmap_put(sm, m, k, (size_t)kn, v, vlen(i), 0, 0);
+		CK_MSG(rc == 0, "put %u: %s", i, shmmap_strerror(rc));
+	}
+	unsigned missing = 0;
+	*first = 0;
+	for (unsigned i = n - newest; i < n; i++) {
+		size_t got, vl = vlen(i);
+		int kn = snprintf(k, sizeof k, fmt, i);
+		int rc = shmmap_get(sm, m, k, (size_t)kn, buf, sizeof buf, &got);
+		fill_value(v, vl, i);
+		if (rc != 0 && !missing++)
+			*first = i;
+		CK_MSG(rc != 0 || (got == vl && memcmp(buf, v, vl) == 0), "key %u damaged", i);
+	}
+	return missing;
+}
+
+static size_t vlen_1000(unsigned i)
+{
+	(void)i;
+	return 1000;
+}
+
+static size_t vlen_growing(unsigned i)
+{
+	return 300 + i / 16; /* 300 .. 1800 B over 24000 keys: about 20 classes */
+}
+
 /* A size shift as fast as one writer can make it: keys "key-%u", 1000 B
  * values, so the stream crosses from the 1032-byte class to the next at key
  * 10000, when the first class holds the whole 4 MB segment, and the new
@@ -92,31 +131,14 @@ END_TEST
  * from how the shift fell across the clock's ticks, one run in five. */
 START_TEST(evict_fast_shift_keeps_newest)
 {
-	enum { N = 20000, VAL = 1000, NEWEST = 1000, RUNS = 4 };
-	static char v[VAL], buf[VAL];
-	char k[32];
+	enum { N = 20000, NEWEST = 1000, RUNS = 4 };
 	for (unsigned run = 0; run < RUNS; run++) {
 		if (run)
 			tu_coord_cleanup(&co);
 		ck_assert_int_eq(tu_coord_start(&co, "4M", "[map]\nbuckets = 4096\n"), 0);
 		shmmap *sm = attach();
 		shmmap_map m = open_map(sm, "cache");
-		for (unsigned i = 0; i < N; i++) {
-			int kn = snprintf(k, sizeof k, "key-%u", i);
-			fill_value(v, VAL, i);
-			int rc = shmmap_put(sm, m, k, (size_t)kn, v, VAL, 0, 0);
-			CK_MSG(rc == 0, "put %u: %s", i, shmmap_strerror(rc));
-		}
-		unsigned missing = 0, first = 0;
-		for (unsigned i = N - NEWEST; i < N; i++) {
-			int kn = snprintf(k, sizeof k, "key-%u", i);
-			size_t n;
-			int rc = shmmap_get(sm, m, k, (size_t)kn, buf, sizeof buf, &n);
-			fill_value(v, VAL, i);
-			if (rc != 0 && !missing++)
-				first = i;
-			CK_MSG(rc != 0 || (n == VAL && memcmp(buf, v, VAL) == 0), "key %u damaged", i);
-		}
+		unsigned first, missing = stream_missing(sm, m, "key-%u", N, NEWEST, vlen_1000, &first);
 		CK_MSG(missing <= NEWEST / 100, "run %u: %u of the newest %d keys evicted (the first: %u)",
 		       run, missing, NEWEST, first);
 		shmmap_detach(sm);
@@ -136,26 +158,7 @@ START_TEST(evict_growing_stream_keeps_newest)
 	shmmap *sm = attach();
 	shmmap_map m = open_map(sm, "cache");
 	enum { N = 24000, NEWEST = 400 };
-	static char v[2000], buf[2000];
-	char k[32];
-	for (unsigned i = 0; i < N; i++) {
-		size_t vl = 300 + i / 16; /* 300 .. 1800 B: about 20 classes */
-		int kn = snprintf(k, sizeof k, "key-%05u", i);
-		fill_value(v, vl, i);
-		int rc = shmmap_put(sm, m, k, (size_t)kn, v, vl, 0, 0);
-		CK_MSG(rc == 0, "put %u: %s", i, shmmap_strerror(rc));
-	}
-	unsigned missing = 0, first = 0;
-	for (unsigned i = N - NEWEST; i < N; i++) {
-		size_t vl = 300 + i / 16, n;
-		int kn = snprintf(k, sizeof k, "key-%05u", i);
-		int rc = shmmap_get(sm, m, k, (size_t)kn, buf, sizeof buf, &n);
-		fill_value(v, vl, i);
-		if (rc != 0 && !missing++)
-			first = i;
-		else
-			CK_MSG(rc != 0 || (n == vl && memcmp(buf, v, vl) == 0), "key %u damaged", i);
-	}
+	unsigned first, missing = stream_missing(sm, m, "key-%05u", N, NEWEST, vlen_growing, &first);
 	struct shmmap_stats st;
 	ck_assert_int_eq(shmmap_stats(sm, m, &st), 0);
 	CK_MSG(missing == 0, "%u of the newest %d keys evicted (the first: %u; %llu entries left)",
