@@ -207,13 +207,6 @@ static void shuffle(uint64_t *a, size_t n)
 	}
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -917,7 +910,7 @@ static int reap(const pid_t *pids, int n, int deadline_ms, int *status, bool *ti
 {
 	bool done[16] = {0};
 	int left = n, bad = 0;
-	int64_t end = mono_ms() + deadline_ms;
+	long long end = tu_mono_ms() + deadline_ms;
 	*timed_out = false;
 	while (left > 0) {
 		for (int i = 0; i < n; i++) {
@@ -934,7 +927,7 @@ static int reap(const pid_t *pids, int n, int deadline_ms, int *status, bool *ti
 		}
 		if (left == 0)
 			break;
-		if (mono_ms() > end) {
+		if (tu_mono_ms() > end) {
 			*timed_out = true;
 			for (int i = 0; i < n; i++) {
 				if (!done[i]) {
@@ -958,8 +951,8 @@ static int alloc_child(int k, struct shared_res *res, int nops)
 	int nlive = 0, nruns = 0;
 	rng_state ^= (uint64_t)(k + 1) * 0x1234567;
 	/* at least nops operations, and for 300 ms so the children overlap */
-	int64_t end = mono_ms() + 300;
-	for (int op = 0; op < nops || mono_ms() < end; op++) {
+	long long end = tu_mono_ms() + 300;
+	for (int op = 0; op < nops || tu_mono_ms() < end; op++) {
 		if (nlive > 0 && (nlive == MAXLIVE || rnd() % 3 == 0)) {
 			int i = (int)(rnd() % (uint64_t)nlive);
 			struct live *o = &live[i];
@@ -1022,8 +1015,8 @@ static int pages_child(int k, struct shared_res *res, int nops)
 	} runs[MAXRUNS];
 	int nr = 0;
 	rng_state ^= (uint64_t)(k + 1) * 0x7654321;
-	int64_t end = mono_ms() + 300;
-	for (int op = 0; op < nops || mono_ms() < end; op++) {
+	long long end = tu_mono_ms() + 300;
+	for (int op = 0; op < nops || tu_mono_ms() < end; op++) {
 		if (nr > 0 && (nr == MAXRUNS || rnd() % 2)) {
 			int i = (int)(rnd() % (uint64_t)nr);
 			for (uint32_t p = 0; p < runs[i].n; p++) {

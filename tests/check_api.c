@@ -68,13 +68,6 @@ static void expect_exit0(pid_t pid, int deadline_ms)
 		      (int)pid, st);
 }
 
-static long long mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- two unrelated workers share a map ---- */
 
 #define SHARE_KEYS 500
@@ -96,13 +89,13 @@ static int worker_share(int me)
 	}
 	/* Wait (deadline 10 s) until every key of the other worker is there. */
 	int other = 1 - me;
-	long long end = mono_ms() + 10000;
+	long long end = tu_mono_ms() + 10000;
 	for (int i = 0; i < SHARE_KEYS;) {
 		snprintf(k, sizeof k, "w%d-%d", other, i);
 		size_t n;
 		int rc = shmmap_get(sm, m, k, strlen(k), buf, sizeof buf, &n);
 		if (rc == -ENOENT) {
-			if (mono_ms() > end)
+			if (tu_mono_ms() > end)
 				return 13;
 			sched_yield();
 			continue;
@@ -255,10 +248,10 @@ static int worker_displaced(int arg)
 	/* Wait (deadline 10 s) for the parent's key, written at the agreed base. */
 	char buf[64];
 	size_t n;
-	long long end = mono_ms() + 10000;
+	long long end = tu_mono_ms() + 10000;
 	int rc;
 	while ((rc = shmmap_get(sm, m, "from-parent", 11, buf, sizeof buf, &n)) == -ENOENT &&
-	       mono_ms() < end)
+	       tu_mono_ms() < end)
 		sched_yield();
 	if (rc || n != 5 || memcmp(buf, "hello", 5))
 		return 24;
@@ -343,8 +336,8 @@ static int worker_reader(int arg)
 	long good = 0;
 	/* On past 100000 reads until some found a value (the writers may
 	 * start late), within 20 s. */
-	long long end = mono_ms() + 20000;
-	for (int i = 0; i < 100000 || (good < 1000 && mono_ms() < end); i++) {
+	long long end = tu_mono_ms() + 20000;
+	for (int i = 0; i < 100000 || (good < 1000 && tu_mono_ms() < end); i++) {
 		char k[8];
 		int kn = snprintf(k, sizeof k, "k%d", i % 8);
 		size_t n;
@@ -440,9 +433,9 @@ static int ip_write(void)
 	char k[16];
 	/* At least IP_WRITES writes, and on until the readers saw values
 	 * change under them (the race happened), within 20 s. */
-	long long end = mono_ms() + 20000;
+	long long end = tu_mono_ms() + 20000;
 	uint64_t s;
-	for (s = 1; s <= IP_WRITES || (atomic_load(&ip->changes) < 200 && mono_ms() < end); s++) {
+	for (s = 1; s <= IP_WRITES || (atomic_load(&ip->changes) < 200 && tu_mono_ms() < end); s++) {
 		snprintf(k, sizeof k, "ip%d", (int)(s % IP_KEYS));
 		size_t n = ip_value(s, v);
 		if (shmmap_put(sm, m, k, strlen(k), v, n, 0, 0))
@@ -869,11 +862,11 @@ START_TEST(ttl_expires)
 	ck_assert_int_eq(shmmap_put(sm, m, "forever", 7, "v", 1, 0, 0), 0);
 	char buf[8];
 	size_t n;
-	long long t0 = mono_ms();
+	long long t0 = tu_mono_ms();
 	ck_assert_int_eq(shmmap_get(sm, m, "t", 1, buf, sizeof buf, &n), 0);
 	struct ttl_arg a = {sm, m};
 	ck_assert(tu_wait(ttl_gone, &a, 3000));
-	ck_assert_int_ge(mono_ms() - t0, 900); /* not before its time */
+	ck_assert_int_ge(tu_mono_ms() - t0, 900); /* not before its time */
 	ck_assert_int_eq(shmmap_get(sm, m, "forever", 7, buf, sizeof buf, &n), 0);
 	/* An expired key counts as absent for NX and XX. */
 	ck_assert_int_eq(shmmap_put(sm, m, "t", 1, "w", 1, 0, SHMMAP_XX), -ENOENT);

@@ -97,13 +97,6 @@ static struct shared *sh;
 static pid_t kids[NSLOTS];
 static char ctl_out[65536], ctl_err[65536];
 
-static long long mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static uint64_t mix64(uint64_t x)
 {
 	x += 0x9e3779b97f4a7c15ull;
@@ -241,11 +234,11 @@ static int attach_retry(int slot, shmmap **sm, shmmap_map *m)
 		*m = g_inherit_m;
 		return 0;
 	}
-	long long end = mono_ms() + 10000;
+	long long end = tu_mono_ms() + 10000;
 	int rc;
 	/* -EAGAIN: no free client slot (the coordinator is still recovering
 	 * the slots of killed writers). */
-	while ((rc = shmmap_attach(co.sock, sm)) == -EAGAIN && mono_ms() < end)
+	while ((rc = shmmap_attach(co.sock, sm)) == -EAGAIN && tu_mono_ms() < end)
 		sched_yield();
 	if (rc) {
 		note(slot, "slot %d: attach: %s", slot, shmmap_strerror(rc));
@@ -349,14 +342,14 @@ static int put_seq(struct wctx *c, int k, uint64_t s)
 	unsigned char v[VAL_MAX];
 	char key[32];
 	size_t n = make_value(c->w, k, s, v), kl = keyname(c->w, k, key);
-	long long end = mono_ms() + RETRY_MS;
+	long long end = tu_mono_ms() + RETRY_MS;
 	for (;;) {
 		int rc = shmmap_put(c->sm, c->m, key, kl, v, n, 0, 0);
 		if (rc == 0)
 			return 0;
 		/* -EAGAIN (allocator under repair) means "again", never "lost":
 		 * the same seq again is the same value. */
-		if (rc != -EAGAIN || mono_ms() > end) {
+		if (rc != -EAGAIN || tu_mono_ms() > end) {
 			note(c->w, "writer %d: put %s seq %" PRIu64 ": %s", c->w, key, s,
 			     shmmap_strerror(rc));
 			return -1;
@@ -372,12 +365,12 @@ static int del_key(struct wctx *c, int k, bool may_be_absent)
 {
 	char key[32];
 	size_t kl = keyname(c->w, k, key);
-	long long end = mono_ms() + RETRY_MS;
+	long long end = tu_mono_ms() + RETRY_MS;
 	for (;;) {
 		int rc = shmmap_del(c->sm, c->m, key, kl);
 		if (rc == 0 || (rc == -ENOENT && may_be_absent))
 			return 0;
-		if (rc != -EAGAIN || mono_ms() > end) {
+		if (rc != -EAGAIN || tu_mono_ms() > end) {
 			note(c->w, "writer %d: del %s: %s", c->w, key, shmmap_strerror(rc));
 			return -1;
 		}
@@ -418,12 +411,12 @@ static int op_incr(struct wctx *c)
 {
 	char key[32];
 	size_t kl = keyname(c->w, CTR, key);
-	long long end = mono_ms() + RETRY_MS;
+	long long end = tu_mono_ms() + RETRY_MS;
 	for (;;) {
 		atomic_store(&sh->ctr[c->w], c->ctr_ack | (c->ctr_pending + 1) << 48);
 		int64_t v = 0;
 		int rc = shmmap_incr(c->sm, c->m, key, kl, 1, &v);
-		if (rc == -EAGAIN && mono_ms() < end) {
+		if (rc == -EAGAIN && tu_mono_ms() < end) {
 			/* It may or may not have been applied. */
 			c->ctr_pending++;
 			atomic_fetch_add(&sh->eagain[c->w], 1);
@@ -593,9 +586,9 @@ static int verifier_main(int unused)
 	(void)unused;
 	shmmap *sm;
 	shmmap_map m;
-	long long end = mono_ms() + 10000;
+	long long end = tu_mono_ms() + 10000;
 	int rc;
-	while ((rc = shmmap_attach(co.sock, &sm)) == -EAGAIN && mono_ms() < end)
+	while ((rc = shmmap_attach(co.sock, &sm)) == -EAGAIN && tu_mono_ms() < end)
 		sched_yield();
 	if (rc) {
 		note(VERIFIER, "verifier: attach: %s", shmmap_strerror(rc));
@@ -966,7 +959,7 @@ static shmmap *parent_attach(shmmap_map *m, unsigned flags);
  * across fork (each re-attaches under a slot of its own on its first call). */
 static void kill9(bool inherited)
 {
-	long long t0 = mono_ms();
+	long long t0 = tu_mono_ms();
 	int secs = 6;
 	const char *env = getenv("CHAOS_SECONDS");
 	if (env && atoi(env) > 0)
@@ -994,8 +987,8 @@ static void kill9(bool inherited)
 		prev_w[w] = atomic_load(&sh->wops[w]);
 	for (int r = 0; r < NR; r++)
 		prev_r[r] = atomic_load(&sh->gs[NW + r].ops);
-	long long end = mono_ms() + secs * 1000LL, win = mono_ms();
-	while (mono_ms() < end) {
+	long long end = tu_mono_ms() + secs * 1000LL, win = tu_mono_ms();
+	while (tu_mono_ms() < end) {
 		int delay = 5 + (int)(rnd(&rng) % 76);
 		struct timespec ts = {0, delay * 1000000L};
 		nanosleep(&ts, NULL); /* chaos, not synchronisation */
@@ -1004,7 +997,7 @@ static void kill9(bool inherited)
 		kill_writer(w);
 		kills++;
 		kids[w] = spawn(writer_main, w);
-		if (mono_ms() - win >= 1000) {
+		if (tu_mono_ms() - win >= 1000) {
 			for (int i = 0; i < NW; i++) {
 				uint64_t now = atomic_load(&sh->wops[i]);
 				FAIL_IF(now == prev_w[i],
@@ -1021,7 +1014,7 @@ static void kill9(bool inherited)
 				prev_r[r] = now;
 			}
 			windows++;
-			win = mono_ms();
+			win = tu_mono_ms();
 		}
 	}
 
@@ -1087,7 +1080,7 @@ static void kill9(bool inherited)
 		" (%" PRIu64 " absent during deletes), EAGAIN retries %" PRIu64
 		" (%" PRIu64 " from incr), %.1f s\n",
 		kills, windows, wops, rops, absent, sum_eagain(), incr_amb,
-		(double)(mono_ms() - t0) / 1000.0);
+		(double)(tu_mono_ms() - t0) / 1000.0);
 	fprintf(stderr, "kill9_loop: coordinator log: %d recoveries releasing stripe locks or "
 		"blocks in flight, %d sweeps for allocator locks\n",
 		log_count("released"), log_count("held an allocator lock"));
@@ -1119,7 +1112,7 @@ static void progress_start(struct progress *p, int nw, uint64_t need, long long 
 	p->nw = nw;
 	p->need = need;
 	p->min_ms = min_ms;
-	p->since = mono_ms();
+	p->since = tu_mono_ms();
 	for (int w = 0; w < nw; w++)
 		p->base[w] = atomic_load(&sh->wops[w]);
 }
@@ -1132,7 +1125,7 @@ static bool progressed(void *arg)
 	for (int w = 0; w < p->nw; w++)
 		if (kids[w] > 0 && atomic_load(&sh->wops[w]) < p->base[w] + p->need)
 			return false;
-	return mono_ms() - p->since >= p->min_ms;
+	return tu_mono_ms() - p->since >= p->min_ms;
 }
 
 static void expect_progress(int nw, uint64_t need, long long min_ms, int deadline_ms,
@@ -1162,21 +1155,21 @@ static void kill_coordinator(void)
 
 START_TEST(coordinator_kill)
 {
-	long long t0 = mono_ms();
+	long long t0 = tu_mono_ms();
 	shared_init(2, 50);
 	for (int w = 0; w < 2; w++)
 		kids[w] = spawn(writer_main, w);
 	expect_progress(2, NKEYS + 200, 0, 15000, "start");
 
 	/* 1. The coordinator dies under load; the data path does not notice. */
-	long long down_ms = mono_ms();
+	long long down_ms = tu_mono_ms();
 	kill_coordinator();
 	shmmap *probe = NULL;
 	int rc = shmmap_attach(co.sock, &probe);
 	FAIL_IF(rc == 0, "attach succeeded with the coordinator dead");
 	expect_progress(2, 200, 300, 5000, "coordinator down");
 	FAIL_IF(tu_coord_restart(&co) != 0, "coordinator did not restart");
-	down_ms = mono_ms() - down_ms;
+	down_ms = tu_mono_ms() - down_ms;
 	expect_progress(2, 200, 0, 5000, "after restart");
 	/* A new worker sees every acknowledged value. */
 	kids[VERIFIER] = spawn(verifier_main, 0);
@@ -1229,7 +1222,7 @@ START_TEST(coordinator_kill)
 		"coordinator_kill: coordinator down %lld ms (first kill to restart), %" PRIu64 " + %" PRIu64
 		" worker ops, EAGAIN retries %" PRIu64 ", %.1f s\n",
 		down_ms, atomic_load(&sh->wops[0]), atomic_load(&sh->wops[1]), sum_eagain(),
-		(double)(mono_ms() - t0) / 1000.0);
+		(double)(tu_mono_ms() - t0) / 1000.0);
 }
 END_TEST
 
@@ -1248,7 +1241,7 @@ static size_t keep_value(int i, char *v)
 
 START_TEST(clean_restart_keeps_data)
 {
-	long long t0 = mono_ms();
+	long long t0 = tu_mono_ms();
 	shmmap *sm = NULL;
 	shmmap_map m;
 	char k[32], v[600], buf[600];
@@ -1284,7 +1277,7 @@ START_TEST(clean_restart_keeps_data)
 	wait_clients(1, 0, 0, "after the clean restart");
 	expect_check_ok("after the clean restart");
 	fprintf(stderr, "clean_restart_keeps_data: %d keys kept, %.1f s\n", KEEP_KEYS,
-		(double)(mono_ms() - t0) / 1000.0);
+		(double)(tu_mono_ms() - t0) / 1000.0);
 }
 END_TEST
 

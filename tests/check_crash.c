@@ -595,19 +595,12 @@ static bool has_waiter(void *arg)
 	return (atomic_load(x->w) & LOCK_WAITERS) != 0;
 }
 
-static long long mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait (deadline 10 s) until the child stops or ends; waitpid's result. */
 static pid_t wait_stopped(pid_t pid, int *st)
 {
-	long long end = mono_ms() + 10000;
+	long long end = tu_mono_ms() + 10000;
 	pid_t r;
-	while ((r = waitpid(pid, st, WNOHANG | WUNTRACED)) == 0 && mono_ms() < end) {
+	while ((r = waitpid(pid, st, WNOHANG | WUNTRACED)) == 0 && tu_mono_ms() < end) {
 		struct timespec ts = {0, 1000000};
 		nanosleep(&ts, NULL); /* polling the child's state, with a deadline */
 	}
@@ -692,10 +685,10 @@ static unsigned freeze_kill_sweep(const struct scenario *sc, bool undo_only, boo
 			CK_MSG(tu_wait(has_waiter, &x, 5000), "the waiter never blocked on the lock");
 			CK_EQ(waitpid(wp, &st, WNOHANG), 0); /* still blocked */
 			CK_EQ(kill(co.pid, SIGSTOP), 0);
-			long long t0 = mono_ms();
+			long long t0 = tu_mono_ms();
 			kill(pid, SIGKILL);
 			int wst = tu_waitpid(wp, 5000);
-			long long dt = mono_ms() - t0;
+			long long dt = tu_mono_ms() - t0;
 			CK_EQ(kill(co.pid, SIGCONT), 0);
 			CK_MSG(wst != -1 && WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
 			       "the waiter failed (%#x)", wst);
@@ -1278,10 +1271,10 @@ START_TEST(flush_meets_dead_allocator_lock)
 	}
 	struct waiting x = {clock_w};
 	CK_MSG(tu_wait(has_waiter, &x, 5000), "the flush never waited on D's lock");
-	long long t0 = mono_ms();
+	long long t0 = tu_mono_ms();
 	kill(d, SIGKILL);
 	int fst = tu_waitpid(f, 10000);
-	long long dt = mono_ms() - t0;
+	long long dt = tu_mono_ms() - t0;
 	CK_MSG(fst != -1 && WIFEXITED(fst) && WEXITSTATUS(fst) == 0, "flush failed: %#x", fst);
 	CK_MSG(dt < 3000, "the flush took %lld ms after D died", dt);
 	ck_assert_int_ge(tu_waitpid(d, 5000), 0);
@@ -1432,9 +1425,9 @@ START_TEST(stopped_writer_does_not_wedge_coordinator)
 	/* Clients come and go for a while: at least 8 of them, over at least
 	 * 600 ms, so that the coordinator's background rounds (every 100 ms)
 	 * meet the stopped writer's stripe several times meanwhile. */
-	long long until = mono_ms() + 600;
-	for (int i = 0; i < 8 || mono_ms() < until; i++) {
-		long long t0 = mono_ms();
+	long long until = tu_mono_ms() + 600;
+	for (int i = 0; i < 8 || tu_mono_ms() < until; i++) {
+		long long t0 = tu_mono_ms();
 		pid_t c = tu_fork();
 		ck_assert_int_ge(c, 0);
 		if (c == 0)
@@ -1442,7 +1435,7 @@ START_TEST(stopped_writer_does_not_wedge_coordinator)
 		int st = tu_waitpid(c, 5000);
 		CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
 		       "attach/detach %d failed while a writer is stopped: %#x", i, st);
-		CK_MSG(mono_ms() - t0 < 2000, "attach/detach %d took %lld ms", i, mono_ms() - t0);
+		CK_MSG(tu_mono_ms() - t0 < 2000, "attach/detach %d took %lld ms", i, tu_mono_ms() - t0);
 	}
 	kill(pid, SIGKILL);
 	ck_assert_int_ge(tu_waitpid(pid, 5000), 0);
@@ -1465,9 +1458,9 @@ static int timed_ctl(long long *ms, char *out, size_t cap, char *err, size_t err
 {
 	va_list ap;
 	va_start(ap, a0);
-	long long t0 = mono_ms();
+	long long t0 = tu_mono_ms();
 	int rc = tu_vctl(co.sock, out, cap, err, errcap, a0, ap);
-	*ms = mono_ms() - t0;
+	*ms = tu_mono_ms() - t0;
 	va_end(ap);
 	return rc;
 }
@@ -1515,7 +1508,7 @@ START_TEST(killed_waiter_of_stopped_holder)
 	char holder_pid[32];
 	snprintf(holder_pid, sizeof holder_pid, "held by pid %d", (int)holder);
 	bool said = false;
-	for (long long end = mono_ms() + 5000; !said && mono_ms() < end;) {
+	for (long long end = tu_mono_ms() + 5000; !said && tu_mono_ms() < end;) {
 		rc = timed_ctl(&ms, out, sizeof out, err, sizeof err, "clients", NULL);
 		CK_MSG(rc == 0 && ms < HANG_MS, "clients: exit %d after %lld ms: %s", rc, ms, err);
 		said = strstr(out, "recovery waits for stripe") && strstr(out, holder_pid);
@@ -1524,14 +1517,14 @@ START_TEST(killed_waiter_of_stopped_holder)
 	rc = timed_ctl(&ms, out, sizeof out, err, sizeof err, "status", NULL);
 	CK_MSG(rc == 0 && strstr(out, "1 dead awaiting recovery"), "status: %s", out);
 	for (int i = 0; i < 3; i++) {
-		long long t0 = mono_ms();
+		long long t0 = tu_mono_ms();
 		pid_t c = tu_fork();
 		ck_assert_int_ge(c, 0);
 		if (c == 0)
 			_exit(attach_detach());
 		int st = tu_waitpid(c, 5000);
 		CK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "attach %d: %#x", i, st);
-		CK_MSG(mono_ms() - t0 < HANG_MS, "attach/detach %d took %lld ms", i, mono_ms() - t0);
+		CK_MSG(tu_mono_ms() - t0 < HANG_MS, "attach/detach %d took %lld ms", i, tu_mono_ms() - t0);
 	}
 	CK_MSG(!no_dead_slots(NULL), "the waiter was recovered while the holder is stopped");
 	/* check --repair skips the held stripe (its sweep may settle the
@@ -1555,9 +1548,9 @@ START_TEST(killed_waiter_of_stopped_holder)
 	shmmap_map other_map;
 	CK_EQ(shmmap_open(g_sm, "other", SHMMAP_CREATE, &other_map), 0);
 	CK_EQ(shmmap_put(g_sm, other_map, "k", 1, "v", 1, 0, 0), 0);
-	long long t0 = mono_ms();
+	long long t0 = tu_mono_ms();
 	CK_EQ(shmmap_drop(g_sm, "other"), 0);
-	CK_MSG(mono_ms() - t0 < HANG_MS, "drop took %lld ms", mono_ms() - t0);
+	CK_MSG(tu_mono_ms() - t0 < HANG_MS, "drop took %lld ms", tu_mono_ms() - t0);
 	/* The holder goes on: the recovery finishes by itself. */
 	kill(holder, SIGCONT);
 	CK_MSG(tu_wait(no_dead_slots, NULL, 5000), "recovery never finished after SIGCONT");
@@ -1591,9 +1584,9 @@ static void drop_meets_stopped_holder(int how)
 	_Atomic uint32_t *slot = shared_word();
 	pid_t holder = freeze_in_stripe_lock(&sc, key, slot);
 	uint32_t idx = (uint32_t)(g_m.id & 0xffff);
-	long long t0 = mono_ms();
+	long long t0 = tu_mono_ms();
 	CK_EQ(shmmap_drop(g_sm, MAP), 0);
-	CK_MSG(mono_ms() - t0 < HANG_MS, "drop took %lld ms", mono_ms() - t0);
+	CK_MSG(tu_mono_ms() - t0 < HANG_MS, "drop took %lld ms", tu_mono_ms() - t0);
 	struct seg_mapdir *d = seg_dir(&g_sm->seg, &g_sm->geom, idx);
 	CK_EQ(atomic_load(&d->state), MAP_INIT);
 	CK_EQ(atomic_load(&d->dropping), 1);

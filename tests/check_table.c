@@ -226,13 +226,6 @@ static const struct seg_entry *find_entry(const void *k, size_t kl)
 	return NULL;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -246,7 +239,7 @@ static bool reap(const pid_t *pids, int n, int deadline_ms, int *status)
 {
 	bool done[16] = {0};
 	int left = n;
-	int64_t end = mono_ms() + deadline_ms;
+	long long end = tu_mono_ms() + deadline_ms;
 	for (;;) {
 		for (int i = 0; i < n; i++) {
 			if (!done[i] && waitpid(pids[i], &status[i], WNOHANG) == pids[i]) {
@@ -256,7 +249,7 @@ static bool reap(const pid_t *pids, int n, int deadline_ms, int *status)
 		}
 		if (left == 0)
 			return true;
-		if (mono_ms() > end)
+		if (tu_mono_ms() > end)
 			break;
 		sleep_ms(2);
 	}
@@ -667,7 +660,7 @@ START_TEST(ttl_expiry)
 	size_t vl;
 	static const char *const keys[] = {"t", "nx", "xx", "ic"};
 	enum { NK = 4 };
-	int64_t t0 = mono_ms();
+	int64_t t0 = tu_mono_ms();
 	CK_EQ(put("t", 1, "x", 1, 1, 0), 0);
 	CK_EQ(put("nx", 2, "x", 1, 1, 0), 0);
 	CK_EQ(put("xx", 2, "x", 1, 1, 0), 0);
@@ -682,11 +675,11 @@ START_TEST(ttl_expiry)
 	 * and a gone entry stays gone */
 	int64_t gone[NK] = {-1, -1, -1, -1};
 	int left = NK;
-	while (left > 0 && mono_ms() - t0 <= 3000) {
+	while (left > 0 && tu_mono_ms() - t0 <= 3000) {
 		for (int i = 0; i < NK; i++) {
 			int rc = get(keys[i], strlen(keys[i]), buf, sizeof buf, &vl);
 			if (rc == -ENOENT && gone[i] < 0) {
-				gone[i] = mono_ms() - t0;
+				gone[i] = tu_mono_ms() - t0;
 				left--;
 			} else {
 				CK_MSG(rc == (gone[i] < 0 ? 0 : -ENOENT), "get(%s) = %d", keys[i], rc);
@@ -736,11 +729,11 @@ START_TEST(write_times_are_fine_and_wrap)
 	uint64_t gaps[5];
 	uint32_t t = shmmap__itime();
 	for (int k = 0; k < 5; k++) {
-		uint64_t t0 = shmmap__now_ns(), deadline = t0 + 100000000u;
+		uint64_t t0 = tu_mono_ns(), deadline = t0 + 100000000u;
 		uint32_t u;
 		while ((u = shmmap__itime()) == t)
-			CK_MSG(shmmap__now_ns() < deadline, "the write-time clock stood for 100 ms");
-		gaps[k] = shmmap__now_ns() - t0;
+			CK_MSG(tu_mono_ns() < deadline, "the write-time clock stood for 100 ms");
+		gaps[k] = tu_mono_ns() - t0;
 		t = u;
 	}
 	for (int a = 0; a < 5; a++) /* sort */
@@ -852,7 +845,7 @@ START_TEST(default_ttl_entries_expire)
 						      .default_ttl = 1}),
 	      0);
 	CK_EQ(shmmap__map_view(&g_seg, &g_geom, 1, &v1), 0);
-	int64_t t0 = mono_ms();
+	int64_t t0 = tu_mono_ms();
 	CK_EQ(shmmap__tbl_put(&g_op, &v1, "d", 1, "v", 1, 0, 0), 0);
 	CK_EQ(shmmap__tbl_incr(&g_op, &v1, "n", 1, 5, NULL), 0);
 	uint64_t slots = 0, entries = 0;
@@ -867,14 +860,14 @@ START_TEST(default_ttl_entries_expire)
 	char buf[16];
 	size_t vl;
 	bool gone = false;
-	while (!gone && mono_ms() - t0 <= 3000) {
+	while (!gone && tu_mono_ms() - t0 <= 3000) {
 		gone = shmmap__tbl_get(&g_op, &v1, "d", 1, buf, sizeof buf, &vl) == -ENOENT &&
 		       shmmap__tbl_get(&g_op, &v1, "n", 1, buf, sizeof buf, &vl) == -ENOENT;
 		if (!gone)
 			sleep_ms(5);
 	}
 	CK_MSG(gone, "entries with the map's default TTL of 1 s still there after 3 s");
-	CK_MSG(mono_ms() - t0 >= 900, "expired after %" PRId64 " ms", mono_ms() - t0);
+	CK_MSG(tu_mono_ms() - t0 >= 900, "expired after %lld ms", tu_mono_ms() - t0);
 	EXPECT_CONSISTENT();
 }
 END_TEST
@@ -1140,11 +1133,11 @@ static int torn_writer(int k, struct report *r)
 	struct op_ctx o = child_ctx(k);
 	unsigned char v[VAL_MAX];
 	size_t n;
-	int64_t end = mono_ms() + 1500;
+	long long end = tu_mono_ms() + 1500;
 	uint64_t c = NRKEYS;
 	while (!atomic_load(&r->ready))
 		sleep_ms(1);
-	for (; mono_ms() < end || c < 20000; c++) {
+	for (; tu_mono_ms() < end || c < 20000; c++) {
 		int ki = (int)(c % NRKEYS);
 		torn_value(c, v, &n);
 		int rc = shmmap__tbl_put(&o, &g_v, rkeys[ki], strlen(rkeys[ki]), v, n, 0, 0);
@@ -1331,10 +1324,10 @@ START_TEST(get_bounded_when_seq_stuck_odd)
 	CK_EQ(puts_("k", "value"), 0);
 	struct seg_stripe *st = stripe_of_key("k", 1);
 	atomic_fetch_add(&st->seq, 1);
-	int64_t t0 = mono_ms();
+	int64_t t0 = tu_mono_ms();
 	EXPECT_STR("k", "value");
 	EXPECT_ABSENT("other");
-	ck_assert_int_lt(mono_ms() - t0, 2000);
+	ck_assert_int_lt(tu_mono_ms() - t0, 2000);
 	CK_EQ(atomic_load(&st->lock), 0);
 	atomic_fetch_add(&st->seq, 1);
 }
@@ -1371,9 +1364,9 @@ START_TEST(dead_lock_holder_recovered)
 	CK_EQ(atomic_load(&st->seq) & 1, 1);
 	/* slot 1 still says LIVE but its process is gone: the lock is taken
 	 * over after a short wait, the stripe repaired, nobody hangs */
-	int64_t t0 = mono_ms();
+	int64_t t0 = tu_mono_ms();
 	EXPECT_STR("k", "value");
-	ck_assert_int_lt(mono_ms() - t0, 5000);
+	ck_assert_int_lt(tu_mono_ms() - t0, 5000);
 	CK_EQ(puts_("k", "new"), 0);
 	EXPECT_STR("k", "new");
 	CK_EQ(total_entries(), 1);
@@ -1424,10 +1417,10 @@ START_TEST(sweep_vs_spare_recycling)
 	}
 	pthread_t th;
 	CK_EQ(pthread_create(&th, NULL, sweeper, NULL), 0);
-	int64_t t0 = mono_ms();
+	int64_t t0 = tu_mono_ms();
 	unsigned long pairs = 0;
 	int lo = 0, hi = N;
-	while (mono_ms() - t0 < 3000) {
+	while (tu_mono_ms() - t0 < 3000) {
 		/* del the oldest key, put a new one: the same block goes round
 		 * b -> spare -> a -> linked, with no allocator lock */
 		int kl = snprintf(k, sizeof k, "k%07d", lo++);

@@ -30,20 +30,27 @@ static void nap_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-static long long now_ms(void)
+long long tu_mono_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+uint64_t tu_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 bool tu_wait(bool (*pred)(void *), void *arg, int deadline_ms)
 {
-	long long end = now_ms() + deadline_ms;
+	long long end = tu_mono_ms() + deadline_ms;
 	for (;;) {
 		if (pred(arg))
 			return true;
-		if (now_ms() >= end)
+		if (tu_mono_ms() >= end)
 			return false;
 		nap_ms(5);
 	}
@@ -51,7 +58,7 @@ bool tu_wait(bool (*pred)(void *), void *arg, int deadline_ms)
 
 int tu_waitpid(pid_t pid, int deadline_ms)
 {
-	long long end = now_ms() + deadline_ms;
+	long long end = tu_mono_ms() + deadline_ms;
 	int st;
 	for (;;) {
 		pid_t r = waitpid(pid, &st, WNOHANG);
@@ -59,7 +66,7 @@ int tu_waitpid(pid_t pid, int deadline_ms)
 			return st;
 		if (r < 0)
 			return -1;
-		if (now_ms() >= end) {
+		if (tu_mono_ms() >= end) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &st, 0);
 			return -1;
@@ -119,13 +126,13 @@ int tu_coord_restart_with(struct tu_coord *c, const char *arg)
 		_exit(127);
 	}
 	c->pid = pid;
-	long long end = now_ms() + 10000;
+	long long end = tu_mono_ms() + 10000;
 	while (!sock_accepts(c->sock)) {
 		int st;
-		if (waitpid(pid, &st, WNOHANG) == pid || now_ms() > end) {
+		if (waitpid(pid, &st, WNOHANG) == pid || tu_mono_ms() > end) {
 			fprintf(stderr, "testutil: shmmapd did not come up\n");
 			dump_log(c);
-			if (now_ms() > end) {
+			if (tu_mono_ms() > end) {
 				kill(pid, SIGKILL);
 				waitpid(pid, &st, 0);
 			}
@@ -239,8 +246,8 @@ static int run_for(char *const argv[], char *out, size_t cap, char *err, size_t 
 	if (err && errcap)
 		err[0] = '\0';
 	bool oo = true, eo = true;
-	long long end = now_ms() + deadline_ms;
-	while ((oo || eo) && now_ms() < end) {
+	long long end = tu_mono_ms() + deadline_ms;
+	while ((oo || eo) && tu_mono_ms() < end) {
 		struct pollfd p[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
 		if (poll(p, 2, 100) < 0 && errno != EINTR)
 			break;

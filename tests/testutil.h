@@ -78,6 +78,9 @@ int tu_coord_stop(struct tu_coord *c);
 /* Stop if running, unlink the segment, remove the temp directory. */
 void tu_coord_cleanup(struct tu_coord *c);
 
+/* CLOCK_MONOTONIC in ms and in ns: for deadlines and measured gaps. */
+long long tu_mono_ms(void);
+uint64_t tu_mono_ns(void);
 /* Wait until pred(arg) is true, polling every ms milliseconds, at most
  * deadline_ms.  Returns true if it became true. */
 bool tu_wait(bool (*pred)(void *), void *arg, int deadline_ms);
