@@ -1728,16 +1728,9 @@ static void *idle_thread(void *arg)
 
 static char proc_state(pid_t pid)
 {
-	char path[64], buf[512];
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return '?';
-	size_t n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	char *p = strrchr(buf, ')');
-	return p && p[1] == ' ' ? p[2] : '?';
+	char buf[512];
+	const char *p = tu_proc_stat(pid, buf, sizeof buf);
+	return p ? p[0] : '?';
 }
 
 static bool is_zombie(void *arg)

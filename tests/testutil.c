@@ -44,6 +44,25 @@ uint64_t tu_mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+const char *tu_proc_stat(pid_t pid, char *buf, size_t cap)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f || cap < 2) {
+		if (f)
+			fclose(f);
+		return NULL;
+	}
+	size_t n = fread(buf, 1, cap - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* The command name may hold anything, spaces and ')' too: the fields
+	 * start after its last ')'. */
+	const char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] ? p + 2 : NULL;
+}
+
 bool tu_wait(bool (*pred)(void *), void *arg, int deadline_ms)
 {
 	long long end = tu_mono_ms() + deadline_ms;

@@ -81,6 +81,9 @@ void tu_coord_cleanup(struct tu_coord *c);
 /* CLOCK_MONOTONIC in ms and in ns: for deadlines and measured gaps. */
 long long tu_mono_ms(void);
 uint64_t tu_mono_ns(void);
+/* /proc/PID/stat read into buf: a pointer to its fields from the state
+ * (the third) on, or NULL if the process is gone or the line unreadable. */
+const char *tu_proc_stat(pid_t pid, char *buf, size_t cap);
 /* Wait until pred(arg) is true, polling every ms milliseconds, at most
  * deadline_ms.  Returns true if it became true. */
 bool tu_wait(bool (*pred)(void *), void *arg, int deadline_ms);
