@@ -50,8 +50,8 @@
  * so that neighbouring classes (a stream of values growing a little at a
  * time) compare by age alone: with the exact root, a class weighed 5%
  * more than its neighbour evicted its own newest entries rather than
- * take the neighbour's pages.  Probation victims (unread entries) are
- * compared by age alone.  If D's weighed victims are more than 4 times as
+ * take the neighbour's pages.  A donor whose victims are unread entries
+ * (its probation hand evicts) is compared by age alone.  If D's weighed victims are more than 4 times as
  * old as C's (or C has no page at all), one page of D is emptied - every entry on it
  * evicted, with the page marked draining (alloc.c) so that none of its
  * blocks is handed out meanwhile - and the free of its last block gives it
@@ -727,6 +727,14 @@ static bool older(const struct seg *s, const struct seg_geom *g, uint32_t d, uin
 	uint64_t dw = class_weight(d), cw = class_weight(c);
 	if (dp && cp)
 		return dp > HANDOVER_RATIO * cp + AGE_SLACK;
+	/* A donor whose victims are unread entries (its probation hand
+	 * evicts) is weighed by age alone too: else a class of large entries
+	 * without a probation hand yet (a new one, after a shift to large
+	 * values) needed an idle class of 48-byte entries nobody reads 32
+	 * times as old, and evicted its own instead (check_evict
+	 * shift_small_to_large: 41% of the segment live, once in a CI run). */
+	if (dp)
+		return dage > HANDOVER_RATIO * cage + AGE_SLACK;
 	return dage * dw > (HANDOVER_RATIO * cage + AGE_SLACK) * cw;
 }
 
