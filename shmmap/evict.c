@@ -179,6 +179,14 @@ static bool slab_of(const struct seg_page *p, uint32_t cls)
 	       __atomic_load_n(&p->cls, __ATOMIC_RELAXED) == cls;
 }
 
+/* The header word (seg_entry.meta) of the block at off, read without a
+ * lock: the block may be anything by now, so what it says is a hint. */
+static uint64_t block_meta(const struct seg *s, uint64_t off)
+{
+	return atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
+				    memory_order_relaxed);
+}
+
 /* The first page of class cls at or after page i (wrapping), or
  * UINT32_MAX if it has none. */
 static uint32_t page_of(const struct seg *s, const struct seg_geom *g, uint32_t cls, uint32_t i)
@@ -404,8 +412,7 @@ static int evict_probe(struct evictor *ev, uint32_t cls, uint32_t young)
 		/* A look without a lock, to pass most entries by without taking
 		 * their stripe's: kept ones and young ones (a hint: tbl_evict_at
 		 * decides under the lock). */
-		uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
-						  memory_order_relaxed);
+		uint64_t m = block_meta(s, off);
 		if ((m & ENT_KEPT) || ENT_AGE(now, ENT_ITIME(m)) < young)
 			continue;
 		uint32_t age = 0;
@@ -522,11 +529,8 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t
 static uint32_t hot_blocks(const struct seg *s, uint64_t poff, uint32_t n, uint32_t size)
 {
 	uint32_t step = n > HOT_SAMPLE ? n / HOT_SAMPLE : 1, hot = 0;
-	for (uint32_t j = 0; j < n; j += step) {
-		const struct seg_entry *e = seg_ptr(s, poff + (uint64_t)j * size);
-		hot += ENT_FREQ(atomic_load_explicit(&((struct seg_entry *)e)->meta,
-						     memory_order_relaxed)) != 0;
-	}
+	for (uint32_t j = 0; j < n; j += step)
+		hot += ENT_FREQ(block_meta(s, poff + (uint64_t)j * size)) != 0;
 	return hot;
 }
 
@@ -541,18 +545,14 @@ static uint32_t hot_blocks(const struct seg *s, uint64_t poff, uint32_t n, uint3
  */
 static bool young(const struct seg *s, uint64_t off, uint32_t now, uint32_t victim)
 {
-	uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
-					  memory_order_relaxed);
-	return (uint64_t)ENT_AGE(now, ENT_ITIME(m)) * 4 < victim;
+	return (uint64_t)ENT_AGE(now, ENT_ITIME(block_meta(s, off))) * 4 < victim;
 }
 
 /* Is the block at off younger than probation (on probation)?  A hint, as
  * young(). */
 static bool fresh(const struct seg *s, uint64_t off, uint32_t now, uint32_t probation)
 {
-	uint64_t m = atomic_load_explicit(&((struct seg_entry *)seg_ptr(s, off))->meta,
-					  memory_order_relaxed);
-	return ENT_AGE(now, ENT_ITIME(m)) < probation;
+	return ENT_AGE(now, ENT_ITIME(block_meta(s, off))) < probation;
 }
 
 /* Empty one page of class d for another class: 1, 0 or -errno.  force:
@@ -648,18 +648,11 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 /* What keeping an entry of class cls costs, in the units by which the
  * ages of classes are weighed against each other: the square root of its
  * block size rounded down to a power of two (48..63 B: 4, 64..255 B: 8,
- * 256 B..1 KiB: 16, ..., 16 KiB..64 KiB: 128, 64 KiB: 256).  Computed once
- * per class. */
+ * 256 B..1 KiB: 16, ..., 16 KiB..64 KiB: 128, 64 KiB: 256). */
 static uint64_t class_weight(uint32_t cls)
 {
-	static _Atomic uint32_t w[SEG_NCLASSES];
-	uint32_t k = cls % SEG_NCLASSES, r = atomic_load_explicit(&w[k], memory_order_relaxed);
-	if (r)
-		return r;
 	uint32_t size = shmmap__class_size(cls);
-	r = size ? UINT32_C(1) << ((31 - (uint32_t)__builtin_clz(size)) / 2) : 1;
-	atomic_store_explicit(&w[k], r, memory_order_relaxed);
-	return r;
+	return size ? UINT64_C(1) << ((31 - (uint32_t)__builtin_clz(size)) / 2) : 1;
 }
 
 /* Classes asked for a page in turn, the oldest (weighed) first: the

@@ -1095,7 +1095,8 @@ struct evict_how {
 			      with a count is kept (ENT_KEPT, its count as is) */
 	uint32_t young;    /* not 0: an entry younger than this (itime units) is
 			      left alone */
-	uint32_t now;      /* shmmap__itime() of this eviction */
+	uint32_t now;      /* shmmap__itime() when the eviction began (set by
+			      the caller: ages are told against it) */
 };
 int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
 			 uint64_t off, const struct evict_how *how, uint64_t *kv, uint32_t *age);

@@ -1285,7 +1285,7 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 	evict_locked(st, in, l, &en, exp);
 	shmmap__unlock(&st->lock);
 	*kv += (uint64_t)en.klen + en.vlen;
-	*age = ENT_AGE(how->now ? how->now : shmmap__itime(), ENT_ITIME(en.meta));
+	*age = ENT_AGE(how->now, ENT_ITIME(en.meta));
 	if (shmmap__free(o->s, o->g, &o->lk, off, &in->b) < 0)
 		return -EAGAIN; /* in->b stays recorded: parked by client.c */
 	/* b is settled: the record is the put's own again. */
