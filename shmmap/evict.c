@@ -51,11 +51,16 @@
  * time) compare by age alone: with the exact root, a class weighed 5%
  * more than its neighbour evicted its own newest entries rather than
  * take the neighbour's pages.  A donor whose victims are unread entries
- * (its probation hand evicts) is compared by age alone.  If D's weighed victims are more than 4 times as
- * old as C's (or C has no page at all), one page of D is emptied - every entry on it
- * evicted, with the page marked draining (alloc.c) so that none of its
- * blocks is handed out meanwhile - and the free of its last block gives it
- * to the pool, where C's allocation takes it.  The page is the one, of the
+ * (its probation hand evicts) is compared by age alone.  If D's weighed
+ * victims are more than 4 times as old as C's (or C has no page at all),
+ * one page of D is emptied, marked draining (alloc.c) so that none of its
+ * blocks is handed out meanwhile: its entries nobody used since D's hand
+ * came by are evicted, and its used ones moved to free blocks elsewhere in
+ * D (drain_page; D's own hands evict its next victims to make them), so D
+ * loses its coldest entries, not the ones in use; and the free of its last
+ * block gives the page to the pool, where C's allocation takes it.  A page
+ * whose used entries find no room is given up, unless C has nothing else.
+ * The page is the one, of the
  * next few after D's hand, with the fewest used entries, and not one
  * that was used and holds an entry written within a quarter of D's victim
  * age (young(): by the clock, as a donor is a class written little or not
@@ -65,7 +70,8 @@
  * what is younger than C's own next victims).
  * A donor that had no page to give is not asked again for REFUSED_WAIT (4 ms);
  * the next oldest class is asked instead (DONORS).
- * The cost of admitting an entry is so bounded by one page of victims.  An entry larger than a page
+ * The cost of admitting an entry is so bounded by one page of victims and
+ * moves (each move's search for a victim by at most MOVE_LOOKS looks).  An entry larger than a page
  * needs a run of free pages: a window of pages from a rover is emptied.
  *
  * Fairness: victims are entries of any map whose policy is evict, by the
@@ -74,7 +80,9 @@
  * (table.c).
  *
  * Crash safety: every eviction is shmmap__tbl_evict_at's, recorded in the
- * intent record like a delete.  A drainer that dies leaves its page marked:
+ * intent record like a delete, and every move too, recorded like a put that
+ * writes a key anew (table.c move_locked).  A drainer that dies leaves its
+ * page marked:
  * the coordinator's recovery ends the drains of a dead slot
  * (shmmap__alloc_undrain), and a sweep rebuilds pages from what is in use.
  * The hands, ages, page stamps and the probation state (the checkpoints,
@@ -266,7 +274,7 @@ static int hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls
 {
 	struct seg_class *sc = seg_class(s, g, cls);
 	uint32_t per = per_page(cls), size = shmmap__class_size(cls);
-	uint64_t pages = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED), passed = 0;
+	uint64_t pages = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED), passed = 0, laps = 0;
 	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
 	/* Bound: CAS retries, and a round of pages passed over. */
 	for (uint64_t tries = 0; tries < 64 + 2 * (uint64_t)np; tries++) {
@@ -283,6 +291,11 @@ static int hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls
 		    __atomic_load_n(&p->drain, __ATOMIC_RELAXED) || !due) {
 			if (mine && !due && ++passed > pages)
 				return HAND_NOT_DUE;
+			/* Two rounds of the class's pages without a block: all
+			 * of them are being emptied, say (each step to the next
+			 * page searches the page array: do not go on). */
+			if (++laps > 2 * pages + 2)
+				return HAND_NONE;
 			/* Past this page: the next of the class. */
 			uint32_t n = page_of(s, g, cls, p ? pi + 1 : 0);
 			if (n == UINT32_MAX)
@@ -438,8 +451,8 @@ static int evict_probe(struct evictor *ev, uint32_t cls, uint32_t young)
 }
 
 /* The main hand of class cls evicts one entry: 1, 0 (none it may evict
- * within its bound), or -errno. */
-static int evict_own(struct evictor *ev, uint32_t cls)
+ * within its bound, or within cap looks), or -errno. */
+static int evict_own(struct evictor *ev, uint32_t cls, uint64_t cap)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
@@ -448,6 +461,8 @@ static int evict_own(struct evictor *ev, uint32_t cls)
 	uint64_t looks = blocks * HAND_TURNS + 64u;
 	if (looks > HAND_LOOKS_MAX)
 		looks = HAND_LOOKS_MAX;
+	if (looks > cap)
+		looks = cap;
 	bool any_page = false;
 	const struct evict_how how = {0};
 	for (uint64_t k = 0; k < looks; k++) {
@@ -483,11 +498,27 @@ static int evict_own(struct evictor *ev, uint32_t cls)
 	return 0;
 }
 
-/* Evict every entry of page pi (class cls), marked draining meanwhile.
- * 1 if the page was emptied (it went to the pool), 0 if not (an entry that
- * may not be evicted, or one in flight), or -errno.  *oldest gets the age
- * of the oldest victim (0 if none). */
-static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, uint32_t *oldest)
+static int evict_in_class(struct evictor *ev, uint32_t cls, uint64_t cap);
+
+/* How a page is emptied: entries used since a hand came by move to blocks
+ * elsewhere, the others are evicted (drain_page). */
+static const struct evict_how DRAIN = {.force = true, .move = true};
+/* Looks the main hand may take to make a block for one move: a class whose
+ * hand finds no victim within them is one of entries all in use, which
+ * gives its page up (or loses used entries) rather than go round its
+ * blocks lowering counts for every entry moved. */
+#define MOVE_LOOKS 64u
+
+/* Empty page pi (class cls), marked draining meanwhile: its unused entries
+ * evicted, its used ones moved (a block for one made, if none is free, by
+ * the class's own hands, which never look at a page being emptied; so the
+ * class loses its next victims instead: memcached's slab mover rescues
+ * items the same way).  keep: a used entry for which no block can be had
+ * keeps the page (it is given up: 0); else it is evicted.  1 if the page
+ * was emptied (it went to the pool), 0 if not (an entry that may not be
+ * evicted, or one in flight), or -errno.  *oldest gets the age of the
+ * oldest victim (0 if none). */
+static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, bool keep, uint32_t *oldest)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
@@ -506,10 +537,30 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, uint32_t *o
 		if (j >= __atomic_load_n(&p->carved, __ATOMIC_RELAXED))
 			break;
 		uint32_t age = 0;
-		rc = evict_block(ev, poff + (uint64_t)j * size, &FORCE, &age);
+		uint64_t off = poff + (uint64_t)j * size;
+		rc = evict_block(ev, off, &DRAIN, &age);
+		if (rc == -ENOSPC &&
+		    __atomic_load_n(&seg_class(s, g, cls)->pages, __ATOMIC_RELAXED) > 1) {
+			/* No block for a used entry: the class's next victim
+			 * makes one (never on this page: so only if the class
+			 * has another), then the move again. */
+			rc = evict_in_class(ev, cls, MOVE_LOOKS);
+			rc = rc > 0 ? evict_block(ev, off, &DRAIN, &age) : rc < 0 ? rc : -ENOSPC;
+		}
+		if (rc == -ENOSPC) {
+			if (keep) {
+				(void)shmmap__page_undrain(s, g, lk, pi, cls);
+				return 0;
+			}
+			rc = evict_block(ev, off, &FORCE, &age);
+		}
 		if (rc < 0) {
 			(void)shmmap__page_undrain(s, g, lk, pi, cls);
 			return rc;
+		}
+		if (rc == 2) {
+			atomic_fetch_add_explicit(&seg_hdr(s)->moves, 1, memory_order_relaxed);
+			rc = 0; /* moved: no victim */
 		}
 		if (rc > 0 && age > *oldest)
 			*oldest = age;
@@ -631,7 +682,7 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 		/* The donor's next victims are about as old as the oldest of
 		 * this page's: its age from now on. */
 		uint32_t oldest;
-		int r = drain_page(ev, pi, d, &oldest);
+		int r = drain_page(ev, pi, d, !force, &oldest);
 		if (r > 0) {
 			if (oldest)
 				class_evicted(dc, oldest, now);
@@ -731,6 +782,22 @@ static bool older(const struct seg *s, const struct seg_geom *g, uint32_t d, uin
 	return dage * dw > (HANDOVER_RATIO * cage + AGE_SLACK) * cw;
 }
 
+/* The hands of class cls evict one of its entries, the probation hand's
+ * first (at most PROBE_LOOKS looks), then the main hand's (at most cap):
+ * 1, 0 (none they may), -errno. */
+static int evict_in_class(struct evictor *ev, uint32_t cls, uint64_t cap)
+{
+	const struct seg *s = ev->o->s;
+	const struct seg_geom *g = ev->o->g;
+	struct seg_class *sc = seg_class(s, g, cls);
+	uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
+	int r;
+	if (probation_on(blocks) &&
+	    (r = evict_probe(ev, cls, probation_age(s, sc, cls, blocks, ev->now))) != 0)
+		return r;
+	return evict_own(ev, cls, cap);
+}
+
 /* Free a block of class cls (by its hand, or by a handover): 1, 0, -errno. */
 static int room_in_class(struct evictor *ev, uint32_t cls)
 {
@@ -767,13 +834,8 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 			return r;
 		}
 	}
-	if (!none) {
-		uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
-		if ((probation_on(blocks) &&
-		     (r = evict_probe(ev, cls, probation_age(s, sc, cls, blocks, now))) != 0) ||
-		    (r = evict_own(ev, cls)) != 0)
-			return r;
-	}
+	if (!none && (r = evict_in_class(ev, cls, HAND_LOOKS_MAX)) != 0)
+		return r;
 	/* Nothing of our own to give: another class's page, young or not, the
 	 * oldest class's first (else the small classes, first in the loop,
 	 * would always give), else any page at all (runs of large entries
@@ -903,7 +965,7 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 			uint32_t age;
 			int r = 1;
 			if (kind == PAGE_SLAB && cls < g->nclasses)
-				r = drain_page(ev, i, cls, &age);
+				r = drain_page(ev, i, cls, false, &age);
 			else if ((kind == PAGE_RUN || kind == PAGE_CONT) &&
 				 page_may_empty(ev, i, np, &head))
 				/* The run's entry (found linked, or nothing happens). */

@@ -153,6 +153,7 @@ struct seg_header {
 	_Atomic uint32_t sweeping;          /* 220: a sweep runs: no spare moves (sweep.c) */
 	_Atomic uint64_t handovers;         /* 224: pages handed from one size class to another */
 	uint32_t flags;                     /* 232: SEG_F_*, set at creation (0 in older segments) */
+	_Atomic uint64_t moves;             /* 240: entries moved out of pages being emptied */
 	/* 256: each class's probation state (evict.c): written by evicting
 	 * clients and the allocator, not only the coordinator. */
 	_Alignas(64) struct seg_probation prob[64];
@@ -166,6 +167,7 @@ _Static_assert(offsetof(struct seg_header, heap_off) == 104, "layout");
 _Static_assert(offsetof(struct seg_header, pool_lock) == 128, "layout");
 _Static_assert(offsetof(struct seg_header, max_size) == 192, "layout");
 _Static_assert(offsetof(struct seg_header, npages_live) == 200, "layout");
+_Static_assert(offsetof(struct seg_header, moves) == 240, "layout");
 /* flags: */
 #define SEG_F_HUGE 1u /* every process advises its mapping for transparent huge pages */
 /* grow_state: */
@@ -1085,14 +1087,19 @@ uint64_t shmmap__tbl_entries(const struct map_view *v);
  * its stripe lock with the victim recorded in in->b (in->map and
  * in->stripe name it meanwhile, and are given back), then free it.
  * Returns 1 (evicted; *kv += its key and value bytes, *age = its age in
- * itime units as of how->now), 0 (not linked, in use, kept, on probation,
- * or its stripe is busy), or a negative errno (-EAGAIN: the free awaits an
- * allocator repair; in->b keeps the block).
+ * itime units as of how->now), 2 (moved: how->move), 0 (not linked, in
+ * use, kept, on probation, or its stripe is busy), or a negative errno
+ * (-EAGAIN: the free awaits an allocator repair; in->b keeps the block;
+ * -ENOSPC: how->move found no block for it).
  */
 struct evict_how {
 	bool force;        /* evict it whatever its count (a page being emptied) */
 	bool probe;        /* the probation hand: a kept entry is left alone, one
 			      with a count is kept (ENT_KEPT, its count as is) */
+	bool move;         /* a page is being emptied: an entry with a count is
+			      moved to a block elsewhere, returning 2, or
+			      -ENOSPC if no block is free (nothing changed,
+			      whatever force says) */
 	uint32_t young;    /* not 0: an entry younger than this (itime units) is
 			      left alone */
 	uint32_t now;      /* shmmap__itime() when the eviction began (set by

@@ -489,7 +489,7 @@ struct seg_sum {
 	uint64_t size, max_size, committed; /* now, the most it may grow to, in /dev/shm */
 	uint64_t heap_bytes, bytes_used, bytes_free;
 	uint64_t pages_total, pages_used, pages_free;
-	uint64_t recoveries, sweeps, handovers;
+	uint64_t recoveries, sweeps, handovers, moves;
 	uint32_t clients, clients_dead, maps;
 };
 
@@ -618,6 +618,7 @@ static void seg_summary(shmmap *sm, uint32_t nmaps, struct seg_sum *ss)
 	ss->sweeps = atomic_load_explicit((_Atomic uint64_t *)&h->sweeps, memory_order_relaxed);
 	ss->handovers = atomic_load_explicit((_Atomic uint64_t *)&h->handovers,
 					     memory_order_relaxed);
+	ss->moves = atomic_load_explicit((_Atomic uint64_t *)&h->moves, memory_order_relaxed);
 	for (uint32_t i = 0; i < sm->geom.max_clients; i++) {
 		uint32_t st = atomic_load_explicit(&seg_slot(&sm->seg, &sm->geom, i)->state,
 						   memory_order_relaxed);
@@ -889,11 +890,12 @@ static int cmd_stats(struct ctl *c, char **args)
 		       ",\"committed\":%" PRIu64 ",\"page_size\":%u,\"pages_total\":%" PRIu64
 		       ",\"pages_used\":%" PRIu64 ",\"pages_free\":%" PRIu64 ",\"heap_bytes\":%" PRIu64
 		       ",\"bytes_used\":%" PRIu64 ",\"bytes_free\":%" PRIu64 ",\"recoveries\":%" PRIu64
-		       ",\"sweeps\":%" PRIu64 ",\"handovers\":%" PRIu64 ",\"clients\":%u"
+		       ",\"sweeps\":%" PRIu64 ",\"handovers\":%" PRIu64 ",\"moves\":%" PRIu64
+		       ",\"clients\":%u"
 		       ",\"clients_dead\":%u,\"maps\":%u,\"classes\":[",
 		       ss.size, ss.max_size, ss.committed, SEG_PAGE, ss.pages_total, ss.pages_used,
 		       ss.pages_free, ss.heap_bytes, ss.bytes_used, ss.bytes_free, ss.recoveries,
-		       ss.sweeps, ss.handovers, ss.clients, ss.clients_dead, ss.maps);
+		       ss.sweeps, ss.handovers, ss.moves, ss.clients, ss.clients_dead, ss.maps);
 	} else {
 		char hu[32], hf[32];
 		human_size(ss.bytes_used, hu, sizeof hu);
@@ -908,10 +910,11 @@ static int cmd_stats(struct ctl *c, char **args)
 		       "bytes       %" PRIu64 " used (%s), %" PRIu64 " free (%s)\n"
 		       "clients     %u live, %u dead\nrecoveries  %" PRIu64 "\nsweeps      %" PRIu64
 		       "\nhandovers   %" PRIu64 " (pages emptied for another size class)"
+		       "\nmoves       %" PRIu64 " (entries in use moved out of those pages)"
 		       "\n%5s %7s %7s %10s %12s %10s %8s %10s\n",
 		       ss.pages_total, ss.pages_used, ss.pages_free, ss.bytes_used, hu, ss.bytes_free,
 		       hf, ss.clients, ss.clients_dead, ss.recoveries, ss.sweeps, ss.handovers,
-		       "CLASS", "SIZE", "PAGES", "BLOCKS", "BYTES", "EVICTED", "PAGES_IN",
+		       ss.moves, "CLASS", "SIZE", "PAGES", "BLOCKS", "BYTES", "EVICTED", "PAGES_IN",
 		       "VICTIM_AGE");
 	}
 	bool first = true;

@@ -1232,6 +1232,60 @@ static _Atomic uint64_t *link_to(const struct seg *s, const struct map_view *v,
 	return NULL;
 }
 
+/*
+ * Under the lock of stripe st (sb): move the entry en, at off and linked at
+ * *l, into a block of its own (a page being emptied hands out none:
+ * alloc.c), which takes its place in the chain, as it is: its write time
+ * and its use count too (a move is no look of a hand: lowered, the count
+ * let the hand that made the block, which lies just behind it, evict it on
+ * its next look).  The old block is left in in->b for the caller to
+ * free once the lock is let go.  0, -ENOSPC (no free block, or its class
+ * lock busy for a bounded lock_ctx: nothing changed), or -errno.  in names
+ * the entry's map and stripe, and its a is clear.
+ *
+ * Crash argument: as a put that writes a key anew.  The new block is in
+ * a (the allocator records it) and whole before the one store that links
+ * it and unlinks the old one, which is in b before that store; whoever
+ * takes the lock over finds the store made or not (stripe_repair: what
+ * is linked leaves the record, what is not is freed with the dead slot).
+ * A reader that was at the old entry retries: the store is inside a seq
+ * change, and the old entry is freed only after it.
+ */
+static int move_locked(const struct op_ctx *o, struct seg_stripe *st, struct seg_intent *in,
+		       _Atomic uint64_t *l, uint64_t off, const struct ent *en)
+{
+	size_t n = ent_size(en->klen, en->vlen, ent_slot(en));
+	int rc = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
+	if (rc < 0)
+		return rc == -EBUSY ? -ENOSPC : rc; /* (a bounded lock_ctx's) */
+	CRASH_POINT();
+	uint64_t to = atomic_load_explicit(&in->a, memory_order_relaxed);
+	struct seg_entry *ne = seg_ptr(o->s, to);
+	const struct seg_entry *e = en->e;
+	/* Not reachable yet: plain stores.  The header word by word (a reader
+	 * may raise the old entry's count meanwhile: that raise is lost, a
+	 * hint), then expiry, key and value as they are. */
+	atomic_store_explicit(&ne->next, en->next, memory_order_relaxed);
+	atomic_store_explicit(&ne->meta, en->meta, memory_order_relaxed);
+	__atomic_store_n(&ne->klen, __atomic_load_n(&e->klen, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	__atomic_store_n(&ne->map, __atomic_load_n(&e->map, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	__atomic_store_n(&ne->vlenf, __atomic_load_n(&e->vlenf, __ATOMIC_RELAXED),
+			 __ATOMIC_RELAXED);
+	memcpy((unsigned char *)ne + ENT_HDR, (const unsigned char *)e + ENT_HDR, n - ENT_HDR);
+	CRASH_POINT();
+	atomic_store_explicit(&in->b, off, memory_order_relaxed);
+	CRASH_POINT();
+	seq_begin(st);
+	CRASH_POINT();
+	atomic_store_explicit(l, to, memory_order_release);
+	CRASH_POINT();
+	seq_end(st);
+	CRASH_POINT();
+	atomic_store_explicit(&in->a, 0, memory_order_relaxed);
+	CRASH_POINT();
+	return 0;
+}
+
 int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struct seg_intent *in,
 			 uint64_t off, const struct evict_how *how, uint64_t *kv, uint32_t *age)
 {
@@ -1253,6 +1307,22 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 	bool exp = l && expired(en.expire_ms, &now);
 	bool spare = !l;
 	uint64_t m = en.meta, to = m;
+	if (l && how->move && !exp && ENT_FREQ(m) &&
+	    !atomic_load_explicit(&in->a, memory_order_relaxed)) {
+		/* Used since a hand came by: it moves (a page is being emptied). */
+		uint32_t own_map = atomic_load_explicit(&in->map, memory_order_relaxed);
+		uint32_t own_stripe = atomic_load_explicit(&in->stripe, memory_order_relaxed);
+		atomic_store_explicit(&in->map, v->idx, memory_order_relaxed);
+		atomic_store_explicit(&in->stripe, sb, memory_order_relaxed);
+		rc = move_locked(o, st, in, l, off, &en);
+		shmmap__unlock(&st->lock);
+		CRASH_POINT();
+		if (rc == 0 && shmmap__free(o->s, o->g, &o->lk, off, &in->b) < 0)
+			return -EAGAIN; /* in->b stays recorded: parked by client.c */
+		atomic_store_explicit(&in->map, own_map, memory_order_relaxed);
+		atomic_store_explicit(&in->stripe, own_stripe, memory_order_relaxed);
+		return rc == 0 ? 2 : rc;
+	}
 	if (l && !how->force && !exp) {
 		if (how->young && ENT_AGE(how->now, ENT_ITIME(m)) < how->young)
 			spare = true; /* still on probation (the probation hand's look) */

@@ -142,16 +142,20 @@ struct scenario {
 
 /* Fill the segment with values of n bytes until no page and no block of
  * their class is free: the next put of that size must evict one. */
+static unsigned fill_next; /* the number of the next fill key */
+
 static void fill_segment(size_t n)
 {
 	static char v[16384];
-	static unsigned next;
+	unsigned next = fill_next;
 	int cls = shmmap__class_of(&g_sm->seg, &g_sm->geom, sizeof(struct seg_entry) + 7 + n);
 	ck_assert_int_ge(cls, 0);
 	const struct seg_class *c = seg_class(&g_sm->seg, &g_sm->geom, (uint32_t)cls);
 	for (int i = 0; i < 100000; i++) {
-		if (seg_hdr(&g_sm->seg)->pool_free == 0 && c->partial == 0)
+		if (seg_hdr(&g_sm->seg)->pool_free == 0 && c->partial == 0) {
+			fill_next = next;
 			return;
+		}
 		char k[32];
 		/* 7 bytes, as long as the test's key: the same size class */
 		int kn = snprintf(k, sizeof k, "f%06u", next++ % 1000000);
@@ -159,6 +163,66 @@ static void fill_segment(size_t n)
 		CK_EQ(shmmap_put(g_sm, g_m, k, (size_t)kn, v, n, 0, 0), 0);
 	}
 	ck_abort_msg("the segment never filled up");
+}
+
+/* The fill keys (of fill_segment(n)) read last by read_fill. */
+static unsigned fill_read[65536], fill_nread;
+
+/* Thin the fill (of fill_segment(n)) out, and read what is left: of the
+ * fill keys in the map (found through its chains), delete every other one
+ * (their blocks are free, on every page of the class), and read the others
+ * (a get: their entries are used), remembered in fill_read. */
+static void read_fill(size_t n)
+{
+	static char v[16384], want[16384];
+	static unsigned found[65536];
+	unsigned nfound = 0;
+	const struct map_view *mv;
+	struct tbl t;
+	ck_assert_int_eq(shmmap__resolve(g_sm, g_m, &mv), 0);
+	ck_assert(shmmap__tbl_load(&g_sm->seg, mv, &t));
+	for (uint32_t b = 0; b < t.cur_n; b++) {
+		uint64_t off = atomic_load(&t.cur[b]);
+		for (int steps = 0; off && steps < 1000000 && nfound < 65536; steps++) {
+			struct seg_entry *e = seg_ptr(&g_sm->seg, off);
+			uint32_t vf = ent_vlenf(e);
+			const char *key = (const char *)ent_key(e, vf);
+			unsigned num;
+			if (e->klen == 7 && key[0] == 'f' && sscanf(key + 1, "%6u", &num) == 1)
+				found[nfound++] = num;
+			off = atomic_load(&e->next);
+		}
+	}
+	make_value(want, n, 'f');
+	fill_nread = 0;
+	for (unsigned j = 0; j < nfound; j++) {
+		char k[32];
+		int kn = snprintf(k, sizeof k, "f%06u", found[j]);
+		if (j % 2) {
+			CK_EQ(shmmap_del(g_sm, g_m, k, (size_t)kn), 0);
+			continue;
+		}
+		size_t got = 0;
+		int rc = shmmap_get(g_sm, g_m, k, (size_t)kn, v, sizeof v, &got);
+		CK_MSG(rc == 0 && got == n && memcmp(v, want, n) == 0, "%s damaged before the test", k);
+		fill_read[fill_nread++] = found[j];
+	}
+}
+
+/* Every key read_fill read still holds its value. */
+static void expect_read_fill_intact(size_t n, unsigned long k)
+{
+	static char v[16384], want[16384];
+	make_value(want, n, 'f');
+	for (unsigned j = 0; j < fill_nread; j++) {
+		char key[32];
+		int kn = snprintf(key, sizeof key, "f%06u", fill_read[j]);
+		size_t got = 0;
+		int rc = shmmap_get(g_sm, g_m, key, (size_t)kn, v, sizeof v, &got);
+		CK_MSG(rc == 0 && got == n && memcmp(v, want, n) == 0,
+		       "read key %s lost or damaged (rc %d, %zu bytes) after store %lu", key, rc,
+		       got, k);
+	}
 }
 
 /* Put the key in its "before" state. */
@@ -495,6 +559,69 @@ START_TEST(crash_handover)
 	expect_clean(sc.name, k);
 	fprintf(stderr, "  %s: killed at %lu of its %lu stores, %lu left it applied\n", sc.name,
 		kills, k, news);
+}
+END_TEST
+
+/*
+ * The same with read entries on the pages: the fill is thinned out (every
+ * other key deleted, so each page of the class has free blocks but no page
+ * is free) and the rest read, so the page a handover empties holds used
+ * entries only, which move to free blocks on the class's other pages
+ * instead of being evicted.  Killed at stores spread over the drain, most of
+ * them in moves: afterwards every read key holds its value (moved or not,
+ * never lost or torn), the segment checks clean, and no page is left marked
+ * draining.
+ */
+START_TEST(crash_handover_moves)
+{
+	const struct scenario sc = {"insert that moves read entries", OP_INSERT, 0, 5000, false, 0};
+	const char *key = "the-key";
+	static char old[8];
+	/* The fill of setup() goes: its small class, older and holding less,
+	 * would give its page first. */
+	for (int i = 0; i < NFILL; i++) {
+		char fk[32];
+		int kl = snprintf(fk, sizeof fk, "fill-%d", i);
+		CK_EQ(shmmap_del(g_sm, g_m, fk, (size_t)kl), 0);
+	}
+	uint64_t m0 = atomic_load(&seg_hdr(&g_sm->seg)->moves);
+	unsigned long k, kills = 0, reads = 0;
+	/* Fewer kills than the test above (each round refills and reads the
+	 * segment): about half land inside a move. */
+	for (k = 1; k <= 100000; k += k < 8 ? 1 : 41 + k / 8) {
+		prepare(&sc, key, old);
+		fill_segment(200);
+		read_fill(200);
+		reads += fill_nread;
+		pid_t pid = tu_fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0)
+			child(&sc, key, k, SIGKILL, NULL);
+		int st = tu_waitpid(pid, 10000);
+		CK_MSG(st != -1, "child hung at store %lu", k);
+		g_k = k;
+		CK_MSG(WIFEXITED(st) || (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL),
+		       "child died oddly (%#x)", st);
+		if (WIFEXITED(st))
+			CK_MSG(WEXITSTATUS(st) == 0, "the put failed (exit %d) at k=%lu",
+			       WEXITSTATUS(st), k);
+		wait_recovered(sc.name, k);
+		bool applied = expect_old_or_new(&sc, key, old, k);
+		CK_MSG(applied || !WIFEXITED(st), "completed but not applied");
+		expect_read_fill_intact(200, k);
+		CK_MSG(drained_pages() == 0, "killed at store %lu: %u page(s) still marked draining",
+		       k, drained_pages());
+		expect_clean(sc.name, k);
+		if (WIFEXITED(st))
+			break;
+		kills++;
+	}
+	uint64_t moves = atomic_load(&seg_hdr(&g_sm->seg)->moves) - m0;
+	CK_MSG(k <= 100000, "never completed");
+	CK_MSG(kills > 20, "only %lu kills", kills);
+	CK_MSG(moves > 0, "no entry was moved");
+	fprintf(stderr, "  %s: killed at %lu of its %lu stores, %llu moves, %lu read keys checked\n",
+		sc.name, kills, k, (unsigned long long)moves, reads);
 }
 END_TEST
 
@@ -2012,6 +2139,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, crash_sweep, 0, NSWEEPS);
 	tcase_add_test(tc, crash_evicting_put);
 	tcase_add_test(tc, crash_handover);
+	tcase_add_test(tc, crash_handover_moves);
 	tcase_add_test(tc, frozen_holder_killed);
 	tcase_add_test(tc, rewrite_frozen_then_killed_waiter_repairs);
 	tcase_add_test(tc, recovery_waits_for_a_stopped_repairer);
