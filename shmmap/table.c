@@ -1686,6 +1686,18 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 	return -ENOENT;
 }
 
+/* Under its stripe lock: the linked entry e was read by a write (incr: the
+ * caller gets its value), so it is used, as by a get (its count raised
+ * while below the top; a CAS, a get may raise it meanwhile). */
+static void mark_used(const struct seg_entry *e)
+{
+	_Atomic uint64_t *w = &((struct seg_entry *)e)->meta;
+	uint64_t m = atomic_load_explicit(w, memory_order_relaxed);
+	if (ENT_FREQ(m) < ENT_FREQ_MAX)
+		atomic_compare_exchange_strong_explicit(w, &m, m + ENT_FREQ_ONE,
+							memory_order_relaxed, memory_order_relaxed);
+}
+
 /* Parse the decimal integer a value holds: optional '-', 1..19 digits. */
 static int parse_i64(const unsigned char *p, uint32_t n, int64_t *out)
 {
@@ -1785,8 +1797,11 @@ retry:
 		goto out;
 	}
 	if (!have && w != W_ABSENT &&
-	    try_rewrite(o, v, sb, w, &old, link, digits, (uint32_t)n, expire, true, u))
+	    try_rewrite(o, v, sb, w, &old, link, digits, (uint32_t)n, expire, true, u)) {
+		if (w == W_FOUND)
+			mark_used(old.e);
 		goto out;
+	}
 	if (!have && !spare_take(o, in, ent_size(klen, room, slot))) {
 		/* No block at hand (none is allocated under a stripe lock). */
 		shmmap__unlock(&st->lock);
@@ -1808,10 +1823,12 @@ retry:
 	}
 	if (w == W_EXPIRED)
 		st->expirations++;
-	ent_fill(o, v, atomic_load_explicit(&in->a, memory_order_relaxed), h, key, (uint32_t)klen,
-		 digits, (uint32_t)n, expire);
+	uint64_t nb = atomic_load_explicit(&in->a, memory_order_relaxed);
+	ent_fill(o, v, nb, h, key, (uint32_t)klen, digits, (uint32_t)n, expire);
 	CRASH_POINT();
 	link_entry(o, v, &t.cur[b], b, w == W_ABSENT ? NULL : link, &old, in);
+	if (w == W_FOUND)
+		mark_used(seg_ptr(o->s, nb));
 	over = w == W_ABSENT && over_load(o, v, &t, st);
 out:
 	shmmap__unlock(&st->lock);

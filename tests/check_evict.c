@@ -21,8 +21,8 @@
  *   - probation: keys written and never read leave before keys that were
  *     read once, while the newest keys stay;
  *   - pages handed over keep their read entries (moved within their class),
- *     and hot keys of a small map stay next to a churning cache of large
- *     values.
+ *     hot keys of a small map stay next to a churning cache of large values,
+ *     and an incr counts as a read.
  * Every value's bytes derive from its key number and version (mkval), so a
  * torn value or another key's value never passes for the right one.
  */
@@ -828,6 +828,47 @@ START_TEST(read_keys_survive_handovers)
 }
 END_TEST
 
+/* An incr reads the value it adds to: a counter bumped now and then, and
+ * never read by a get, outlives three turns of the hand over a cache of
+ * entries of its own size class (10 B values), each read once.  (Counted
+ * as a write only, it was evicted on each turn and restarted from 1.)  The
+ * counter is bumped through an attachment of its own, whose spare block
+ * the cache's puts do not take: so it is rewritten in place, and stays where
+ * the hand comes by. */
+START_TEST(incr_counts_as_a_read)
+{
+	enum { VAL = 10, EVERY = 20 };
+	ck_assert_int_eq(tu_coord_start(&co, "16M", NULL), 0);
+	shmmap *sm = tu_attach(co.sock), *sc = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "counters"), mc = tu_open(sc, "counters");
+	uint32_t next = fill_until_evicting(sm, m, "c-", 0, VAL);
+	uint64_t cap = stats_of(sm, m).entries, ev0 = stats_of(sm, m).evictions;
+	int64_t v = 0, restarts = 0;
+	uint64_t bumps = 0;
+	while (stats_of(sm, m).evictions - ev0 < 3 * cap) {
+		for (uint32_t i = 0; i < 1000; i++, next++) {
+			/* Each read once, so that the main hand does the
+			 * evicting (the probation hand keeps what was read). */
+			CK_MSG(put_kv(sm, m, "c-", next, VAL, 1) == 0, "put c-%u", next);
+			CK_MSG(present(sm, m, "c-", next, VAL, 1), "c-%u", next);
+			if (next % EVERY == 0) {
+				int64_t nv;
+				CK_EQ(shmmap_incr(sc, mc, "counter", 7, 1, &nv), 0);
+				restarts += nv != v + 1;
+				v = nv;
+				bumps++;
+			}
+		}
+		CK_MSG(next < 40u * cap, "fewer evictions than puts");
+	}
+	fprintf(stderr, "  incr: the counter restarted %" PRId64 " times in %" PRIu64 " bumps over"
+		" %u puts (cache of %" PRIu64 " entries)\n", restarts, bumps, next, cap);
+	CK_MSG(restarts == 0, "the counter restarted %" PRId64 " times", restarts);
+	shmmap_detach(sc);
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* A few hot keys in a small map of their own, next to a map whose large
  * values churn through the segment many times over: a counter bumped by
  * incr and a session key read by get, both between every few puts of the
@@ -898,6 +939,7 @@ int main(void)
 	tcase_add_test(tc, unread_keys_leave_first);
 	tcase_add_test(tc, hot_keys_of_a_small_map_stay);
 	tcase_add_test(tc, read_keys_survive_handovers);
+	tcase_add_test(tc, incr_counts_as_a_read);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }
