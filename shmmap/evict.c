@@ -985,6 +985,13 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 	return 0;
 }
 
+int shmmap__evict_pages(const struct op_ctx *o, struct seg_intent *in, uint32_t pages)
+{
+	struct evictor ev = {.o = o, .in = in, .now = shmmap__itime(), .rejects = -1};
+	int r = room_for_run(&ev, pages);
+	return r < 0 ? r : r > 0 ? 0 : -ENOSPC;
+}
+
 int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n)
 {
 	struct evictor ev = {.o = o, .in = in, .now = shmmap__itime(), .rejects = -1};

@@ -104,6 +104,16 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 		d->stripes_off = 0;
 		uint32_t first;
 		int rc = shmmap__alloc_pages(s, g, c, (uint32_t)pages, &first);
+		/* A segment full of entries that may be evicted (and that cannot
+		 * grow): room is made for the table as for a large value.  The
+		 * record is a scratch one (the coordinator's own writes: a victim
+		 * unlinked but not freed when it dies is the next start's sweep's). */
+		for (uint32_t t = 0; rc == -ENOSPC && t < 8; t++) {
+			struct seg_intent scratch = {0};
+			struct op_ctx o = {.s = s, .g = g, .lk = *c};
+			if ((rc = shmmap__evict_pages(&o, &scratch, (uint32_t)pages)) == 0)
+				rc = shmmap__alloc_pages(s, g, c, (uint32_t)pages, &first);
+		}
 		if (rc < 0)
 			return rc;
 		off = seg_page_off(g, first);

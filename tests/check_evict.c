@@ -22,7 +22,8 @@
  *     read once, while the newest keys stay;
  *   - pages handed over keep their read entries (moved within their class),
  *     hot keys of a small map stay next to a churning cache of large values,
- *     and an incr counts as a read.
+ *     and an incr counts as a read;
+ *   - a map opened in a full segment gets room for its table.
  * Every value's bytes derive from its key number and version (mkval), so a
  * torn value or another key's value never passes for the right one.
  */
@@ -869,6 +870,46 @@ START_TEST(incr_counts_as_a_read)
 }
 END_TEST
 
+/* A map opened when the segment is full of another map's entries: its
+ * table's pages are made room for as a large value's would be (entries
+ * evicted, read ones moved), and it takes puts at once.  (It failed with
+ * "no room for its table" while any map could still evict.)  Where every
+ * entry is a reject map's, nothing may go: the open fails with -ENOSPC and
+ * the reject map loses nothing. */
+START_TEST(new_map_in_a_full_segment)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", NULL), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map a = tu_open(sm, "A");
+	uint32_t na = fill_until_evicting(sm, a, "a-", 0, 100);
+	shmmap_map b;
+	int rc = shmmap_open(sm, "B", SHMMAP_CREATE, &b);
+	CK_MSG(rc == 0, "open B in a full segment: %s", shmmap_strerror(rc));
+	for (uint32_t i = 0; i < 1000; i++)
+		CK_MSG(put_kv(sm, b, "b-", i, 100, 1) == 0, "put b-%u", i);
+	uint32_t newest = 0;
+	for (uint32_t i = na - 100; i < na; i++)
+		newest += (uint32_t)present(sm, a, "a-", i, 100, 1);
+	CK_MSG(newest >= 99, "A lost %u of its newest 100 keys", 100 - newest);
+	ctl_check_clean();
+	/* All of it a reject map's: nothing to take. */
+	shmmap_flush(sm, a);
+	shmmap_flush(sm, b);
+	shmmap_map r = open_policy(sm, "R", SHMMAP_POLICY_REJECT);
+	uint32_t nr = 0;
+	while ((rc = put_kv(sm, r, "r-", nr, 100, 1)) == 0)
+		nr++;
+	CK_MSG(rc == -ENOSPC, "the reject map's put failed with %s", shmmap_strerror(rc));
+	shmmap_map c;
+	rc = shmmap_open(sm, "C", SHMMAP_CREATE, &c);
+	CK_MSG(rc == -ENOSPC, "open C in a segment full of a reject map's entries: %s",
+	       shmmap_strerror(rc));
+	CK_EQ(stats_of(sm, r).entries, nr);
+	ctl_check_clean();
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* A few hot keys in a small map of their own, next to a map whose large
  * values churn through the segment many times over: a counter bumped by
  * incr and a session key read by get, both between every few puts of the
@@ -940,6 +981,7 @@ int main(void)
 	tcase_add_test(tc, hot_keys_of_a_small_map_stay);
 	tcase_add_test(tc, read_keys_survive_handovers);
 	tcase_add_test(tc, incr_counts_as_a_read);
+	tcase_add_test(tc, new_map_in_a_full_segment);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }
