@@ -512,6 +512,20 @@ static unsigned drained_pages(void)
 	return n;
 }
 
+/* A child doing sc's write of key, killed (SIGKILL) at its k-th store:
+ * its wait status, once it ended (fails the test if it hung). */
+static int put_killed_at(const struct scenario *sc, const char *key, unsigned long k)
+{
+	pid_t pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		child(sc, key, k, SIGKILL, NULL);
+	int st = tu_waitpid(pid, 10000);
+	CK_MSG(st != -1, "child hung at store %lu", k);
+	g_k = k;
+	return st;
+}
+
 /*
  * The segment is full of 200 B values; a put of 5000 B has no page of its
  * class, so it empties a page of another class (evict.c: handover) before
@@ -530,13 +544,7 @@ START_TEST(crash_handover)
 	for (k = 1; k <= 100000; k += k < 40 ? 1 : 41 + k / 16) {
 		prepare(&sc, key, old);
 		fill_segment(200); /* no free page: the put's class must take one */
-		pid_t pid = tu_fork();
-		ck_assert_int_ge(pid, 0);
-		if (pid == 0)
-			child(&sc, key, k, SIGKILL, NULL);
-		int st = tu_waitpid(pid, 10000);
-		CK_MSG(st != -1, "child hung at store %lu", k);
-		g_k = k;
+		int st = put_killed_at(&sc, key, k);
 		if (WIFEXITED(st)) {
 			CK_MSG(WEXITSTATUS(st) == 0, "the put failed (exit %d) at k=%lu",
 			       WEXITSTATUS(st), k);
@@ -593,13 +601,7 @@ START_TEST(crash_handover_moves)
 		fill_segment(200);
 		read_fill(200);
 		reads += fill_nread;
-		pid_t pid = tu_fork();
-		ck_assert_int_ge(pid, 0);
-		if (pid == 0)
-			child(&sc, key, k, SIGKILL, NULL);
-		int st = tu_waitpid(pid, 10000);
-		CK_MSG(st != -1, "child hung at store %lu", k);
-		g_k = k;
+		int st = put_killed_at(&sc, key, k);
 		CK_MSG(WIFEXITED(st) || (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL),
 		       "child died oddly (%#x)", st);
 		if (WIFEXITED(st))
