@@ -500,8 +500,8 @@ static int evict_own(struct evictor *ev, uint32_t cls, uint64_t cap)
 
 static int evict_in_class(struct evictor *ev, uint32_t cls, uint64_t cap);
 
-/* How a page is emptied: entries used since a hand came by move to blocks
- * elsewhere, the others are evicted (drain_page). */
+/* How a page is emptied for a class (drain_page): entries used since a
+ * hand came by move to blocks elsewhere, the others are evicted. */
 static const struct evict_how DRAIN = {.force = true, .move = true};
 /* Looks the main hand may take to make a block for one move: a class whose
  * hand finds no victim within them is one of entries all in use, which
@@ -509,16 +509,26 @@ static const struct evict_how DRAIN = {.force = true, .move = true};
  * blocks lowering counts for every entry moved. */
 #define MOVE_LOOKS 64u
 
+/* How drain_page treats an entry used since its class's hand came by. */
+enum drain_mode {
+	DRAIN_EVICT, /* evicted like the others (a window for a run: a moved
+		      * entry could land on a page of the window, taken from
+		      * the pool, and the window would fill itself again) */
+	DRAIN_MOVE,  /* moved, or evicted if no block can be had for it */
+	DRAIN_KEEP,  /* moved, or the page is given up if no block can be had */
+};
+
 /* Empty page pi (class cls), marked draining meanwhile: its unused entries
- * evicted, its used ones moved (a block for one made, if none is free, by
- * the class's own hands, which never look at a page being emptied; so the
- * class loses its next victims instead: memcached's slab mover rescues
- * items the same way).  keep: a used entry for which no block can be had
- * keeps the page (it is given up: 0); else it is evicted.  1 if the page
- * was emptied (it went to the pool), 0 if not (an entry that may not be
- * evicted, or one in flight), or -errno.  *oldest gets the age of the
- * oldest victim (0 if none). */
-static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, bool keep, uint32_t *oldest)
+ * evicted, its used ones moved unless mode is DRAIN_EVICT (a block for one
+ * made, if none is free, by the class's own hands, which never look at a
+ * page being emptied; so the class loses its next victims instead:
+ * memcached's slab mover rescues items the same way).  DRAIN_KEEP: a used
+ * entry for which no block can be had keeps the page (it is given up: 0);
+ * DRAIN_MOVE: it is evicted.  1 if the page was emptied (it went to the
+ * pool), 0 if not (an entry that may not be evicted, or one in flight), or
+ * -errno.  *oldest gets the age of the oldest victim (0 if none). */
+static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, enum drain_mode mode,
+		      uint32_t *oldest)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
@@ -538,7 +548,7 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, bool keep, 
 			break;
 		uint32_t age = 0;
 		uint64_t off = poff + (uint64_t)j * size;
-		rc = evict_block(ev, off, &DRAIN, &age);
+		rc = evict_block(ev, off, mode == DRAIN_EVICT ? &FORCE : &DRAIN, &age);
 		if (rc == -ENOSPC &&
 		    __atomic_load_n(&seg_class(s, g, cls)->pages, __ATOMIC_RELAXED) > 1) {
 			/* No block for a used entry: the class's next victim
@@ -548,7 +558,7 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, bool keep, 
 			rc = rc > 0 ? evict_block(ev, off, &DRAIN, &age) : rc < 0 ? rc : -ENOSPC;
 		}
 		if (rc == -ENOSPC) {
-			if (keep) {
+			if (mode == DRAIN_KEEP) {
 				(void)shmmap__page_undrain(s, g, lk, pi, cls);
 				return 0;
 			}
@@ -682,7 +692,7 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 		/* The donor's next victims are about as old as the oldest of
 		 * this page's: its age from now on. */
 		uint32_t oldest;
-		int r = drain_page(ev, pi, d, !force, &oldest);
+		int r = drain_page(ev, pi, d, force ? DRAIN_MOVE : DRAIN_KEEP, &oldest);
 		if (r > 0) {
 			if (oldest)
 				class_evicted(dc, oldest, now);
@@ -965,7 +975,7 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 			uint32_t age;
 			int r = 1;
 			if (kind == PAGE_SLAB && cls < g->nclasses)
-				r = drain_page(ev, i, cls, false, &age);
+				r = drain_page(ev, i, cls, DRAIN_EVICT, &age);
 			else if ((kind == PAGE_RUN || kind == PAGE_CONT) &&
 				 page_may_empty(ev, i, np, &head))
 				/* The run's entry (found linked, or nothing happens). */

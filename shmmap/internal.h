@@ -887,10 +887,10 @@ struct seg_intent;
  * evicted), -EAGAIN, -SHMMAP_ECORRUPT.
  */
 int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n);
-/* Empty a window of `pages` contiguous pages (entries of evict maps evicted,
- * their read entries moved), for a run that is not an entry (a map's
- * table): 0 (the pages went to the pool, where another may take them
- * first), -ENOSPC (no window could be emptied), or -errno. */
+/* Empty a window of `pages` contiguous pages (entries of evict maps
+ * evicted), for a run that is not an entry (a map's table): 0 (the pages
+ * went to the pool, where another may take them first), -ENOSPC (no window
+ * could be emptied), or -errno. */
 int shmmap__evict_pages(const struct op_ctx *o, struct seg_intent *in, uint32_t pages);
 /* Class cls handed out a block (call with its lock held, allocs moved
  * on): its checkpoints for probation (evict.c). */

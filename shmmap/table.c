@@ -104,16 +104,6 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 		d->stripes_off = 0;
 		uint32_t first;
 		int rc = shmmap__alloc_pages(s, g, c, (uint32_t)pages, &first);
-		/* A segment full of entries that may be evicted (and that cannot
-		 * grow): room is made for the table as for a large value.  The
-		 * record is a scratch one (the coordinator's own writes: a victim
-		 * unlinked but not freed when it dies is the next start's sweep's). */
-		for (uint32_t t = 0; rc == -ENOSPC && t < 8; t++) {
-			struct seg_intent scratch = {0};
-			struct op_ctx o = {.s = s, .g = g, .lk = *c};
-			if ((rc = shmmap__evict_pages(&o, &scratch, (uint32_t)pages)) == 0)
-				rc = shmmap__alloc_pages(s, g, c, (uint32_t)pages, &first);
-		}
 		if (rc < 0)
 			return rc;
 		off = seg_page_off(g, first);
@@ -1253,6 +1243,12 @@ static _Atomic uint64_t *link_to(const struct seg *s, const struct map_view *v,
  * lock busy for a bounded lock_ctx: nothing changed), or -errno.  in names
  * the entry's map and stripe, and its a is clear.
  *
+ * The one allocation under a stripe lock (writes allocate before they
+ * lock): in the lock order (stripe -> class -> pool, alloc.c), and never
+ * one that evicts.  The stripe stays held while the allocator waits for a
+ * class lock (a dead holder's: up to LOCK_DEAD_WAIT_MS) or grows the
+ * segment's mapping.
+ *
  * Crash argument: as a put that writes a key anew.  The new block is in
  * a (the allocator records it) and whole before the one store that links
  * it and unlinks the old one, which is in b before that store; whoever
@@ -1738,8 +1734,8 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	struct seg_stripe *st = stripe_of(v, sb);
 	struct seg_intent scratch, *in = rec_begin(o, v, sb, &scratch);
 	/* Room for any int64 in decimal, allocated before the stripe lock (so
-	 * no allocator lock is ever taken under a stripe lock, and eviction
-	 * can run). */
+	 * that the write takes no allocator lock under its stripe lock, and
+	 * eviction can run). */
 	size_t room = v->val_max < 20 ? v->val_max : 20;
 	/* With an expiry slot if a new key gets the map's default TTL; a
 	 * present key's own expiry may still ask for one (see below). */
