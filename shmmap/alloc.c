@@ -322,14 +322,22 @@ static void partial_remove(const struct seg *s, const struct seg_geom *g, struct
 }
 
 static int alloc_once(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		      size_t n, _Atomic uint64_t *rec);
+		      size_t n, _Atomic uint64_t *rec, bool no_page);
+
+int shmmap__alloc_block(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			size_t n, _Atomic uint64_t *rec)
+{
+	if (n > SEG_PAGE / 2)
+		return -ENOSPC;
+	return alloc_once(s, g, c, n, rec, true);
+}
 
 int shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		  size_t n, _Atomic uint64_t *rec)
 {
 	uint64_t pages = n > SEG_PAGE / 2 ? (n + SEG_PAGE - 1) / SEG_PAGE : 1;
 	int rc;
-	for (int k = 0; (rc = alloc_once(s, g, c, n, rec)) == -ENOSPC && k < GROW_TRIES &&
+	for (int k = 0; (rc = alloc_once(s, g, c, n, rec, false)) == -ENOSPC && k < GROW_TRIES &&
 			grow_for(s, g, pages);
 	     k++)
 		;
@@ -337,7 +345,7 @@ int shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lo
 }
 
 static int alloc_once(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		      size_t n, _Atomic uint64_t *rec)
+		      size_t n, _Atomic uint64_t *rec, bool no_page)
 {
 	int ci = shmmap__class_of(s, g, n);
 	if (ci < 0) {
@@ -366,6 +374,8 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 	CRASH_POINT();
 	rc = -ENOSPC;
 	uint32_t pi1 = sc->partial;
+	if ((pi1 == 0 || !page_in(s, g, pi1 - 1)) && no_page)
+		goto out; /* only a page the class has */
 	if (pi1 == 0 || !page_in(s, g, pi1 - 1)) {
 		/* No page with room (or a corrupt list head): carve a new page.
 		 * Nested pool lock (class -> pool is the order). */

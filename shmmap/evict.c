@@ -509,20 +509,20 @@ static const struct evict_how DRAIN = {.force = true, .move = true};
  * blocks lowering counts for every entry moved. */
 #define MOVE_LOOKS 64u
 
-/* How drain_page treats an entry used since its class's hand came by. */
+/* How drain_page treats an entry used since its class's hand came by.  (A
+ * move takes a block on a page its class has, never one from the pool: in
+ * a window emptied for a run, an entry moved out of one page took back the
+ * page emptied a moment before, and the window never emptied.) */
 enum drain_mode {
-	DRAIN_EVICT, /* evicted like the others (a window for a run: a moved
-		      * entry could land on a page of the window, taken from
-		      * the pool, and the window would fill itself again) */
-	DRAIN_MOVE,  /* moved, or evicted if no block can be had for it */
-	DRAIN_KEEP,  /* moved, or the page is given up if no block can be had */
+	DRAIN_MOVE, /* moved, or evicted if no block can be had for it */
+	DRAIN_KEEP, /* moved, or the page is given up if no block can be had */
 };
 
 /* Empty page pi (class cls), marked draining meanwhile: its unused entries
- * evicted, its used ones moved unless mode is DRAIN_EVICT (a block for one
- * made, if none is free, by the class's own hands, which never look at a
- * page being emptied; so the class loses its next victims instead:
- * memcached's slab mover rescues items the same way).  DRAIN_KEEP: a used
+ * evicted, its used ones moved (a block for one made, if none is free, by
+ * the class's own hands, which never look at a page being emptied; so the
+ * class loses its next victims instead: memcached's slab mover rescues
+ * items the same way).  DRAIN_KEEP: a used
  * entry for which no block can be had keeps the page (it is given up: 0);
  * DRAIN_MOVE: it is evicted.  1 if the page was emptied (it went to the
  * pool), 0 if not (an entry that may not be evicted, or one in flight), or
@@ -548,7 +548,7 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, enum drain_
 			break;
 		uint32_t age = 0;
 		uint64_t off = poff + (uint64_t)j * size;
-		rc = evict_block(ev, off, mode == DRAIN_EVICT ? &FORCE : &DRAIN, &age);
+		rc = evict_block(ev, off, &DRAIN, &age);
 		if (rc == -ENOSPC &&
 		    __atomic_load_n(&seg_class(s, g, cls)->pages, __ATOMIC_RELAXED) > 1) {
 			/* No block for a used entry: the class's next victim
@@ -975,7 +975,7 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 			uint32_t age;
 			int r = 1;
 			if (kind == PAGE_SLAB && cls < g->nclasses)
-				r = drain_page(ev, i, cls, DRAIN_EVICT, &age);
+				r = drain_page(ev, i, cls, DRAIN_MOVE, &age);
 			else if ((kind == PAGE_RUN || kind == PAGE_CONT) &&
 				 page_may_empty(ev, i, np, &head))
 				/* The run's entry (found linked, or nothing happens). */

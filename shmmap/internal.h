@@ -833,6 +833,12 @@ void shmmap__alloc_format(const struct seg *s, const struct seg_geom *g);
  */
 int shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		  size_t n, _Atomic uint64_t *rec);
+/* A block of n bytes (a slab size) on a page its class already has: never
+ * a page from the pool, never growth (a move out of a page being emptied,
+ * which must not take back a page just emptied).  0 (in *rec), -ENOSPC, or
+ * -errno as shmmap__alloc. */
+int shmmap__alloc_block(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			size_t n, _Atomic uint64_t *rec);
 /*
  * Free the block at off.  With rec: only if *rec == off, and *rec is
  * cleared under the same lock (so a block is freed once, whoever tries).

@@ -1234,8 +1234,10 @@ static _Atomic uint64_t *link_to(const struct seg *s, const struct map_view *v,
 
 /*
  * Under the lock of stripe st (sb): move the entry en, at off and linked at
- * *l, into a block of its own (a page being emptied hands out none:
- * alloc.c), which takes its place in the chain, as it is: its write time
+ * *l, into a block on another page its class has (a page being emptied
+ * hands out none, and no page is taken from the pool: it could be one of a
+ * window just emptied, alloc.c shmmap__alloc_block), which takes its place
+ * in the chain, as it is: its write time
  * and its use count too (a move is no look of a hand: lowered, the count
  * let the hand that made the block, which lies just behind it, evict it on
  * its next look).  The old block is left in in->b for the caller to
@@ -1245,9 +1247,8 @@ static _Atomic uint64_t *link_to(const struct seg *s, const struct map_view *v,
  *
  * The one allocation under a stripe lock (writes allocate before they
  * lock): in the lock order (stripe -> class -> pool, alloc.c), and never
- * one that evicts.  The stripe stays held while the allocator waits for a
- * class lock (a dead holder's: up to LOCK_DEAD_WAIT_MS) or grows the
- * segment's mapping.
+ * one that evicts or grows.  The stripe stays held while the allocator waits
+ * for a class lock (a dead holder's: up to LOCK_DEAD_WAIT_MS).
  *
  * Crash argument: as a put that writes a key anew.  The new block is in
  * a (the allocator records it) and whole before the one store that links
@@ -1261,7 +1262,7 @@ static int move_locked(const struct op_ctx *o, struct seg_stripe *st, struct seg
 		       _Atomic uint64_t *l, uint64_t off, const struct ent *en)
 {
 	size_t n = ent_size(en->klen, en->vlen, ent_slot(en));
-	int rc = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
+	int rc = shmmap__alloc_block(o->s, o->g, &o->lk, n, &in->a);
 	if (rc < 0)
 		return rc == -EBUSY ? -ENOSPC : rc; /* (a bounded lock_ctx's) */
 	CRASH_POINT();
