@@ -522,11 +522,11 @@ enum drain_mode {
  * evicted, its used ones moved (a block for one made, if none is free, by
  * the class's own hands, which never look at a page being emptied; so the
  * class loses its next victims instead: memcached's slab mover rescues
- * items the same way).  DRAIN_KEEP: a used
- * entry for which no block can be had keeps the page (it is given up: 0);
- * DRAIN_MOVE: it is evicted.  1 if the page was emptied (it went to the
- * pool), 0 if not (an entry that may not be evicted, or one in flight), or
- * -errno.  *oldest gets the age of the oldest victim (0 if none). */
+ * items the same way).  DRAIN_KEEP: a used entry for which no block can be
+ * had keeps the page (it is given up: 0); DRAIN_MOVE: it is evicted.  1 if
+ * the page was emptied (it went to the pool), 0 if not (an entry that may
+ * not be evicted, or one in flight), or -errno.  *oldest gets the age of
+ * the oldest victim (0 if none). */
 static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, enum drain_mode mode,
 		      uint32_t *oldest)
 {

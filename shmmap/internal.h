@@ -894,7 +894,8 @@ struct seg_intent;
  */
 int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n);
 /* Empty a window of `pages` contiguous pages (entries of evict maps
- * evicted), for a run that is not an entry (a map's table): 0 (the pages
+ * evicted, or moved if used, as for a large value), for a run that is not
+ * an entry (a map's table): 0 (the pages
  * went to the pool, where another may take them first), -ENOSPC (no window
  * could be emptied), or -errno. */
 int shmmap__evict_pages(const struct op_ctx *o, struct seg_intent *in, uint32_t pages);
