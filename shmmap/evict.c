@@ -555,7 +555,10 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, enum drain_
 			 * makes one (never on this page: so only if the class
 			 * has another), then the move again. */
 			rc = evict_in_class(ev, cls, MOVE_LOOKS);
-			rc = rc > 0 ? evict_block(ev, off, &DRAIN, &age) : rc < 0 ? rc : -ENOSPC;
+			if (rc > 0)
+				rc = evict_block(ev, off, &DRAIN, &age);
+			else if (rc == 0)
+				rc = -ENOSPC;
 		}
 		if (rc == -ENOSPC) {
 			if (mode == DRAIN_KEEP) {

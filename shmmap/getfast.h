@@ -172,12 +172,7 @@ get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v
 	}
 	if (row) {
 		count(&row[v->idx].hits);
-		/* Used, for the evicting hand (evict.c): see shmmap__tbl_get. */
-		if (ENT_FREQ(meta) < ENT_FREQ_MAX)
-			atomic_compare_exchange_strong_explicit(&((struct seg_entry *)e)->meta,
-								&meta, meta + ENT_FREQ_ONE,
-								memory_order_relaxed,
-								memory_order_relaxed);
+		ent_mark_used(e, meta);
 	}
 	if (vlen)
 		*vlen = vl;

@@ -482,6 +482,20 @@ static inline uint32_t ent_age(uint32_t now, uint32_t itime)
 	return d > ITIME_MASK / 2 ? 0 : d;
 }
 
+/* Entry e was read (a get's hit, an incr): its use count, for the evicting
+ * hand (evict.c), is raised from m, the header word the caller read (and
+ * validated), by a CAS against it, only while below the top: so a hot
+ * entry's line is not written on every read, and a block freed and reused
+ * since is left alone. */
+static inline __attribute__((always_inline)) void ent_mark_used(const struct seg_entry *e,
+								 uint64_t m)
+{
+	if (ENT_FREQ(m) < ENT_FREQ_MAX)
+		atomic_compare_exchange_strong_explicit(&((struct seg_entry *)e)->meta, &m,
+							m + ENT_FREQ_ONE, memory_order_relaxed,
+							memory_order_relaxed);
+}
+
 /* Entry accessors.  vlenf is the caller's one copy of the word (ent_vlenf),
  * validated by the caller against the block and the map's limits. */
 
@@ -1108,10 +1122,9 @@ struct evict_how {
 	bool force;        /* evict it whatever its count (a page being emptied) */
 	bool probe;        /* the probation hand: a kept entry is left alone, one
 			      with a count is kept (ENT_KEPT, its count as is) */
-	bool move;         /* a page is being emptied: an entry with a count is
-			      moved to a block elsewhere, returning 2, or
-			      -ENOSPC if no block is free (nothing changed,
-			      whatever force says) */
+	bool move;         /* with force, a page being emptied: an entry with a
+			      count is moved to a block elsewhere, returning 2,
+			      or -ENOSPC if no block is free (nothing changed) */
 	uint32_t young;    /* not 0: an entry younger than this (itime units) is
 			      left alone */
 	uint32_t now;      /* shmmap__itime() when the eviction began (set by

@@ -766,16 +766,7 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 	}
 	if (o->ctr) {
 		count(&o->ctr->hits);
-		/* Used, for the evicting hand (evict.c): raised by a CAS against
-		 * the word read (and validated) above, only while below the top,
-		 * so a hot entry's line is not written on every get, and a block
-		 * freed and reused since is left alone. */
-		if (ENT_FREQ(en.meta) < ENT_FREQ_MAX) {
-			uint64_t m = en.meta;
-			atomic_compare_exchange_strong_explicit(
-				&((struct seg_entry *)en.e)->meta, &m, m + ENT_FREQ_ONE,
-				memory_order_relaxed, memory_order_relaxed);
-		}
+		ent_mark_used(en.e, en.meta);
 	}
 	if (vlen)
 		*vlen = en.vlen;
@@ -1314,22 +1305,6 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 	bool exp = l && expired(en.expire_ms, &now);
 	bool spare = !l;
 	uint64_t m = en.meta, to = m;
-	if (l && how->move && !exp && ENT_FREQ(m) &&
-	    !atomic_load_explicit(&in->a, memory_order_relaxed)) {
-		/* Used since a hand came by: it moves (a page is being emptied). */
-		uint32_t own_map = atomic_load_explicit(&in->map, memory_order_relaxed);
-		uint32_t own_stripe = atomic_load_explicit(&in->stripe, memory_order_relaxed);
-		atomic_store_explicit(&in->map, v->idx, memory_order_relaxed);
-		atomic_store_explicit(&in->stripe, sb, memory_order_relaxed);
-		rc = move_locked(o, st, in, l, off, &en);
-		shmmap__unlock(&st->lock);
-		CRASH_POINT();
-		if (rc == 0 && shmmap__free(o->s, o->g, &o->lk, off, &in->b) < 0)
-			return -EAGAIN; /* in->b stays recorded: parked by client.c */
-		atomic_store_explicit(&in->map, own_map, memory_order_relaxed);
-		atomic_store_explicit(&in->stripe, own_stripe, memory_order_relaxed);
-		return rc == 0 ? 2 : rc;
-	}
 	if (l && !how->force && !exp) {
 		if (how->young && ENT_AGE(how->now, ENT_ITIME(m)) < how->young)
 			spare = true; /* still on probation (the probation hand's look) */
@@ -1353,21 +1328,35 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 		shmmap__unlock(&st->lock);
 		return 0;
 	}
+	/* A page being emptied (how->move, with force): an entry used since a
+	 * hand came by moves rather than goes. */
+	bool moving = how->move && !exp && ENT_FREQ(m) &&
+		      !atomic_load_explicit(&in->a, memory_order_relaxed);
 	uint32_t own_map = atomic_load_explicit(&in->map, memory_order_relaxed);
 	uint32_t own_stripe = atomic_load_explicit(&in->stripe, memory_order_relaxed);
 	/* The record names the victim's map and stripe while b names the
-	 * victim: whoever takes this lock over from us settles b by them. */
+	 * victim (or a and b the move's blocks): whoever takes this lock over
+	 * from us settles them by them. */
 	atomic_store_explicit(&in->map, v->idx, memory_order_relaxed);
 	atomic_store_explicit(&in->stripe, sb, memory_order_relaxed);
-	evict_locked(st, in, l, &en, exp);
+	rc = 0;
+	if (moving)
+		rc = move_locked(o, st, in, l, off, &en);
+	else
+		evict_locked(st, in, l, &en, exp);
 	shmmap__unlock(&st->lock);
-	*kv += (uint64_t)en.klen + en.vlen;
-	*age = ENT_AGE(how->now, ENT_ITIME(en.meta));
-	if (shmmap__free(o->s, o->g, &o->lk, off, &in->b) < 0)
+	CRASH_POINT();
+	if (!moving) {
+		*kv += (uint64_t)en.klen + en.vlen;
+		*age = ENT_AGE(how->now, ENT_ITIME(en.meta));
+	}
+	if (rc == 0 && shmmap__free(o->s, o->g, &o->lk, off, &in->b) < 0)
 		return -EAGAIN; /* in->b stays recorded: parked by client.c */
 	/* b is settled: the record is the put's own again. */
 	atomic_store_explicit(&in->map, own_map, memory_order_relaxed);
 	atomic_store_explicit(&in->stripe, own_stripe, memory_order_relaxed);
+	if (moving)
+		return rc == 0 ? 2 : rc;
 	return 1;
 }
 
@@ -1694,15 +1683,10 @@ int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void
 }
 
 /* Under its stripe lock: the linked entry e was read by a write (incr: the
- * caller gets its value), so it is used, as by a get (its count raised
- * while below the top; a CAS, a get may raise it meanwhile). */
+ * caller gets its value), so it is used, as by a get. */
 static void mark_used(const struct seg_entry *e)
 {
-	_Atomic uint64_t *w = &((struct seg_entry *)e)->meta;
-	uint64_t m = atomic_load_explicit(w, memory_order_relaxed);
-	if (ENT_FREQ(m) < ENT_FREQ_MAX)
-		atomic_compare_exchange_strong_explicit(w, &m, m + ENT_FREQ_ONE,
-							memory_order_relaxed, memory_order_relaxed);
+	ent_mark_used(e, atomic_load_explicit((_Atomic uint64_t *)&e->meta, memory_order_relaxed));
 }
 
 /* Parse the decimal integer a value holds: optional '-', 1..19 digits. */
