@@ -8,8 +8,8 @@
  * Each input is one received message.  Whatever it holds, the decoder must
  * return without reading past it.  A message that decodes must re-encode,
  * and the encoding must be canonical: it decodes to the same message and is
- * byte for byte the input (except STATS_REPLY's pad word, which the decoder
- * ignores and the encoder writes as 0).  Encoding into a buffer one byte too
+ * byte for byte the input (except the pad words of STATS_REPLY and
+ * OPEN_OPTS, which the decoder ignores and the encoder writes as 0).  Encoding into a buffer one byte too
  * small must fail with -ENOBUFS and write nothing past it.  A broken
  * property is a __builtin_trap(), which libFuzzer reports as a crash.
  *
@@ -39,8 +39,20 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Where STATS_REPLY keeps its pad word: header, pid, clients, maps. */
-#define STATS_PAD_AT (PROTO_HDR + 12u)
+/* Where a message keeps a pad word (decode ignores it, encode writes 0),
+ * or 0: STATS_REPLY after pid, clients, maps; OPEN_OPTS after flags,
+ * policy, capacity, quota, key_max, value_max, default_ttl. */
+static size_t pad_at(uint16_t type)
+{
+	switch (type) {
+	case MSG_STATS_REPLY:
+		return PROTO_HDR + 12u;
+	case MSG_OPEN_OPTS:
+		return PROTO_HDR + 36u;
+	default:
+		return 0;
+	}
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -64,12 +76,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int n = shmmap__proto_encode(&m, buf, sizeof buf);
 	CHECK(n >= (int)PROTO_HDR && n <= (int)PROTO_MAX_MSG);
 	CHECK((size_t)n == size);
-	if (m.type == MSG_STATS_REPLY) {
-		CHECK(memcmp(buf, in, STATS_PAD_AT) == 0);
-		CHECK(buf[STATS_PAD_AT] == 0 && buf[STATS_PAD_AT + 1] == 0 &&
-		      buf[STATS_PAD_AT + 2] == 0 && buf[STATS_PAD_AT + 3] == 0);
-		CHECK(memcmp(buf + STATS_PAD_AT + 4, in + STATS_PAD_AT + 4,
-			     size - STATS_PAD_AT - 4) == 0);
+	size_t pad = pad_at(m.type);
+	if (pad) {
+		CHECK(memcmp(buf, in, pad) == 0);
+		CHECK(buf[pad] == 0 && buf[pad + 1] == 0 && buf[pad + 2] == 0 && buf[pad + 3] == 0);
+		CHECK(memcmp(buf + pad + 4, in + pad + 4, size - pad - 4) == 0);
 	} else {
 		CHECK(memcmp(buf, in, size) == 0);
 	}
