@@ -168,8 +168,31 @@ static bool grow_for(const struct seg *s, const struct seg_geom *g, uint64_t nee
 
 /* ---- page pool ---- */
 
-/* Under pool_lock: find and take a run of n free pages; index + 1, or 0. */
-static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, uint32_t n)
+void shmmap__pool_unhold(const struct seg *s)
+{
+	atomic_store_explicit(&seg_hdr(s)->pool_hold, 0, memory_order_relaxed);
+}
+
+/* The window the coordinator holds, if a client must pass it over: [*lo,
+ * *hi) of pages, else lo == hi. */
+static void pool_held(const struct seg_header *h, const struct lock_ctx *c, uint32_t *lo,
+		      uint32_t *hi)
+{
+	*lo = *hi = 0;
+	uint32_t first = atomic_load_explicit(&h->pool_hold, memory_order_acquire);
+	if (!first || c->owner == LOCK_OWNER_COORD)
+		return;
+	uint32_t t = atomic_load_explicit(&h->pool_hold_t, memory_order_relaxed);
+	if ((uint32_t)shmmap__mono_ms() - t > POOL_HOLD_MS)
+		return;
+	*lo = first - 1;
+	*hi = *lo + atomic_load_explicit(&h->pool_hold_n, memory_order_relaxed);
+}
+
+/* Under pool_lock: find and take a run of n free pages; index + 1, or 0.
+ * A client (c) passes over the window the coordinator holds. */
+static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			  uint32_t n)
 {
 	struct seg_header *h = seg_hdr(s);
 	if (h->pool_free < n)
@@ -179,6 +202,8 @@ static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, uint32_
 	const uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
 	if (n > np)
 		return 0;
+	uint32_t lo, hi;
+	pool_held(h, c, &lo, &hi);
 	/* First fit from the rover, wrapping once; a run may not wrap around
 	 * the end of the heap, so the run length restarts at 0.  n - 1 extra
 	 * steps find a run that straddles the rover. */
@@ -187,7 +212,7 @@ static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, uint32_
 		uint32_t i = (uint32_t)((start + k) % np);
 		if (i == 0)
 			len = 0;
-		if (seg_page(s, g, i)->kind != PAGE_FREE) {
+		if (seg_page(s, g, i)->kind != PAGE_FREE || (i >= lo && i < hi)) {
 			len = 0;
 			continue;
 		}
@@ -246,7 +271,7 @@ static int alloc_pages_once(const struct seg *s, const struct seg_geom *g,
 	if (rc < 0)
 		return rc;
 	CRASH_POINT();
-	uint32_t found = pool_take(s, g, n);
+	uint32_t found = pool_take(s, g, c, n);
 	shmmap__unlock(&h->pool_lock);
 	if (!found)
 		return -ENOSPC;
@@ -357,7 +382,7 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 		int rc = shmmap__lock_nosteal(&h->pool_lock, c);
 		if (rc < 0)
 			return rc;
-		uint32_t found = pool_take(s, g, (uint32_t)pages);
+		uint32_t found = pool_take(s, g, c, (uint32_t)pages);
 		if (found) {
 			atomic_store_explicit(rec, seg_page_off(g, found - 1), memory_order_relaxed);
 			CRASH_POINT();
@@ -385,7 +410,7 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 			rc = prc;
 			goto out;
 		}
-		pi1 = pool_take(s, g, 1);
+		pi1 = pool_take(s, g, c, 1);
 		if (pi1) {
 			struct seg_page *np = seg_page(s, g, pi1 - 1);
 			np->cls = cls;

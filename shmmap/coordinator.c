@@ -980,6 +980,42 @@ static void *house_main(void *arg)
 	return NULL;
 }
 
+/* A resize of map m found no run of pages for its array in a segment that
+ * cannot grow (grow.c): empty a window of pages for the least array it
+ * wants (gt->room buckets), as for a large value, and start the resize in
+ * it at once (clients' allocations pass the window over meanwhile).  True
+ * if the resize started.  The eviction is under recover_mu, as a map
+ * creation's (no sweep meanwhile: the scratch record names blocks no
+ * chain reaches); what a free that met a busy allocator lock left in the
+ * record is a sweep's. */
+static bool grow_room(struct coord *c, const struct op_ctx *o, uint32_t m)
+{
+	struct grow_track *gt = &c->grow_track[m];
+	uint32_t n = gt->room;
+	uint64_t pages = ((uint64_t)n * 8 + SEG_PAGE - 1) / SEG_PAGE;
+	gt->room = 0;
+	struct map_view v;
+	if (!pages || pages > c->g.npages_max || shmmap__map_view(&c->seg, &c->g, m, &v) < 0)
+		return false;
+	gt->room_tries++;
+	struct seg_intent scratch = {0};
+	pthread_mutex_lock(&c->recover_mu);
+	int rc = shmmap__evict_pages(o, &scratch, (uint32_t)pages);
+	if (atomic_load(&scratch.a) || atomic_load(&scratch.b))
+		shmmap__coord_sweep_deferred(c, "table growth");
+	pthread_mutex_unlock(&c->recover_mu);
+	if (rc == 0)
+		rc = shmmap__grow_start(o, &v, n, &c->recover_mu);
+	shmmap__pool_unhold(&c->seg);
+	if (rc < 0)
+		return false; /* -ENOSPC: the eighth-more wait (grow.c) */
+	log_info("map '%.*s': emptied %llu page(s) of the full segment for a table of %u "
+		 "buckets", (int)sizeof v.dir->name, v.dir->name, (unsigned long long)pages, n);
+	gt->failed_n = 0;
+	gt->room_tries = 0; /* the bound is on windows that came to nothing */
+	return true;
+}
+
 /* The growth thread: rounds of growth work on every map (grow.c), back to
  * back while they make progress, else asleep on the header's grow_wake
  * futex (set by a writer whose stripe is over the load factor). */
@@ -995,6 +1031,8 @@ static void *grow_main(void *arg)
 		bool resting = false;
 		for (uint32_t m = 0; m < c->g.max_maps; m++) {
 			int r = shmmap__grow_round(&o, m, &c->grow_track[m], &c->recover_mu, step);
+			if (c->grow_track[m].room && grow_room(c, &o, m))
+				r = 2;
 			most = r > most ? r : most;
 			resting = resting || c->grow_track[m].resting;
 		}

@@ -139,6 +139,7 @@ struct evictor {
 	bool evictable; /* ...and that map's policy is evict */
 	int rejects;    /* -1: not looked yet; else: is a live map's policy reject? */
 	uint64_t kv;    /* key and value bytes evicted */
+	bool hold;      /* the coordinator's: hold the window it empties */
 };
 
 /* The map of the entry at off, if its entries may be evicted: NULL for a
@@ -970,6 +971,15 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 			start = bad + 1;
 			continue;
 		}
+		if (ev->hold) {
+			/* Clients' allocations pass the window over from
+			 * here: its pages, freed one at a time, were taken
+			 * by a busy class before it was whole. */
+			atomic_store_explicit(&h->pool_hold_n, need, memory_order_relaxed);
+			atomic_store_explicit(&h->pool_hold_t, (uint32_t)shmmap__mono_ms(),
+					      memory_order_relaxed);
+			atomic_store_explicit(&h->pool_hold, start + 1, memory_order_release);
+		}
 		bool ok = true;
 		for (uint32_t i = start; i < start + need && ok; i++) {
 			const struct seg_page *p = seg_page(s, g, i);
@@ -1000,8 +1010,11 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 
 int shmmap__evict_pages(const struct op_ctx *o, struct seg_intent *in, uint32_t pages)
 {
-	struct evictor ev = {.o = o, .in = in, .now = shmmap__itime(), .rejects = -1};
+	struct evictor ev = {.o = o, .in = in, .now = shmmap__itime(), .rejects = -1,
+			     .hold = o->lk.owner == LOCK_OWNER_COORD};
 	int r = room_for_run(&ev, pages);
+	if (r <= 0)
+		shmmap__pool_unhold(o->s);
 	return r < 0 ? r : r > 0 ? 0 : -ENOSPC;
 }
 

@@ -46,9 +46,15 @@
  * cleared but whose run was not freed leaks until the next start's sweep.
  * The sweep keeps every named array's run, and walks both arrays (sweep.c).
  *
- * Memory: a bucket costs 8 bytes.  If no run of the size is free the resize is tried smaller, then again
- * once the map holds an eighth more entries: the map keeps working with
- * longer chains meanwhile.
+ * Memory: a bucket costs 8 bytes.  If no run of the size is free the
+ * resize is tried smaller.  If none is, in a segment that cannot grow,
+ * the coordinator empties a window of pages for the least array that
+ * brings the load within its limit (shmmap__evict_pages, as for a large
+ * value: the entries of evict maps go, read ones move) and the resize is
+ * tried again, up to GROW_ROOM_TRIES windows (others may take the pages
+ * first); after that, and where nothing can be evicted, again once the
+ * map holds an eighth more entries: the map keeps working with longer
+ * chains meanwhile.
  */
 #include <errno.h>
 #include <linux/futex.h>
@@ -281,6 +287,9 @@ static int maybe_start(const struct op_ctx *o, const struct map_view *v, struct 
 	uint64_t n = t.cur_n * 2ull;
 	while (n * limit < e * 100u && n < top && n < v->max_buckets)
 		n *= 2;
+	uint64_t least = n < v->max_buckets ? n : v->max_buckets;
+	if (gt->failed_n) /* a new attempt, after the wait */
+		gt->room_tries = 0;
 	while (n < want && n * 2 * 8 <= share && n < top && n < v->max_buckets)
 		n *= 2;
 	if (n > v->max_buckets)
@@ -291,6 +300,18 @@ static int maybe_start(const struct op_ctx *o, const struct map_view *v, struct 
 	if (rc == -ENOSPC) {
 		gt->failed_n = 1;
 		gt->failed_at = e;
+		/* The segment is full and cannot grow: the least array that
+		 * brings the load within its limit, but no more than the
+		 * heap's share, is worth a window of evicted entries (chains
+		 * of 50 made gets 9x slower), which the coordinator empties,
+		 * a bounded number of times.  (Past the share, a table
+		 * taken from a full cache's entries stayed when the entries
+		 * grew large again: a shift from 10 B to 1 KiB values kept
+		 * 45% of the segment live, not 80%.) */
+		while (least > t.cur_n * 2ull && least * 8 > share)
+			least /= 2;
+		if (gt->room_tries < GROW_ROOM_TRIES && least * 8 <= share)
+			gt->room = (uint32_t)least;
 	} else if (rc == 0) {
 		gt->failed_n = 0;
 	}
@@ -308,6 +329,7 @@ int shmmap__grow_round(const struct op_ctx *o, uint32_t idx, struct grow_track *
 		gt->gen = v.gen;
 		gt->word = 0;
 		gt->failed_n = 0;
+		gt->room = gt->room_tries = 0;
 	}
 	uint64_t w = atomic_load_explicit(&v.dir->tbl, memory_order_acquire);
 	if (w & TBL_GROWING)

@@ -144,6 +144,14 @@ struct seg_header {
 	/* 168: futex word: a writer saw a map over its load factor and woke
 	 * the coordinator's growth thread (the one word clients write here). */
 	_Atomic uint32_t grow_wake;
+	/* 172: a window of pages the coordinator is emptying for a run of its
+	 * own (a map's table, evict.c): first page + 1 (0: none), pages, and
+	 * when it was set (shmmap__mono_ms, low 32 bits).  A client's
+	 * allocation from the pool passes these pages over for POOL_HOLD_MS
+	 * at most (a coordinator killed meanwhile holds nothing for long). */
+	_Atomic uint32_t pool_hold;
+	_Atomic uint32_t pool_hold_n;
+	_Atomic uint32_t pool_hold_t;
 	/* Read-mostly line (read on every growth check, written by growth only): */
 	_Alignas(64) uint64_t max_size;     /* 192: the most it may grow to (the layout's size) */
 	_Atomic uint32_t npages_live;       /* 200: heap pages that exist now (release store) */
@@ -168,6 +176,8 @@ _Static_assert(offsetof(struct seg_header, pool_lock) == 128, "layout");
 _Static_assert(offsetof(struct seg_header, max_size) == 192, "layout");
 _Static_assert(offsetof(struct seg_header, npages_live) == 200, "layout");
 _Static_assert(offsetof(struct seg_header, moves) == 240, "layout");
+_Static_assert(offsetof(struct seg_header, pool_hold) == 172, "layout");
+_Static_assert(offsetof(struct seg_header, pool_hold_t) == 180, "layout");
 /* flags: */
 #define SEG_F_HUGE 1u /* every process advises its mapping for transparent huge pages */
 /* grow_state: */
@@ -895,6 +905,11 @@ int shmmap__alloc_undrain(const struct seg *s, const struct seg_geom *g, const s
 uint32_t shmmap__nclasses(void);
 uint32_t shmmap__class_size(uint32_t cls); /* 0 for an invalid class */
 
+#define POOL_HOLD_MS 2000u
+/* The coordinator is done with the window it held (evict.c): clients may
+ * take its pages again. */
+void shmmap__pool_unhold(const struct seg *s);
+
 /* ---- evict.c: what a full segment gives up ---- */
 struct op_ctx;
 struct map_view;
@@ -909,9 +924,11 @@ struct seg_intent;
 int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n);
 /* Empty a window of `pages` contiguous pages (entries of evict maps
  * evicted, or moved if used, as for a large value), for a run that is not
- * an entry (a map's table): 0 (the pages
- * went to the pool, where another may take them first), -ENOSPC (no window
- * could be emptied), or -errno. */
+ * an entry (a map's table): 0 (the pages went to the pool), -ENOSPC (no
+ * window could be emptied), or -errno.  Called by the coordinator, whose
+ * window clients' allocations pass over (seg_header.pool_hold) from the
+ * moment it is chosen until the caller's shmmap__pool_unhold after it
+ * took its run (or POOL_HOLD_MS). */
 int shmmap__evict_pages(const struct op_ctx *o, struct seg_intent *in, uint32_t pages);
 /* Class cls handed out a block (call with its lock held, allocs moved
  * on): its checkpoints for probation (evict.c). */
@@ -988,6 +1005,7 @@ struct map_params {
 #define GROW_LOAD_PCT 100u
 #define GROW_TO_PCT 50u
 #define GROW_ARRAY_SHARE 32u
+#define GROW_ROOM_TRIES 4u /* windows emptied for one resize in a full segment */
 
 /* The load (entries per 100 buckets) over which a map of cur_n buckets
  * grows: the writers' hint (table.c) and the coordinator (grow.c) agree. */
@@ -1145,6 +1163,10 @@ struct grow_track {
 	uint32_t cap;
 	uint32_t failed_n;       /* a resize to this size found no memory */
 	uint64_t failed_at;      /* entries when it failed */
+	uint32_t room;           /* buckets of the least array the resize that
+				    failed wants: the coordinator empties a
+				    window for it and starts it there */
+	uint32_t room_tries;     /* windows emptied for this attempt */
 	bool resting;            /* over one entry per bucket, and not growing by
 				    choice (its limit, or no memory): writers'
 				    hints from its stripes need no round */

@@ -183,6 +183,7 @@ int shmmap__coord_open_map(struct coord *c, const char *name, bool create, bool 
 				if (er < 0)
 					break; /* no window can be emptied */
 				rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);
+				shmmap__pool_unhold(&c->seg);
 			}
 			pthread_mutex_unlock(&c->recover_mu);
 			if (rc < 0)

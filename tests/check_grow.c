@@ -18,6 +18,8 @@
  *     two (the array past that would take more than 1/32 of the heap), and
  *     where even that would, only past two entries per bucket; a full cache
  *     resting there leaves the coordinator's growth thread idle.
+ *   - A map in a segment another map filled (and that cannot grow) still
+ *     grows its table, evicting a window of the other map's entries.
  *   - shmmapctl maps, stats (--json) and metrics show the bucket count,
  *     load factor and a resize under way with its progress.
  */
@@ -384,6 +386,73 @@ START_TEST(full_small_cache_leaves_growth_idle)
 }
 END_TEST
 
+struct load_arg {
+	shmmap *sm;
+	shmmap_map m;
+};
+
+/* At most four entries per bucket, and no resize under way. */
+static bool load_within_four(void *arg)
+{
+	struct load_arg *a = arg;
+	struct shmmap_stats st;
+	bool growing = true;
+	uint32_t n = buckets_of(a->sm, a->m, &growing);
+	return !growing && shmmap_stats(a->sm, a->m, &st) == 0 && st.entries <= 4ull * n;
+}
+
+/* A map opened in a segment another map filled (16 MiB of 1 KB values,
+ * policy evict, no growth of the segment), then given 100,000 small
+ * entries: its table grows although no page is free, by evicting a window
+ * of entries for the larger array, as a large value does, up to the
+ * heap's share (32768 buckets of 8 B here: a load of 3).  It stayed at
+ * 4096 buckets, 24 entries per bucket (50 in a user's run: gets 9x
+ * slower). */
+START_TEST(full_segment_grows_a_new_map)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", ""), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map big = tu_open(sm, "big"), m = tu_open(sm, MAP);
+	char k[64], v[1000];
+	memset(v, 'b', sizeof v);
+	for (int i = 0; i < 20000; i++) { /* 20 MB: the segment full and turning over */
+		int kl = snprintf(k, sizeof k, "big-%d", i);
+		CK_EQ(shmmap_put(sm, big, k, (size_t)kl, v, sizeof v, 0, 0), 0);
+	}
+	uint32_t n0 = buckets_of(sm, m, NULL);
+	const int n = 100000;
+	for (int i = 0; i < n; i++) {
+		int kl = key_of(k, sizeof k, 0, i), vl = val_of(v, sizeof v, 0, i);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
+	}
+	struct load_arg a = {sm, m};
+	struct shmmap_stats st = {0};
+	bool ok = tu_wait(load_within_four, &a, 20000);
+	ck_assert_int_eq(shmmap_stats(sm, m, &st), 0);
+	CK_MSG(ok, "%llu entries in %u buckets (from %u): the table did not grow",
+	       (unsigned long long)st.entries, buckets_of(sm, m, NULL), n0);
+	/* The windows emptied for the arrays (15 pages) took unread entries of
+	 * either map; the new map's are the segment's newest, and most stay.
+	 * Every one there has its value. */
+	CK_MSG(st.entries >= (uint64_t)n * 4 / 5, "%llu of %d entries", (unsigned long long)st.entries,
+	       n);
+	uint64_t found = 0;
+	char buf[128];
+	for (int i = 0; i < n; i++) {
+		int kl = key_of(k, sizeof k, 0, i), vl = val_of(v, sizeof v, 0, i);
+		size_t len = 0;
+		int rc = shmmap_get(sm, m, k, (size_t)kl, buf, sizeof buf, &len);
+		CK_MSG(rc == 0 || rc == -ENOENT, "%s: %s", k, shmmap_strerror(rc));
+		CK_MSG(rc != 0 || (len == (size_t)vl && memcmp(buf, v, len) == 0), "%s: wrong value",
+		       k);
+		found += rc == 0;
+	}
+	CK_EQ(found, st.entries);
+	expect_clean(sm, "full segment, new map");
+	shmmap_detach(sm);
+}
+END_TEST
+
 static bool growing_now(void *arg)
 {
 	struct idle_arg *a = arg;
@@ -594,6 +663,7 @@ int main(void)
 	tcase_add_test(tc, max_buckets_caps_growth);
 	tcase_add_test(tc, small_segment_grows_to_a_bucket_per_entry);
 	tcase_add_test(tc, full_small_cache_leaves_growth_idle);
+	tcase_add_test(tc, full_segment_grows_a_new_map);
 	tcase_add_test(tc, inspection_shows_resize);
 	tcase_add_test(tc, writers_killed_during_growth);
 	suite_add_tcase(s, tc);
