@@ -63,6 +63,10 @@ struct coord {
 	pthread_t io, house, grow;
 	struct grow_track *grow_track; /* [max_maps]: the growth thread's */
 	struct cds_lfht *sessions;
+	/* Sessions closed during the I/O thread's current batch of events,
+	 * freed (call_rcu) once the batch is done: a later event of the same
+	 * batch may still name one (I/O thread only). */
+	struct session *closed;
 	_Atomic uint32_t nsessions;
 	_Atomic uint32_t nclients;
 	uint64_t start_ms;

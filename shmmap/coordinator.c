@@ -110,6 +110,8 @@ struct session {
 	uint64_t start_time;
 	uint64_t connected_ms;
 	_Atomic bool kill;      /* set by housekeeping, acted on by the I/O thread */
+	bool gone;              /* closed: its events left in the batch are dropped */
+	struct session *next_closed; /* coord.closed */
 	char why[64];
 	struct cds_lfht_node node;
 	struct rcu_head rcu;
@@ -303,8 +305,19 @@ static void free_session_rcu(struct rcu_head *h)
 	free(caa_container_of(h, struct session, rcu));
 }
 
+/*
+ * Close session s (I/O thread only; once: a second close of a session is a
+ * no-op).  Its memory outlives the current batch of events (coord.closed):
+ * an event of the batch may still name it, for instance its own hang-up
+ * after housekeeping flagged it gone and the wake-up event came first (the
+ * session was then read and closed again after its fd had been closed and
+ * perhaps reused by a new client, and freed twice).
+ */
 static void close_session(struct coord *c, struct session *s, const char *why)
 {
+	if (s->gone)
+		return;
+	s->gone = true;
 	if (c->save_client == s)
 		c->save_client = NULL; /* its save goes on; nobody to answer */
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
@@ -321,7 +334,18 @@ static void close_session(struct coord *c, struct session *s, const char *why)
 	cds_lfht_del(c->sessions, &s->node);
 	rcu_read_unlock();
 	atomic_fetch_sub(&c->nsessions, 1);
-	call_rcu(&s->rcu, free_session_rcu);
+	s->next_closed = c->closed;
+	c->closed = s;
+}
+
+/* The batch is done: free the sessions closed in it (after readers). */
+static void free_closed(struct coord *c)
+{
+	while (c->closed) {
+		struct session *s = c->closed;
+		c->closed = s->next_closed;
+		call_rcu(&s->rcu, free_session_rcu);
+	}
 }
 
 /* Answer with an error and, if why is not NULL, the reason for people
@@ -846,11 +870,13 @@ static void *io_main(void *arg)
 				if (read(c->wakefd, &v, sizeof v) < 0) { /* nothing to do */ }
 				reap_flagged(c);
 				save_finish(c);
-			} else {
+			} else if (!((struct session *)p)->gone) {
 				read_session(c, p);
 			}
 		}
+		free_closed(c);
 	}
+	free_closed(c);
 	/* Shutting down: close every connection without freeing the slots:
 	 * the clients keep working on the segment and the next coordinator
 	 * adopts them. */

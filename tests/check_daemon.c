@@ -6,7 +6,9 @@
  * SIGHUP reloads (access lists, log level, a broken file keeps the old
  * settings, fixed keys reported), an ordinary user's daemon, shmmapctl and
  * client on the per-user defaults, start failures that leave nothing
- * behind with messages that say what to do, and the systemd unit.
+ * behind with messages that say what to do, and the systemd unit; and
+ * workers attaching and exiting by the hundred (sessions closed many per
+ * batch of events).
  *
  * Tests that switch uids need root and /usr/bin/setpriv; without them they
  * say "SKIP" on stderr and pass.
@@ -765,6 +767,84 @@ START_TEST(unit_file_verifies)
 }
 END_TEST
 
+/* ---- sessions ---- */
+
+#define CHURN_WORKERS 1500
+#define CHURN_AT_ONCE 120
+#define CHURN_OPS 5
+
+/* One short-lived worker: attach itself, bump the counter, exit without
+ * detaching (as a killed or careless worker does).  Exit status: 0, or
+ * which step failed. */
+static void churn_worker(const char *sock)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(sock, &sm) < 0)
+		_exit(2);
+	if (shmmap_open(sm, "churn", SHMMAP_CREATE, &m) < 0)
+		_exit(3);
+	for (int i = 0; i < CHURN_OPS; i++)
+		if (shmmap_incr(sm, m, "n", 1, 1, NULL) < 0)
+			_exit(4);
+	_exit(0);
+}
+
+static bool only_me_attached(void *arg)
+{
+	char out[4096], err[512];
+	(void)arg;
+	int st = tu_ctl(co.sock, out, sizeof out, err, sizeof err, "--json", "status", NULL);
+	/* This test and shmmapctl itself. */
+	return st == 0 && strstr(out, "\"clients\":2,") && strstr(out, "\"clients_dead\":0,");
+}
+
+/* Workers attaching and exiting by the hundred (php-fpm recycling its
+ * pool): the coordinator closes many sessions per batch of events, some
+ * flagged gone by housekeeping before their own hang-up was read.  It
+ * read and closed such a session a second time (its fd already closed,
+ * maybe another client's by then), freed it twice and aborted; before
+ * that, new workers were refused (ECONNRESET, or EDETACHED at open).
+ * Every worker must get through, the counter must be exact and the
+ * coordinator alive. */
+START_TEST(attach_exit_churn)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[segment]\nmax_clients = 256\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	int live = 0, started = 0, failed = 0, first_status = 0;
+	while (started < CHURN_WORKERS || live > 0) {
+		while (live < CHURN_AT_ONCE && started < CHURN_WORKERS) {
+			pid_t p = fork();
+			ck_assert_int_ge(p, 0);
+			if (p == 0)
+				churn_worker(co.sock);
+			started++;
+			live++;
+		}
+		int st;
+		pid_t p = wait(&st);
+		ck_assert_int_gt(p, 0);
+		live--;
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			if (!failed++)
+				first_status = st;
+		}
+	}
+	ck_assert_msg(kill(co.pid, 0) == 0 && waitpid(co.pid, NULL, WNOHANG) == 0,
+		      "the coordinator died");
+	ck_assert_msg(failed == 0, "%d of %d workers failed (first: status 0x%x)", failed,
+		      CHURN_WORKERS, first_status);
+	shmmap_map m = tu_open(sm, "churn");
+	char buf[32];
+	size_t n = 0;
+	ck_assert_int_eq(shmmap_get(sm, m, "n", 1, buf, sizeof buf - 1, &n), 0);
+	buf[n] = '\0';
+	ck_assert_int_eq(atol(buf), (long)CHURN_WORKERS * CHURN_OPS);
+	ck_assert_msg(tu_wait(only_me_attached, NULL, 10000), "dead workers' slots not recovered");
+	shmmap_detach(sm);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
@@ -801,6 +881,11 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, bind_failure_leaves_no_segment);
 	tcase_add_test(tc, dev_shm_too_small);
 	tcase_add_test(tc, unit_file_verifies);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("sessions");
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, attach_exit_churn);
 	suite_add_tcase(s, tc);
 	return s;
 }
