@@ -140,6 +140,9 @@ struct evictor {
 	int rejects;    /* -1: not looked yet; else: is a live map's policy reject? */
 	uint64_t kv;    /* key and value bytes evicted */
 	bool hold;      /* the coordinator's: hold the window it empties */
+	bool spare_hot; /* room_for_run's first pass: see page_may_empty */
+	bool hot_ok;    /* handover may take a page whose used entries cannot
+			   move (room_in_class's last resort) */
 };
 
 /* The map of the entry at off, if its entries may be evicted: NULL for a
@@ -663,7 +666,17 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 		uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
 		for (uint32_t c = 0; c < DRAIN_CANDIDATES && pi != UINT32_MAX; c++, pi++) {
 			pi = page_of(s, g, d, pi);
-			if (pi == UINT32_MAX || !page_may_empty(ev, pi, np, &head))
+			if (pi == UINT32_MAX)
+				continue;
+			/* Not a page whose used entries cannot move (the only
+			 * page of its class) but as a last resort: a small
+			 * map's counters, read all the time, went with every
+			 * forced handover. */
+			bool sh = ev->spare_hot;
+			ev->spare_hot = !ev->hot_ok;
+			bool may = page_may_empty(ev, pi, np, &head);
+			ev->spare_hot = sh;
+			if (!may)
 				continue;
 			/* Not a page that holds young entries (see young()),
 			 * unless nobody read them and they are past the donor's
@@ -854,16 +867,25 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 	 * oldest class's first (else the small classes, first in the loop,
 	 * would always give), else any page at all (runs of large entries
 	 * hold the memory). */
-	if (d >= 0 && (r = handover(ev, (uint32_t)d, true, UINT64_MAX)) != 0)
-		return r;
-	for (uint32_t k = 0; k < g->nclasses; k++) {
-		if (k == cls || (int)k == d ||
-		    __atomic_load_n(&seg_class(s, g, k)->pages, __ATOMIC_RELAXED) == 0)
-			continue;
-		if ((r = handover(ev, k, true, UINT64_MAX)) != 0)
-			return r;
+	r = 0;
+	for (int pass = 0; pass < 2 && r == 0; pass++) {
+		/* First pages whose used entries can move, then any. */
+		ev->hot_ok = pass == 1;
+		if (d >= 0 && (r = handover(ev, (uint32_t)d, true, UINT64_MAX)) != 0)
+			break;
+		for (uint32_t k = 0; k < g->nclasses; k++) {
+			if (k == cls || (int)k == d ||
+			    __atomic_load_n(&seg_class(s, g, k)->pages, __ATOMIC_RELAXED) == 0)
+				continue;
+			if ((r = handover(ev, k, true, UINT64_MAX)) != 0)
+				break;
+		}
+		/* Before any page whose used entries would go: a window. */
+		if (r == 0 && pass == 0)
+			r = room_for_run(ev, 1);
 	}
-	return room_for_run(ev, 1);
+	ev->hot_ok = false;
+	return r;
 }
 
 /* Is the block at off an entry nobody may evict (of a live map whose
@@ -904,11 +926,24 @@ static bool any_reject(struct evictor *ev)
 	return ev->rejects != 0;
 }
 
+/* Has any of the first n blocks of the page at poff a use count?  A read
+ * without locks, of every block: a hint. */
+static bool any_used(const struct seg *s, uint64_t poff, uint32_t n, uint32_t size)
+{
+	for (uint32_t j = 0; j < n; j++)
+		if (ENT_FREQ(block_meta(s, poff + (uint64_t)j * size)) != 0)
+			return true;
+	return false;
+}
+
 /* May page i be emptied, as far as a look without locks tells?  The head
  * of the run it belongs to in *head (i itself unless a CONT page).  A run
  * must be an entry of an evict map (a map's table or bucket array is not
  * one: evict_block would find it linked nowhere); a slab page must hold no
- * pinned entry. */
+ * pinned entry.  With ev->spare_hot, neither may hold an entry in use that
+ * cannot move: a used run's entry, or a used entry on the only page of its
+ * class (a move needs a block on another page of the class: a small map's
+ * counters and sessions were evicted over and over by puts of 70 KB). */
 static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t *head)
 {
 	const struct seg *s = ev->o->s;
@@ -924,6 +959,10 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t
 			return false;
 		uint32_t size = shmmap__class_size(cls), per = per_page(cls);
 		uint32_t carved = __atomic_load_n(&p->carved, __ATOMIC_RELAXED);
+		if (ev->spare_hot &&
+		    __atomic_load_n(&seg_class(s, g, cls)->pages, __ATOMIC_RELAXED) <= 1 &&
+		    any_used(s, seg_page_off(g, i), carved < per ? carved : per, size))
+			return false;
 		if (!any_reject(ev))
 			return true; /* no entry is pinned */
 		for (uint32_t j = 0; j < per && j < carved; j++)
@@ -940,6 +979,8 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t
 	    run > np - j || j + run <= i)
 		return false;
 	*head = j;
+	if (ev->spare_hot && ENT_FREQ(block_meta(s, seg_page_off(g, j))) != 0)
+		return false;
 	return victim_map(ev, seg_page_off(g, j)) != NULL;
 }
 
@@ -949,9 +990,20 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t
  * was emptied, 0, -errno.  A window is first looked at without locks, and
  * one holding a page that cannot be emptied (a table, an entry of a reject
  * map) is passed over, the next starting after that page, so nothing is
- * evicted for a window that cannot be had.
+ * evicted for a window that cannot be had.  The first WINDOW_TRIES * 4
+ * windows must also cost no entry in use that cannot move (spare_hot);
+ * then any will do.
  */
+static int windows(struct evictor *ev, uint32_t need);
+
 static int room_for_run(struct evictor *ev, uint32_t need)
+{
+	int r = windows(ev, need);
+	ev->spare_hot = false;
+	return r;
+}
+
+static int windows(struct evictor *ev, uint32_t need)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
@@ -959,8 +1011,13 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
 	if (need == 0 || need > np)
 		return 0;
-	uint32_t start = atomic_fetch_add_explicit(&h->evict_rover, need, memory_order_relaxed) % np;
-	for (uint32_t t = 0; t < WINDOW_TRIES * 4; t++) {
+	uint32_t start0 = atomic_fetch_add_explicit(&h->evict_rover, need, memory_order_relaxed) % np;
+	uint32_t start = start0;
+	/* First windows that cost no entry in use that cannot move, then any. */
+	for (uint32_t t = 0; t < WINDOW_TRIES * 8; t++) {
+		ev->spare_hot = t < WINDOW_TRIES * 4;
+		if (t == WINDOW_TRIES * 4)
+			start = start0;
 		if (start + need > np)
 			start = 0;
 		uint32_t bad = UINT32_MAX, head;

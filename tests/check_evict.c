@@ -977,6 +977,59 @@ START_TEST(hot_keys_of_a_small_map_stay)
 }
 END_TEST
 
+/* Counters bumped by incr and a session key read by get, in a small map of
+ * their own (one page of their size class), next to a cache of values
+ * larger than a page (_i == 0: 70 KB) or of mixed sizes (_i == 1: 100 B to
+ * 200 KB).  A value larger than a page takes a window of pages, and a
+ * class with nothing of its own takes another's page by force: both
+ * emptied the small map's only page whenever they came by (a used entry
+ * moves only to another page of its class), and every counter restarted
+ * (a user's pool: 50 of 50 counters wrong after 8 s). */
+START_TEST(hot_keys_next_to_large_values)
+{
+	enum { COUNTERS = 50, PUTS = 1500 };
+	static const size_t big[] = {70000}, mixed[] = {100, 5000, 60000, 200000};
+	const size_t *sizes = _i == 0 ? big : mixed;
+	size_t nsizes = _i == 0 ? 1 : 4;
+	ck_assert_int_eq(tu_coord_start(&co, "16M", ""), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map mc = tu_open(sm, "cache"), mh = tu_open(sm, "hot");
+	CK_EQ(put_kv(sm, mh, "session-", 0, 40, 1), 0);
+	int64_t want[COUNTERS] = {0};
+	uint64_t restarts = 0, lost_session = 0, written = 0;
+	for (uint32_t i = 0; i < PUTS; i++) {
+		uint32_t k = (uint32_t)(mix(i) % 100000);
+		size_t n = sizes[mix(k) % nsizes];
+		CK_MSG(put_kv(sm, mc, "c-", k, n, 1) == 0, "put c-%u of %zu B", k, n);
+		written += n;
+		for (uint32_t c = 0; c < 5; c++) {
+			uint32_t j = (i * 5 + c) % COUNTERS;
+			char key[16];
+			int kl = snprintf(key, sizeof key, "counter-%u", j);
+			int64_t nv;
+			CK_EQ(shmmap_incr(sm, mh, key, (size_t)kl, 1, &nv), 0);
+			if (nv != ++want[j]) {
+				restarts++;
+				want[j] = nv;
+			}
+		}
+		if (!present(sm, mh, "session-", 0, 40, 1)) {
+			lost_session++;
+			CK_EQ(put_kv(sm, mh, "session-", 0, 40, 1), 0);
+		}
+	}
+	fprintf(stderr, "  hot keys next to %s values: %" PRIu64 " counter restarts, the session"
+		" key lost %" PRIu64 " times, %.0f MB written, %" PRIu64 " evictions\n",
+		_i == 0 ? "70 KB" : "mixed", restarts, lost_session, (double)written / 1e6,
+		stats_of(sm, mc).evictions);
+	CK_MSG(written > 4ull * SEG_BYTES, "only %" PRIu64 " bytes written", written);
+	CK_MSG(restarts == 0, "a counter restarted %" PRIu64 " times", restarts);
+	CK_MSG(lost_session == 0, "the session key was evicted %" PRIu64 " times", lost_session);
+	ctl_check_clean();
+	shmmap_detach(sm);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("evict");
@@ -994,6 +1047,7 @@ int main(void)
 	tcase_add_test(tc, page_taken_late_waits);
 	tcase_add_test(tc, unread_keys_leave_first);
 	tcase_add_test(tc, hot_keys_of_a_small_map_stay);
+	tcase_add_loop_test(tc, hot_keys_next_to_large_values, 0, 2);
 	tcase_add_test(tc, read_keys_survive_handovers);
 	tcase_add_test(tc, incr_counts_as_a_read);
 	tcase_add_test(tc, new_map_in_a_full_segment);
