@@ -132,6 +132,8 @@ int shmmap__proto_encode(const struct proto_msg *m, void *buf, size_t cap)
 		put_u64(&w, m->u.repaired.bad_roots);
 		put_u32(&w, m->u.repaired.busy);
 		put_u32(&w, m->u.repaired.pending);
+		if (m->u.repaired.deferred)
+			put_u32(&w, 1);
 		break;
 	case MSG_RESUME:
 		put_u32(&w, m->u.resume.pid);
@@ -304,6 +306,12 @@ int shmmap__proto_decode(const void *buf, size_t len, struct proto_msg *m)
 		m->u.repaired.bad_roots = get_u64(&r);
 		m->u.repaired.busy = get_u32(&r);
 		m->u.repaired.pending = get_u32(&r);
+		m->u.repaired.deferred = 0;
+		if (!r.bad && r.pos < len) {
+			m->u.repaired.deferred = get_u32(&r);
+			if (!r.bad && m->u.repaired.deferred != 1)
+				r.bad = true; /* a sweep that ran is sent without it */
+		}
 		break;
 	case MSG_RESUME:
 		m->u.resume.pid = get_u32(&r);

@@ -28,8 +28,12 @@
  *   REPAIR  c->s  (empty)                             -> REPAIRED | ERROR
  *   REPAIRED s->c slots u32, stripes u32, roots u64, freed u64,
  *                 pages_freed u64, bad_roots u64, busy u32, pending u32
- *                 (busy: stripes or the allocator a live process held on
- *                 to, skipped; pending: dead slots whose recovery waits)
+ *                 (busy: stripes a live process held on to, skipped;
+ *                 pending: dead slots whose recovery waits), then
+ *                 optionally deferred u32, always 1: the allocator sweep did
+ *                 not run (an allocator lock was busy; the coordinator
+ *                 retries it), so roots..bad_roots are not results (a
+ *                 body of 48 bytes: the sweep ran)
  *   FLUSH   c->s  flags u32, name                     -> OK | ERROR
  *   SAVE    c->s  flags u32, path (u16 length + bytes; empty: the configured
  *                 snapshot path)                      -> OK | ERROR
@@ -111,6 +115,7 @@ struct proto_msg {
 			uint32_t slots, stripes;
 			uint64_t roots, freed, pages_freed, bad_roots;
 			uint32_t busy, pending;
+			uint32_t deferred; /* 1: no sweep ran (sent only then), else 0 */
 		} repaired;
 		struct { uint32_t pid, slot; uint64_t slot_gen; } resume;
 		struct { uint32_t seen, need; uint64_t target; } grow;

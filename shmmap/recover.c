@@ -118,8 +118,8 @@ int shmmap__coord_sweep_or_defer(struct coord *c, const char *what, struct sweep
 		log_sweep(what, r);
 	} else if (rc == -EBUSY) {
 		if (!c->sweep_pending)
-			log_warning("sweep (%s) deferred: a live process holds an allocator lock "
-			      "(stopped?); trying again every %d ms", what, HOUSE_MS);
+			log_warning("sweep (%s) deferred: an allocator lock was busy (a live "
+			      "process held it); trying again every %d ms", what, HOUSE_MS);
 		c->sweep_pending = true;
 	} else {
 		log_error("sweep (%s) failed: %s", what, shmmap_strerror(rc));
@@ -366,9 +366,11 @@ int shmmap__coord_repair_all(struct coord *c, struct proto_msg *rep)
 	pthread_mutex_unlock(&c->recover_mu);
 	if (rc < 0 && rc != -EBUSY)
 		return rc;
-	if (rc == -EBUSY)
-		busy++; /* the allocator: the sweep waits for its lock */
 	rep->type = MSG_REPAIRED;
+	/* Deferred (an allocator lock was busy, even for an instant of
+	 * ordinary use): r holds no results, and the housekeeping thread
+	 * sweeps as soon as it can (sweep_pending). */
+	rep->u.repaired.deferred = rc == -EBUSY;
 	rep->u.repaired.busy = busy;
 	rep->u.repaired.pending = pending;
 	rep->u.repaired.slots = slots;

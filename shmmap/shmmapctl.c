@@ -2132,7 +2132,12 @@ static int cmd_check(struct ctl *c, char **args)
 			rrc = -EPROTO;
 		if (rrc < 0)
 			return fail("repair", rrc);
-		if (!c->json)
+		if (!c->json && rep.u.repaired.deferred)
+			printf("repair: %u dead client(s) recovered, %u stripe(s) checked; sweep "
+			       "deferred: an allocator lock was busy, the coordinator sweeps as soon "
+			       "as it is free (its log says when)\n",
+			       rep.u.repaired.slots, rep.u.repaired.stripes);
+		else if (!c->json)
 			printf("repair: %u dead client(s) recovered, %u stripe(s) checked, %" PRIu64
 			       " block(s) in use, %" PRIu64 " freed, %" PRIu64
 			       " page(s) back to the pool%s\n",
@@ -2141,7 +2146,7 @@ static int cmd_check(struct ctl *c, char **args)
 			       rep.u.repaired.bad_roots ? "; some entries lie in no valid block"
 							: "");
 		if (!c->json && (rep.u.repaired.busy || rep.u.repaired.pending))
-			printf("repair: skipped %u lock(s) that a live process holds on to "
+			printf("repair: skipped %u stripe lock(s) that a live process holds on to "
 			       "(stopped?); %u dead client(s) wait for one to be recovered (see "
 			       "shmmapctl clients); the coordinator finishes as soon as they are "
 			       "let go\n",
@@ -2193,9 +2198,14 @@ static int cmd_check(struct ctl *c, char **args)
 		}
 		printf("],\"problems_not_shown\":%" PRIu64 ",\"transient\":%" PRIu64,
 		       keep.dropped, transient);
-		if (c->repair)
-			printf(",\"repair\":{\"slots\":%u,\"stripes\":%u,\"in_use\":%" PRIu64
-			       ",\"freed\":%" PRIu64 ",\"pages_freed\":%" PRIu64
+		if (c->repair && rep.u.repaired.deferred)
+			printf(",\"repair\":{\"slots\":%u,\"stripes\":%u,\"sweep_deferred\":true"
+			       ",\"busy\":%u,\"pending\":%u}",
+			       rep.u.repaired.slots, rep.u.repaired.stripes, rep.u.repaired.busy,
+			       rep.u.repaired.pending);
+		else if (c->repair)
+			printf(",\"repair\":{\"slots\":%u,\"stripes\":%u,\"sweep_deferred\":false"
+			       ",\"in_use\":%" PRIu64 ",\"freed\":%" PRIu64 ",\"pages_freed\":%" PRIu64
 			       ",\"bad_entries\":%" PRIu64 ",\"busy\":%u,\"pending\":%u}",
 			       rep.u.repaired.slots, rep.u.repaired.stripes, rep.u.repaired.roots,
 			       rep.u.repaired.freed, rep.u.repaired.pages_freed,

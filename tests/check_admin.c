@@ -1231,6 +1231,46 @@ START_TEST(metrics_format_and_values)
 }
 END_TEST
 
+/* ---- check --repair ---- */
+
+/*
+ * The sweep of check --repair needs every allocator lock at once; one held
+ * by a live process (here this one, holding the pool lock as any put of a
+ * large value briefly does) defers it.  The report says so, and prints no
+ * block counts the sweep did not make (it printed "0 block(s) in use" and
+ * called the deferral a lock of a stopped process).
+ */
+START_TEST(repair_reports_a_deferred_sweep)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "r");
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "v", 1, 0, 0), 0);
+	struct lock_ctx lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1};
+	_Atomic uint32_t *pool = &seg_hdr(&sm->seg)->pool_lock;
+	ck_assert_int_eq(shmmap__lock(pool, &lk, NULL), 0);
+	int st = ctl("check", "--repair", (const char *)NULL);
+	static char text[OUT_CAP];
+	strcpy(text, out);
+	st = st * 256 + ctl("--json", "check", "--repair", (const char *)NULL);
+	shmmap__unlock(pool);
+	ck_assert_msg(strstr(text, "sweep deferred: an allocator lock was busy") != NULL,
+		      "no deferral reported (exit %#x): %s", st, text);
+	ck_assert_msg(strstr(text, "block(s) in use") == NULL, "counts of no sweep: %s", text);
+	ck_assert_msg(strstr(text, "skipped") == NULL, "a deferral called a stopped holder: %s",
+		      text);
+	int root = json_parse(out);
+	int rep = jget(root, "repair");
+	int sd = jget(rep, "sweep_deferred");
+	CK_MSG(sd >= 0 && jnode[sd].t == 'b' && jnode[sd].b, "no \"sweep_deferred\":true in %s", out);
+	CK_MSG(strstr(out, "\"in_use\"") == NULL, "counts of no sweep: %s", out);
+	/* Once the lock is free, the repair sweeps and counts. */
+	CTL_EXPECT(0, "check", "--repair");
+	ASSERT_HAS("block(s) in use");
+	CK_MSG(strstr(out, "deferred") == NULL, "%s", out);
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* ---- top ---- */
 
 static _Atomic int *stop_flag; /* MAP_SHARED: tells the writer child to stop */
@@ -1490,6 +1530,7 @@ static Suite *admin_suite(void)
 	tcase_add_test(tc, load_malformed);
 	tcase_add_test(tc, flush_and_drop);
 	tcase_add_test(tc, metrics_format_and_values);
+	tcase_add_test(tc, repair_reports_a_deferred_sweep);
 	tcase_add_test(tc, top_on_a_terminal);
 	tcase_add_test(tc, top_keys_and_signals);
 	tcase_add_test(tc, top_plain_when_not_a_terminal);

@@ -89,6 +89,7 @@ static size_t samples(struct proto_msg *out, size_t cap)
 		m->u.repaired.roots = 1ull << 40; m->u.repaired.freed = 3;
 		m->u.repaired.pages_freed = 1; m->u.repaired.bad_roots = UINT64_MAX;
 	});
+	ADD({ m->type = MSG_REPAIRED; m->seq = 17; m->u.repaired.busy = 1; m->u.repaired.deferred = 1; });
 	ADD({ m->type = MSG_RESUME; m->seq = 18; m->u.resume.pid = 42; m->u.resume.slot = 4095; m->u.resume.slot_gen = 1ull << 33; });
 	ADD({ m->type = MSG_GROW; m->seq = 19; m->u.grow.seen = 256; m->u.grow.need = 3; m->u.grow.target = 1ull << 30; });
 	ADD({ m->type = MSG_FLUSH; m->seq = 19; strcpy(m->u.open.name, "flushed"); });
@@ -160,6 +161,7 @@ static void expect_msg_eq(const struct proto_msg *a, const struct proto_msg *b)
 		CK_EQ(a->u.repaired.bad_roots, b->u.repaired.bad_roots);
 		CK_EQ(a->u.repaired.busy, b->u.repaired.busy);
 		CK_EQ(a->u.repaired.pending, b->u.repaired.pending);
+		CK_EQ(a->u.repaired.deferred, b->u.repaired.deferred);
 		break;
 	case MSG_GROW:
 		CK_EQ(a->u.grow.seen, b->u.grow.seen);
@@ -190,7 +192,7 @@ static size_t body_len(const struct proto_msg *m)
 	case MSG_OPENED: return 8;
 	case MSG_STATS_REPLY: return 32;
 	case MSG_ERROR: return 4 + (m->u.error.why[0] ? 2 + strlen(m->u.error.why) : 0);
-	case MSG_REPAIRED: return 48;
+	case MSG_REPAIRED: return 48 + (m->u.repaired.deferred ? 4 : 0);
 	case MSG_RESUME: return 16;
 	case MSG_GROW: return 16;
 	default: return 0;
@@ -355,6 +357,12 @@ START_TEST(decode_rejects_bodies)
 			if (ms[i].type == MSG_ERROR && cut == (int)PROTO_HDR + 4) {
 				CK_EQ(decode_exact(buf, (size_t)cut, &m), 0);
 				CK(m.u.error.err == ms[i].u.error.err && m.u.error.why[0] == '\0');
+				continue;
+			}
+			/* So is REPAIRED's deferred: without it, the sweep ran. */
+			if (ms[i].type == MSG_REPAIRED && cut == (int)PROTO_HDR + 48) {
+				CK_EQ(decode_exact(buf, (size_t)cut, &m), 0);
+				CK_EQ(m.u.repaired.deferred, 0);
 				continue;
 			}
 			CK_MSG(decode_exact(buf, (size_t)cut, &m) == -EBADMSG,
