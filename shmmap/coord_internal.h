@@ -104,6 +104,13 @@ struct open_opts {
 
 /* Maps in the directory that are LIVE. */
 uint32_t shmmap__coord_count_maps(struct coord *c);
+/* The parameters of a new map called name under cf ([map], its [map NAME],
+ * then rq, which may be NULL). */
+void shmmap__conf_map_params(const struct shmmap_conf *cf, const char *name,
+			     const struct open_opts *rq, struct map_params *p);
+/* Is every map directory entry in use (so that no map can be created
+ * until one is dropped: [segment] max_maps)? */
+bool shmmap__coord_dir_full(struct coord *c);
 /* Find map name, or create it if create (rq: the client's options, may be
  * NULL; rdonly: the client may not create).  0 with its directory index and
  * generation, or a negative errno. */

@@ -551,11 +551,16 @@ static int open_error(struct coord *c, struct session *s, uint32_t seq, const ch
 				      "map '%.64s' not created: the allocator's lock is held by %s "
 				      "process; try again",
 				      name, rc == -EBUSY ? "a live (stopped?)" : "a dead");
+	if (rc == -ENOSPC && shmmap__coord_dir_full(c))
+		return send_error_why(s->fd, seq, rc,
+				      "map '%.64s' not created: all %u map directory entries are "
+				      "taken: raise [segment] max_maps (or drop a map)",
+				      name, c->g.max_maps);
 	if (rc == -ENOSPC)
 		return send_error_why(s->fd, seq, rc,
-				      "map '%.64s' not created: no room for its table, or all %u map "
-				      "directory entries are taken ([segment] size, max_maps)",
-				      name, c->g.max_maps);
+				      "map '%.64s' not created: no room for its table ([segment] "
+				      "size, max_size)",
+				      name);
 	return send_error(s->fd, seq, rc);
 }
 
@@ -1238,26 +1243,73 @@ static int lock_segment(struct coord *c, char *err, size_t errlen)
 	return 0;
 }
 
-static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errlen)
+static void seg_params_of(const struct shmmap_conf *cf, struct seg_params *p)
 {
-	const struct shmmap_conf *cf = &c->conf;
-	struct seg_params p = {
+	*p = (struct seg_params){
 		.size = cf->segment.size, .max_size = cf->segment.max_size, .base = cf->segment.base,
 		.max_clients = cf->segment.max_clients, .max_maps = cf->segment.max_maps,
 		.huge_pages = cf->segment.huge_pages,
 	};
-	struct seg_geom want = {0};
-	if (shmmap__seg_layout(&p, &want) < 0) {
+}
+
+/* Can the initial table of the map called name (NULL: one with no [map
+ * NAME] section) fit in the heap at max_size (g)?  If not, why in err. */
+static bool table_fits(const struct shmmap_conf *cf, const struct seg_geom *g, const char *name,
+		       char *err, size_t errlen)
+{
+	struct map_params mp;
+	shmmap__conf_map_params(cf, name ? name : "", NULL, &mp);
+	uint64_t need = shmmap__table_bytes(mp.nbuckets, mp.nstripes);
+	uint64_t heap = (uint64_t)g->npages_max * SEG_PAGE;
+	if (need <= heap)
+		return true;
+	char where[96];
+	if (name)
+		snprintf(where, sizeof where, "[map %s]", name);
+	else
+		snprintf(where, sizeof where, "[map]");
+	snprintf(err, errlen,
+		 "%s: the initial table of %u buckets (%u stripes) takes %llu bytes, more than "
+		 "the whole heap of the segment at its max size (%llu bytes): every map open "
+		 "would fail; lower buckets (or capacity) there, or raise [segment] size or "
+		 "max_size",
+		 where, mp.nbuckets, mp.nstripes, (unsigned long long)need,
+		 (unsigned long long)heap);
+	return false;
+}
+
+int shmmap__coord_check_geometry(const struct shmmap_conf *cf, char *err, size_t errlen)
+{
+	struct seg_params p;
+	seg_params_of(cf, &p);
+	struct seg_geom g = {0};
+	if (shmmap__seg_layout(&p, &g) < 0) {
 		snprintf(err, errlen,
 			 "segment.size %llu is too small for max_clients %u, max_maps %u and "
 			 "max_size %llu (slots, directory, counters and page descriptors need "
 			 "%llu bytes before the heap, and the heap at least 2 pages of 64 KiB)",
 			 (unsigned long long)p.size, p.max_clients, p.max_maps,
 			 (unsigned long long)(p.max_size ? p.max_size : p.size),
-			 (unsigned long long)(want.heap_off ? want.heap_off : want.pages_off));
+			 (unsigned long long)(g.heap_off ? g.heap_off : g.pages_off));
 		return -EINVAL;
 	}
-	int rc = shmmap__seg_open_existing(cf->segment.name, &p, &c->seg, &c->g);
+	if (!table_fits(cf, &g, NULL, err, errlen))
+		return -EINVAL;
+	for (uint32_t i = 0; i < cf->nmaps; i++)
+		if (!table_fits(cf, &g, cf->maps[i].name, err, errlen))
+			return -EINVAL;
+	return 0;
+}
+
+static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errlen)
+{
+	const struct shmmap_conf *cf = &c->conf;
+	int rc = shmmap__coord_check_geometry(cf, err, errlen);
+	if (rc < 0)
+		return rc;
+	struct seg_params p;
+	seg_params_of(cf, &p);
+	rc = shmmap__seg_open_existing(cf->segment.name, &p, &c->seg, &c->g);
 	if (rc == 0) {
 		c->adopted = true;
 		log_notice("adopted existing segment %s (%llu bytes, max %llu)", cf->segment.name,
@@ -1380,7 +1432,12 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 		for (uint32_t i = 0; i < c->conf.nmaps; i++) {
 			uint32_t idx, gen;
 			int r = shmmap__coord_open_map(c, c->conf.maps[i].name, true, false, NULL, &idx, &gen);
-			if (r < 0)
+			if (r == -ENOSPC && shmmap__coord_dir_full(c))
+				log_warning("map '%s' of the config not created: all %u map "
+					    "directory entries are taken: raise [segment] max_maps "
+					    "(or drop a map)",
+					    c->conf.maps[i].name, c->g.max_maps);
+			else if (r < 0)
 				log_warning("map '%s' of the config not created: %s",
 					    c->conf.maps[i].name, shmmap_strerror(r));
 		}

@@ -14,6 +14,13 @@ struct coord;
 
 #define COORD_REINIT 0x1u /* replace a segment that does not validate */
 
+/* The segment geometry conf asks for, checked as shmmap__coord_init checks
+ * it, creating nothing (shmmapd --check-config): the fixed regions and 2
+ * pages fit in segment.size, and the initial table of [map] and of every
+ * [map NAME] in the heap at max_size.  0, or -EINVAL with what is wrong
+ * and what to change in err. */
+int shmmap__coord_check_geometry(const struct shmmap_conf *conf, char *err, size_t errlen);
+
 /* Take the segment's lock, bind the socket, then create or adopt the
  * segment (and load the snapshot).  On failure returns a negative errno,
  * writes a message to err and leaves nothing behind (no socket file, no

@@ -37,6 +37,14 @@ uint32_t shmmap__coord_count_maps(struct coord *c)
 	return n;
 }
 
+bool shmmap__coord_dir_full(struct coord *c)
+{
+	for (uint32_t i = 0; i < c->g.max_maps; i++)
+		if (atomic_load(&seg_dir(&c->seg, &c->g, i)->state) == MAP_FREE)
+			return false;
+	return true;
+}
+
 static int find_map(struct coord *c, const char *name)
 {
 	for (uint32_t i = 0; i < c->g.max_maps; i++) {
@@ -88,12 +96,12 @@ static bool entry_usable(struct coord *c, uint32_t k, const struct map_params *p
 	return true;
 }
 
-/* The parameters of a new map called name: [map], then its [map NAME]
- * section, then what the request asks (rq, may be NULL). */
-static void map_params_for(const struct coord *c, const char *name, const struct open_opts *rq,
-			   struct map_params *p)
+/* The parameters of a new map called name under configuration cf: [map],
+ * then its [map NAME] section, then what the request asks (rq, may be
+ * NULL).  Also shmmap__coord_check_geometry's, for every configured map. */
+void shmmap__conf_map_params(const struct shmmap_conf *cf, const char *name,
+			     const struct open_opts *rq, struct map_params *p)
 {
-	const struct shmmap_conf *cf = &c->conf;
 	uint32_t buckets = cf->map.buckets, stripes = cf->map.stripes, maxb = cf->map.max_buckets;
 	bool buckets_set = false;
 	uint64_t capacity = cf->map.capacity;
@@ -157,7 +165,7 @@ int shmmap__coord_open_map(struct coord *c, const char *name, bool create, bool 
 			if (atomic_load(&seg_dir(&c->seg, &c->g, k)->state) != MAP_FREE)
 				continue;
 			struct map_params p;
-			map_params_for(c, name, rq, &p);
+			shmmap__conf_map_params(&c->conf, name, rq, &p);
 			pthread_mutex_lock(&c->recover_mu); /* no sweep meanwhile */
 			if (!entry_usable(c, k, &p)) {
 				pthread_mutex_unlock(&c->recover_mu);

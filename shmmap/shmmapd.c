@@ -153,6 +153,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
+		if (shmmap__coord_check_geometry(&conf, err, sizeof err) < 0) {
+			fatal("%s: %s", path ? path : "(defaults)", err);
+			return 1;
+		}
 		printf("%s: configuration ok\n", path ? path : "(defaults)");
 		return 0;
 	}

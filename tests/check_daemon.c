@@ -718,6 +718,73 @@ START_TEST(dev_shm_too_small)
 }
 END_TEST
 
+/* ---- configurations that load but cannot start ---- */
+
+/* Write co.conf: the segment's name, the socket, then extra. */
+static void write_conf(const char *extra)
+{
+	FILE *f = fopen(co.conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[segment]\nname = %s\n%s\n[server]\nsocket = %s\n", co.shm, extra, co.sock);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+static int run_daemon(const char *arg, char *out, size_t cap, char *err, size_t errcap)
+{
+	char *argv[] = {getenv("SHMMAPD"), "-c", co.conf, (char *)arg, NULL};
+	return tu_run(argv, out, cap, err, errcap);
+}
+
+/*
+ * --check-config runs the geometry check a start runs (and creates
+ * nothing): a segment too small for its slots and directory, and a map
+ * table that cannot fit in the heap, are errors, not "configuration ok".
+ */
+START_TEST(check_config_checks_the_geometry)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	shm_unlink(co.shm);
+	char out[512], err[2048];
+	write_conf("size = 1M\nmax_clients = 4096\nmax_maps = 4096");
+	int rc = run_daemon("--check-config", out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, "segment.size 1048576 is too small for max_clients "
+					   "4096, max_maps 4096") && !strstr(out, "ok"),
+		      "exit %d: %s%s", rc, out, err);
+	/* the same words as a real start */
+	char err2[2048];
+	rc = run_daemon("--foreground", out, sizeof out, err2, sizeof err2);
+	ck_assert_msg(rc == 1 && strstr(err2, "need 947200000 bytes") && strstr(err, "need 947200000 bytes"),
+		      "exit %d: %s", rc, err2);
+	write_conf("size = 1M\n[map]\nbuckets = 67108864");
+	rc = run_daemon("--check-config", out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, "[map]: the initial table of 67108864 buckets") &&
+			      strstr(err, "lower buckets"),
+		      "exit %d: %s%s", rc, out, err);
+	write_conf("size = 1M\n[map big]\ncapacity = 1000000");
+	rc = run_daemon("--check-config", out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, "[map big]: the initial table"), "exit %d: %s%s", rc,
+		      out, err);
+	ck_assert_msg(!shm_exists(co.shm), "--check-config made a segment");
+	write_conf("size = 8M\n[map]\nbuckets = 65536");
+	rc = run_daemon("--check-config", out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 0 && strstr(out, "configuration ok"), "exit %d: %s%s", rc, out, err);
+}
+END_TEST
+
+/* More [map NAME] sections than max_maps: the log names max_maps, not a
+ * full segment. */
+START_TEST(config_maps_beyond_max_maps)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", "[segment]\nmax_maps = 1\n[map a]\nquota = 1M\n"
+					       "[map b]\nquota = 1M\n"),
+			 0);
+	WAIT_LOG(co.log, "map 'b' of the config not created: all 1 map directory entries are "
+			 "taken: raise [segment] max_maps", 1);
+	ck_assert_msg(count_in(co.log, "segment is full") == 0, "%s", slurp(co.log));
+}
+END_TEST
+
 /* ---- the systemd unit ---- */
 
 START_TEST(unit_file_verifies)
@@ -880,6 +947,8 @@ static Suite *daemon_suite(void)
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_add_test(tc, bind_failure_leaves_no_segment);
 	tcase_add_test(tc, dev_shm_too_small);
+	tcase_add_test(tc, check_config_checks_the_geometry);
+	tcase_add_test(tc, config_maps_beyond_max_maps);
 	tcase_add_test(tc, unit_file_verifies);
 	suite_add_tcase(s, tc);
 
