@@ -683,6 +683,12 @@ static char *conf_reader(char *str, int num, void *stream)
 		/* Without ']' inih reports a syntax error on this line. */
 		if (end) {
 			size_t n = (size_t)(end - (p + 1));
+			if (n > 4 + CONF_MAP_NAME_MAX && !memcmp(p + 1, "map ", 4)) {
+				conf_fail(x, -EINVAL, x->lineno, NULL, NULL,
+					  "[%.*s...]: map name too long (%zu bytes, at most %d)",
+					  20, p + 1, n - 4, CONF_MAP_NAME_MAX);
+				return NULL;
+			}
 			if (!known_section(p + 1, n)) {
 				conf_fail(x, -EINVAL, x->lineno, NULL, NULL,
 					  "[%.*s]: unknown section (expected [segment], [server], [map], [map NAME] or [persistence])", (int)n, p + 1);
@@ -849,6 +855,15 @@ static void conf_check(struct conf_ctx *x)
 			conf_fail(x, -EINVAL, x->set_on[K_MAP_BUCKETS], "map", "buckets",
 				  "%" PRIu32 " is more than map.max_buckets (%" PRIu32 ")", c->map.buckets, c->map.max_buckets);
 	}
+	/* Sizes are whole pages (the heap is counted in pages of 64K): an
+	 * initial size that is not would be cut down without a word, and be
+	 * the max_size shown when max_size is left out. */
+	if (c->segment.size % SEG_PAGE)
+		conf_fail(x, -EINVAL, x->set_on[K_SEG_SIZE], "segment", "size",
+			  "%" PRIu64 " is not a multiple of 64K (use %" PRIu64 " or %" PRIu64
+			  ", or a K, M, G or T suffix)", c->segment.size,
+			  c->segment.size / SEG_PAGE * SEG_PAGE,
+			  (c->segment.size / SEG_PAGE + 1) * SEG_PAGE);
 	if (x->set_on[K_SEG_MAX_SIZE]) {
 		if (c->segment.max_size < c->segment.size)
 			conf_fail(x, -EINVAL, x->set_on[K_SEG_MAX_SIZE], "segment", "max_size",

@@ -296,6 +296,9 @@ static const struct bad_case bad_cases[] = {
 	{ "bad-max-size-small.ini", -EINVAL, ":3: segment.max_size: ",
 	  "32M is less than segment.size (64M)" },
 	{ "bad-max-size-align.ini", -EINVAL, ":3: segment.max_size: ", "not a multiple of 64K" },
+	{ "bad-size-align.ini", -EINVAL, ":3: segment.size: ",
+	  "20000001 is not a multiple of 64K (use 19988480 or 20054016" },
+	{ "bad-map-name-long.ini", -EINVAL, ":4: ", "map name too long (64 bytes, at most 63)" },
 	{ "bad-max-size-end.ini", -EINVAL, ":4: segment.max_size: ", "ends outside user space" },
 	{ "bad-mode.ini", -EINVAL, ":2: segment.mode: ", "bad mode \"0800\"" },
 	{ "bad-mode-range.ini", -EINVAL, ":3: server.socket_mode: ", "out of range" },
@@ -550,7 +553,8 @@ START_TEST(test_map_sections)
 	shmmap__conf_defaults(&c);
 	ck_assert_int_eq(load_text(&c, long_name, strlen(long_name), path, sizeof(path), err),
 			 -EINVAL);
-	ck_assert_msg(strstr(err, "unknown section") != NULL, "got \"%s\"", err);
+	ck_assert_msg(strstr(err, ":1: [map 0123456789012345...]: map name too long (64 bytes, "
+			      "at most 63)") != NULL, "got \"%s\"", err);
 }
 END_TEST
 
