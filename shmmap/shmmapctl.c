@@ -175,6 +175,16 @@ static int fail_io(const char *what, int e)
 
 /* ---- escaping ---- */
 
+/* Columns put_text takes for b[0..n): 4 for each \xNN, 2 for a backslash. */
+static int text_width(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	size_t w = 0;
+	for (size_t i = 0; i < n; i++)
+		w += b[i] == '\\' ? 2 : (b[i] >= 0x20 && b[i] < 0x7f) ? 1 : 4;
+	return w > INT_MAX ? INT_MAX : (int)w;
+}
+
 /* Text: printable ASCII as is, a backslash doubled, anything else \xNN. */
 static void put_text(FILE *f, const void *p, size_t n)
 {
@@ -759,7 +769,7 @@ static int cmd_maps(struct ctl *c, char **args)
 			       policy_name(mi.v.policy), mi.quota, mi.usage, mi.default_ttl);
 		} else {
 			put_text(stdout, mi.name, strlen(mi.name));
-			int pad = 24 - (int)strlen(mi.name);
+			int pad = 24 - text_width(mi.name, strlen(mi.name));
 			char rs[16] = "-";
 			if (mi.resizing)
 				snprintf(rs, sizeof rs, "%.0f%%", 100 * resize_progress(&mi));
@@ -874,7 +884,7 @@ static int cmd_stats(struct ctl *c, char **args)
 			continue;
 		}
 		put_text(stdout, ms->mi.name, strlen(ms->mi.name));
-		int pad = 20 - (int)strlen(ms->mi.name);
+		int pad = 20 - text_width(ms->mi.name, strlen(ms->mi.name));
 		printf("%*s %-6s %9" PRIu64 " %11" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64
 		       " %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64
 		       " %10" PRIu64 "\n",
@@ -1493,7 +1503,11 @@ static int cmd_grow(struct ctl *c, char **args)
 /* ---- metrics: the Prometheus text exposition format (version 0.0.4) ---- */
 
 /* A label value: backslash, double quote and line feed escaped (the
- * format's only escapes); a byte that is not valid UTF-8 becomes U+FFFD. */
+ * format's only escapes); a byte that is not valid UTF-8 (the format
+ * wants UTF-8) becomes the text \xNN, as keys prints it, which the format
+ * writes as \\xNN.  So two names that differ in such bytes keep apart
+ * (one replacement character for all would merge their series); a name
+ * with the text \xNN in it reads the same as the byte. */
 static void put_label(FILE *f, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -1501,7 +1515,7 @@ static void put_label(FILE *f, const char *s)
 	for (size_t i = 0; i < n;) {
 		size_t l = utf8_len(p + i, n - i);
 		if (l == 0) {
-			fputs("\xef\xbf\xbd", f);
+			fprintf(f, "\\\\x%02x", p[i]);
 			i++;
 			continue;
 		}
@@ -1635,6 +1649,8 @@ static int cmd_metrics(struct ctl *c, char **args)
 		 "Memory of the segment committed in /dev/shm.", ss.committed},
 		{"shmmap_segment_pages", "gauge", "Allocator pages of the heap (64 KiB each).",
 		 ss.pages_total},
+		{"shmmap_segment_pages_used", "gauge",
+		 "Pages in use: owned by a size class, or in a run of whole pages.", ss.pages_used},
 		{"shmmap_segment_pages_free", "gauge", "Pages in the free pool.", ss.pages_free},
 		{"shmmap_segment_heap_bytes", "gauge", "Bytes of the heap.", ss.heap_bytes},
 		{"shmmap_segment_heap_used_bytes", "gauge",
@@ -1644,6 +1660,10 @@ static int cmd_metrics(struct ctl *c, char **args)
 		 "Dead clients recovered by the coordinator.", ss.recoveries},
 		{"shmmap_segment_sweeps_total", "counter",
 		 "Allocator rebuilds (sweeps) by the coordinator.", ss.sweeps},
+		{"shmmap_segment_handovers_total", "counter",
+		 "Pages emptied for another size class.", ss.handovers},
+		{"shmmap_segment_moves_total", "counter",
+		 "Entries in use moved out of pages emptied for another size class.", ss.moves},
 		{"shmmap_segment_clients", "gauge", "Attached clients (live slots, this one included).",
 		 ss.clients},
 		{"shmmap_segment_clients_dead", "gauge", "Slots of dead clients awaiting recovery.",
@@ -1654,19 +1674,33 @@ static int cmd_metrics(struct ctl *c, char **args)
 		metric_head(seg[i].name, seg[i].type, seg[i].help);
 		printf("%s %" PRIu64 "\n", seg[i].name, seg[i].v);
 	}
+	/* Per size class, labelled with its number and its block size (the
+	 * CLASS and SIZE columns of stats). */
 	const struct {
-		const char *name, *help;
+		const char *name, *type, *help;
 	} cls[] = {
-		{"shmmap_class_pages", "Pages owned by the size class."},
-		{"shmmap_class_blocks_used", "Blocks of the size class in use."},
-		{"shmmap_class_bytes_used", "Bytes of the size class's blocks in use."},
+		{"shmmap_class_pages", "gauge", "Pages owned by the size class."},
+		{"shmmap_class_blocks_used", "gauge", "Blocks of the size class in use."},
+		{"shmmap_class_bytes_used", "gauge", "Bytes of the size class's blocks in use."},
+		{"shmmap_class_evictions_total", "counter",
+		 "Entries the size class's eviction hands evicted."},
+		{"shmmap_class_pages_in_total", "counter",
+		 "Pages handed over to the size class from other classes."},
+		{"shmmap_class_victim_age_seconds", "gauge",
+		 "Age of the last entry the size class's hands evicted."},
 	};
 	for (size_t f = 0; f < sizeof cls / sizeof cls[0]; f++) {
-		metric_head(cls[f].name, "gauge", cls[f].help);
+		metric_head(cls[f].name, cls[f].type, cls[f].help);
 		for (uint32_t k = 0; k < sm->geom.nclasses; k++) {
 			struct class_info ci = class_info(sm, k);
-			uint64_t v = f == 0 ? ci.pages : f == 1 ? ci.used : ci.used * ci.size;
-			printf("%s{class=\"%u\",size=\"%u\"} %" PRIu64 "\n", cls[f].name, k, ci.size, v);
+			printf("%s{class=\"%u\",size=\"%u\"} ", cls[f].name, k, ci.size);
+			if (f == 5) {
+				printf("%.3f\n", ci.victim_age_ms / 1000.0);
+				continue;
+			}
+			const uint64_t v[] = {ci.pages, ci.used, ci.used * ci.size, ci.evictions,
+					      ci.pages_in};
+			printf("%" PRIu64 "\n", v[f]);
 		}
 	}
 	return RC_OK;

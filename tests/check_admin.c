@@ -1136,10 +1136,18 @@ START_TEST(metrics_format_and_values)
 	shmmap_map o = open_map(sm, odd);
 	ck_assert_int_eq(shmmap_put(sm, o, "k", 1, "v", 1, 0, 0), 0);
 	(void)open_map(sm, "bad\xffutf8");
+	/* Two names apart only in bytes that are not UTF-8 stay apart. */
+	(void)open_map(sm, "a\xff\xfe");
+	(void)open_map(sm, "a\xfe\xff");
 
 	CTL_EXPECT(0, "metrics");
 	ASSERT_HAS("shmmap_map_entries{map=\"q\\\"uote\\\\back\\nline\"} 1\n");
-	ASSERT_HAS("shmmap_map_entries{map=\"bad\xef\xbf\xbdutf8\"} 0\n");
+	ASSERT_HAS("shmmap_map_entries{map=\"bad\\\\xffutf8\"} 0\n");
+	ASSERT_HAS("shmmap_map_entries{map=\"a\\\\xff\\\\xfe\"} 0\n");
+	ASSERT_HAS("shmmap_map_entries{map=\"a\\\\xfe\\\\xff\"} 0\n");
+	/* The whole text is UTF-8 (here: ASCII, as no name has other UTF-8). */
+	for (const char *q = out; *q; q++)
+		CK_MSG((unsigned char)*q < 0x80, "a byte %#x in the metrics", (unsigned char)*q);
 	static char copy[OUT_CAP];
 	strcpy(copy, out);
 	parse_metrics(copy);
@@ -1166,12 +1174,11 @@ START_TEST(metrics_format_and_values)
 	for (int c = jnode[maps].first; c >= 0; c = jnode[c].next) {
 		const char *name = jstr_of(c, "name");
 		char lname[160];
-		/* JSON decodes \u00ff to the byte; the metrics label replaced it. */
-		const char *ff = strchr(name, '\xff');
-		if (ff)
-			snprintf(lname, sizeof lname, "%.*s\xef\xbf\xbd%s", (int)(ff - name), name, ff + 1);
-		else
-			snprintf(lname, sizeof lname, "%s", name);
+		/* JSON decodes \udcff to the byte; the metrics label has the
+		 * text \xff (the names here have no other byte above 0x7f). */
+		size_t ln = 0;
+		for (const unsigned char *q = (const unsigned char *)name; *q && ln < 150; q++)
+			ln += (size_t)snprintf(lname + ln, sizeof lname - ln, *q >= 0x80 ? "\\x%02x" : "%c", *q);
 		METRIC_EQ(metric("shmmap_map_entries", lname, NULL, NULL), ju(c, "entries"));
 		METRIC_EQ(metric("shmmap_map_bytes", lname, NULL, NULL), ju(c, "bytes"));
 		METRIC_EQ(metric("shmmap_map_memory_bytes", lname, NULL, NULL), ju(c, "memory_bytes"));
@@ -1215,15 +1222,29 @@ START_TEST(metrics_format_and_values)
 				continue;
 			CK_MSG(strcmp(s->lv[1], size) == 0, "class %s: size %s, wanted %s", cls, s->lv[1],
 			       size);
-			uint64_t want = strcmp(s->name, "shmmap_class_pages") == 0 ? ju(c, "pages")
-					: strcmp(s->name, "shmmap_class_blocks_used") == 0
-						? ju(c, "blocks_used")
-						: ju(c, "bytes_used");
-			METRIC_EQ(s->v, want);
+			static const char *const fam[][2] = {
+				{"shmmap_class_pages", "pages"},
+				{"shmmap_class_blocks_used", "blocks_used"},
+				{"shmmap_class_bytes_used", "bytes_used"},
+				{"shmmap_class_evictions_total", "evictions"},
+				{"shmmap_class_pages_in_total", "pages_in"},
+				{"shmmap_class_victim_age_seconds", "victim_age_ms"},
+			};
+			size_t f = 0;
+			while (f < 6 && strcmp(s->name, fam[f][0]) != 0)
+				f++;
+			CK_MSG(f < 6, "unknown class family %s", s->name);
+			if (f == 5)
+				CK_MSG((uint64_t)(s->v * 1000 + 0.5) == ju(c, fam[f][1]), "%s: %f", s->name, s->v);
+			else
+				METRIC_EQ(s->v, ju(c, fam[f][1]));
 			hits++;
 		}
-		ck_assert_int_eq(hits, 3);
+		ck_assert_int_eq(hits, 6);
 	}
+	METRIC_EQ(metric("shmmap_segment_pages_used", NULL, NULL, NULL), ju(seg, "pages_used"));
+	METRIC_EQ(metric("shmmap_segment_handovers_total", NULL, NULL, NULL), ju(seg, "handovers"));
+	METRIC_EQ(metric("shmmap_segment_moves_total", NULL, NULL, NULL), ju(seg, "moves"));
 	/* metrics takes no --json, and no arguments. */
 	CTL_EXPECT(2, "--json", "metrics");
 	CTL_EXPECT(2, "metrics", "x");

@@ -375,6 +375,54 @@ START_TEST(stats_count_ops)
 }
 END_TEST
 
+/* End column of the k-th blank-separated field of the line at p. */
+static long field_end(const char *p, int k)
+{
+	const char *q = p;
+	for (int i = 0; i <= k; i++) {
+		while (*q == ' ')
+			q++;
+		if (*q == '\n' || !*q)
+			return -1;
+		while (*q && *q != ' ' && *q != '\n')
+			q++;
+	}
+	return q - p;
+}
+
+/* Every line of out from its header to the first empty line has its k-th
+ * field end where the header's does (names here have no blanks). */
+static void expect_aligned(int k, int lines)
+{
+	long want = field_end(out, k);
+	int n = 0;
+	for (const char *p = out; *p && *p != '\n'; n++) {
+		long e = field_end(p, k);
+		ck_assert_msg(e == want, "column %d of line %d ends at %ld, the header's at %ld:\n%s", k,
+			      n, e, want, out);
+		p = strchr(p, '\n');
+		if (!p)
+			break;
+		p++;
+	}
+	ck_assert_int_eq(n, lines + 1);
+}
+
+/* Names that need escaping (\xNN, a doubled backslash) are padded by
+ * their printed width, as top pads them. */
+START_TEST(maps_align_escaped_names)
+{
+	CTL_EXPECT(0, "put", "plain", "k", "v");
+	CTL_EXPECT(0, "put", "a\xff\xfe", "k", "v");
+	CTL_EXPECT(0, "put", "back\\slash", "k", "v");
+	CTL_EXPECT(0, "maps");
+	ASSERT_HAS("a\\xff\\xfe ");
+	expect_aligned(1, 3);
+	CTL_EXPECT(0, "stats");
+	expect_aligned(2, 3);
+}
+END_TEST
+
 START_TEST(usage_errors)
 {
 	CTL_EXPECT(2, NULL);
@@ -972,6 +1020,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, put_then_get);
 	tcase_add_test(tc, get_missing);
 	tcase_add_test(tc, del_then_get);
+	tcase_add_test(tc, maps_align_escaped_names);
 	tcase_add_test(tc, keys_lists_exactly);
 	tcase_add_test(tc, json_outputs);
 	tcase_add_test(tc, stats_count_ops);
