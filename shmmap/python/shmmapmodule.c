@@ -82,7 +82,14 @@ static unsigned long forkgen;  /* bumped in every forked child */
  * the socket path, the coordinator's reason): after a call that talks to
  * the coordinator (coord), or a data call whose first use in a forked
  * child had to re-attach.  The call ran on this thread, so the detail,
- * which is per thread, is that call's. */
+ * which is per thread, is that call's.
+ *
+ * -EAGAIN also comes from the data path (an allocator lock awaiting
+ * repair), which leaves the detail as it was: a data call gets it for
+ * -EAGAIN only when it was its client's first in a forked child
+ * (t_child_first, set by client_live), so that the re-attach ran in it
+ * (no free client slot). */
+static _Thread_local int t_child_first;
 static void *raise_rc_detail(int rc, PyObject *name, int coord);
 
 static void *raise_rc(int rc, PyObject *name)
@@ -105,7 +112,7 @@ static void *raise_rc_detail(int rc, PyObject *name, int coord)
 	}
 	const char *detail = shmmap_errdetail();
 	int with = detail[0] && (coord || rc == -ECONNREFUSED || rc == -SHMMAP_EDETACHED ||
-				 rc == -ETIMEDOUT || rc == -EACCES);
+				 rc == -ETIMEDOUT || rc == -EACCES || (rc == -EAGAIN && t_child_first));
 	PyObject *msg = with ? PyUnicode_FromFormat("%s: %s", shmmap_strerror(rc), detail)
 			     : PyUnicode_FromString(shmmap_strerror(rc));
 	if (!msg)
@@ -259,6 +266,7 @@ typedef struct {
 	Py_ssize_t busy;        /* uses of sm in flight (see the head) */
 	int closing;            /* detach() was called */
 	unsigned long forkgen;  /* of busy */
+	unsigned long usegen;   /* forkgen at the last use (client_live) */
 } Client;
 
 static PyTypeObject ClientType;
@@ -277,12 +285,16 @@ static Py_ssize_t *busy_of(Client *c)
 	return &c->busy;
 }
 
+/* Every use of c starts here; so the first one in a forked child is seen
+ * here (t_child_first, for raise_rc_detail). */
 static shmmap *client_live(Client *c)
 {
 	if (!c->sm || c->closing) {
 		PyErr_SetString(PyExc_ValueError, "operation on a detached shmmap client");
 		return NULL;
 	}
+	t_child_first = c->usegen != forkgen;
+	c->usegen = forkgen;
 	return c->sm;
 }
 
@@ -329,6 +341,7 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 		return NULL;
 	}
 	c->forkgen = forkgen;
+	c->usegen = forkgen;
 	const char *p = path ? PyBytes_AS_STRING(path) : NULL;
 	shmmap *sm = NULL;
 	int rc;

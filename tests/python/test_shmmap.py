@@ -598,6 +598,33 @@ class TestProcesses(MapTest):
         self.m["after"] = "1"  # the parent's attachment still works
         self.assertEqual(self.m["after"], b"1")
 
+    def test_fork_child_without_a_slot_says_why(self):
+        # Every client slot taken: the child's re-attach (on its first
+        # call) fails with EAGAIN, and says why, as the library does.
+        extra = []
+        try:
+            while True:
+                extra.append(shmmap.attach())
+        except BlockingIOError:
+            pass
+        pid = os.fork()
+        if pid == 0:  # child: only os._exit leaves it
+            code = 1
+            try:
+                self.m["from-child"] = "1"
+                code = 2
+            except BlockingIOError as e:
+                code = 0 if "no free client slot" in str(e) else 3
+                if code:
+                    sys.stderr.write("child: %s\n" % e)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        for c in extra:
+            c.detach()
+        self.assertTrue(extra)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+
     def test_unrelated_process_sees_writes(self):
         self.m["hello"] = "from parent"
         code = ("import shmmap, sys; m = shmmap.attach().open(sys.argv[1], create=False); "
