@@ -188,7 +188,8 @@ void shmmap_detach(shmmap *sm);
  *         needs an allocator lock that a live (perhaps stopped) or a dead
  *         process holds (try again; shmmap_errdetail() says which);
  *         -ECONNRESET or -ECONNREFUSED if the coordinator is gone and no new
- *         one answers; -SHMMAP_EDETACHED if a new one does not know this
+ *         one answers; -ETIMEDOUT if it does not answer within 10 s
+ *         (stopped, say); -SHMMAP_EDETACHED if a new one does not know this
  *         attachment (it made a new segment).
  * This is the one data call that talks to the coordinator (after a
  * coordinator restart it reconnects first, see Crashes); thread-safe.
@@ -271,6 +272,7 @@ int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t klen,
  *                 NULL if the length is not wanted.
  * @return 0; -ENOENT (absent or expired); -ENOBUFS (the value is longer
  *         than cap: *vlen says how long, buf holds nothing useful);
+ *         -E2BIG (klen is over the map's key_max: no such key can exist);
  *         -EINVAL, -EBADF, -ESTALE; -SHMMAP_ECORRUPT if the structure
  *         stays inconsistent after retries (see shmmapctl check);
  *         -EAGAIN on a read-only attachment if a writer kept the key's

@@ -533,7 +533,7 @@ static bool conf_set(struct conf_ctx *x, enum conf_key_id id, const char *v)
 	case KIND_SIZE:
 		rc = shmmap__parse_size(v, &n);
 		if (rc == -EINVAL) {
-			conf_fail(x, -EINVAL, ln, sec, nm, "bad size \"%s\" (use a number with optional K, M or G)%s", v,
+			conf_fail(x, -EINVAL, ln, sec, nm, "bad size \"%s\" (use a number with an optional K, M, G or T suffix: 64M, 64MB and 64MiB alike)%s", v,
 				  comment_hint(v));
 			return false;
 		}

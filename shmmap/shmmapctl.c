@@ -109,7 +109,7 @@ static const char usage_text[] =
 	"  save [PATH]                  have the coordinator write a snapshot to PATH, or\n"
 	"                               to its configured snapshot path\n"
 	"  grow SIZE                    have the coordinator grow the segment to at least\n"
-	"                               SIZE bytes (K, M, G suffixes), up to max_size\n"
+	"                               SIZE bytes (K, M, G or T suffix), up to max_size\n"
 	"  metrics                      every counter and gauge in the Prometheus text\n"
 	"                               format\n"
 	"  top [--interval MS] [--iterations N]\n"

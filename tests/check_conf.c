@@ -284,7 +284,7 @@ static const struct bad_case bad_cases[] = {
 	{ "bad-unknown-section.ini", -EINVAL, ":4: [bogus]: ", "unknown section" },
 	{ "bad-unknown-key.ini", -EINVAL, ":3: segment.sizee: ", "unknown key" },
 	{ "bad-size.ini", -EINVAL, ":3: segment.size: ",
-	  "bad size \"12Q\" (use a number with optional K, M or G)" },
+	  "bad size \"12Q\" (use a number with an optional K, M, G or T suffix: 64M, 64MB and 64MiB alike)" },
 	{ "bad-size-small.ini", -EINVAL, ":4: segment.size: ", "too small" },
 	{ "bad-size-suffix.ini", -EINVAL, ":2: segment.size: ", "bad size \"64MQ\"" },
 	{ "bad-size-overflow.ini", -EINVAL, ":2: segment.size: ", "too large" },
@@ -371,7 +371,7 @@ START_TEST(test_bad_exact_message)
 	data_path(path, sizeof(path), "conf/bad-size.ini");
 	shmmap__conf_defaults(&c);
 	ck_assert_int_eq(shmmap__conf_load(&c, path, err, sizeof(err)), -EINVAL);
-	snprintf(want, sizeof(want), "%s:3: segment.size: bad size \"12Q\" (use a number with optional K, M or G)",
+	snprintf(want, sizeof(want), "%s:3: segment.size: bad size \"12Q\" (use a number with an optional K, M, G or T suffix: 64M, 64MB and 64MiB alike)",
 		 path);
 	ck_assert_str_eq(err, want);
 
