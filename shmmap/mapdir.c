@@ -61,7 +61,8 @@ static int find_map(struct coord *c, const char *name)
  * retained table (a dropped map's) has lock words that stale clients may
  * still touch.  Those of dead owners are released here.  With the same
  * geometry the table is reused as it is (a stale writer sees the new
- * generation under the lock and lets go).  A table of another geometry
+ * generation under the lock and lets go; shmmap__map_create zeroes its
+ * stripes' counters, which were the dropped map's).  A table of another geometry
  * would be freed, so it must be out of every stale writer's reach: no
  * lock word held, and no client alive that attached before the drop (one
  * may have resolved its handle and be about to take a lock there, stopped

@@ -133,12 +133,26 @@ int shmmap__map_create(const struct seg *s, const struct seg_geom *g, const stru
 	 * put back to its initial array by the drop, see grow.c). */
 	d->arr[0] = (struct seg_array){.off = d->buckets_off, .nbuckets = p->nbuckets};
 	d->arr[1] = (struct seg_array){0};
-	/* No move in progress, none done: the next resize starts from 0. */
+	/* No move in progress, none done: the next resize starts from 0.  A
+	 * reused table also starts with the counters of a new map: the
+	 * dropped map's evictions, expirations and lock waits are not this
+	 * one's.  No lock is needed: every stripe was emptied (entries,
+	 * bytes, slots zeroed) under its lock by the drop, and a stale
+	 * writer that takes one of these locks now sees the generation
+	 * moved (view_live) before it counts anything under it; nothing is
+	 * published until the release store of MAP_LIVE below.  Only a
+	 * stale waiter (one that resolved its handle before the drop) may
+	 * still add a lock wait: a wait on this lock word that did happen.
+	 * seq is left as it is: a stale reader's retry must still see it
+	 * move. */
 	for (uint32_t i = 0; i < p->nstripes; i++) {
 		struct seg_stripe *sp = (struct seg_stripe *)seg_ptr(s, off) + i;
 		sp->move_next = 0;
 		sp->move_bucket = 0;
 		atomic_store(&sp->moving, 0);
+		sp->evictions = 0;
+		sp->expirations = 0;
+		atomic_store_explicit(&sp->lock_waits, 0, memory_order_relaxed);
 	}
 	atomic_store(&d->tbl, (atomic_load(&d->tbl) | (TBL_GEN_ONE - 1)) + 1);
 	atomic_store(&d->resizes, 0);

@@ -6,7 +6,8 @@
  * forked workers: eviction under a put stream several times larger than the
  * segment, the reject policy, memory freed by one size reused by another,
  * compare-and-swap races between processes, iteration while writers write,
- * exact statistics, background reclaim of expired entries, flush and drop.
+ * exact statistics, background reclaim of expired entries, flush and drop,
+ * and a map created where a dropped one was starting with counters of its own.
  */
 #include <check.h>
 #include <errno.h>
@@ -651,6 +652,91 @@ START_TEST(flush_and_drop)
 }
 END_TEST
 
+/* ---- a new map's counters ---- */
+
+struct waits {
+	struct seg_stripe *st;
+	uint64_t before;
+};
+
+static bool lock_waited(void *arg)
+{
+	struct waits *w = arg;
+	return atomic_load(&w->st->lock_waits) > w->before;
+}
+
+static bool expiration_counted(void *arg)
+{
+	struct gone *g = arg;
+	struct shmmap_stats s;
+	return shmmap_stats(g->sm, g->m, &s) == 0 && s.expirations > 0;
+}
+
+/* A map created where a dropped map was (same geometry: its table is
+ * reused) starts with counters of its own, not the dropped map's
+ * evictions, expirations and lock waits. */
+START_TEST(new_map_starts_with_zero_counters)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "4M", NULL), 0);
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "old");
+	const struct map_view *v;
+	ck_assert_int_eq(shmmap__resolve(sm, m, &v), 0);
+	uint32_t idx = v->idx;
+	/* Evictions: a stream of values larger than the segment. */
+	char k[32], val[1024];
+	struct shmmap_stats s = {0};
+	fill_value(val, sizeof val, 7);
+	for (int i = 0; i < 40000 && !s.evictions; i++) {
+		int kn = snprintf(k, sizeof k, "k%d", i);
+		ck_assert_int_eq(shmmap_put(sm, m, k, (size_t)kn, val, sizeof val, 0, 0), 0);
+		if (i % 256 == 255)
+			ck_assert_int_eq(shmmap_stats(sm, m, &s), 0);
+	}
+	CK_MSG(s.evictions > 0, "no eviction in a stream of 40 MB into 4 MB");
+	/* An expiration: the coordinator's reclaim removes the entry. */
+	ck_assert_int_eq(shmmap_put(sm, m, "t", 1, "v", 1, 1, 0), 0);
+	struct gone g = {sm, m};
+	CK_MSG(tu_wait(expiration_counted, &g, 10000), "expired entry not reclaimed");
+	/* A lock wait: a child's put waits for the stripe lock held here. */
+	struct seg_stripe *st =
+		&v->stripes[shmmap__hash(&sm->geom, "w", 1) & (v->nstripes - 1)];
+	struct lock_ctx lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1};
+	ck_assert_int_eq(shmmap__lock(&st->lock, &lk, NULL), 0);
+	struct waits w = {st, atomic_load(&st->lock_waits)};
+	pid_t p = tu_fork();
+	ck_assert_int_ge(p, 0);
+	if (p == 0) {
+		shmmap *s2;
+		shmmap_map m2;
+		if (shmmap_attach(co.sock, &s2) < 0 || shmmap_open(s2, "old", 0, &m2) < 0)
+			_exit(20);
+		_exit(shmmap_put(s2, m2, "w", 1, "v", 1, 0, 0) == 0 ? 0 : 21);
+	}
+	bool waited = tu_wait(lock_waited, &w, 10000);
+	shmmap__unlock(&st->lock);
+	CK_MSG(waited, "the child's put did not wait for the lock");
+	int ws = tu_waitpid(p, 10000);
+	ck_assert(ws != -1 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+	ck_assert_int_eq(shmmap_stats(sm, m, &s), 0);
+	ck_assert(s.evictions > 0 && s.expirations > 0 && s.lock_waits > 0);
+
+	ck_assert_int_eq(shmmap_drop(sm, "old"), 0);
+	shmmap_map n = open_map(sm, "new");
+	ck_assert_int_eq(shmmap__resolve(sm, n, &v), 0);
+	CK_EQ(v->idx, idx); /* the dropped map's entry and table */
+	ck_assert_int_eq(shmmap_stats(sm, n, &s), 0);
+	CK_EQ(s.entries, 0);
+	CK_EQ(s.bytes, 0);
+	CK_EQ(s.puts, 0);
+	CK_EQ(s.hits, 0);
+	CK_EQ(s.evictions, 0);
+	CK_EQ(s.expirations, 0);
+	CK_EQ(s.lock_waits, 0);
+	shmmap_detach(sm);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("cache");
@@ -668,6 +754,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, stats_count_exactly);
 	tcase_add_test(tc, ttl_reclaimed_in_background);
 	tcase_add_test(tc, flush_and_drop);
+	tcase_add_test(tc, new_map_starts_with_zero_counters);
 	suite_add_tcase(s, tc);
 	/* Its own case, so that it can be run alone, many times
 	 * (CK_RUN_CASE=shift). */
