@@ -357,10 +357,15 @@ typedef int (*shmmap_each_fn)(const void *key, size_t klen, const void *val, siz
  * twice and the walk never crashes or loops.  Keys present and unchanged for
  * the whole walk are all seen.
  *
- * @return 0 after the last entry; fn's non-zero return if it stopped the
- *         walk; -EINVAL (NULL fn); -EBADF/-ESTALE; -ENOMEM; -EAGAIN on a
- *         read-only attachment if writers kept a bucket busy through every
- *         retry.  Thread-safe.
+ * @return 0 after the last entry: every bucket was walked; fn's non-zero
+ *         return if it stopped the walk; -EINVAL (NULL fn); -EBADF;
+ *         -ESTALE (the handle was stale at the call, or the map was dropped
+ *         during the walk: the walk stops, and the entries fn was given
+ *         are only part of the map); -ENOMEM; -EAGAIN on a read-only
+ *         attachment if writers kept a bucket busy through every retry.
+ *         A flush during the walk is not an error: it deletes entries, and
+ *         the walk may miss them as any key deleted meanwhile.
+ *         Thread-safe.
  */
 int shmmap_foreach(shmmap *sm, shmmap_map m, shmmap_each_fn fn, void *arg);
 

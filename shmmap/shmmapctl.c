@@ -1066,6 +1066,13 @@ static int cmd_keys(struct ctl *c, char **args)
 					 "shmmapctl check)");
 		return RC_FAIL;
 	}
+	/* The keys printed are only part of the map: a script must not take
+	 * them for all of them. */
+	if (rc == -ESTALE) {
+		key_msg("keys", args[0], "the map was dropped during the listing: the keys "
+					 "listed are incomplete");
+		return RC_NOTFOUND;
+	}
 	if (rc < 0)
 		return fail("keys", rc);
 	return RC_OK;
@@ -1141,7 +1148,8 @@ static int cmd_dump(struct ctl *c, char **args)
 	if (rc == 1)
 		return fail_io("dump: write to stdout", errno ? errno : EIO);
 	if (rc == -ESTALE) {
-		key_msg("dump", args[0], "the map was dropped during the dump");
+		key_msg("dump", args[0], "the map was dropped during the dump: the dump is "
+					 "incomplete");
 		return RC_NOTFOUND;
 	}
 	if (rc < 0)

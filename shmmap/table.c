@@ -1972,7 +1972,12 @@ int shmmap__tbl_foreach(const struct op_ctx *o, const struct map_view *v, shmmap
 	int rc = 0;
 	for (uint32_t b = 0; b < t.cur_n && rc == 0; b++) {
 		rc = copy_bucket(o, v, b, t.cur_n, &c);
-		if (rc == -SHMMAP_ECORRUPT && !view_live(v))
+		/* Dropped (or dropped and re-created) since the walk began: the
+		 * buckets copied from now on may be emptied ones, and a caller
+		 * given 0 would take the walk for whole.  The drop moves the
+		 * generation before it empties a stripe (with a seq change), so
+		 * a copy that saw an emptied bucket sees it here. */
+		if ((rc == 0 || rc == -SHMMAP_ECORRUPT) && !view_live(v))
 			rc = -ESTALE;
 		for (size_t at = 0; rc == 0 && at < c.len;) {
 			const struct copy_rec *e = (const struct copy_rec *)(c.buf + at);

@@ -4,9 +4,10 @@
  *
  * check_admin.c - the admin commands of shmmapctl beyond get/put: stats
  * (exact counters, JSON parsed), dump and load (binary round trip,
- * malformed input), flush and drop, metrics (the Prometheus text format
- * parsed line by line), top (under a pseudo-terminal made by util-linux
- * `script`, and with stdout a pipe) and save.
+ * malformed input, a map dropped during a dump or a key listing), flush
+ * and drop, metrics (the Prometheus text format parsed line by line), top
+ * (under a pseudo-terminal made by util-linux `script`, and with stdout a
+ * pipe) and save.
  *
  * Every test starts its own shmmapd (tu_coord_start) and drives the real
  * build/shmmapctl ($SHMMAPCTL) through tu_run; the scenarios write through
@@ -15,11 +16,13 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -981,6 +984,82 @@ START_TEST(flush_and_drop)
 }
 END_TEST
 
+/* ---- dump and keys of a map dropped meanwhile ---- */
+
+#define BIG_KEYS 60000
+
+struct piped {
+	int fd;
+	int want;
+};
+
+static bool pipe_holds(void *arg)
+{
+	struct piped *pp = arg;
+	int n = 0;
+	return ioctl(pp->fd, FIONREAD, &n) == 0 && n >= pp->want;
+}
+
+/* shmmapctl CMD big, its stdout a pipe that is not read until the map was
+ * dropped: the output (BIG_KEYS lines) is ten times the pipe, so once the
+ * pipe holds half its size the walk is under way and cannot finish; the
+ * map is dropped then.  Returns the exit status; its stderr in err. */
+static int ctl_walk_dropped(shmmap *sm, const char *cmd)
+{
+	int po[2];
+	ck_assert_int_eq(pipe(po), 0);
+	ck_assert_int_eq(fcntl(po[0], F_SETPIPE_SZ, 65536), 65536);
+	const char *errpath = tpath(cmd);
+	pid_t pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fe < 0 || dup2(po[1], 1) < 0 || dup2(fe, 2) < 0)
+			_exit(120);
+		close(po[0]);
+		execl(getenv("SHMMAPCTL"), "shmmapctl", "-s", co.sock, cmd, "big", (char *)NULL);
+		_exit(121);
+	}
+	close(po[1]);
+	struct piped pp = {po[0], 32768};
+	CK_MSG(tu_wait(pipe_holds, &pp, 20000), "shmmapctl %s wrote nothing", cmd);
+	ck_assert_int_eq(shmmap_drop(sm, "big"), 0);
+	size_t got = 0;
+	char buf[65536];
+	for (ssize_t n; (n = read(po[0], buf, sizeof buf)) != 0; got += n > 0 ? (size_t)n : 0)
+		ck_assert(n > 0 || errno == EINTR);
+	close(po[0]);
+	int st = tu_waitpid(pid, 20000);
+	ck_assert_msg(st != -1 && WIFEXITED(st), "shmmapctl %s did not exit", cmd);
+	size_t en;
+	snprintf(err, sizeof err, "%s", read_file(errpath, &en));
+	CK_MSG(got < (size_t)BIG_KEYS * 11, "shmmapctl %s wrote all of a dropped map", cmd);
+	return WEXITSTATUS(st);
+}
+
+/* A dump or a key listing of a map dropped while it runs must not look
+ * whole: it exits 1 and says so (a backup script checks the exit). */
+START_TEST(dump_and_keys_of_a_dropped_map_fail)
+{
+	shmmap *sm = attach();
+	const char *cmds[] = {"dump", "keys"};
+	for (int c = 0; c < 2; c++) {
+		shmmap_map m = open_map(sm, "big");
+		char k[32];
+		for (int i = 0; i < BIG_KEYS; i++) {
+			int kn = snprintf(k, sizeof k, "key-%06d", i);
+			ck_assert_int_eq(shmmap_put(sm, m, k, (size_t)kn, "v", 1, 0, 0), 0);
+		}
+		int st = ctl_walk_dropped(sm, cmds[c]);
+		ck_assert_msg(st == 1, "shmmapctl %s exited %d, wanted 1\nstderr: %s", cmds[c], st,
+			      err);
+		ERR_HAS("dropped during");
+		ERR_HAS("incomplete");
+	}
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* ---- metrics ---- */
 
 #define MAX_SAMPLES 2000
@@ -1550,6 +1629,7 @@ static Suite *admin_suite(void)
 	tcase_add_test(tc, load_expiry);
 	tcase_add_test(tc, load_malformed);
 	tcase_add_test(tc, flush_and_drop);
+	tcase_add_test(tc, dump_and_keys_of_a_dropped_map_fail);
 	tcase_add_test(tc, metrics_format_and_values);
 	tcase_add_test(tc, repair_reports_a_deferred_sweep);
 	tcase_add_test(tc, top_on_a_terminal);

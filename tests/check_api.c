@@ -935,6 +935,108 @@ START_TEST(attach_errors)
 }
 END_TEST
 
+/* ---- a walk that a drop (or a flush) interrupts ---- */
+
+#define WALK_KEYS 5000
+
+/* Shared between the walking parent and the child that drops or flushes
+ * the map once the walk is under way. */
+struct walk_share {
+	_Atomic int walking; /* the walk's callback ran once */
+	_Atomic int done;    /* the child's call returned: 1 ok, 2 failed */
+};
+static struct walk_share *ws;
+
+static bool walk_started(void *arg)
+{
+	(void)arg;
+	return atomic_load(&ws->walking) != 0;
+}
+
+static bool child_done(void *arg)
+{
+	(void)arg;
+	return atomic_load(&ws->done) != 0;
+}
+
+/* In the child: once the parent walks, drop (flush 0) or flush (1) the map. */
+static int worker_interrupt(int flush)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) || shmmap_open(sm, "walked", 0, &m))
+		return 10;
+	if (!tu_wait(walk_started, NULL, 10000))
+		return 11;
+	int rc = flush ? shmmap_flush(sm, m) : shmmap_drop(sm, "walked");
+	atomic_store(&ws->done, rc == 0 ? 1 : 2);
+	shmmap_detach(sm);
+	return rc == 0 ? 0 : 12;
+}
+
+struct walk_count {
+	int seen;
+	bool waited; /* the child's call was over before the walk went on */
+};
+
+/* The first call waits until the child's drop or flush returned: the rest
+ * of the walk runs after it. */
+static int walk_each(const void *key, size_t klen, const void *val, size_t vlen,
+		     uint64_t expire_ms, void *arg)
+{
+	struct walk_count *wc = arg;
+	(void)key, (void)klen, (void)val, (void)vlen, (void)expire_ms;
+	if (wc->seen++ == 0) {
+		atomic_store(&ws->walking, 1);
+		wc->waited = tu_wait(child_done, NULL, 10000) && atomic_load(&ws->done) == 1;
+	}
+	return 0;
+}
+
+/* Walk a map of WALK_KEYS keys while a child drops (flush 0) or flushes
+ * it after the first entry; the walk's result. */
+static int walk_interrupted(int flush, struct walk_count *wc)
+{
+	ws = mmap(NULL, sizeof *ws, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert(ws != MAP_FAILED);
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "walked");
+	char k[32];
+	for (int i = 0; i < WALK_KEYS; i++) {
+		int kn = snprintf(k, sizeof k, "k%d", i);
+		ck_assert_int_eq(shmmap_put(sm, m, k, (size_t)kn, "v", 1, 0, 0), 0);
+	}
+	pid_t pid = spawn(worker_interrupt, flush);
+	*wc = (struct walk_count){0};
+	int rc = shmmap_foreach(sm, m, walk_each, wc);
+	expect_exit0(pid, 10000);
+	CK_MSG(wc->waited, "the child did not %s the map during the walk",
+	       flush ? "flush" : "drop");
+	shmmap_detach(sm);
+	munmap(ws, sizeof *ws);
+	return rc;
+}
+
+/* A map dropped during shmmap_foreach: the walk stops with -ESTALE, never
+ * 0 after a part of the map (a backup would take it for the whole). */
+START_TEST(foreach_on_a_map_dropped_meanwhile_is_stale)
+{
+	struct walk_count wc;
+	CK_EQ(walk_interrupted(0, &wc), -ESTALE);
+	CK_MSG(wc.seen < WALK_KEYS, "saw all %d keys of a dropped map", wc.seen);
+}
+END_TEST
+
+/* A flush during the walk deletes keys, which the walk may miss (as any
+ * delete): not an error. */
+START_TEST(foreach_on_a_map_flushed_meanwhile_succeeds)
+{
+	struct walk_count wc;
+	CK_EQ(walk_interrupted(1, &wc), 0);
+	CK_MSG(wc.seen >= 1 && wc.seen < WALK_KEYS, "saw %d keys", wc.seen);
+}
+END_TEST
+
 /* A client killed with SIGKILL frees its slot: the coordinator sees EOF. */
 static int worker_attach_and_hang(int fd)
 {
@@ -996,6 +1098,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, large_values_round_trip);
 	tcase_add_test(tc, attach_errors);
 	tcase_add_test(tc, killed_client_slot_is_reclaimed);
+	tcase_add_test(tc, foreach_on_a_map_dropped_meanwhile_is_stale);
+	tcase_add_test(tc, foreach_on_a_map_flushed_meanwhile_succeeds);
 	suite_add_tcase(s, tc);
 	TCase *small = tcase_create("limits");
 	tcase_add_checked_fixture(small, setup_small, teardown);

@@ -933,11 +933,14 @@ static PyMethodDef map_methods[] = {
 	{"flush", (PyCFunction)map_flush, METH_NOARGS,
 	 "flush()\n\nRemove every entry (entries written meanwhile may survive)."},
 	{"clear", (PyCFunction)map_flush, METH_NOARGS, "clear(): the same as flush()"},
-	{"keys", (PyCFunction)map_keys, METH_NOARGS, "keys() -> list of the keys (a snapshot)"},
+	{"keys", (PyCFunction)map_keys, METH_NOARGS,
+	 "keys() -> list of the keys (a snapshot)\n\nA map dropped meanwhile raises "
+	 "shmmap.Error (errno ESTALE): a list is always whole."},
 	{"values", (PyCFunction)map_values, METH_NOARGS,
-	 "values() -> list of the values (a snapshot)"},
+	 "values() -> list of the values (a snapshot)\n\nAs keys(), ESTALE included."},
 	{"items", (PyCFunction)map_items, METH_NOARGS,
-	 "items() -> list of (key, value) pairs (a consistent copy of each)"},
+	 "items() -> list of (key, value) pairs (a consistent copy of each)\n\nAs keys(), "
+	 "ESTALE included."},
 	{NULL, NULL, 0, NULL},
 };
 
