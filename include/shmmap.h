@@ -172,7 +172,12 @@ const char *shmmap_errdetail(void);
 /**
  * Detach: unmap the segment and close the connection.  Map handles of this
  * attachment become invalid.  NULL is accepted and ignored.  Must not race
- * with other calls on the same attachment.
+ * with other calls on the same attachment.  First the blocks the
+ * attachment kept for its next writes go back to the allocator (an
+ * allocator lock held by another process is waited for briefly: 100 ms
+ * for a live holder, up to 1 s for a dead one; what is not given back
+ * then, the coordinator frees), so a clean detach never counts as a dead
+ * client's recovery (shmmapctl stats: recoveries).
  */
 void shmmap_detach(shmmap *sm);
 

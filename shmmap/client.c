@@ -16,6 +16,9 @@
  *   - A handle is valid iff its tag is this attachment's, a view of its
  *     index and generation is published here, and the directory entry is
  *     still LIVE with that generation (-EBADF, -ESTALE otherwise).
+ *   - A clean detach gives back the blocks its intent records hold (spares,
+ *     parked frees) before BYE: the coordinator's recovery, which counts
+ *     and logs a dead client, finds nothing to free.
  *
  * Fork: every attachment is in a process-wide registry.  The fork handlers
  * (pthread_atfork) hold every attachment's sock_mu across fork(), so the
@@ -602,11 +605,63 @@ fail_sock:
 	return rc;
 }
 
+/* How long detach waits for an allocator lock that a live process holds
+ * (stopped, perhaps) before it leaves a block to the coordinator. */
+#define DETACH_LOCK_WAIT_MS 100u
+
+/*
+ * Before BYE: give back what the slot's intent records still hold, so
+ * that a clean detach leaves the coordinator nothing to recover (which it
+ * would count and log as a dead client's): each record's spare (the block
+ * kept for the next write) and the blocks of parked records (a free that
+ * met an allocator lock awaiting repair).  Detach is the last call on the
+ * attachment (shmmap.h), so no write is under way; even so only the
+ * records that are free or parked are taken (rec_free and rec_parked
+ * emptied at once), never one a write holds.  Each block is freed by the
+ * allocator with its record, which is cleared under the class lock: it is
+ * freed once, also if this process dies meanwhile (recovery frees what a
+ * record still names).  A block whose allocator lock is not had in time
+ * is left in its record: the coordinator frees it after BYE.  Not in a
+ * forked child that never re-attached (the records are the parent's), nor
+ * read-only (the mapping cannot be written), nor once the coordinator has
+ * recovered the slot (the records may be another client's).
+ */
+static void release_records(shmmap *sm)
+{
+	if (sm->seg.rdonly || atomic_load_explicit(&sm->forked, memory_order_acquire) ||
+	    sm->sock < 0)
+		return;
+	struct seg_slot *sl = sm->own;
+	if (atomic_load(&sl->gen) != sm->slot_gen || atomic_load(&sl->state) != SLOT_LIVE)
+		return;
+	struct client_ext *x = ext(sm);
+	uint32_t mine = atomic_exchange(&x->rec_free, 0) | atomic_exchange(&x->rec_parked, 0);
+	struct lock_ctx lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1,
+			      .wait_ms = DETACH_LOCK_WAIT_MS};
+	for (uint32_t k = 0; k < SEG_INTENTS; k++) {
+		if (!(mine & (1u << k)))
+			continue;
+		struct seg_intent *in = &sl->intent[k];
+		/* A spare that a or b names too is freed through them (as
+		 * recovery does; no move is under way between calls). */
+		uint64_t sp = atomic_load(&in->spare);
+		if (sp && (sp == atomic_load(&in->a) || sp == atomic_load(&in->b)))
+			atomic_compare_exchange_strong(&in->spare, &sp, 0);
+		_Atomic uint64_t *recs[3] = {&in->b, &in->a, &in->spare};
+		for (int j = 0; j < 3; j++) {
+			uint64_t off = atomic_load(recs[j]);
+			if (off)
+				(void)shmmap__free(&sm->seg, &sm->geom, &lk, off, recs[j]);
+		}
+	}
+}
+
 SHMMAP_EXPORT void shmmap_detach(shmmap *sm)
 {
 	if (!sm)
 		return;
 	reg_del(sm);
+	release_records(sm);
 	/* In a child that never re-attached, sock is -1: the parent's
 	 * connection was let go at the fork, and the parent stays attached. */
 	if (sm->sock >= 0) {

@@ -71,6 +71,10 @@ struct coord {
 	_Atomic uint32_t nclients;
 	uint64_t start_ms;
 	_Atomic bool *orphan;    /* [max_clients]: LIVE slots adopted at start, not resumed */
+	/* [max_clients]: the slot generation whose client said BYE (a clean
+	 * detach), written by the I/O thread, read by recovery: what such a
+	 * slot still holds is freed, but it is no dead client's recovery. */
+	_Atomic uint64_t *bye_gen;
 	uint32_t *reclaim_at;    /* [max_maps]: the background reclaim's next bucket */
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
 	bool sweep_pending;         /* a sweep waits for a busy allocator lock (recover_mu) */

@@ -679,6 +679,9 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 	}
 	case MSG_BYE:
 		snprintf(s->why, sizeof s->why, "detached");
+		/* Before close_session recovers the slot (the session is
+		 * welcomed: only then does a BYE get here). */
+		atomic_store(&c->bye_gen[s->slot], s->slot_gen);
 		return -ECONNRESET;
 	default:
 		snprintf(s->why, sizeof s->why, "unexpected message type %u", m->type);
@@ -1400,9 +1403,10 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	c->lk = (struct lock_ctx){.s = &c->seg, .g = &c->g, .owner = LOCK_OWNER_COORD,
 				  .wait_ms = COORD_LOCK_WAIT_MS};
 	c->orphan = calloc(c->g.max_clients, sizeof *c->orphan);
+	c->bye_gen = calloc(c->g.max_clients, sizeof *c->bye_gen);
 	c->reclaim_at = calloc(c->g.max_maps, sizeof *c->reclaim_at);
 	c->grow_track = calloc(c->g.max_maps, sizeof *c->grow_track);
-	if (!c->orphan || !c->reclaim_at || !c->grow_track) {
+	if (!c->orphan || !c->bye_gen || !c->reclaim_at || !c->grow_track) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1539,6 +1543,7 @@ void shmmap__coord_free(struct coord *c)
 	if (c->lockfd >= 0)
 		close(c->lockfd);
 	free(c->orphan);
+	free(c->bye_gen);
 	free(c->reclaim_at);
 	free(c->access); /* the threads, its only readers, are gone */
 	if (c->grow_track)

@@ -202,7 +202,9 @@ static bool settle_stripe(struct coord *c, uint32_t map, uint32_t stripe, struct
  *     free it.  If it died holding an allocator lock (or one is held by
  *     another dead process), the allocator may be half-updated: sweep
  *     instead, which rebuilds it and settles every dead slot's records.
- *  4. Mark it FREE.
+ *  4. Mark it FREE.  It counts as a recovery (seg_header.recoveries, logged
+ *     at notice level) if it released a lock, swept, or freed blocks of a
+ *     client that did not say BYE: a clean detach is not a recovery.
  * Every step is idempotent, so a coordinator that dies halfway is harmless:
  * the next one finds the slot DEAD (or LIVE with a dead pid) and starts over.
  * No step waits for a lock that a live process holds on to (the lock_ctx
@@ -281,17 +283,25 @@ bool shmmap__coord_recover_slot_locked(struct coord *c, uint32_t slot)
 			      freed);
 		return false;
 	}
+	/* A client that said BYE detached cleanly: blocks it still held
+	 * (a library that keeps its spares past detach, or a free that met
+	 * an allocator lock awaiting repair) are freed, but that is no dead
+	 * client's recovery.  A lock it held, or a sweep, still is: a thread
+	 * went on writing past the detach. */
+	bool bye = atomic_load(&c->bye_gen[slot]) == atomic_load(&sl->gen);
 	sl->wait_kind = SLOT_WAIT_NONE;
 	sl->dead_ns = 0;
 	sl->pid = 0;
 	sl->start_time = 0;
 	sl->flags = 0;
 	atomic_store_explicit(&sl->state, SLOT_FREE, memory_order_release);
-	if (took || freed || sweep)
+	if (took || sweep || (freed && !bye))
 		atomic_fetch_add(&seg_hdr(&c->seg)->recoveries, 1);
-	if (took || freed)
+	if (took || (freed && !bye))
 		log_notice("slot %u: released %u stripe lock(s), freed %u block(s) in flight", slot,
 		      took, freed);
+	else if (freed)
+		log_info("slot %u: detached; freed %u block(s) it still held", slot, freed);
 	return true;
 }
 

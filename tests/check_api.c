@@ -1078,6 +1078,70 @@ START_TEST(killed_client_slot_is_reclaimed)
 }
 END_TEST
 
+/* ---- a clean detach is not a recovery ---- */
+
+static uint64_t recoveries(shmmap *sm)
+{
+	return atomic_load(&seg_hdr(&sm->seg)->recoveries);
+}
+
+/* Writes that leave blocks in the slot's intent records (a deleted key's
+ * block and a rewritten key's old one are kept as the record's spare),
+ * then, with fd >= 0, say so on fd and wait to be killed; else detach. */
+static int worker_write_then(int fd)
+{
+	shmmap *sm;
+	shmmap_map m;
+	if (shmmap_attach(co.sock, &sm) || shmmap_open(sm, "bye", SHMMAP_CREATE, &m))
+		return 10;
+	if (shmmap_put(sm, m, "a", 1, "one", 3, 0, 0) || shmmap_del(sm, m, "a", 1) ||
+	    shmmap_put(sm, m, "b", 1, "two", 3, 0, 0) ||
+	    shmmap_put(sm, m, "b", 1, "three, with a TTL", 17, 60, 0))
+		return 11;
+	if (fd >= 0) {
+		char c = 1;
+		if (write(fd, &c, 1) != 1)
+			return 12;
+		pause();
+	}
+	shmmap_detach(sm);
+	return 0;
+}
+
+/* A client that detaches is not counted (nor logged at notice level) as a
+ * dead client recovered; one killed with SIGKILL still is. */
+START_TEST(clean_detach_is_not_a_recovery)
+{
+	shmmap *sm = attach();
+	uint64_t r0 = recoveries(sm);
+	for (int i = 0; i < 3; i++) {
+		expect_exit0(spawn(worker_write_then, -1), 10000);
+		CK_MSG(tu_wait(slot_free_again, sm, 5000), "the detached client's slot stays taken");
+	}
+	CK_EQ(recoveries(sm), r0);
+	char *log = tu_slurp(co.log, NULL);
+	CK_MSG(!strstr(log, "in flight"), "a clean detach logged as a recovery:\n%s", log);
+	/* The library gave its blocks back itself, before BYE. */
+	CK_MSG(!strstr(log, "detached; freed"), "a detach left blocks behind:\n%s", log);
+	free(log);
+
+	ck_assert_int_eq(pipe(pipefd), 0);
+	pid_t pid = spawn(worker_write_then, pipefd[1]);
+	char c;
+	ck_assert_int_eq(read(pipefd[0], &c, 1), 1);
+	kill(pid, SIGKILL);
+	tu_waitpid(pid, 5000);
+	CK_MSG(tu_wait(slot_free_again, sm, 5000), "the killed client's slot stays taken");
+	CK_EQ(recoveries(sm), r0 + 1);
+	log = tu_slurp(co.log, NULL);
+	CK_MSG(strstr(log, "in flight"), "the killed client's recovery not logged:\n%s", log);
+	free(log);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	shmmap_detach(sm);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("api");
@@ -1100,6 +1164,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, killed_client_slot_is_reclaimed);
 	tcase_add_test(tc, foreach_on_a_map_dropped_meanwhile_is_stale);
 	tcase_add_test(tc, foreach_on_a_map_flushed_meanwhile_succeeds);
+	tcase_add_test(tc, clean_detach_is_not_a_recovery);
 	suite_add_tcase(s, tc);
 	TCase *small = tcase_create("limits");
 	tcase_add_checked_fixture(small, setup_small, teardown);
