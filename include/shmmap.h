@@ -57,14 +57,20 @@
  *     on (they do not use the socket).  A restarted coordinator adopts the
  *     segment with all its data; the next call that needs the socket
  *     (shmmap_open) reconnects and keeps this attachment's slot.  A
- *     coordinator started with --reinit has a new segment: the attachment
- *     is then stale (-ESTALE) and must be detached and made again.
+ *     coordinator started with a new segment (--reinit, or after
+ *     /dev/shm/NAME was removed) leaves this attachment on the old one,
+ *     where nothing written is seen by others: see below.
  *   - A process stopped (SIGSTOP, a debugger) while it holds a lock is not
- *     dead: writers of the same lock stripe wait for it.
+ *     dead: writers of the same lock stripe wait for it, and so do writers
+ *     needing a block of the size class it was allocating from (in any
+ *     map), if it stopped inside the allocator.
  *   - If the coordinator ever recovers this attachment's slot (it took the
- *     process for dead), or was restarted with a new segment (--reinit),
- *     calls on the attachment fail with -SHMMAP_EDETACHED from then on:
- *     detach and attach again.
+ *     process for dead), calls on the attachment fail with
+ *     -SHMMAP_EDETACHED from then on: detach and attach again.  So do they
+ *     once the segment was removed (/dev/shm/NAME deleted, or replaced by
+ *     a coordinator started with --reinit): a write notices within 256
+ *     writes of this attachment (the writes before it went to the removed
+ *     segment), a forked child at its first call.
  *
  * Thread safety
  *   All calls on one attachment may be made from several threads at once,

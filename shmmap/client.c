@@ -392,6 +392,12 @@ static int reattach_locked(shmmap *sm)
 	struct client_ext *x = ext(sm);
 	if (!atomic_load_explicit(&sm->forked, memory_order_relaxed))
 		return 0; /* another thread of the child did it */
+	if (atomic_load_explicit(&sm->forked, memory_order_relaxed) == ATTACH_ORPHANED) {
+		set_detail("the segment this attachment maps was removed (/dev/shm/NAME deleted, "
+			   "or replaced by shmmapd --reinit): nothing written here would be seen; "
+			   "detach and attach again");
+		return -SHMMAP_EDETACHED;
+	}
 	int sock, fd;
 	struct proto_msg w;
 	int rc = hello(x->path, x->hello_flags | (sm->seg.rdonly ? HELLO_F_RDONLY : 0), &sock,
@@ -434,6 +440,35 @@ static int reattach(shmmap *sm)
 	int rc = reattach_locked(sm);
 	pthread_mutex_unlock(&sm->sock_mu);
 	return rc;
+}
+
+/*
+ * Is the segment still the one under its name?  A segment removed (rm
+ * /dev/shm/NAME to start from empty, or shmmapd --reinit) stays mapped
+ * here, and writes to it succeed where nobody will ever see them: a
+ * user's pool lost its increments without an error.  Every
+ * ORPHAN_EVERY-th write of an attachment looks (one fstat: its link count
+ * is 0 once removed); an orphaned attachment fails every call from then on
+ * with -SHMMAP_EDETACHED (forked = ATTACH_ORPHANED).  A fork handler's
+ * mark (1) may overwrite it in a child: the child's re-attach then finds
+ * the coordinator serving another segment and fails the same way.
+ */
+#define ORPHAN_EVERY 256u
+static inline bool orphan_due(shmmap *sm)
+{
+	uint32_t n = __atomic_load_n(&sm->writes, __ATOMIC_RELAXED) + 1;
+	__atomic_store_n(&sm->writes, n, __ATOMIC_RELAXED);
+	return (n & (ORPHAN_EVERY - 1)) == 0;
+}
+
+static __attribute__((noinline)) bool orphaned(shmmap *sm)
+{
+	struct stat st;
+	if (fstat(sm->seg.fd, &st) < 0 || st.st_nlink != 0)
+		return false;
+	uint32_t z = 0;
+	atomic_compare_exchange_strong(&sm->forked, &z, ATTACH_ORPHANED);
+	return true;
 }
 
 /* Every call starts here: a forked child re-attaches first. */
@@ -918,6 +953,8 @@ op_begin(shmmap *sm, shmmap_map m, const struct map_view **v, struct op_ctx *o, 
 				   "took the process for dead): detach and attach again", sm->slot);
 			return -SHMMAP_EDETACHED;
 		}
+		if (__builtin_expect(orphan_due(sm), 0) && orphaned(sm))
+			return reattach(sm);
 		return rec_claim(sm, o);
 	}
 	return 0;

@@ -21,8 +21,8 @@ SHMMAP_EXPORT const char *shmmap_strerror(int err)
 	case SHMMAP_EVERSION: return "protocol or layout version mismatch with the coordinator";
 	case SHMMAP_ECORRUPT: return "a structure in the shared segment is corrupt (run shmmapctl check)";
 	case SHMMAP_EDETACHED:
-		return "this attachment is no longer valid (its client slot was recovered, or the "
-		       "coordinator has a new segment): detach and attach again";
+		return "this attachment is no longer valid (its client slot was recovered, or its "
+		       "segment was removed): detach and attach again";
 	case SHMMAP_ESEGSIZE:
 		return "the shared segment grew to a size this process cannot map (beyond its "
 		       "reserved address range or the object's length): nothing was changed";

@@ -1195,14 +1195,18 @@ void shmmap__grow_reset(const struct seg *s, const struct seg_geom *g, struct se
 void shmmap__grow_track_free(struct grow_track *gt);
 
 /* ---- client.c: the attachment ---- */
+#define ATTACH_ORPHANED 2u /* shmmap.forked: the segment was removed */
 struct client_ext; /* client.c's own state: published map views */
 struct shmmap {
 	struct seg seg;
 	struct seg_geom geom;
-	/* Set in a child by the fork handler: slot, slot_gen and sock are the
-	 * parent's (sock closed, -1) until the next call re-attaches.  Read
-	 * with acquire on every call: slot and slot_gen are valid after it. */
+	/* Set in a child by the fork handler (1): slot, slot_gen and sock are
+	 * the parent's (sock closed, -1) until the next call re-attaches.
+	 * ATTACH_ORPHANED: the segment was removed (client.c): every call
+	 * fails.  Read with acquire on every call: slot and slot_gen are valid
+	 * after it. */
 	_Atomic uint32_t forked;
+	uint32_t writes;      /* writes begun (relaxed, racy: a pace for orphan checks) */
 	int sock;
 	uint32_t slot;
 	uint64_t slot_gen;

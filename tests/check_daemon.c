@@ -8,7 +8,8 @@
  * client on the per-user defaults, start failures that leave nothing
  * behind with messages that say what to do, and the systemd unit; and
  * workers attaching and exiting by the hundred (sessions closed many per
- * batch of events).
+ * batch of events); a process attached to a segment that was removed
+ * (its writes fail with EDETACHED, not succeed unseen).
  *
  * Tests that switch uids need root and /usr/bin/setpriv; without them they
  * say "SKIP" on stderr and pass.
@@ -912,6 +913,44 @@ START_TEST(attach_exit_churn)
 }
 END_TEST
 
+/* The segment removed while a process is attached (the documented way to
+ * start from empty: stop shmmapd, rm /dev/shm/NAME, start it): the process
+ * still maps the old segment, and its writes went there with success,
+ * never to be seen (a user's counters lost their increments).  Its writes
+ * must fail with -SHMMAP_EDETACHED within a bounded number, every call
+ * after that too, and attaching again must find the new segment. */
+START_TEST(removed_segment_fails_writes)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", ""), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "m");
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "v", 1, 0, 0), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	ck_assert_int_eq(shm_unlink(co.shm), 0);
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	int rc = 0, n = 0;
+	for (; n < 1000 && rc == 0; n++) {
+		char k[32];
+		int kl = snprintf(k, sizeof k, "after-%d", n);
+		rc = shmmap_put(sm, m, k, (size_t)kl, "v", 1, 0, 0);
+	}
+	ck_assert_msg(rc == -SHMMAP_EDETACHED, "write %d on the removed segment: %s", n,
+		      shmmap_strerror(rc));
+	ck_assert_msg(strstr(shmmap_errdetail(), "removed"), "detail: %s", shmmap_errdetail());
+	fprintf(stderr, "  removed segment: write %d failed\n", n);
+	char buf[8];
+	size_t len;
+	ck_assert_int_eq(shmmap_get(sm, m, "k", 1, buf, sizeof buf, &len), -SHMMAP_EDETACHED);
+	ck_assert_int_eq(shmmap_incr(sm, m, "n", 1, 1, NULL), -SHMMAP_EDETACHED);
+	shmmap_detach(sm);
+	sm = tu_attach(co.sock);
+	m = tu_open(sm, "m");
+	ck_assert_int_eq(shmmap_get(sm, m, "k", 1, buf, sizeof buf, &len), -ENOENT);
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "w", 1, 0, 0), 0);
+	shmmap_detach(sm);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
@@ -955,6 +994,7 @@ static Suite *daemon_suite(void)
 	tc = tcase_create("sessions");
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_add_test(tc, attach_exit_churn);
+	tcase_add_test(tc, removed_segment_fails_writes);
 	suite_add_tcase(s, tc);
 	return s;
 }
