@@ -990,9 +990,9 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t
  * was emptied, 0, -errno.  A window is first looked at without locks, and
  * one holding a page that cannot be emptied (a table, an entry of a reject
  * map) is passed over, the next starting after that page, so nothing is
- * evicted for a window that cannot be had.  The first WINDOW_TRIES * 4
- * windows must also cost no entry in use that cannot move (spare_hot);
- * then any will do.
+ * evicted for a window that cannot be had.  A first pass takes only a
+ * window that costs no entry in use that cannot move (spare_hot), a
+ * second any.
  */
 static int windows(struct evictor *ev, uint32_t need);
 
@@ -1013,53 +1013,67 @@ static int windows(struct evictor *ev, uint32_t need)
 		return 0;
 	uint32_t start0 = atomic_fetch_add_explicit(&h->evict_rover, need, memory_order_relaxed) % np;
 	uint32_t start = start0;
-	/* First windows that cost no entry in use that cannot move, then any. */
-	for (uint32_t t = 0; t < WINDOW_TRIES * 8; t++) {
-		ev->spare_hot = t < WINDOW_TRIES * 4;
-		if (t == WINDOW_TRIES * 4)
-			start = start0;
-		if (start + need > np)
-			start = 0;
-		uint32_t bad = UINT32_MAX, head;
-		for (uint32_t i = start; i < start + need && bad == UINT32_MAX; i++)
-			if (!page_may_empty(ev, i, np, &head))
-				bad = i;
-		if (bad != UINT32_MAX) {
-			start = bad + 1;
-			continue;
+	/* First windows that cost no entry in use that cannot move, then any.
+	 * A pass looks at each page of the heap once at most and empties at
+	 * most WINDOW_TRIES * 4 windows: a page passed over is not a try (in
+	 * a segment mostly of a reject map's entries, 32 tries saw 32 pages,
+	 * and puts failed with -ENOSPC while large entries of an evict map
+	 * lay elsewhere). */
+	for (int pass = 0; pass < 2; pass++) {
+		ev->spare_hot = pass == 0;
+		start = start0;
+		uint64_t looked = 0;
+		for (uint32_t t = 0; t < WINDOW_TRIES * 4 && looked < np;) {
+			if (start + need > np) {
+				looked += np - start;
+				start = 0;
+				continue;
+			}
+			uint32_t bad = UINT32_MAX, head;
+			for (uint32_t i = start; i < start + need && bad == UINT32_MAX; i++)
+				if (!page_may_empty(ev, i, np, &head))
+					bad = i;
+			if (bad != UINT32_MAX) {
+				looked += bad + 1 - start;
+				start = bad + 1;
+				continue;
+			}
+			t++;
+			if (ev->hold) {
+				/* Clients' allocations pass the window over from
+				 * here: its pages, freed one at a time, were taken
+				 * by a busy class before it was whole. */
+				atomic_store_explicit(&h->pool_hold_n, need, memory_order_relaxed);
+				atomic_store_explicit(&h->pool_hold_t, (uint32_t)shmmap__mono_ms(),
+						      memory_order_relaxed);
+				atomic_store_explicit(&h->pool_hold, start + 1, memory_order_release);
+			}
+			bool ok = true;
+			for (uint32_t i = start; i < start + need && ok; i++) {
+				const struct seg_page *p = seg_page(s, g, i);
+				uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
+				uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
+				uint32_t age;
+				int r = 1;
+				if (kind == PAGE_SLAB && cls < g->nclasses)
+					r = drain_page(ev, i, cls, DRAIN_MOVE, &age);
+				else if ((kind == PAGE_RUN || kind == PAGE_CONT) &&
+					 page_may_empty(ev, i, np, &head))
+					/* The run's entry (found linked, or nothing happens). */
+					r = evict_block(ev, seg_page_off(g, head), &FORCE, &age);
+				else if (kind != PAGE_FREE)
+					r = 0;
+				if (r < 0)
+					return r;
+				ok = r > 0;
+				if (!ok) {
+					looked += i + 1 - start;
+					start = i + 1;
+				}
+			}
+			if (ok)
+				return 1;
 		}
-		if (ev->hold) {
-			/* Clients' allocations pass the window over from
-			 * here: its pages, freed one at a time, were taken
-			 * by a busy class before it was whole. */
-			atomic_store_explicit(&h->pool_hold_n, need, memory_order_relaxed);
-			atomic_store_explicit(&h->pool_hold_t, (uint32_t)shmmap__mono_ms(),
-					      memory_order_relaxed);
-			atomic_store_explicit(&h->pool_hold, start + 1, memory_order_release);
-		}
-		bool ok = true;
-		for (uint32_t i = start; i < start + need && ok; i++) {
-			const struct seg_page *p = seg_page(s, g, i);
-			uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
-			uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
-			uint32_t age;
-			int r = 1;
-			if (kind == PAGE_SLAB && cls < g->nclasses)
-				r = drain_page(ev, i, cls, DRAIN_MOVE, &age);
-			else if ((kind == PAGE_RUN || kind == PAGE_CONT) &&
-				 page_may_empty(ev, i, np, &head))
-				/* The run's entry (found linked, or nothing happens). */
-				r = evict_block(ev, seg_page_off(g, head), &FORCE, &age);
-			else if (kind != PAGE_FREE)
-				r = 0;
-			if (r < 0)
-				return r;
-			ok = r > 0;
-			if (!ok)
-				start = i + 1;
-		}
-		if (ok)
-			return 1;
 	}
 	atomic_store_explicit(&h->evict_rover, start, memory_order_relaxed);
 	return 0;

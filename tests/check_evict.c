@@ -51,7 +51,7 @@ static void teardown(void)
 }
 
 #define SEG_BYTES (16u << 20)
-#define VAL_MAX (256u * 1024)
+#define VAL_MAX (1024u * 1024)
 
 /* ---- values that say whose they are ---- */
 
@@ -1030,6 +1030,39 @@ START_TEST(hot_keys_next_to_large_values)
 }
 END_TEST
 
+/* A reject map filling a segment where an evict map holds a few values of
+ * 600 KB (and small ones): its puts evict them all before the first
+ * -ENOSPC.  Windows for a page were looked for 32 pages at a time from a
+ * rover: with most pages the reject map's, a put failed while large
+ * evictable entries lay further on (and the next puts succeeded). */
+START_TEST(reject_map_reaches_large_entries)
+{
+	enum { BIG = 600000, NBIG = 5 };
+	ck_assert_int_eq(tu_coord_start(&co, "16M", ""), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map ev = tu_open(sm, "ev");
+	shmmap_map rj = open_policy(sm, "rj", SHMMAP_POLICY_REJECT);
+	for (uint32_t i = 0; i < NBIG; i++)
+		CK_MSG(put_kv(sm, ev, "big-", i, BIG, 1) == 0, "put big-%u", i);
+	for (uint32_t i = 0; i < 2000; i++)
+		CK_EQ(put_kv(sm, ev, "small-", i, 1, 1), 0);
+	uint32_t n = 0;
+	int rc;
+	while ((rc = put_kv(sm, rj, "r-", n, 100, 1)) == 0) {
+		n++;
+		CK_MSG(n < SEG_BYTES / 100, "%u puts of 100 B into a 16M reject map", n);
+	}
+	CK_MSG(rc == -ENOSPC, "put r-%u: %s", n, shmmap_strerror(rc));
+	struct shmmap_stats se = stats_of(sm, ev);
+	fprintf(stderr, "  reject map: refused after %u puts with %" PRIu64 " entries (%" PRIu64
+		" bytes) of the evict map left\n", n, se.entries, se.bytes);
+	CK_MSG(se.entries == 0, "refused with %" PRIu64 " entries (%" PRIu64
+	       " bytes) of the evict map left to evict", se.entries, se.bytes);
+	ctl_check_clean();
+	shmmap_detach(sm);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("evict");
@@ -1048,6 +1081,7 @@ int main(void)
 	tcase_add_test(tc, unread_keys_leave_first);
 	tcase_add_test(tc, hot_keys_of_a_small_map_stay);
 	tcase_add_loop_test(tc, hot_keys_next_to_large_values, 0, 2);
+	tcase_add_test(tc, reject_map_reaches_large_entries);
 	tcase_add_test(tc, read_keys_survive_handovers);
 	tcase_add_test(tc, incr_counts_as_a_read);
 	tcase_add_test(tc, new_map_in_a_full_segment);
