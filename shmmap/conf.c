@@ -24,6 +24,11 @@
  *       * a NUL byte (inih would cut the line there);
  *       * an unknown [section] (inih does not tell the handler about
  *         section lines, so an empty unknown section would pass).
+ *     For the same reason it records each section header itself, as inih
+ *     reads it (section_end()): the section of the lines that follow
+ *     (x->section, which the handler uses: inih's copy is cut to 49
+ *     bytes), and every [map NAME], so that one with no key still makes
+ *     its map.
  *     It strips the line terminator, a UTF-8 BOM on line 1 and leading
  *     whitespace, so inih's multi-line continuation (an indented line
  *     continues the previous value) never applies: indentation is ignored
@@ -176,6 +181,9 @@ struct conf_ctx {
 	const char *path;
 	struct shmmap_conf conf;  /* working copy, committed on success */
 	unsigned lineno;          /* line last handed to inih, from 1 */
+	/* The section of the lines that follow, whole: inih cuts a section
+	 * name to 49 bytes (its MAX_SECTION), a [map NAME] may have 67. */
+	char section[4 + CONF_MAP_NAME_MAX + 1];
 	unsigned set_on[K_COUNT]; /* line that set each key, 0 = default */
 	int rc;                   /* first error (negative errno), 0 = none */
 	unsigned err_line;        /* its line, 0 = not tied to a line */
@@ -626,6 +634,38 @@ static bool known_section(const char *s, size_t len)
 }
 
 /*
+ * Where inih ends the section name that starts at s: at the first ']', or
+ * at an inline comment (';' after whitespace) or the end of the line, where
+ * it finds no ']' and reports a syntax error.
+ */
+static const char *section_end(const char *s)
+{
+	bool was_space = false;
+	for (; *s && *s != ']' && !(was_space && *s == ';'); s++)
+		was_space = isspace((unsigned char)*s);
+	return s;
+}
+
+/* The entry of the [map NAME] section mname, made at its first header;
+ * NULL (error recorded) past CONF_MAX_MAP_SECTIONS. */
+static struct conf_map_sect *map_sect_get(struct conf_ctx *x, const char *mname)
+{
+	struct shmmap_conf *c = &x->conf;
+	for (uint32_t i = 0; i < c->nmaps; i++)
+		if (!strcmp(c->maps[i].name, mname))
+			return &c->maps[i];
+	if (c->nmaps == CONF_MAX_MAP_SECTIONS) {
+		conf_fail(x, -EINVAL, x->lineno, NULL, NULL, "[map %s]: more than %d [map NAME] sections",
+			  mname, CONF_MAX_MAP_SECTIONS);
+		return NULL;
+	}
+	struct conf_map_sect *ms = &c->maps[c->nmaps++];
+	memset(ms, 0, sizeof *ms);
+	snprintf(ms->name, sizeof ms->name, "%s", mname);
+	return ms;
+}
+
+/*
  * An fgets-style reader for ini_parse_stream(): one whole line per call,
  * counted, terminator and leading whitespace removed; NULL at the end or
  * once an error is recorded (which stops the parse).
@@ -679,9 +719,9 @@ static char *conf_reader(char *str, int num, void *stream)
 		p++;
 
 	if (*p == '[') {
-		const char *end = strchr(p + 1, ']');
+		const char *end = section_end(p + 1);
 		/* Without ']' inih reports a syntax error on this line. */
-		if (end) {
+		if (*end == ']') {
 			size_t n = (size_t)(end - (p + 1));
 			if (n > 4 + CONF_MAP_NAME_MAX && !memcmp(p + 1, "map ", 4)) {
 				conf_fail(x, -EINVAL, x->lineno, NULL, NULL,
@@ -701,6 +741,14 @@ static char *conf_reader(char *str, int num, void *stream)
 				conf_fail(x, -EINVAL, x->lineno, NULL, NULL, "junk after [%.*s]: \"%s\"", (int)n, p + 1, q);
 				return NULL;
 			}
+			/* known: n <= 4 + CONF_MAP_NAME_MAX */
+			memcpy(x->section, p + 1, n);
+			x->section[n] = '\0';
+			/* A [map NAME] header records the map, keys or not. */
+			const char *mname;
+			size_t mlen;
+			if (map_section(x->section, n, &mname, &mlen) && !map_sect_get(x, mname))
+				return NULL;
 		}
 	}
 	memcpy(str, p, strlen(p) + 1); /* fits: strlen(p) <= limit <= num - 1 */
@@ -720,25 +768,14 @@ static const struct {
 };
 
 /* A key of a [map NAME] section: parsed as its [map] key, stored in the
- * section's entry (made at its first key). */
+ * section's entry (made by the reader at the section's header). */
 static int map_section_key(struct conf_ctx *x, const char *section, const char *mname,
 			   const char *name, const char *value)
 {
 	struct shmmap_conf *c = &x->conf;
-	struct conf_map_sect *ms = NULL;
-	for (uint32_t i = 0; i < c->nmaps && !ms; i++)
-		if (!strcmp(c->maps[i].name, mname))
-			ms = &c->maps[i];
-	if (!ms) {
-		if (c->nmaps == CONF_MAX_MAP_SECTIONS) {
-			conf_fail(x, -EINVAL, x->lineno, section, name,
-				  "more than %d [map NAME] sections", CONF_MAX_MAP_SECTIONS);
-			return 0;
-		}
-		ms = &c->maps[c->nmaps++];
-		memset(ms, 0, sizeof *ms);
-		snprintf(ms->name, sizeof ms->name, "%s", mname);
-	}
+	struct conf_map_sect *ms = map_sect_get(x, mname);
+	if (!ms)
+		return 0;
 	for (size_t i = 0; i < sizeof map_sect_keys / sizeof map_sect_keys[0]; i++) {
 		enum conf_key_id id = map_sect_keys[i].id;
 		if (strcmp(conf_keys[id].name, name))
@@ -775,12 +812,18 @@ static int map_section_key(struct conf_ctx *x, const char *section, const char *
 	return 0;
 }
 
-static int conf_handler(void *user, const char *section, const char *name, const char *value)
+static int conf_handler(void *user, const char *isection, const char *name, const char *value)
 {
 	struct conf_ctx *x = user;
+	/* inih's section is ours cut to 49 bytes: use ours, whole. */
+	const char *section = x->section;
 
 	if (x->rc)
 		return 1; /* already failed: the reader stops the parse */
+	if (strncmp(isection, section, strlen(isection))) {
+		conf_fail(x, -EINVAL, x->lineno, NULL, NULL, "syntax error (section [%s] unclear)", isection);
+		return 0;
+	}
 	if (!name || !value) {
 		conf_fail(x, -EINVAL, x->lineno, NULL, NULL, "expected key = value");
 		return 0;

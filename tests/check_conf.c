@@ -532,6 +532,33 @@ START_TEST(test_map_sections)
 	ck_assert_uint_eq(c.maps[1].has, CMS_CAPACITY);
 	ck_assert_uint_eq(c.maps[1].capacity, 1000000);
 
+	/* A section with no key is a map all the same (made at start with
+	 * [map]'s options); a name past inih's 49-byte section buffer stays
+	 * whole; a header seen twice is one section. */
+	static const char empty[] = "[map empty]\n; nothing\n[map "
+				    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn]\n"
+				    "buckets = 8192\n[map empty]\n";
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, empty, strlen(empty), path, sizeof(path), err), 0);
+	ck_assert_uint_eq(c.nmaps, 2);
+	ck_assert_str_eq(c.maps[0].name, "empty");
+	ck_assert_uint_eq(c.maps[0].has, 0);
+	ck_assert_uint_eq(strlen(c.maps[1].name), 63);
+	ck_assert_uint_eq(c.maps[1].has, CMS_BUCKETS);
+	ck_assert_uint_eq(c.maps[1].buckets, 8192);
+	ck_assert_uint_eq(c.map.buckets, 4096);
+
+	/* At most CONF_MAX_MAP_SECTIONS, keys or not. */
+	char many[(CONF_MAX_MAP_SECTIONS + 1) * 16];
+	size_t mn = 0;
+	for (int i = 0; i <= CONF_MAX_MAP_SECTIONS; i++)
+		mn += (size_t)snprintf(many + mn, sizeof many - mn, "[map m%d]\n", i);
+	shmmap__conf_defaults(&c);
+	ck_assert_int_eq(load_text(&c, many, mn, path, sizeof(path), err), -EINVAL);
+	snprintf(where, sizeof(where), "%s:%d: [map m%d]: more than %d [map NAME] sections", path,
+		 CONF_MAX_MAP_SECTIONS + 1, CONF_MAX_MAP_SECTIONS, CONF_MAX_MAP_SECTIONS);
+	ck_assert_str_eq(err, where);
+
 	static const char unknown[] = "[map m]\ngrow_step = 1\n";
 	shmmap__conf_defaults(&c);
 	ck_assert_int_eq(load_text(&c, unknown, strlen(unknown), path, sizeof(path), err), -EINVAL);

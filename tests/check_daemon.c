@@ -786,6 +786,28 @@ START_TEST(config_maps_beyond_max_maps)
 }
 END_TEST
 
+/* A [map NAME] section with no key makes its map too; a name longer than
+ * inih's 49-byte section buffer is kept whole.  --check-config takes it. */
+START_TEST(config_empty_map_section)
+{
+	static const char longname[] = "a-map-name-of-fifty-two-bytes-past-inih-s-49-bytes-";
+	char extra[256], out[4096], err[2048];
+	snprintf(extra, sizeof extra, "[map empty]\n[map %s]\n[map keyed]\nquota = 1M\n", longname);
+	ck_assert_int_eq(tu_coord_start(&co, "8M", extra), 0);
+	int st = tu_ctl(co.sock, out, sizeof out, err, sizeof err, "--json", "maps", NULL);
+	ck_assert_msg(st == 0, "maps: exit %d: %s", st, err);
+	char want[128];
+	snprintf(want, sizeof want, "\"%s\"", longname);
+	ck_assert_msg(strstr(out, "\"empty\"") && strstr(out, want) && strstr(out, "\"keyed\""),
+		      "maps: %s", out);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+
+	write_conf("size = 8M\n[map empty]");
+	st = run_daemon("--check-config", out, sizeof out, err, sizeof err);
+	ck_assert_msg(st == 0 && strstr(out, "configuration ok"), "exit %d: %s%s", st, out, err);
+}
+END_TEST
+
 /* ---- the systemd unit ---- */
 
 START_TEST(unit_file_verifies)
@@ -988,6 +1010,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, dev_shm_too_small);
 	tcase_add_test(tc, check_config_checks_the_geometry);
 	tcase_add_test(tc, config_maps_beyond_max_maps);
+	tcase_add_test(tc, config_empty_map_section);
 	tcase_add_test(tc, unit_file_verifies);
 	suite_add_tcase(s, tc);
 
