@@ -36,6 +36,8 @@
  *   - conf_keys is the one list of keys: section, name, kind, range, and
  *     whether SIGHUP applies it to a running coordinator (reloadable);
  *     shmmap__conf_fixed_changes() names the others when they differ.
+ *     No [map NAME] section is reloadable: shmmap__conf_map_changes() names
+ *     those added, removed or changed.
  *   - Two defaults depend on the effective uid and the environment
  *     (paths.c): segment.name and server.socket.
  *   - Values as inih hands them: trimmed, with an inline comment removed
@@ -1025,6 +1027,45 @@ size_t shmmap__conf_fixed_changes(const struct shmmap_conf *a, const struct shmm
 			continue;
 		if (n < max)
 			names[n] = conf_keys[i].full;
+		n++;
+	}
+	return n;
+}
+
+static const struct conf_map_sect *map_sect_find(const struct shmmap_conf *c, const char *name)
+{
+	for (uint32_t i = 0; i < c->nmaps; i++)
+		if (!strcmp(c->maps[i].name, name))
+			return &c->maps[i];
+	return NULL;
+}
+
+/* The same keys with the same values (a key not set is 0 in both). */
+static bool map_sect_equal(const struct conf_map_sect *a, const struct conf_map_sect *b)
+{
+	return a->has == b->has && a->key_max == b->key_max && a->value_max == b->value_max &&
+	       a->buckets == b->buckets && a->stripes == b->stripes && a->policy == b->policy &&
+	       a->max_buckets == b->max_buckets && a->default_ttl == b->default_ttl &&
+	       a->quota == b->quota && a->capacity == b->capacity;
+}
+
+size_t shmmap__conf_map_changes(const struct shmmap_conf *a, const struct shmmap_conf *b,
+				struct conf_map_change *out, size_t max)
+{
+	size_t n = 0;
+	for (uint32_t i = 0; i < b->nmaps; i++) {
+		const struct conf_map_sect *old = map_sect_find(a, b->maps[i].name);
+		if (old && map_sect_equal(old, &b->maps[i]))
+			continue;
+		if (n < max)
+			out[n] = (struct conf_map_change){b->maps[i].name, old ? "changed" : "added"};
+		n++;
+	}
+	for (uint32_t i = 0; i < a->nmaps; i++) {
+		if (map_sect_find(b, a->maps[i].name))
+			continue;
+		if (n < max)
+			out[n] = (struct conf_map_change){a->maps[i].name, "removed"};
 		n++;
 	}
 	return n;

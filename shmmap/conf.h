@@ -104,6 +104,22 @@ int shmmap__conf_load(struct shmmap_conf *c, const char *path, char *err, size_t
 size_t shmmap__conf_fixed_changes(const struct shmmap_conf *a, const struct shmmap_conf *b,
 				  const char **names, size_t max);
 
+/* A [map NAME] section that differs between two configs: its name (in
+ * one of them) and what happened to it ("added", "removed", "changed"). */
+struct conf_map_change {
+	const char *name;
+	const char *what;
+};
+
+/*
+ * The [map NAME] sections added in b, removed from a, or whose keys differ:
+ * none of that reaches a running coordinator (it creates the maps of the
+ * sections at start only).  Writes up to max of them to out (pointers into
+ * a and b) and returns how many there are.
+ */
+size_t shmmap__conf_map_changes(const struct shmmap_conf *a, const struct shmmap_conf *b,
+				struct conf_map_change *out, size_t max);
+
 /* Parse "123", "64K", "16M", "1G" (also lower case, optional 'B'/"iB"), into bytes. */
 int shmmap__parse_size(const char *s, uint64_t *out);
 

@@ -43,7 +43,9 @@
  *
  * Reload (shmmap__coord_reload, on SIGHUP): the access lists are an
  * immutable struct behind an RCU pointer (struct access_lists), replaced
- * whole; everything else in c->conf is fixed at start.
+ * whole; everything else in c->conf is fixed at start, and a change to it
+ * (a key, or a [map NAME] section added, removed or changed) is logged as
+ * ignored until a restart.
  *
  * Growth (segment.c has the mechanism): the coordinator alone grows the
  * segment, one step at a time (grow_mu): from the housekeeping thread when
@@ -733,6 +735,16 @@ void shmmap__coord_reload(struct coord *c, const struct shmmap_conf *conf)
 	size_t n = shmmap__conf_fixed_changes(&c->conf, conf, fixed, 32);
 	for (size_t i = 0; i < n && i < 32; i++)
 		log_warning("reload: %s changed: ignored until shmmapd restarts", fixed[i]);
+	/* The maps of [map NAME] sections are made at start only, and a map
+	 * that exists keeps its options: say so rather than nothing. */
+	struct conf_map_change mc[CONF_MAX_MAP_SECTIONS * 2];
+	size_t nm = shmmap__conf_map_changes(&c->conf, conf, mc, CONF_MAX_MAP_SECTIONS * 2);
+	for (size_t i = 0; i < nm && i < CONF_MAX_MAP_SECTIONS * 2; i++)
+		log_warning("reload: [map %s] %s: ignored until shmmapd restarts%s", mc[i].name,
+			    mc[i].what,
+			    !strcmp(mc[i].what, "removed") ? " (the map stays until dropped)" :
+			    !strcmp(mc[i].what, "changed") ? " (a map that exists keeps the options "
+							     "it was created with)" : "");
 	struct access_lists *a = access_from(conf);
 	if (!a) {
 		log_error("reload: out of memory; keeping the current access lists");

@@ -455,6 +455,25 @@ START_TEST(reload_changes_access_keeps_clients)
 }
 END_TEST
 
+/* [map NAME] sections added, removed or changed are not applied by a
+ * reload: each is logged as such, an unchanged one is not. */
+START_TEST(reload_reports_map_sections)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", "[map kept]\nquota = 1M\n[map gone]\n"
+					       "[map edited]\nquota = 1M\n"), 0);
+	rewrite_conf(&co, "[map edited]\nquota = 2M\n[map new]\n[map kept]\nquota = 1M\n");
+	kill(co.pid, SIGHUP);
+	WAIT_LOG(co.log, "reloaded: allow_uids 0", 1);
+	const char *l = slurp(co.log);
+	ck_assert_msg(strstr(l, "reload: [map new] added: ignored until shmmapd restarts") &&
+			      strstr(l, "reload: [map gone] removed: ignored until shmmapd restarts") &&
+			      strstr(l, "reload: [map edited] changed: ignored until shmmapd restarts") &&
+			      !strstr(l, "[map kept]") && !strstr(l, "segment.name changed"),
+		      "%s", l);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+}
+END_TEST
+
 /* ---- an ordinary user ---- */
 
 /* A user's world: dir (0755) holds the config, the log and xdg (the
@@ -994,6 +1013,7 @@ static Suite *daemon_suite(void)
 	tc = tcase_create("reload");
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_add_test(tc, reload_changes_access_keeps_clients);
+	tcase_add_test(tc, reload_reports_map_sections);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("user");
