@@ -90,7 +90,7 @@ enum conf_kind {
 	KIND_MODE, /* octal file mode */
 	KIND_UINT, /* decimal number */
 	KIND_POW2, /* decimal power of two */
-	KIND_PATH, /* socket path */
+	KIND_PATH, /* absolute socket path */
 	KIND_UIDS, /* list of user names or uids */
 	KIND_GIDS, /* list of group names or gids */
 	KIND_POLICY, /* evict | reject */
@@ -487,6 +487,12 @@ static bool conf_set(struct conf_ctx *x, enum conf_key_id id, const char *v)
 		return true;
 
 	case KIND_PATH:
+		/* Clients find it from any directory, and shmmapd in the
+		 * background runs in "/". */
+		if (v[0] != '/') {
+			conf_fail(x, -EINVAL, ln, sec, nm, "\"%s\" must be an absolute path", v);
+			return false;
+		}
 		if (len >= sizeof(x->conf.server.socket)) {
 			conf_fail(x, -EINVAL, ln, sec, nm, "socket path is too long (%zu bytes, at most %zu)", len,
 				  sizeof(x->conf.server.socket) - 1);

@@ -6,6 +6,10 @@
  * signals, daemonizing, and telling systemd how it goes.  The service
  * itself is coordinator.c.
  *
+ * Without --foreground it forks: the child makes a new session and goes
+ * to "/", with the config file's path and the socket's made absolute
+ * first; the parent exits once the child serves (0) or failed (1).
+ *
  *   shmmapd [-c FILE] [--foreground] [--reinit] [--check-config]
  *
  * Signals are blocked in every thread and taken with sigwait() by the main
@@ -78,6 +82,36 @@ static void no_socket(void)
 		      "$XDG_RUNTIME_DIR is not set (a user other than root listens on "
 		      "$XDG_RUNTIME_DIR" SHMMAP_USER_SOCKET "); set XDG_RUNTIME_DIR, or [server] "
 		      "socket or $SHMMAP_SOCKET", (unsigned)geteuid());
+}
+
+/* A relative path (a config file given as such, a $SHMMAP_SOCKET) made
+ * absolute against the working directory, for a daemon that leaves it for
+ * "/"; 0, or -1 with what failed in err. */
+static int absolute(char *out, size_t cap, const char *rel, const char *what, char *err,
+		    size_t errlen)
+{
+	char cwd[4096];
+	if (rel[0] == '/') {
+		if (strlen(rel) >= cap)
+			goto toolong;
+		memmove(out, rel, strlen(rel) + 1);
+		return 0;
+	}
+	if (!getcwd(cwd, sizeof cwd)) {
+		snprintf(err, errlen, "%s %s: cannot tell the working directory: %s", what, rel,
+			 strerror(errno));
+		return -1;
+	}
+	char tmp[4096 + 2];
+	int w = snprintf(tmp, sizeof tmp, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "", rel);
+	if (w < 0 || (size_t)w >= cap)
+		goto toolong;
+	memcpy(out, tmp, (size_t)w + 1);
+	return 0;
+toolong:
+	snprintf(err, errlen, "%s %s: the absolute path is too long (at most %zu bytes)", what, rel,
+		 cap - 1);
+	return -1;
 }
 
 static unsigned long long mono_usec(void)
@@ -165,7 +199,19 @@ int main(int argc, char **argv)
 		log_warning("%s: not notifying systemd", err);
 
 	int ready[2] = {-1, -1};
+	char abspath[4096];
 	if (!foreground) {
+		/* The daemon runs in "/" (it holds no directory busy): what it
+		 * names later by a relative path is made absolute first.  The
+		 * file's socket is absolute already; $SHMMAP_SOCKET may not be. */
+		if ((path && absolute(abspath, sizeof abspath, path, "config", err, sizeof err) < 0) ||
+		    absolute(conf.server.socket, sizeof conf.server.socket, conf.server.socket,
+			     "socket", err, sizeof err) < 0) {
+			fatal("%s", err);
+			return 1;
+		}
+		if (path)
+			path = abspath;
 		/* Daemonize; the parent exits once the child is serving (or failed). */
 		if (pipe(ready) < 0) {
 			perror("shmmapd: pipe");
@@ -184,6 +230,7 @@ int main(int argc, char **argv)
 		}
 		close(ready[0]);
 		setsid();
+		if (chdir("/") < 0) { /* "/" always exists */ }
 	}
 
 	sigset_t set;

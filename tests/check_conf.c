@@ -218,7 +218,7 @@ START_TEST(test_good_style)
 	want.segment.base = UINT64_C(0x100000000000);
 	want.segment.mode = 0640;
 	want.segment.max_clients = 7;
-	snprintf(want.server.socket, sizeof(want.server.socket), "relative path with spaces.sock");
+	snprintf(want.server.socket, sizeof(want.server.socket), "/tmp/path with spaces.sock");
 	want.map.value_max = 512u << 10;
 	want.map.key_max = 1;
 	want.map.buckets = 1;
@@ -321,6 +321,8 @@ static const struct bad_case bad_cases[] = {
 	{ "bad-empty-value.ini", -EINVAL, ":5: map.key_max: ", "empty value" },
 	{ "bad-long-line.ini", -EINVAL, ":3: ", "line too long" },
 	{ "bad-socket-long.ini", -EINVAL, ":2: server.socket: ", "too long" },
+	{ "bad-socket-relative.ini", -EINVAL, ":3: server.socket: ",
+	  "\"run/shmmap.sock\" must be an absolute path" },
 	{ "bad-syntax.ini", -EINVAL, ":3: ", "syntax error" },
 	{ "bad-continuation.ini", -EINVAL, ":4: ", "syntax error" },
 	{ "bad-unterminated-section.ini", -EINVAL, ":2: ", "syntax error" },

@@ -827,6 +827,62 @@ START_TEST(config_empty_map_section)
 }
 END_TEST
 
+/* The pid of the process listening on the socket at path, or -1. */
+static pid_t listener_pid(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	ck_assert(strlen(path) < sizeof sa.sun_path);
+	memcpy(sa.sun_path, path, strlen(path));
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	struct ucred cr = {.pid = -1};
+	socklen_t len = sizeof cr;
+	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+	    getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		cr.pid = -1;
+	if (s >= 0)
+		close(s);
+	return cr.pid;
+}
+
+static bool pid_gone(void *arg)
+{
+	return kill(*(pid_t *)arg, 0) < 0 && errno == ESRCH;
+}
+
+/*
+ * In the background shmmapd runs in "/", with what it was given relative
+ * to where it started (the config file, a $SHMMAP_SOCKET) made absolute:
+ * the socket is where the starter meant, and SIGHUP reads the same file.
+ */
+START_TEST(daemon_runs_in_root_dir)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	char cmd[1024], out[512], err[512], sock[300];
+	snprintf(cmd, sizeof cmd, "cd '%s' && SHMMAP_SOCKET=rel.sock '%s' -c shmmap.ini >>'%s' 2>&1",
+		 co.dir, getenv("SHMMAPD"), co.log);
+	int st = tu_sh(cmd, out, sizeof out, err, sizeof err);
+	ck_assert_msg(st == 0, "exit %d: %s%s", st, err, slurp(co.log));
+	snprintf(sock, sizeof sock, "%s/rel.sock", co.dir);
+	pid_t pid = listener_pid(sock);
+	ck_assert_msg(pid > 0, "nobody listens on %s: %s", sock, slurp(co.log));
+	char link[64], cwd[256] = "";
+	snprintf(link, sizeof link, "/proc/%d/cwd", (int)pid);
+	ssize_t n = readlink(link, cwd, sizeof cwd - 1);
+	if (n > 0)
+		cwd[n] = '\0';
+	kill(pid, SIGHUP);
+	WAIT_LOG(co.log, "reloaded: allow_uids 0", 1);
+	kill(pid, SIGTERM);
+	ck_assert(tu_wait(pid_gone, &pid, 10000));
+	ck_assert_msg(strcmp(cwd, "/") == 0, "the daemon runs in \"%s\"", cwd);
+	char want[400];
+	snprintf(want, sizeof want, "SIGHUP: reloading %s\n", co.conf);
+	ck_assert_msg(strstr(slurp(co.log), want) && !strstr(slurp(co.log), "keeping the current"),
+		      "%s", slurp(co.log));
+}
+END_TEST
+
 /* ---- the systemd unit ---- */
 
 START_TEST(unit_file_verifies)
@@ -1031,6 +1087,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, check_config_checks_the_geometry);
 	tcase_add_test(tc, config_maps_beyond_max_maps);
 	tcase_add_test(tc, config_empty_map_section);
+	tcase_add_test(tc, daemon_runs_in_root_dir);
 	tcase_add_test(tc, unit_file_verifies);
 	suite_add_tcase(s, tc);
 
