@@ -101,8 +101,9 @@ static const char usage_text[] =
 	"                               and VALUE every byte outside 0x21..0x7e, and '%',\n"
 	"                               is %XX; an empty field is \"-\" (\"-\" itself: %2D)\n"
 	"  load MAP FILE                put the entries of a dump (FILE \"-\": stdin) into\n"
-	"                               MAP (created if needed), keeping their expiry;\n"
-	"                               expired ones are skipped.  A bad line stops the\n"
+	"                               MAP (created if needed), keeping their expiry\n"
+	"                               (at most 136 years away); expired ones are\n"
+	"                               skipped.  A bad line stops the\n"
 	"                               load (FILE:LINE: why); earlier lines stay loaded\n"
 	"  flush MAP                    remove every entry of MAP (exit 1 if no such map)\n"
 	"  drop MAP                     delete MAP and its entries (exit 1 if none)\n"
@@ -1261,13 +1262,19 @@ static int parse_dump_line(char *line, size_t n, struct dump_line *dl, char *why
 	return 0;
 }
 
-/* Seconds of ttl that keep an entry at least until expire_ms (0 = never). */
-static uint32_t ttl_until(uint64_t expire_ms, uint64_t now)
+/* Seconds of ttl that keep an entry at least until expire_ms (0 = never);
+ * past the longest ttl (UINT32_MAX s, about 136 years), that one, and
+ * *clamped is counted. */
+static uint32_t ttl_until(uint64_t expire_ms, uint64_t now, uint64_t *clamped)
 {
 	if (expire_ms == 0)
 		return 0;
 	uint64_t s = (expire_ms - now + 999) / 1000;
-	return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+	if (s > UINT32_MAX) {
+		(*clamped)++;
+		return UINT32_MAX;
+	}
+	return (uint32_t)s;
 }
 
 static int cmd_load(struct ctl *c, char **args)
@@ -1285,7 +1292,7 @@ static int cmd_load(struct ctl *c, char **args)
 	int ret = open_map(c, "load", args[0], SHMMAP_CREATE, &m);
 	char *line = NULL;
 	size_t cap = 0;
-	uint64_t lineno = 0, loaded = 0, expired = 0;
+	uint64_t lineno = 0, loaded = 0, expired = 0, clamped = 0;
 	while (ret == RC_OK) {
 		errno = 0;
 		ssize_t n = getline(&line, &cap, f);
@@ -1315,7 +1322,7 @@ static int cmd_load(struct ctl *c, char **args)
 		}
 		if (rc == 0) {
 			rc = shmmap_put(c->sm, m, dl.key, dl.klen, dl.val, dl.vlen,
-					ttl_until(dl.expire_ms, now), 0);
+					ttl_until(dl.expire_ms, now, &clamped), 0);
 			if (rc < 0)
 				snprintf(why, sizeof why, "put: %s", shmmap_strerror(rc));
 		}
@@ -1339,12 +1346,18 @@ static int cmd_load(struct ctl *c, char **args)
 	if (c->json) {
 		printf("{\"map\":");
 		put_json_str(stdout, args[0]);
-		printf(",\"loaded\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"lines\":%" PRIu64 "}\n",
-		       loaded, expired, lineno);
+		printf(",\"loaded\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"clamped\":%" PRIu64
+		       ",\"lines\":%" PRIu64 "}\n",
+		       loaded, expired, clamped, lineno);
 	} else {
 		printf("loaded %" PRIu64 " entr%s into ", loaded, loaded == 1 ? "y" : "ies");
 		put_text(stdout, args[0], strlen(args[0]));
-		printf(" (%" PRIu64 " already expired, skipped)\n", expired);
+		printf(" (%" PRIu64 " already expired, skipped", expired);
+		if (clamped) /* a clause only when it happened: the usual line stays */
+			printf("; %" PRIu64 " expir%s beyond the longest ttl, %" PRIu32
+			       " s (about 136 years), cut to it", clamped,
+			       clamped == 1 ? "y" : "ies", UINT32_MAX);
+		printf(")\n");
 	}
 	return RC_OK;
 }

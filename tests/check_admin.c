@@ -866,6 +866,28 @@ START_TEST(load_expiry)
 	ck_assert_uint_ge(es.e[1].exp, now + 5000);
 	ck_assert_uint_le(es.e[1].exp, now + 5000 + 1000 + 5000);
 	entries_free(&es);
+
+	/* An expiry past the longest ttl (UINT32_MAX s) is cut to it, and the
+	 * summary says how many were. */
+	static const char far[] = "99999999999999 far x\n0 never y\n";
+	write_file(file, far, strlen(far));
+	CTL_EXPECT(0, "load", "far", file);
+	ASSERT_HAS("loaded 2 entries into far (0 already expired, skipped; 1 expiry beyond the "
+		   "longest ttl, 4294967295 s (about 136 years), cut to it)");
+	CTL_EXPECT(0, "--json", "load", "far", file);
+	o = json_parse(out);
+	ck_assert_uint_eq(ju(o, "clamped"), 1);
+	ck_assert_int_eq(shmmap_open(sm, "far", 0, &m), 0);
+	collect(sm, m, &es);
+	ck_assert_uint_eq(es.n, 2);
+	ck_assert(es.e[0].kl == 3 && memcmp(es.e[0].k, "far", 3) == 0);
+	ck_assert_uint_ge(es.e[0].exp, now + UINT64_C(4294967295) * 1000);
+	ck_assert_uint_lt(es.e[0].exp, UINT64_C(99999999999999));
+	/* No clamp, no clause. */
+	write_file(file, "0 never y\n", 10);
+	CTL_EXPECT(0, "load", "far", file);
+	ASSERT_HAS("loaded 1 entry into far (0 already expired, skipped)\n");
+	entries_free(&es);
 	shmmap_detach(sm);
 }
 END_TEST
