@@ -710,6 +710,11 @@ START_TEST(bind_failure_leaves_no_segment)
 	snprintf(want, sizeof want, "/nonexistent-shmmap-%d/sub: cannot create", (int)getpid());
 	ck_assert_msg(rc == 1 && strstr(err, want), "exit %d: %s", rc, err);
 	ck_assert_msg(!shm_exists(co.shm), "a segment was left behind");
+	/* Only the lock file stays, as README and shmmapd.8 say: removing it
+	 * could let two coordinators lock two different files. */
+	char lock[96];
+	snprintf(lock, sizeof lock, "%s.lock", co.shm);
+	ck_assert_msg(shm_exists(lock), "the lock file %s was removed", lock);
 }
 END_TEST
 
