@@ -1339,6 +1339,25 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 		shm_unlink(cf->segment.name);
 		rc = -ENOENT;
 	} else if (rc != -ENOENT) {
+		struct seg_params was;
+		if (!(flags & COORD_REINIT) && rc == -SHMMAP_EBADSEG &&
+		    shmmap__seg_peek(cf->segment.name, &was) == 0) {
+			/* A segment of another geometry: say which, and that
+			 * setting it back keeps the data (a user read "not a
+			 * shmmap segment" and reached for --reinit). */
+			uint64_t max = p.max_size ? p.max_size : p.size;
+			snprintf(err, errlen,
+				 "%s: a shmmap segment of another geometry exists: made with "
+				 "max_size %llu, max_clients %u, max_maps %u; this "
+				 "configuration has max_size %llu (segment.max_size, or its "
+				 "size when unset), max_clients %u, max_maps %u; set them back "
+				 "to adopt it with its data, or start with --reinit to replace "
+				 "it (its data is lost)",
+				 cf->segment.name, (unsigned long long)was.max_size,
+				 was.max_clients, was.max_maps, (unsigned long long)max,
+				 p.max_clients, p.max_maps);
+			return rc;
+		}
 		if (!(flags & COORD_REINIT)) {
 			snprintf(err, errlen,
 				 "%s: an object of that name exists but is not a shmmap segment of "

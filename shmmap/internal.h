@@ -701,6 +701,11 @@ struct seg_params {
 int shmmap__seg_layout(const struct seg_params *p, struct seg_geom *g);
 int shmmap__seg_create(const char *name, unsigned mode, const struct seg_params *p,
 		       struct seg *s, struct seg_geom *g);
+/* Is the object called name a valid segment (of this layout version)?
+ * Then 0, with its size, max_size, max_clients and max_maps in *found
+ * (for a message that says which differ from a configuration's); else
+ * -errno, -SHMMAP_EBADSEG or -SHMMAP_EVERSION. */
+int shmmap__seg_peek(const char *name, struct seg_params *found);
 int shmmap__seg_open_existing(const char *name, const struct seg_params *p,
 			      struct seg *s, struct seg_geom *g);
 int shmmap__seg_map_fd(int fd, uint64_t base, bool rdonly, struct seg *s);

@@ -692,6 +692,29 @@ fail:
 	return rc;
 }
 
+int shmmap__seg_peek(const char *name, struct seg_params *found)
+{
+	int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	struct seg s;
+	struct seg_geom g;
+	int rc = shmmap__seg_map_fd(fd, 0, true, &s);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	rc = shmmap__seg_validate(&s, &g);
+	if (rc == 0) {
+		const struct seg_header *h = seg_hdr(&s);
+		*found = (struct seg_params){.size = h->size, .max_size = h->max_size,
+					     .max_clients = h->max_clients,
+					     .max_maps = h->max_maps};
+	}
+	shmmap__seg_unmap(&s);
+	return rc;
+}
+
 int shmmap__seg_open_existing(const char *name, const struct seg_params *p,
 			      struct seg *s, struct seg_geom *g)
 {

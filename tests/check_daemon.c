@@ -691,6 +691,43 @@ END_TEST
 
 /* ---- start failures leave nothing behind ---- */
 
+/* A segment made with another max_size: the start is refused with the
+ * geometry it has and the configuration's, and that setting them back
+ * keeps the data (it said "not a shmmap segment of this configuration"
+ * and pointed at --reinit, which loses it); set back, the data is there. */
+START_TEST(geometry_change_names_the_fields)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "m");
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "v", 1, 0, 0), 0);
+	shmmap_detach(sm);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	FILE *f = fopen(co.conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[segment]\nname = %s\nsize = 16M\n[server]\nsocket = %s\n", co.shm, co.sock);
+	fclose(f);
+	char out[512], err[2048];
+	char *argv[] = {getenv("SHMMAPD"), "-c", co.conf, "--foreground", NULL};
+	int rc = tu_run(argv, out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, "another geometry") &&
+			      strstr(err, "max_size 8388608") && strstr(err, "max_size 16777216") &&
+			      strstr(err, "set them back"),
+		      "exit %d: %s", rc, err);
+	f = fopen(co.conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[segment]\nname = %s\nsize = 8M\n[server]\nsocket = %s\n", co.shm, co.sock);
+	fclose(f);
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	sm = tu_attach(co.sock);
+	m = tu_open(sm, "m");
+	char buf[4];
+	size_t n = 0;
+	ck_assert_int_eq(shmmap_get(sm, m, "k", 1, buf, sizeof buf, &n), 0);
+	shmmap_detach(sm);
+}
+END_TEST
+
 START_TEST(bind_failure_leaves_no_segment)
 {
 	char extra[256];
@@ -1087,6 +1124,7 @@ static Suite *daemon_suite(void)
 
 	tc = tcase_create("start");
 	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, geometry_change_names_the_fields);
 	tcase_add_test(tc, bind_failure_leaves_no_segment);
 	tcase_add_test(tc, dev_shm_too_small);
 	tcase_add_test(tc, check_config_checks_the_geometry);
