@@ -113,6 +113,7 @@ typedef struct {
 /* Flags of shmmap_put(). */
 #define SHMMAP_NX 0x1u /**< only if the key is absent, else -EEXIST */
 #define SHMMAP_XX 0x2u /**< only if the key is present, else -ENOENT */
+#define SHMMAP_NOTTL 0x4u /**< never expires, even in a map with a default TTL (ttl_s 0) */
 
 /* Limits that hold whatever the configuration says. */
 #define SHMMAP_NAME_MAX 63 /**< longest map name, in bytes */
@@ -255,7 +256,9 @@ int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
  * @param val,vlen  the value, 0..value limit bytes; val may be NULL if vlen is 0.
  * @param ttl_s     seconds until the entry expires; 0 means never, or the
  *                  map's default TTL if it has one (shmmap_map_opts).
- * @param flags     0, SHMMAP_NX or SHMMAP_XX.
+ * @param flags     0, SHMMAP_NX or SHMMAP_XX, and SHMMAP_NOTTL (with ttl_s
+ *                  0: never expires, whatever the map's default TTL; what
+ *                  shmmapctl load uses for an entry dumped without expiry).
  * @return 0; -EEXIST (NX, key present); -ENOENT (XX, key absent);
  *         -E2BIG (key or value over the map's limits, or an entry larger
  *         than the segment could hold even empty: it fails before anything

@@ -1321,8 +1321,11 @@ static int cmd_load(struct ctl *c, char **args)
 			continue;
 		}
 		if (rc == 0) {
+			/* Dumped without expiry: none, even where the map has a
+			 * default TTL (a ttl of 0 would take it). */
 			rc = shmmap_put(c->sm, m, dl.key, dl.klen, dl.val, dl.vlen,
-					ttl_until(dl.expire_ms, now, &clamped), 0);
+					ttl_until(dl.expire_ms, now, &clamped),
+					dl.expire_ms ? 0 : SHMMAP_NOTTL);
 			if (rc < 0)
 				snprintf(why, sizeof why, "put: %s", shmmap_strerror(rc));
 		}

@@ -1522,7 +1522,8 @@ put_impl(const struct op_ctx *o, const struct map_view *v, uint64_t h, const voi
 		return rc;
 	if (vlen > v->val_max)
 		return -E2BIG;
-	if ((flags & ~(SHMMAP_NX | SHMMAP_XX)) || flags == (SHMMAP_NX | SHMMAP_XX))
+	if ((flags & ~(SHMMAP_NX | SHMMAP_XX | SHMMAP_NOTTL)) ||
+	    (flags & (SHMMAP_NX | SHMMAP_XX)) == (SHMMAP_NX | SHMMAP_XX))
 		return -EINVAL;
 	uint64_t now = 0;
 	uint32_t sb = (uint32_t)h & (v->nstripes - 1), b = 0;
@@ -1612,7 +1613,9 @@ int shmmap__tbl_put_hashed(const struct op_ctx *o, const struct map_view *v, uin
 			   const void *key, size_t klen, const void *val, size_t vlen,
 			   uint32_t ttl_s, unsigned flags)
 {
-	if (!ttl_s)
+	if ((flags & SHMMAP_NOTTL) && ttl_s)
+		return -EINVAL;
+	if (!ttl_s && !(flags & SHMMAP_NOTTL))
 		ttl_s = v->default_ttl;
 	uint64_t expire = ttl_s ? shmmap__now_ms() + (uint64_t)ttl_s * 1000u : 0;
 	return put_impl(o, v, h, key, klen, val, vlen, expire, flags, NULL, 0);

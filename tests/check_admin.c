@@ -888,6 +888,32 @@ START_TEST(load_expiry)
 	CTL_EXPECT(0, "load", "far", file);
 	ASSERT_HAS("loaded 1 entry into far (0 already expired, skipped)\n");
 	entries_free(&es);
+
+	/* Into a map with a default TTL: an entry dumped without expiry keeps
+	 * none (a put with ttl 0 took the map's default), one with an expiry
+	 * keeps it (SHMMAP_NOTTL). */
+	struct shmmap_map_opts mo = {.size = sizeof mo, .default_ttl = 60};
+	ck_assert_int_eq(shmmap_open_opts(sm, "dttl", SHMMAP_CREATE, &mo, &m), 0);
+	snprintf(text, sizeof text, "0 never x\n%llu soon y\n",
+		 (unsigned long long)(now + 5000));
+	write_file(file, text, strlen(text));
+	CTL_EXPECT(0, "load", "dttl", file);
+	collect(sm, m, &es);
+	ck_assert_uint_eq(es.n, 2);
+	ck_assert(es.e[0].kl == 5 && memcmp(es.e[0].k, "never", 5) == 0);
+	ck_assert_msg(es.e[0].exp == 0, "an entry dumped without expiry expires at %llu",
+		      (unsigned long long)es.e[0].exp);
+	ck_assert_uint_le(es.e[1].exp, now + 5000 + 1000 + 5000);
+	entries_free(&es);
+	/* The flag itself: no expiry with it; with a ttl, -EINVAL. */
+	ck_assert_int_eq(shmmap_put(sm, m, "n2", 2, "v", 1, 0, SHMMAP_NOTTL), 0);
+	ck_assert_int_eq(shmmap_put(sm, m, "n3", 2, "v", 1, 5, SHMMAP_NOTTL), -EINVAL);
+	ck_assert_int_eq(shmmap_put(sm, m, "n4", 2, "v", 1, 0, SHMMAP_NOTTL | SHMMAP_NX), 0);
+	collect(sm, m, &es);
+	for (size_t i = 0; i < es.n; i++)
+		if (es.e[i].k[0] == 'n' && es.e[i].kl == 2)
+			ck_assert_uint_eq(es.e[i].exp, 0);
+	entries_free(&es);
 	shmmap_detach(sm);
 }
 END_TEST
