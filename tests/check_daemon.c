@@ -691,6 +691,26 @@ END_TEST
 
 /* ---- start failures leave nothing behind ---- */
 
+/* The test coordinator's config, with [segment] size = size. */
+static void write_conf_size(const char *size)
+{
+	FILE *f = fopen(co.conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[segment]\nname = %s\nsize = %s\n[server]\nsocket = %s\n", co.shm, size,
+		co.sock);
+	fclose(f);
+}
+
+/* Start shmmapd in the foreground on that config: its exit status, stderr
+ * in err. */
+static int start_with_size(const char *size, char *err, size_t cap)
+{
+	write_conf_size(size);
+	char out[512];
+	char *argv[] = {getenv("SHMMAPD"), "-c", co.conf, "--foreground", NULL};
+	return tu_run(argv, out, sizeof out, err, cap);
+}
+
 /* A segment made with another max_size: the start is refused with the
  * geometry it has and the configuration's, and that setting them back
  * keeps the data (it said "not a shmmap segment of this configuration"
@@ -703,21 +723,13 @@ START_TEST(geometry_change_names_the_fields)
 	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "v", 1, 0, 0), 0);
 	shmmap_detach(sm);
 	ck_assert_int_eq(tu_coord_stop(&co), 0);
-	FILE *f = fopen(co.conf, "w");
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "[segment]\nname = %s\nsize = 16M\n[server]\nsocket = %s\n", co.shm, co.sock);
-	fclose(f);
-	char out[512], err[2048];
-	char *argv[] = {getenv("SHMMAPD"), "-c", co.conf, "--foreground", NULL};
-	int rc = tu_run(argv, out, sizeof out, err, sizeof err);
+	char err[2048];
+	int rc = start_with_size("16M", err, sizeof err);
 	ck_assert_msg(rc == 1 && strstr(err, "another geometry") &&
 			      strstr(err, "max_size 8388608") && strstr(err, "max_size 16777216") &&
 			      strstr(err, "set them back"),
 		      "exit %d: %s", rc, err);
-	f = fopen(co.conf, "w");
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "[segment]\nname = %s\nsize = 8M\n[server]\nsocket = %s\n", co.shm, co.sock);
-	fclose(f);
+	write_conf_size("8M");
 	ck_assert_int_eq(tu_coord_restart(&co), 0);
 	sm = tu_attach(co.sock);
 	m = tu_open(sm, "m");
@@ -765,13 +777,8 @@ START_TEST(dev_shm_too_small)
 	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
 	ck_assert_int_eq(tu_coord_stop(&co), 0);
 	shm_unlink(co.shm);
-	FILE *f = fopen(co.conf, "w");
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "[segment]\nname = %s\nsize = 1T\n[server]\nsocket = %s\n", co.shm, co.sock);
-	fclose(f);
-	char out[512], err[2048];
-	char *argv[] = {getenv("SHMMAPD"), "-c", co.conf, "--foreground", NULL};
-	int rc = tu_run(argv, out, sizeof out, err, sizeof err);
+	char err[2048];
+	int rc = start_with_size("1T", err, sizeof err);
 	ck_assert_msg(rc == 1 && strstr(err, "/dev/shm is too small") && strstr(err, "MiB free of") &&
 			      strstr(err, "[segment] size"),
 		      "exit %d: %s", rc, err);

@@ -386,15 +386,10 @@ START_TEST(full_small_cache_leaves_growth_idle)
 }
 END_TEST
 
-struct load_arg {
-	shmmap *sm;
-	shmmap_map m;
-};
-
 /* At most four entries per bucket, and no resize under way. */
 static bool load_within_four(void *arg)
 {
-	struct load_arg *a = arg;
+	struct idle_arg *a = arg;
 	struct shmmap_stats st;
 	bool growing = true;
 	uint32_t n = buckets_of(a->sm, a->m, &growing);
@@ -425,7 +420,7 @@ START_TEST(full_segment_grows_a_new_map)
 		int kl = key_of(k, sizeof k, 0, i), vl = val_of(v, sizeof v, 0, i);
 		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
 	}
-	struct load_arg a = {sm, m};
+	struct idle_arg a = {sm, m, 0};
 	struct shmmap_stats st = {0};
 	bool ok = tu_wait(load_within_four, &a, 20000);
 	ck_assert_int_eq(shmmap_stats(sm, m, &st), 0);
