@@ -391,7 +391,8 @@ START_TEST(nx_xx)
 	EXPECT_STR("k", "v3");
 	/* bad flags */
 	CK_EQ(put("k", 1, "v4", 2, 0, SHMMAP_NX | SHMMAP_XX), -EINVAL);
-	CK_EQ(put("k", 1, "v4", 2, 0, 0x4), -EINVAL);
+	CK_EQ(put("k", 1, "v4", 2, 0, 0x8), -EINVAL);
+	CK_EQ(put("k", 1, "v4", 2, 0, SHMMAP_NOTTL | SHMMAP_NX | SHMMAP_XX), -EINVAL);
 	CK_EQ(put("b", 1, "v4", 2, 0, 0x80000000u), -EINVAL);
 	EXPECT_STR("k", "v3");
 	EXPECT_ABSENT("b");
