@@ -9,7 +9,10 @@
  * seg_page.  Two levels:
  *   - The page pool hands out runs of contiguous pages (first fit from a
  *     rover), under the header's pool_lock.  A run backs one large block
- *     (an entry bigger than the largest class) or a map's table.
+ *     (an entry bigger than the largest class) or a map's table.  While
+ *     the coordinator empties a window of pages for a table of its own
+ *     (evict.c), clients pass it over (seg_header.pool_hold, for
+ *     POOL_HOLD_MS at most): its pages come free one at a time.
  *   - Size classes (48 B .. SEG_PAGE, about 10% apart, then SEG_PAGE / k) carve
  *     single pages into blocks.  Each page keeps its own free list (offsets
  *     within the page, stored in the free blocks) and a count of used

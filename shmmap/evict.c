@@ -71,8 +71,13 @@
  * A donor that had no page to give is not asked again for REFUSED_WAIT (4 ms);
  * the next oldest class is asked instead (DONORS).
  * The cost of admitting an entry is so bounded by one page of victims and
- * moves (each move's search for a victim by at most MOVE_LOOKS looks).  An entry larger than a page
- * needs a run of free pages: a window of pages from a rover is emptied.
+ * moves (each move's search for a victim by at most MOVE_LOOKS looks).  An
+ * entry larger than a page needs a run of free pages: a window of pages
+ * from a rover is emptied (room_for_run; each page of the heap looked at
+ * once at most).  Neither a window nor a forced handover takes a page
+ * holding a used entry that cannot move (the only page of its class, or a
+ * used large entry) but as a last resort: a small map's counters, read all
+ * the time, live on such a page.
  *
  * Fairness: victims are entries of any map whose policy is evict, by the
  * same hands; a map with policy reject loses nothing (its entries are
