@@ -26,8 +26,9 @@
  *     factor wakes it) or GROW_IDLE_MS, and works in bounded rounds that
  *     take stripe locks only with a try.
  *   The session table is a liburcu cds_lfht keyed by connection fd: the I/O
- *   thread adds and removes (freeing through call_rcu), the housekeeping
- *   thread reads it without locks.
+ *   thread adds and removes (freeing through call_rcu once the batch of
+ *   events that closed a session is done: a later event of the batch may
+ *   still name it), the housekeeping thread reads it without locks.
  *
  * Recovery of a dead slot, of everything at `shmmapctl check --repair`, and
  * of what an earlier coordinator left at start: recover.c (its head has
@@ -769,7 +770,7 @@ static void evict_oldest_pending(struct coord *c)
 		if (!s->welcomed && (!oldest || s->connected_ms < oldest->connected_ms))
 			oldest = s;
 	rcu_read_unlock();
-	/* Only this thread frees sessions: oldest stays valid. */
+	/* Only this thread frees sessions, after its batch: oldest stays valid. */
 	if (oldest)
 		close_session(c, oldest, "too many pending connections: evicted the oldest");
 }
@@ -868,7 +869,8 @@ static void reap_flagged(struct coord *c)
 				victims[n++] = s;
 		}
 		rcu_read_unlock();
-		/* Only this thread frees sessions: the pointers stay valid. */
+		/* Only this thread frees sessions, after its batch: the
+		 * pointers stay valid. */
 		for (int i = 0; i < n; i++)
 			close_session(c, victims[i], victims[i]->why);
 	} while (n == 64);
