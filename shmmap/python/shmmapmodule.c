@@ -917,7 +917,8 @@ static PyMethodDef map_methods[] = {
 	 "get(key, default=None) -> bytes or default"},
 	{"put", (PyCFunction)(void (*)(void))map_put, METH_FASTCALL | METH_KEYWORDS,
 	 "put(key, value, ttl=0, nx=False, xx=False) -> bool\n\n"
-	 "Store value under key; ttl in seconds (0: never expires).  nx: only if\n"
+	 "Store value under key; ttl in seconds (0: never expires, or after the\n"
+	 "map's default_ttl if its [map NAME] section sets one).  nx: only if\n"
 	 "the key is absent; xx: only if present.  False when that condition\n"
 	 "kept the value from being stored, else True."},
 	{"incr", (PyCFunction)(void (*)(void))map_incr, METH_FASTCALL | METH_KEYWORDS,
