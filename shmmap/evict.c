@@ -132,6 +132,10 @@
 #define AGE_SLACK ITIME_FROM_MS(4)
 /* Windows tried for an entry larger than a page. */
 #define WINDOW_TRIES 8u
+/* Pages room_for_run's first pass looks at (beyond the window's): it
+ * passes over pages where a sample finds an entry in use, and a cache read
+ * everywhere has few others. */
+#define WINDOW_HOT_LOOKS 128u
 
 /* One eviction's state: the put's context and record, and a map view kept
  * across victims (most victims of a run are of the same map). */
@@ -146,6 +150,7 @@ struct evictor {
 	uint64_t kv;    /* key and value bytes evicted */
 	bool hold;      /* the coordinator's: hold the window it empties */
 	bool spare_hot; /* room_for_run's first pass: see page_may_empty */
+	bool spare_any; /* ...and pages where a sample finds a used entry */
 	bool hot_ok;    /* handover may take a page whose used entries cannot
 			   move (room_in_class's last resort) */
 };
@@ -677,10 +682,17 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 			 * page of its class) but as a last resort: a small
 			 * map's counters, read all the time, went with every
 			 * forced handover. */
-			bool sh = ev->spare_hot;
+			bool sh = ev->spare_hot, sa = ev->spare_any;
 			ev->spare_hot = !ev->hot_ok;
+			/* A forced handover evicts the used entries that find
+			 * no block: it takes no page where a sample finds one
+			 * but as a last resort either (a map's sessions, on two
+			 * pages of their class, went with a class taking its
+			 * first page). */
+			ev->spare_any = force && !ev->hot_ok;
 			bool may = page_may_empty(ev, pi, np, &head);
 			ev->spare_hot = sh;
+			ev->spare_any = sa;
 			if (!may)
 				continue;
 			/* Not a page that holds young entries (see young()),
@@ -964,9 +976,12 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t
 			return false;
 		uint32_t size = shmmap__class_size(cls), per = per_page(cls);
 		uint32_t carved = __atomic_load_n(&p->carved, __ATOMIC_RELAXED);
+		uint32_t cv = carved < per ? carved : per;
 		if (ev->spare_hot &&
 		    __atomic_load_n(&seg_class(s, g, cls)->pages, __ATOMIC_RELAXED) <= 1 &&
-		    any_used(s, seg_page_off(g, i), carved < per ? carved : per, size))
+		    any_used(s, seg_page_off(g, i), cv, size))
+			return false;
+		if (ev->spare_any && cv && hot_blocks(s, seg_page_off(g, i), cv, size))
 			return false;
 		if (!any_reject(ev))
 			return true; /* no entry is pinned */
@@ -995,16 +1010,19 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t
  * was emptied, 0, -errno.  A window is first looked at without locks, and
  * one holding a page that cannot be emptied (a table, an entry of a reject
  * map) is passed over, the next starting after that page, so nothing is
- * evicted for a window that cannot be had.  A first pass takes only a
- * window that costs no entry in use that cannot move (spare_hot), a
- * second any.
+ * evicted for a window that cannot be had.  A first pass, over
+ * WINDOW_HOT_LOOKS pages, takes only a window that costs no entry in use
+ * that cannot move (spare_hot) and where a sample of each page finds none
+ * in use (spare_any: a map of sessions read all the time, on pages its
+ * class has no room to move them from, lost them all to puts of 70 KB);
+ * a second pass, over the heap, takes any.
  */
 static int windows(struct evictor *ev, uint32_t need);
 
 static int room_for_run(struct evictor *ev, uint32_t need)
 {
 	int r = windows(ev, need);
-	ev->spare_hot = false;
+	ev->spare_hot = ev->spare_any = false;
 	return r;
 }
 
@@ -1025,10 +1043,10 @@ static int windows(struct evictor *ev, uint32_t need)
 	 * and puts failed with -ENOSPC while large entries of an evict map
 	 * lay elsewhere). */
 	for (int pass = 0; pass < 2; pass++) {
-		ev->spare_hot = pass == 0;
+		ev->spare_hot = ev->spare_any = pass == 0;
 		start = start0;
-		uint64_t looked = 0;
-		for (uint32_t t = 0; t < WINDOW_TRIES * 4 && looked < np;) {
+		uint64_t looked = 0, budget = pass == 0 ? WINDOW_HOT_LOOKS + need : np;
+		for (uint32_t t = 0; t < WINDOW_TRIES * 4 && looked < np && looked < budget;) {
 			if (start + need > np) {
 				looked += np - start;
 				start = 0;

@@ -1030,6 +1030,38 @@ START_TEST(hot_keys_next_to_large_values)
 }
 END_TEST
 
+/* 500 sessions of 200 B (two pages of their class, full), all read
+ * between puts of 70 KB values to another map: none may go.  A used entry
+ * moves only to a free block on another page of its class, and there was
+ * none: every window for a large value that took one of their pages
+ * evicted its sessions (a user's pool lost all 500 within 20 ms). */
+START_TEST(hot_sessions_on_full_pages_next_to_large_values)
+{
+	enum { SESSIONS = 500, PUTS = 1000 };
+	ck_assert_int_eq(tu_coord_start(&co, "16M", ""), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map mc = tu_open(sm, "cache"), ms = tu_open(sm, "sessions");
+	for (uint32_t j = 0; j < SESSIONS; j++)
+		CK_EQ(put_kv(sm, ms, "sess-", j, 200, 1), 0);
+	uint64_t lost = 0;
+	for (uint32_t i = 0; i < PUTS; i++) {
+		for (uint32_t j = 0; j < SESSIONS; j++)
+			if (!present(sm, ms, "sess-", j, 200, 1)) {
+				lost++;
+				CK_EQ(put_kv(sm, ms, "sess-", j, 200, 1), 0);
+			}
+		uint32_t k = (uint32_t)(mix(i) % 100000);
+		CK_MSG(put_kv(sm, mc, "c-", k, 70000, 1) == 0, "put c-%u", k);
+	}
+	fprintf(stderr, "  hot sessions on full pages: %" PRIu64 " lost, %" PRIu64
+		" evictions of the cache\n", lost, stats_of(sm, mc).evictions);
+	CK_MSG(stats_of(sm, mc).evictions > 0, "the cache evicted nothing");
+	CK_MSG(lost == 0, "%" PRIu64 " sessions were evicted", lost);
+	ctl_check_clean();
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* A reject map filling a segment where an evict map holds a few values of
  * 600 KB (and small ones): its puts evict them all before the first
  * -ENOSPC.  Windows for a page were looked for 32 pages at a time from a
@@ -1082,6 +1114,7 @@ int main(void)
 	tcase_add_test(tc, hot_keys_of_a_small_map_stay);
 	tcase_add_loop_test(tc, hot_keys_next_to_large_values, 0, 2);
 	tcase_add_test(tc, reject_map_reaches_large_entries);
+	tcase_add_test(tc, hot_sessions_on_full_pages_next_to_large_values);
 	tcase_add_test(tc, read_keys_survive_handovers);
 	tcase_add_test(tc, incr_counts_as_a_read);
 	tcase_add_test(tc, new_map_in_a_full_segment);
