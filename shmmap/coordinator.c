@@ -1310,6 +1310,13 @@ int shmmap__coord_check_geometry(const struct shmmap_conf *cf, char *err, size_t
 			 (unsigned long long)(g.heap_off ? g.heap_off : g.pages_off));
 		return -EINVAL;
 	}
+	if (cf->nmaps > p.max_maps) {
+		snprintf(err, errlen,
+			 "%u [map NAME] sections, but max_maps is %u: raise [segment] max_maps "
+			 "(each map takes one directory entry)",
+			 cf->nmaps, p.max_maps);
+		return -EINVAL;
+	}
 	if (!table_fits(cf, &g, NULL, err, errlen))
 		return -EINVAL;
 	for (uint32_t i = 0; i < cf->nmaps; i++)

@@ -691,14 +691,15 @@ END_TEST
 
 /* ---- start failures leave nothing behind ---- */
 
+static void write_conf(const char *extra);
+static int run_daemon(const char *arg, char *out, size_t cap, char *err, size_t errcap);
+
 /* The test coordinator's config, with [segment] size = size. */
 static void write_conf_size(const char *size)
 {
-	FILE *f = fopen(co.conf, "w");
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "[segment]\nname = %s\nsize = %s\n[server]\nsocket = %s\n", co.shm, size,
-		co.sock);
-	fclose(f);
+	char line[64];
+	snprintf(line, sizeof line, "size = %s", size);
+	write_conf(line);
 }
 
 /* Start shmmapd in the foreground on that config: its exit status, stderr
@@ -707,8 +708,7 @@ static int start_with_size(const char *size, char *err, size_t cap)
 {
 	write_conf_size(size);
 	char out[512];
-	char *argv[] = {getenv("SHMMAPD"), "-c", co.conf, "--foreground", NULL};
-	return tu_run(argv, out, sizeof out, err, cap);
+	return run_daemon("--foreground", out, sizeof out, err, cap);
 }
 
 /* A segment made with another max_size: the start is refused with the
@@ -845,10 +845,31 @@ END_TEST
  * full segment. */
 START_TEST(config_maps_beyond_max_maps)
 {
-	ck_assert_int_eq(tu_coord_start(&co, "8M", "[segment]\nmax_maps = 1\n[map a]\nquota = 1M\n"
-					       "[map b]\nquota = 1M\n"),
-			 0);
-	WAIT_LOG(co.log, "map 'b' of the config not created: all 1 map directory entries are "
+	/* More [map NAME] sections than max_maps: refused by --check-config
+	 * and by a start (it said "configuration ok", and the start went
+	 * without map b). */
+	ck_assert_int_eq(tu_coord_start(&co, "8M", "[segment]\nmax_maps = 2\n"), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	char out[512], err[2048];
+	write_conf("size = 8M\nmax_maps = 1\n[map a]\nquota = 1M\n[map b]\nquota = 1M");
+	int rc = run_daemon("--check-config", out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, "2 [map NAME] sections, but max_maps is 1"),
+		      "exit %d: %s%s", rc, out, err);
+	rc = run_daemon("--foreground", out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, "2 [map NAME] sections, but max_maps is 1"),
+		      "exit %d: %s%s", rc, out, err);
+	/* Room for the sections, but the directory holds a map made at run
+	 * time: the start goes on, and says which map of the config it could
+	 * not make and why. */
+	write_conf("size = 8M\nmax_maps = 2");
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	shmmap *sm = tu_attach(co.sock);
+	(void)tu_open(sm, "runtime");
+	shmmap_detach(sm);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	write_conf("size = 8M\nmax_maps = 2\n[map a]\nquota = 1M\n[map b]\nquota = 1M");
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	WAIT_LOG(co.log, "map 'b' of the config not created: all 2 map directory entries are "
 			 "taken: raise [segment] max_maps", 1);
 	ck_assert_msg(count_in(co.log, "segment is full") == 0, "%s", slurp(co.log));
 }
