@@ -164,6 +164,14 @@ void shmmap__coord_adopt_repair(struct coord *c);
 int shmmap__coord_sweep_or_defer(struct coord *c, const char *what, struct sweep_report *r);
 /* Under recover_mu: a sweep for frees the coordinator had to leave. */
 void shmmap__coord_sweep_deferred(struct coord *c, const char *what);
+/* Under recover_mu (no sweep meanwhile: the scratch record names blocks no
+ * chain reaches): empty a window of `pages` pages of the full segment for
+ * a run of the coordinator's own (a map's table), as for a large value
+ * (shmmap__evict_pages; clients pass the window over until the caller's
+ * shmmap__pool_unhold).  What a free that met a busy allocator lock left
+ * in the scratch record is a sweep's (what: for its log line).  0, or
+ * -ENOSPC when no window can be emptied. */
+int shmmap__coord_evict_window(struct coord *c, uint32_t pages, const char *what);
 /* The lock stripes of directory entry m's table whatever its state, or
  * NULL if it has no sane table (*n: how many). */
 struct seg_stripe *shmmap__coord_table_stripes(struct coord *c, uint32_t m, uint32_t *n);

@@ -1032,10 +1032,7 @@ static void *house_main(void *arg)
  * cannot grow (grow.c): empty a window of pages for the least array it
  * wants (gt->room buckets), as for a large value, and start the resize in
  * it at once (clients' allocations pass the window over meanwhile).  True
- * if the resize started.  The eviction is under recover_mu, as a map
- * creation's (no sweep meanwhile: the scratch record names blocks no
- * chain reaches); what a free that met a busy allocator lock left in the
- * record is a sweep's. */
+ * if the resize started. */
 static bool grow_room(struct coord *c, const struct op_ctx *o, uint32_t m)
 {
 	struct grow_track *gt = &c->grow_track[m];
@@ -1046,11 +1043,8 @@ static bool grow_room(struct coord *c, const struct op_ctx *o, uint32_t m)
 	if (!pages || pages > c->g.npages_max || shmmap__map_view(&c->seg, &c->g, m, &v) < 0)
 		return false;
 	gt->room_tries++;
-	struct seg_intent scratch = {0};
 	pthread_mutex_lock(&c->recover_mu);
-	int rc = shmmap__evict_pages(o, &scratch, (uint32_t)pages);
-	if (atomic_load(&scratch.a) || atomic_load(&scratch.b))
-		shmmap__coord_sweep_deferred(c, "table growth");
+	int rc = shmmap__coord_evict_window(c, (uint32_t)pages, "table growth");
 	pthread_mutex_unlock(&c->recover_mu);
 	if (rc == 0)
 		rc = shmmap__grow_start(o, &v, n, &c->recover_mu);

@@ -149,8 +149,6 @@ struct evictor {
 	int rejects;    /* -1: not looked yet; else: is a live map's policy reject? */
 	uint64_t kv;    /* key and value bytes evicted */
 	bool hold;      /* the coordinator's: hold the window it empties */
-	bool spare_hot; /* room_for_run's first pass: see page_may_empty */
-	bool spare_any; /* ...and pages where a sample finds a used entry */
 	bool hot_ok;    /* handover may take a page whose used entries cannot
 			   move (room_in_class's last resort) */
 };
@@ -599,7 +597,11 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, enum drain_
 }
 
 static int room_for_run(struct evictor *ev, uint32_t need);
-static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t *head);
+/* Pages page_may_empty passes over besides those that cannot be emptied: */
+#define SPARE_STUCK 1u   /* a used entry that cannot move (see there) */
+#define SPARE_SAMPLED 2u /* a used entry found by a sample (hot_blocks) */
+static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, unsigned spare,
+			   uint32_t *head);
 
 /* How many of (up to HOT_SAMPLE of) the first n blocks of the page at poff
  * have a use count: a read without locks, a hint. */
@@ -682,18 +684,13 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 			 * page of its class) but as a last resort: a small
 			 * map's counters, read all the time, went with every
 			 * forced handover. */
-			bool sh = ev->spare_hot, sa = ev->spare_any;
-			ev->spare_hot = !ev->hot_ok;
 			/* A forced handover evicts the used entries that find
 			 * no block: it takes no page where a sample finds one
 			 * but as a last resort either (a map's sessions, on two
 			 * pages of their class, went with a class taking its
 			 * first page). */
-			ev->spare_any = force && !ev->hot_ok;
-			bool may = page_may_empty(ev, pi, np, &head);
-			ev->spare_hot = sh;
-			ev->spare_any = sa;
-			if (!may)
+			unsigned spare = ev->hot_ok ? 0 : SPARE_STUCK | (force ? SPARE_SAMPLED : 0);
+			if (!page_may_empty(ev, pi, np, spare, &head))
 				continue;
 			/* Not a page that holds young entries (see young()),
 			 * unless nobody read them and they are past the donor's
@@ -957,11 +954,12 @@ static bool any_used(const struct seg *s, uint64_t poff, uint32_t n, uint32_t si
  * of the run it belongs to in *head (i itself unless a CONT page).  A run
  * must be an entry of an evict map (a map's table or bucket array is not
  * one: evict_block would find it linked nowhere); a slab page must hold no
- * pinned entry.  With ev->spare_hot, neither may hold an entry in use that
+ * pinned entry.  With SPARE_STUCK, neither may hold an entry in use that
  * cannot move: a used run's entry, or a used entry on the only page of its
  * class (a move needs a block on another page of the class: a small map's
  * counters and sessions were evicted over and over by puts of 70 KB). */
-static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t *head)
+static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, unsigned spare,
+			   uint32_t *head)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
@@ -977,11 +975,11 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t
 		uint32_t size = shmmap__class_size(cls), per = per_page(cls);
 		uint32_t carved = __atomic_load_n(&p->carved, __ATOMIC_RELAXED);
 		uint32_t cv = carved < per ? carved : per;
-		if (ev->spare_hot &&
+		if ((spare & SPARE_STUCK) &&
 		    __atomic_load_n(&seg_class(s, g, cls)->pages, __ATOMIC_RELAXED) <= 1 &&
 		    any_used(s, seg_page_off(g, i), cv, size))
 			return false;
-		if (ev->spare_any && cv && hot_blocks(s, seg_page_off(g, i), cv, size))
+		if ((spare & SPARE_SAMPLED) && cv && hot_blocks(s, seg_page_off(g, i), cv, size))
 			return false;
 		if (!any_reject(ev))
 			return true; /* no entry is pinned */
@@ -999,7 +997,7 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t
 	    run > np - j || j + run <= i)
 		return false;
 	*head = j;
-	if (ev->spare_hot && ENT_FREQ(block_meta(s, seg_page_off(g, j))) != 0)
+	if ((spare & SPARE_STUCK) && ENT_FREQ(block_meta(s, seg_page_off(g, j))) != 0)
 		return false;
 	return victim_map(ev, seg_page_off(g, j)) != NULL;
 }
@@ -1012,21 +1010,12 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, uint32_t
  * map) is passed over, the next starting after that page, so nothing is
  * evicted for a window that cannot be had.  A first pass, over
  * WINDOW_HOT_LOOKS pages, takes only a window that costs no entry in use
- * that cannot move (spare_hot) and where a sample of each page finds none
- * in use (spare_any: a map of sessions read all the time, on pages its
+ * that cannot move (SPARE_STUCK) and where a sample of each page finds none
+ * in use (SPARE_SAMPLED: a map of sessions read all the time, on pages its
  * class has no room to move them from, lost them all to puts of 70 KB);
  * a second pass, over the heap, takes any.
  */
-static int windows(struct evictor *ev, uint32_t need);
-
 static int room_for_run(struct evictor *ev, uint32_t need)
-{
-	int r = windows(ev, need);
-	ev->spare_hot = ev->spare_any = false;
-	return r;
-}
-
-static int windows(struct evictor *ev, uint32_t need)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
@@ -1043,7 +1032,7 @@ static int windows(struct evictor *ev, uint32_t need)
 	 * and puts failed with -ENOSPC while large entries of an evict map
 	 * lay elsewhere). */
 	for (int pass = 0; pass < 2; pass++) {
-		ev->spare_hot = ev->spare_any = pass == 0;
+		unsigned spare = pass == 0 ? SPARE_STUCK | SPARE_SAMPLED : 0;
 		start = start0;
 		uint64_t looked = 0, budget = pass == 0 ? WINDOW_HOT_LOOKS + need : np;
 		for (uint32_t t = 0; t < WINDOW_TRIES * 4 && looked < np && looked < budget;) {
@@ -1054,7 +1043,7 @@ static int windows(struct evictor *ev, uint32_t need)
 			}
 			uint32_t bad = UINT32_MAX, head;
 			for (uint32_t i = start; i < start + need && bad == UINT32_MAX; i++)
-				if (!page_may_empty(ev, i, np, &head))
+				if (!page_may_empty(ev, i, np, spare, &head))
 					bad = i;
 			if (bad != UINT32_MAX) {
 				looked += bad + 1 - start;
@@ -1081,7 +1070,7 @@ static int windows(struct evictor *ev, uint32_t need)
 				if (kind == PAGE_SLAB && cls < g->nclasses)
 					r = drain_page(ev, i, cls, DRAIN_MOVE, &age);
 				else if ((kind == PAGE_RUN || kind == PAGE_CONT) &&
-					 page_may_empty(ev, i, np, &head))
+					 page_may_empty(ev, i, np, spare, &head))
 					/* The run's entry (found linked, or nothing happens). */
 					r = evict_block(ev, seg_page_off(g, head), &FORCE, &age);
 				else if (kind != PAGE_FREE)

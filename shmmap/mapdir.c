@@ -177,18 +177,12 @@ int shmmap__coord_open_map(struct coord *c, const char *name, bool create, bool 
 			}
 			int rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);
 			/* A segment full of entries that may be evicted (and that
-			 * cannot grow): room for the table, as for a large value.
-			 * The record is a scratch one (the coordinator's own
-			 * writes); what a free that met a busy allocator lock left
-			 * in it is unlinked, and a sweep's. */
+			 * cannot grow): room for the table, as for a large value. */
 			uint64_t tpages = (shmmap__table_bytes(p.nbuckets, p.nstripes) + SEG_PAGE - 1) /
 					  SEG_PAGE;
 			for (uint32_t t = 0; rc == -ENOSPC && t < 8 && tpages <= c->g.npages_max; t++) {
-				struct seg_intent scratch = {0};
-				struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
-				int er = shmmap__evict_pages(&o, &scratch, (uint32_t)tpages);
-				if (atomic_load(&scratch.a) || atomic_load(&scratch.b))
-					shmmap__coord_sweep_deferred(c, "map creation");
+				int er = shmmap__coord_evict_window(c, (uint32_t)tpages,
+								    "map creation");
 				if (er < 0)
 					break; /* no window can be emptied */
 				rc = shmmap__map_create(&c->seg, &c->g, &c->lk, k, name, &p);

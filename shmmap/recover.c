@@ -138,6 +138,16 @@ void shmmap__coord_sweep_deferred(struct coord *c, const char *what)
 	shmmap__coord_sweep_or_defer(c, what, &r);
 }
 
+int shmmap__coord_evict_window(struct coord *c, uint32_t pages, const char *what)
+{
+	struct seg_intent scratch = {0};
+	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
+	int rc = shmmap__evict_pages(&o, &scratch, pages);
+	if (atomic_load(&scratch.a) || atomic_load(&scratch.b))
+		shmmap__coord_sweep_deferred(c, what);
+	return rc;
+}
+
 static bool settle_stripe(struct coord *c, uint32_t map, uint32_t stripe, struct seg_slot *sl);
 
 /*
