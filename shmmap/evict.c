@@ -74,7 +74,9 @@
  * moves (each move's search for a victim by at most MOVE_LOOKS looks).  An
  * entry larger than a page needs a run of free pages: a window of pages
  * from a rover is emptied (room_for_run; each page of the heap looked at
- * once at most).  Neither a window nor a forced handover takes a page
+ * once at most).  Such runs are donors too: a hand of their own stops at
+ * run heads and gives a class the pages of one older than its victims
+ * (run_donor).  Neither a window nor a forced handover takes a page
  * holding a used entry that cannot move (the only page of its class, or a
  * used large entry) but as a last resort: a small map's counters, read all
  * the time, live on such a page.
@@ -839,6 +841,82 @@ static int evict_in_class(struct evictor *ev, uint32_t cls, uint64_t cap)
 	return evict_own(ev, cls, cap);
 }
 
+/* ---- runs as donors ----
+ * An entry larger than a page has a run of pages to itself, in no size
+ * class, so no class's hand ever comes to it: a class short of pages
+ * reached runs only while it had no page at all (then through a window),
+ * and afterwards evicted its own newest entries on a page or two while
+ * never-read 70 KB values held the rest of the segment.  So runs have a
+ * hand of their own (seg_header.run_hand), a clock over the heap's pages
+ * that stops at run heads: an entry older than the asking class's next
+ * victim (and, weighed by size like a class, HANDOVER_RATIO times as old)
+ * is evicted if nobody read it since the hand came by, and has its count
+ * lowered (kept) if somebody did; its pages go to the pool, where the
+ * class's allocation takes one (the others serve the next).  A hand that
+ * finds no such run within RUN_LOOKS pages leaves runs alone for
+ * REFUSED_WAIT (seg_header.run_refused_t). */
+#define RUN_LOOKS 64u
+
+/* The weight of a run of n pages (class_weight's, for its bytes). */
+static uint64_t run_weight(uint32_t n)
+{
+	uint64_t size = (uint64_t)n * SEG_PAGE;
+	return UINT64_C(1) << ((63 - (uint32_t)__builtin_clzll(size)) / 2);
+}
+
+/* Evict one run older than class cls's next victims (cage): 1, 0, -errno. */
+static int run_donor(struct evictor *ev, uint32_t cls, uint64_t cage)
+{
+	const struct seg *s = ev->o->s;
+	const struct seg_geom *g = ev->o->g;
+	struct seg_header *h = seg_hdr(s);
+	uint32_t now = ev->now;
+	uint32_t refused = atomic_load_explicit(&h->run_refused_t, memory_order_relaxed);
+	if (refused && now - (refused - 1) <= REFUSED_WAIT)
+		return 0;
+	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
+	if (np == 0 || cage >= UINT32_MAX - 1)
+		return 0;
+	uint64_t cw = class_weight(cls), cprobe = probe_age(s, g, cls, now);
+	uint32_t i = atomic_load_explicit(&h->run_hand, memory_order_relaxed) % np;
+	for (uint32_t k = 0; k < RUN_LOOKS; k++) {
+		const struct seg_page *p = seg_page(s, g, i);
+		uint32_t next = i + 1;
+		if (__atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_RUN) {
+			uint32_t run = __atomic_load_n(&p->run, __ATOMIC_RELAXED);
+			if (run >= 1 && run <= np - i)
+				next = i + run;
+			uint64_t off = seg_page_off(g, i), m = block_meta(s, off);
+			uint64_t age = ENT_AGE(now, ENT_ITIME(m));
+			/* A run nobody read is weighed against the class's
+			 * probation victims, if it has any (like with like, as
+			 * older() does). */
+			uint64_t bar = cprobe && !(m & ENT_KEPT) && !ENT_FREQ(m) ? cprobe : cage;
+			if (age > bar &&
+			    age * run_weight(run) > (HANDOVER_RATIO * bar + AGE_SLACK) * cw) {
+				/* Under the lock too (tbl_evict_at's young): never
+				 * an entry younger than that (age > bar: it fits). */
+				const struct evict_how how = {.young = (uint32_t)bar + 1};
+				uint32_t vage = 0;
+				int r = evict_block(ev, off, &how, &vage);
+				if (r < 0)
+					return r;
+				if (r > 0) {
+					atomic_store_explicit(&h->run_hand, next < np ? next : 0,
+							      memory_order_relaxed);
+					atomic_fetch_add_explicit(&h->handovers, 1,
+								  memory_order_relaxed);
+					return 1;
+				}
+			}
+		}
+		i = next < np ? next : 0;
+	}
+	atomic_store_explicit(&h->run_hand, i, memory_order_relaxed);
+	atomic_store_explicit(&h->run_refused_t, now + 1, memory_order_relaxed);
+	return 0;
+}
+
 /* Free a block of class cls (by its hand, or by a handover): 1, 0, -errno. */
 static int room_in_class(struct evictor *ev, uint32_t cls)
 {
@@ -874,6 +952,11 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 				atomic_fetch_add_explicit(&sc->pages_in, 1, memory_order_relaxed);
 			return r;
 		}
+	}
+	if (!none && (r = run_donor(ev, cls, cage)) != 0) {
+		if (r > 0)
+			atomic_fetch_add_explicit(&sc->pages_in, 1, memory_order_relaxed);
+		return r;
 	}
 	if (!none && (r = evict_in_class(ev, cls, HAND_LOOKS_MAX)) != 0)
 		return r;

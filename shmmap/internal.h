@@ -159,13 +159,20 @@ struct seg_header {
 	_Atomic uint64_t grow_steps;        /* 208: growth steps done (coordinator) */
 	_Atomic uint32_t evict_rover;       /* 216: next page a large entry's eviction looks at */
 	_Atomic uint32_t sweeping;          /* 220: a sweep runs: no spare moves (sweep.c) */
-	_Atomic uint64_t handovers;         /* 224: pages handed from one size class to another */
+	_Atomic uint64_t handovers;         /* 224: pages handed to a size class (from another, or a run) */
 	uint32_t flags;                     /* 232: SEG_F_*, set at creation (0 in older segments) */
 	_Atomic uint64_t moves;             /* 240: entries moved out of pages being emptied */
 	/* 256: each class's probation state (evict.c): written by evicting
 	 * clients and the allocator, not only the coordinator. */
 	_Alignas(64) struct seg_probation prob[64];
-	uint8_t pad[4096 - 256 - 64 * sizeof(struct seg_probation)];
+	/* 3840: the hand over runs of pages (entries larger than a page),
+	 * which give their pages to a size class when older than its own
+	 * victims (evict.c run_donor): the page it looks at next, and
+	 * shmmap__itime() + 1 when it last found none to give (0: never).
+	 * Hints, written by evicting clients; zero in older segments. */
+	_Atomic uint32_t run_hand;
+	_Atomic uint32_t run_refused_t;
+	uint8_t pad[4096 - 256 - 64 * sizeof(struct seg_probation) - 8];
 };
 _Static_assert(offsetof(struct seg_header, prob) == 256, "layout");
 _Static_assert(sizeof(struct seg_header) == 4096, "header is one page");
@@ -178,6 +185,7 @@ _Static_assert(offsetof(struct seg_header, npages_live) == 200, "layout");
 _Static_assert(offsetof(struct seg_header, moves) == 240, "layout");
 _Static_assert(offsetof(struct seg_header, pool_hold) == 172, "layout");
 _Static_assert(offsetof(struct seg_header, pool_hold_t) == 180, "layout");
+_Static_assert(offsetof(struct seg_header, run_hand) == 3840, "layout");
 /* flags: */
 #define SEG_F_HUGE 1u /* every process advises its mapping for transparent huge pages */
 /* grow_state: */

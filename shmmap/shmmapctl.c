@@ -920,7 +920,8 @@ static int cmd_stats(struct ctl *c, char **args)
 		printf("\npages       %" PRIu64 " total, %" PRIu64 " used, %" PRIu64 " free\n"
 		       "bytes       %" PRIu64 " used (%s), %" PRIu64 " free (%s)\n"
 		       "clients     %u live, %u dead\nrecoveries  %" PRIu64 "\nsweeps      %" PRIu64
-		       "\nhandovers   %" PRIu64 " (pages emptied for another size class)"
+		       "\nhandovers   %" PRIu64
+		       " (pages emptied for a size class: another class's, or a large entry's)"
 		       "\nmoves       %" PRIu64 " (entries in use moved out of those pages)"
 		       "\n%5s %7s %7s %10s %12s %10s %8s %10s\n",
 		       ss.pages_total, ss.pages_used, ss.pages_free, ss.bytes_used, hu, ss.bytes_free,
@@ -1685,7 +1686,7 @@ static int cmd_metrics(struct ctl *c, char **args)
 		{"shmmap_segment_sweeps_total", "counter",
 		 "Allocator rebuilds (sweeps) by the coordinator.", ss.sweeps},
 		{"shmmap_segment_handovers_total", "counter",
-		 "Pages emptied for another size class.", ss.handovers},
+		 "Pages emptied for a size class (another class's, or a large entry's).", ss.handovers},
 		{"shmmap_segment_moves_total", "counter",
 		 "Entries in use moved out of pages emptied for another size class.", ss.moves},
 		{"shmmap_segment_clients", "gauge", "Attached clients (live slots, this one included).",

@@ -223,7 +223,7 @@ static void ctl_check_clean(void)
  * keys missing), or the first new puts evicted most of the cache. */
 static void shift(size_t from, size_t to)
 {
-	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 64K\n"), 0);
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 1M\n"), 0);
 	shmmap *sm = tu_attach(co.sock);
 	shmmap_map m = tu_open(sm, "cache");
 	uint32_t nold = fill_until_evicting(sm, m, "old-", 0, from);
@@ -259,6 +259,11 @@ static void shift(size_t from, size_t to)
 		CK_MSG(csize >= to && cin > 0,
 		       "the class owning most pages is of %u B with %" PRIu64 " pages handed in",
 		       csize, cin);
+	/* From runs: the new class got the runs' pages (it had one or two). */
+	if (from > 65536)
+		CK_MSG(csize < 65536 && cin > 1,
+		       "the class owning most pages is of %u B with %" PRIu64 " pages handed in",
+		       csize, cin);
 	ctl_check_clean();
 	shmmap_detach(sm);
 }
@@ -272,6 +277,17 @@ END_TEST
 START_TEST(shift_large_to_small)
 {
 	shift(1024, 10);
+}
+END_TEST
+
+/* From values larger than a page (each a run of pages, in no size class)
+ * to small ones: the small values' class takes the runs' pages.  It used
+ * to reach them only while it had no page at all, then evicted its own
+ * newest entries on one or two pages while never-read 70 KB values held
+ * the rest of the segment. */
+START_TEST(shift_runs_to_small)
+{
+	shift(70000, 100);
 }
 END_TEST
 
@@ -1034,10 +1050,18 @@ END_TEST
  * between puts of 70 KB values to another map: none may go.  A used entry
  * moves only to a free block on another page of its class, and there was
  * none: every window for a large value that took one of their pages
- * evicted its sessions (a user's pool lost all 500 within 20 ms). */
+ * evicted its sessions (a user's pool lost all 500 within 20 ms).  Then
+ * 70 KB values (_i 0), four sizes from 100 B to 200 KB (1), and any size
+ * in that range (2: puts landing in classes of few pages had the sessions'
+ * class asked for a page over and over; the moves each try needed had its
+ * hand lower the sessions' counts until a later try found them unused and
+ * evicted 63 of them). */
 START_TEST(hot_sessions_on_full_pages_next_to_large_values)
 {
 	enum { SESSIONS = 500, PUTS = 1000 };
+	static const size_t big[] = {70000}, mixed[] = {100, 5000, 60000, 200000};
+	const size_t *sizes = _i == 0 ? big : mixed;
+	size_t nsizes = _i == 0 ? 1 : 4;
 	ck_assert_int_eq(tu_coord_start(&co, "16M", ""), 0);
 	shmmap *sm = tu_attach(co.sock);
 	shmmap_map mc = tu_open(sm, "cache"), ms = tu_open(sm, "sessions");
@@ -1051,10 +1075,12 @@ START_TEST(hot_sessions_on_full_pages_next_to_large_values)
 				CK_EQ(put_kv(sm, ms, "sess-", j, 200, 1), 0);
 			}
 		uint32_t k = (uint32_t)(mix(i) % 100000);
-		CK_MSG(put_kv(sm, mc, "c-", k, 70000, 1) == 0, "put c-%u", k);
+		size_t n = _i == 2 ? 100 + mix(i * 7 + 1) % 200000 : sizes[mix(k) % nsizes];
+		CK_MSG(put_kv(sm, mc, "c-", k, n, 1) == 0, "put c-%u of %zu B", k, n);
 	}
-	fprintf(stderr, "  hot sessions on full pages: %" PRIu64 " lost, %" PRIu64
-		" evictions of the cache\n", lost, stats_of(sm, mc).evictions);
+	fprintf(stderr, "  hot sessions on full pages next to %s values: %" PRIu64 " lost, %" PRIu64
+		" evictions of the cache\n", _i == 0 ? "70 KB" : _i == 1 ? "mixed" : "100 B..200 KB", lost,
+		stats_of(sm, mc).evictions);
 	CK_MSG(stats_of(sm, mc).evictions > 0, "the cache evicted nothing");
 	CK_MSG(lost == 0, "%" PRIu64 " sessions were evicted", lost);
 	ctl_check_clean();
@@ -1103,6 +1129,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, shift_small_to_large);
 	tcase_add_test(tc, shift_large_to_small);
+	tcase_add_test(tc, shift_runs_to_small);
 	tcase_add_test(tc, shift_after_turnover_keeps_newest);
 	tcase_add_test(tc, handover_under_concurrency);
 	tcase_add_test(tc, cross_map_fairness);
@@ -1114,7 +1141,7 @@ int main(void)
 	tcase_add_test(tc, hot_keys_of_a_small_map_stay);
 	tcase_add_loop_test(tc, hot_keys_next_to_large_values, 0, 2);
 	tcase_add_test(tc, reject_map_reaches_large_entries);
-	tcase_add_test(tc, hot_sessions_on_full_pages_next_to_large_values);
+	tcase_add_loop_test(tc, hot_sessions_on_full_pages_next_to_large_values, 0, 2);
 	tcase_add_test(tc, read_keys_survive_handovers);
 	tcase_add_test(tc, incr_counts_as_a_read);
 	tcase_add_test(tc, new_map_in_a_full_segment);
