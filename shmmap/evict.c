@@ -153,6 +153,8 @@ struct evictor {
 	bool hold;      /* the coordinator's: hold the window it empties */
 	bool hot_ok;    /* handover may take a page whose used entries cannot
 			   move (room_in_class's last resort) */
+	bool keep_counts; /* the main hand makes a block for a move: it lowers
+			     no count (see MOVE_LOOKS) */
 };
 
 /* The map of the entry at off, if its entries may be evicted: NULL for a
@@ -478,7 +480,7 @@ static int evict_own(struct evictor *ev, uint32_t cls, uint64_t cap)
 	if (looks > cap)
 		looks = cap;
 	bool any_page = false;
-	const struct evict_how how = {0};
+	const struct evict_how how = {.keep_counts = ev->keep_counts};
 	for (uint64_t k = 0; k < looks; k++) {
 		uint64_t off;
 		int hn = hand_next(s, g, cls, &sc->hand, any_page, &off);
@@ -520,7 +522,11 @@ static const struct evict_how DRAIN = {.force = true, .move = true};
 /* Looks the main hand may take to make a block for one move: a class whose
  * hand finds no victim within them is one of entries all in use, which
  * gives its page up (or loses used entries) rather than go round its
- * blocks lowering counts for every entry moved. */
+ * blocks.  Those looks lower no count (evictor.keep_counts): the class is
+ * asked by another's demand, not its own, and a class of sessions read all
+ * the time, asked for a page again and again, had its counts lowered by
+ * the tries' moves until a later try found its entries unused and evicted
+ * them. */
 #define MOVE_LOOKS 64u
 
 /* How drain_page treats an entry used since its class's hand came by.  (A
@@ -568,7 +574,9 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, enum drain_
 			/* No block for a used entry: the class's next victim
 			 * makes one (never on this page: so only if the class
 			 * has another), then the move again. */
+			ev->keep_counts = true;
 			rc = evict_in_class(ev, cls, MOVE_LOOKS);
+			ev->keep_counts = false;
 			if (rc > 0)
 				rc = evict_block(ev, off, &DRAIN, &age);
 			else if (rc == 0)

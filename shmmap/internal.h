@@ -1158,6 +1158,8 @@ struct evict_how {
 			      or -ENOSPC if no block is free (nothing changed) */
 	uint32_t young;    /* not 0: an entry younger than this (itime units) is
 			      left alone */
+	bool keep_counts;  /* an entry with a count is kept with its count as is
+			      (the main hand making a block for a move) */
 	uint32_t now;      /* shmmap__itime() when the eviction began (set by
 			      the caller: ages are told against it) */
 };

@@ -1329,7 +1329,7 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
 			 * one turn more, its count lowered by the main hand (the
 			 * probation hand leaves it for the main hand's look). */
 			spare = true;
-			to = (how->probe ? m : m - ENT_FREQ_ONE) | ENT_KEPT;
+			to = (how->probe || how->keep_counts ? m : m - ENT_FREQ_ONE) | ENT_KEPT;
 		}
 	}
 	if (spare) {

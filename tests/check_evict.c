@@ -1141,7 +1141,7 @@ int main(void)
 	tcase_add_test(tc, hot_keys_of_a_small_map_stay);
 	tcase_add_loop_test(tc, hot_keys_next_to_large_values, 0, 2);
 	tcase_add_test(tc, reject_map_reaches_large_entries);
-	tcase_add_loop_test(tc, hot_sessions_on_full_pages_next_to_large_values, 0, 2);
+	tcase_add_loop_test(tc, hot_sessions_on_full_pages_next_to_large_values, 0, 3);
 	tcase_add_test(tc, read_keys_survive_handovers);
 	tcase_add_test(tc, incr_counts_as_a_read);
 	tcase_add_test(tc, new_map_in_a_full_segment);
