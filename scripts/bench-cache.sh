@@ -67,6 +67,8 @@ $CC -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude -Ishmmap \
 
 # ---- the work dir and segments, removed on any exit ----
 work=$(mktemp -d "${TMPDIR:-/tmp}/shmmap-cache.XXXXXX")
+# Absolute: the socket path in its config must be (a relative $TMPDIR).
+case $work in /*) ;; *) work=$PWD/$work ;; esac
 seg="/shmmap-cache-$$-$(date +%s)"
 bench_pid=""
 cleanup() {

@@ -27,6 +27,8 @@ $CC -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude -Ishmmap \
 	-o "$O/bench/grow" tests/bench/grow.c "$O/libshmmap.a" -lrt -lm
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/shmmap-grow.XXXXXX")
+# Absolute: the socket path in its config must be (a relative $TMPDIR).
+case $work in /*) ;; *) work=$PWD/$work ;; esac
 seg="/shmmap-grow-$$-$(date +%s)"
 pid=""
 cleanup() {

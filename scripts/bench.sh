@@ -91,6 +91,8 @@ $CC -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude -Ishmmap \
 
 # ---- private servers, removed on any exit ----
 work=$(mktemp -d "${TMPDIR:-/tmp}/shmmap-bench.XXXXXX")
+# Absolute: the socket path in its config must be (a relative $TMPDIR).
+case $work in /*) ;; *) work=$PWD/$work ;; esac
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
 	lmdb=$(mktemp -d /dev/shm/shmmap-bench-lmdb.XXXXXX)
 else
