@@ -401,7 +401,8 @@ struct shmmap_stats {
  * locked instructions, to keep gets cheap); the sum is taken without
  * stopping writers, so counters moving during the call may be seen at
  * slightly different instants.
- * @return 0; -EINVAL (NULL out); -EBADF/-ESTALE.  Thread-safe.
+ * @return 0; -EINVAL (NULL out); -EBADF/-ESTALE (also if the map was
+ *         dropped during the call: *out is then untouched).  Thread-safe.
  */
 int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *out);
 

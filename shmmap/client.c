@@ -1145,6 +1145,10 @@ SHMMAP_EXPORT int shmmap_stats(shmmap *sm, shmmap_map m, struct shmmap_stats *ou
 		t.incrs += atomic_load_explicit(&c->incrs, memory_order_relaxed);
 		t.cas += atomic_load_explicit(&c->cas, memory_order_relaxed);
 	}
+	/* Dropped (and perhaps re-created) while summing: the sums may mix
+	 * two maps' counters. */
+	if (!view_live(v))
+		return -ESTALE;
 	*out = t;
 	return 0;
 }
