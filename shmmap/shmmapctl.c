@@ -742,10 +742,18 @@ static int cmd_maps(struct ctl *c, char **args)
 	(void)args;
 	shmmap *sm = c->sm;
 	bool first = true;
+	/* The name column as wide as the widest name (a first pass): a long
+	 * name pushed its row's figures out of their columns. */
+	int w = 24;
+	for (uint32_t i = 0; i < sm->geom.max_maps && !c->json; i++) {
+		struct map_info mi;
+		if (map_info(sm, i, &mi) == 0 && text_width(mi.name, strlen(mi.name)) > w)
+			w = text_width(mi.name, strlen(mi.name));
+	}
 	if (c->json)
 		putchar('[');
 	else
-		printf("%-24s %10s %12s %9s %5s %7s %7s %7s %10s\n", "NAME", "ENTRIES", "BYTES",
+		printf("%-*s %10s %12s %9s %5s %7s %7s %7s %10s\n", w, "NAME", "ENTRIES", "BYTES",
 		       "BUCKETS", "LOAD", "RESIZE", "STRIPES", "KEY_MAX", "VALUE_MAX");
 	for (uint32_t i = 0; i < sm->geom.max_maps; i++) {
 		struct map_info mi;
@@ -770,7 +778,7 @@ static int cmd_maps(struct ctl *c, char **args)
 			       policy_name(mi.v.policy), mi.quota, mi.usage, mi.default_ttl);
 		} else {
 			put_text(stdout, mi.name, strlen(mi.name));
-			int pad = 24 - text_width(mi.name, strlen(mi.name));
+			int pad = w - text_width(mi.name, strlen(mi.name));
 			char rs[16] = "-";
 			if (mi.resizing)
 				snprintf(rs, sizeof rs, "%.0f%%", 100 * resize_progress(&mi));

@@ -420,6 +420,10 @@ START_TEST(maps_align_escaped_names)
 	expect_aligned(1, 3);
 	CTL_EXPECT(0, "stats");
 	expect_aligned(2, 3);
+	/* A name wider than the column widens it (it pushed its row). */
+	CTL_EXPECT(0, "put", "a-map-name-much-wider-than-the-twenty-four-columns", "k", "v");
+	CTL_EXPECT(0, "maps");
+	expect_aligned(1, 4);
 }
 END_TEST
 
