@@ -23,6 +23,8 @@
 #define GROW_IDLE_MS 100  /* the growth thread looks at every map this often */
 #define GROW_BLOCKED_MS 5 /* ... and this often while a busy stripe holds a resize up */
 #define RECLAIM_BUCKETS 2048 /* per map and round: a full pass of 16K buckets in 0.8 s */
+#define RECLAIM_DENSE 64      /* expired entries in a chunk that earn the map another one */
+#define RECLAIM_BUDGET_MS 10  /* the most a round spends on such extra chunks */
 #define HANDSHAKE_MS 5000
 #define LISTEN_BACKLOG 128
 #define MAX_PENDING 64u /* connections without HELLO */
@@ -76,6 +78,7 @@ struct coord {
 	 * slot still holds is freed, but it is no dead client's recovery. */
 	_Atomic uint64_t *bye_gen;
 	uint32_t *reclaim_at;    /* [max_maps]: the background reclaim's next bucket */
+	bool *reclaim_dense;     /* [max_maps]: its last chunk was dense with expired entries */
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
 	bool sweep_pending;         /* a sweep waits for a busy allocator lock (recover_mu) */
 	bool adopted;               /* the segment existed before this start */

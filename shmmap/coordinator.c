@@ -927,21 +927,50 @@ static bool pid_gone(pid_t pid, uint64_t start_time)
 	return rc == -ESRCH || (rc == 0 && start_time && now != start_time);
 }
 
-/* Expired entries: RECLAIM_BUCKETS buckets of every map per round, one
- * entry per stripe lock hold (recover_mu: the coordinator's own frees must
- * not race its sweeps, which do not see them). */
-static void reclaim_expired(struct coord *c)
+/* One chunk of map m's expired entries: RECLAIM_BUCKETS buckets, one entry
+ * per stripe lock hold (recover_mu: the coordinator's own frees must not
+ * race its sweeps, which do not see them).  How many were removed. */
+static uint64_t reclaim_chunk(struct coord *c, uint32_t m)
 {
 	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
+	struct map_view v;
+	bool deferred = false;
+	uint64_t removed = 0;
+	pthread_mutex_lock(&c->recover_mu);
+	if (shmmap__map_view(&c->seg, &c->g, m, &v) == 0)
+		removed = shmmap__tbl_reclaim(&o, &v, &c->reclaim_at[m], RECLAIM_BUCKETS, &deferred);
+	if (deferred)
+		shmmap__coord_sweep_deferred(c, "expiry");
+	pthread_mutex_unlock(&c->recover_mu);
+	return removed;
+}
+
+/* Expired entries: a chunk of every map per round; then, while the round's
+ * budget lasts, more chunks of the maps whose last chunk was dense with
+ * expired entries (RECLAIM_DENSE), so that a large map of short TTLs gets
+ * its memory back within about a round instead of a pass over its whole
+ * table at one chunk per round (256K buckets: 12.8 s), during which a full
+ * segment evicted live entries in their place. */
+static void reclaim_expired(struct coord *c)
+{
+	uint64_t start = shmmap__mono_ms();
+	uint32_t dense = 0;
 	for (uint32_t m = 0; m < c->g.max_maps; m++) {
-		struct map_view v;
-		bool deferred = false;
-		pthread_mutex_lock(&c->recover_mu);
-		if (shmmap__map_view(&c->seg, &c->g, m, &v) == 0)
-			shmmap__tbl_reclaim(&o, &v, &c->reclaim_at[m], RECLAIM_BUCKETS, &deferred);
-		if (deferred)
-			shmmap__coord_sweep_deferred(c, "expiry");
-		pthread_mutex_unlock(&c->recover_mu);
+		bool d = reclaim_chunk(c, m) >= RECLAIM_DENSE;
+		c->reclaim_dense[m] = d;
+		dense += d;
+	}
+	while (dense && shmmap__mono_ms() - start < RECLAIM_BUDGET_MS && !atomic_load(&c->stop)) {
+		dense = 0;
+		for (uint32_t m = 0; m < c->g.max_maps; m++) {
+			if (!c->reclaim_dense[m])
+				continue;
+			bool d = reclaim_chunk(c, m) >= RECLAIM_DENSE;
+			c->reclaim_dense[m] = d;
+			dense += d;
+			if (shmmap__mono_ms() - start >= RECLAIM_BUDGET_MS)
+				break;
+		}
 	}
 }
 
@@ -1439,8 +1468,9 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	c->orphan = calloc(c->g.max_clients, sizeof *c->orphan);
 	c->bye_gen = calloc(c->g.max_clients, sizeof *c->bye_gen);
 	c->reclaim_at = calloc(c->g.max_maps, sizeof *c->reclaim_at);
+	c->reclaim_dense = calloc(c->g.max_maps, sizeof *c->reclaim_dense);
 	c->grow_track = calloc(c->g.max_maps, sizeof *c->grow_track);
-	if (!c->orphan || !c->bye_gen || !c->reclaim_at || !c->grow_track) {
+	if (!c->orphan || !c->bye_gen || !c->reclaim_at || !c->reclaim_dense || !c->grow_track) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1579,6 +1609,7 @@ void shmmap__coord_free(struct coord *c)
 	free(c->orphan);
 	free(c->bye_gen);
 	free(c->reclaim_at);
+	free(c->reclaim_dense);
 	free(c->access); /* the threads, its only readers, are gone */
 	if (c->grow_track)
 		for (uint32_t m = 0; m < c->g.max_maps; m++)

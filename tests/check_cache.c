@@ -617,6 +617,48 @@ START_TEST(ttl_reclaimed_in_background)
 }
 END_TEST
 
+/* A large map of short-lived keys (a session store, a rate limiter's
+ * per-window counters): its expired entries must come back within seconds
+ * of expiring, not after a pass over the whole table at 2048 buckets per
+ * 100 ms (160,000 keys grow the table to 256K buckets or more: 12.8 s and
+ * up, during which a full segment evicted live keys instead). */
+#define MANY_TTL 160000
+
+static bool many_reclaimed(void *arg)
+{
+	struct gone *g = arg;
+	struct shmmap_stats s;
+	return shmmap_stats(g->sm, g->m, &s) == 0 && s.entries == 1 &&
+	       s.expirations == MANY_TTL;
+}
+
+START_TEST(ttl_reclaimed_promptly_in_a_large_map)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "32M", NULL), 0);
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "ttl");
+	char k[32];
+	ck_assert_int_eq(shmmap_put(sm, m, "forever", 7, "v", 1, 0, 0), 0);
+	long long t0 = tu_mono_ms();
+	for (int i = 0; i < MANY_TTL; i++) {
+		int kn = snprintf(k, sizeof k, "t%d", i);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kn, "v", 1, 1, 0), 0);
+	}
+	long long written = tu_mono_ms() - t0;
+	struct gone g = {sm, m};
+	/* All expire by 1 s after the last put (ttl 1 s): allow 4 s more. */
+	bool ok = tu_wait(many_reclaimed, &g, (int)(written + 5000));
+	struct shmmap_stats s;
+	ck_assert_int_eq(shmmap_stats(sm, m, &s), 0);
+	CK_MSG(ok, "%llu of %d expired entries reclaimed %lld ms after the puts (took %lld ms)",
+	       (unsigned long long)s.expirations, MANY_TTL, tu_mono_ms() - t0 - written, written);
+	char buf[4];
+	size_t n;
+	ck_assert_int_eq(shmmap_get(sm, m, "forever", 7, buf, sizeof buf, &n), 0);
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* ---- flush and drop ---- */
 
 START_TEST(flush_and_drop)
@@ -753,6 +795,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, foreach_during_writes);
 	tcase_add_test(tc, stats_count_exactly);
 	tcase_add_test(tc, ttl_reclaimed_in_background);
+	tcase_add_test(tc, ttl_reclaimed_promptly_in_a_large_map);
 	tcase_add_test(tc, flush_and_drop);
 	tcase_add_test(tc, new_map_starts_with_zero_counters);
 	suite_add_tcase(s, tc);
