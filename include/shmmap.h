@@ -321,6 +321,21 @@ int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t klen,
 		int64_t delta, int64_t *out);
 
 /**
+ * shmmap_incr, with the TTL a key this call creates gets: a counter per
+ * client and time window (a rate limiter) that starts at its first
+ * increment and expires ttl_s seconds later, in one atomic step (a put
+ * with a TTL, then incr, would race: a counter expiring between the two
+ * is created by the incr without a TTL and never expires).
+ *
+ * @param ttl_s  the TTL, in seconds, of a key that is absent or expired;
+ *               0: as shmmap_incr (the map's default TTL, or none).  A
+ *               present key keeps its expiry, whatever ttl_s says.
+ * @return as shmmap_incr.  Thread-safe.
+ */
+int shmmap_incr_ttl(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+		    int64_t delta, uint32_t ttl_s, int64_t *out);
+
+/**
  * Compare and swap: store val under key only if the present value is
  * exactly expected (elen bytes), atomically across all processes.
  *

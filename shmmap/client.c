@@ -1031,8 +1031,8 @@ SHMMAP_EXPORT int shmmap_del(shmmap *sm, shmmap_map m, const void *key, size_t k
 	return op_result(sm, rc);
 }
 
-SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t klen,
-			      int64_t delta, int64_t *out)
+SHMMAP_EXPORT int shmmap_incr_ttl(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+				  int64_t delta, uint32_t ttl_s, int64_t *out)
 {
 	const struct map_view *v;
 	if (!key)
@@ -1041,9 +1041,15 @@ SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t 
 	int rc = op_begin(sm, m, &v, &o, true);
 	if (rc < 0)
 		return rc;
-	rc = shmmap__tbl_incr(&o, v, key, klen, delta, out);
+	rc = shmmap__tbl_incr(&o, v, key, klen, delta, ttl_s, out);
 	op_end(sm, &o);
 	return op_result(sm, rc);
+}
+
+SHMMAP_EXPORT int shmmap_incr(shmmap *sm, shmmap_map m, const void *key, size_t klen,
+			      int64_t delta, int64_t *out)
+{
+	return shmmap_incr_ttl(sm, m, key, klen, delta, 0, out);
 }
 
 SHMMAP_EXPORT int shmmap_cas(shmmap *sm, shmmap_map m, const void *key, size_t klen,

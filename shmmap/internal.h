@@ -1077,7 +1077,7 @@ int shmmap__tbl_put_hashed(const struct op_ctx *o, const struct map_view *v, uin
 int shmmap__tbl_del(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen);
 int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const void *key,
-		     size_t klen, int64_t delta, int64_t *out);
+		     size_t klen, int64_t delta, uint32_t ttl_s, int64_t *out);
 /* put with an absolute expiry (CLOCK_REALTIME ms, 0 = never): snapshots. */
 int shmmap__tbl_put_at(const struct op_ctx *o, const struct map_view *v, const void *key,
 		       size_t klen, const void *val, size_t vlen, uint64_t expire_ms,

@@ -1726,7 +1726,7 @@ static int parse_i64(const unsigned char *p, uint32_t n, int64_t *out)
 }
 
 int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const void *key,
-		     size_t klen, int64_t delta, int64_t *out)
+		     size_t klen, int64_t delta, uint32_t ttl_s, int64_t *out)
 {
 	int rc = check_key(o, v, klen);
 	if (rc < 0)
@@ -1739,9 +1739,12 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	 * that the write takes no allocator lock under its stripe lock, and
 	 * eviction can run). */
 	size_t room = v->val_max < 20 ? v->val_max : 20;
-	/* With an expiry slot if a new key gets the map's default TTL; a
-	 * present key's own expiry may still ask for one (see below). */
-	bool slot = v->default_ttl != 0;
+	/* A new key's TTL: the caller's, else the map's default. */
+	if (!ttl_s)
+		ttl_s = v->default_ttl;
+	/* With an expiry slot if a new key gets a TTL; a present key's own
+	 * expiry may still ask for one (see below). */
+	bool slot = ttl_s != 0;
 	/* Without a block at first if the record has a spare: a present
 	 * counter is rewritten in place (put_impl has the why). */
 	struct seg_undo *u = undo_of(o, in);
@@ -1783,9 +1786,10 @@ retry:
 		if (rc < 0)
 			goto out;
 		expire = old.expire_ms;
-	} else if (v->default_ttl) {
-		/* A new key: the map's default TTL, as a put with ttl 0. */
-		expire = shmmap__now_ms() + (uint64_t)v->default_ttl * 1000u;
+	} else if (ttl_s) {
+		/* A new key: the caller's TTL, or the map's default (a put with
+		 * ttl 0 gets that too). */
+		expire = shmmap__now_ms() + (uint64_t)ttl_s * 1000u;
 	}
 	if (__builtin_add_overflow(cur, delta, &sum)) {
 		rc = -ERANGE;

@@ -875,6 +875,43 @@ START_TEST(ttl_expires)
 }
 END_TEST
 
+/* shmmap_incr_ttl: the TTL goes to a key the call creates, and only to
+ * one: a rate limiter's window counter starts at its first increment and
+ * expires with its window; a present key keeps its own expiry (none, or
+ * an earlier one). */
+static int64_t incr_ttl(shmmap *sm, shmmap_map m, const char *k, uint32_t ttl)
+{
+	int64_t v = 0;
+	CK_EQ(shmmap_incr_ttl(sm, m, k, strlen(k), 1, ttl, &v), 0);
+	return v;
+}
+
+START_TEST(incr_ttl_starts_a_window)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "rate");
+	ck_assert_int_eq(shmmap_put(sm, m, "forever", 7, "5", 1, 0, 0), 0);
+	long long t0 = tu_mono_ms();
+	ck_assert_int_eq(incr_ttl(sm, m, "t", 1), 1);
+	ck_assert_int_eq(incr_ttl(sm, m, "t", 3600), 2); /* keeps its 1 s */
+	ck_assert_int_eq(incr_ttl(sm, m, "forever", 1), 6); /* keeps no expiry */
+	struct ttl_arg a = {sm, m};
+	ck_assert(tu_wait(ttl_gone, &a, 3000));
+	ck_assert_int_ge(tu_mono_ms() - t0, 900); /* not before its time */
+	/* The next window starts over. */
+	ck_assert_int_eq(incr_ttl(sm, m, "t", 1), 1);
+	ck_assert(tu_wait(ttl_gone, &a, 3000));
+	char buf[8];
+	size_t n;
+	ck_assert_int_eq(shmmap_get(sm, m, "forever", 7, buf, sizeof buf, &n), 0);
+	ck_assert(n == 1 && buf[0] == '6');
+	/* ttl 0 is shmmap_incr: no expiry in a map without a default TTL. */
+	ck_assert_int_eq(incr_ttl(sm, m, "z", 0), 1);
+	ck_assert_int_eq(shmmap_incr_ttl(NULL, m, "z", 1, 1, 1, NULL), -EINVAL);
+	shmmap_detach(sm);
+}
+END_TEST
+
 START_TEST(large_values_round_trip)
 {
 	shmmap *sm = attach();
@@ -1159,6 +1196,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, put_flags_and_get_errors);
 	tcase_add_test(tc, handles_are_checked);
 	tcase_add_test(tc, ttl_expires);
+	tcase_add_test(tc, incr_ttl_starts_a_window);
 	tcase_add_test(tc, large_values_round_trip);
 	tcase_add_test(tc, attach_errors);
 	tcase_add_test(tc, killed_client_slot_is_reclaimed);

@@ -141,7 +141,7 @@ static const char *const man_pages[] = {
 /* Every call of include/shmmap.h has a link page to shmmap(3). */
 static const char *const api_calls[] = {
 	"shmmap_attach", "shmmap_detach", "shmmap_open",   "shmmap_put",     "shmmap_get",
-	"shmmap_del",    "shmmap_incr",   "shmmap_cas",    "shmmap_flush",   "shmmap_drop",
+	"shmmap_del",    "shmmap_incr",   "shmmap_incr_ttl", "shmmap_cas",    "shmmap_flush",   "shmmap_drop",
 	"shmmap_foreach", "shmmap_stats", "shmmap_strerror", "shmmap_version",
 };
 #define N_CALLS (sizeof api_calls / sizeof api_calls[0])
