@@ -170,7 +170,9 @@ int shmmap_attach(const char *socket_path, shmmap **out);
  * shmmap_drop, and the first call in a forked child, which re-attaches):
  * the socket path, the coordinator's own reason (e.g. why a snapshot was
  * not saved), what to do.  "" when that call succeeded or has nothing to
- * add; data calls (get, put, ...) leave it as it is.  The string belongs
+ * add.  Data calls (get, put, ...) set it only for what they can explain
+ * (-SHMMAP_EDETACHED: why; an incr's -EINVAL: the value is not a number)
+ * and otherwise leave it as it is.  The string belongs
  * to the library and stays valid until this thread's next such call.
  * Never NULL; thread-safe (one per thread).
  */

@@ -1043,6 +1043,9 @@ SHMMAP_EXPORT int shmmap_incr_ttl(shmmap *sm, shmmap_map m, const void *key, siz
 		return rc;
 	rc = shmmap__tbl_incr(&o, v, key, klen, delta, ttl_s, out);
 	op_end(sm, &o);
+	if (rc == -EINVAL && klen) /* (-EINVAL for no key at all) */
+		set_detail("the value under the key is not a decimal integer (an optional '-' "
+			   "then 1 to 19 digits): nothing to add to");
 	return op_result(sm, rc);
 }
 

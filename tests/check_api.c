@@ -908,6 +908,11 @@ START_TEST(incr_ttl_starts_a_window)
 	/* ttl 0 is shmmap_incr: no expiry in a map without a default TTL. */
 	ck_assert_int_eq(incr_ttl(sm, m, "z", 0), 1);
 	ck_assert_int_eq(shmmap_incr_ttl(NULL, m, "z", 1, 1, 1, NULL), -EINVAL);
+	/* Not a number: said so (it read only "Invalid argument"). */
+	ck_assert_int_eq(shmmap_put(sm, m, "word", 4, "ten", 3, 0, 0), 0);
+	ck_assert_int_eq(shmmap_incr(sm, m, "word", 4, 1, NULL), -EINVAL);
+	ck_assert_msg(strstr(shmmap_errdetail(), "not a decimal integer"), "detail: %s",
+		      shmmap_errdetail());
 	shmmap_detach(sm);
 }
 END_TEST
