@@ -113,7 +113,7 @@ static int del(const void *k, size_t kl)
 
 static int incr(const void *k, size_t kl, int64_t d, int64_t *out)
 {
-	return shmmap__tbl_incr(&g_op, &g_v, k, kl, d, out);
+	return shmmap__tbl_incr(&g_op, &g_v, k, kl, d, 0, out);
 }
 
 static int puts_(const char *k, const char *v)
@@ -848,7 +848,7 @@ START_TEST(default_ttl_entries_expire)
 	CK_EQ(shmmap__map_view(&g_seg, &g_geom, 1, &v1), 0);
 	int64_t t0 = tu_mono_ms();
 	CK_EQ(shmmap__tbl_put(&g_op, &v1, "d", 1, "v", 1, 0, 0), 0);
-	CK_EQ(shmmap__tbl_incr(&g_op, &v1, "n", 1, 5, NULL), 0);
+	CK_EQ(shmmap__tbl_incr(&g_op, &v1, "n", 1, 5, 0, NULL), 0);
 	uint64_t slots = 0, entries = 0;
 	for (uint32_t i = 0; i < v1.nstripes; i++) {
 		slots += v1.stripes[i].slots;
@@ -990,7 +990,7 @@ START_TEST(counters_and_intent)
 	CK_EQ(shmmap__tbl_put(&o, &g_v, "a", 1, "3", 1, 0, SHMMAP_NX), -EEXIST);
 	CK_EQ(shmmap__tbl_get(&o, &g_v, "a", 1, buf, sizeof buf, &vl), 0);
 	CK_EQ(shmmap__tbl_get(&o, &g_v, "b", 1, buf, sizeof buf, &vl), -ENOENT);
-	CK_EQ(shmmap__tbl_incr(&o, &g_v, "a", 1, 1, NULL), 0);
+	CK_EQ(shmmap__tbl_incr(&o, &g_v, "a", 1, 1, 0, NULL), 0);
 	CK_EQ(shmmap__tbl_del(&o, &g_v, "a", 1), 0);
 	CK_EQ(shmmap__tbl_del(&o, &g_v, "a", 1), -ENOENT);
 	CK_EQ(atomic_load(&o.ctr->puts), 2);
@@ -1027,7 +1027,7 @@ static int writer_child(int k, struct report *r)
 	int kl, vl;
 	for (int i = 0; i < WOPS; i++) {
 		int64_t out = 0;
-		int rc = shmmap__tbl_incr(&o, &g_v, "counter", 7, 1, &out);
+		int rc = shmmap__tbl_incr(&o, &g_v, "counter", 7, 1, 0, &out);
 		if (rc != 0 || out < 1 || out > NWRITERS * WOPS) {
 			snprintf(r->msg[k], sizeof r->msg[k], "child %d: incr #%d: rc %d out %" PRId64,
 				 k, i, rc, out);
@@ -1272,7 +1272,7 @@ START_TEST(readonly_mapping)
 	CK_EQ(shmmap__tbl_get(&o, &v, "x", 1, buf, sizeof buf, &vl), -ENOENT);
 	CK_EQ(shmmap__tbl_put(&o, &v, "k", 1, "w", 1, 0, 0), -EPERM);
 	CK_EQ(shmmap__tbl_del(&o, &v, "k", 1), -EPERM);
-	CK_EQ(shmmap__tbl_incr(&o, &v, "k", 1, 1, NULL), -EPERM);
+	CK_EQ(shmmap__tbl_incr(&o, &v, "k", 1, 1, 0, NULL), -EPERM);
 	EXPECT_STR("k", "value");
 	shmmap__seg_unmap(&ro);
 }

@@ -511,7 +511,7 @@ static void write_paths(bool pristine)
 		CHECK(rc == 0 || rc == -ENOSPC || rc == -E2BIG || rc == -EAGAIN ||
 		      rc == -SHMMAP_ECORRUPT || rc == -ESTALE);
 		int64_t n = 0;
-		rc = shmmap__tbl_incr(&o, v, "hits", 4, 1, &n);
+		rc = shmmap__tbl_incr(&o, v, "hits", 4, 1, 0, &n);
 		CHECK(rc == 0 || rc == -EINVAL || rc == -ERANGE || rc == -ENOSPC || rc == -E2BIG ||
 		      rc == -EAGAIN || rc == -SHMMAP_ECORRUPT || rc == -ESTALE);
 		if (pristine && v->idx == 0)
