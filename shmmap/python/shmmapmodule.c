@@ -9,7 +9,9 @@
  *   Map: a collections.abc.MutableMapping of bytes to bytes (str keys and
  *   values are encoded as UTF-8, any bytes-like object is accepted), plus
  *   get, put(k, v, ttl=0, nx=False, xx=False), incr, cas, stats, flush.
- *   Errors: shmmap.Error(OSError) and its subclasses that are also the
+ *   Errors: shmmap.Error(OSError), with errno the library's (its own codes
+ *   are the constants EBADSEG, EVERSION, ECORRUPT, EDETACHED, ESEGSIZE),
+ *   and its subclasses that are also the
  *   standard OSError subclasses of their errno (shmmap.FileNotFoundError is
  *   both a shmmap.Error and a FileNotFoundError); a missing key in m[k] and
  *   del m[k] is a KeyError.
@@ -1117,6 +1119,8 @@ PyMODINIT_FUNC PyInit_shmmap(void)
 	    PyModule_AddIntConstant(mod, "EBADSEG", SHMMAP_EBADSEG) < 0 ||
 	    PyModule_AddIntConstant(mod, "EVERSION", SHMMAP_EVERSION) < 0 ||
 	    PyModule_AddIntConstant(mod, "ECORRUPT", SHMMAP_ECORRUPT) < 0 ||
+	    PyModule_AddIntConstant(mod, "EDETACHED", SHMMAP_EDETACHED) < 0 ||
+	    PyModule_AddIntConstant(mod, "ESEGSIZE", SHMMAP_ESEGSIZE) < 0 ||
 	    PyModule_AddStringConstant(mod, "DEFAULT_SOCKET", SHMMAP_DEFAULT_SOCKET) < 0) {
 		Py_DECREF(mod);
 		return NULL;

@@ -415,6 +415,19 @@ class TestErrors(unittest.TestCase):
         self.assertIn("coordinator", shmmap.strerror(-errno.ECONNREFUSED))
         self.assertIn("corrupt", shmmap.strerror(-shmmap.ECORRUPT))
 
+    def test_own_errno_constants(self):
+        # Every SHMMAP_E* code an error can carry is a constant, so that
+        # e.errno can be compared with it (EDETACHED: detach and attach
+        # again, after a removed segment or a recovered slot).
+        for name, word in (("EBADSEG", "segment"), ("EVERSION", "version"),
+                           ("ECORRUPT", "corrupt"), ("EDETACHED", "no longer valid"),
+                           ("ESEGSIZE", "grew")):
+            code = getattr(shmmap, name)
+            self.assertGreater(code, 4096, name)
+            self.assertIn(word, shmmap.strerror(-code), name)
+        self.assertEqual(len({shmmap.EBADSEG, shmmap.EVERSION, shmmap.ECORRUPT,
+                              shmmap.EDETACHED, shmmap.ESEGSIZE}), 5)
+
 
 class TestLarge(MapTest):
     # Around the stack buffer (4 KiB) and the GIL threshold (256 KiB).
