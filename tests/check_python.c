@@ -117,6 +117,7 @@ PY_TEST(TestErrors)
 PY_TEST(TestLarge)
 PY_TEST(TestThreads)
 PY_TEST(TestProcesses)
+PY_TEST(TestRaces)
 
 int main(void)
 {
@@ -131,6 +132,7 @@ int main(void)
 	tcase_add_test(tc, test_TestLarge);
 	tcase_add_test(tc, test_TestThreads);
 	tcase_add_test(tc, test_TestProcesses);
+	tcase_add_test(tc, test_TestRaces);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }

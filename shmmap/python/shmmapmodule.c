@@ -8,7 +8,9 @@
  *   Client.detach(), with Client as c: ...
  *   Map: a collections.abc.MutableMapping of bytes to bytes (str keys and
  *   values are encoded as UTF-8, any bytes-like object is accepted), plus
- *   get, put(k, v, ttl=0, nx=False, xx=False), incr, cas, stats, flush.
+ *   get, put(k, v, ttl=0, nx=False, xx=False), incr, cas, stats, flush,
+ *   and pop, setdefault and popitem of its own (safe against other
+ *   processes, unlike the mixins).
  *   Errors: shmmap.Error(OSError), with errno the library's (its own codes
  *   are the constants EBADSEG, EVERSION, ECORRUPT, EDETACHED, ESEGSIZE),
  *   and its subclasses that are also the
@@ -20,7 +22,8 @@
  * types.  The type users see, shmmap.Map, is made at module init as
  * `class Map(MapBase, collections.abc.MutableMapping): __slots__ = ()`: the
  * C slots come first in its MRO (m[k] goes straight to map_subscript), the
- * ABC supplies pop, popitem, setdefault, update, ==, and isinstance().
+ * ABC supplies update, ==, and isinstance() (pop, popitem and setdefault
+ * are our own: see take()).
  *
  * The GIL and the lifetime of an attachment (invariants):
  *   - The GIL is released around the calls that talk to the coordinator
@@ -789,6 +792,130 @@ static PyObject *map_get(MapObj *m, PyObject *const *args, Py_ssize_t nargs)
 	return v;
 }
 
+/* pop, setdefault and popitem of our own: the MutableMapping mixins are a
+ * get and a delete (or a put) with other processes between them.  Their
+ * pop(k, d) raised KeyError when another process deleted k in between,
+ * their setdefault could return a value that another process's overwrote
+ * (both setdefault(k, own) calls got their own value back), and popitem
+ * raised KeyError, "empty", while other processes took keys of a map that
+ * still had more. */
+
+/* Take the value under key: read it, then delete it; only the process
+ * whose delete removed the entry gets it.  NULL with *rc == -ENOENT (no
+ * Python error) when it is absent or another process took it first. */
+static PyObject *take(MapObj *m, PyObject *key, int *rc)
+{
+	struct bytes_arg k;
+	*rc = 0;
+	if (arg_bytes(key, &k, "key") < 0)
+		return NULL;
+	PyObject *v = value_of(m, &k, rc);
+	if (v) {
+		shmmap *sm = client_live(m->client);
+		int r = sm ? shmmap_del(sm, m->h, k.p, (size_t)k.n) : 1;
+		if (r != 0) {
+			Py_DECREF(v);
+			v = NULL;
+			if (r < 0)
+				*rc = r;
+		}
+	}
+	arg_done(&k);
+	return v;
+}
+
+static PyObject *map_pop(MapObj *m, PyObject *const *args, Py_ssize_t nargs)
+{
+	if (nargs < 1 || nargs > 2)
+		return PyErr_Format(PyExc_TypeError, "pop expected 1 or 2 arguments, got %zd",
+				    nargs);
+	int rc;
+	PyObject *v = take(m, args[0], &rc);
+	if (v || (rc == 0 && PyErr_Occurred()))
+		return v;
+	if (rc == -ENOENT) {
+		if (nargs > 1)
+			return Py_NewRef(args[1]);
+		PyErr_SetObject(PyExc_KeyError, args[0]);
+		return NULL;
+	}
+	return raise_rc(rc, NULL);
+}
+
+static PyObject *map_setdefault(MapObj *m, PyObject *const *args, Py_ssize_t nargs)
+{
+	if (nargs < 1 || nargs > 2)
+		return PyErr_Format(PyExc_TypeError, "setdefault expected 1 or 2 arguments, got %zd",
+				    nargs);
+	/* default is None if not given: fine while key is present, a
+	 * TypeError (not storable) once it has to be stored. */
+	PyObject *dflt = nargs > 1 ? args[1] : Py_None;
+	struct bytes_arg k, d = {0};
+	int have_d = 0;
+	if (arg_bytes(args[0], &k, "key") < 0)
+		return NULL;
+	PyObject *ret = NULL;
+	for (;;) {
+		int rc;
+		PyObject *v = value_of(m, &k, &rc);
+		if (v || rc == 0) { /* present, or a Python error */
+			ret = v;
+			break;
+		}
+		if (rc != -ENOENT) {
+			raise_rc(rc, NULL);
+			break;
+		}
+		/* Absent: store default unless another process stores first;
+		 * then read what it stored (or go round if it is gone again). */
+		if (!have_d) {
+			if (arg_bytes(dflt, &d, "value") < 0)
+				break;
+			have_d = 1;
+		}
+		rc = store(m, &k, NULL, &d, 0, SHMMAP_NX);
+		if (rc == 0) {
+			ret = Py_NewRef(dflt);
+			break;
+		}
+		if (rc != -EEXIST) {
+			if (rc < 0)
+				raise_rc(rc, NULL);
+			break;
+		}
+	}
+	if (have_d)
+		arg_done(&d);
+	arg_done(&k);
+	return ret;
+}
+
+static PyObject *map_popitem(MapObj *m, PyObject *unused)
+{
+	(void)unused;
+	PyObject *keys = map_collect(m, WANT_KEYS);
+	if (!keys)
+		return NULL;
+	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+		PyObject *key = PyList_GET_ITEM(keys, i);
+		int rc;
+		PyObject *v = take(m, key, &rc);
+		if (v) {
+			PyObject *t = PyTuple_Pack(2, key, v);
+			Py_DECREF(v);
+			Py_DECREF(keys);
+			return t;
+		}
+		if (rc != -ENOENT) { /* a Python error, or the library's */
+			Py_DECREF(keys);
+			return rc < 0 ? raise_rc(rc, NULL) : NULL;
+		}
+	}
+	Py_DECREF(keys);
+	PyErr_SetString(PyExc_KeyError, "popitem(): shmmap map is empty");
+	return NULL;
+}
+
 static PyObject *map_put(MapObj *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn)
 {
 	static const char *const names[] = {"key", "value", "ttl", "nx", "xx"};
@@ -931,6 +1058,21 @@ static PyMethodDef map_methods[] = {
 	 "cas(key, expected, new, ttl=0) -> bool\n\n"
 	 "Store new only if the value under key is expected (None: only if the\n"
 	 "key is absent), atomically across processes.  True if stored."},
+	{"pop", (PyCFunction)(void (*)(void))map_pop, METH_FASTCALL,
+	 "pop(key[, default]) -> bytes\n\n"
+	 "Remove key and return its value; default (else KeyError) if it is\n"
+	 "absent.  Of processes popping one key at once, only the one whose\n"
+	 "delete removed the entry gets the value; the others get default."},
+	{"setdefault", (PyCFunction)(void (*)(void))map_setdefault, METH_FASTCALL,
+	 "setdefault(key, default=None) -> bytes or default\n\n"
+	 "The value under key; if absent, store default (only if still absent,\n"
+	 "across processes) and return it.  What it returns is what the map\n"
+	 "holds: of processes calling it at once, one stores, the others get\n"
+	 "that value."},
+	{"popitem", (PyCFunction)map_popitem, METH_NOARGS,
+	 "popitem() -> (key, value)\n\n"
+	 "Remove and return some entry; KeyError only if the map is empty (an\n"
+	 "entry another process takes meanwhile is skipped)."},
 	{"stats", (PyCFunction)map_stats, METH_NOARGS,
 	 "stats() -> dict of the map's counters (struct shmmap_stats)"},
 	{"flush", (PyCFunction)map_flush, METH_NOARGS,

@@ -648,5 +648,126 @@ class TestProcesses(MapTest):
         self.assertEqual(self.m["reply"], b"from child")
 
 
+def _first_line_of(func, opnames):
+    """The line of func's first instruction named one of opnames, or None."""
+    import dis
+    line = None
+    for ins in dis.get_instructions(func):
+        ln = getattr(ins, "line_number", None)
+        if ln is None and isinstance(ins.starts_line, int) and ins.starts_line is not True:
+            ln = ins.starts_line
+        if ln is not None:
+            line = ln
+        if ins.opname in opnames:
+            return line
+    return None
+
+
+class TestRaces(MapTest):
+    """pop, setdefault and popitem against another process acting between
+    their steps.  If a method is Python code (the MutableMapping mixin: a
+    get, then a put or a delete), _between() runs the other process's call
+    just before the line of its second step, so the interleaving is exact;
+    a method of the C type has no such line and the call runs alone."""
+
+    def _between(self, method, opnames, other):
+        func = getattr(type(self.m), method)
+        code = getattr(func, "__code__", None)
+        line = _first_line_of(func, opnames) if code is not None else None
+        fired = []
+
+        def local(frame, event, arg):
+            if event == "line" and frame.f_lineno == line and not fired:
+                fired.append(other())
+            return local
+
+        def glob(frame, event, arg):
+            return local if frame.f_code is code else None
+
+        if line is not None:
+            sys.settrace(glob)
+        return fired, lambda: sys.settrace(None)
+
+    def test_setdefault_returns_what_the_map_keeps(self):
+        fired, done = self._between(
+            "setdefault", ("STORE_SUBSCR",), lambda: self.m.setdefault("k", "theirs"))
+        try:
+            mine = self.m.setdefault("k", "mine")
+        finally:
+            done()
+        stored = self.m["k"]
+        self.assertEqual(stored, mine.encode() if isinstance(mine, str) else mine)
+        for theirs in fired:  # the other caller was told the same value
+            self.assertEqual(theirs.encode() if isinstance(theirs, str) else theirs, stored)
+        self.assertEqual(self.m.setdefault("k", "again"), stored)
+        self.assertEqual(self.m.setdefault("k"), stored)
+        with self.assertRaises(TypeError):  # None cannot be stored
+            self.m.setdefault("absent")
+
+    def test_pop_with_default_never_raises(self):
+        self.m["tok"] = "once"
+        fired, done = self._between(
+            "pop", ("DELETE_SUBSCR",), lambda: self.m.pop("tok", None))
+        try:
+            mine = self.m.pop("tok", None)
+        finally:
+            done()
+        got = [v for v in [mine] + fired if v is not None]
+        self.assertEqual(got, [b"once"])  # taken exactly once
+        self.assertNotIn("tok", self.m)
+        self.assertIsNone(self.m.pop("tok", None))
+        with self.assertRaises(KeyError):
+            self.m.pop("tok")
+
+    def test_popitem_skips_what_others_took(self):
+        self.m["a"] = "1"
+        self.m["b"] = "2"
+        # The other process takes whichever key popitem picked first.
+        fired, done = self._between(
+            "popitem", ("BINARY_SUBSCR",),
+            lambda: [self.m.pop(k, None) for k in list(self.m.keys())[:1]])
+        try:
+            item = self.m.popitem()
+        finally:
+            done()
+        self.assertIn(item, [(b"a", b"1"), (b"b", b"2")])
+        self.assertEqual(len(self.m), 2 - 1 - len(fired))
+        while len(self.m):
+            self.m.popitem()
+        with self.assertRaises(KeyError):
+            self.m.popitem()
+
+    def test_setdefault_from_two_processes(self):
+        # Forked processes (a pre-fork server's workers) call setdefault on
+        # the same fresh keys at once: each must get back what the map keeps.
+        n = 3000
+        go_r, go_w = os.pipe()
+        pids = []
+        for who in ("A", "B"):
+            pid = os.fork()
+            if pid == 0:  # child: only os._exit leaves it
+                code = 1
+                try:
+                    os.read(go_r, 1)
+                    for i in range(n):
+                        got = self.m.setdefault("k%d" % i, who)
+                        if isinstance(got, str):
+                            got = got.encode()
+                        self.m["seen-%s-%d" % (who, i)] = got
+                    code = 0
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+        os.write(go_w, b"go")
+        for pid in pids:
+            _, status = os.waitpid(pid, 0)
+            self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        os.close(go_r)
+        os.close(go_w)
+        bad = [i for i in range(n) for who in "AB"
+               if self.m["seen-%s-%d" % (who, i)] != self.m["k%d" % i]]
+        self.assertEqual(bad, [], "setdefault returned a value the map does not keep")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
