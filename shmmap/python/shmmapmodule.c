@@ -518,8 +518,11 @@ static PyTypeObject ClientType = {
 	.tp_dealloc = (destructor)client_dealloc,
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_doc = "Client(socket=None): one attachment to a shmmap coordinator.\n\n"
-		  "socket: the coordinator's Unix socket path; None means $SHMMAP_SOCKET,\n"
-		  "then /run/shmmap/shmmap.sock.  Usable from several threads, and in a\n"
+		  "socket: the coordinator's Unix socket path; None (or \"\") means\n"
+		  "$SHMMAP_SOCKET, then the default: DEFAULT_SOCKET for root (or a user\n"
+		  "who may write /run/shmmap), else $XDG_RUNTIME_DIR/shmmap/shmmap.sock\n"
+		  "where a coordinator of this user's listens, else DEFAULT_SOCKET.\n"
+		  "Usable from several threads, and in a\n"
 		  "child after fork() (the library re-attaches it there).",
 	.tp_methods = client_methods,
 	.tp_getset = client_getset,
@@ -1156,8 +1159,8 @@ static PyObject *mod_strerror(PyObject *mod, PyObject *arg)
 static PyMethodDef mod_methods[] = {
 	{"attach", (PyCFunction)(void (*)(void))mod_attach, METH_VARARGS | METH_KEYWORDS,
 	 "attach(socket=None) -> Client\n\n"
-	 "Attach to the coordinator at socket (None: $SHMMAP_SOCKET, then\n"
-	 "/run/shmmap/shmmap.sock)."},
+	 "Attach to the coordinator at socket (None: $SHMMAP_SOCKET, then the\n"
+	 "default socket, as the C library finds it: see help(shmmap.Client))."},
 	{"strerror", mod_strerror, METH_O, "strerror(errno) -> str (shmmap_strerror)"},
 	{NULL, NULL, 0, NULL},
 };
