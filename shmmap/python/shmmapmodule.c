@@ -488,6 +488,19 @@ static PyObject *client_drop(Client *c, PyObject *name)
 	Py_RETURN_NONE;
 }
 
+/* Client and Map do not pickle: an attachment is this process's (its
+ * slot, its mapping); say what to do instead of "cannot pickle". */
+static PyObject *no_pickle(PyObject *self, PyObject *unused)
+{
+	(void)unused;
+	return PyErr_Format(PyExc_TypeError,
+			    "cannot pickle a %s: an attachment belongs to its process; "
+			    "with multiprocessing's spawn or forkserver start methods, attach "
+			    "and open the map in the child (a pool initializer), or create "
+			    "the pool with the fork start method after attaching",
+			    Py_TYPE(self) == &ClientType ? "shmmap.Client" : "shmmap.Map");
+}
+
 static PyMethodDef client_methods[] = {
 	{"open", (PyCFunction)(void (*)(void))client_open, METH_VARARGS | METH_KEYWORDS,
 	 "open(name, create=True) -> Map\n\n"
@@ -502,6 +515,7 @@ static PyMethodDef client_methods[] = {
 	 "detach()\n\nDetach (idempotent). Calls still running in other threads finish\n"
 	 "first; later calls on this client or its maps raise ValueError."},
 	{"__enter__", client_enter, METH_NOARGS, NULL},
+	{"__reduce__", no_pickle, METH_NOARGS, NULL},
 	{"__exit__", (PyCFunction)client_exit, METH_VARARGS, NULL},
 	{NULL, NULL, 0, NULL},
 };
@@ -1076,6 +1090,7 @@ static PyMethodDef map_methods[] = {
 	 "popitem() -> (key, value)\n\n"
 	 "Remove and return some entry; KeyError only if the map is empty (an\n"
 	 "entry another process takes meanwhile is skipped)."},
+	{"__reduce__", no_pickle, METH_NOARGS, NULL},
 	{"stats", (PyCFunction)map_stats, METH_NOARGS,
 	 "stats() -> dict of the map's counters (struct shmmap_stats)"},
 	{"flush", (PyCFunction)map_flush, METH_NOARGS,

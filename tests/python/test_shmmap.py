@@ -638,6 +638,17 @@ class TestProcesses(MapTest):
         self.assertTrue(extra)
         self.assertEqual(os.waitstatus_to_exitcode(status), 0)
 
+    def test_handles_do_not_pickle_and_say_why(self):
+        # spawn and forkserver pools pickle their arguments: the error
+        # says to attach in the child instead.
+        import pickle
+        for obj in (self.m, self.client):
+            for proto in (2, pickle.HIGHEST_PROTOCOL):
+                with self.assertRaises(TypeError) as cm:
+                    pickle.dumps(obj, proto)
+                self.assertIn("attach", str(cm.exception))
+                self.assertIn("initializer", str(cm.exception))
+
     def test_unrelated_process_sees_writes(self):
         self.m["hello"] = "from parent"
         code = ("import shmmap, sys; m = shmmap.attach().open(sys.argv[1], create=False); "
