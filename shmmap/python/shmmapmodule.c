@@ -935,12 +935,12 @@ static PyObject *map_popitem(MapObj *m, PyObject *unused)
 
 static PyObject *map_put(MapObj *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn)
 {
-	static const char *const names[] = {"key", "value", "ttl", "nx", "xx"};
-	PyObject *a[5] = {NULL};
+	static const char *const names[] = {"key", "value", "ttl", "nx", "xx", "nottl"};
+	PyObject *a[6] = {NULL};
 	uint32_t ttl;
-	int nx, xx;
-	if (fast_args("put", args, nargs, kwn, names, a, 5, 2) < 0 || arg_ttl(a[2], &ttl) < 0 ||
-	    (nx = arg_flag(a[3])) < 0 || (xx = arg_flag(a[4])) < 0)
+	int nx, xx, nottl;
+	if (fast_args("put", args, nargs, kwn, names, a, 6, 2) < 0 || arg_ttl(a[2], &ttl) < 0 ||
+	    (nx = arg_flag(a[3])) < 0 || (xx = arg_flag(a[4])) < 0 || (nottl = arg_flag(a[5])) < 0)
 		return NULL;
 	PyObject *key = a[0], *val = a[1];
 	if (nx && xx) {
@@ -954,7 +954,8 @@ static PyObject *map_put(MapObj *m, PyObject *const *args, Py_ssize_t nargs, PyO
 		arg_done(&k);
 		return NULL;
 	}
-	int rc = store(m, &k, NULL, &v, ttl, (nx ? SHMMAP_NX : 0) | (xx ? SHMMAP_XX : 0));
+	int rc = store(m, &k, NULL, &v, ttl,
+		       (nx ? SHMMAP_NX : 0) | (xx ? SHMMAP_XX : 0) | (nottl ? SHMMAP_NOTTL : 0));
 	arg_done(&v);
 	arg_done(&k);
 	if (rc == 0)
@@ -966,9 +967,10 @@ static PyObject *map_put(MapObj *m, PyObject *const *args, Py_ssize_t nargs, PyO
 
 static PyObject *map_incr(MapObj *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn)
 {
-	static const char *const names[] = {"key", "delta"};
-	PyObject *a[2] = {NULL};
-	if (fast_args("incr", args, nargs, kwn, names, a, 2, 1) < 0)
+	static const char *const names[] = {"key", "delta", "ttl"};
+	PyObject *a[3] = {NULL};
+	uint32_t ttl;
+	if (fast_args("incr", args, nargs, kwn, names, a, 3, 1) < 0 || arg_ttl(a[2], &ttl) < 0)
 		return NULL;
 	PyObject *key = a[0], *delta = a[1];
 	long long d = 1;
@@ -985,11 +987,12 @@ static PyObject *map_incr(MapObj *m, PyObject *const *args, Py_ssize_t nargs, Py
 		return NULL;
 	shmmap *sm = client_live(m->client);
 	int64_t out = 0;
-	int rc = sm ? shmmap_incr(sm, m->h, k.p, (size_t)k.n, (int64_t)d, &out) : 1;
+	int rc = sm ? shmmap_incr_ttl(sm, m->h, k.p, (size_t)k.n, (int64_t)d, ttl, &out) : 1;
 	arg_done(&k);
 	if (rc == 0)
 		return PyLong_FromLongLong((long long)out);
-	return rc < 0 ? raise_rc(rc, NULL) : NULL;
+	/* -EINVAL: the value is not a number (the library's detail says so). */
+	return rc < 0 ? raise_rc_detail(rc, NULL, rc == -EINVAL) : NULL;
 }
 
 static PyObject *map_cas(MapObj *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn)
@@ -1062,15 +1065,18 @@ static PyMethodDef map_methods[] = {
 	{"get", (PyCFunction)(void (*)(void))map_get, METH_FASTCALL,
 	 "get(key, default=None) -> bytes or default"},
 	{"put", (PyCFunction)(void (*)(void))map_put, METH_FASTCALL | METH_KEYWORDS,
-	 "put(key, value, ttl=0, nx=False, xx=False) -> bool\n\n"
+	 "put(key, value, ttl=0, nx=False, xx=False, nottl=False) -> bool\n\n"
 	 "Store value under key; ttl in seconds (0: never expires, or after the\n"
-	 "map's default_ttl if its [map NAME] section sets one).  nx: only if\n"
-	 "the key is absent; xx: only if present.  False when that condition\n"
-	 "kept the value from being stored, else True."},
+	 "map's default_ttl if its [map NAME] section sets one; nottl=True with\n"
+	 "ttl 0: never, whatever default_ttl says).  nx: only if the key is\n"
+	 "absent; xx: only if present.  False when that condition kept the\n"
+	 "value from being stored, else True."},
 	{"incr", (PyCFunction)(void (*)(void))map_incr, METH_FASTCALL | METH_KEYWORDS,
-	 "incr(key, delta=1) -> int\n\n"
+	 "incr(key, delta=1, ttl=0) -> int\n\n"
 	 "Add delta to the decimal integer under key (absent counts as 0),\n"
-	 "atomically across processes; returns the new value."},
+	 "atomically across processes; returns the new value.  ttl: seconds, the\n"
+	 "TTL of a key this call creates (a rate limiter's window counter); 0:\n"
+	 "the map's default_ttl or none.  A present key keeps its expiry."},
 	{"cas", (PyCFunction)(void (*)(void))map_cas, METH_FASTCALL | METH_KEYWORDS,
 	 "cas(key, expected, new, ttl=0) -> bool\n\n"
 	 "Store new only if the value under key is expected (None: only if the\n"

@@ -206,12 +206,20 @@ class TestPut(MapTest):
         self.assertTrue(m.put(value="v", key="k", xx=0))
         self.assertTrue(m.cas(new="w", expected="v", key="k", ttl=None))
         self.assertEqual(m["k"], b"w")
-        for bad in (lambda: m.put("k"), lambda: m.put("k", "v", 1, False, False, 5),
+        for bad in (lambda: m.put("k"), lambda: m.put("k", "v", 1, False, False, False, 5),
                     lambda: m.put("k", "v", foo=1), lambda: m.put("k", "v", key="x"),
                     lambda: m.cas("k", "v"), lambda: m.incr(),
                     lambda: m.incr("k", delta=1, key="z")):
             with self.assertRaises(TypeError):
                 bad()
+
+    def test_nottl(self):
+        m = self.m
+        self.assertTrue(m.put("k", "v", nottl=True))
+        self.assertEqual(m["k"], b"v")
+        with self.assertRaises(shmmap.Error) as cm:
+            m.put("k", "v", ttl=5, nottl=True)
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
 
     def test_ttl_expires(self):
         m = self.m
@@ -254,7 +262,27 @@ class TestIncrCas(MapTest):
         with self.assertRaises(TypeError):
             m.incr("n", "1")
         with self.assertRaises(TypeError):
-            m.incr("n", 1, 2)
+            m.incr("n", 1, 2, 3)
+        with self.assertRaises(ValueError):
+            m.incr("n", 1, ttl=-1)
+
+    def test_incr_error_says_why(self):
+        m = self.m
+        m["text"] = "abc"
+        with self.assertRaises(shmmap.Error) as cm:
+            m.incr("text")
+        self.assertIn("not a decimal integer", str(cm.exception))
+
+    def test_incr_ttl(self):
+        # A rate limiter's window: the TTL goes to the key incr creates.
+        m = self.m
+        m["never"] = "5"
+        self.assertEqual(m.incr("w", ttl=1), 1)
+        self.assertEqual(m.incr("w", 1, 3600), 2)  # keeps its 1 s
+        self.assertEqual(m.incr("never", ttl=1), 6)  # keeps no expiry
+        self.assertTrue(wait_until(lambda: "w" not in m, 5.0))
+        self.assertEqual(m.incr("w", ttl=1), 1)  # the next window
+        self.assertEqual(m["never"], b"6")
 
     def test_cas(self):
         m = self.m
