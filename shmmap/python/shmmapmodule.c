@@ -597,7 +597,10 @@ static PyObject *value_of(MapObj *m, const struct bytes_arg *k, int *rc)
 			return NULL; /* the resize failed and freed b */
 		Py_DECREF(b);
 	}
-	*rc = r;
+	/* A key longer than the map's key_max cannot be in it: a read answers
+	 * absent, as a dict does for any key it lacks (keys from URLs, say);
+	 * a write of it still raises E2BIG. */
+	*rc = r == -E2BIG ? -ENOENT : r;
 	return NULL;
 }
 
@@ -665,7 +668,7 @@ static int map_ass_subscript(MapObj *m, PyObject *key, PyObject *val)
 	arg_done(&k);
 	if (rc == 0)
 		return 0;
-	if (rc == -ENOENT && !val)
+	if ((rc == -ENOENT || rc == -E2BIG) && !val) /* (too long to be a key) */
 		PyErr_SetObject(PyExc_KeyError, key);
 	else if (rc < 0)
 		raise_rc(rc, NULL);
@@ -682,7 +685,7 @@ static int map_contains(MapObj *m, PyObject *key)
 	arg_done(&k);
 	if (rc == 0 || rc == -ENOBUFS)
 		return 1;
-	if (rc == -ENOENT)
+	if (rc == -ENOENT || rc == -E2BIG) /* (too long to be a key: see value_of) */
 		return 0;
 	if (rc < 0)
 		raise_rc(rc, NULL);

@@ -408,6 +408,17 @@ class TestErrors(unittest.TestCase):
             with self.assertRaises(shmmap.Error) as cm:
                 m[b"k" * 70000] = b"v"
             self.assertEqual(cm.exception.errno, errno.E2BIG)
+            # Reads of a key too long to be in the map answer absent,
+            # as a dict does (they raised E2BIG): keys from URLs, say.
+            long_key = b"k" * 70000
+            self.assertNotIn(long_key, m)
+            self.assertIsNone(m.get(long_key))
+            self.assertEqual(m.get(long_key, 7), 7)
+            self.assertEqual(m.pop(long_key, 8), 8)
+            with self.assertRaises(KeyError):
+                m[long_key]
+            with self.assertRaises(KeyError):
+                del m[long_key]
             with self.assertRaises(shmmap.Error) as cm:
                 m[b"k"] = b"v" * (64 << 20)
             self.assertEqual(cm.exception.errno, errno.E2BIG)
