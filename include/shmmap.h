@@ -179,6 +179,22 @@ int shmmap_attach(const char *socket_path, shmmap **out);
 const char *shmmap_errdetail(void);
 
 /**
+ * A function a thread of this process calls when it is about to sleep on
+ * a lock another process holds (after a short spin; never on the fast
+ * path): a writer waiting for the writer of its lock stripe, say, which
+ * may be stopped (SIGSTOP, a debugger) and hold it for as long.  For a
+ * language binding that runs its calls under an interpreter lock (a
+ * GIL): the hook may release it, so that the process's other threads run
+ * meanwhile, and take it back only after the library call returns (not
+ * in the hook: the caller may hold a lock of the segment by then).  The
+ * hook must not call into this library, and may be called more than once
+ * in one call.  Process-wide: the last one set is used, by every thread
+ * and attachment; NULL removes it.  Thread-safe.
+ */
+typedef void (*shmmap_wait_hook)(void);
+void shmmap_set_wait_hook(shmmap_wait_hook hook);
+
+/**
  * Detach: unmap the segment and close the connection.  Map handles of this
  * attachment become invalid.  NULL is accepted and ignored.  Must not race
  * with other calls on the same attachment.  First the blocks the

@@ -822,6 +822,9 @@ int shmmap__lock(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *waits)
  * never takes over.  Returns 0, or -EAGAIN once the owner has been dead for
  * LOCK_DEAD_WAIT_MS (the coordinator is down or slow to repair), or -EBUSY
  * as above. */
+/* Call the process's wait hook (shmmap_set_wait_hook), if any: what a lock
+ * wait does before it sleeps (the Python binding's test of its hook). */
+void shmmap__wait_hook_run(void);
 int shmmap__lock_nosteal(_Atomic uint32_t *w, const struct lock_ctx *c);
 /* Take the lock if it is free, without waiting (inline: put's fast path). */
 static inline bool shmmap__trylock(_Atomic uint32_t *w, const struct lock_ctx *c)

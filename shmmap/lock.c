@@ -20,6 +20,9 @@
  * exact word it saw (so exactly one taker wins) and tells its caller, who
  * must repair what the lock guards.  A waiter never sleeps forever.
  *
+ * Before its first sleep on a lock, a thread calls the process's wait hook
+ * (shmmap_set_wait_hook), if one is set: a binding releases its GIL there.
+ *
  * Bounded waits: a lock_ctx with wait_ms (the coordinator's) gives up with
  * -EBUSY once a live owner has held the lock that long; the caller defers.
  *
@@ -38,6 +41,21 @@
 #include "internal.h"
 
 #define LOCK_SPIN 64
+
+/* shmmap_set_wait_hook's function: called before a sleep on a lock. */
+static _Atomic(shmmap_wait_hook) wait_hook;
+
+SHMMAP_EXPORT void shmmap_set_wait_hook(shmmap_wait_hook hook)
+{
+	atomic_store_explicit(&wait_hook, hook, memory_order_release);
+}
+
+void shmmap__wait_hook_run(void)
+{
+	shmmap_wait_hook hook = atomic_load_explicit(&wait_hook, memory_order_acquire);
+	if (hook)
+		hook();
+}
 #define LOCK_SLICE_NS (20 * 1000 * 1000) /* 20 ms between liveness checks */
 
 static long futex(_Atomic uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
@@ -120,6 +138,7 @@ static int lock_slow(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *wa
 	if (waits)
 		atomic_fetch_add_explicit((_Atomic uint64_t *)waits, 1, memory_order_relaxed);
 	uint64_t dead_since = 0, give_up = c->wait_ms ? shmmap__mono_ms() + c->wait_ms : 0;
+	bool hooked = false;
 	for (;;) {
 		v = atomic_load_explicit(w, memory_order_relaxed);
 		if (v == 0) {
@@ -144,6 +163,11 @@ static int lock_slow(_Atomic uint32_t *w, const struct lock_ctx *c, uint64_t *wa
 			uint64_t left = now < give_up ? give_up - now : 1;
 			if (left * 1000000u < (uint64_t)LOCK_SLICE_NS)
 				ts.tv_nsec = (long)(left * 1000000u);
+		}
+		shmmap_wait_hook hook = atomic_load_explicit(&wait_hook, memory_order_acquire);
+		if (hook && !hooked) {
+			hooked = true; /* (once per wait) */
+			hook();
 		}
 		long r = futex(w, FUTEX_WAIT, v, &ts);
 		if (r == 0 || errno != ETIMEDOUT)

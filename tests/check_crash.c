@@ -20,6 +20,7 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1355,6 +1356,94 @@ START_TEST(stale_session_spares_reused_slot)
 END_TEST
 
 /*
+ * The wait hook (shmmap_set_wait_hook, for a binding's GIL): a put that
+ * must wait for a lock a stopped process holds calls it before it sleeps,
+ * in its own thread, and goes on once the holder is gone.
+ */
+static _Atomic int hook_calls;
+static _Atomic pid_t hook_tid;
+static void count_wait(void)
+{
+	atomic_store(&hook_tid, (pid_t)syscall(SYS_gettid));
+	atomic_fetch_add(&hook_calls, 1);
+}
+
+struct hooked_put {
+	shmmap *sm;
+	shmmap_map m;
+	_Atomic pid_t tid;
+	_Atomic int rc, done;
+};
+
+static void *hooked_put_main(void *arg)
+{
+	struct hooked_put *h = arg;
+	static char v[3000];
+	make_value(v, sizeof v, 'h');
+	atomic_store(&h->tid, (pid_t)syscall(SYS_gettid));
+	atomic_store(&h->rc, shmmap_put(h->sm, h->m, "hooked", 6, v, sizeof v, 0, 0));
+	atomic_store(&h->done, 1);
+	return NULL;
+}
+
+static bool hook_was_called(void *arg)
+{
+	(void)arg;
+	return atomic_load(&hook_calls) > 0;
+}
+
+static bool put_done(void *arg)
+{
+	return atomic_load(&((struct hooked_put *)arg)->done) != 0;
+}
+
+START_TEST(wait_hook_called_before_sleeping)
+{
+	shmmap_map hm;
+	ck_assert_int_eq(shmmap_open(g_sm, "hookme", SHMMAP_CREATE, &hm), 0);
+	static char v[3000];
+	make_value(v, sizeof v, 'q');
+	/* D stops right after taking the class lock of 3000-byte values. */
+	pid_t d = tu_fork();
+	ck_assert_int_ge(d, 0);
+	if (d == 0) {
+		shmmap *sm;
+		shmmap_map m;
+		if (shmmap_attach(co.sock, &sm) < 0 || shmmap_open(sm, "hookme", 0, &m) < 0)
+			_exit(20);
+		shmmap__crash_arm(1, SIGSTOP);
+		shmmap_put(sm, m, "d", 1, v, sizeof v, 0, 0);
+		_exit(21);
+	}
+	int st;
+	CK_MSG(wait_stopped(d, &st) == d && WIFSTOPPED(st), "D did not stop");
+	/* A fresh attachment (no spare block): its put needs that lock. */
+	struct hooked_put h = {0};
+	ck_assert_int_eq(shmmap_attach(co.sock, &h.sm), 0);
+	ck_assert_int_eq(shmmap_open(h.sm, "hookme", 0, &h.m), 0);
+	atomic_store(&hook_calls, 0);
+	shmmap_set_wait_hook(count_wait);
+	pthread_t t;
+	ck_assert_int_eq(pthread_create(&t, NULL, hooked_put_main, &h), 0);
+	CK_MSG(tu_wait(hook_was_called, NULL, 5000), "the waiting put never called the hook");
+	CK_MSG(!atomic_load(&h.done), "the put did not wait for D");
+	CK_MSG(atomic_load(&hook_tid) == atomic_load(&h.tid),
+	       "the hook ran in thread %d, not in the waiting one (%d)", (int)atomic_load(&hook_tid),
+	       (int)atomic_load(&h.tid));
+	kill(d, SIGKILL);
+	ck_assert_int_ge(tu_waitpid(d, 5000), 0);
+	CK_MSG(tu_wait(put_done, &h, 10000), "the put never ended after D died");
+	pthread_join(t, NULL);
+	int rc = atomic_load(&h.rc);
+	CK_MSG(rc == 0 || rc == -EAGAIN, "put: %s", shmmap_strerror(rc));
+	shmmap_set_wait_hook(NULL);
+	shmmap_detach(h.sm);
+	wait_recovered("a put waiting with a hook", 0);
+	expect_clean("a put waiting with a hook", 0);
+}
+END_TEST
+
+/*
  * The coordinator flushes a map while a dead process holds the allocator
  * lock of the entries' size class: it must not wait on that lock once per
  * entry, but leave the frees to a sweep, and finish within a second or so.
@@ -2152,6 +2241,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, second_coordinator_refused);
 	tcase_add_test(tc, stale_session_spares_reused_slot);
 	tcase_add_test(tc, flush_meets_dead_allocator_lock);
+	tcase_add_test(tc, wait_hook_called_before_sleeping);
 	tcase_add_test(tc, dead_and_stopped_allocator_holders);
 	tcase_add_test(tc, stopped_writer_does_not_wedge_coordinator);
 	tcase_add_test(tc, killed_waiter_of_stopped_holder);

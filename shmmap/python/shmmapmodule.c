@@ -30,7 +30,9 @@
  *     (attach, open, drop, flush, detach) and around copies of values of
  *     at least GIL_COPY_MIN bytes (get, put, cas).  Small data calls keep
  *     it: releasing and taking it back costs more than the call (measured,
- *     see the README's Python section).
+ *     see the README's Python section).  But a small call that has to wait
+ *     for a lock another process holds (as long as that process is
+ *     stopped) releases it before it sleeps: see small_begin().
  *   - Client.sm may be used while the GIL is released, or while Python code
  *     may run (an allocation may run a finalizer that detaches), only
  *     between client_hold() and client_release(): busy counts those uses,
@@ -53,6 +55,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "shmmap.h"
 
@@ -332,6 +335,76 @@ static void client_release(Client *c)
 		client_close(c, 0);
 }
 
+/* ---- small calls that may wait for another process ----
+ * A small data call keeps the GIL, but it may have to wait for a lock of
+ * the segment that another process holds, for as long as that process is
+ * stopped (SIGSTOP, a debugger): the whole interpreter froze with it (its
+ * other threads, a gthread server's other requests).  The library calls
+ * wait_hook() before it sleeps on a lock (shmmap_set_wait_hook); inside
+ * small_begin() .. small_end() that releases the GIL, and small_end()
+ * takes it back once the call has returned (not in the hook: the call may
+ * hold a lock of the segment by then, and other processes would wait for
+ * this one's GIL).  The client is held meanwhile, as around any call
+ * without the GIL (another thread may detach it). */
+static _Thread_local int t_armed;            /* in small_begin .. small_end */
+static _Thread_local PyThreadState *t_saved; /* the hook released the GIL */
+
+static void wait_hook(void)
+{
+	if (t_armed && !t_saved)
+		t_saved = PyEval_SaveThread();
+}
+
+/* The GIL back, if the hook let it go (and the hook off). */
+static void small_disarm(void)
+{
+	t_armed = 0;
+	if (t_saved) {
+		PyThreadState *ts = t_saved;
+		t_saved = NULL;
+		PyEval_RestoreThread(ts);
+	}
+}
+
+/* A small call on c begins: its attachment, held, or NULL (a Python
+ * error set). */
+static shmmap *small_begin(Client *c)
+{
+	shmmap *sm = client_hold(c);
+	if (sm)
+		t_armed = 1;
+	return sm;
+}
+
+static void small_end(Client *c)
+{
+	small_disarm();
+	client_release(c);
+}
+
+/* The library's: runs the wait hook as a lock wait would (linked in
+ * statically, like the rest of libshmmap). */
+void shmmap__wait_hook_run(void);
+
+/* shmmap._wait_hook_test(seconds): a lock wait of that long inside a small
+ * call, for the tests: the GIL is let go for it. */
+static PyObject *mod_wait_hook_test(PyObject *mod, PyObject *arg)
+{
+	(void)mod;
+	double s = PyFloat_AsDouble(arg);
+	if (s == -1.0 && PyErr_Occurred())
+		return NULL;
+	if (!(s >= 0 && s <= 10))
+		return PyErr_Format(PyExc_ValueError, "seconds must be in 0..10");
+	t_armed = 1;
+	shmmap__wait_hook_run();
+	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	small_disarm();
+	Py_RETURN_NONE;
+}
+
 static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"socket", NULL};
@@ -562,13 +635,14 @@ static PyObject *map_repr(MapObj *m)
 static PyObject *value_of(MapObj *m, const struct bytes_arg *k, int *rc)
 {
 	Client *c = m->client;
-	shmmap *sm = client_live(c);
+	shmmap *sm = small_begin(c);
 	*rc = 0;
 	if (!sm)
 		return NULL;
 	char buf[STACK_VALUE];
 	size_t n = 0;
 	int r = shmmap_get(sm, m->h, k->p, (size_t)k->n, buf, sizeof buf, &n);
+	small_end(c);
 	if (r == 0)
 		return PyBytes_FromStringAndSize(buf, (Py_ssize_t)n);
 	/* Longer than the stack buffer: read it into a bytes object of the
@@ -588,7 +662,9 @@ static PyObject *value_of(MapObj *m, const struct bytes_arg *k, int *rc)
 			r = shmmap_get(sm, m->h, k->p, (size_t)k->n, p, cap, &n);
 			Py_END_ALLOW_THREADS
 		} else {
+			t_armed = 1;
 			r = shmmap_get(sm, m->h, k->p, (size_t)k->n, p, cap, &n);
+			small_disarm();
 		}
 		client_release(c);
 		if (r == 0 && (n == cap || _PyBytes_Resize(&b, (Py_ssize_t)n) == 0))
@@ -625,18 +701,22 @@ static int store(MapObj *m, const struct bytes_arg *k, const struct bytes_arg *e
 		 const struct bytes_arg *v, uint32_t ttl, unsigned flags)
 {
 	Client *c = m->client;
-	shmmap *sm = client_live(c);
-	if (!sm)
-		return 1;
 	int rc;
 	size_t len = (size_t)v->n + (exp ? (size_t)exp->n : 0);
+	/* (One client_live per call: a second would forget t_child_first.) */
+	shmmap *sm = len < GIL_COPY_MIN ? small_begin(c) : client_hold(c);
+	if (!sm)
+		return 1;
 	if (len < GIL_COPY_MIN) {
 		if (exp)
-			return shmmap_cas(sm, m->h, k->p, (size_t)k->n, exp->p, (size_t)exp->n, v->p,
-					  (size_t)v->n, ttl);
-		return shmmap_put(sm, m->h, k->p, (size_t)k->n, v->p, (size_t)v->n, ttl, flags);
+			rc = shmmap_cas(sm, m->h, k->p, (size_t)k->n, exp->p, (size_t)exp->n, v->p,
+					(size_t)v->n, ttl);
+		else
+			rc = shmmap_put(sm, m->h, k->p, (size_t)k->n, v->p, (size_t)v->n, ttl,
+					flags);
+		small_end(c);
+		return rc;
 	}
-	client_hold(c);
 	Py_BEGIN_ALLOW_THREADS
 	if (exp)
 		rc = shmmap_cas(sm, m->h, k->p, (size_t)k->n, exp->p, (size_t)exp->n, v->p,
@@ -662,8 +742,10 @@ static int map_ass_subscript(MapObj *m, PyObject *key, PyObject *val)
 		rc = store(m, &k, NULL, &v, 0, 0);
 		arg_done(&v);
 	} else {
-		shmmap *sm = client_live(m->client);
+		shmmap *sm = small_begin(m->client);
 		rc = sm ? shmmap_del(sm, m->h, k.p, (size_t)k.n) : 1;
+		if (sm)
+			small_end(m->client);
 	}
 	arg_done(&k);
 	if (rc == 0)
@@ -680,8 +762,10 @@ static int map_contains(MapObj *m, PyObject *key)
 	struct bytes_arg k;
 	if (arg_bytes(key, &k, "key") < 0)
 		return -1;
-	shmmap *sm = client_live(m->client);
+	shmmap *sm = small_begin(m->client);
 	int rc = sm ? shmmap_get(sm, m->h, k.p, (size_t)k.n, NULL, 0, NULL) : 1;
+	if (sm)
+		small_end(m->client);
 	arg_done(&k);
 	if (rc == 0 || rc == -ENOBUFS)
 		return 1;
@@ -831,8 +915,10 @@ static PyObject *take(MapObj *m, PyObject *key, int *rc)
 		return NULL;
 	PyObject *v = value_of(m, &k, rc);
 	if (v) {
-		shmmap *sm = client_live(m->client);
+		shmmap *sm = small_begin(m->client);
 		int r = sm ? shmmap_del(sm, m->h, k.p, (size_t)k.n) : 1;
+		if (sm)
+			small_end(m->client);
 		if (r != 0) {
 			Py_DECREF(v);
 			v = NULL;
@@ -988,9 +1074,11 @@ static PyObject *map_incr(MapObj *m, PyObject *const *args, Py_ssize_t nargs, Py
 	struct bytes_arg k;
 	if (arg_bytes(key, &k, "key") < 0)
 		return NULL;
-	shmmap *sm = client_live(m->client);
+	shmmap *sm = small_begin(m->client);
 	int64_t out = 0;
 	int rc = sm ? shmmap_incr_ttl(sm, m->h, k.p, (size_t)k.n, (int64_t)d, ttl, &out) : 1;
+	if (sm)
+		small_end(m->client);
 	arg_done(&k);
 	if (rc == 0)
 		return PyLong_FromLongLong((long long)out);
@@ -1186,6 +1274,9 @@ static PyMethodDef mod_methods[] = {
 	 "Attach to the coordinator at socket (None: $SHMMAP_SOCKET, then the\n"
 	 "default socket, as the C library finds it: see help(shmmap.Client))."},
 	{"strerror", mod_strerror, METH_O, "strerror(errno) -> str (shmmap_strerror)"},
+	{"_wait_hook_test", mod_wait_hook_test, METH_O,
+	 "_wait_hook_test(seconds): for the tests, a wait for another process's\n"
+	 "lock of that long, as a small call makes it (without the GIL)."},
 	{NULL, NULL, 0, NULL},
 };
 
@@ -1303,5 +1394,6 @@ PyMODINIT_FUNC PyInit_shmmap(void)
 		}
 		atfork_done = 1;
 	}
+	shmmap_set_wait_hook(wait_hook); /* (this module's copy of the library) */
 	return mod;
 }

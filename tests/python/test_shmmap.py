@@ -525,6 +525,29 @@ def _thread_worker(m, me, n, errors):
 
 
 class TestThreads(MapTest):
+    def test_lock_wait_releases_gil(self):
+        # A small call that waits for another process's lock (as long as
+        # that process is stopped) lets the other threads run: it froze
+        # the whole interpreter before.
+        ticks = [0]
+        stop = threading.Event()
+
+        def tick():
+            while not stop.is_set():
+                ticks[0] += 1
+                time.sleep(0.001)
+        t = threading.Thread(target=tick)
+        t.start()
+        try:
+            self.assertTrue(wait_until(lambda: ticks[0] > 0, 5.0))
+            before = ticks[0]
+            shmmap._wait_hook_test(0.3)
+            after = ticks[0]
+        finally:
+            stop.set()
+            t.join()
+        self.assertGreater(after - before, 10)
+
     def test_threads_hammer_one_map(self):
         nthreads, n = 8, 2000
         errors = []
