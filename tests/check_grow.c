@@ -379,6 +379,7 @@ START_TEST(full_small_cache_leaves_growth_idle)
 	}
 	long c = cpu_ticks(co.pid) - c0, w = cpu_ticks(getpid()) - w0;
 	uint32_t nb = buckets_of(sm, m, NULL);
+	fprintf(stderr, "  idle growth: coordinator %ld ticks, writer %ld\n", c, w);
 	CK_MSG(c * 10 <= w + 10, "coordinator used %ld ticks of CPU while the writer used %ld "
 				 "(%u buckets)", c, w, nb);
 	expect_clean(sm, "full small cache");
