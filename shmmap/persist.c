@@ -126,6 +126,14 @@ static int load_put(void *arg, const void *key, uint32_t klen, const void *val, 
 	return rc;
 }
 
+/* A temp file of a save killed midway, removed at start. */
+static void stale_removed(void *arg, const char *file, long long size)
+{
+	(void)arg;
+	log_notice("removed %s (%lld bytes), left by a save that did not finish (its process is gone)",
+		   file, size);
+}
+
 /*
  * At start, into a segment created fresh: load the configured snapshot.
  * No file there: start empty.  A file that does not verify, or a load that
@@ -135,6 +143,8 @@ static int load_put(void *arg, const void *key, uint32_t klen, const void *val, 
  * with it at the next save.  While loading, the segment's magic is
  * SNAP_LOADING_SEG_MAGIC, so a coordinator killed meanwhile leaves a
  * segment nobody adopts, which the next start replaces (half_loaded).
+ * At every start, adopted or not, temp files of saves that never finished
+ * (PATH.tmp.PID of a dead PID) are removed first.
  */
 int shmmap__coord_load_snapshot(struct coord *c, char *err, size_t errlen)
 {
@@ -147,6 +157,8 @@ int shmmap__coord_load_snapshot(struct coord *c, char *err, size_t errlen)
 	slash[slash == dir ? 1 : 0] = '\0';
 	if (access(dir, W_OK | X_OK) < 0)
 		log_warning("warning: snapshots cannot be saved to %s: %s: %s", path, dir, strerror(errno));
+	else
+		shmmap__snap_remove_stale(path, stale_removed, NULL);
 	if (c->adopted) {
 		log_notice("snapshot %s not loaded: the adopted segment's data is newer", path);
 		return 0;

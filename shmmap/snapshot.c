@@ -47,10 +47,12 @@
  *   - Every length read from a file is checked before it is used: no read
  *     past a buffer, no allocation larger than the receiving map accepts.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -394,6 +396,56 @@ fail:
 	free(x.w.buf);
 	memset(r, 0, sizeof *r);
 	return rc;
+}
+
+int shmmap__snap_remove_stale(const char *path, void (*report)(void *arg, const char *file,
+								long long size),
+			      void *arg)
+{
+	if (!path || path[0] != '/')
+		return -EINVAL;
+	const char *slash = strrchr(path, '/');
+	const char *base = slash + 1;
+	size_t blen = strlen(base);
+	char dir[PATH_MAX];
+	size_t dlen = slash == path ? 1 : (size_t)(slash - path);
+	if (blen == 0 || dlen >= sizeof dir)
+		return -EINVAL;
+	memcpy(dir, path, dlen);
+	dir[dlen] = '\0';
+	DIR *d = opendir(dir);
+	if (!d)
+		return -errno;
+	int removed = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		/* BASE.tmp.DIGITS, and nothing else: the names a save makes. */
+		const char *n = e->d_name;
+		if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp.", 5) != 0)
+			continue;
+		const char *digits = n + blen + 5;
+		size_t nd = strspn(digits, "0123456789");
+		if (nd == 0 || nd > 10 || digits[nd] != '\0' || digits[0] == '0')
+			continue;
+		long long pid = strtoll(digits, NULL, 10);
+		if (pid <= 0 || pid > INT_MAX || pid == (long long)getpid())
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue; /* alive (EPERM: another user's), or cannot tell */
+		struct stat st;
+		if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (unlinkat(dirfd(d), n, 0) < 0)
+			continue;
+		removed++;
+		if (report) {
+			char full[PATH_MAX + 256];
+			snprintf(full, sizeof full, "%s%s%s", dir, dlen == 1 ? "" : "/", n);
+			report(arg, full, (long long)st.st_size);
+		}
+	}
+	closedir(d);
+	return removed;
 }
 
 /* ---- reading ---- */

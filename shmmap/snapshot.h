@@ -57,6 +57,19 @@ struct snap_save_report {
 int shmmap__snap_save(const struct op_ctx *o, const char *path, struct snap_save_report *r,
 		      char *err, size_t errlen);
 
+/*
+ * Remove the temp files PATH.tmp.<pid> that saves of processes now dead
+ * left behind (a coordinator killed during a save): each is as big as a
+ * snapshot, and nothing else ever removes it.  Only regular files named
+ * exactly so, in path's directory, whose pid is not a live process (nor
+ * this one's: its saves remove their own) are removed; report(arg, file,
+ * size) is called for each.  Returns how many were removed, or a negative
+ * errno if the directory cannot be read.
+ */
+int shmmap__snap_remove_stale(const char *path, void (*report)(void *arg, const char *file,
+								long long size),
+			      void *arg);
+
 /* What a verified file holds. */
 struct snap_info {
 	uint32_t version, flags;

@@ -899,6 +899,36 @@ START_TEST(half_loaded_segment_is_replaced)
 }
 END_TEST
 
+/* ---- (10) temp files of saves that never finished ---- */
+
+/* A coordinator killed during a save leaves PATH.tmp.PID, as big as a
+ * snapshot; nothing removed it, so every crash during a save left one
+ * more in the state directory.  A start removes those of dead processes
+ * (and only files named so). */
+START_TEST(stale_temp_files_are_removed_at_start)
+{
+	start_with(NULL, NULL);
+	stop_clean();
+	pid_t dead = fork();
+	ck_assert_int_ge(dead, 0);
+	if (dead == 0)
+		_exit(0);
+	ck_assert_int_eq(tu_waitpid(dead, 10000), 0);
+	char stale[600], live[600], other[600];
+	snprintf(stale, sizeof stale, "%s.tmp.%d", snap, (int)dead);
+	snprintf(live, sizeof live, "%s.tmp.%d", snap, (int)getpid()); /* a save running now */
+	snprintf(other, sizeof other, "%s.tmp.%dx", snap, (int)dead);  /* not a temp file of ours */
+	spit(stale, "half a snapshot", 15);
+	spit(live, "being written", 13);
+	spit(other, "someone's file", 14);
+	ck_assert_int_eq(tu_coord_restart(&co), 0); /* adopts: a restart after a crash */
+	expect_log("removed %s (15 bytes), left by a save that did not finish", stale);
+	ck_assert_int_eq(access(stale, F_OK), -1);
+	ck_assert_int_eq(access(live, F_OK), 0);
+	ck_assert_int_eq(access(other, F_OK), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("snapshot");
@@ -914,6 +944,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, records_over_new_limits_are_counted);
 	tcase_add_test(tc, save_requests_are_checked);
 	tcase_add_test(tc, half_loaded_segment_is_replaced);
+	tcase_add_test(tc, stale_temp_files_are_removed_at_start);
 	suite_add_tcase(s, tc);
 	return s;
 }
