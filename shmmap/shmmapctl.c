@@ -1317,13 +1317,24 @@ static int cmd_load(struct ctl *c, char **args)
 		}
 		lineno++;
 		size_t len = (size_t)n;
-		if (len && line[len - 1] == '\n')
+		bool whole = len && line[len - 1] == '\n';
+		if (whole)
 			len--;
 		if (len == 0 || line[0] == '#')
 			continue;
 		struct dump_line dl;
 		char why[160];
-		int rc = parse_dump_line(line, len, &dl, why, sizeof why);
+		int rc;
+		/* Every line of a dump ends with a newline: one without it is
+		 * the end of a file cut short, whose value may be cut too. */
+		if (!whole) {
+			snprintf(why, sizeof why,
+				 "no newline at the end of the file: it looks cut short (every "
+				 "line of a dump ends with one); add it if the line is whole");
+			rc = -EINVAL;
+		} else {
+			rc = parse_dump_line(line, len, &dl, why, sizeof why);
+		}
 		uint64_t now = shmmap__now_ms();
 		if (rc == 0 && dl.expire_ms && dl.expire_ms <= now) {
 			expired++;

@@ -844,7 +844,7 @@ START_TEST(load_expiry)
 	char text[256];
 	snprintf(text, sizeof text,
 		 "# a comment, then an empty line\n\n1 old gone\n%llu soon here\n0 never here\n"
-		 "%llu just-past gone",
+		 "%llu just-past gone\n",
 		 (unsigned long long)(now + 5000), (unsigned long long)(now - 1));
 	const char *file = tpath("exp.dump");
 	write_file(file, text, strlen(text));
@@ -986,6 +986,41 @@ START_TEST(load_malformed)
 	CTL_EXPECT(2, "load", "mal");
 	CTL_EXPECT(2, "dump");
 	CTL_EXPECT(2, "dump", "a", "b");
+}
+END_TEST
+
+/* A dump cut short (a full disk, a copy interrupted) ends in a line without
+ * its newline: loading it stored the cut value as if it were whole.  Every
+ * line of a dump ends with a newline, so such a line is refused. */
+START_TEST(load_cut_short)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "cut");
+	ck_assert_int_eq(shmmap_put(sm, m, "a", 1, "first", 5, 0, 0), 0);
+	ck_assert_int_eq(shmmap_put(sm, m, "b", 1, "0123456789", 10, 0, 0), 0);
+	const char *whole = tpath("whole.dump");
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd, "%s -s %s dump cut | sort > %s", tu_env("SHMMAPCTL"), co.sock,
+		 whole);
+	ck_assert_int_eq(tu_sh(cmd, NULL, 0, NULL, 0), 0);
+	size_t len = 0;
+	char *text = tu_slurp(whole, &len);
+	ck_assert_str_eq(text, "0 a first\n0 b 0123456789\n");
+	/* Cut in the middle of the value of the last line. */
+	const char *cut = tpath("cut.dump");
+	write_file(cut, text, len - 4);
+	free(text);
+	CTL_EXPECT(4, "load", "cut2", cut);
+	char want[512];
+	snprintf(want, sizeof want, "%s:2: no newline at the end of the file", cut);
+	ERR_HAS(want);
+	ERR_HAS("stopped at line 2: the 1 entry of earlier lines is loaded");
+	CTL_EXPECT(0, "get", "cut2", "a");
+	CTL_EXPECT(1, "get", "cut2", "b");
+	/* A comment or an empty last line without its newline is harmless. */
+	write_file(cut, "0 a 1\n# end", 12);
+	CTL_EXPECT(0, "load", "cut3", cut);
+	shmmap_detach(sm);
 }
 END_TEST
 
@@ -1676,6 +1711,7 @@ static Suite *admin_suite(void)
 	tcase_add_test(tc, dump_load_round_trip);
 	tcase_add_test(tc, load_expiry);
 	tcase_add_test(tc, load_malformed);
+	tcase_add_test(tc, load_cut_short);
 	tcase_add_test(tc, flush_and_drop);
 	tcase_add_test(tc, dump_and_keys_of_a_dropped_map_fail);
 	tcase_add_test(tc, metrics_format_and_values);
