@@ -1348,6 +1348,56 @@ int shmmap__coord_check_geometry(const struct shmmap_conf *cf, char *err, size_t
 	return 0;
 }
 
+/* The refusal of a segment made with another geometry (was) than the
+ * configuration's (p). */
+static void geometry_msg(const struct shmmap_conf *cf, const struct seg_params *p,
+			 const struct seg_params *was, char *err, size_t errlen)
+{
+	uint64_t max = p->max_size ? p->max_size : p->size;
+	snprintf(err, errlen,
+		 "%s: a shmmap segment of another geometry exists: made with "
+		 "max_size %llu, max_clients %u, max_maps %u; this "
+		 "configuration has max_size %llu (segment.max_size, or its "
+		 "size when unset), max_clients %u, max_maps %u; set them back "
+		 "to adopt it with its data, or start with --reinit to replace "
+		 "it (its data is lost)",
+		 cf->segment.name, (unsigned long long)was->max_size, was->max_clients,
+		 was->max_maps, (unsigned long long)max, p->max_clients, p->max_maps);
+}
+
+static void not_a_segment_msg(const struct shmmap_conf *cf, int rc, char *err, size_t errlen)
+{
+	snprintf(err, errlen,
+		 "%s: an object of that name exists but is not a shmmap segment of "
+		 "this configuration (%s); not touching it: remove it or start "
+		 "with --reinit",
+		 cf->segment.name, shmmap_strerror(rc));
+}
+
+int shmmap__coord_check_existing(const struct shmmap_conf *cf, char *err, size_t errlen)
+{
+	struct seg_params p, was;
+	seg_params_of(cf, &p);
+	int rc = shmmap__seg_peek(cf->segment.name, &was);
+	if (rc == -ENOENT)
+		return 0; /* a start creates it */
+	if (rc == -EACCES || rc == -EPERM) {
+		shm_not_ours(cf->segment.name, cf->segment.name, rc, err, errlen);
+		return rc;
+	}
+	if (rc < 0) {
+		if (shmmap__coord_half_loaded(cf->segment.name))
+			return 0; /* a start replaces it and loads again */
+		not_a_segment_msg(cf, rc, err, errlen);
+		return rc;
+	}
+	uint64_t max = p.max_size ? p.max_size : p.size;
+	if (was.max_size == max && was.max_clients == p.max_clients && was.max_maps == p.max_maps)
+		return 0; /* a start adopts it */
+	geometry_msg(cf, &p, &was, err, errlen);
+	return -SHMMAP_EBADSEG;
+}
+
 static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errlen)
 {
 	const struct shmmap_conf *cf = &c->conf;
@@ -1372,33 +1422,27 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 		rc = -ENOENT;
 	} else if (rc != -ENOENT) {
 		struct seg_params was;
-		if (!(flags & COORD_REINIT) && rc == -SHMMAP_EBADSEG &&
-		    shmmap__seg_peek(cf->segment.name, &was) == 0) {
+		bool other_geometry = rc == -SHMMAP_EBADSEG &&
+				      shmmap__seg_peek(cf->segment.name, &was) == 0;
+		if (!(flags & COORD_REINIT) && other_geometry) {
 			/* A segment of another geometry: say which, and that
 			 * setting it back keeps the data (a user read "not a
 			 * shmmap segment" and reached for --reinit). */
-			uint64_t max = p.max_size ? p.max_size : p.size;
-			snprintf(err, errlen,
-				 "%s: a shmmap segment of another geometry exists: made with "
-				 "max_size %llu, max_clients %u, max_maps %u; this "
-				 "configuration has max_size %llu (segment.max_size, or its "
-				 "size when unset), max_clients %u, max_maps %u; set them back "
-				 "to adopt it with its data, or start with --reinit to replace "
-				 "it (its data is lost)",
-				 cf->segment.name, (unsigned long long)was.max_size,
-				 was.max_clients, was.max_maps, (unsigned long long)max,
-				 p.max_clients, p.max_maps);
+			geometry_msg(cf, &p, &was, err, errlen);
 			return rc;
 		}
 		if (!(flags & COORD_REINIT)) {
-			snprintf(err, errlen,
-				 "%s: an object of that name exists but is not a shmmap segment of "
-				 "this configuration (%s); not touching it: remove it or start "
-				 "with --reinit",
-				 cf->segment.name, shmmap_strerror(rc));
+			not_a_segment_msg(cf, rc, err, errlen);
 			return rc;
 		}
-		log_warning("--reinit: replacing %s (%s)", cf->segment.name, shmmap_strerror(rc));
+		if (other_geometry)
+			log_warning("--reinit: replacing %s, a segment of another geometry (made "
+				    "with max_size %llu, max_clients %u, max_maps %u): its data is lost",
+				    cf->segment.name, (unsigned long long)was.max_size,
+				    was.max_clients, was.max_maps);
+		else
+			log_warning("--reinit: replacing %s (%s)", cf->segment.name,
+				    shmmap_strerror(rc));
 		shm_unlink(cf->segment.name);
 		rc = -ENOENT;
 	}

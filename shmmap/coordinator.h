@@ -20,6 +20,12 @@ struct coord;
  * [map NAME] in the heap at max_size.  0, or -EINVAL with what is wrong
  * and what to change in err. */
 int shmmap__coord_check_geometry(const struct shmmap_conf *conf, char *err, size_t errlen);
+/* What a start would say of the object under the configured segment name,
+ * creating and changing nothing: 0 if there is none, or a start would
+ * adopt it (or replace a half-loaded one); else a negative errno and the
+ * start's refusal in err (another geometry, another user's, not a
+ * segment). */
+int shmmap__coord_check_existing(const struct shmmap_conf *conf, char *err, size_t errlen);
 
 /* Take the segment's lock, bind the socket, then create or adopt the
  * segment (and load the snapshot).  On failure returns a negative errno,

@@ -191,6 +191,14 @@ int main(int argc, char **argv)
 			fatal("%s: %s", path ? path : "(defaults)", err);
 			return 1;
 		}
+		/* The segment there now: a start without --reinit refuses
+		 * one of another geometry (checked before a restart, not
+		 * after the stop). */
+		if (!(flags & COORD_REINIT) &&
+		    shmmap__coord_check_existing(&conf, err, sizeof err) < 0) {
+			fatal("%s: a start would fail: %s", path ? path : "(defaults)", err);
+			return 1;
+		}
 		printf("%s: configuration ok\n", path ? path : "(defaults)");
 		return 0;
 	}

@@ -841,6 +841,42 @@ START_TEST(check_config_checks_the_geometry)
 }
 END_TEST
 
+/*
+ * --check-config before a restart: a segment of another geometry (the one a
+ * running coordinator serves, or one left by a stopped one) makes the start
+ * fail, so the check fails too, with the start's words (it said
+ * "configuration ok", and the restart then failed); set back, ok.  With
+ * --reinit the start replaces it, and its log names the geometry replaced
+ * (it said "header is invalid (wrong magic, version or size)").
+ */
+START_TEST(check_config_sees_the_segments_geometry)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", NULL), 0);
+	char out[512], err[2048];
+	write_conf_size("16M");
+	int rc = run_daemon("--check-config", out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, "a start would fail") &&
+			      strstr(err, "another geometry") && strstr(err, "max_size 8388608") &&
+			      !strstr(out, "ok"),
+		      "running: exit %d: %s%s", rc, out, err);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	rc = run_daemon("--check-config", out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, "another geometry"), "stopped: exit %d: %s%s", rc, out,
+		      err);
+	write_conf_size("8M");
+	rc = run_daemon("--check-config", out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 0 && strstr(out, "configuration ok"), "set back: exit %d: %s%s", rc, out,
+		      err);
+	write_conf_size("16M");
+	ck_assert_int_eq(tu_coord_restart_with(&co, "--reinit"), 0);
+	char *log = tu_slurp(co.log, NULL);
+	ck_assert_msg(strstr(log, "--reinit: replacing") &&
+			      strstr(log, "a segment of another geometry (made with max_size 8388608"),
+		      "log: %s", log);
+	free(log);
+}
+END_TEST
+
 /* More [map NAME] sections than max_maps: the log names max_maps, not a
  * full segment. */
 START_TEST(config_maps_beyond_max_maps)
@@ -1156,6 +1192,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, bind_failure_leaves_no_segment);
 	tcase_add_test(tc, dev_shm_too_small);
 	tcase_add_test(tc, check_config_checks_the_geometry);
+	tcase_add_test(tc, check_config_sees_the_segments_geometry);
 	tcase_add_test(tc, config_maps_beyond_max_maps);
 	tcase_add_test(tc, config_empty_map_section);
 	tcase_add_test(tc, daemon_runs_in_root_dir);
