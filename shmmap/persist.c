@@ -126,6 +126,32 @@ static int load_put(void *arg, const void *key, uint32_t klen, const void *val, 
 	return rc;
 }
 
+/* After a load that left records out, keep the file as loaded under
+ * PATH.before-partial-load (a hard link: no copy, and the saves, which
+ * rename a new file over PATH, never touch it), so that the next save does
+ * not lose them for good.  One kept already (an earlier partial load,
+ * perhaps of the full data) is left as it is. */
+static void keep_full_snapshot(const char *path)
+{
+	char kept[sizeof ((struct shmmap_conf *)0)->persistence.snapshot + 32];
+	int n = snprintf(kept, sizeof kept, "%s.before-partial-load", path);
+	if (n < 0 || (size_t)n >= sizeof kept)
+		return;
+	if (link(path, kept) == 0)
+		log_warning("snapshot %s: the snapshot as loaded is kept in %s (saves do not touch "
+			    "it): to load all of it, give the coordinator room for it and move it "
+			    "back to %s before a start on a fresh segment",
+			    path, kept, path);
+	else if (errno == EEXIST)
+		log_warning("snapshot %s: %s exists already (from an earlier partial load): left as "
+			    "it is, and the snapshot as loaded now is not kept",
+			    path, kept);
+	else
+		log_warning("snapshot %s: cannot keep the snapshot as loaded in %s: %s; the next save "
+			    "replaces it",
+			    path, kept, strerror(errno));
+}
+
 /* A temp file of a save killed midway, removed at start. */
 static void stale_removed(void *arg, const char *file, long long size)
 {
@@ -196,12 +222,14 @@ int shmmap__coord_load_snapshot(struct coord *c, char *err, size_t errlen)
 	log_info("loaded %llu entries of %u maps from %s (%llu expired skipped) in %llu ms",
 	      (unsigned long long)r.loaded, shmmap__coord_count_maps(c), path, (unsigned long long)r.expired,
 	      (unsigned long long)(shmmap__mono_ms() - t0));
-	if (r.no_map || r.too_big || r.no_room || evicted)
+	if (r.no_map || r.too_big || r.no_room || evicted) {
 		log_warning("snapshot %s: %llu entries of maps that could not be created, %llu over the "
 		      "map limits (key_max, value_max) and %llu that did not fit were not loaded, "
 		      "and %llu were evicted to make room: the next save will not have them",
 		      path, (unsigned long long)r.no_map, (unsigned long long)r.too_big,
 		      (unsigned long long)r.no_room, (unsigned long long)evicted);
+		keep_full_snapshot(path);
+	}
 	return 0;
 }
 

@@ -929,6 +929,55 @@ START_TEST(stale_temp_files_are_removed_at_start)
 }
 END_TEST
 
+/* ---- (11) a load that could not take every record ---- */
+
+/* A snapshot loaded only in part (a smaller segment, lower limits, fewer
+ * maps) was replaced by the next save, interval or shutdown, with what had
+ * been loaded: the records left out were gone for good, though the log
+ * said only "the next save will not have them".  The start keeps the file
+ * it loaded under PATH.before-partial-load, which no save touches. */
+START_TEST(partial_load_keeps_the_full_snapshot)
+{
+	start_with(NULL, NULL);
+	shmmap *sm = attach();
+	shmmap_map m1 = open_map(sm, "m1"), m2 = open_map(sm, "m2");
+	ck_assert_int_eq(shmmap_put(sm, m1, "small", 5, "v", 1, 0, 0), 0);
+	for (int i = 0; i < 3; i++) {
+		char key[16];
+		snprintf(key, sizeof key, "x%d", i);
+		ck_assert_int_eq(shmmap_put(sm, m2, key, strlen(key), "v", 1, 0, 0), 0);
+	}
+	shmmap_detach(sm);
+	stop_clean();
+	ck_assert_uint_eq(snap_records(snap), 4);
+	FILE *f = fopen(co.conf, "a");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "\n[segment]\nmax_maps = 1\n");
+	fclose(f);
+	restart_fresh();
+	expect_log("3 entries of maps that could not be created");
+	char kept[600];
+	snprintf(kept, sizeof kept, "%s.before-partial-load", snap);
+	expect_log("the snapshot as loaded is kept in %s", kept);
+	stop_clean(); /* saves the one record loaded over snap */
+	ck_assert_uint_eq(snap_records(snap), 1);
+	ck_assert_uint_eq(snap_records(kept), 4);
+	/* A later partial load leaves the kept file alone. */
+	spit(kept, "older", 5);
+	f = fopen(co.conf, "a");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "\n[map]\nkey_max = 4\n");
+	fclose(f);
+	restart_fresh();
+	expect_log("1 over the map limits");
+	expect_log("%s exists already (from an earlier partial load): left as it is", kept);
+	size_t n = 0;
+	char *b = slurp(kept, &n);
+	ck_assert(b && n == 5 && memcmp(b, "older", 5) == 0);
+	free(b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("snapshot");
@@ -945,6 +994,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, save_requests_are_checked);
 	tcase_add_test(tc, half_loaded_segment_is_replaced);
 	tcase_add_test(tc, stale_temp_files_are_removed_at_start);
+	tcase_add_test(tc, partial_load_keeps_the_full_snapshot);
 	suite_add_tcase(s, tc);
 	return s;
 }
