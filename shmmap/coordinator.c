@@ -1607,10 +1607,10 @@ int shmmap__coord_start(struct coord *c)
 	return 0;
 }
 
-void shmmap__coord_stop(struct coord *c)
+int shmmap__coord_stop(struct coord *c)
 {
 	if (!c->threads_started)
-		return;
+		return 0;
 	atomic_store(&c->stop, true);
 	uint64_t one = 1;
 	if (write(c->wakefd, &one, sizeof one) < 0) { /* epoll_wait times out anyway */ }
@@ -1621,14 +1621,15 @@ void shmmap__coord_stop(struct coord *c)
 	c->threads_started = false;
 	/* The final snapshot, now that nothing else of ours runs. */
 	if (c->conf.persistence.snapshot[0])
-		shmmap__coord_save_now(c, c->conf.persistence.snapshot, NULL, 0);
+		return shmmap__coord_save_now(c, c->conf.persistence.snapshot, NULL, 0);
+	return 0;
 }
 
 void shmmap__coord_free(struct coord *c)
 {
 	if (!c)
 		return;
-	shmmap__coord_stop(c);
+	(void)shmmap__coord_stop(c); /* (a stop before, or a failed start: said) */
 	if (c->lsock >= 0) {
 		close(c->lsock);
 		unlink(c->conf.server.socket);

@@ -46,7 +46,7 @@ void shmmap__coord_reload(struct coord *c, const struct shmmap_conf *conf);
 int shmmap__coord_start(struct coord *c);
 /* Ask the threads to stop and wait for them (call from any thread), then
  * write the last snapshot if [persistence] snapshot is set. */
-void shmmap__coord_stop(struct coord *c);
+int shmmap__coord_stop(struct coord *c);
 /* Close the socket, mark the segment clean, unmap; NULL is ignored. */
 void shmmap__coord_free(struct coord *c);
 

@@ -286,8 +286,17 @@ int main(int argc, char **argv)
 	}
 	shmmap__notify("STOPPING=1\nSTATUS=stopping (%s)", strsignal(sig));
 	log_notice("%s: shutting down", strsignal(sig));
+	/* The final snapshot's fate is the exit status: a service manager
+	 * (or a script) sees a stop whose data did not reach the disk. */
+	int saved = shmmap__coord_stop(c);
 	shmmap__coord_free(c);
-	log_notice("stopped; the segment %s and its data are kept", conf.segment.name);
+	if (saved < 0)
+		log_error("stopped, but the final snapshot was not saved (see above): the segment %s "
+			  "and its data are kept until the machine restarts; save again with a "
+			  "coordinator started on it",
+			  conf.segment.name);
+	else
+		log_notice("stopped; the segment %s and its data are kept", conf.segment.name);
 	shmmap__notify_close();
-	return 0;
+	return saved < 0 ? 3 : 0;
 }

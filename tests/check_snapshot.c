@@ -472,6 +472,34 @@ START_TEST(clean_shutdown_saves)
 }
 END_TEST
 
+/* A final save that fails (here: a directory where the snapshot goes) is
+ * the stop's exit status, 3, not a clean 0 that a service manager or a
+ * script would take for "saved"; the segment keeps the data, and a
+ * coordinator started on it saves it at its stop. */
+START_TEST(failed_final_save_is_the_exit_status)
+{
+	start_with(NULL, NULL);
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "sessions");
+	char key[32], val[512];
+	for (int i = 0; i < 50; i++) {
+		snprintf(key, sizeof key, "user:%d", i);
+		size_t n = make_val(val, "sessions", i);
+		CK(shmmap_put(sm, m, key, strlen(key), val, n, 0, 0) == 0);
+	}
+	shmmap_detach(sm);
+	ck_assert_int_eq(mkdir(snap, 0700), 0);
+	int st = tu_coord_stop(&co);
+	ck_assert_msg(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 3,
+		      "a stop whose final save failed: status %#x", st);
+	expect_log("the final snapshot was not saved");
+	ck_assert_int_eq(rmdir(snap), 0);
+	ck_assert_int_eq(tu_coord_restart(&co), 0); /* adopts the segment */
+	stop_clean();
+	ck_assert_uint_eq(snap_records(snap), 50);
+}
+END_TEST
+
 /* ---- (4) a corrupt snapshot stops the start and is left untouched ---- */
 
 #define BIG (64 * 1024)
@@ -987,6 +1015,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, round_trip_keeps_values_and_absolute_expiry);
 	tcase_add_test(tc, expired_entries_are_not_restored);
 	tcase_add_test(tc, clean_shutdown_saves);
+	tcase_add_test(tc, failed_final_save_is_the_exit_status);
 	tcase_add_test(tc, corrupt_snapshot_refuses_to_start);
 	tcase_add_test(tc, interval_saves_without_a_request);
 	tcase_add_test(tc, save_under_concurrent_writers);
