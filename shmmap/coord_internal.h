@@ -79,6 +79,10 @@ struct coord {
 	_Atomic uint64_t *bye_gen;
 	uint32_t *reclaim_at;    /* [max_maps]: the background reclaim's next bucket */
 	bool *reclaim_dense;     /* [max_maps]: its last chunk was dense with expired entries */
+	/* I/O thread: attaches refused for want of a slot are logged once a
+	 * second at most (when the last line was, and how many since). */
+	uint64_t slot_refusal_ms;
+	uint64_t slot_refusals_quiet;
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
 	bool sweep_pending;         /* a sweep waits for a busy allocator lock (recover_mu) */
 	bool adopted;               /* the segment existed before this start */

@@ -114,6 +114,7 @@ struct session {
 	uint64_t connected_ms;
 	_Atomic bool kill;      /* set by housekeeping, acted on by the I/O thread */
 	bool gone;              /* closed: its events left in the batch are dropped */
+	bool no_slot;           /* refused for want of a slot (logged, or counted) */
 	struct session *next_closed; /* coord.closed */
 	char why[64];
 	struct cds_lfht_node node;
@@ -329,7 +330,7 @@ static void close_session(struct coord *c, struct session *s, const char *why)
 		/* Never waits: if recovery is busy, housekeeping finishes it. */
 		shmmap__coord_recover_slot(c, s->slot, s->slot_gen, false);
 		atomic_fetch_sub(&c->nclients, 1);
-	} else if (why[0]) {
+	} else if (why[0] && !s->no_slot) { /* (a refusal for want of a slot is logged once) */
 		log_warning("connection from pid %d closed: %s", (int)s->pid, why);
 	}
 	close(s->fd);
@@ -453,7 +454,24 @@ static int handle_hello(struct coord *c, struct session *s, const struct proto_m
 	bool admin = (m->u.hello.flags & HELLO_F_ADMIN) && (s->uid == 0 || s->uid == geteuid());
 	int slot = assign_slot(c, s, rdonly, admin);
 	if (slot < 0) {
-		log_warning("refusing pid %d: no free client slot", (int)s->pid);
+		/* At most one line a second: a pool retrying its attaches every
+		 * 100 ms logged two lines a try. */
+		uint64_t now = shmmap__mono_ms();
+		s->no_slot = true;
+		if (!c->slot_refusal_ms || now - c->slot_refusal_ms >= 1000) {
+			if (c->slot_refusals_quiet)
+				log_warning("refusing pid %d: no free client slot (all %u taken; %llu "
+					    "more refused since the last such line)",
+					    (int)s->pid, c->g.max_clients,
+					    (unsigned long long)c->slot_refusals_quiet);
+			else
+				log_warning("refusing pid %d: no free client slot (all %u taken)",
+					    (int)s->pid, c->g.max_clients);
+			c->slot_refusal_ms = now;
+			c->slot_refusals_quiet = 0;
+		} else {
+			c->slot_refusals_quiet++;
+		}
 		send_error_why(s->fd, m->seq, slot,
 			       "no free client slot: all %u are taken%s (raise [segment] max_clients, "
 			       "or see shmmapctl clients)",

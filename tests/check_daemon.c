@@ -1122,6 +1122,29 @@ END_TEST
  * never to be seen (a user's counters lost their increments).  Its writes
  * must fail with -SHMMAP_EDETACHED within a bounded number, every call
  * after that too, and attaching again must find the new segment. */
+/* Attaches refused for want of a slot are logged once a second at most
+ * (with how many were not): a pool retrying every 100 ms logged two lines
+ * a try.  The refusals are logged before they are answered, so the count
+ * is final when the last attach returns. */
+START_TEST(slot_refusals_are_logged_once_a_second)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[segment]\nmax_clients = 3\n"), 0);
+	shmmap *a = tu_attach(co.sock), *b = tu_attach(co.sock); /* (one is the admin's) */
+	long long t0 = tu_mono_ms();
+	for (int i = 0; i < 40; i++) {
+		shmmap *x = NULL;
+		int rc = shmmap_attach(co.sock, &x);
+		CK_MSG(rc == -EAGAIN, "attach %d of a full segment: %s", i, shmmap_strerror(rc));
+	}
+	long long secs = (tu_mono_ms() - t0) / 1000;
+	size_t lines = count_in(co.log, "refusing pid");
+	CK_MSG(lines >= 1 && (long long)lines <= secs + 1, "%zu lines for 40 refusals in %lld s",
+	       lines, secs);
+	shmmap_detach(a);
+	shmmap_detach(b);
+}
+END_TEST
+
 START_TEST(removed_segment_fails_writes)
 {
 	ck_assert_int_eq(tu_coord_start(&co, "16M", ""), 0);
@@ -1202,6 +1225,7 @@ static Suite *daemon_suite(void)
 	tc = tcase_create("sessions");
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_add_test(tc, attach_exit_churn);
+	tcase_add_test(tc, slot_refusals_are_logged_once_a_second);
 	tcase_add_test(tc, removed_segment_fails_writes);
 	suite_add_tcase(s, tc);
 	return s;
