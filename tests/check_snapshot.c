@@ -442,19 +442,25 @@ END_TEST
 
 /* ---- (3) a clean shutdown saves ---- */
 
+/* Keys user:0 .. user:n-1 of map "sessions", each with its make_val. */
+static void put_sessions(int n)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "sessions");
+	char key[32], val[512];
+	for (int i = 0; i < n; i++) {
+		snprintf(key, sizeof key, "user:%d", i);
+		size_t vn = make_val(val, "sessions", i);
+		CK(shmmap_put(sm, m, key, strlen(key), val, vn, 0, 0) == 0);
+	}
+	shmmap_detach(sm);
+}
+
 START_TEST(clean_shutdown_saves)
 {
 	start_with(NULL, NULL);
 	expect_log("no snapshot at %s: starting empty", snap);
-	shmmap *sm = attach();
-	shmmap_map m = open_map(sm, "sessions");
-	char key[32], val[512];
-	for (int i = 0; i < 200; i++) {
-		snprintf(key, sizeof key, "user:%d", i);
-		size_t n = make_val(val, "sessions", i);
-		CK(shmmap_put(sm, m, key, strlen(key), val, n, 0, 0) == 0);
-	}
-	shmmap_detach(sm);
+	put_sessions(200);
 	ck_assert_int_eq(access(snap, F_OK), -1); /* nothing saved it yet */
 	stop_clean();
 	expect_log("saved 200 entries to %s in ", snap);
@@ -462,7 +468,9 @@ START_TEST(clean_shutdown_saves)
 
 	restart_fresh();
 	expect_log("loaded 200 entries of 1 maps from %s", snap);
-	sm = attach();
+	shmmap *sm = attach();
+	shmmap_map m;
+	char key[32];
 	ck_assert_int_eq(shmmap_open(sm, "sessions", 0, &m), 0);
 	for (int i = 0; i < 200; i++) {
 		snprintf(key, sizeof key, "user:%d", i);
@@ -479,15 +487,7 @@ END_TEST
 START_TEST(failed_final_save_is_the_exit_status)
 {
 	start_with(NULL, NULL);
-	shmmap *sm = attach();
-	shmmap_map m = open_map(sm, "sessions");
-	char key[32], val[512];
-	for (int i = 0; i < 50; i++) {
-		snprintf(key, sizeof key, "user:%d", i);
-		size_t n = make_val(val, "sessions", i);
-		CK(shmmap_put(sm, m, key, strlen(key), val, n, 0, 0) == 0);
-	}
-	shmmap_detach(sm);
+	put_sessions(50);
 	ck_assert_int_eq(mkdir(snap, 0700), 0);
 	int st = tu_coord_stop(&co);
 	ck_assert_msg(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 3,
