@@ -172,7 +172,16 @@ struct seg_header {
 	 * Hints, written by evicting clients; zero in older segments. */
 	_Atomic uint32_t run_hand;
 	_Atomic uint32_t run_refused_t;
-	uint8_t pad[4096 - 256 - 64 * sizeof(struct seg_probation) - 8];
+	/* 3848: the coordinator's snapshots (persist.c), for shmmapctl status
+	 * and metrics: when the last save succeeded (CLOCK_REALTIME ms, 0:
+	 * never) and how many entries it wrote, when the last one failed and
+	 * how many have failed.  Written by the coordinator only, read by
+	 * anyone: figures to show, never trusted for anything else. */
+	_Atomic uint64_t save_ok_ms;
+	_Atomic uint64_t save_entries;
+	_Atomic uint64_t save_fail_ms;
+	_Atomic uint64_t save_failures;
+	uint8_t pad[4096 - 256 - 64 * sizeof(struct seg_probation) - 8 - 32];
 };
 _Static_assert(offsetof(struct seg_header, prob) == 256, "layout");
 _Static_assert(sizeof(struct seg_header) == 4096, "header is one page");
@@ -186,6 +195,7 @@ _Static_assert(offsetof(struct seg_header, moves) == 240, "layout");
 _Static_assert(offsetof(struct seg_header, pool_hold) == 172, "layout");
 _Static_assert(offsetof(struct seg_header, pool_hold_t) == 180, "layout");
 _Static_assert(offsetof(struct seg_header, run_hand) == 3840, "layout");
+_Static_assert(offsetof(struct seg_header, save_ok_ms) == 3848, "layout");
 /* flags: */
 #define SEG_F_HUGE 1u /* every process advises its mapping for transparent huge pages */
 /* grow_state: */

@@ -40,6 +40,19 @@ int shmmap__coord_save_now(struct coord *c, const char *path, char *why, size_t 
 	char err[512];
 	uint64_t t0 = shmmap__mono_ms();
 	int rc = shmmap__snap_save(&o, path, &r, err, sizeof err);
+	/* For shmmapctl status and metrics (an operator's only other view of
+	 * a failing save was the log). */
+	struct seg_header *h = seg_hdr(&c->seg);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	uint64_t ms = (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+	if (rc < 0) {
+		atomic_store(&h->save_fail_ms, ms);
+		atomic_fetch_add(&h->save_failures, 1);
+	} else {
+		atomic_store(&h->save_entries, r.entries);
+		atomic_store(&h->save_ok_ms, ms);
+	}
 	if (rc < 0 && why)
 		snprintf(why, whylen, "snapshot not saved: %.230s", err);
 	if (rc < 0)

@@ -502,6 +502,9 @@ struct seg_sum {
 	uint64_t pages_total, pages_used, pages_free;
 	uint64_t recoveries, sweeps, handovers, moves;
 	uint32_t clients, clients_dead, maps;
+	/* The coordinator's snapshots: last success (realtime ms, 0: none)
+	 * and its entries, last failure, failures. */
+	uint64_t save_ok_ms, save_entries, save_fail_ms, save_failures;
 };
 
 /* Bytes of the segment's object committed in /dev/shm (its blocks). */
@@ -630,6 +633,14 @@ static void seg_summary(shmmap *sm, uint32_t nmaps, struct seg_sum *ss)
 	ss->handovers = atomic_load_explicit((_Atomic uint64_t *)&h->handovers,
 					     memory_order_relaxed);
 	ss->moves = atomic_load_explicit((_Atomic uint64_t *)&h->moves, memory_order_relaxed);
+	ss->save_ok_ms = atomic_load_explicit((_Atomic uint64_t *)&h->save_ok_ms,
+					      memory_order_relaxed);
+	ss->save_entries = atomic_load_explicit((_Atomic uint64_t *)&h->save_entries,
+						memory_order_relaxed);
+	ss->save_fail_ms = atomic_load_explicit((_Atomic uint64_t *)&h->save_fail_ms,
+						memory_order_relaxed);
+	ss->save_failures = atomic_load_explicit((_Atomic uint64_t *)&h->save_failures,
+						 memory_order_relaxed);
 	for (uint32_t i = 0; i < sm->geom.max_clients; i++) {
 		uint32_t st = atomic_load_explicit(&seg_slot(&sm->seg, &sm->geom, i)->state,
 						   memory_order_relaxed);
@@ -682,6 +693,8 @@ static int cmd_status(struct ctl *c, char **args)
 	uintptr_t at = (uintptr_t)sm->seg.base;
 	bool advised = LOAD(h->flags) & SEG_F_HUGE;
 	int64_t huge = advised ? huge_bytes(sm, size) : 0;
+	uint64_t ok_ms = LOAD(h->save_ok_ms), entries = LOAD(h->save_entries);
+	uint64_t fail_ms = LOAD(h->save_fail_ms), failures = LOAD(h->save_failures);
 	if (c->json) {
 		printf("{\"size\":%" PRIu64 ",\"max_size\":%" PRIu64 ",\"committed\":%" PRIu64
 		       ",\"huge_pages\":{\"advised\":%s,\"bytes\":%" PRId64 "}"
@@ -690,12 +703,15 @@ static int cmd_status(struct ctl *c, char **args)
 		       "\"max_clients\":%u,\"max_maps\":%u,\"page_size\":%u,\"pages_total\":%u,"
 		       "\"pages_free\":%" PRIu64 ",\"clients\":%u,\"clients_dead\":%u,\"maps\":%u,"
 		       "\"coordinator\":{\"pid\":%u,\"uptime_ms\":%" PRIu64
-		       ",\"generation\":%" PRIu64 "}}\n",
+		       ",\"generation\":%" PRIu64 "},\"snapshots\":{\"saved_ms\":%" PRIu64
+		       ",\"entries\":%" PRIu64 ",\"failed_ms\":%" PRIu64 ",\"failures\":%" PRIu64
+		       "}}\n",
 		       size, max, committed, advised ? "true" : "false", huge, base, at,
 		       sm->seg.at_agreed_base ? "true" : "false",
 		       LOAD(h->layout_version), state, sm->geom.max_clients, sm->geom.max_maps,
 		       SEG_PAGE, (uint32_t)sm->geom.npages, pool_free, rep.u.stats.clients, dead, rep.u.stats.maps,
-		       rep.u.stats.pid, rep.u.stats.uptime_ms, rep.u.stats.coord_gen);
+		       rep.u.stats.pid, rep.u.stats.uptime_ms, rep.u.stats.coord_gen, ok_ms, entries,
+		       fail_ms, failures);
 		return RC_OK;
 	}
 	char hs[32], hp[32];
@@ -734,6 +750,21 @@ static int cmd_status(struct ctl *c, char **args)
 	printf("coordinator     pid %u, up %" PRIu64 ".%03" PRIu64 " s, generation %" PRIu64 "\n",
 	       rep.u.stats.pid, rep.u.stats.uptime_ms / 1000, rep.u.stats.uptime_ms % 1000,
 	       rep.u.stats.coord_gen);
+	/* The coordinator's snapshots (its log says more). */
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	uint64_t now_ms = (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+	printf("snapshots       ");
+	if (ok_ms)
+		printf("last saved %" PRIu64 " s ago (%" PRIu64 " entries)",
+		       now_ms > ok_ms ? (now_ms - ok_ms) / 1000 : 0, entries);
+	else
+		printf("none saved");
+	if (failures)
+		printf("; %" PRIu64 " failed, the last %" PRIu64 " s ago%s", failures,
+		       now_ms > fail_ms ? (now_ms - fail_ms) / 1000 : 0,
+		       fail_ms > ok_ms ? " (the last save failed: see the coordinator's log)" : "");
+	printf("\n");
 	return RC_OK;
 }
 
@@ -1713,6 +1744,15 @@ static int cmd_metrics(struct ctl *c, char **args)
 		{"shmmap_segment_clients_dead", "gauge", "Slots of dead clients awaiting recovery.",
 		 ss.clients_dead},
 		{"shmmap_segment_maps", "gauge", "Maps in the segment.", ss.maps},
+		{"shmmap_snapshot_last_success_timestamp_seconds", "gauge",
+		 "When the coordinator last saved a snapshot (Unix time; 0: never).",
+		 ss.save_ok_ms / 1000},
+		{"shmmap_snapshot_last_entries", "gauge", "Entries the last snapshot saved holds.",
+		 ss.save_entries},
+		{"shmmap_snapshot_failures_total", "counter", "Snapshot saves that failed.",
+		 ss.save_failures},
+		{"shmmap_snapshot_last_failure_timestamp_seconds", "gauge",
+		 "When a snapshot save last failed (Unix time; 0: never).", ss.save_fail_ms / 1000},
 	};
 	for (size_t i = 0; i < sizeof seg / sizeof seg[0]; i++) {
 		metric_head(seg[i].name, seg[i].type, seg[i].help);

@@ -867,8 +867,23 @@ START_TEST(save_requests_are_checked)
 	ck_assert_uint_eq(snap_records(p), 1);
 	ck_assert_int_eq(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "save", NULL), 4);
 	ck_assert_msg(strstr(err, "Invalid argument"), "stderr: %s", err);
+	/* Its health, without the log: two saves so far, none failed. */
+	char st[4096];
+	ck_assert_int_eq(tu_ctl(co.sock, st, sizeof st, err, sizeof err, "--json", "status", NULL), 0);
+	ck_assert_msg(strstr(st, "\"entries\":1,\"failed_ms\":0,\"failures\":0}") &&
+			      !strstr(st, "\"saved_ms\":0,"),
+		      "status: %s", st);
 	ck_assert_int_eq(request_save(sm, "/nonexistent-shmmap-dir/x.snap"), -ENOENT);
 	expect_log("snapshot not saved: /nonexistent-shmmap-dir/x.snap: cannot create");
+	ck_assert_int_eq(tu_ctl(co.sock, st, sizeof st, err, sizeof err, "status", NULL), 0);
+	ck_assert_msg(strstr(st, "snapshots       last saved ") &&
+			      strstr(st, "; 1 failed, the last ") && strstr(st, "the last save failed"),
+		      "status: %s", st);
+	static char met[1 << 17];
+	ck_assert_int_eq(tu_ctl(co.sock, met, sizeof met, err, sizeof err, "metrics", NULL), 0);
+	ck_assert_msg(strstr(met, "\nshmmap_snapshot_failures_total 1\n") &&
+			      strstr(met, "\nshmmap_snapshot_last_entries 1\n"),
+		      "metrics lack the snapshot figures");
 	/* Renaming over a directory fails: no temp file is left behind. */
 	snprintf(p, sizeof p, "%s/adir", co.dir);
 	ck_assert_int_eq(mkdir(p, 0700), 0);
