@@ -41,6 +41,7 @@
 #include "internal.h"
 
 #define LOCK_SPIN 64
+#define LOCK_SLICE_NS (20 * 1000 * 1000) /* 20 ms between liveness checks */
 
 /* shmmap_set_wait_hook's function: called before a sleep on a lock. */
 static _Atomic(shmmap_wait_hook) wait_hook;
@@ -56,7 +57,6 @@ void shmmap__wait_hook_run(void)
 	if (hook)
 		hook();
 }
-#define LOCK_SLICE_NS (20 * 1000 * 1000) /* 20 ms between liveness checks */
 
 static long futex(_Atomic uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
 {
