@@ -279,8 +279,9 @@ int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
  *                  shmmapctl load uses for an entry dumped without expiry).
  * @return 0; -EEXIST (NX, key present); -ENOENT (XX, key absent);
  *         -E2BIG (key or value over the map's limits, or an entry larger
- *         than the segment could hold even empty: it fails before anything
- *         is evicted for it); -ENOSPC (the segment is full: with the map's
+ *         than the segment could hold even empty, or than a lock stripe's
+ *         share of the map's quota: it fails before anything is evicted
+ *         for it); -ENOSPC (the segment is full: with the map's
  *         policy "reject" and no entry of a map with policy "evict" left to
  *         evict, or when nothing more can be evicted; a full segment
  *         evicts entries not used lately, of any map whose policy is

@@ -1452,7 +1452,7 @@ static int quota_room(const struct op_ctx *o, const struct map_view *v, struct s
 {
 	uint64_t share = v->quota / v->nstripes;
 	if (need > share)
-		return -ENOSPC;
+		return -E2BIG; /* (put_impl says so first) */
 	struct seg_stripe *st = &v->stripes[sb];
 	struct seg_mapdir *d = v->dir;
 	for (uint32_t tries = 0; stripe_usage(st) + need > share; tries++) {
@@ -1530,6 +1530,10 @@ put_impl(const struct op_ctx *o, const struct map_view *v, uint64_t h, const voi
 	struct seg_intent scratch, *in = rec_begin(o, v, sb, &scratch);
 	struct seg_stripe *st = stripe_of(v, sb);
 	uint64_t need = ent_size(klen, vlen, expire != 0);
+	/* Larger than a stripe's share of the map's quota: it could never be
+	 * stored, whatever is evicted (-ENOSPC said "full": try later). */
+	if (v->quota && need > v->quota / v->nstripes)
+		return -E2BIG;
 	uint32_t qtries = 0;
 	/* A block allocated and filled before the stripe lock (a short
 	 * critical section), unless the write may need none: a value an undo

@@ -163,9 +163,10 @@ START_TEST(quota_evict)
 	CK_MSG(st.evictions > 4000, "evictions %llu", (unsigned long long)st.evictions);
 	CK_MSG(usage_of(sm, m) > QUOTA / 2, "quota under-used: %llu",
 	       (unsigned long long)usage_of(sm, m));
-	/* Bigger than a stripe's share: never fits. */
+	/* Bigger than a stripe's share: never fits, and says so (it was
+	 * -ENOSPC, "full", as if it might fit later). */
 	static char huge[QUOTA];
-	CK_EQ(shmmap_put(sm, m, "huge", 4, huge, sizeof huge / 2, 0, 0), -ENOSPC);
+	CK_EQ(shmmap_put(sm, m, "huge", 4, huge, sizeof huge / 2, 0, 0), -E2BIG);
 	expect_clean(sm, "quota evict");
 	shmmap_detach(sm);
 }
