@@ -1288,6 +1288,15 @@ static int lock_segment(struct coord *c, char *err, size_t errlen)
 			snprintf(err, errlen, "%s: %s", name, strerror(e));
 		return -e;
 	}
+	/* Another user's lock (made first: anyone may create it) would let
+	 * them keep this coordinator out, or hand it their segment. */
+	struct stat st;
+	if (fstat(c->lockfd, &st) < 0 || st.st_uid != geteuid()) {
+		close(c->lockfd);
+		c->lockfd = -1;
+		shm_not_ours(name, c->conf.segment.name, -EACCES, err, errlen);
+		return -EACCES;
+	}
 	if (flock(c->lockfd, LOCK_EX | LOCK_NB) < 0) {
 		int e = errno;
 		if (e == EWOULDBLOCK)

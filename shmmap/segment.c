@@ -692,11 +692,30 @@ fail:
 	return rc;
 }
 
-int shmmap__seg_peek(const char *name, struct seg_params *found)
+/*
+ * An existing segment is adopted only if this user owns it.  Root's
+ * coordinator could open an object another user made under the name
+ * first (in /dev/shm anyone may create one): it then kept its data where
+ * that user reads and writes it.  -EACCES, as for one we may not open.
+ */
+static int open_own(const char *name)
 {
 	int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || st.st_uid != geteuid()) {
+		close(fd);
+		return -EACCES;
+	}
+	return fd;
+}
+
+int shmmap__seg_peek(const char *name, struct seg_params *found)
+{
+	int fd = open_own(name);
+	if (fd < 0)
+		return fd;
 	struct seg s;
 	struct seg_geom g;
 	int rc = shmmap__seg_map_fd(fd, 0, true, &s);
@@ -718,9 +737,9 @@ int shmmap__seg_peek(const char *name, struct seg_params *found)
 int shmmap__seg_open_existing(const char *name, const struct seg_params *p,
 			      struct seg *s, struct seg_geom *g)
 {
-	int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+	int fd = open_own(name);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	int rc = shmmap__seg_map_fd(fd, p->base, false, s);
 	if (rc < 0) {
 		close(fd);

@@ -689,6 +689,81 @@ START_TEST(ordinary_user_meets_roots_segment)
 }
 END_TEST
 
+/*
+ * The reverse: a user who made the segment's name first (their own
+ * coordinator on it, stopped; or only its lock) does not get root's
+ * coordinator to adopt it.  It did: root's data then lived in an object
+ * the user owns, reads and writes, and may chmod for anyone.
+ */
+static void write_root_conf(const struct user_env *u, char *conf, size_t cap)
+{
+	snprintf(conf, cap, "%s/root.ini", u->dir);
+	FILE *f = fopen(conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[segment]\nname = %s\nsize = 8M\n[server]\nsocket = %s/root.sock\n", u->shm,
+		u->dir);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Root's shmmapd on conf with arg: it must refuse, naming nobody. */
+static void root_start_refused(const struct user_env *u, const char *conf, const char *arg,
+			       const char *object)
+{
+	char out[512], err[2048], sock[160];
+	char *argv[] = {getenv("SHMMAPD"), "-c", (char *)conf, (char *)arg, NULL};
+	int rc = tu_run(argv, out, sizeof out, err, sizeof err);
+	ck_assert_msg(rc == 1 && strstr(err, object) &&
+			      strstr(err, "belongs to user nobody (uid 65534)") &&
+			      strstr(err, "[segment] name"),
+		      "%s: exit %d: %s%s", arg, rc, out, err);
+	snprintf(sock, sizeof sock, "%s/root.sock", u->dir);
+	unlink(sock);
+}
+
+START_TEST(root_refuses_a_users_segment)
+{
+	if (!can_switch_uid("root_refuses_a_users_segment"))
+		return;
+	struct user_env u;
+	user_env_make(&u, "[server]\nsocket_mode = 0600\n");
+	pid_t pid = spawn_as_nobody(&u);
+	if (!tu_wait(accepts, u.sock, 10000)) {
+		kill(pid, SIGKILL);
+		tu_waitpid(pid, 10000);
+		ck_abort_msg("no coordinator on %s:\n%s", u.sock, slurp(u.log));
+	}
+	kill(pid, SIGTERM);
+	int ws = tu_waitpid(pid, 10000);
+	ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "status %d:\n%s", ws, slurp(u.log));
+	char conf[160], lock[80];
+	write_root_conf(&u, conf, sizeof conf);
+	snprintf(lock, sizeof lock, "%s.lock", u.shm);
+	/* nobody's segment and lock */
+	root_start_refused(&u, conf, "--check-config", u.shm);
+	root_start_refused(&u, conf, "--foreground", lock);
+	/* nobody's segment, no lock: root's own lock, and still refused */
+	ck_assert_int_eq(shm_unlink(lock), 0);
+	root_start_refused(&u, conf, "--foreground", u.shm);
+	root_start_refused(&u, conf, "--reinit", u.shm); /* not replaced either */
+	char shmpath[128];
+	struct stat st;
+	snprintf(shmpath, sizeof shmpath, "/dev/shm%s", u.shm);
+	ck_assert_int_eq(stat(shmpath, &st), 0);
+	ck_assert_uint_eq(st.st_uid, NOBODY);
+	/* no segment, only a lock of nobody's (which nobody could hold) */
+	ck_assert_int_eq(shm_unlink(u.shm), 0);
+	shm_unlink(lock);
+	int fd = shm_open(lock, O_RDWR | O_CREAT | O_EXCL, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fchown(fd, NOBODY, NOBODY), 0);
+	close(fd);
+	root_start_refused(&u, conf, "--foreground", lock);
+	ck_assert_msg(!shm_exists(u.shm), "a segment was made");
+	unlink(conf);
+	user_env_remove(&u);
+}
+END_TEST
+
 /* ---- start failures leave nothing behind ---- */
 
 static void write_conf(const char *extra);
@@ -1207,6 +1282,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, ordinary_user_without_xdg_runtime_dir);
 	tcase_add_test(tc, ordinary_user_socket_dir_not_writable);
 	tcase_add_test(tc, ordinary_user_meets_roots_segment);
+	tcase_add_test(tc, root_refuses_a_users_segment);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("start");
