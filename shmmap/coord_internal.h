@@ -83,6 +83,12 @@ struct coord {
 	 * second at most (when the last line was, and how many since). */
 	uint64_t slot_refusal_ms;
 	uint64_t slot_refusals_quiet;
+	/* I/O thread: lines about peers that never said HELLO (refused,
+	 * malformed, evicted), at most PEER_LOG_PER_S a second: the window's
+	 * start, lines in it, and how many were not logged. */
+	uint64_t peer_log_ms;
+	uint32_t peer_log_n;
+	uint64_t peer_log_quiet;
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
 	bool sweep_pending;         /* a sweep waits for a busy allocator lock (recover_mu) */
 	bool adopted;               /* the segment existed before this start */

@@ -317,6 +317,36 @@ static void free_session_rcu(struct rcu_head *h)
  * session was then read and closed again after its fd had been closed and
  * perhaps reused by a new client, and freed twice).
  */
+/* Lines about peers that have not said HELLO cost such a peer nothing: a
+ * flood of connections wrote one each (356699 lines in 8 s).  At most
+ * PEER_LOG_PER_S a second, then how many were not logged. */
+#define PEER_LOG_PER_S 10
+
+static void peer_log_flush(struct coord *c, uint64_t now)
+{
+	if (now - c->peer_log_ms < 1000)
+		return;
+	if (c->peer_log_quiet)
+		log_warning("%llu more line(s) about connections closed before HELLO (refused, "
+			    "malformed or evicted) not logged in the last %llu ms",
+			    (unsigned long long)c->peer_log_quiet,
+			    (unsigned long long)(now - c->peer_log_ms));
+	c->peer_log_ms = now;
+	c->peer_log_n = 0;
+	c->peer_log_quiet = 0;
+}
+
+static bool peer_log_ok(struct coord *c)
+{
+	peer_log_flush(c, shmmap__mono_ms());
+	if (c->peer_log_n < PEER_LOG_PER_S) {
+		c->peer_log_n++;
+		return true;
+	}
+	c->peer_log_quiet++;
+	return false;
+}
+
 static void close_session(struct coord *c, struct session *s, const char *why)
 {
 	if (s->gone)
@@ -330,7 +360,8 @@ static void close_session(struct coord *c, struct session *s, const char *why)
 		/* Never waits: if recovery is busy, housekeeping finishes it. */
 		shmmap__coord_recover_slot(c, s->slot, s->slot_gen, false);
 		atomic_fetch_sub(&c->nclients, 1);
-	} else if (why[0] && !s->no_slot) { /* (a refusal for want of a slot is logged once) */
+	} else if (why[0] && !s->no_slot && /* (a refusal for want of a slot is logged once) */
+		   peer_log_ok(c)) {
 		log_warning("connection from pid %d closed: %s", (int)s->pid, why);
 	}
 	close(s->fd);
@@ -589,8 +620,9 @@ static int open_error(struct coord *c, struct session *s, uint32_t seq, const ch
 static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 {
 	if (s->refused) {
-		log_warning("refusing pid %d: uid %u gid %u not allowed", (int)s->pid, (unsigned)s->uid,
-		      (unsigned)s->gid);
+		if (peer_log_ok(c))
+			log_warning("refusing pid %d: uid %u gid %u not allowed", (int)s->pid,
+				    (unsigned)s->uid, (unsigned)s->gid);
 		send_error_why(s->fd, m->seq, -EACCES,
 			       "uid %u gid %u is not allowed by the coordinator ([server] allow_uids, "
 			       "allow_gids, readonly_uids, readonly_gids)",
@@ -915,6 +947,7 @@ static void *io_main(void *arg)
 			}
 		}
 		free_closed(c);
+		peer_log_flush(c, shmmap__mono_ms()); /* the count of a flood that stopped */
 	}
 	free_closed(c);
 	/* Shutting down: close every connection without freeing the slots:
