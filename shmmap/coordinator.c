@@ -309,14 +309,6 @@ static void free_session_rcu(struct rcu_head *h)
 	free(caa_container_of(h, struct session, rcu));
 }
 
-/*
- * Close session s (I/O thread only; once: a second close of a session is a
- * no-op).  Its memory outlives the current batch of events (coord.closed):
- * an event of the batch may still name it, for instance its own hang-up
- * after housekeeping flagged it gone and the wake-up event came first (the
- * session was then read and closed again after its fd had been closed and
- * perhaps reused by a new client, and freed twice).
- */
 /* Lines about peers that have not said HELLO cost such a peer nothing: a
  * flood of connections wrote one each (356699 lines in 8 s).  At most
  * PEER_LOG_PER_S a second, then how many were not logged. */
@@ -347,6 +339,14 @@ static bool peer_log_ok(struct coord *c)
 	return false;
 }
 
+/*
+ * Close session s (I/O thread only; once: a second close of a session is a
+ * no-op).  Its memory outlives the current batch of events (coord.closed):
+ * an event of the batch may still name it, for instance its own hang-up
+ * after housekeeping flagged it gone and the wake-up event came first (the
+ * session was then read and closed again after its fd had been closed and
+ * perhaps reused by a new client, and freed twice).
+ */
 static void close_session(struct coord *c, struct session *s, const char *why)
 {
 	if (s->gone)
