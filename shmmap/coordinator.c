@@ -1472,6 +1472,19 @@ static int setup_segment(struct coord *c, unsigned flags, char *err, size_t errl
 		log_notice("adopted existing segment %s (%llu bytes, max %llu)", cf->segment.name,
 			   (unsigned long long)shmmap__seg_cur_size(&c->seg, &c->g),
 			   (unsigned long long)c->g.max_size);
+		/* The configured mode, also for a segment made under another
+		 * (ours: open_existing checked): a `mode` tightened in the
+		 * config left the segment as readable as before. */
+		struct stat st;
+		unsigned want = cf->segment.mode & 0777;
+		if (fstat(c->seg.fd, &st) == 0 && (st.st_mode & 0777) != want) {
+			if (fchmod(c->seg.fd, want) == 0)
+				log_notice("segment %s: mode %03o set as configured (it was %03o)",
+					   cf->segment.name, want, (unsigned)(st.st_mode & 0777));
+			else
+				log_warning("segment %s: cannot set mode %03o: %s", cf->segment.name,
+					    want, strerror(errno));
+		}
 	} else if (rc == -EACCES || rc == -EPERM) {
 		shm_not_ours(cf->segment.name, cf->segment.name, rc, err, errlen);
 		return rc;

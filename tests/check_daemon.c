@@ -720,6 +720,26 @@ static void root_start_refused(const struct user_env *u, const char *conf, const
 	unlink(sock);
 }
 
+/* A segment adopted takes the configured mode: a `mode` tightened in the
+ * config left it as readable as it was made. */
+START_TEST(adopted_segment_takes_the_configured_mode)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "8M", "[segment]\nmode = 0644\n"), 0);
+	char path[160];
+	snprintf(path, sizeof path, "/dev/shm%s", co.shm);
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	CK_EQ(st.st_mode & 0777, 0644);
+	int s = tu_coord_stop(&co);
+	ck_assert(s >= 0 && WIFEXITED(s) && WEXITSTATUS(s) == 0);
+	rewrite_conf(&co, "[segment]\nmode = 0600\n");
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	ck_assert_int_eq(stat(path, &st), 0);
+	CK_EQ(st.st_mode & 0777, 0600);
+	WAIT_LOG(co.log, "mode 600 set as configured (it was 644)", 1);
+}
+END_TEST
+
 START_TEST(root_refuses_a_users_segment)
 {
 	if (!can_switch_uid("root_refuses_a_users_segment"))
@@ -1326,6 +1346,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, ordinary_user_socket_dir_not_writable);
 	tcase_add_test(tc, ordinary_user_meets_roots_segment);
 	tcase_add_test(tc, root_refuses_a_users_segment);
+	tcase_add_test(tc, adopted_segment_takes_the_configured_mode);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("start");
