@@ -1212,8 +1212,24 @@ static bool any_evictable(const struct op_ctx *o)
 
 int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n)
 {
-	if (!any_evictable(o))
+	if (!any_evictable(o)) {
+		/* Nothing to evict: only growth makes room.  Each growth step
+		 * the allocation asked for may have gone to other writers (six
+		 * at once, in check_seggrow, lost all four tries of one
+		 * allocation), so again while the segment may still grow; a
+		 * segment at its max size fails at once. */
+		const struct seg_header *h = seg_hdr(o->s);
+		for (uint32_t round = 0; round < EVICT_ROUNDS; round++) {
+			if (shmmap__seg_live(o->s, o->g) >= o->g->npages_max ||
+			    atomic_load_explicit(&h->grow_state, memory_order_relaxed) !=
+				    SEG_GROW_OK)
+				return -ENOSPC;
+			int r = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
+			if (r != -ENOSPC)
+				return r;
+		}
 		return -ENOSPC;
+	}
 	struct evictor ev = {.o = o, .in = in, .now = shmmap__itime(), .rejects = -1};
 	int cls = shmmap__class_of(o->s, o->g, n);
 	uint32_t pages = (uint32_t)((n + SEG_PAGE - 1) / SEG_PAGE);
