@@ -865,10 +865,10 @@ static int evict_in_class(struct evictor *ev, uint32_t cls, uint64_t cap)
  * REFUSED_WAIT (seg_header.run_refused_t). */
 #define RUN_LOOKS 64u
 
-/* The weight of a run of n pages (class_weight's, for its bytes). */
+/* The weight of a run of n >= 1 pages (class_weight's, for its bytes). */
 static uint64_t run_weight(uint32_t n)
 {
-	uint64_t size = (uint64_t)n * SEG_PAGE;
+	uint64_t size = (uint64_t)(n ? n : 1) * SEG_PAGE;
 	return UINT64_C(1) << ((63 - (uint32_t)__builtin_clzll(size)) / 2);
 }
 
@@ -890,10 +890,12 @@ static int run_donor(struct evictor *ev, uint32_t cls, uint64_t cage)
 	for (uint32_t k = 0; k < RUN_LOOKS; k++) {
 		const struct seg_page *p = seg_page(s, g, i);
 		uint32_t next = i + 1;
-		if (__atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_RUN) {
-			uint32_t run = __atomic_load_n(&p->run, __ATOMIC_RELAXED);
-			if (run >= 1 && run <= np - i)
-				next = i + run;
+		uint32_t run = __atomic_load_n(&p->run, __ATOMIC_RELAXED);
+		/* (A run length read from the segment: one out of bounds, a
+		 * scribble, names no run to weigh.) */
+		if (__atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_RUN && run >= 1 &&
+		    run <= np - i) {
+			next = i + run;
 			uint64_t off = seg_page_off(g, i), m = block_meta(s, off);
 			uint64_t age = ENT_AGE(now, ENT_ITIME(m));
 			/* A run nobody read is weighed against the class's
