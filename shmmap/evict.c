@@ -1218,19 +1218,26 @@ int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n)
 		/* Nothing to evict: only growth makes room.  Each growth step
 		 * the allocation asked for may have gone to other writers (six
 		 * at once, in check_seggrow, lost all four tries of one
-		 * allocation), so again while the segment may still grow; a
-		 * segment at its max size fails at once. */
+		 * allocation), so again while the segment may still grow. */
 		const struct seg_header *h = seg_hdr(o->s);
 		for (uint32_t round = 0; round < EVICT_ROUNDS; round++) {
 			if (shmmap__seg_live(o->s, o->g) >= o->g->npages_max ||
 			    atomic_load_explicit(&h->grow_state, memory_order_relaxed) !=
 				    SEG_GROW_OK)
-				return -ENOSPC;
+				break;
 			int r = shmmap__alloc(o->s, o->g, &o->lk, n, &in->a);
 			if (r != -ENOSPC)
 				return r;
 		}
-		return -ENOSPC;
+		/* A full segment fails at once.  With free pages this allocation
+		 * could not take (a window the coordinator holds for a table, a
+		 * run's pages not contiguous), the search below runs, as before:
+		 * its windows wait such a moment out (a reject map refilled
+		 * after its large values were deleted stopped at 94% when it
+		 * failed at once). */
+		if (!__atomic_load_n(&h->pool_free, __ATOMIC_RELAXED) &&
+		    !atomic_load_explicit(&h->pool_hold, memory_order_relaxed))
+			return -ENOSPC;
 	}
 	struct evictor ev = {.o = o, .in = in, .now = shmmap__itime(), .rejects = -1};
 	int cls = shmmap__class_of(o->s, o->g, n);
