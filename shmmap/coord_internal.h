@@ -79,16 +79,14 @@ struct coord {
 	_Atomic uint64_t *bye_gen;
 	uint32_t *reclaim_at;    /* [max_maps]: the background reclaim's next bucket */
 	bool *reclaim_dense;     /* [max_maps]: its last chunk was dense with expired entries */
-	/* I/O thread: attaches refused for want of a slot are logged once a
-	 * second at most (when the last line was, and how many since). */
-	uint64_t slot_refusal_ms;
-	uint64_t slot_refusals_quiet;
-	/* I/O thread: lines about peers that never said HELLO (refused,
-	 * malformed, evicted), at most PEER_LOG_PER_S a second: the window's
-	 * start, lines in it, and how many were not logged. */
-	uint64_t peer_log_ms;
-	uint32_t peer_log_n;
-	uint64_t peer_log_quiet;
+	/* I/O thread: lines of a kind logged at most so many a second
+	 * (log_budget_ok): attaches refused for want of a slot (one a
+	 * second), lines about peers that never said HELLO (PEER_LOG_PER_S). */
+	struct log_budget {
+		uint64_t ms;    /* the window's start */
+		uint32_t n;     /* lines logged in it */
+		uint64_t quiet; /* lines not logged in it */
+	} slot_log, peer_log;
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
 	bool sweep_pending;         /* a sweep waits for a busy allocator lock (recover_mu) */
 	bool adopted;               /* the segment existed before this start */

@@ -314,29 +314,51 @@ static void free_session_rcu(struct rcu_head *h)
  * PEER_LOG_PER_S a second, then how many were not logged. */
 #define PEER_LOG_PER_S 10
 
-static void peer_log_flush(struct coord *c, uint64_t now)
+/* May a line of b's kind be logged now (at most per_s in a window of a
+ * second)?  A window that ended is closed first: *dropped gets how many of
+ * its lines were not logged, *span its length (ms). */
+static bool log_budget_ok(struct log_budget *b, uint64_t now, uint32_t per_s,
+			  uint64_t *dropped, uint64_t *span)
 {
-	if (now - c->peer_log_ms < 1000)
-		return;
-	if (c->peer_log_quiet)
+	*dropped = 0;
+	*span = now - b->ms;
+	if (now - b->ms >= 1000) {
+		*dropped = b->quiet;
+		b->ms = now;
+		b->n = 0;
+		b->quiet = 0;
+	}
+	if (b->n < per_s) {
+		b->n++;
+		return true;
+	}
+	b->quiet++;
+	return false;
+}
+
+static void peer_log_dropped(uint64_t dropped, uint64_t span)
+{
+	if (dropped)
 		log_warning("%llu more line(s) about connections closed before HELLO (refused, "
 			    "malformed or evicted) not logged in the last %llu ms",
-			    (unsigned long long)c->peer_log_quiet,
-			    (unsigned long long)(now - c->peer_log_ms));
-	c->peer_log_ms = now;
-	c->peer_log_n = 0;
-	c->peer_log_quiet = 0;
+			    (unsigned long long)dropped, (unsigned long long)span);
+}
+
+/* The count of a flood that stopped: the window closed without a line. */
+static void peer_log_flush(struct coord *c, uint64_t now)
+{
+	if (c->peer_log.quiet && now - c->peer_log.ms >= 1000) {
+		peer_log_dropped(c->peer_log.quiet, now - c->peer_log.ms);
+		c->peer_log = (struct log_budget){.ms = now};
+	}
 }
 
 static bool peer_log_ok(struct coord *c)
 {
-	peer_log_flush(c, shmmap__mono_ms());
-	if (c->peer_log_n < PEER_LOG_PER_S) {
-		c->peer_log_n++;
-		return true;
-	}
-	c->peer_log_quiet++;
-	return false;
+	uint64_t dropped, span;
+	bool ok = log_budget_ok(&c->peer_log, shmmap__mono_ms(), PEER_LOG_PER_S, &dropped, &span);
+	peer_log_dropped(dropped, span);
+	return ok;
 }
 
 /*
@@ -487,21 +509,16 @@ static int handle_hello(struct coord *c, struct session *s, const struct proto_m
 	if (slot < 0) {
 		/* At most one line a second: a pool retrying its attaches every
 		 * 100 ms logged two lines a try. */
-		uint64_t now = shmmap__mono_ms();
+		uint64_t dropped, span;
 		s->no_slot = true;
-		if (!c->slot_refusal_ms || now - c->slot_refusal_ms >= 1000) {
-			if (c->slot_refusals_quiet)
+		if (log_budget_ok(&c->slot_log, shmmap__mono_ms(), 1, &dropped, &span)) {
+			if (dropped)
 				log_warning("refusing pid %d: no free client slot (all %u taken; %llu "
 					    "more refused since the last such line)",
-					    (int)s->pid, c->g.max_clients,
-					    (unsigned long long)c->slot_refusals_quiet);
+					    (int)s->pid, c->g.max_clients, (unsigned long long)dropped);
 			else
 				log_warning("refusing pid %d: no free client slot (all %u taken)",
 					    (int)s->pid, c->g.max_clients);
-			c->slot_refusal_ms = now;
-			c->slot_refusals_quiet = 0;
-		} else {
-			c->slot_refusals_quiet++;
 		}
 		send_error_why(s->fd, m->seq, slot,
 			       "no free client slot: all %u are taken%s (raise [segment] max_clients, "
