@@ -103,6 +103,7 @@ struct coord {
 	/* Growth (see "growth" below): one step at a time (grow_mu); the
 	 * fields below are under it. */
 	pthread_mutex_t grow_mu;
+	_Atomic uint32_t grow_asking; /* asks waiting for grow_mu: a step ahead lets them in */
 	_Atomic uint64_t noroom_ms; /* when a step last found no room in /dev/shm (shmmap__mono_ms) */
 };
 

@@ -49,12 +49,14 @@
  * ignored until a restart.
  *
  * Growth (segment.c has the mechanism): the coordinator alone grows the
- * segment, one step at a time (grow_mu): from the housekeeping thread when
+ * segment, one step (or chunk) at a time (grow_mu): from the housekeeping thread when
  * the pool's free pages fall under 1/GROW_FILL_DIV of the live pages, and
  * at once for a client whose allocator found no room (MSG_GROW; the
  * coordinator's own allocations call coord_grow directly), or for
- * `shmmapctl grow`.  A step is max(GROW_MIN_BYTES, a quarter of the live
- * size, what the asker needs), capped at max_size.  A step /dev/shm has no
+ * `shmmapctl grow`.  A step ahead of need is max(GROW_MIN_BYTES, a quarter
+ * of the live size), taken in chunks so that an ask never waits for all of
+ * it; an ask's step is max(GROW_MIN_BYTES, what the asker needs); both
+ * capped at max_size.  A step /dev/shm has no
  * room for is tried again smaller; if that fails too it is logged once
  * (with the numbers), grow_state tells clients not to ask, the maps'
  * policy applies, and the housekeeping thread tries again every
@@ -163,29 +165,74 @@ static void crash_arm_grow(void)
 #define crash_disarm() ((void)0)
 #endif
 
+/*
+ * What a step costs and who waits on it.  A put that finds no room asks
+ * (MSG_GROW) and waits for its step: GROW_ASK_PAGES (or what it needs),
+ * committed without a collapse into huge pages, a few ms.  The housekeeping
+ * thread grows ahead of need by a quarter of the live size, whose commit
+ * and collapse take 0.1-0.5 s per GiB (seconds on memory the system has
+ * not touched for long): GROW_CHUNK_PAGES at a time, each chunk under
+ * grow_mu and published before the next, collapsed within
+ * COLLAPSE_AHEAD_MS for the whole step; an ask waits for one chunk at most,
+ * never for the step.  Chunks end on 2 MiB boundaries of the object, so
+ * every block of one is whole for its collapse.
+ */
+#define GROW_ASK_PAGES (GROW_MIN_BYTES / SEG_PAGE)
+#define GROW_CHUNK_PAGES ((32u << 20) / SEG_PAGE)
+#define COLLAPSE_AHEAD_MS 1000u
+#define HUGE_PAGES_PER (((uint32_t)2 << 20) / SEG_PAGE) /* heap pages per 2 MiB */
+
+#ifdef SHMMAP_CRASHPOINTS
+/* Test build only: $SHMMAP_GROW_PAUSE_MS=n makes a step ahead of need
+ * rest n ms after each chunk, outside grow_mu (check_seggrow: an ask is
+ * not held up by a long step). */
+static void grow_pause(struct coord *c)
+{
+	const char *e = getenv("SHMMAP_GROW_PAUSE_MS");
+	if (!e || !*e)
+		return;
+	uint64_t ms = strtoul(e, NULL, 10), until = shmmap__mono_ms() + ms;
+	log_notice("test hook: the step ahead rests %llu ms after a chunk", (unsigned long long)ms);
+	while (!atomic_load(&c->stop) && shmmap__mono_ms() < until) {
+		struct timespec ts = {0, 10 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+#else
+#define grow_pause(c) ((void)(c))
+#endif
+
+static void log_grew(struct coord *c, uint32_t from, uint32_t to, uint64_t t0, const char *what)
+{
+	log_info("segment %s grew from %.1f MiB to %.1f MiB%s in %llu ms (max %.1f MiB, "
+		 "%.1f MiB committed)", c->conf.segment.name,
+		 mib(c->g.heap_off + (uint64_t)from * SEG_PAGE),
+		 mib(c->g.heap_off + (uint64_t)to * SEG_PAGE), what,
+		 (unsigned long long)(shmmap__mono_ms() - t0), mib(c->g.max_size),
+		 mib(committed_bytes(c)));
+}
+
 /* Under grow_mu: grow from live to want pages (a smaller fallback of at
- * least `need` if /dev/shm has no room for all), and log what happened. */
+ * least `need` if /dev/shm has no room for all), collapsing for up to
+ * collapse_ms; say when /dev/shm is full or has room again. */
 static int grow_locked(struct coord *c, uint32_t live, uint32_t want, uint32_t need,
-		       char *why, size_t whylen)
+		       unsigned collapse_ms, char *why, size_t whylen)
 {
 	struct seg_header *h = seg_hdr(&c->seg);
 	uint32_t small = live + (need > 16u ? need : 16u);
 	if (small > want)
 		small = want;
 	crash_arm_grow();
-	int rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want);
+	int rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want, collapse_ms);
 	crash_disarm();
 	if (rc == -ENOSPC && small < want)
-		rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want = small);
+		rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want = small, 0);
 	uint64_t from = c->g.heap_off + (uint64_t)live * SEG_PAGE;
 	uint64_t to = c->g.heap_off + (uint64_t)want * SEG_PAGE;
 	if (rc == 0) {
 		if (atomic_exchange(&h->grow_state, SEG_GROW_OK) != SEG_GROW_OK)
 			log_notice("segment %s: /dev/shm has room again: growth resumes",
 				   c->conf.segment.name);
-		log_info("segment %s grew from %.1f MiB to %.1f MiB (max %.1f MiB, %.1f MiB committed)",
-			 c->conf.segment.name, mib(from), mib(to), mib(c->g.max_size),
-			 mib(committed_bytes(c)));
 		return 0;
 	}
 	if (rc == -ENOSPC) {
@@ -207,34 +254,82 @@ static int grow_locked(struct coord *c, uint32_t live, uint32_t want, uint32_t n
 	return rc;
 }
 
+/* The end of the chunk that starts at live, towards target: on a 2 MiB
+ * boundary of the object when there is one before target. */
+static uint32_t chunk_end(const struct coord *c, uint32_t live, uint32_t target)
+{
+	if (target - live <= GROW_CHUNK_PAGES)
+		return target;
+	uint32_t base = (uint32_t)(c->g.heap_off / SEG_PAGE) % HUGE_PAGES_PER;
+	uint32_t end = live + GROW_CHUNK_PAGES;
+	uint32_t cut = (base + end) % HUGE_PAGES_PER; /* heap_off is a multiple of SEG_PAGE */
+	return end - cut > live ? end - cut : end;
+}
+
+/* Grow to target pages, chunk by chunk (above), each under grow_mu.
+ * Returns 0 or the error of the chunk that failed (why says it); what
+ * was grown before stays. */
+static int grow_chunks(struct coord *c, uint32_t target, char *why, size_t whylen)
+{
+	uint64_t t0 = shmmap__mono_ms();
+	uint32_t start = shmmap__seg_live(&c->seg, &c->g);
+	int rc = 0;
+	for (;;) {
+		pthread_mutex_lock(&c->grow_mu);
+		uint32_t live = shmmap__seg_live(&c->seg, &c->g);
+		if (live >= target) {
+			pthread_mutex_unlock(&c->grow_mu);
+			break;
+		}
+		uint64_t spent = shmmap__mono_ms() - t0;
+		rc = grow_locked(c, live, chunk_end(c, live, target), 0,
+				 spent < COLLAPSE_AHEAD_MS ? (unsigned)(COLLAPSE_AHEAD_MS - spent) : 0,
+				 why, whylen);
+		pthread_mutex_unlock(&c->grow_mu);
+		if (rc < 0 || atomic_load(&c->stop))
+			break;
+		/* The mutex is not fair: an ask waiting for it goes first, or it
+		 * would wait for the whole step.  An ask takes a few ms. */
+		for (int i = 0; i < 1000 && atomic_load(&c->grow_asking); i++) {
+			struct timespec ts = {0, 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		grow_pause(c);
+	}
+	uint32_t end = shmmap__seg_live(&c->seg, &c->g);
+	if (end > start)
+		log_grew(c, start, end, t0, "");
+	return rc;
+}
+
 /*
  * Grow the segment (any thread).  target: to at least target bytes
- * (shmmapctl grow); else by one step of at least need pages, unless it
- * grew past `seen` live pages meanwhile (another asker was first).
- * Returns 0, -ENOSPC (at max_size, or no room), -EINVAL (target beyond
- * max_size), -EBUSY/-EAGAIN (the pool lock; try again); why says it.
+ * (shmmapctl grow), chunk by chunk; else by a step a put waits on, of at
+ * least need pages, unless it grew past `seen` live pages meanwhile
+ * (another asker was first, or a chunk of a step ahead).  Returns 0,
+ * -ENOSPC (at max_size, or no room), -EINVAL (target beyond max_size),
+ * -EBUSY/-EAGAIN (the pool lock; try again); why says it.
  */
 static int coord_grow(struct coord *c, uint32_t seen, uint32_t need, uint64_t target, char *why,
 		      size_t whylen)
 {
-	int rc = 0;
-	pthread_mutex_lock(&c->grow_mu);
-	uint32_t live = shmmap__seg_live(&c->seg, &c->g), max = c->g.npages_max, want;
+	uint32_t max = c->g.npages_max;
 	if (target) {
 		if (target > c->g.max_size) {
-			rc = -EINVAL;
 			if (why)
 				snprintf(why, whylen, "%.1f MiB is beyond [segment] max_size (%.1f MiB)",
 					 mib(target), mib(c->g.max_size));
-			goto out;
+			return -EINVAL;
 		}
 		uint64_t pages = target > c->g.heap_off
 					 ? (target - c->g.heap_off + SEG_PAGE - 1) / SEG_PAGE : 0;
-		want = pages < max ? (uint32_t)pages : max;
-		if (want > live)
-			rc = grow_locked(c, live, want, want - live, why, whylen);
-		goto out;
+		return grow_chunks(c, pages < max ? (uint32_t)pages : max, why, whylen);
 	}
+	int rc = 0;
+	uint64_t t0 = shmmap__mono_ms();
+	atomic_fetch_add(&c->grow_asking, 1);
+	pthread_mutex_lock(&c->grow_mu);
+	uint32_t live = shmmap__seg_live(&c->seg, &c->g);
 	if (seen && live > seen)
 		goto out; /* grown meanwhile */
 	if (live >= max) {
@@ -244,15 +339,14 @@ static int coord_grow(struct coord *c, uint32_t seen, uint32_t need, uint64_t ta
 				 mib(c->g.max_size));
 		goto out;
 	}
-	uint64_t step = live / 4;
-	if (step < GROW_MIN_BYTES / SEG_PAGE)
-		step = GROW_MIN_BYTES / SEG_PAGE;
-	if (step < need)
-		step = need;
-	want = step < max - live ? live + (uint32_t)step : max;
-	rc = grow_locked(c, live, want, need, why, whylen);
+	uint32_t step = need > GROW_ASK_PAGES ? need : GROW_ASK_PAGES;
+	uint32_t want = step < max - live ? live + step : max;
+	rc = grow_locked(c, live, want, need, 0, why, whylen);
+	if (rc == 0)
+		log_grew(c, live, shmmap__seg_live(&c->seg, &c->g), t0, " for a put that found no room");
 out:
 	pthread_mutex_unlock(&c->grow_mu);
+	atomic_fetch_sub(&c->grow_asking, 1);
 	return rc;
 }
 
@@ -263,12 +357,13 @@ static int coord_grow_hook(const struct seg *s, uint32_t seen, uint32_t need)
 	return coord_grow(c, seen, need, 0, NULL, 0);
 }
 
-/* Housekeeping: grow ahead of need, when the pool runs low. */
+/* Housekeeping: grow ahead of need, by a quarter of the live size (at
+ * least GROW_MIN_BYTES), when the pool runs low. */
 static void grow_due(struct coord *c)
 {
 	struct seg_header *h = seg_hdr(&c->seg);
-	uint32_t live = shmmap__seg_live(&c->seg, &c->g);
-	if (live >= c->g.npages_max)
+	uint32_t live = shmmap__seg_live(&c->seg, &c->g), max = c->g.npages_max;
+	if (live >= max)
 		return;
 	if (atomic_load(&h->grow_state) != SEG_GROW_OK) {
 		if (shmmap__mono_ms() - c->noroom_ms < GROW_RETRY_MS || fs_free_bytes(c) < SEG_PAGE)
@@ -278,8 +373,10 @@ static void grow_due(struct coord *c)
 		return;
 	}
 	uint64_t nfree = __atomic_load_n(&h->pool_free, __ATOMIC_RELAXED);
-	if (nfree * GROW_FILL_DIV < live)
-		coord_grow(c, live, 0, 0, NULL, 0);
+	if (nfree * GROW_FILL_DIV >= live)
+		return;
+	uint32_t step = live / 4 > GROW_MIN_BYTES / SEG_PAGE ? live / 4 : GROW_MIN_BYTES / SEG_PAGE;
+	(void)grow_chunks(c, step < max - live ? live + step : max, NULL, 0);
 }
 
 /* ---- sessions ---- */

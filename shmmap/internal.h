@@ -748,13 +748,15 @@ uint64_t shmmap__seg_cur_size(const struct seg *s, const struct seg_geom *g);
  * One growth step, coordinator only (one caller at a time): extend the
  * object to `pages` heap pages (posix_fallocate of the new range: the
  * memory is committed now), make them accessible here, then give them to
- * the pool and publish npages_live (release).  Returns 0, -ENOSPC (no room
+ * the pool and publish npages_live (release).  With huge pages, the new
+ * range's whole 2 MiB blocks are collapsed for up to collapse_ms first (0:
+ * none; segment.c).  Returns 0, -ENOSPC (no room
  * in the file system: nothing published), -EBUSY/-EAGAIN (the pool lock:
  * try again), -EINVAL (pages beyond the layout).  A crash at any point
  * leaves a consistent segment at the old or the new size.
  */
 int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		     uint32_t pages);
+		     uint32_t pages, unsigned collapse_ms);
 uint64_t shmmap__now_ms(void);
 /* CLOCK_MONOTONIC in ms. */
 uint64_t shmmap__mono_ms(void);

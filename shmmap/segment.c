@@ -297,10 +297,10 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
  * 512 MiB collapsed in 0.13-0.14 s, 256 MiB in 0.10-0.72 s, 2 GiB in
  * 1.4-2.8 s, a 32 MiB chunk in 0.01-0.13 s (slow when the allocator hands
  * out memory not touched for long); a second at creation (only the
- * coordinator's start waits on it), 200 ms on a growth (a put may wait on
- * it; housekeeping grows ahead of need, so usually none does; the populate
- * of a 256 MiB step itself takes 60-100 ms).  What a budget leaves stays
- * in small pages.
+ * coordinator's start waits on it); on a growth, the coordinator's choice
+ * (shmmap__seg_grow's collapse_ms): none for a step a put waits on, a
+ * budget for the steps it takes ahead of need, 32 MiB at a time
+ * (coordinator.c).  What a budget leaves stays in small pages.
  *
  * The chunk's page table entries in the scratch mapping are zapped first
  * (MADV_DONTNEED: on a shared mapping it only unmaps; the pages stay in the
@@ -325,7 +325,6 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
  */
 #define COLLAPSE_CHUNK (UINT64_C(32) << 20)
 #define COLLAPSE_CREATE_MS 1000u
-#define COLLAPSE_GROW_MS 200u
 
 /* Collapse and its zap of one range of the scratch mapping; 0 or -errno. */
 static int collapse_range(unsigned char *at, uint64_t n)
@@ -425,7 +424,7 @@ static void seg_advise(const struct seg *s)
 }
 
 int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		     uint32_t pages)
+		     uint32_t pages, unsigned collapse_ms)
 {
 	struct seg_header *h = seg_hdr(s);
 	uint32_t old = shmmap__seg_live(s, g);
@@ -437,7 +436,7 @@ int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct
 	uint64_t to = g->heap_off + (uint64_t)pages * SEG_PAGE;
 	/* Extend and commit: tmpfs takes the memory now or says ENOSPC (and
 	 * then keeps the object as it was). */
-	int rc = seg_commit(s->fd, from, to, h->flags & SEG_F_HUGE, COLLAPSE_GROW_MS);
+	int rc = seg_commit(s->fd, from, to, h->flags & SEG_F_HUGE, collapse_ms);
 	if (rc < 0)
 		return rc;
 	CRASH_POINT();

@@ -170,7 +170,10 @@ START_TEST(grows_to_hold_400mb_with_reject)
 	CK_EQ(tu_coord_restart(&co), 0);
 	shmmap *again = tu_attach(co.sock);
 	shmmap_map am = tu_open(again, "big");
-	CK_EQ(shmmap__seg_cur_size(&again->seg, &again->geom), size);
+	/* (A step ahead of need may have gone on after the status above.) */
+	uint64_t size2 = shmmap__seg_cur_size(&again->seg, &again->geom);
+	CK_MSG(size2 >= size && size2 <= max, "%llu after the restart, %llu before",
+	       (unsigned long long)size2, (unsigned long long)size);
 	for (uint64_t i = 0; i < BIG_N; i++) {
 		CK_MSG(get_i(again, am, i, BIG_VLEN, 1) == 0, "after restart: %llu",
 		       (unsigned long long)i);
@@ -324,6 +327,81 @@ START_TEST(many_processes_grow_at_once)
 	shmmap_detach(reader);
 	expect_check_clean();
 	munmap(sh, sizeof *sh);
+}
+END_TEST
+
+/* ---- a put does not wait for a step ahead of need ---- */
+
+static bool log_has(void *what)
+{
+	char *log = tu_slurp(co.log, NULL);
+	bool yes = log && strstr(log, what) != NULL;
+	free(log);
+	return yes;
+}
+
+/*
+ * The housekeeping thread's step ahead of need goes in chunks, each under
+ * grow_mu; a put that finds no room meanwhile is given a small step of
+ * its own and does not wait for the rest.  The test build's coordinator
+ * rests 120 s after each chunk of a step ahead ($SHMMAP_GROW_PAUSE_MS):
+ * 100 MB of puts that need growth all go through while it rests, so the
+ * step ahead has not finished (the log says so), and stopping the
+ * coordinator does not wait for the rest.
+ */
+START_TEST(a_put_does_not_wait_for_a_step_ahead)
+{
+	const char *plain0 = getenv("SHMMAPD"), *crash = getenv("SHMMAPD_CRASH");
+	CK(plain0 != NULL);
+	if (!crash || access(crash, X_OK) != 0)
+		TU_SKIP("no SHMMAPD_CRASH (make test builds tests/shmmapd-crash)");
+	char plain[512];
+	snprintf(plain, sizeof plain, "%s", plain0);
+	setenv("SHMMAPD", crash, 1);
+	setenv("SHMMAP_GROW_PAUSE_MS", "120000", 1);
+	int rc = tu_coord_start(&co, "4M", conf_for("1G", "reject"));
+	setenv("SHMMAPD", plain, 1);
+	unsetenv("SHMMAP_GROW_PAUSE_MS");
+	CK_MSG(rc == 0, "shmmapd-crash did not start (%d): see %s", rc, co.log);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "ahead");
+	/* Fill until the pool is under an eighth free, then wait for the
+	 * housekeeping thread to take a step ahead and rest in it. */
+	struct seg_header *h = seg_hdr(&sm->seg);
+	uint64_t n = 0;
+	while (n < 20000 && __atomic_load_n(&h->pool_free, __ATOMIC_RELAXED) * 8 >=
+				     atomic_load(&h->npages_live))
+		CK_EQ(put_i(sm, m, n++, 20000, 11), 0);
+	char rest[] = "test hook: the step ahead rests";
+	CK_MSG(tu_wait(log_has, rest, 10000), "no step ahead of need after %llu puts: see %s",
+	       (unsigned long long)n, co.log);
+	/* 100 MB more: many times what the segment had, all of it from
+	 * steps the puts ask for while the step ahead rests. */
+	uint64_t before = shmmap__seg_cur_size(&sm->seg, &sm->geom);
+	for (uint64_t k = 0; k < 5000; k++, n++)
+		CK_EQ(put_i(sm, m, n, 20000, 11), 0);
+	shmmap__seg_sync(&sm->seg);
+	uint64_t after = shmmap__seg_cur_size(&sm->seg, &sm->geom);
+	CK_MSG(after >= before + 90 * MIB, "grew from %llu to %llu only",
+	       (unsigned long long)before, (unsigned long long)after);
+	char *log = tu_slurp(co.log, NULL);
+	CK(log != NULL);
+	CK_MSG(strstr(log, "for a put that found no room") != NULL, "%s", log);
+	/* The step ahead has not finished: every "grew" line is a put's. */
+	for (const char *p = log; (p = strstr(p, " grew from ")) != NULL; p++) {
+		const char *eol = strchr(p, '\n');
+		CK_MSG(eol && memmem(p, (size_t)(eol - p), "for a put", 9) != NULL,
+		       "a step ahead finished while it should rest:\n%s", log);
+	}
+	free(log);
+	for (uint64_t i = 0; i < n; i++)
+		CK_EQ(get_i(sm, m, i, 20000, 11), 0);
+	expect_check_clean();
+	shmmap_detach(sm);
+	long long t0 = tu_mono_ms();
+	CK_EQ(tu_coord_stop(&co), 0);
+	CK_MSG(tu_mono_ms() - t0 < 5000, "the stop waited %lld ms for the resting step",
+	       tu_mono_ms() - t0);
 }
 END_TEST
 
@@ -688,6 +766,7 @@ static Suite *grow_suite(void)
 	tcase_add_test(tc, evict_policy_grows_before_evicting);
 	tcase_add_test(tc, ctl_grow);
 	tcase_add_test(tc, many_processes_grow_at_once);
+	tcase_add_test(tc, a_put_does_not_wait_for_a_step_ahead);
 	tcase_add_test(tc, relocated_base_follows_growth);
 	tcase_add_test(tc, restart_adopts_the_slack_of_a_killed_step);
 	tcase_add_test(tc, coordinator_killed_while_growing);
