@@ -9,8 +9,9 @@
 # Builds build/bench/grow against build/libshmmap.a, starts a private
 # shmmapd (temp config and socket, a unique segment of 1536M, no [map]
 # section), runs the program; then again with maps sized up front (the
-# reference a growing map should match); stops and removes all of it on any
-# exit.
+# reference a growing map should match); then the segment growing under a
+# writer of 100 KB values (tests/bench/seggrow.c: how long puts wait for a
+# growth step); stops and removes all of it on any exit.
 # $O is the build directory (default build), $CC the compiler.
 set -eu
 cd "$(dirname "$0")/.."
@@ -25,6 +26,10 @@ $CC -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude -Ishmmap \
 	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	-Wformat=2 -Wvla -Wno-format-nonliteral -pthread \
 	-o "$O/bench/grow" tests/bench/grow.c "$O/libshmmap.a" -lrt -lm
+$CC -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude \
+	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wformat=2 -Wvla -Wno-format-nonliteral -pthread \
+	-o "$O/bench/seggrow" tests/bench/seggrow.c "$O/libshmmap.a" -lrt -lm
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/shmmap-grow.XXXXXX")
 # Absolute: the socket path in its config must be (a relative $TMPDIR).
@@ -45,11 +50,11 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap 'cleanup; exit 129' HUP
 
-start() { # extra config lines
+start() { # extra config lines [segment lines, default: size = 1536M]
 	cat >"$work/shmmap.ini" <<CONF
 [segment]
 name = $seg
-size = 1536M
+${2:-size = 1536M}
 max_clients = 8
 
 [server]
@@ -90,3 +95,19 @@ start "[map]
 buckets = 4194304
 max_buckets = 4194304"
 "$O/bench/grow" --sock "$work/shmmapd.sock" --label "maps sized up front (4194304 buckets, no growth)" "$@"
+stop
+
+# The segment growing under a writer (tests/bench/seggrow.c): the default
+# size (64M) and max_size 4G (short: 512M), 100 KB values as fast as one
+# writer stores them; how long its puts wait for the growth.
+short=""
+for a in "$@"; do
+	[ "$a" = "--short" ] && short=1
+done
+echo
+if [ -n "$short" ]; then max=512M mb=400; else max=4G mb=3000; fi
+start "" "max_size = $max"
+"$O/bench/seggrow" --sock "$work/shmmapd.sock" --mb "$mb" \
+	--label "segment growth (size 64M, max_size $max)"
+hp=$("$O/shmmapctl" -s "$work/shmmapd.sock" status 2>/dev/null | sed -n 's/^huge pages *//p')
+echo "  huge pages: ${hp:-unknown}"

@@ -174,8 +174,10 @@ static void crash_arm_grow(void)
  * not touched for long): GROW_CHUNK_PAGES at a time, each chunk under
  * grow_mu and published before the next, collapsed within
  * COLLAPSE_AHEAD_MS for the whole step; an ask waits for one chunk at most,
- * never for the step.  Chunks end on 2 MiB boundaries of the object, so
- * every block of one is whole for its collapse.
+ * never for the step, and a chunk's collapse stops when an ask waits
+ * (grow_asking: its remaining blocks stay in small pages).  Chunks end on
+ * 2 MiB boundaries of the object, so every block of one is whole for its
+ * collapse.
  */
 #define GROW_ASK_PAGES (GROW_MIN_BYTES / SEG_PAGE)
 #define GROW_CHUNK_PAGES ((32u << 20) / SEG_PAGE)
@@ -223,10 +225,10 @@ static int grow_locked(struct coord *c, uint32_t live, uint32_t want, uint32_t n
 	if (small > want)
 		small = want;
 	crash_arm_grow();
-	int rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want, collapse_ms);
+	int rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want, collapse_ms, &c->grow_asking);
 	crash_disarm();
 	if (rc == -ENOSPC && small < want)
-		rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want = small, 0);
+		rc = shmmap__seg_grow(&c->seg, &c->g, &c->lk, want = small, 0, NULL);
 	uint64_t from = c->g.heap_off + (uint64_t)live * SEG_PAGE;
 	uint64_t to = c->g.heap_off + (uint64_t)want * SEG_PAGE;
 	if (rc == 0) {

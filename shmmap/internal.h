@@ -750,13 +750,14 @@ uint64_t shmmap__seg_cur_size(const struct seg *s, const struct seg_geom *g);
  * memory is committed now), make them accessible here, then give them to
  * the pool and publish npages_live (release).  With huge pages, the new
  * range's whole 2 MiB blocks are collapsed for up to collapse_ms first (0:
- * none; segment.c).  Returns 0, -ENOSPC (no room
+ * none; segment.c), stopping early once *yield (if not NULL) is non-zero
+ * (someone waits for the step).  Returns 0, -ENOSPC (no room
  * in the file system: nothing published), -EBUSY/-EAGAIN (the pool lock:
  * try again), -EINVAL (pages beyond the layout).  A crash at any point
  * leaves a consistent segment at the old or the new size.
  */
 int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		     uint32_t pages, unsigned collapse_ms);
+		     uint32_t pages, unsigned collapse_ms, const _Atomic uint32_t *yield);
 uint64_t shmmap__now_ms(void);
 /* CLOCK_MONOTONIC in ms. */
 uint64_t shmmap__mono_ms(void);

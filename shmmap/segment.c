@@ -290,13 +290,15 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
  * COLLAPSE_CHUNK, in order; stop at the first chunk that fails (EINVAL: a
  * kernel without MADV_COLLAPSE, or shmem_enabled = deny; ENOMEM/EAGAIN/
  * EBUSY: no contiguous memory, a page busy, a cgroup limit: the next chunk
- * would most likely fail the same, after as long), or when the time budget
- * is spent (checked before each chunk, so it is overrun by one chunk, and
- * by the block a growth starts inside (below), at most).  Budgets, from
+ * would most likely fail the same, after as long), when the time budget
+ * is spent, or when a put waits for the step (the coordinator's yield
+ * word); both are checked before each chunk, so overrun by one chunk, and
+ * by the block a growth starts inside (below), at most.  Budgets, from
  * measurements on Linux 6.18 (a 2-core VM, 24 GiB, shmem_enabled = never):
  * 512 MiB collapsed in 0.13-0.14 s, 256 MiB in 0.10-0.72 s, 2 GiB in
  * 1.4-2.8 s, a 32 MiB chunk in 0.01-0.13 s (slow when the allocator hands
- * out memory not touched for long); a second at creation (only the
+ * out memory not touched for long: so chunks of 8 MiB, that a waiting put
+ * stops soon); a second at creation (only the
  * coordinator's start waits on it); on a growth, the coordinator's choice
  * (shmmap__seg_grow's collapse_ms): none for a step a put waits on, a
  * budget for the steps it takes ahead of need, 32 MiB at a time
@@ -323,7 +325,7 @@ bool shmmap__seg_ok_slow(const struct seg *s, uint64_t off, uint64_t n, uint64_t
  * waiter asleep on a word there is woken as before.  khugepaged does the
  * same on live shmem, and compaction migrates any page at any time.
  */
-#define COLLAPSE_CHUNK (UINT64_C(32) << 20)
+#define COLLAPSE_CHUNK (UINT64_C(8) << 20)
 #define COLLAPSE_CREATE_MS 1000u
 
 /* Collapse and its zap of one range of the scratch mapping; 0 or -errno. */
@@ -336,11 +338,12 @@ static int collapse_range(unsigned char *at, uint64_t n)
 /* p maps the object from offset lo (a multiple of 2 MiB); [from, end) was
  * just committed, end a multiple of 2 MiB: its whole blocks, as above. */
 static void seg_collapse(unsigned char *p, uint64_t lo, uint64_t from, uint64_t end,
-			 unsigned budget_ms)
+			 unsigned budget_ms, const _Atomic uint32_t *yield)
 {
 	uint64_t t0 = shmmap__mono_ms();
 	for (uint64_t at = align_up(from, HUGE_PAGE); at < end; at += COLLAPSE_CHUNK) {
-		if (shmmap__mono_ms() - t0 >= budget_ms)
+		if (shmmap__mono_ms() - t0 >= budget_ms ||
+		    (yield && atomic_load_explicit(yield, memory_order_relaxed)))
 			return;
 		if (collapse_range(p + (at - lo), end - at < COLLAPSE_CHUNK ? end - at
 									 : COLLAPSE_CHUNK) < 0)
@@ -367,7 +370,8 @@ static void seg_collapse(unsigned char *p, uint64_t lo, uint64_t from, uint64_t 
  * system's say (shmmapctl status).  -ENOMEM (a memory cgroup's limit, say)
  * is reported as such, not as a full /dev/shm.
  */
-static int seg_commit(int fd, uint64_t from, uint64_t to, bool huge, unsigned collapse_ms)
+static int seg_commit(int fd, uint64_t from, uint64_t to, bool huge, unsigned collapse_ms,
+		      const _Atomic uint32_t *yield)
 {
 	struct stat st;
 	struct statvfs vs;
@@ -401,7 +405,7 @@ static int seg_commit(int fd, uint64_t from, uint64_t to, bool huge, unsigned co
 			if (rc == -EFAULT) /* a touch would have been SIGBUS: full */
 				rc = -ENOSPC;
 			if (rc == 0 && hi_huge > lo)
-				seg_collapse(p, lo, from, hi_huge, collapse_ms);
+				seg_collapse(p, lo, from, hi_huge, collapse_ms, yield);
 		}
 		munmap(r, hi - lo + HUGE_PAGE);
 	}
@@ -424,7 +428,7 @@ static void seg_advise(const struct seg *s)
 }
 
 int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
-		     uint32_t pages, unsigned collapse_ms)
+		     uint32_t pages, unsigned collapse_ms, const _Atomic uint32_t *yield)
 {
 	struct seg_header *h = seg_hdr(s);
 	uint32_t old = shmmap__seg_live(s, g);
@@ -436,7 +440,7 @@ int shmmap__seg_grow(const struct seg *s, const struct seg_geom *g, const struct
 	uint64_t to = g->heap_off + (uint64_t)pages * SEG_PAGE;
 	/* Extend and commit: tmpfs takes the memory now or says ENOSPC (and
 	 * then keeps the object as it was). */
-	int rc = seg_commit(s->fd, from, to, h->flags & SEG_F_HUGE, collapse_ms);
+	int rc = seg_commit(s->fd, from, to, h->flags & SEG_F_HUGE, collapse_ms, yield);
 	if (rc < 0)
 		return rc;
 	CRASH_POINT();
@@ -668,7 +672,7 @@ int shmmap__seg_create(const char *name, unsigned mode, const struct seg_params 
 	}
 	/* Reserve the memory now, so a full /dev/shm is an error here and not
 	 * a SIGBUS in some worker later. */
-	rc = seg_commit(fd, 0, len, p->huge_pages, COLLAPSE_CREATE_MS);
+	rc = seg_commit(fd, 0, len, p->huge_pages, COLLAPSE_CREATE_MS, NULL);
 	if (rc < 0)
 		goto fail;
 	rc = map_reserve(fd, p->base, false, align_up(g->max_size, 4096), s);
