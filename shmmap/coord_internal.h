@@ -104,10 +104,19 @@ struct coord {
 	 * fields below are under it. */
 	pthread_mutex_t grow_mu;
 	_Atomic uint32_t grow_asking; /* asks waiting for grow_mu: a step ahead lets them in */
+	/* `shmmapctl grow` (MSG_GROW with a target): run by the housekeeping
+	 * thread, answered by the I/O thread, as a save is (the same SAVE_*
+	 * states); greq_client and greq_seq are the I/O thread's alone. */
+	pthread_mutex_t greq_mu;
+	int greq_state, greq_rc;
+	uint64_t greq_target;
+	char greq_err[PROTO_NAME_MAX + 1];
+	struct session *greq_client;
+	uint32_t greq_seq;
 	_Atomic uint64_t noroom_ms; /* when a step last found no room in /dev/shm (shmmap__mono_ms) */
 };
 
-enum { SAVE_IDLE, SAVE_QUEUED, SAVE_RUNNING, SAVE_DONE }; /* struct coord's save_state */
+enum { SAVE_IDLE, SAVE_QUEUED, SAVE_RUNNING, SAVE_DONE }; /* save_state, greq_state */
 
 /* ---- mapdir.c ---- */
 

@@ -185,16 +185,17 @@ static void crash_arm_grow(void)
 #define HUGE_PAGES_PER (((uint32_t)2 << 20) / SEG_PAGE) /* heap pages per 2 MiB */
 
 #ifdef SHMMAP_CRASHPOINTS
-/* Test build only: $SHMMAP_GROW_PAUSE_MS=n makes a step ahead of need
- * rest n ms after each chunk, outside grow_mu (check_seggrow: an ask is
- * not held up by a long step). */
+/* Test build only: $SHMMAP_GROW_PAUSE_MS=n makes a growth by chunks (a
+ * step ahead of need, shmmapctl grow) rest n ms after each chunk, outside
+ * grow_mu (check_seggrow: asks and other requests are not held up by a
+ * long one). */
 static void grow_pause(struct coord *c)
 {
 	const char *e = getenv("SHMMAP_GROW_PAUSE_MS");
 	if (!e || !*e)
 		return;
 	uint64_t ms = strtoul(e, NULL, 10), until = shmmap__mono_ms() + ms;
-	log_notice("test hook: the step ahead rests %llu ms after a chunk", (unsigned long long)ms);
+	log_notice("test hook: the growth rests %llu ms after a chunk", (unsigned long long)ms);
 	while (!atomic_load(&c->stop) && shmmap__mono_ms() < until) {
 		struct timespec ts = {0, 10 * 1000000L};
 		nanosleep(&ts, NULL);
@@ -359,6 +360,60 @@ static int coord_grow_hook(const struct seg *s, uint32_t seen, uint32_t need)
 	return coord_grow(c, seen, need, 0, NULL, 0);
 }
 
+/*
+ * MSG_GROW with a target (shmmapctl grow), on the I/O thread: a growth of
+ * gigabytes takes seconds, during which the I/O thread would answer
+ * nobody (attaches, opens, other processes' asks), so it is queued for the
+ * housekeeping thread (grow_request_due) and grow_finish replies.  Returns
+ * 0 (queued) or the error to answer with at once (why says it).
+ */
+static int grow_request(struct coord *c, struct session *s, const struct proto_msg *m, char *why,
+			size_t whylen)
+{
+	if (m->u.grow.target > c->g.max_size) {
+		snprintf(why, whylen, "%.1f MiB is beyond [segment] max_size (%.1f MiB)",
+			 mib(m->u.grow.target), mib(c->g.max_size));
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&c->greq_mu);
+	bool busy = c->greq_state != SAVE_IDLE;
+	if (!busy) {
+		c->greq_target = m->u.grow.target;
+		c->greq_state = SAVE_QUEUED;
+	}
+	pthread_mutex_unlock(&c->greq_mu);
+	if (busy) {
+		snprintf(why, whylen, "another shmmapctl grow is under way");
+		return -EBUSY;
+	}
+	c->greq_client = s;
+	c->greq_seq = m->seq;
+	return 0;
+}
+
+/* Housekeeping thread: run a queued shmmapctl grow, then wake the I/O
+ * thread to answer. */
+static void grow_request_due(struct coord *c)
+{
+	pthread_mutex_lock(&c->greq_mu);
+	bool asked = c->greq_state == SAVE_QUEUED && !atomic_load(&c->stop);
+	uint64_t target = c->greq_target;
+	if (asked)
+		c->greq_state = SAVE_RUNNING;
+	pthread_mutex_unlock(&c->greq_mu);
+	if (!asked)
+		return;
+	char why[sizeof c->greq_err] = "";
+	int rc = coord_grow(c, 0, 0, target, why, sizeof why);
+	pthread_mutex_lock(&c->greq_mu);
+	c->greq_rc = rc;
+	memcpy(c->greq_err, why, sizeof why);
+	c->greq_state = SAVE_DONE;
+	pthread_mutex_unlock(&c->greq_mu);
+	uint64_t one = 1;
+	if (write(c->wakefd, &one, sizeof one) < 0) { /* the I/O loop wakes within 1 s */ }
+}
+
 /* Housekeeping: grow ahead of need, by a quarter of the live size (at
  * least GROW_MIN_BYTES), when the pool runs low. */
 static void grow_due(struct coord *c)
@@ -475,6 +530,8 @@ static void close_session(struct coord *c, struct session *s, const char *why)
 	s->gone = true;
 	if (c->save_client == s)
 		c->save_client = NULL; /* its save goes on; nobody to answer */
+	if (c->greq_client == s)
+		c->greq_client = NULL; /* its growth goes on, as a save does */
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
 	if (s->welcomed) {
 		log_info("client pid %d (slot %u) gone: %s", (int)s->pid, s->slot, why);
@@ -700,6 +757,27 @@ static void save_finish(struct coord *c)
 		close_session(c, s, "cannot send the reply to SAVE");
 }
 
+/* I/O thread, on a wake-up: reply to a shmmapctl grow that is done. */
+static void grow_finish(struct coord *c)
+{
+	pthread_mutex_lock(&c->greq_mu);
+	bool done = c->greq_state == SAVE_DONE;
+	int rc = c->greq_rc;
+	char why[sizeof c->greq_err];
+	memcpy(why, c->greq_err, sizeof why);
+	if (done)
+		c->greq_state = SAVE_IDLE;
+	pthread_mutex_unlock(&c->greq_mu);
+	struct session *s = c->greq_client;
+	if (!done || !s)
+		return;
+	c->greq_client = NULL;
+	struct proto_msg r = {.type = MSG_OK, .seq = c->greq_seq};
+	if ((rc < 0 ? send_error_why(s->fd, c->greq_seq, rc, "%s", why)
+		    : shmmap__proto_send(s->fd, &r, -1)) < 0)
+		close_session(c, s, "cannot send the reply to GROW");
+}
+
 /* Clients attached: LIVE slots, counted as shmmapctl clients does (after a
  * restart, adopted slots not yet resumed count: their processes work on). */
 static uint32_t live_slots(struct coord *c)
@@ -840,7 +918,11 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
 			return send_error(s->fd, m->seq, -EPERM);
 		char why[PROTO_NAME_MAX + 1] = "";
-		rc = coord_grow(c, m->u.grow.seen, m->u.grow.need, m->u.grow.target, why, sizeof why);
+		if (m->u.grow.target) { /* shmmapctl grow: may take seconds */
+			rc = grow_request(c, s, m, why, sizeof why);
+			return rc < 0 ? send_error_text(s->fd, m->seq, rc, why) : 0;
+		}
+		rc = coord_grow(c, m->u.grow.seen, m->u.grow.need, 0, why, sizeof why);
 		if (rc < 0)
 			return send_error_text(s->fd, m->seq, rc, why);
 		r.type = MSG_OK;
@@ -1058,6 +1140,7 @@ static void *io_main(void *arg)
 				if (read(c->wakefd, &v, sizeof v) < 0) { /* nothing to do */ }
 				reap_flagged(c);
 				save_finish(c);
+				grow_finish(c);
 			} else if (!((struct session *)p)->gone) {
 				read_session(c, p);
 			}
@@ -1072,6 +1155,7 @@ static void *io_main(void *arg)
 	struct cds_lfht_iter it;
 	struct session *s;
 	c->save_client = NULL;
+	c->greq_client = NULL;
 	rcu_read_lock();
 	for (s = first_session(c, &it); s; s = next_session(c, &it)) {
 		cds_lfht_del(c->sessions, &s->node);
@@ -1217,6 +1301,7 @@ static void *house_main(void *arg)
 		}
 		retry_pending(c);
 		shmmap__coord_finish_drops(c);
+		grow_request_due(c);
 		grow_due(c);
 		shmmap__coord_save_due(c);
 	}
@@ -1677,6 +1762,7 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	c->seg.fd = -1;
 	pthread_mutex_init(&c->recover_mu, NULL);
 	pthread_mutex_init(&c->save_mu, NULL);
+	pthread_mutex_init(&c->greq_mu, NULL);
 	pthread_mutex_init(&c->grow_mu, NULL);
 	c->start_ms = shmmap__mono_ms();
 	c->save_next_ms = c->start_ms + (uint64_t)conf->persistence.interval * 1000u;
@@ -1851,6 +1937,7 @@ void shmmap__coord_free(struct coord *c)
 	free(c->grow_track);
 	pthread_mutex_destroy(&c->recover_mu);
 	pthread_mutex_destroy(&c->save_mu);
+	pthread_mutex_destroy(&c->greq_mu);
 	pthread_mutex_destroy(&c->grow_mu);
 	free(c);
 }

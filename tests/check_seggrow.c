@@ -349,12 +349,14 @@ static bool log_has(void *what)
  * step ahead has not finished (the log says so), and stopping the
  * coordinator does not wait for the rest.
  */
-START_TEST(a_put_does_not_wait_for_a_step_ahead)
+/* The test build's coordinator, whose growth rests 120 s after each chunk
+ * of a step ahead or of a shmmapctl grow; false if there is none. */
+static bool start_resting(void)
 {
 	const char *plain0 = getenv("SHMMAPD"), *crash = getenv("SHMMAPD_CRASH");
 	CK(plain0 != NULL);
 	if (!crash || access(crash, X_OK) != 0)
-		TU_SKIP("no SHMMAPD_CRASH (make test builds tests/shmmapd-crash)");
+		return false;
 	char plain[512];
 	snprintf(plain, sizeof plain, "%s", plain0);
 	setenv("SHMMAPD", crash, 1);
@@ -363,6 +365,13 @@ START_TEST(a_put_does_not_wait_for_a_step_ahead)
 	setenv("SHMMAPD", plain, 1);
 	unsetenv("SHMMAP_GROW_PAUSE_MS");
 	CK_MSG(rc == 0, "shmmapd-crash did not start (%d): see %s", rc, co.log);
+	return true;
+}
+
+START_TEST(a_put_does_not_wait_for_a_step_ahead)
+{
+	if (!start_resting())
+		TU_SKIP("no SHMMAPD_CRASH (make test builds tests/shmmapd-crash)");
 	shmmap *sm = tu_attach(co.sock);
 	shmmap_map m = tu_open(sm, "ahead");
 	/* Fill until the pool is under an eighth free, then wait for the
@@ -372,7 +381,7 @@ START_TEST(a_put_does_not_wait_for_a_step_ahead)
 	while (n < 20000 && __atomic_load_n(&h->pool_free, __ATOMIC_RELAXED) * 8 >=
 				     atomic_load(&h->npages_live))
 		CK_EQ(put_i(sm, m, n++, 20000, 11), 0);
-	char rest[] = "test hook: the step ahead rests";
+	char rest[] = "test hook: the growth rests";
 	CK_MSG(tu_wait(log_has, rest, 10000), "no step ahead of need after %llu puts: see %s",
 	       (unsigned long long)n, co.log);
 	/* 100 MB more: many times what the segment had, all of it from
@@ -401,6 +410,51 @@ START_TEST(a_put_does_not_wait_for_a_step_ahead)
 	long long t0 = tu_mono_ms();
 	CK_EQ(tu_coord_stop(&co), 0);
 	CK_MSG(tu_mono_ms() - t0 < 5000, "the stop waited %lld ms for the resting step",
+	       tu_mono_ms() - t0);
+}
+END_TEST
+
+/*
+ * shmmapctl grow runs on the housekeeping thread: while it rests inside
+ * (the test build, as above), the coordinator attaches a new process,
+ * opens a map for it and serves its puts; a second grow at the same time
+ * is refused with a reason; the first one's growth is there.
+ */
+START_TEST(ctl_grow_does_not_hold_up_the_others)
+{
+	if (!start_resting())
+		TU_SKIP("no SHMMAPD_CRASH (make test builds tests/shmmapd-crash)");
+	pid_t ctl = tu_fork();
+	CK(ctl >= 0);
+	if (ctl == 0) {
+		char out[4096], err[1024];
+		_exit(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "grow", "200M", NULL));
+	}
+	char rest[] = "test hook: the growth rests";
+	CK_MSG(tu_wait(log_has, rest, 10000), "the grow did not start: see %s", co.log);
+	long long t0 = tu_mono_ms();
+	shmmap *sm;
+	CK_EQ(shmmap_attach(co.sock, &sm), 0);
+	shmmap_map m = tu_open(sm, "meanwhile");
+	for (uint64_t i = 0; i < 100; i++)
+		CK_EQ(put_i(sm, m, i, 1000, 12), 0);
+	CK_MSG(tu_mono_ms() - t0 < 5000, "attach, open and puts took %lld ms during the grow",
+	       tu_mono_ms() - t0);
+	char out[4096], err[1024];
+	int rc = tu_ctl(co.sock, out, sizeof out, err, sizeof err, "grow", "300M", NULL);
+	CK_MSG(rc != 0 && strstr(err, "another shmmapctl grow is under way"), "rc %d: %s%s", rc,
+	       out, err);
+	/* Its first chunk is in: the segment grew while it rests. */
+	shmmap__seg_sync(&sm->seg);
+	CK(shmmap__seg_cur_size(&sm->seg, &sm->geom) > 4 * MIB);
+	for (uint64_t i = 0; i < 100; i++)
+		CK_EQ(get_i(sm, m, i, 1000, 12), 0);
+	shmmap_detach(sm);
+	kill(ctl, SIGKILL);
+	tu_waitpid(ctl, 10000);
+	t0 = tu_mono_ms();
+	CK_EQ(tu_coord_stop(&co), 0);
+	CK_MSG(tu_mono_ms() - t0 < 5000, "the stop waited %lld ms for the resting grow",
 	       tu_mono_ms() - t0);
 }
 END_TEST
@@ -767,6 +821,7 @@ static Suite *grow_suite(void)
 	tcase_add_test(tc, ctl_grow);
 	tcase_add_test(tc, many_processes_grow_at_once);
 	tcase_add_test(tc, a_put_does_not_wait_for_a_step_ahead);
+	tcase_add_test(tc, ctl_grow_does_not_hold_up_the_others);
 	tcase_add_test(tc, relocated_base_follows_growth);
 	tcase_add_test(tc, restart_adopts_the_slack_of_a_killed_step);
 	tcase_add_test(tc, coordinator_killed_while_growing);
