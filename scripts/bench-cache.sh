@@ -15,7 +15,9 @@
 # unique segment named after this script's pid, memcached and redis-server
 # on Unix sockets, no TCP port, no persistence) and stops it after the cell.
 # On any exit this script stops the program (its servers die with it:
-# PR_SET_PDEATHSIG) and removes the work dir and the segments.
+# PR_SET_PDEATHSIG) and removes the work dir and the segments.  Then large
+# values among small ones (tests/bench/frag.c) on a shmmapd of its own: what
+# admitting a 1 MB value costs when the free pages are scattered.
 #
 # --short is the CI smoke mode (tiny key counts, well under a minute).
 # Extra arguments go to the program (see the head of tests/bench/cache.c),
@@ -64,6 +66,10 @@ $CC -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude -Ishmmap \
 	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	-Wformat=2 -Wvla -Wno-format-nonliteral -pthread \
 	-o "$O/bench/cache" tests/bench/cache.c "$O/libshmmap.a" -lrt -lm
+$CC -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude -Ishmmap \
+	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wformat=2 -Wvla -Wno-format-nonliteral -pthread \
+	-o "$O/bench/frag" tests/bench/frag.c "$O/libshmmap.a" -lrt -lm
 
 # ---- the work dir and segments, removed on any exit ----
 work=$(mktemp -d "${TMPDIR:-/tmp}/shmmap-cache.XXXXXX")
@@ -97,5 +103,44 @@ set -e
 bench_pid=""
 if [ $rc -ne 0 ]; then
 	echo "bench-cache: FAILED (exit status $rc)" >&2
+	exit $rc
 fi
+
+# ---- large values among small ones (tests/bench/frag.c) ----
+# A 128M segment of one evict map, a value of 1 MB (16 pages) for every
+# 20, 50 and 200 small ones: what admitting it costs when the free pages
+# are scattered.
+cat >"$work/frag.ini" <<CONF
+[segment]
+name = $seg-frag
+size = 128M
+
+[server]
+socket = $work/frag.sock
+
+[map]
+value_max = 1M
+CONF
+"$O/shmmapd" -c "$work/frag.ini" --foreground 2>"$work/frag.log" &
+bench_pid=$!
+i=0
+while ! "$O/shmmapctl" -s "$work/frag.sock" status >/dev/null 2>&1; do
+	if ! kill -0 "$bench_pid" 2>/dev/null || [ $i -ge 200 ]; then
+		echo "bench-cache: shmmapd did not start; its log:" >&2
+		cat "$work/frag.log" >&2 || true
+		exit 1
+	fi
+	sleep 0.05
+	i=$((i + 1))
+done
+echo
+echo "large values among small ones (128M, one evict map, 1 MB values):"
+rounds=2000
+[ -z "$short" ] || rounds=200
+for per in 20 50 200; do
+	"$O/bench/frag" --sock "$work/frag.sock" --rounds $rounds --per $per || rc=1
+done
+kill -TERM "$bench_pid" 2>/dev/null || true
+wait "$bench_pid" 2>/dev/null || true
+bench_pid=""
 exit $rc

@@ -73,8 +73,9 @@
  * The cost of admitting an entry is so bounded by one page of victims and
  * moves (each move's search for a victim by at most MOVE_LOOKS looks).  An
  * entry larger than a page needs a run of free pages: a window of pages
- * from a rover is emptied (room_for_run; each page of the heap looked at
- * once at most).  Such runs are donors too: a hand of their own stops at
+ * near a rover is emptied, the cheapest of those starting in the next
+ * WINDOW_CHOOSE pages (cheapest_window), then the next that can be
+ * (room_for_run; each page of the heap looked at once at most).  Such runs are donors too: a hand of their own stops at
  * run heads and gives a class the pages of one older than its victims
  * (run_donor).  Neither a window nor a forced handover takes a page
  * holding a used entry that cannot move (the only page of its class, or a
@@ -1095,6 +1096,79 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, unsigned
 	return victim_map(ev, seg_page_off(g, j)) != NULL;
 }
 
+/* What emptying page i would cost, for the choice of a window: the bytes
+ * of the entries on it (a page of a run: all of it), or UINT32_MAX if it
+ * cannot be emptied (page_may_empty).  A read without locks: a hint. */
+static uint32_t page_cost(struct evictor *ev, uint32_t i, uint32_t np, unsigned spare)
+{
+	const struct seg *s = ev->o->s;
+	const struct seg_geom *g = ev->o->g;
+	uint32_t head;
+	if (!page_may_empty(ev, i, np, spare, &head))
+		return UINT32_MAX;
+	const struct seg_page *p = seg_page(s, g, i);
+	uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
+	if (kind == PAGE_FREE)
+		return 0;
+	if (kind != PAGE_SLAB)
+		return SEG_PAGE;
+	uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
+	if (cls >= g->nclasses)
+		return UINT32_MAX;
+	uint32_t used = __atomic_load_n(&p->used, __ATOMIC_RELAXED), per = per_page(cls);
+	return (used < per ? used : per) * shmmap__class_size(cls);
+}
+
+/*
+ * The start of the cheapest window of need pages (page_cost: the fewest
+ * bytes in use) among those starting in the WINDOW_CHOOSE pages from
+ * `from`, or `from` if none of them can be emptied.  First fit took the
+ * next window the rover came to: with a quarter of the segment free in
+ * pages scattered among small values, a 1 MB value emptied 16 pages of
+ * entries where a window of free pages and one or two used ones was near.
+ * A sliding sum, each page's cost read again as it leaves (a hint: the
+ * sums are clamped).
+ */
+#define WINDOW_CHOOSE 256u
+static uint32_t cheapest_window(struct evictor *ev, uint32_t from, uint32_t need, uint32_t np,
+				unsigned spare)
+{
+	if (need > np || from > np - need)
+		return from;
+	uint32_t last = np - need; /* the last start there is */
+	if (last - from > WINDOW_CHOOSE)
+		last = from + WINDOW_CHOOSE;
+	int64_t sum = 0, bad = 0, best_cost = INT64_MAX;
+	uint32_t best = from;
+	for (uint32_t i = from; i < from + need; i++) {
+		uint32_t c = page_cost(ev, i, np, spare);
+		if (c == UINT32_MAX)
+			bad++;
+		else
+			sum += c;
+	}
+	for (uint32_t st = from;; st++) {
+		if (bad <= 0 && sum < best_cost) {
+			best_cost = sum > 0 ? sum : 0;
+			best = st;
+			if (best_cost == 0)
+				break;
+		}
+		if (st >= last)
+			break;
+		uint32_t out = page_cost(ev, st, np, spare), in = page_cost(ev, st + need, np, spare);
+		if (out == UINT32_MAX)
+			bad--;
+		else
+			sum -= out;
+		if (in == UINT32_MAX)
+			bad++;
+		else
+			sum += in;
+	}
+	return best;
+}
+
 /*
  * Empty a window of `need` contiguous pages (for an entry larger than a
  * page, or any one page when a class can take none from another): 1 if one
@@ -1126,7 +1200,7 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 	 * lay elsewhere). */
 	for (int pass = 0; pass < 2; pass++) {
 		unsigned spare = pass == 0 ? SPARE_STUCK | SPARE_SAMPLED : 0;
-		start = start0;
+		start = need > 1 ? cheapest_window(ev, start0, need, np, spare) : start0;
 		uint64_t looked = 0, budget = pass == 0 ? WINDOW_HOT_LOOKS + need : np;
 		for (uint32_t t = 0; t < WINDOW_TRIES * 4 && looked < np && looked < budget;) {
 			if (start + need > np) {

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "shmmap.h"
+#include "internal.h"
 #include "testutil.h"
 
 static struct tu_coord co;
@@ -689,6 +690,70 @@ START_TEST(large_values_after_fragmentation)
 }
 END_TEST
 
+/*
+ * A large value's window is the cheapest near the rover, not the first:
+ * the segment full of small entries, the entries of three of four
+ * neighbouring pages deleted (the fourth keeps its own), the rover set to
+ * the start of the heap.  First fit emptied the first four pages of small
+ * entries from there (about 2000 entries); the window of the three empty
+ * pages costs the fourth page's entries at most, moved or evicted.
+ */
+START_TEST(large_value_takes_the_cheapest_window)
+{
+	enum { SMALL = 100, BIG = 200 * 1024, NEED = 4 };
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 1M\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "cheap");
+	(void)fill_until_evicting(sm, m, "s-", 0, SMALL);
+	const struct seg *sg = &sm->seg;
+	const struct seg_geom *g = &sm->geom;
+	CK_EQ(shmmap__seg_sync(sg), 0);
+	/* The first NEED pages of small entries (first fit's window from page
+	 * 0), and NEED more at least 8 pages on (the table's array sits
+	 * somewhere among them: where is the coordinator's choice). */
+	uint32_t first = UINT32_MAX, at = UINT32_MAX, run = 0;
+	for (uint32_t i = 0; i < g->npages && i < 200 && at == UINT32_MAX; i++) {
+		run = seg_page(sg, g, i)->kind == PAGE_SLAB ? run + 1 : 0;
+		if (run < NEED)
+			continue;
+		if (first == UINT32_MAX)
+			first = i + 1 - NEED;
+		else if (i + 1 - NEED >= first + NEED + 8)
+			at = i + 1 - NEED;
+	}
+	CK_MSG(at != UINT32_MAX, "no two runs of %d slab pages in the first 200", NEED);
+	uint32_t kept = 0;
+	for (uint32_t i = at; i < at + NEED; i++) {
+		uint32_t cls = seg_page(sg, g, i)->cls;
+		uint32_t size = shmmap__class_size(cls), per = SEG_PAGE / size;
+		for (uint32_t j = 0; j < per; j++) {
+			const struct seg_entry *e =
+				(const void *)(sg->base + seg_page_off(g, i) + (uint64_t)j * size);
+			if (e->klen == 0 || e->klen > 31)
+				continue;
+			if (i == at + 2) {
+				kept++;
+				continue;
+			}
+			char k[32];
+			memcpy(k, e->data, e->klen);
+			CK_EQ(shmmap_del(sm, m, k, e->klen), 0);
+		}
+	}
+	CK(kept > 0);
+	uint64_t ev0 = stats_of(sm, m).evictions, n0 = stats_of(sm, m).entries;
+	atomic_store(&seg_hdr(sg)->evict_rover, 0);
+	CK_EQ(put_kv(sm, m, "big-", 0, BIG, 1), 0);
+	CK(present(sm, m, "big-", 0, BIG, 1));
+	uint64_t ev = stats_of(sm, m).evictions - ev0;
+	CK_MSG(ev <= kept, "the big put evicted %" PRIu64 " entries (the window at page %u costs %u, "
+	       "first fit's at %u)", ev, at, kept, first);
+	CK_EQ(stats_of(sm, m).entries, n0 + 1 - ev);
+	ctl_check_clean();
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* A page a class takes while its hand is half way round is not looked at
  * before the older pages: the class's newest entries land there, maybe
  * just behind the end of the page order the hand follows.  Deterministic:
@@ -1142,6 +1207,7 @@ int main(void)
 	tcase_add_test(tc, cross_map_fairness);
 	tcase_add_test(tc, large_entries_give_pages_first);
 	tcase_add_loop_test(tc, large_values_after_fragmentation, 0, 2);
+	tcase_add_test(tc, large_value_takes_the_cheapest_window);
 	tcase_add_test(tc, read_keys_stay);
 	tcase_add_test(tc, page_taken_late_waits);
 	tcase_add_test(tc, unread_keys_leave_first);
