@@ -123,16 +123,8 @@ value_max = 1M
 CONF
 "$O/shmmapd" -c "$work/frag.ini" --foreground 2>"$work/frag.log" &
 bench_pid=$!
-i=0
-while ! "$O/shmmapctl" -s "$work/frag.sock" status >/dev/null 2>&1; do
-	if ! kill -0 "$bench_pid" 2>/dev/null || [ $i -ge 200 ]; then
-		echo "bench-cache: shmmapd did not start; its log:" >&2
-		cat "$work/frag.log" >&2 || true
-		exit 1
-	fi
-	sleep 0.05
-	i=$((i + 1))
-done
+. scripts/bench-lib.sh
+wait_ready "$bench_pid" frag "$O/shmmapctl" -s "$work/frag.sock" status || exit 1
 echo
 echo "large values among small ones (128M, one evict map, 1 MB values):"
 rounds=2000

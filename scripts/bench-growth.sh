@@ -50,6 +50,7 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap 'cleanup; exit 129' HUP
 
+. scripts/bench-lib.sh
 start() { # extra config lines [segment lines, default: size = 1536M]
 	cat >"$work/shmmap.ini" <<CONF
 [segment]
@@ -64,18 +65,9 @@ CONF
 	rm -f "$work/shmmapd.sock"
 	"$O/shmmapd" -c "$work/shmmap.ini" --foreground 2>"$work/shmmapd.log" &
 	pid=$!
-	i=0
 	# Ready once it answers (the socket file exists, bound, before the
 	# coordinator listens: only then does a client get in).
-	while ! "$O/shmmapctl" -s "$work/shmmapd.sock" status >/dev/null 2>&1; do
-		if ! kill -0 "$pid" 2>/dev/null || [ $i -ge 200 ]; then
-			echo "bench-growth: shmmapd did not start; its log:" >&2
-			cat "$work/shmmapd.log" >&2 || true
-			exit 1
-		fi
-		sleep 0.05
-		i=$((i + 1))
-	done
+	wait_ready "$pid" shmmapd "$O/shmmapctl" -s "$work/shmmapd.sock" status || exit 1
 }
 stop() {
 	kill -TERM "$pid" 2>/dev/null || true

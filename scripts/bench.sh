@@ -129,20 +129,7 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap 'cleanup; exit 129' HUP
 
-wait_ready() { # pid name command...: until the command succeeds
-	wpid=$1 wname=$2
-	shift 2
-	i=0
-	until "$@" >/dev/null 2>&1; do
-		if ! kill -0 "$wpid" 2>/dev/null || [ $i -ge 200 ]; then
-			echo "bench: $wname did not start; its log:" >&2
-			cat "$work/$wname.log" >&2 || true
-			return 1
-		fi
-		sleep 0.05
-		i=$((i + 1))
-	done
-}
+. scripts/bench-lib.sh
 
 cat >"$work/shmmap.ini" <<EOF
 [segment]

@@ -51,6 +51,27 @@ struct access_lists {
 	struct conf_ids allow_uids, allow_gids, readonly_uids, readonly_gids;
 };
 
+/*
+ * A request the I/O thread hands to the housekeeping thread and answers
+ * once it is done (MSG_SAVE; MSG_GROW with a target), so that it answers
+ * everyone else meanwhile: one of each kind at a time.  mu guards state,
+ * rc, err and arg (the I/O thread queues, the housekeeping thread takes it
+ * and posts the result); client and seq are the I/O thread's alone.
+ */
+enum { DEFER_IDLE, DEFER_QUEUED, DEFER_RUNNING, DEFER_DONE };
+struct deferred {
+	pthread_mutex_t mu;
+	int state, rc;                /* DEFER_*; the result */
+	char err[PROTO_NAME_MAX + 1]; /* and why it failed */
+	union {
+		char path[PROTO_NAME_MAX + 1]; /* MSG_SAVE: the file */
+		uint64_t target;               /* MSG_GROW: the size */
+	} arg;
+	struct session *client;       /* awaits the reply, or NULL (gone) */
+	uint32_t seq;                 /* of the request */
+	const char *what;             /* its message type, for the log */
+};
+
 struct coord {
 	struct shmmap_conf conf;  /* as at start: never changes (see access) */
 	struct access_lists *access; /* RCU-protected, replaced by a reload */
@@ -90,33 +111,26 @@ struct coord {
 	pthread_mutex_t recover_mu; /* one recovery at a time (I/O vs housekeeping) */
 	bool sweep_pending;         /* a sweep waits for a busy allocator lock (recover_mu) */
 	bool adopted;               /* the segment existed before this start */
-	/* Snapshots.  save_mu guards save_state, save_rc and save_path (the
-	 * I/O thread queues, the housekeeping thread runs and posts the
-	 * result); save_client and save_seq are the I/O thread's alone. */
-	pthread_mutex_t save_mu;
-	int save_state, save_rc;    /* SAVE_*; the result of a requested save */
-	char save_err[PROTO_NAME_MAX + 1]; /* and why it failed */
-	char save_path[PROTO_NAME_MAX + 1];
-	struct session *save_client; /* awaits the reply to MSG_SAVE, or NULL */
-	uint32_t save_seq;
+	/* Snapshots: MSG_SAVE is deferred (struct deferred, arg.path). */
+	struct deferred save;
 	uint64_t save_next_ms;      /* housekeeping: the next interval save (shmmap__mono_ms) */
-	/* Growth (see "growth" below): one step at a time (grow_mu); the
-	 * fields below are under it. */
+	/* `shmmapctl grow` (MSG_GROW with a target) is deferred too
+	 * (arg.target): growing by gigabytes takes seconds. */
+	struct deferred greq;
+	/* Growth (see "growth" in coordinator.c): one step or chunk at a time
+	 * (grow_mu). */
 	pthread_mutex_t grow_mu;
 	_Atomic uint32_t grow_asking; /* asks waiting for grow_mu: a step ahead lets them in */
-	/* `shmmapctl grow` (MSG_GROW with a target): run by the housekeeping
-	 * thread, answered by the I/O thread, as a save is (the same SAVE_*
-	 * states); greq_client and greq_seq are the I/O thread's alone. */
-	pthread_mutex_t greq_mu;
-	int greq_state, greq_rc;
-	uint64_t greq_target;
-	char greq_err[PROTO_NAME_MAX + 1];
-	struct session *greq_client;
-	uint32_t greq_seq;
 	_Atomic uint64_t noroom_ms; /* when a step last found no room in /dev/shm (shmmap__mono_ms) */
 };
 
-enum { SAVE_IDLE, SAVE_QUEUED, SAVE_RUNNING, SAVE_DONE }; /* save_state, greq_state */
+/* Housekeeping (coordinator.c): take the request r queued (its argument
+ * copied to arg, n bytes): true, and it is running; false if none is
+ * queued or the coordinator stops. */
+bool shmmap__defer_take(struct coord *c, struct deferred *r, void *arg, size_t n);
+/* Housekeeping: r's result (rc, and why it failed); wakes the I/O thread,
+ * which answers the client. */
+void shmmap__defer_done(struct coord *c, struct deferred *r, int rc, const char *why);
 
 /* ---- mapdir.c ---- */
 

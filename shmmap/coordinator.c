@@ -310,20 +310,14 @@ static int grow_chunks(struct coord *c, uint32_t target, char *why, size_t whyle
  * (shmmapctl grow), chunk by chunk; else by a step a put waits on, of at
  * least need pages, unless it grew past `seen` live pages meanwhile
  * (another asker was first, or a chunk of a step ahead).  Returns 0,
- * -ENOSPC (at max_size, or no room), -EINVAL (target beyond max_size),
- * -EBUSY/-EAGAIN (the pool lock; try again); why says it.
+ * -ENOSPC (at max_size, or no room), -EBUSY/-EAGAIN (the pool lock; try
+ * again); why says it.
  */
 static int coord_grow(struct coord *c, uint32_t seen, uint32_t need, uint64_t target, char *why,
 		      size_t whylen)
 {
 	uint32_t max = c->g.npages_max;
-	if (target) {
-		if (target > c->g.max_size) {
-			if (why)
-				snprintf(why, whylen, "%.1f MiB is beyond [segment] max_size (%.1f MiB)",
-					 mib(target), mib(c->g.max_size));
-			return -EINVAL;
-		}
+	if (target) { /* within max_size (grow_request) */
 		uint64_t pages = target > c->g.heap_off
 					 ? (target - c->g.heap_off + SEG_PAGE - 1) / SEG_PAGE : 0;
 		return grow_chunks(c, pages < max ? (uint32_t)pages : max, why, whylen);
@@ -358,60 +352,6 @@ static int coord_grow_hook(const struct seg *s, uint32_t seen, uint32_t need)
 {
 	struct coord *c = (struct coord *)((char *)s - offsetof(struct coord, seg));
 	return coord_grow(c, seen, need, 0, NULL, 0);
-}
-
-/*
- * MSG_GROW with a target (shmmapctl grow), on the I/O thread: a growth of
- * gigabytes takes seconds, during which the I/O thread would answer
- * nobody (attaches, opens, other processes' asks), so it is queued for the
- * housekeeping thread (grow_request_due) and grow_finish replies.  Returns
- * 0 (queued) or the error to answer with at once (why says it).
- */
-static int grow_request(struct coord *c, struct session *s, const struct proto_msg *m, char *why,
-			size_t whylen)
-{
-	if (m->u.grow.target > c->g.max_size) {
-		snprintf(why, whylen, "%.1f MiB is beyond [segment] max_size (%.1f MiB)",
-			 mib(m->u.grow.target), mib(c->g.max_size));
-		return -EINVAL;
-	}
-	pthread_mutex_lock(&c->greq_mu);
-	bool busy = c->greq_state != SAVE_IDLE;
-	if (!busy) {
-		c->greq_target = m->u.grow.target;
-		c->greq_state = SAVE_QUEUED;
-	}
-	pthread_mutex_unlock(&c->greq_mu);
-	if (busy) {
-		snprintf(why, whylen, "another shmmapctl grow is under way");
-		return -EBUSY;
-	}
-	c->greq_client = s;
-	c->greq_seq = m->seq;
-	return 0;
-}
-
-/* Housekeeping thread: run a queued shmmapctl grow, then wake the I/O
- * thread to answer. */
-static void grow_request_due(struct coord *c)
-{
-	pthread_mutex_lock(&c->greq_mu);
-	bool asked = c->greq_state == SAVE_QUEUED && !atomic_load(&c->stop);
-	uint64_t target = c->greq_target;
-	if (asked)
-		c->greq_state = SAVE_RUNNING;
-	pthread_mutex_unlock(&c->greq_mu);
-	if (!asked)
-		return;
-	char why[sizeof c->greq_err] = "";
-	int rc = coord_grow(c, 0, 0, target, why, sizeof why);
-	pthread_mutex_lock(&c->greq_mu);
-	c->greq_rc = rc;
-	memcpy(c->greq_err, why, sizeof why);
-	c->greq_state = SAVE_DONE;
-	pthread_mutex_unlock(&c->greq_mu);
-	uint64_t one = 1;
-	if (write(c->wakefd, &one, sizeof one) < 0) { /* the I/O loop wakes within 1 s */ }
 }
 
 /* Housekeeping: grow ahead of need, by a quarter of the live size (at
@@ -528,10 +468,11 @@ static void close_session(struct coord *c, struct session *s, const char *why)
 	if (s->gone)
 		return;
 	s->gone = true;
-	if (c->save_client == s)
-		c->save_client = NULL; /* its save goes on; nobody to answer */
-	if (c->greq_client == s)
-		c->greq_client = NULL; /* its growth goes on, as a save does */
+	/* A deferred request of its goes on; nobody to answer. */
+	if (c->save.client == s)
+		c->save.client = NULL;
+	if (c->greq.client == s)
+		c->greq.client = NULL;
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
 	if (s->welcomed) {
 		log_info("client pid %d (slot %u) gone: %s", (int)s->pid, s->slot, why);
@@ -709,9 +650,76 @@ static int handle_resume(struct coord *c, struct session *s, const struct proto_
 	return welcome(c, s, m->seq, slot, rdonly);
 }
 
+/* ---- deferred requests (struct deferred) ---- */
+
+/* I/O thread: queue r with its argument (n bytes) for session s's request
+ * seq; false if one is queued or running already. */
+static bool defer_queue(struct deferred *r, struct session *s, uint32_t seq, const void *arg,
+			size_t n)
+{
+	pthread_mutex_lock(&r->mu);
+	bool idle = r->state == DEFER_IDLE;
+	if (idle) {
+		memcpy(&r->arg, arg, n < sizeof r->arg ? n : sizeof r->arg);
+		r->state = DEFER_QUEUED;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (idle) {
+		r->client = s;
+		r->seq = seq;
+	}
+	return idle;
+}
+
+bool shmmap__defer_take(struct coord *c, struct deferred *r, void *arg, size_t n)
+{
+	pthread_mutex_lock(&r->mu);
+	bool asked = r->state == DEFER_QUEUED && !atomic_load(&c->stop);
+	if (asked) {
+		memcpy(arg, &r->arg, n < sizeof r->arg ? n : sizeof r->arg);
+		r->state = DEFER_RUNNING;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return asked;
+}
+
+void shmmap__defer_done(struct coord *c, struct deferred *r, int rc, const char *why)
+{
+	pthread_mutex_lock(&r->mu);
+	r->rc = rc;
+	snprintf(r->err, sizeof r->err, "%s", why ? why : "");
+	r->state = DEFER_DONE;
+	pthread_mutex_unlock(&r->mu);
+	uint64_t one = 1;
+	if (write(c->wakefd, &one, sizeof one) < 0) { /* the I/O loop wakes within 1 s */ }
+}
+
+/* I/O thread, on a wake-up: answer r if it is done (and its client is
+ * still there: if not, the result is in the log). */
+static void defer_finish(struct coord *c, struct deferred *r)
+{
+	pthread_mutex_lock(&r->mu);
+	bool done = r->state == DEFER_DONE;
+	int rc = r->rc;
+	char why[sizeof r->err];
+	memcpy(why, r->err, sizeof why);
+	if (done)
+		r->state = DEFER_IDLE;
+	pthread_mutex_unlock(&r->mu);
+	struct session *s = r->client;
+	if (!done || !s)
+		return;
+	r->client = NULL;
+	struct proto_msg m = {.type = MSG_OK, .seq = r->seq};
+	if ((rc < 0 ? send_error_why(s->fd, r->seq, rc, "%s", why)
+		    : shmmap__proto_send(s->fd, &m, -1)) < 0)
+		close_session(c, s, r->what);
+}
+
 /*
- * MSG_SAVE: queue the save for the housekeeping thread; save_finish sends
- * the reply.  Returns 0 (queued) or the error to answer with at once.
+ * MSG_SAVE: queue the save for the housekeeping thread (persist.c runs
+ * it); defer_finish sends the reply.  Returns 0 (queued) or the error to
+ * answer with at once.
  */
 static int save_request(struct coord *c, struct session *s, const struct proto_msg *m)
 {
@@ -722,60 +730,42 @@ static int save_request(struct coord *c, struct session *s, const struct proto_m
 	 * client's choosing only for peers that have those rights anyway. */
 	if (m->u.save.path[0] && s->uid != 0 && s->uid != geteuid())
 		return -EPERM;
-	pthread_mutex_lock(&c->save_mu);
-	bool busy = c->save_state != SAVE_IDLE;
-	if (!busy) {
-		snprintf(c->save_path, sizeof c->save_path, "%s", path);
-		c->save_state = SAVE_QUEUED;
+	char p[sizeof c->save.arg.path];
+	snprintf(p, sizeof p, "%s", path);
+	return defer_queue(&c->save, s, m->seq, p, sizeof p) ? 0 : -EBUSY;
+}
+
+/*
+ * MSG_GROW with a target (shmmapctl grow), on the I/O thread: a growth of
+ * gigabytes takes seconds, during which the I/O thread would answer
+ * nobody (attaches, opens, other processes' asks), so it is deferred to
+ * the housekeeping thread (grow_request_due).  Returns 0 (queued) or the
+ * error to answer with at once (why says it).
+ */
+static int grow_request(struct coord *c, struct session *s, const struct proto_msg *m, char *why,
+			size_t whylen)
+{
+	uint64_t target = m->u.grow.target;
+	if (target > c->g.max_size) {
+		snprintf(why, whylen, "%.1f MiB is beyond [segment] max_size (%.1f MiB)",
+			 mib(target), mib(c->g.max_size));
+		return -EINVAL;
 	}
-	pthread_mutex_unlock(&c->save_mu);
-	if (busy)
-		return -EBUSY;
-	c->save_client = s;
-	c->save_seq = m->seq;
-	return 0;
+	if (defer_queue(&c->greq, s, m->seq, &target, sizeof target))
+		return 0;
+	snprintf(why, whylen, "another shmmapctl grow is under way");
+	return -EBUSY;
 }
 
-/* I/O thread, on a wake-up: reply to MSG_SAVE if its save is done. */
-static void save_finish(struct coord *c)
+/* Housekeeping thread: run a queued shmmapctl grow. */
+static void grow_request_due(struct coord *c)
 {
-	pthread_mutex_lock(&c->save_mu);
-	bool done = c->save_state == SAVE_DONE;
-	int rc = c->save_rc;
-	char why[sizeof c->save_err];
-	memcpy(why, c->save_err, sizeof why);
-	if (done)
-		c->save_state = SAVE_IDLE;
-	pthread_mutex_unlock(&c->save_mu);
-	struct session *s = c->save_client;
-	if (!done || !s)
-		return; /* not yet, or the client is gone (the save is logged) */
-	c->save_client = NULL;
-	struct proto_msg r = {.type = MSG_OK, .seq = c->save_seq};
-	if ((rc < 0 ? send_error_why(s->fd, c->save_seq, rc, "%s", why)
-		    : shmmap__proto_send(s->fd, &r, -1)) < 0)
-		close_session(c, s, "cannot send the reply to SAVE");
-}
-
-/* I/O thread, on a wake-up: reply to a shmmapctl grow that is done. */
-static void grow_finish(struct coord *c)
-{
-	pthread_mutex_lock(&c->greq_mu);
-	bool done = c->greq_state == SAVE_DONE;
-	int rc = c->greq_rc;
-	char why[sizeof c->greq_err];
-	memcpy(why, c->greq_err, sizeof why);
-	if (done)
-		c->greq_state = SAVE_IDLE;
-	pthread_mutex_unlock(&c->greq_mu);
-	struct session *s = c->greq_client;
-	if (!done || !s)
+	uint64_t target;
+	if (!shmmap__defer_take(c, &c->greq, &target, sizeof target))
 		return;
-	c->greq_client = NULL;
-	struct proto_msg r = {.type = MSG_OK, .seq = c->greq_seq};
-	if ((rc < 0 ? send_error_why(s->fd, c->greq_seq, rc, "%s", why)
-		    : shmmap__proto_send(s->fd, &r, -1)) < 0)
-		close_session(c, s, "cannot send the reply to GROW");
+	char why[sizeof c->greq.err] = "";
+	int rc = coord_grow(c, 0, 0, target, why, sizeof why);
+	shmmap__defer_done(c, &c->greq, rc, why);
 }
 
 /* Clients attached: LIVE slots, counted as shmmapctl clients does (after a
@@ -1139,8 +1129,8 @@ static void *io_main(void *arg)
 				uint64_t v;
 				if (read(c->wakefd, &v, sizeof v) < 0) { /* nothing to do */ }
 				reap_flagged(c);
-				save_finish(c);
-				grow_finish(c);
+				defer_finish(c, &c->save);
+				defer_finish(c, &c->greq);
 			} else if (!((struct session *)p)->gone) {
 				read_session(c, p);
 			}
@@ -1154,8 +1144,8 @@ static void *io_main(void *arg)
 	 * adopts them. */
 	struct cds_lfht_iter it;
 	struct session *s;
-	c->save_client = NULL;
-	c->greq_client = NULL;
+	c->save.client = NULL;
+	c->greq.client = NULL;
 	rcu_read_lock();
 	for (s = first_session(c, &it); s; s = next_session(c, &it)) {
 		cds_lfht_del(c->sessions, &s->node);
@@ -1761,8 +1751,10 @@ int shmmap__coord_init(struct coord **out, const struct shmmap_conf *conf, unsig
 	c->lsock = c->epfd = c->wakefd = c->lockfd = -1;
 	c->seg.fd = -1;
 	pthread_mutex_init(&c->recover_mu, NULL);
-	pthread_mutex_init(&c->save_mu, NULL);
-	pthread_mutex_init(&c->greq_mu, NULL);
+	pthread_mutex_init(&c->save.mu, NULL);
+	c->save.what = "cannot send the reply to SAVE";
+	pthread_mutex_init(&c->greq.mu, NULL);
+	c->greq.what = "cannot send the reply to GROW";
 	pthread_mutex_init(&c->grow_mu, NULL);
 	c->start_ms = shmmap__mono_ms();
 	c->save_next_ms = c->start_ms + (uint64_t)conf->persistence.interval * 1000u;
@@ -1936,8 +1928,8 @@ void shmmap__coord_free(struct coord *c)
 			shmmap__grow_track_free(&c->grow_track[m]);
 	free(c->grow_track);
 	pthread_mutex_destroy(&c->recover_mu);
-	pthread_mutex_destroy(&c->save_mu);
-	pthread_mutex_destroy(&c->greq_mu);
+	pthread_mutex_destroy(&c->save.mu);
+	pthread_mutex_destroy(&c->greq.mu);
 	pthread_mutex_destroy(&c->grow_mu);
 	free(c);
 }

@@ -8,8 +8,8 @@
  * and the test for a segment whose coordinator died while loading one.
  *
  * Invariants kept:
- *   - one save at a time: the housekeeping thread runs them (save_mu guards
- *     the request state the I/O thread queues), and the stop's final save
+ *   - one save at a time: the housekeeping thread runs them (a
+ *     MSG_SAVE is a struct deferred the I/O thread queues), and the stop's final save
  *     runs after both threads are gone;
  *   - a snapshot is loaded only into a segment created by this start,
  *     before the socket listens, and marked SNAP_LOADING_SEG_MAGIC
@@ -69,24 +69,11 @@ void shmmap__coord_save_due(struct coord *c)
 {
 	const char *conf_path = c->conf.persistence.snapshot;
 	const uint64_t every_ms = (uint64_t)c->conf.persistence.interval * 1000u;
-	char path[sizeof c->save_path];
-	pthread_mutex_lock(&c->save_mu);
-	bool asked = c->save_state == SAVE_QUEUED && !atomic_load(&c->stop);
-	if (asked) {
-		memcpy(path, c->save_path, sizeof path);
-		c->save_state = SAVE_RUNNING;
-	}
-	pthread_mutex_unlock(&c->save_mu);
-	if (asked) {
-		char why[sizeof c->save_err] = "";
+	char path[sizeof c->save.arg.path];
+	if (shmmap__defer_take(c, &c->save, path, sizeof path)) {
+		char why[sizeof c->save.err] = "";
 		int rc = shmmap__coord_save_now(c, path, why, sizeof why);
-		pthread_mutex_lock(&c->save_mu);
-		c->save_rc = rc;
-		memcpy(c->save_err, why, sizeof why);
-		c->save_state = SAVE_DONE;
-		pthread_mutex_unlock(&c->save_mu);
-		uint64_t one = 1;
-		if (write(c->wakefd, &one, sizeof one) < 0) { /* the I/O loop wakes within 1 s */ }
+		shmmap__defer_done(c, &c->save, rc, why);
 		if (rc == 0 && strcmp(path, conf_path) == 0)
 			c->save_next_ms = shmmap__mono_ms() + every_ms;
 	}
