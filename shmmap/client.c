@@ -201,6 +201,15 @@ int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *r
 	return rc;
 }
 
+int shmmap__reply_timeout(shmmap *sm, unsigned seconds)
+{
+	struct timeval tv = {.tv_sec = (time_t)seconds};
+	pthread_mutex_lock(&sm->sock_mu);
+	int rc = setsockopt(sm->sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ? -errno : 0;
+	pthread_mutex_unlock(&sm->sock_mu);
+	return rc;
+}
+
 static int connect_to(const char *path)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};

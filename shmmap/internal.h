@@ -1262,6 +1262,10 @@ int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v);
 /* One request/reply round trip with the coordinator (proto.h messages). */
 struct proto_msg;
 int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *rep);
+/* How long the requests of this attachment wait for their reply (10 s from
+ * the attach): an admin tool's save or grow may take minutes on the
+ * coordinator's side.  Until a reconnect.  0 or a negative errno. */
+int shmmap__reply_timeout(shmmap *sm, unsigned seconds);
 
 /* ---- check.c ---- */
 struct check_report {

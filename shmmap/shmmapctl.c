@@ -1484,6 +1484,11 @@ static bool conn_error(int rc)
 	return rc == -ECONNRESET || rc == -EPIPE || rc == -ENOTCONN || rc == -ECONNREFUSED;
 }
 
+/* A save of a large segment, or a grow by gigabytes, may take minutes on
+ * the coordinator's side (its housekeeping thread; it answers everyone
+ * else meanwhile): their replies are waited for this long. */
+#define SLOW_REPLY_S 600u
+
 static int cmd_save(struct ctl *c, char **args)
 {
 	struct proto_msg req = {.type = MSG_SAVE}, rep;
@@ -1494,6 +1499,7 @@ static int cmd_save(struct ctl *c, char **args)
 			return RC_FAIL;
 		}
 	}
+	(void)shmmap__reply_timeout(c->sm, SLOW_REPLY_S);
 	int rc = shmmap__request(c->sm, &req, &rep);
 	if (rc == 0 && rep.type != MSG_OK)
 		rc = -EPROTO;
@@ -1555,6 +1561,7 @@ static int cmd_grow(struct ctl *c, char **args)
 	shmmap *sm = c->sm;
 	struct proto_msg req = {.type = MSG_GROW}, rep;
 	req.u.grow.target = want;
+	(void)shmmap__reply_timeout(sm, SLOW_REPLY_S);
 	int rc = shmmap__request(sm, &req, &rep);
 	if (rc == 0 && rep.type != MSG_OK)
 		rc = -EPROTO;

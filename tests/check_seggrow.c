@@ -349,9 +349,10 @@ static bool log_has(void *what)
  * step ahead has not finished (the log says so), and stopping the
  * coordinator does not wait for the rest.
  */
-/* The test build's coordinator, whose growth rests 120 s after each chunk
- * of a step ahead or of a shmmapctl grow; false if there is none. */
-static bool start_resting(void)
+/* The test build's coordinator, whose growth rests `rest` (ms, as text)
+ * after each chunk of a step ahead or of a shmmapctl grow; false if there
+ * is none. */
+static bool start_resting(const char *rest)
 {
 	const char *plain0 = getenv("SHMMAPD"), *crash = getenv("SHMMAPD_CRASH");
 	CK(plain0 != NULL);
@@ -360,7 +361,7 @@ static bool start_resting(void)
 	char plain[512];
 	snprintf(plain, sizeof plain, "%s", plain0);
 	setenv("SHMMAPD", crash, 1);
-	setenv("SHMMAP_GROW_PAUSE_MS", "120000", 1);
+	setenv("SHMMAP_GROW_PAUSE_MS", rest, 1);
 	int rc = tu_coord_start(&co, "4M", conf_for("1G", "reject"));
 	setenv("SHMMAPD", plain, 1);
 	unsetenv("SHMMAP_GROW_PAUSE_MS");
@@ -370,7 +371,7 @@ static bool start_resting(void)
 
 START_TEST(a_put_does_not_wait_for_a_step_ahead)
 {
-	if (!start_resting())
+	if (!start_resting("120000"))
 		TU_SKIP("no SHMMAPD_CRASH (make test builds tests/shmmapd-crash)");
 	shmmap *sm = tu_attach(co.sock);
 	shmmap_map m = tu_open(sm, "ahead");
@@ -422,7 +423,7 @@ END_TEST
  */
 START_TEST(ctl_grow_does_not_hold_up_the_others)
 {
-	if (!start_resting())
+	if (!start_resting("120000"))
 		TU_SKIP("no SHMMAPD_CRASH (make test builds tests/shmmapd-crash)");
 	pid_t ctl = tu_fork();
 	CK(ctl >= 0);
@@ -456,6 +457,23 @@ START_TEST(ctl_grow_does_not_hold_up_the_others)
 	CK_EQ(tu_coord_stop(&co), 0);
 	CK_MSG(tu_mono_ms() - t0 < 5000, "the stop waited %lld ms for the resting grow",
 	       tu_mono_ms() - t0);
+}
+END_TEST
+
+/* A shmmapctl grow that takes longer than the 10 s a request waits for
+ * its reply (the test build rests 11 s after its one chunk): shmmapctl
+ * waits for it, and says the new size. */
+START_TEST(ctl_grow_waits_for_a_long_grow)
+{
+	if (!start_resting("11000"))
+		TU_SKIP("no SHMMAPD_CRASH (make test builds tests/shmmapd-crash)");
+	char out[4096], err[1024];
+	long long t0 = tu_mono_ms();
+	int rc = tu_ctl(co.sock, out, sizeof out, err, sizeof err, "--json", "grow", "20M", NULL);
+	long long took = tu_mono_ms() - t0;
+	CK_MSG(rc == 0, "grow exited %d after %lld ms: %s%s", rc, took, out, err);
+	CK_MSG(took >= 10000, "the grow took %lld ms only: the test tests nothing", took);
+	CK_MSG(json_u64(out, "size") >= 20 * MIB, "%s", out);
 }
 END_TEST
 
@@ -822,6 +840,7 @@ static Suite *grow_suite(void)
 	tcase_add_test(tc, many_processes_grow_at_once);
 	tcase_add_test(tc, a_put_does_not_wait_for_a_step_ahead);
 	tcase_add_test(tc, ctl_grow_does_not_hold_up_the_others);
+	tcase_add_test(tc, ctl_grow_waits_for_a_long_grow);
 	tcase_add_test(tc, relocated_base_follows_growth);
 	tcase_add_test(tc, restart_adopts_the_slack_of_a_killed_step);
 	tcase_add_test(tc, coordinator_killed_while_growing);
