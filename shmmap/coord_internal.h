@@ -69,7 +69,7 @@ struct deferred {
 	} arg;
 	struct session *client;       /* awaits the reply, or NULL (gone) */
 	uint32_t seq;                 /* of the request */
-	const char *what;             /* its message type, for the log */
+	const char *what;             /* why the session is closed if the reply cannot go */
 };
 
 struct coord {

@@ -49,18 +49,18 @@
  * ignored until a restart.
  *
  * Growth (segment.c has the mechanism): the coordinator alone grows the
- * segment, one step (or chunk) at a time (grow_mu): from the housekeeping thread when
- * the pool's free pages fall under 1/GROW_FILL_DIV of the live pages, and
- * at once for a client whose allocator found no room (MSG_GROW; the
+ * segment, one step (or chunk) at a time (grow_mu): from the housekeeping
+ * thread when the pool's free pages fall under 1/GROW_FILL_DIV of the live
+ * pages, at once for a client whose allocator found no room (MSG_GROW; the
  * coordinator's own allocations call coord_grow directly), or for
- * `shmmapctl grow`.  A step ahead of need is max(GROW_MIN_BYTES, a quarter
- * of the live size), taken in chunks so that an ask never waits for all of
- * it; an ask's step is max(GROW_MIN_BYTES, what the asker needs); both
- * capped at max_size.  A step /dev/shm has no
- * room for is tried again smaller; if that fails too it is logged once
- * (with the numbers), grow_state tells clients not to ask, the maps'
- * policy applies, and the housekeeping thread tries again every
- * GROW_RETRY_MS while the file system has room for a page.
+ * `shmmapctl grow` (deferred to the housekeeping thread).  A step ahead of
+ * need is max(GROW_MIN_BYTES, a quarter of the live size), taken in chunks
+ * so that an ask never waits for all of it; an ask's step is
+ * max(GROW_MIN_BYTES, what the asker needs); both capped at max_size.  A
+ * step /dev/shm has no room for is tried again smaller; if that fails too
+ * it is logged once (with the numbers), grow_state tells clients not to
+ * ask, the maps' policy applies, and the housekeeping thread tries again
+ * every GROW_RETRY_MS while the file system has room for a page.
  *
  * Snapshots (the format in snapshot.c, the schedule in persist.c): loaded
  * at start into a segment created fresh, before the socket listens; saved

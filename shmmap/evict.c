@@ -75,8 +75,8 @@
  * entry larger than a page needs a run of free pages: a window of pages
  * near a rover is emptied, the cheapest of those starting in the next
  * WINDOW_CHOOSE pages (cheapest_window), then the next that can be
- * (room_for_run; each page of the heap looked at once at most).  Such runs are donors too: a hand of their own stops at
- * run heads and gives a class the pages of one older than its victims
+ * (room_for_run; each page of the heap looked at once at most).  Such
+ * runs are donors too: a hand of their own stops at run heads and gives a class the pages of one older than its victims
  * (run_donor).  Neither a window nor a forced handover takes a page
  * holding a used entry that cannot move (the only page of its class, or a
  * used large entry) but as a last resort: a small map's counters, read all

@@ -332,6 +332,9 @@ END_TEST
 
 /* ---- a put does not wait for a step ahead of need ---- */
 
+/* What the test build logs when a growth rests (SHMMAP_GROW_PAUSE_MS). */
+#define GROWTH_RESTS ((void *)"test hook: the growth rests")
+
 static bool log_has(void *what)
 {
 	char *log = tu_slurp(co.log, NULL);
@@ -349,6 +352,16 @@ static bool log_has(void *what)
  * step ahead has not finished (the log says so), and stopping the
  * coordinator does not wait for the rest.
  */
+/* Stop the coordinator: it does not wait for the rest of a resting
+ * growth (what: which one, for the message). */
+static void stop_without_the_rest(const char *what)
+{
+	long long t0 = tu_mono_ms();
+	CK_EQ(tu_coord_stop(&co), 0);
+	CK_MSG(tu_mono_ms() - t0 < 5000, "the stop waited %lld ms for the resting %s",
+	       tu_mono_ms() - t0, what);
+}
+
 /* The test build's coordinator, whose growth rests `rest` (ms, as text)
  * after each chunk of a step ahead or of a shmmapctl grow; false if there
  * is none. */
@@ -382,9 +395,8 @@ START_TEST(a_put_does_not_wait_for_a_step_ahead)
 	while (n < 20000 && __atomic_load_n(&h->pool_free, __ATOMIC_RELAXED) * 8 >=
 				     atomic_load(&h->npages_live))
 		CK_EQ(put_i(sm, m, n++, 20000, 11), 0);
-	char rest[] = "test hook: the growth rests";
-	CK_MSG(tu_wait(log_has, rest, 10000), "no step ahead of need after %llu puts: see %s",
-	       (unsigned long long)n, co.log);
+	CK_MSG(tu_wait(log_has, GROWTH_RESTS, 10000),
+	       "no step ahead of need after %llu puts: see %s", (unsigned long long)n, co.log);
 	/* 100 MB more: many times what the segment had, all of it from
 	 * steps the puts ask for while the step ahead rests. */
 	uint64_t before = shmmap__seg_cur_size(&sm->seg, &sm->geom);
@@ -408,10 +420,7 @@ START_TEST(a_put_does_not_wait_for_a_step_ahead)
 		CK_EQ(get_i(sm, m, i, 20000, 11), 0);
 	expect_check_clean();
 	shmmap_detach(sm);
-	long long t0 = tu_mono_ms();
-	CK_EQ(tu_coord_stop(&co), 0);
-	CK_MSG(tu_mono_ms() - t0 < 5000, "the stop waited %lld ms for the resting step",
-	       tu_mono_ms() - t0);
+	stop_without_the_rest("step");
 }
 END_TEST
 
@@ -431,8 +440,7 @@ START_TEST(ctl_grow_does_not_hold_up_the_others)
 		char out[4096], err[1024];
 		_exit(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "grow", "200M", NULL));
 	}
-	char rest[] = "test hook: the growth rests";
-	CK_MSG(tu_wait(log_has, rest, 10000), "the grow did not start: see %s", co.log);
+	CK_MSG(tu_wait(log_has, GROWTH_RESTS, 10000), "the grow did not start: see %s", co.log);
 	long long t0 = tu_mono_ms();
 	shmmap *sm;
 	CK_EQ(shmmap_attach(co.sock, &sm), 0);
@@ -453,10 +461,7 @@ START_TEST(ctl_grow_does_not_hold_up_the_others)
 	shmmap_detach(sm);
 	kill(ctl, SIGKILL);
 	tu_waitpid(ctl, 10000);
-	t0 = tu_mono_ms();
-	CK_EQ(tu_coord_stop(&co), 0);
-	CK_MSG(tu_mono_ms() - t0 < 5000, "the stop waited %lld ms for the resting grow",
-	       tu_mono_ms() - t0);
+	stop_without_the_rest("grow");
 }
 END_TEST
 
