@@ -13,13 +13,17 @@
  *     the coordinator empties a window of pages for a table of its own
  *     (evict.c), clients pass it over (seg_header.pool_hold, for
  *     POOL_HOLD_MS at most): its pages come free one at a time.
- *   - Size classes (48 B .. SEG_PAGE, about 10% apart, then SEG_PAGE / k) carve
- *     single pages into blocks.  Each page keeps its own free list (offsets
- *     within the page, stored in the free blocks) and a count of used
- *     blocks; the class keeps a doubly linked list of its pages that have
- *     a free block ("partial"), under the class lock.  A page whose last
- *     block is freed goes back to the pool at once, so memory freed by one
- *     size is reusable by any other.
+ *   - Size classes (48 B .. SEG_PAGE, at most about 11% apart) carve slabs
+ *     into blocks.  A slab is one page, or for a class above 8 KiB up to
+ *     SEG_SPAN_MAX contiguous pages whose blocks straddle the pages (a 33
+ *     KiB value takes a block of 34952 B, seven to a slab of four pages,
+ *     not a whole page of 64 KiB): its first page (PAGE_SLAB) describes
+ *     it, the others (PAGE_SPAN) name how far back that head is.  Each slab
+ *     keeps its own free list (offsets within the slab, stored in the free
+ *     blocks) and a count of used blocks; the class keeps a doubly linked
+ *     list of its slabs that have a free block ("partial"), under the class
+ *     lock.  A slab whose last block is freed goes back to the pool at
+ *     once, so memory freed by one size is reusable by any other.
  *
  * Crash safety: every allocation is recorded, under the lock that hands it
  * out, in the caller's record (an intent record's a, see internal.h), and
@@ -40,8 +44,10 @@
  * Lock order: stripe lock -> class lock -> pool lock.
  * Invariants (checked by check.c):
  *   - a SLAB page's used == carved - (length of its free list);
- *   - a SLAB page is on its class's partial list iff used < blocks per page
+ *   - a SLAB page is on its class's partial list iff used < blocks per slab
  *     and it is not being drained (evict.c: page handover);
+ *   - a SLAB head of class c is followed by class_pages[c] - 1 SPAN pages,
+ *     the d-th of them with run == d;
  *   - a RUN head's run pages are followed by run - 1 CONT pages.
  * The class sizes are computed here, never read back from the segment, so
  * a scribbled class table cannot steer a block out of bounds.
@@ -53,6 +59,8 @@
 #include "internal.h"
 
 static uint32_t class_size[SEG_NCLASSES];
+static uint8_t class_npages[SEG_NCLASSES];   /* pages in a slab */
+static uint16_t class_nblocks[SEG_NCLASSES]; /* blocks in a slab */
 static uint32_t nclasses;
 /* The class of a request of n bytes, by (n + 7) / 8: one load. */
 static uint8_t class_for[SEG_PAGE / SEG_ALIGN + 1];
@@ -60,28 +68,52 @@ static pthread_once_t class_once = PTHREAD_ONCE_INIT;
 
 /*
  * The classes.  Up to SEG_PAGE / 8 (8 KiB), each class is the largest
- * multiple of 8 at most CLASS_STEP_PERMILLE above the one below (the finest
- * step that fits SEG_NCLASSES classes: 10.3%; 8-byte rounding makes the
- * first steps coarser, 12.5% at 56 B), so a block wastes at most that
- * much, header included.  Above, a page holds k blocks for k = 8 .. 1, and
- * the classes are SEG_PAGE / k: a class with k blocks a page loses nothing
- * by being as large as k allows, and a class in between would leave the
- * end of every page unused (a 36 KiB block leaves 28 KiB of its page).
- * A value just over half a page still takes a whole page: only a slab of
- * several pages would do better.
+ * multiple of 8 at most CLASS_STEP_PERMILLE above the one below (10.3%;
+ * 8-byte rounding makes the first steps coarser, 12.5% at 56 B), so a block
+ * wastes at most that much, header included, and a page holds a whole
+ * number of blocks.  Above, a block as large as that would leave the end
+ * of every page unused (a 36 KiB block leaves 28 KiB of its page), so
+ * those classes are slabs of P pages (1, 2, 4 or 8) holding k blocks each,
+ * of P * SEG_PAGE / k bytes (rounded down to 8).  span_class[] is a ladder
+ * of such sizes from 8 KiB to SEG_PAGE in the 22 classes left, with steps
+ * of at most 13.6% (a block wastes at most 11.8% of itself, header
+ * included), and of those ladders the one with the smallest slabs (least
+ * sum of P squared: a slab is what a class takes from the pool, and what
+ * a handover empties).  P = 8 is unavoidable near the top: 8 * SEG_PAGE / 9
+ * is the only size within 13.6% below SEG_PAGE.  (A ladder of single pages
+ * had steps of up to 100%: a value of 32 KiB and its header took 64 KiB.)
  */
 #define CLASS_STEP_PERMILLE 1103u
+static const struct {
+	uint32_t size, pages;
+} span_class[] = {
+	{8192, 1},   {9032, 4},   {10080, 2},  {11392, 4},  {12480, 4},  {13792, 4},
+	{15416, 4},  {17472, 4},  {19416, 8},  {21840, 1},  {23824, 4},  {26208, 2},
+	{29120, 4},  {32768, 1},  {34952, 8},  {37448, 4},  {40328, 8},  {43688, 2},
+	{47656, 8},  {52424, 4},  {58248, 8},  {65536, 1},
+};
+#define NSPAN (sizeof span_class / sizeof span_class[0])
+_Static_assert(NSPAN < SEG_NCLASSES, "room for the slab classes");
+_Static_assert(SEG_SPAN_MAX == 8, "span_class[]'s slabs");
+
 static void class_init(void)
 {
 	uint32_t s = SEG_MIN_BLOCK, n = 0;
-	while (n < SEG_NCLASSES - 8 && s < SEG_PAGE / 8) {
+	while (n < SEG_NCLASSES - NSPAN && s < span_class[0].size) {
 		class_size[n++] = s;
 		uint32_t next = (uint32_t)((uint64_t)(s + 1) * CLASS_STEP_PERMILLE / 1000u) &
 				~(SEG_ALIGN - 1);
 		s = next > s ? next : s + SEG_ALIGN;
 	}
-	for (uint32_t k = 8; k >= 1; k--)
-		class_size[n++] = (SEG_PAGE / k) & ~(SEG_ALIGN - 1);
+	for (uint32_t k = 0; k < n; k++) {
+		class_npages[k] = 1;
+		class_nblocks[k] = (uint16_t)(SEG_PAGE / class_size[k]);
+	}
+	for (uint32_t k = 0; k < NSPAN; k++, n++) {
+		class_size[n] = span_class[k].size;
+		class_npages[n] = (uint8_t)span_class[k].pages;
+		class_nblocks[n] = (uint16_t)(span_class[k].pages * SEG_PAGE / span_class[k].size);
+	}
 	_Static_assert(SEG_NCLASSES <= 256, "class_for holds a byte");
 	for (uint32_t u = 0, k = 0; u < sizeof class_for; u++) {
 		while (class_size[k] < u * SEG_ALIGN) /* first class with size >= u * 8 */
@@ -109,6 +141,45 @@ uint32_t shmmap__nclasses(void)
 uint32_t shmmap__class_size(uint32_t cls)
 {
 	return cls < classes() ? class_size[cls] : 0;
+}
+
+uint32_t shmmap__class_pages(uint32_t cls)
+{
+	return cls < classes() ? class_npages[cls] : 0;
+}
+
+uint32_t shmmap__class_blocks(uint32_t cls)
+{
+	return cls < classes() ? class_nblocks[cls] : 0;
+}
+
+uint64_t shmmap__pages_for(size_t n)
+{
+	uint32_t nc = classes();
+	if (n <= class_size[nc - 1])
+		return class_npages[class_for[(n + SEG_ALIGN - 1) / SEG_ALIGN]];
+	return ((uint64_t)n + SEG_PAGE - 1) / SEG_PAGE;
+}
+
+bool shmmap__slab_head(const struct seg *s, const struct seg_geom *g, uint32_t pi,
+		       uint32_t *head)
+{
+	const struct seg_page *p = seg_page(s, g, pi);
+	uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
+	if (kind == PAGE_SLAB) {
+		*head = pi;
+		return true;
+	}
+	uint32_t d = __atomic_load_n(&p->run, __ATOMIC_RELAXED);
+	if (kind != PAGE_SPAN || d == 0 || d >= SEG_SPAN_MAX || d > pi)
+		return false;
+	const struct seg_page *h = seg_page(s, g, pi - d);
+	uint32_t cls = __atomic_load_n(&h->cls, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&h->kind, __ATOMIC_RELAXED) != PAGE_SLAB || cls >= classes() ||
+	    class_npages[cls] <= d)
+		return false;
+	*head = pi - d;
+	return true;
 }
 
 int shmmap__class_of(const struct seg *s, const struct seg_geom *g, size_t n)
@@ -192,9 +263,9 @@ static void pool_held(const struct seg_header *h, const struct lock_ctx *c, uint
 	*hi = *lo + atomic_load_explicit(&h->pool_hold_n, memory_order_relaxed);
 }
 
-/* Under pool_lock: find and take a run of n free pages; index + 1, or 0.
- * A client (c) passes over the window the coordinator holds. */
-static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+/* Under pool_lock: find a run of n free pages; index + 1, or 0.  A
+ * client (c) passes over the window the coordinator holds. */
+static uint32_t pool_find(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 			  uint32_t n)
 {
 	struct seg_header *h = seg_hdr(s);
@@ -224,6 +295,24 @@ static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, const s
 			break;
 		}
 	}
+	return found;
+}
+
+/* Under pool_lock: the found run of n pages (pool_find) leaves the pool. */
+static void pool_taken(const struct seg *s, const struct seg_geom *g, uint32_t first, uint32_t n)
+{
+	struct seg_header *h = seg_hdr(s);
+	const uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
+	h->pool_free -= n;
+	h->pool_rover = first + n < np ? first + n : 0;
+	CRASH_POINT();
+}
+
+/* Under pool_lock: find and take a run of n free pages; index + 1, or 0. */
+static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
+			  uint32_t n)
+{
+	uint32_t found = pool_find(s, g, c, n);
 	if (!found)
 		return 0;
 	uint32_t first = found - 1;
@@ -239,23 +328,52 @@ static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, const s
 	p->run = n;
 	p->kind = PAGE_RUN;
 	CRASH_POINT();
-	h->pool_free -= n;
-	h->pool_rover = first + n < np ? first + n : 0;
-	CRASH_POINT();
+	pool_taken(s, g, first, n);
 	return found;
 }
 
-/* Under pool_lock: give the run at first back. */
+/* Under the class lock of cls and pool_lock: take a slab of class cls
+ * from the pool, stamped due (evict.c); its head's index + 1, or 0.  The
+ * SPAN pages first, the head last: until the head says SLAB, a crash leaves
+ * SPAN pages that no slab owns, which the sweep frees. */
+static uint32_t pool_take_slab(const struct seg *s, const struct seg_geom *g,
+			       const struct lock_ctx *c, uint32_t cls, uint32_t due)
+{
+	uint32_t n = class_npages[cls], found = pool_find(s, g, c, n);
+	if (!found)
+		return 0;
+	uint32_t first = found - 1;
+	for (uint32_t i = 1; i < n; i++) {
+		struct seg_page *q = seg_page(s, g, first + i);
+		memset(q, 0, sizeof *q);
+		q->run = i;
+		q->kind = PAGE_SPAN;
+	}
+	if (n > 1)
+		CRASH_POINT();
+	struct seg_page *p = seg_page(s, g, first);
+	memset(p, 0, sizeof *p);
+	p->cls = (uint16_t)cls;
+	p->drain = 0;
+	p->due = due;
+	p->kind = PAGE_SLAB;
+	CRASH_POINT();
+	pool_taken(s, g, first, n);
+	return found;
+}
+
+/* Under pool_lock: give the run or slab at first back. */
 static void pool_give(const struct seg *s, const struct seg_geom *g, uint32_t first)
 {
 	struct seg_header *h = seg_hdr(s);
 	struct seg_page *p = seg_page(s, g, first);
 	uint32_t n = 1;
-	if (p->kind == PAGE_RUN) {
+	if (p->kind == PAGE_RUN)
 		n = p->run;
-		if (n == 0 || !page_in(s, g, (uint64_t)first + n - 1))
-			n = 1; /* corrupt run length: free what surely is ours */
-	}
+	else if (p->kind == PAGE_SLAB && p->cls < classes())
+		n = class_npages[p->cls];
+	if (n == 0 || !page_in(s, g, (uint64_t)first + n - 1))
+		n = 1; /* corrupt run length: free what surely is ours */
 	for (uint32_t i = 0; i < n; i++) {
 		struct seg_page *q = seg_page(s, g, first + i);
 		memset(q, 0, sizeof *q);
@@ -318,9 +436,9 @@ int shmmap__free_pages(const struct seg *s, const struct seg_geom *g, const stru
 
 /* ---- size classes ---- */
 
-static uint32_t blocks_per_page(uint32_t cls)
+static uint32_t blocks_per_slab(uint32_t cls)
 {
-	return SEG_PAGE / class_size[cls];
+	return class_nblocks[cls];
 }
 
 static void partial_push(const struct seg *s, const struct seg_geom *g, struct seg_class *c,
@@ -355,7 +473,7 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 int shmmap__alloc_block(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 			size_t n, _Atomic uint64_t *rec)
 {
-	if (n > SEG_PAGE / 2)
+	if (shmmap__class_of(s, g, n) < 0)
 		return -ENOSPC;
 	return alloc_once(s, g, c, n, rec, true);
 }
@@ -363,7 +481,7 @@ int shmmap__alloc_block(const struct seg *s, const struct seg_geom *g, const str
 int shmmap__alloc(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 		  size_t n, _Atomic uint64_t *rec)
 {
-	uint64_t pages = n > SEG_PAGE / 2 ? (n + SEG_PAGE - 1) / SEG_PAGE : 1;
+	uint64_t pages = shmmap__pages_for(n);
 	int rc;
 	for (int k = 0; (rc = alloc_once(s, g, c, n, rec, false)) == -ENOSPC && k < GROW_TRIES &&
 			grow_for(s, g, pages);
@@ -395,7 +513,7 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 	}
 	uint32_t cls = (uint32_t)ci;
 	struct seg_class *sc = seg_class(s, g, cls);
-	uint32_t size = class_size[cls], per = blocks_per_page(cls);
+	uint32_t size = class_size[cls], per = blocks_per_slab(cls), npg = class_npages[cls];
 	int rc = shmmap__lock_nosteal(&sc->lock, c);
 	if (rc < 0)
 		return rc;
@@ -405,32 +523,25 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 	if ((pi1 == 0 || !page_in(s, g, pi1 - 1)) && no_page)
 		goto out; /* only a page the class has */
 	if (pi1 == 0 || !page_in(s, g, pi1 - 1)) {
-		/* No page with room (or a corrupt list head): carve a new page.
-		 * Nested pool lock (class -> pool is the order). */
+		/* No slab with room (or a corrupt list head): carve a new one.
+		 * Nested pool lock (class -> pool is the order).  Its entries
+		 * will be the class's newest: its hand passes the slab over until
+		 * the class has handed out as many blocks again as it will have
+		 * (evict.c). */
 		struct seg_header *h = seg_hdr(s);
 		int prc = shmmap__lock_nosteal(&h->pool_lock, c);
 		if (prc < 0) {
 			rc = prc;
 			goto out;
 		}
-		pi1 = pool_take(s, g, c, 1);
-		if (pi1) {
-			struct seg_page *np = seg_page(s, g, pi1 - 1);
-			np->cls = cls;
-			np->drain = 0;
-			/* Its entries will be the class's newest: its hand passes
-			 * the page over until the class has handed out as many
-			 * blocks again as it will have (evict.c). */
-			np->due = sc->allocs + (uint32_t)((sc->pages + 1) * per);
-			np->kind = PAGE_SLAB;
-			CRASH_POINT();
-		}
+		pi1 = pool_take_slab(s, g, c, cls,
+				     sc->allocs + (uint32_t)((sc->pages / npg + 1) * per));
 		shmmap__unlock(&h->pool_lock);
 		if (pi1 == 0)
 			goto out;
 		if (sc->pages == 0) /* a class starts young (evict.c: its age) */
 			atomic_store_explicit(&sc->evict_t, shmmap__itime(), memory_order_relaxed);
-		sc->pages++;
+		sc->pages += npg;
 		sc->partial = 0;
 		partial_push(s, g, sc, pi1 - 1);
 	}
@@ -457,7 +568,7 @@ static int alloc_once(const struct seg *s, const struct seg_geom *g, const struc
 	CRASH_POINT();
 	/* Read without the lock by evict.c (page_due). */
 	__atomic_store_n(&sc->allocs, sc->allocs + 1, __ATOMIC_RELAXED);
-	shmmap__evict_counted(s, g, cls, per);
+	shmmap__evict_counted(s, g, cls);
 	p->used++;
 	sc->used++;
 	CRASH_POINT();
@@ -488,16 +599,21 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 	if (off < g->heap_off || !page_in(s, g, (off - g->heap_off) / SEG_PAGE))
 		return forget(rec, off);
 	uint32_t pi = (uint32_t)((off - g->heap_off) / SEG_PAGE);
-	uint64_t poff = seg_page_off(g, pi);
 	struct seg_page *p = seg_page(s, g, pi);
 	uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
 	if (kind == PAGE_RUN)
-		return off == poff ? shmmap__free_pages(s, g, c, pi, rec) : forget(rec, off);
+		return off == seg_page_off(g, pi) ? shmmap__free_pages(s, g, c, pi, rec)
+						  : forget(rec, off);
+	/* The slab's head (read again under its class lock below). */
+	if (!shmmap__slab_head(s, g, pi, &pi))
+		return forget(rec, off);
+	p = seg_page(s, g, pi);
+	uint64_t poff = seg_page_off(g, pi);
 	uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
-	if (kind != PAGE_SLAB || cls >= classes())
+	if (__atomic_load_n(&p->kind, __ATOMIC_RELAXED) != PAGE_SLAB || cls >= classes())
 		return forget(rec, off);
 	struct seg_class *sc = seg_class(s, g, cls);
-	uint32_t size = class_size[cls], per = blocks_per_page(cls);
+	uint32_t size = class_size[cls], per = blocks_per_slab(cls);
 	uint32_t boff = (uint32_t)(off - poff);
 	int rc = shmmap__lock_nosteal(&sc->lock, c);
 	if (rc < 0)
@@ -530,12 +646,12 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 	if (p->used == 0) {
 		/* Empty: back to the pool, usable by any size from now on.  The
 		 * pool lock is nested (class -> pool); if it cannot be had, the
-		 * page stays an empty slab page of this class (still usable). */
+		 * slab stays an empty slab of this class (still usable). */
 		struct seg_header *h = seg_hdr(s);
 		if (shmmap__lock_nosteal(&h->pool_lock, c) == 0) {
 			if (!p->drain)
 				partial_remove(s, g, sc, pi);
-			sc->pages--;
+			sc->pages -= class_npages[cls];
 			CRASH_POINT();
 			pool_give(s, g, pi);
 			shmmap__unlock(&h->pool_lock);
@@ -547,9 +663,11 @@ int shmmap__free(const struct seg *s, const struct seg_geom *g, const struct loc
 
 int shmmap__block_class(const struct seg *s, const struct seg_geom *g, uint64_t off)
 {
-	if (off < g->heap_off || !page_in(s, g, (off - g->heap_off) / SEG_PAGE))
+	uint32_t pi;
+	if (off < g->heap_off || !page_in(s, g, (off - g->heap_off) / SEG_PAGE) ||
+	    !shmmap__slab_head(s, g, (uint32_t)((off - g->heap_off) / SEG_PAGE), &pi))
 		return -1;
-	const struct seg_page *p = seg_page(s, g, (uint32_t)((off - g->heap_off) / SEG_PAGE));
+	const struct seg_page *p = seg_page(s, g, pi);
 	uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
 	return __atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_SLAB && cls < classes()
 		       ? (int)cls : -1;
@@ -561,13 +679,26 @@ bool shmmap__block_fits(const struct seg *s, const struct seg_geom *g, uint64_t 
 	if (n > class_size[nc - 1] || off < g->heap_off)
 		return false;
 	uint32_t c = class_for[(n + SEG_ALIGN - 1) / SEG_ALIGN], size = class_size[c];
-	uint64_t rel = off - g->heap_off, at = rel % SEG_PAGE;
-	if (!page_in(s, g, rel / SEG_PAGE))
+	uint64_t rel = off - g->heap_off;
+	uint32_t pi = (uint32_t)(rel / SEG_PAGE);
+	if (!page_in(s, g, pi))
 		return false;
-	const struct seg_page *p = seg_page(s, g, (uint32_t)(rel / SEG_PAGE));
-	return __atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_SLAB &&
-	       __atomic_load_n(&p->cls, __ATOMIC_RELAXED) == c && at % size == 0 &&
-	       at + size <= SEG_PAGE;
+	const struct seg_page *p = seg_page(s, g, pi);
+	uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
+	if (kind == PAGE_SPAN) {
+		/* A block of a slab of several pages: its head says (a head
+		 * of class c has c's pages: at + size <= them puts the block
+		 * inside the slab). */
+		uint32_t d = __atomic_load_n(&p->run, __ATOMIC_RELAXED);
+		if (d == 0 || d >= SEG_SPAN_MAX || d > pi)
+			return false;
+		pi -= d;
+		p = seg_page(s, g, pi);
+		kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
+	}
+	uint64_t at = rel - (uint64_t)pi * SEG_PAGE;
+	return kind == PAGE_SLAB && __atomic_load_n(&p->cls, __ATOMIC_RELAXED) == c &&
+	       at % size == 0 && at + size <= (uint64_t)class_npages[c] * SEG_PAGE;
 }
 
 size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_t off)
@@ -576,13 +707,20 @@ size_t shmmap__block_size(const struct seg *s, const struct seg_geom *g, uint64_
 		return 0;
 	uint32_t pi = (uint32_t)((off - g->heap_off) / SEG_PAGE);
 	const struct seg_page *p = seg_page(s, g, pi);
-	uint64_t poff = seg_page_off(g, pi);
-	if (p->kind == PAGE_RUN)
-		return off == poff && p->run && page_in(s, g, (uint64_t)pi + p->run - 1)
-			       ? (size_t)p->run * SEG_PAGE : 0;
-	if (p->kind == PAGE_SLAB && p->cls < classes() && (off - poff) % class_size[p->cls] == 0 &&
-	    (off - poff) / class_size[p->cls] < blocks_per_page(p->cls))
-		return class_size[p->cls];
+	uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
+	if (kind == PAGE_RUN) {
+		uint32_t run = __atomic_load_n(&p->run, __ATOMIC_RELAXED);
+		return off == seg_page_off(g, pi) && run && page_in(s, g, (uint64_t)pi + run - 1)
+			       ? (size_t)run * SEG_PAGE : 0;
+	}
+	if (!shmmap__slab_head(s, g, pi, &pi))
+		return 0;
+	p = seg_page(s, g, pi);
+	uint64_t at = off - seg_page_off(g, pi);
+	uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&p->kind, __ATOMIC_RELAXED) == PAGE_SLAB && cls < classes() &&
+	    at % class_size[cls] == 0 && at / class_size[cls] < blocks_per_slab(cls))
+		return class_size[cls];
 	return 0;
 }
 
@@ -600,7 +738,7 @@ int shmmap__page_drain(const struct seg *s, const struct seg_geom *g, const stru
 	struct seg_page *p = seg_page(s, g, pi);
 	rc = -EBUSY;
 	if (p->kind == PAGE_SLAB && p->cls == cls && p->drain == 0 && p->used > 0) {
-		if (p->used < blocks_per_page(cls))
+		if (p->used < blocks_per_slab(cls))
 			partial_remove(s, g, sc, pi);
 		p->drain = c->owner;
 		CRASH_POINT();
@@ -619,7 +757,7 @@ static void undrain_locked(const struct seg *s, const struct seg_geom *g, struct
 		return; /* emptied (back in the pool) and perhaps carved anew */
 	p->drain = 0;
 	CRASH_POINT();
-	if (p->used < blocks_per_page(cls))
+	if (p->used < blocks_per_slab(cls))
 		partial_push(s, g, sc, pi);
 }
 

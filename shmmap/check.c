@@ -31,13 +31,16 @@
  *   locks      a held lock's owner is alive; an odd sequence counter has a
  *              live writer holding the stripe lock;
  *   pages      a RUN head is followed by run - 1 CONT pages and nothing
- *              else is a CONT page; a SLAB page has a valid class, used <=
- *              carved <= blocks per page, and a free list of exactly
- *              carved - used distinct carved blocks; PAGE_FREE pages number
- *              pool_free;
- *   classes    size as computed by alloc.c; used and pages equal the sums
- *              over the class's pages; the partial list holds exactly the
- *              class's pages that have a free block;
+ *              else is a CONT page; a SLAB page (a slab's head) has a valid
+ *              class, its slab fits the heap and is followed by the class's
+ *              pages - 1 SPAN pages, the d-th with run d, and nothing else
+ *              is a SPAN page; used <= carved <= blocks per slab, and a
+ *              free list of exactly carved - used distinct carved blocks;
+ *              PAGE_FREE pages number pool_free;
+ *   classes    size as computed by alloc.c; used equals the sum over the
+ *              class's slabs, pages the pages of its slabs; the partial
+ *              list holds exactly the class's slabs that have a free block
+ *              and are not being drained;
  *   leaks      every allocated block (a carved slab block not on its free
  *              list, or a run) is an entry reachable from a LIVE map, the
  *              table run of a directory entry (a dropped map keeps its
@@ -99,17 +102,17 @@ struct ck {
 	const struct seg_geom *g;
 	struct check_report *r;
 	struct seg_page *pages;  /* the snapshot of the page descriptors */
-	uint64_t *bit_base;      /* per page: bit of its first block, or NO_BITS */
+	uint64_t *bit_base;      /* per page: bit of its first block, or NO_BITS (SPAN) */
 	uint64_t nbits;          /* blocks that can be allocated: carved slab blocks + runs */
 	unsigned char *onfree;   /* bitmap: block is on its page's free list */
 	unsigned char *reached;  /* bitmap: block is referenced (entry, table, intent) */
 	unsigned char *busy;     /* per page: changed since the snapshot: no verdicts */
-	uint32_t *fl_len;        /* per SLAB page: free-list blocks walked */
-	uint32_t *fl_bad;        /* per SLAB page: the link that stopped the walk */
-	unsigned char *fl_why;   /* per SLAB page: enum fl_state */
-	uint64_t *cls_used;      /* per class: sum of its pages' used */
-	uint32_t *cls_pages;     /* per class: its SLAB pages */
-	uint32_t *cls_partial;   /* per class: its SLAB pages with a free block */
+	uint32_t *fl_len;        /* per SLAB head: free-list blocks walked */
+	uint32_t *fl_bad;        /* per SLAB head: the link that stopped the walk */
+	unsigned char *fl_why;   /* per SLAB head: enum fl_state */
+	uint64_t *cls_used;      /* per class: sum of its slabs' used */
+	uint32_t *cls_pages;     /* per class: the pages of its slabs (heads and SPAN pages) */
+	uint32_t *cls_partial;   /* per class: its slabs with a free block, not draining */
 	unsigned char *cls_busy; /* per class: a page of it changed, or its lock is held */
 	bool pool_busy;          /* pool_free moved or a page changed kind */
 	uint64_t pool_free0;     /* pool_free just before the snapshot */
@@ -147,21 +150,67 @@ static const char *kind_name(uint32_t kind)
 	case PAGE_SLAB: return "slab";
 	case PAGE_RUN: return "run head";
 	case PAGE_CONT: return "run continuation";
+	case PAGE_SPAN: return "slab continuation";
 	}
 	return "unknown";
 }
 
-/* Only for a valid class (cls < nclasses, checked by every caller). */
-static uint32_t per_page(uint32_t cls)
+/* Blocks in a slab of class cls (one page, or several for a class above
+ * 8 KiB: alloc.c).  Only for a valid class (cls < nclasses, checked by
+ * every caller). */
+static uint32_t per_slab(uint32_t cls)
 {
-	return SEG_PAGE / shmmap__class_size(cls);
+	return shmmap__class_blocks(cls);
 }
 
-/* Blocks of a snapshot SLAB page (valid class) that have a bit: the carved ones. */
+/* Blocks of a snapshot SLAB head (valid class) that have a bit: the carved ones. */
 static uint32_t carved_blocks(const struct seg_page *p)
 {
-	uint32_t per = per_page(p->cls);
+	uint32_t per = per_slab(p->cls);
 	return p->carved < per ? p->carved : per;
+}
+
+/* The pages of the slab whose head is snapshot page i: its class's, or 0
+ * if page i is no SLAB page of a valid class or its slab runs past the
+ * heap (then its blocks are not numbered and its free list not read:
+ * they would lie outside what is mapped). */
+static uint32_t slab_len(const struct ck *c, uint32_t i)
+{
+	const struct seg_page *p = &c->pages[i];
+	if (p->kind != PAGE_SLAB || p->cls >= c->g->nclasses)
+		return 0;
+	uint32_t n = shmmap__class_pages(p->cls);
+	return n && n <= c->g->npages - i ? n : 0;
+}
+
+/* Is the slab at snapshot page i whole in the snapshot: a slab that fits
+ * the heap (slab_len) followed by its class's SPAN pages, the d-th with
+ * run d?  Returns its pages, or 0. */
+static uint32_t slab_whole(const struct ck *c, uint32_t i)
+{
+	uint32_t n = slab_len(c, i);
+	for (uint32_t d = 1; d < n; d++)
+		if (c->pages[i + d].kind != PAGE_SPAN || c->pages[i + d].run != d)
+			return 0;
+	return n;
+}
+
+/* Where snapshot page i, a SPAN page, says its head is: true and *head if
+ * `run` pages back (run in 1 .. SEG_SPAN_MAX - 1, not before page 0) is a
+ * SLAB page that is not of a valid class shorter than that (an invalid
+ * class is the head's own problem, reported there).  As
+ * shmmap__slab_head() judges a live page, on the snapshot. */
+static bool span_head(const struct ck *c, uint32_t i, uint32_t *head)
+{
+	uint32_t d = c->pages[i].run;
+	if (d == 0 || d >= SEG_SPAN_MAX || d > i)
+		return false;
+	const struct seg_page *h = &c->pages[i - d];
+	if (h->kind != PAGE_SLAB ||
+	    (h->cls < c->g->nclasses && shmmap__class_pages(h->cls) <= d))
+		return false;
+	*head = i - d;
+	return true;
 }
 
 /* Does page i's live descriptor still equal the snapshot?  (A racy read
@@ -179,6 +228,21 @@ static bool in_heap(const struct seg_geom *g, uint64_t off)
 static uint32_t page_of(const struct seg_geom *g, uint64_t off)
 {
 	return (uint32_t)((off - g->heap_off) / SEG_PAGE);
+}
+
+/* Do the descriptors that place a block at off still equal the snapshot:
+ * its page's, and for a SPAN page the head's its run names (a slab being
+ * carved writes its SPAN pages before its head: a snapshot may hold them
+ * with the head still free)?  True outside the heap (nothing to change). */
+static bool block_stable(const struct ck *c, uint64_t off)
+{
+	if (!in_heap(c->g, off))
+		return true;
+	uint32_t pi = page_of(c->g, off), d = c->pages[pi].run;
+	if (!page_stable(c, pi))
+		return false;
+	return c->pages[pi].kind != PAGE_SPAN || d == 0 || d >= SEG_SPAN_MAX || d > pi ||
+	       page_stable(c, pi - d);
 }
 
 /* ---- header and geometry ---- */
@@ -310,8 +374,9 @@ static void check_slots(struct ck *c)
 
 /* ---- pages: the snapshot's layout, then verdicts on stable pages ---- */
 
-/* Number the blocks of the snapshot (bit_base) and sum per class.  No
- * verdicts here: report_pages() makes them at the end. */
+/* Number the blocks of the snapshot (bit_base: a slab's are its head's,
+ * its SPAN pages have none) and sum per class.  No verdicts here:
+ * report_pages() makes them at the end. */
 static void layout_pages(struct ck *c)
 {
 	const struct seg_geom *g = c->g;
@@ -321,20 +386,25 @@ static void layout_pages(struct ck *c)
 		if (p->kind == PAGE_RUN) {
 			c->bit_base[i] = c->nbits++;
 		} else if (p->kind == PAGE_SLAB && p->cls < g->nclasses) {
+			/* The class counted the slab's pages when it took them
+			 * (alloc.c): its head says how many, whatever follows. */
 			c->cls_used[p->cls] += p->used;
-			c->cls_pages[p->cls]++;
-			if (p->used < per_page(p->cls) && !p->drain) /* draining: off the list */
+			c->cls_pages[p->cls] += shmmap__class_pages(p->cls);
+			if (p->used < per_slab(p->cls) && !p->drain) /* draining: off the list */
 				c->cls_partial[p->cls]++;
-			c->bit_base[i] = c->nbits;
-			c->nbits += carved_blocks(p);
+			if (slab_len(c, i)) {
+				c->bit_base[i] = c->nbits;
+				c->nbits += carved_blocks(p);
+			}
 		}
 	}
 }
 
-/* A fresh look at SLAB page i, read live in a short window: its
- * descriptor, then its free list, then the descriptor again.  True if the
- * page is consistent (or no longer a valid SLAB page: no verdict then),
- * false if every one of RECHECK_TRIES looks was inconsistent. */
+/* A fresh look at SLAB head i, read live in a short window: its
+ * descriptor, then its free list (in the blocks of the whole slab), then
+ * the descriptor again.  True if the slab is consistent (or page i no
+ * longer heads a valid slab that fits the heap: no verdict then), false if
+ * every one of RECHECK_TRIES looks was inconsistent. */
 static bool page_consistent_now(struct ck *c, uint32_t i)
 {
 	struct seg_page *live = seg_page(c->s, c->g, i);
@@ -342,9 +412,10 @@ static bool page_consistent_now(struct ck *c, uint32_t i)
 	for (int t = 0; t < RECHECK_TRIES; t++) {
 		struct seg_page d1, d2;
 		memcpy(&d1, live, sizeof d1);
-		if (d1.kind != PAGE_SLAB || d1.cls >= c->g->nclasses)
+		if (d1.kind != PAGE_SLAB || d1.cls >= c->g->nclasses ||
+		    shmmap__class_pages(d1.cls) > c->g->npages - i)
 			return true;
-		uint32_t per = per_page(d1.cls), size = shmmap__class_size(d1.cls);
+		uint32_t per = per_slab(d1.cls), size = shmmap__class_size(d1.cls);
 		uint32_t carved = d1.carved < per ? d1.carved : per, len = 0;
 		bool ok = d1.carved <= per && d1.used <= d1.carved;
 		for (uint32_t x = d1.free; ok && x; len++) {
@@ -358,6 +429,62 @@ static bool page_consistent_now(struct ck *c, uint32_t i)
 		if (memcmp(&d1, &d2, sizeof d1) != 0)
 			continue; /* changed while we looked: look again */
 		if (ok && len == d1.carved - d1.used)
+			return true;
+	}
+	return false;
+}
+
+/* A fresh look at the span of SLAB head h, read live in a short window:
+ * the head, its SPAN pages, the head again.  True if the head's class's
+ * pages after it are its SPAN pages, the d-th with run d (or page h no
+ * longer heads a slab of a valid class: no verdict then), false if every
+ * one of RECHECK_TRIES looks found them wrong or the slab past the heap. */
+static bool slab_span_now(struct ck *c, uint32_t h)
+{
+	struct seg_page *live = seg_page(c->s, c->g, h);
+	for (int t = 0; t < RECHECK_TRIES; t++) {
+		struct seg_page d1, d2;
+		memcpy(&d1, live, sizeof d1);
+		if (d1.kind != PAGE_SLAB || d1.cls >= c->g->nclasses)
+			return true;
+		uint32_t n = shmmap__class_pages(d1.cls);
+		bool ok = n <= c->g->npages - h;
+		for (uint32_t d = 1; ok && d < n; d++) {
+			const struct seg_page *q = seg_page(c->s, c->g, h + d);
+			ok = LOAD(q->kind) == PAGE_SPAN && LOAD(q->run) == d;
+		}
+		memcpy(&d2, live, sizeof d2);
+		if (memcmp(&d1, &d2, sizeof d1) != 0)
+			continue; /* changed while we looked: look again */
+		if (ok)
+			return true;
+	}
+	return false;
+}
+
+/* A fresh look at page i, a SPAN page in the snapshot, read live in a
+ * short window: the page, the head its run names, the page again.  True
+ * if it is no SPAN page any more or lies in a slab (as span_head() judges),
+ * false if every one of RECHECK_TRIES looks found it outside any slab. */
+static bool span_owned_now(struct ck *c, uint32_t i)
+{
+	struct seg_page *live = seg_page(c->s, c->g, i);
+	for (int t = 0; t < RECHECK_TRIES; t++) {
+		struct seg_page d1, d2;
+		memcpy(&d1, live, sizeof d1);
+		if (d1.kind != PAGE_SPAN)
+			return true;
+		bool ok = false;
+		if (d1.run != 0 && d1.run < SEG_SPAN_MAX && d1.run <= i) {
+			const struct seg_page *h = seg_page(c->s, c->g, i - d1.run);
+			uint32_t kind = LOAD(h->kind), cls = LOAD(h->cls);
+			ok = kind == PAGE_SLAB &&
+			     (cls >= c->g->nclasses || shmmap__class_pages(cls) > d1.run);
+		}
+		memcpy(&d2, live, sizeof d2);
+		if (memcmp(&d1, &d2, sizeof d1) != 0)
+			continue;
+		if (ok)
 			return true;
 	}
 	return false;
@@ -377,10 +504,12 @@ static bool pool_consistent_now(struct ck *c)
 	return false;
 }
 
+/* Verdicts on the pages that did not change since the snapshot: runs,
+ * slabs (their span and free list), the pool. */
 static void report_pages(struct ck *c)
 {
 	const struct seg_geom *g = c->g;
-	uint32_t nfree = 0, cont_left = 0, run_head = 0;
+	uint32_t nfree = 0, cont_left = 0, run_head = 0, span_left = 0, slab_head = 0;
 	for (uint32_t i = 0; i < g->npages; i++) {
 		const struct seg_page *p = &c->pages[i];
 		bool quiet = !c->busy[i];
@@ -393,6 +522,30 @@ static void report_pages(struct ck *c)
 					run_head, kind_name(p->kind));
 			cont_left = 0;
 		}
+		if (span_left) {
+			/* Page d of the slab at slab_head: its SPAN page with run
+			 * d.  A slab being carved or given back changes its head
+			 * too (busy); a wrong page is believed only if a fresh
+			 * look at the whole span agrees. */
+			uint32_t d = i - slab_head, cls = c->pages[slab_head].cls;
+			span_left--;
+			if (p->kind == PAGE_SPAN && p->run == d)
+				continue;
+			bool judge = quiet && !c->busy[slab_head] && !slab_span_now(c, slab_head);
+			if (p->kind == PAGE_SPAN) {
+				/* Still a page of this slab, with a scribbled run. */
+				if (judge)
+					problem(c, "page %u: page %u of the slab at page %u (class "
+						   "%u), but its run is %u", i, d, slab_head, cls,
+						p->run);
+				continue;
+			}
+			if (judge)
+				problem(c, "page %u: page %u of the slab at page %u (class %u, %u "
+					   "pages), but its kind is %s", i, d, slab_head, cls,
+					shmmap__class_pages(cls), kind_name(p->kind));
+			span_left = 0; /* judged on its own below */
+		}
 		switch (p->kind) {
 		case PAGE_FREE:
 			nfree++;
@@ -401,6 +554,21 @@ static void report_pages(struct ck *c)
 			if (quiet)
 				problem(c, "page %u: a run continuation outside any run", i);
 			break;
+		case PAGE_SPAN: {
+			/* Not followed from a head: outside any slab (a slab being
+			 * carved writes its SPAN pages before its head, which is
+			 * busy then), unless its head's span broke before it and
+			 * was reported there. */
+			uint32_t h;
+			if (span_head(c, i, &h))
+				break;
+			uint32_t d = p->run;
+			bool head_busy = d && d < SEG_SPAN_MAX && d <= i && c->busy[i - d];
+			if (quiet && !head_busy && !span_owned_now(c, i))
+				problem(c, "page %u: a slab page outside any slab (its run is %u)",
+					i, p->run);
+			break;
+		}
 		case PAGE_RUN:
 			if (p->run == 0 || p->run > g->npages - i) {
 				if (quiet)
@@ -418,7 +586,18 @@ static void report_pages(struct ck *c)
 						g->nclasses);
 				break;
 			}
-			uint32_t per = per_page(p->cls);
+			uint32_t npg = shmmap__class_pages(p->cls);
+			/* Its SPAN pages follow (as far as the heap goes). */
+			span_left = npg ? (npg < g->npages - i ? npg : g->npages - i) - 1 : 0;
+			slab_head = i;
+			if (!slab_len(c, i)) {
+				if (quiet)
+					problem(c, "page %u: slab of class %u takes %u pages, the "
+						   "heap has %u after it", i, p->cls, npg,
+						g->npages - i - 1);
+				break; /* its blocks lie outside the heap: not read */
+			}
+			uint32_t per = per_slab(p->cls);
 			bool bad = p->carved > per || p->used > p->carved || c->fl_why[i] != FL_OK ||
 				   c->fl_len[i] != p->carved - p->used;
 			/* The snapshot's free list was read over a long window:
@@ -426,8 +605,8 @@ static void report_pages(struct ck *c)
 			if (!quiet || !bad || page_consistent_now(c, i))
 				break;
 			if (p->carved > per)
-				problem(c, "page %u: %u blocks carved, a page of class %u holds %u", i,
-					p->carved, p->cls, per);
+				problem(c, "page %u: %u blocks carved, a slab of class %u holds %u",
+					i, p->carved, p->cls, per);
 			if (p->used > p->carved)
 				problem(c, "page %u: %u blocks used but only %u carved", i, p->used,
 					p->carved);
@@ -456,13 +635,15 @@ static void report_pages(struct ck *c)
 		problem(c, "pool: rover %u beyond the %u pages", rover, g->npages);
 }
 
-/* Walk each SLAB page's free list (its links live in the free blocks):
- * mark the blocks on it; the verdict waits for report_pages(). */
+/* Walk each slab's free list (its links, offsets in the slab + 1, live
+ * in the free blocks, which may straddle its pages): mark the blocks on
+ * it; the verdict waits for report_pages().  A slab past the heap is not
+ * read (no bits: slab_len). */
 static void walk_free_lists(struct ck *c)
 {
 	for (uint32_t i = 0; i < c->g->npages; i++) {
 		const struct seg_page *p = &c->pages[i];
-		if (p->kind != PAGE_SLAB || p->cls >= c->g->nclasses)
+		if (c->bit_base[i] == NO_BITS || p->kind != PAGE_SLAB)
 			continue;
 		uint32_t size = shmmap__class_size(p->cls), carved = carved_blocks(p);
 		uint64_t poff = seg_page_off(c->g, i);
@@ -523,7 +704,7 @@ static unsigned class_verdict(struct ck *c, uint32_t k, const struct seg_page *s
 	const struct seg_geom *g = c->g;
 	struct seg_class *sc = seg_class(c->s, g, k);
 	uint64_t used0 = LOAD(sc->used), npages0 = LOAD(sc->pages);
-	uint32_t head0 = LOAD(sc->partial), per = per_page(k);
+	uint32_t head0 = LOAD(sc->partial), per = per_slab(k), npg = shmmap__class_pages(k);
 	uint64_t used = 0;
 	uint32_t pages = 0, partial = 0, n = 0, prev = 0;
 	unsigned bad = 0;
@@ -540,7 +721,7 @@ static unsigned class_verdict(struct ck *c, uint32_t k, const struct seg_page *s
 			if (d.kind != PAGE_SLAB || d.cls != k)
 				continue;
 			used += d.used;
-			pages++;
+			pages += npg;
 			partial += d.used < per && !d.drain;
 		}
 	}
@@ -553,7 +734,7 @@ static unsigned class_verdict(struct ck *c, uint32_t k, const struct seg_page *s
 	if (npages0 != pages) {
 		bad++;
 		if (emit)
-			problem(c, "class %u: owns %llu pages, %u slab pages are its", k,
+			problem(c, "class %u: owns %llu pages, its slabs hold %u", k,
 				(unsigned long long)npages0, pages);
 	}
 	for (uint32_t x = head0; x; n++) {
@@ -592,8 +773,8 @@ static unsigned class_verdict(struct ck *c, uint32_t k, const struct seg_page *s
 	if (n != partial) {
 		bad++;
 		if (emit)
-			problem(c, "class %u: partial list holds %u pages, %u of its pages have room",
-				k, n, partial);
+			problem(c, "class %u: partial list holds %u slabs, %u of its slabs have "
+				   "room", k, n, partial);
 	}
 	if (!src && (LOAD(sc->used) != used0 || LOAD(sc->pages) != npages0 ||
 		     LOAD(sc->partial) != head0))
@@ -629,7 +810,8 @@ static void report_classes(struct ck *c)
 /* ---- references ---- */
 
 /* The bit of the allocated block that starts at off, or NO_BITS with *why
- * set (by the snapshot). */
+ * set (by the snapshot).  An offset in a SPAN page is in its head's slab:
+ * blocks are at the head's offset + j * size. */
 static uint64_t block_bit(struct ck *c, uint64_t off, const char **why)
 {
 	const struct seg_geom *g = c->g;
@@ -638,6 +820,10 @@ static uint64_t block_bit(struct ck *c, uint64_t off, const char **why)
 		return NO_BITS;
 	}
 	uint32_t pi = page_of(g, off);
+	if (c->pages[pi].kind == PAGE_SPAN && !span_head(c, pi, &pi)) {
+		*why = "in a slab page outside any slab";
+		return NO_BITS;
+	}
 	const struct seg_page *p = &c->pages[pi];
 	uint64_t boff = off - seg_page_off(g, pi);
 	if (c->bit_base[pi] == NO_BITS) {
@@ -830,7 +1016,7 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 					break;
 				/* From here on, what was read is what is linked. */
 				if (bit == NO_BITS) {
-					if (!in_heap(c->g, off) || page_stable(c, page_of(c->g, off)))
+					if (block_stable(c, off))
 						problem(c, "map '%s' bucket %u: entry %#llx is %s", name, b,
 							(unsigned long long)off, why);
 				} else {
@@ -841,7 +1027,7 @@ static void check_chains(struct ck *c, const struct map_view *v, const char *nam
 					 * in one of them. */
 					bit_set(c->reached, bit);
 				}
-				if (bsize < need && (!in_heap(c->g, off) || page_stable(c, page_of(c->g, off))))
+				if (bsize < need && block_stable(c, off))
 					problem(c, "map '%s' bucket %u: entry %#llx needs %llu B, its "
 						   "block has %zu", name, b, (unsigned long long)off,
 						(unsigned long long)need, bsize);
@@ -1020,17 +1206,24 @@ static void find_leaks(struct ck *c)
 			continue;
 		}
 		uint32_t size = shmmap__class_size(p->cls), n = carved_blocks(p);
+		uint32_t npg = slab_whole(c, i);
 		c->r->blocks_used += p->used;
-		if (c->busy[i] || c->fl_why[i] != FL_OK)
-			continue; /* changed meanwhile, or its free list is unknown */
+		bool busy = c->busy[i];
+		for (uint32_t d = 1; d < npg; d++)
+			busy |= c->busy[i + d];
+		/* Changed meanwhile, its free list is unknown, or its span is
+		 * broken (reported by report_pages: which of its blocks could
+		 * be referenced is unknown). */
+		if (busy || c->fl_why[i] != FL_OK || !npg)
+			continue;
 		for (uint32_t k = 0; k < n; k++) {
 			uint64_t off = poff + (uint64_t)k * size;
 			if (bit_get(c->onfree, base + k) || bit_get(c->reached, base + k) ||
 			    referenced_now(c, off))
 				continue;
 			c->r->leaked++;
-			problem(c, "leak: block at offset %#llx (page %u, class %u, %u B) is "
-				   "allocated but not referenced",
+			problem(c, "leak: block at offset %#llx (slab at page %u, class %u, %u B) "
+				   "is allocated but not referenced",
 				(unsigned long long)off, i, p->cls, size);
 		}
 	}

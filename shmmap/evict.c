@@ -70,7 +70,13 @@
  * what is younger than C's own next victims).
  * A donor that had no page to give is not asked again for REFUSED_WAIT (4 ms);
  * the next oldest class is asked instead (DONORS).
- * The cost of admitting an entry is so bounded by one page of victims and
+ * A class whose slabs are several pages (above 8 KiB, alloc.c) needs them
+ * contiguous, which one donor page is not: it empties a window of its
+ * slab's pages instead (room_for_run, below), passing over its own slabs
+ * (its own hands evict those in age order), once a donor is older.  Its
+ * hands, and a handover from it, work on whole slabs: "page" in what
+ * follows is a slab's first page (PAGE_SLAB), its blocks those of the slab.
+ * The cost of admitting an entry is so bounded by one slab of victims and
  * moves (each move's search for a victim by at most MOVE_LOOKS looks).  An
  * entry larger than a page needs a run of free pages: a window of pages
  * near a rover is emptied, the cheapest of those starting in the next
@@ -156,6 +162,8 @@ struct evictor {
 			   move (room_in_class's last resort) */
 	bool keep_counts; /* the main hand makes a block for a move: it lowers
 			     no count (see MOVE_LOOKS) */
+	uint32_t avoid;   /* a class + 1 whose slabs no window takes (0: none):
+			     the class the window is for (room_in_class) */
 };
 
 /* The map of the entry at off, if its entries may be evicted: NULL for a
@@ -193,9 +201,17 @@ static int evict_block(struct evictor *ev, uint64_t off, const struct evict_how 
 
 static const struct evict_how FORCE = {.force = true};
 
-static uint32_t per_page(uint32_t cls)
+/* Blocks in a slab of class cls (a page, or several: alloc.c). */
+static uint32_t per_slab(uint32_t cls)
 {
-	return SEG_PAGE / shmmap__class_size(cls);
+	return shmmap__class_blocks(cls);
+}
+
+/* Blocks in the slabs class cls has (a hint, as sc->pages). */
+static uint64_t class_blocks(const struct seg_class *sc, uint32_t cls)
+{
+	uint32_t npg = shmmap__class_pages(cls);
+	return npg ? __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) / npg * per_slab(cls) : 0;
 }
 
 static bool slab_of(const struct seg_page *p, uint32_t cls)
@@ -290,7 +306,7 @@ static int hand_next(const struct seg *s, const struct seg_geom *g, uint32_t cls
 		     _Atomic uint64_t *hw, bool any_page, uint64_t *off)
 {
 	struct seg_class *sc = seg_class(s, g, cls);
-	uint32_t per = per_page(cls), size = shmmap__class_size(cls);
+	uint32_t per = per_slab(cls), size = shmmap__class_size(cls);
 	uint64_t pages = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED), passed = 0, laps = 0;
 	uint32_t np = atomic_load_explicit(&g->npages, memory_order_acquire);
 	/* Bound: CAS retries, and a round of pages passed over. */
@@ -367,13 +383,12 @@ static struct seg_probation *prob_of(const struct seg *s, uint32_t cls)
 	return &seg_hdr(s)->prob[cls % SEG_NCLASSES];
 }
 
-void shmmap__evict_counted(const struct seg *s, const struct seg_geom *g, uint32_t cls,
-			   uint32_t per)
+void shmmap__evict_counted(const struct seg *s, const struct seg_geom *g, uint32_t cls)
 {
 	const struct seg_class *sc = seg_class(s, g, cls);
 	struct seg_probation *pr = prob_of(s, cls);
 	uint32_t n = __atomic_load_n(&sc->allocs, __ATOMIC_RELAXED);
-	uint64_t step = sc->pages * per / MARK_DIV;
+	uint64_t step = class_blocks(sc, cls) / MARK_DIV;
 	uint32_t h = atomic_load_explicit(&pr->mark_head, memory_order_relaxed) % CLASS_MARKS;
 	if (n - atomic_load_explicit(&pr->mark_n[h], memory_order_relaxed) < (step ? step : 1))
 		return;
@@ -389,10 +404,9 @@ void shmmap__evict_counted(const struct seg *s, const struct seg_geom *g, uint32
  * probation ago, or of the oldest one if none is (the most it can tell),
  * or UINT32_MAX if none is set yet (every entry on probation).  Read
  * without the lock: a hint. */
-static uint32_t probation_age(const struct seg *s, const struct seg_class *sc, uint32_t cls,
+static uint32_t probation_age(const struct seg_class *sc, const struct seg_probation *pr,
 			     uint64_t blocks, uint32_t now)
 {
-	const struct seg_probation *pr = prob_of(s, cls);
 	uint32_t n = __atomic_load_n(&sc->allocs, __ATOMIC_RELAXED);
 	uint32_t want = (uint32_t)(blocks / PROBATION_DIV), best_d = UINT32_MAX, best_t = now;
 	uint32_t old_d = 0, old_t = 0;
@@ -434,7 +448,7 @@ static int evict_probe(struct evictor *ev, uint32_t cls, uint32_t young)
 	uint32_t now = ev->now;
 	/* At most a page's worth of looks: a hand that moves on to the next
 	 * page of its class searches the page array for it. */
-	uint32_t looks = per_page(cls) < PROBE_LOOKS ? per_page(cls) : PROBE_LOOKS;
+	uint32_t looks = per_slab(cls) < PROBE_LOOKS ? per_slab(cls) : PROBE_LOOKS;
 	for (uint32_t k = 0; k < looks; k++) {
 		uint64_t off;
 		if (hand_next(s, g, cls, &prob_of(s, cls)->probe, false, &off) != HAND_BLOCK)
@@ -474,7 +488,7 @@ static int evict_own(struct evictor *ev, uint32_t cls, uint64_t cap)
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
 	struct seg_class *sc = seg_class(s, g, cls);
-	uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
+	uint64_t blocks = class_blocks(sc, cls);
 	uint64_t looks = blocks * HAND_TURNS + 64u;
 	if (looks > HAND_LOOKS_MAX)
 		looks = HAND_LOOKS_MAX;
@@ -558,7 +572,7 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, enum drain_
 	if (rc < 0)
 		return rc == -EAGAIN ? rc : 0;
 	const struct seg_page *p = seg_page(s, g, pi);
-	uint32_t per = per_page(cls), size = shmmap__class_size(cls);
+	uint32_t per = per_slab(cls), size = shmmap__class_size(cls);
 	uint64_t poff = seg_page_off(g, pi);
 	*oldest = 0;
 	for (uint32_t j = 0; j < per; j++) {
@@ -570,8 +584,8 @@ static int drain_page(struct evictor *ev, uint32_t pi, uint32_t cls, enum drain_
 		uint32_t age = 0;
 		uint64_t off = poff + (uint64_t)j * size;
 		rc = evict_block(ev, off, &DRAIN, &age);
-		if (rc == -ENOSPC &&
-		    __atomic_load_n(&seg_class(s, g, cls)->pages, __ATOMIC_RELAXED) > 1) {
+		if (rc == -ENOSPC && __atomic_load_n(&seg_class(s, g, cls)->pages, __ATOMIC_RELAXED) >
+					     shmmap__class_pages(cls)) {
 			/* No block for a used entry: the class's next victim
 			 * makes one (never on this page: so only if the class
 			 * has another), then the move again. */
@@ -674,13 +688,12 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 	 * are the blocks it just freed, holding the newest entries). */
 	uint64_t h = atomic_load_explicit(&dc->hand, memory_order_relaxed);
 	uint32_t pi = h ? HAND_PAGE(h) + 1 : 0;
-	uint32_t per = per_page(d), size = shmmap__class_size(d), now = ev->now;
+	uint32_t per = per_slab(d), size = shmmap__class_size(d), now = ev->now;
 	uint32_t victim = atomic_load_explicit(&dc->age, memory_order_relaxed);
 	if (asker < UINT32_MAX / 4 && victim > asker * 4 &&
 	    since(now, atomic_load_explicit(&dc->evict_t, memory_order_relaxed)) >= IDLE_DONOR)
 		victim = (uint32_t)asker * 4; /* young(): a quarter of it */
-	uint32_t dprob = probation_age(s, dc, d,
-				      __atomic_load_n(&dc->pages, __ATOMIC_RELAXED) * per, now);
+	uint32_t dprob = probation_age(dc, prob_of(s, d), class_blocks(dc, d), now);
 	for (uint32_t t = 0; t < DRAIN_TRIES; t++) {
 		/* Of the next few pages that may be emptied and hold no young
 		 * entry if any was used, the one with the fewest entries used
@@ -805,7 +818,7 @@ static uint64_t probe_age(const struct seg *s, const struct seg_geom *g, uint32_
 	const struct seg_class *sc = seg_class(s, g, cls);
 	const struct seg_probation *pr = prob_of(s, cls);
 	uint32_t t = atomic_load_explicit(&pr->evict_t, memory_order_relaxed);
-	uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
+	uint64_t blocks = class_blocks(sc, cls);
 	if (!t || !probation_on(blocks))
 		return 0;
 	return (uint64_t)atomic_load_explicit(&pr->age, memory_order_relaxed) + since(now, t) +
@@ -842,10 +855,10 @@ static int evict_in_class(struct evictor *ev, uint32_t cls, uint64_t cap)
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
 	struct seg_class *sc = seg_class(s, g, cls);
-	uint64_t blocks = __atomic_load_n(&sc->pages, __ATOMIC_RELAXED) * per_page(cls);
+	uint64_t blocks = class_blocks(sc, cls);
 	int r;
 	if (probation_on(blocks) &&
-	    (r = evict_probe(ev, cls, probation_age(s, sc, cls, blocks, ev->now))) != 0)
+	    (r = evict_probe(ev, cls, probation_age(sc, prob_of(s, cls), blocks, ev->now))) != 0)
 		return r;
 	return evict_own(ev, cls, cap);
 }
@@ -928,13 +941,17 @@ static int run_donor(struct evictor *ev, uint32_t cls, uint64_t cage)
 	return 0;
 }
 
-/* Free a block of class cls (by its hand, or by a handover): 1, 0, -errno. */
+/* Free a block of class cls (by its hand, or by a handover): 1, 0, -errno.
+ * A class whose slabs are several pages needs them contiguous: where a
+ * class of single pages takes a page of a donor, it empties a window of
+ * its slab's pages (room_for_run: the cheapest near the rover), once an
+ * older donor says it should take memory rather than evict its own. */
 static int room_in_class(struct evictor *ev, uint32_t cls)
 {
 	const struct seg *s = ev->o->s;
 	const struct seg_geom *g = ev->o->g;
 	struct seg_class *sc = seg_class(s, g, cls);
-	uint32_t now = ev->now;
+	uint32_t now = ev->now, npg = shmmap__class_pages(cls);
 	uint64_t dages[DONORS];
 	int ds[DONORS];
 	oldest_classes(s, g, cls, now, ds, dages);
@@ -954,6 +971,24 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 		if (!none && ((refused && now - (refused - 1) <= REFUSED_WAIT) ||
 			      !older(s, g, dj, dages[j], cls, cage, now)))
 			continue;
+		if (npg > 1) {
+			/* Not a window of its own slabs: those hold its
+			 * newest entries as often as its oldest (its own
+			 * hand evicts in age order instead: a shift to 33
+			 * KB values kept 20 of its newest 200 while the
+			 * cheapest windows were its own). */
+			ev->avoid = cls + 1;
+			r = room_for_run(ev, npg);
+			ev->avoid = 0;
+			if (r > 0) {
+				atomic_fetch_add_explicit(&sc->pages_in, npg, memory_order_relaxed);
+				atomic_fetch_add_explicit(&seg_hdr(s)->handovers, 1,
+							  memory_order_relaxed);
+			}
+			if (r != 0)
+				return r;
+			break;
+		}
 		r = handover(ev, dj, false, cage);
 		if (r == 0)
 			atomic_store_explicit(&prob_of(s, dj)->refused_t, now + 1,
@@ -964,13 +999,15 @@ static int room_in_class(struct evictor *ev, uint32_t cls)
 			return r;
 		}
 	}
-	if (!none && (r = run_donor(ev, cls, cage)) != 0) {
+	if (!none && npg == 1 && (r = run_donor(ev, cls, cage)) != 0) {
 		if (r > 0)
 			atomic_fetch_add_explicit(&sc->pages_in, 1, memory_order_relaxed);
 		return r;
 	}
 	if (!none && (r = evict_in_class(ev, cls, HAND_LOOKS_MAX)) != 0)
 		return r;
+	if (npg > 1)
+		return room_for_run(ev, npg); /* any window, used entries or not */
 	/* Nothing of our own to give: another class's page, young or not, the
 	 * oldest class's first (else the small classes, first in the loop,
 	 * would always give), else any page at all (runs of large entries
@@ -1062,15 +1099,24 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, unsigned
 	*head = i;
 	if (kind == PAGE_FREE)
 		return true;
+	if (kind == PAGE_SPAN) {
+		/* A page of a slab of several: the slab is what is emptied. */
+		if (!shmmap__slab_head(s, g, i, &i))
+			return false;
+		*head = i;
+		p = seg_page(s, g, i);
+		kind = PAGE_SLAB;
+	}
 	if (kind == PAGE_SLAB) {
 		uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
-		if (cls >= g->nclasses)
+		if (cls >= g->nclasses || cls + 1 == ev->avoid)
 			return false;
-		uint32_t size = shmmap__class_size(cls), per = per_page(cls);
+		uint32_t size = shmmap__class_size(cls), per = per_slab(cls);
 		uint32_t carved = __atomic_load_n(&p->carved, __ATOMIC_RELAXED);
 		uint32_t cv = carved < per ? carved : per;
 		if ((spare & SPARE_STUCK) &&
-		    __atomic_load_n(&seg_class(s, g, cls)->pages, __ATOMIC_RELAXED) <= 1 &&
+		    __atomic_load_n(&seg_class(s, g, cls)->pages, __ATOMIC_RELAXED) <=
+			    shmmap__class_pages(cls) &&
 		    any_used(s, seg_page_off(g, i), cv, size))
 			return false;
 		if ((spare & SPARE_SAMPLED) && cv && hot_blocks(s, seg_page_off(g, i), cv, size))
@@ -1097,8 +1143,9 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, unsigned
 }
 
 /* What emptying page i would cost, for the choice of a window: the bytes
- * of the entries on it (a page of a run: all of it), or UINT32_MAX if it
- * cannot be emptied (page_may_empty).  A read without locks: a hint. */
+ * of the entries on it (a page of a run: all of it; of a slab of several
+ * pages: its share of the slab's), or UINT32_MAX if it cannot be emptied
+ * (page_may_empty).  A read without locks: a hint. */
 static uint32_t page_cost(struct evictor *ev, uint32_t i, uint32_t np, unsigned spare)
 {
 	const struct seg *s = ev->o->s;
@@ -1106,7 +1153,7 @@ static uint32_t page_cost(struct evictor *ev, uint32_t i, uint32_t np, unsigned 
 	uint32_t head;
 	if (!page_may_empty(ev, i, np, spare, &head))
 		return UINT32_MAX;
-	const struct seg_page *p = seg_page(s, g, i);
+	const struct seg_page *p = seg_page(s, g, head);
 	uint32_t kind = __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
 	if (kind == PAGE_FREE)
 		return 0;
@@ -1115,8 +1162,9 @@ static uint32_t page_cost(struct evictor *ev, uint32_t i, uint32_t np, unsigned 
 	uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
 	if (cls >= g->nclasses)
 		return UINT32_MAX;
-	uint32_t used = __atomic_load_n(&p->used, __ATOMIC_RELAXED), per = per_page(cls);
-	return (used < per ? used : per) * shmmap__class_size(cls);
+	uint32_t used = __atomic_load_n(&p->used, __ATOMIC_RELAXED), per = per_slab(cls);
+	uint64_t bytes = (uint64_t)(used < per ? used : per) * shmmap__class_size(cls);
+	return (uint32_t)(bytes / shmmap__class_pages(cls));
 }
 
 /*
@@ -1239,8 +1287,17 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 				uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
 				uint32_t age;
 				int r = 1;
+				if (kind == PAGE_SPAN && shmmap__slab_head(s, g, i, &head)) {
+					/* Its slab (whose first pages may lie
+					 * before the window: they go too). */
+					kind = PAGE_SLAB;
+					cls = __atomic_load_n(&seg_page(s, g, head)->cls,
+							      __ATOMIC_RELAXED);
+				} else {
+					head = i;
+				}
 				if (kind == PAGE_SLAB && cls < g->nclasses)
-					r = drain_page(ev, i, cls, DRAIN_MOVE, &age);
+					r = drain_page(ev, head, cls, DRAIN_MOVE, &age);
 				else if ((kind == PAGE_RUN || kind == PAGE_CONT) &&
 					 page_may_empty(ev, i, np, spare, &head))
 					/* The run's entry (found linked, or nothing happens). */

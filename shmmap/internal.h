@@ -62,9 +62,9 @@
 #define SHMMAP_EXPORT __attribute__((visibility("default")))
 
 #define SEG_MAGIC 0x3150414d4d4853ULL /* "SHMMAP1\0" little-endian */
-#define SEG_LAYOUT_VERSION 10u /* 10: entries' write times of 262 us in 29 bits, use count in bits 61..62; 9: directory entries 208 B with the get's words first, counter rows 56 B; 8: probation (ENT_KEPT, seg_probation in the header); 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
+#define SEG_LAYOUT_VERSION 11u /* 11: slabs of up to SEG_SPAN_MAX pages for classes above 8 KiB (PAGE_SPAN); 10: entries' write times of 262 us in 29 bits, use count in bits 61..62; 9: directory entries 208 B with the get's words first, counter rows 56 B; 8: probation (ENT_KEPT, seg_probation in the header); 7: a page is due to its class's hand from an allocation count; 6: undo records in slots; 5: 24-byte entry header, expiry only if set; 4: entries name their map */
 #define SEG_PAGE (64u * 1024u)      /* allocator page */
-#define SEG_NCLASSES 64u            /* room for the size classes, 48 B .. SEG_PAGE */
+#define SEG_NCLASSES 78u            /* the size classes, 48 B .. SEG_PAGE (alloc.c) */
 #define SEG_MIN_BLOCK 48u           /* the smallest class */
 #define SEG_ALIGN 8u                /* every block (and entry) is 8-byte aligned */
 #define SEG_MAX_SIZE_LIMIT (1ull << 40) /* 1 TiB: [segment] size and max_size */
@@ -95,6 +95,8 @@
 /* Owner id used by the coordinator itself (never a slot). */
 #define LOCK_OWNER_COORD 0x7ffffff0u
 
+
+
 /* A class's probation state (evict.c), in the header's page (which has
  * room for it, where a larger seg_class would cost small segments a heap
  * page): the probation hand, checkpoints of the class's allocs - the time
@@ -102,7 +104,7 @@
  * the class lock -, the age of the probation hand's last victim and when,
  * and when a handover last found no page of the class to take.  All
  * written without a lock (but the ring) and read as hints. */
-#define CLASS_MARKS 4u
+#define CLASS_MARKS 3u
 struct seg_probation {
 	_Atomic uint64_t probe;     /* HAND(page, block) of the probation hand */
 	_Atomic uint32_t mark_head; /* the newest checkpoint */
@@ -112,7 +114,7 @@ struct seg_probation {
 	_Atomic uint32_t refused_t; /* shmmap__itime() + 1 when a handover found no page to give */
 	_Atomic uint32_t evict_t;   /* shmmap__itime() | 1 of that eviction, 0: none yet */
 };
-_Static_assert(sizeof(struct seg_probation) == 56, "probation");
+_Static_assert(sizeof(struct seg_probation) == 48, "probation");
 
 struct seg_header {
 	uint64_t magic;            /*   0 */
@@ -164,15 +166,15 @@ struct seg_header {
 	_Atomic uint64_t moves;             /* 240: entries moved out of pages being emptied */
 	/* 256: each class's probation state (evict.c): written by evicting
 	 * clients and the allocator, not only the coordinator. */
-	_Alignas(64) struct seg_probation prob[64];
-	/* 3840: the hand over runs of pages (entries larger than a page),
+	_Alignas(64) struct seg_probation prob[SEG_NCLASSES];
+	/* 4000: the hand over runs of pages (entries larger than a page),
 	 * which give their pages to a size class when older than its own
 	 * victims (evict.c run_donor): the page it looks at next, and
 	 * shmmap__itime() + 1 when it last found none to give (0: never).
 	 * Hints, written by evicting clients; zero in older segments. */
 	_Atomic uint32_t run_hand;
 	_Atomic uint32_t run_refused_t;
-	/* 3848: the coordinator's snapshots (persist.c), for shmmapctl status
+	/* 4008: the coordinator's snapshots (persist.c), for shmmapctl status
 	 * and metrics: when the last save succeeded (CLOCK_REALTIME ms, 0:
 	 * never) and how many entries it wrote, when the last one failed and
 	 * how many have failed.  Written by the coordinator only, read by
@@ -181,9 +183,8 @@ struct seg_header {
 	_Atomic uint64_t save_entries;
 	_Atomic uint64_t save_fail_ms;
 	_Atomic uint64_t save_failures;
-	uint8_t pad[4096 - 256 - 64 * sizeof(struct seg_probation) - 8 - 32];
+	uint8_t pad[4096 - 4040];
 };
-_Static_assert(offsetof(struct seg_header, prob) == 256, "layout");
 _Static_assert(sizeof(struct seg_header) == 4096, "header is one page");
 _Static_assert(offsetof(struct seg_header, state) == 48, "layout");
 _Static_assert(offsetof(struct seg_header, slots_off) == 64, "layout");
@@ -194,8 +195,9 @@ _Static_assert(offsetof(struct seg_header, npages_live) == 200, "layout");
 _Static_assert(offsetof(struct seg_header, moves) == 240, "layout");
 _Static_assert(offsetof(struct seg_header, pool_hold) == 172, "layout");
 _Static_assert(offsetof(struct seg_header, pool_hold_t) == 180, "layout");
-_Static_assert(offsetof(struct seg_header, run_hand) == 3840, "layout");
-_Static_assert(offsetof(struct seg_header, save_ok_ms) == 3848, "layout");
+_Static_assert(offsetof(struct seg_header, prob) == 256, "layout");
+_Static_assert(offsetof(struct seg_header, run_hand) == 4000, "layout");
+_Static_assert(offsetof(struct seg_header, save_ok_ms) == 4008, "layout");
 /* flags: */
 #define SEG_F_HUGE 1u /* every process advises its mapping for transparent huge pages */
 /* grow_state: */
@@ -601,8 +603,8 @@ static inline unsigned char *ent_init(struct seg_entry *e, uint32_t klen, uint32
 	return e->data + ENT_EXP_BYTES;
 }
 
-/* A size class: a partial-page list guarded by its own lock, and the
- * state of its evicting hand (evict.c; written without the lock, read as
+/* A size class: a partial-slab list guarded by its own lock, and the
+ * state of its evicting hands (evict.c; written without the lock, read as
  * hints: every value is checked before use). */
 struct seg_class {
 	_Atomic uint32_t lock;
@@ -630,6 +632,12 @@ _Static_assert(sizeof(struct seg_class) == 64, "class line");
 #define PAGE_SLAB 1u  /* blocks of class `cls` */
 #define PAGE_RUN 2u   /* head of a run of `run` pages (large block or table) */
 #define PAGE_CONT 3u  /* continuation of a run */
+/* A page of a slab of several pages after its first (a class above 8 KiB
+ * whose blocks straddle pages, alloc.c): `run` is how many pages back its
+ * head, the PAGE_SLAB page that describes the whole slab, lies (1 ..
+ * SEG_SPAN_MAX - 1).  Every other field is 0. */
+#define PAGE_SPAN 4u
+#define SEG_SPAN_MAX 8u /* pages in a slab, at most */
 struct seg_page {
 	uint16_t kind;
 	uint16_t cls;     /* PAGE_SLAB: class index */
@@ -637,13 +645,16 @@ struct seg_page {
 	 * page's blocks (evict.c): set when the class takes the page, a hint. */
 	uint32_t due;
 	union {
-		uint32_t run;   /* PAGE_RUN: pages in the run; PAGE_FREE: unused */
+		uint32_t run;   /* PAGE_RUN: pages in the run; PAGE_SPAN: pages back to
+				   its head; PAGE_FREE: unused */
 		uint32_t drain; /* PAGE_SLAB: lock owner id of whoever empties it for another
 				   class (evict.c), 0 = none: off the partial list meanwhile */
 	};
+	/* PAGE_SLAB: these describe the whole slab (its class's pages, from
+	 * this one, shmmap__class_pages): */
 	uint32_t used;    /* PAGE_SLAB: blocks in use */
 	uint32_t carved;  /* PAGE_SLAB: blocks ever handed out (rest implicitly free) */
-	uint32_t free;    /* PAGE_SLAB: first free block offset in page + 1, 0 = none */
+	uint32_t free;    /* PAGE_SLAB: first free block offset in the slab + 1, 0 = none */
 	uint32_t prev, next; /* PAGE_SLAB partial list: page index + 1 */
 };
 _Static_assert(sizeof(struct seg_page) == 32, "page desc");
@@ -933,6 +944,20 @@ int shmmap__alloc_undrain(const struct seg *s, const struct seg_geom *g, const s
 			  uint32_t owner);
 uint32_t shmmap__nclasses(void);
 uint32_t shmmap__class_size(uint32_t cls); /* 0 for an invalid class */
+/* A slab of class cls: its pages (1 .. SEG_SPAN_MAX) and the blocks it
+ * holds; 0 for an invalid class. */
+uint32_t shmmap__class_pages(uint32_t cls);
+uint32_t shmmap__class_blocks(uint32_t cls);
+/* Contiguous pages a block of n bytes needs from the pool: its class's
+ * slab, or the run of a large block. */
+uint64_t shmmap__pages_for(size_t n);
+/* The head (PAGE_SLAB) of the slab page pi belongs to: pi itself for a
+ * SLAB page, its head for a PAGE_SPAN page whose head's class has a slab
+ * that long.  False if pi is in no slab (or its descriptors say nothing
+ * consistent).  A read without a lock: a hint unless the class lock is
+ * held.  pi must be below this process's g->npages. */
+bool shmmap__slab_head(const struct seg *s, const struct seg_geom *g, uint32_t pi,
+		       uint32_t *head);
 
 #define POOL_HOLD_MS 2000u
 /* The coordinator is done with the window it held (evict.c): clients may
@@ -961,8 +986,7 @@ int shmmap__evict_for(const struct op_ctx *o, struct seg_intent *in, size_t n);
 int shmmap__evict_pages(const struct op_ctx *o, struct seg_intent *in, uint32_t pages);
 /* Class cls handed out a block (call with its lock held, allocs moved
  * on): its checkpoints for probation (evict.c). */
-void shmmap__evict_counted(const struct seg *s, const struct seg_geom *g, uint32_t cls,
-			   uint32_t per);
+void shmmap__evict_counted(const struct seg *s, const struct seg_geom *g, uint32_t cls);
 
 /* ---- sweep.c: the allocator rebuilt from what is reachable ---- */
 struct sweep_report {

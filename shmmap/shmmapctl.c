@@ -470,18 +470,22 @@ static const char *policy_name(uint32_t p)
 /* One size class as the segment describes it, clamped to the geometry. */
 struct class_info {
 	uint32_t cls, size;
-	uint64_t used, pages; /* blocks in use, pages owned */
+	uint32_t slab_pages;  /* pages in one of its slabs (alloc.c: 1, or more above 8 KiB) */
+	uint64_t used, pages; /* blocks in use, pages owned (its slabs' pages) */
 	uint64_t evictions;   /* entries its hands evicted (evict.c) */
 	uint64_t pages_in;    /* pages handed over to it from other classes */
 	uint32_t victim_age_ms; /* of the last entry its hands evicted (a probation victim x 20) */
 };
 
-/* Class k (k < sm->geom.nclasses): its size is computed (alloc.c), never
- * read back; pages and used are clamped to what the heap can hold. */
+/* Class k (k < sm->geom.nclasses): its size and slab are computed
+ * (alloc.c), never read back; pages and used are clamped to what the heap
+ * can hold (used to the blocks of the whole slabs its pages make).
+ * Returns it. */
 static struct class_info class_info(shmmap *sm, uint32_t k)
 {
 	struct seg_class *sc = seg_class(&sm->seg, &sm->geom, k);
-	struct class_info ci = {.cls = k, .size = shmmap__class_size(k)};
+	struct class_info ci = {.cls = k, .size = shmmap__class_size(k),
+				.slab_pages = shmmap__class_pages(k)};
 	ci.pages = LOAD(sc->pages);
 	ci.used = LOAD(sc->used);
 	ci.evictions = atomic_load_explicit(&sc->evictions, memory_order_relaxed);
@@ -489,9 +493,10 @@ static struct class_info class_info(shmmap *sm, uint32_t k)
 	ci.victim_age_ms = ITIME_TO_MS(atomic_load_explicit(&sc->age, memory_order_relaxed));
 	if (ci.pages > sm->geom.npages)
 		ci.pages = sm->geom.npages;
-	uint64_t per = ci.size ? SEG_PAGE / ci.size : 0;
-	if (ci.used > ci.pages * per)
-		ci.used = ci.pages * per;
+	uint64_t slabs = ci.slab_pages ? ci.pages / ci.slab_pages : 0;
+	uint64_t blocks = slabs * shmmap__class_blocks(k);
+	if (ci.used > blocks)
+		ci.used = blocks;
 	return ci;
 }
 
@@ -595,8 +600,10 @@ static const char *huge_none_why(shmmap *sm, uint64_t base, uint64_t size)
 }
 
 /*
- * Bytes used: blocks in use in the size classes' pages, plus every page of
- * a run (large values and map tables; a run counts whole).  The figures
+ * Bytes used: blocks in use in the size classes' slabs, plus every page of
+ * a run (large values and map tables; a run counts whole).  A class's
+ * pages are its slabs' pages (a slab of several pages counts them all), so
+ * what is not a class's page in use is a run's.  The figures
  * are read without the allocator locks, so they may be a moment apart:
  * every difference is clamped at 0.
  */
@@ -962,28 +969,31 @@ static int cmd_stats(struct ctl *c, char **args)
 		       "\nhandovers   %" PRIu64
 		       " (pages emptied for a size class: another class's, or a large entry's)"
 		       "\nmoves       %" PRIu64 " (entries in use moved out of those pages)"
-		       "\n%5s %7s %7s %10s %12s %10s %8s %10s\n",
+		       "\n%5s %7s %4s %7s %10s %12s %10s %8s %10s\n",
 		       ss.pages_total, ss.pages_used, ss.pages_free, ss.bytes_used, hu, ss.bytes_free,
 		       hf, ss.clients, ss.clients_dead, ss.recoveries, ss.sweeps, ss.handovers,
-		       ss.moves, "CLASS", "SIZE", "PAGES", "BLOCKS", "BYTES", "EVICTED", "PAGES_IN",
-		       "VICTIM_AGE");
+		       ss.moves, "CLASS", "SIZE", "SLAB", "PAGES", "BLOCKS", "BYTES", "EVICTED",
+		       "PAGES_IN", "VICTIM_AGE");
 	}
 	bool first = true;
 	for (uint32_t k = 0; k < sm->geom.nclasses; k++) {
 		struct class_info ci = class_info(sm, k);
 		if (!ci.used && !ci.pages)
 			continue;
+		/* SLAB / slab_pages: the pages of one of its slabs (PAGES is
+		 * a multiple of it). */
 		if (c->json)
-			printf("%s{\"class\":%u,\"size\":%u,\"pages\":%" PRIu64
+			printf("%s{\"class\":%u,\"size\":%u,\"slab_pages\":%u,\"pages\":%" PRIu64
 			       ",\"blocks_used\":%" PRIu64 ",\"bytes_used\":%" PRIu64
 			       ",\"evictions\":%" PRIu64 ",\"pages_in\":%" PRIu64
 			       ",\"victim_age_ms\":%u}",
-			       first ? "" : ",", k, ci.size, ci.pages, ci.used, ci.used * ci.size,
-			       ci.evictions, ci.pages_in, ci.victim_age_ms);
-		else
-			printf("%5u %7u %7" PRIu64 " %10" PRIu64 " %12" PRIu64 " %10" PRIu64
-			       " %8" PRIu64 " %8ums\n", k, ci.size, ci.pages, ci.used,
+			       first ? "" : ",", k, ci.size, ci.slab_pages, ci.pages, ci.used,
 			       ci.used * ci.size, ci.evictions, ci.pages_in, ci.victim_age_ms);
+		else
+			printf("%5u %7u %4u %7" PRIu64 " %10" PRIu64 " %12" PRIu64 " %10" PRIu64
+			       " %8" PRIu64 " %8ums\n", k, ci.size, ci.slab_pages, ci.pages,
+			       ci.used, ci.used * ci.size, ci.evictions, ci.pages_in,
+			       ci.victim_age_ms);
 		first = false;
 	}
 	if (c->json)

@@ -188,12 +188,13 @@ static void mark_tables(struct sw *w)
 	}
 }
 
-/* Rebuild one slab page from the roots; returns blocks in use (0: give the
- * page back).  *matched counts the roots it accounted for. */
+/* Rebuild one slab (head page pi, its class valid) from the roots;
+ * returns blocks in use (0: give the slab back).  *matched counts the
+ * roots it accounted for. */
 static uint32_t rebuild_slab(struct sw *w, uint32_t pi, uint64_t *matched)
 {
 	struct seg_page *p = seg_page(w->s, w->g, pi);
-	uint32_t size = shmmap__class_size(p->cls), per = SEG_PAGE / size;
+	uint32_t size = shmmap__class_size(p->cls), per = shmmap__class_blocks(p->cls);
 	uint64_t poff = seg_page_off(w->g, pi);
 	uint32_t used = 0, free = 0;
 	for (uint32_t j = per; j-- > 0;) {
@@ -254,28 +255,40 @@ static void rebuild(struct sw *w, struct sweep_report *r)
 			page_free(w, i++);
 			continue; /* its CONT pages, now ownerless, are freed below */
 		}
-		if (p->kind == PAGE_SLAB && p->cls < nc && p->cls < g->nclasses) {
-			uint32_t used = rebuild_slab(w, i, &matched);
+		uint32_t npg = p->kind == PAGE_SLAB && p->cls < nc && p->cls < g->nclasses
+				       ? shmmap__class_pages(p->cls) : 0;
+		if (npg && npg <= g->npages - i) {
+			/* Its SPAN pages (written before the head: they are there
+			 * unless scribbled); the slab's blocks straddle them. */
+			bool ok = true;
+			for (uint32_t j = 1; ok && j < npg; j++) {
+				const struct seg_page *q = seg_page(s, g, i + j);
+				ok = q->kind == PAGE_SPAN && q->run == j;
+			}
+			uint32_t used = ok ? rebuild_slab(w, i, &matched) : 0;
 			if (used) {
 				struct seg_class *c = seg_class(s, g, p->cls);
-				c->pages++;
+				c->pages += npg;
 				c->used += used;
 				used_after += used;
-				if (used < SEG_PAGE / shmmap__class_size(p->cls)) {
+				if (used < shmmap__class_blocks(p->cls)) {
 					p->next = c->partial;
 					if (c->partial)
 						seg_page(s, g, c->partial - 1)->prev = i + 1;
 					c->partial = i + 1;
 				}
+				i += npg;
 			} else {
+				/* Empty, or its pages are not all its own (then
+				 * the roots in it are bad ones): its SPAN pages,
+				 * ownerless now, are freed below. */
 				r->pages_freed++;
-				page_free(w, i);
+				page_free(w, i++);
 			}
-			i++;
 			continue;
 		}
 		if (p->kind != PAGE_FREE)
-			r->pages_freed++; /* an ownerless CONT page or garbage */
+			r->pages_freed++; /* an ownerless CONT or SPAN page, or garbage */
 		page_free(w, i++);
 	}
 	uint64_t nfree = 0;

@@ -1380,9 +1380,9 @@ int shmmap__tbl_evict_at(const struct op_ctx *o, const struct map_view *v, struc
  * estimate, clamped to the geometry. */
 static bool could_ever_fit(const struct op_ctx *o, size_t n)
 {
-	if (n <= SEG_PAGE / 2)
-		return true; /* a slab block: any page will do */
-	uint64_t need = (n + SEG_PAGE - 1) / SEG_PAGE, tables = 0;
+	uint64_t need = shmmap__pages_for(n), tables = 0;
+	if (need == 1)
+		return true; /* a block of a one-page slab: any page will do */
 	for (uint32_t m = 0; m < o->g->max_maps; m++) {
 		const struct seg_mapdir *d = seg_dir(o->s, o->g, m);
 		uint64_t first = __atomic_load_n(&d->table_pages, __ATOMIC_RELAXED);

@@ -634,6 +634,67 @@ START_TEST(check_and_stats_see_expiry_slots)
 }
 END_TEST
 
+/* Slabs of several pages (a class above 8 KiB: 33 KiB values take blocks
+ * of a slab of 8 pages, its first page the head, the others PAGE_SPAN
+ * naming how far back it is): a segment of them checks clean, stats shows
+ * the slab's pages; a SPAN page with a scribbled run, and one standing
+ * after a free page, are reported. */
+START_TEST(check_sees_span_slabs)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "span");
+	static char v[33 * 1024];
+	memset(v, 's', sizeof v);
+	for (int i = 0; i < 20; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "k%d", i);
+		ck_assert_int_eq(shmmap_put(sm, m, k, strlen(k), v, sizeof v, 0, 0), 0);
+	}
+	CTL_EXPECT(0, "check");
+	ASSERT_HAS("errors       0");
+	ASSERT_HAS("leaked       0");
+	CTL_EXPECT(0, "--json", "stats");
+	ASSERT_HAS("\"slab_pages\":8,");
+
+	/* The slab of k3: a head whose class has more than two pages. */
+	const struct seg_geom *g = &sm->geom;
+	uint64_t off = entry_of(sm, m, "k3");
+	ck_assert(off >= g->heap_off);
+	uint32_t head;
+	ck_assert(shmmap__slab_head(&sm->seg, g, (uint32_t)((off - g->heap_off) / SEG_PAGE),
+				    &head));
+	struct seg_page *hp = seg_page(&sm->seg, g, head);
+	ck_assert_uint_eq(hp->kind, PAGE_SLAB);
+	ck_assert_uint_eq(shmmap__class_pages(hp->cls), 8);
+	struct seg_page *sp = seg_page(&sm->seg, g, head + 2);
+	ck_assert_uint_eq(sp->kind, PAGE_SPAN);
+	ck_assert_uint_eq(sp->run, 2);
+
+	/* Page 2 of the slab says its head is 1 page back. */
+	sp->run = 1;
+	CTL_EXPECT(3, "check");
+	ASSERT_HAS("but its run is 1");
+	sp->run = 2;
+	CTL_EXPECT(0, "check");
+
+	/* A free page, then a SPAN page naming it as its head. */
+	uint32_t f = 0;
+	while (f + 1 < g->npages && (seg_page(&sm->seg, g, f)->kind != PAGE_FREE ||
+				     seg_page(&sm->seg, g, f + 1)->kind != PAGE_FREE))
+		f++;
+	ck_assert_uint_lt(f + 1, g->npages);
+	struct seg_page *fp = seg_page(&sm->seg, g, f + 1);
+	fp->run = 1;
+	fp->kind = PAGE_SPAN;
+	CTL_EXPECT(3, "check");
+	ASSERT_HAS("a slab page outside any slab");
+	fp->kind = PAGE_FREE;
+	fp->run = 0;
+	CTL_EXPECT(0, "check");
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* ---- check beside live writers ---- */
 
 static _Atomic int *stop_flag; /* MAP_SHARED: the parent tells writers to stop */
@@ -1032,6 +1093,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, check_after_burst);
 	tcase_add_test(tc, check_finds_damage);
 	tcase_add_test(tc, check_and_stats_see_expiry_slots);
+	tcase_add_test(tc, check_sees_span_slabs);
 	tcase_add_test(tc, check_while_writing);
 	tcase_add_test(tc, clients_shows_self);
 	tcase_add_test(tc, status_counts_like_clients);

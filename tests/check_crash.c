@@ -480,6 +480,12 @@ static const struct scenario one_op[] = {
 	 * with it (and is recounted by a repair). */
 	{"replace dropping an expiry", OP_REPLACE, 5000, 5004, false, 3600},
 	{"delete", OP_DELETE, 9000, 0, false, 0},
+	/* Slabs of several pages (alloc.c): a class's first slab of 8 pages
+	 * carved (its SPAN pages, then its head), and a replace whose old
+	 * block empties a slab of 4 pages (all 4 go back to the pool) while
+	 * the new one takes a slab of 8. */
+	{"insert into a slab of 8 pages", OP_INSERT, 0, 33000, false, 0},
+	{"replace across slabs of several pages", OP_REPLACE, 12000, 40000, false, 0},
 };
 #define NSWEEPS ((int)(sizeof one_op / sizeof one_op[0]))
 

@@ -918,7 +918,7 @@ START_TEST(check_config_checks_the_geometry)
 	/* the same words as a real start */
 	char err2[2048];
 	rc = run_daemon("--foreground", out, sizeof out, err2, sizeof err2);
-	ck_assert_msg(rc == 1 && strstr(err2, "need 947200000 bytes") && strstr(err, "need 947200000 bytes"),
+	ck_assert_msg(rc == 1 && strstr(err2, "need 947200896 bytes") && strstr(err, "need 947200896 bytes"),
 		      "exit %d: %s", rc, err2);
 	write_conf("size = 1M\n[map]\nbuckets = 67108864");
 	rc = run_daemon("--check-config", out, sizeof out, err, sizeof err);

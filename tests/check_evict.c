@@ -231,12 +231,15 @@ static void shift(size_t from, size_t to)
 	/* (Keys of several lengths may straddle two classes: some handovers
 	 * may happen while filling.) */
 	uint64_t h0 = handovers();
-	for (uint32_t i = 0; i < SHIFT_PUTS; i++) {
+	/* Values of 33 KB: 4 times the segment, and the newest 200 (6.6 MB). */
+	uint32_t puts = to > 4096 ? SHIFT_PUTS / 10 : SHIFT_PUTS;
+	uint32_t recent = to > 4096 ? RECENT / 5 : RECENT;
+	for (uint32_t i = 0; i < puts; i++) {
 		int rc = put_kv(sm, m, "new-", i, to, 1);
 		CK_MSG(rc == 0, "put new-%u of %zu bytes: %s", i, to, shmmap_strerror(rc));
 	}
 	unsigned found = 0;
-	for (uint32_t i = SHIFT_PUTS - RECENT; i < SHIFT_PUTS; i++)
+	for (uint32_t i = puts - recent; i < puts; i++)
 		found += (unsigned)present(sm, m, "new-", i, to, 1);
 	struct shmmap_stats st = stats_of(sm, m);
 	uint64_t h = handovers();
@@ -247,10 +250,10 @@ static void shift(size_t from, size_t to)
 		" live bytes (%.1f%%), %" PRIu64 " evictions, %" PRIu64
 		" handovers (%" PRIu64 " while filling); biggest class %u B with %" PRIu64
 		" pages in\n",
-		from, to, nold, found, RECENT, st.bytes, 100.0 * (double)st.bytes / SEG_BYTES,
+		from, to, nold, found, recent, st.bytes, 100.0 * (double)st.bytes / SEG_BYTES,
 		st.evictions, h, h0, csize, cin);
-	CK_MSG(found * 100 >= RECENT * 99, "only %u of the last %u keys written are present",
-	       found, RECENT);
+	CK_MSG(found * 100 >= recent * 99, "only %u of the last %u keys written are present",
+	       found, recent);
 	CK_MSG(st.bytes * 2 >= SEG_BYTES, "live key and value bytes %" PRIu64 " (%.1f%% of %u)",
 	       st.bytes, 100.0 * (double)st.bytes / SEG_BYTES, SEG_BYTES);
 	CK_MSG(h > h0, "no page was handed over for the new size");
@@ -289,6 +292,53 @@ END_TEST
 START_TEST(shift_runs_to_small)
 {
 	shift(70000, 100);
+}
+END_TEST
+
+/* To and from values of 33 KB, whose class's slabs are several pages (a
+ * block of 34952 B, 15 to a slab of 8 pages): the new class takes windows
+ * of pages from the small values' class, and in the other direction the
+ * small class takes the slabs' pages. */
+START_TEST(shift_small_to_spans)
+{
+	shift(100, 33000);
+}
+END_TEST
+
+START_TEST(shift_spans_to_small)
+{
+	shift(33000, 100);
+}
+END_TEST
+
+/* A cache of values of 33 KB keeps about as many of them as its bytes
+ * hold: with a key and the entry's header such a value needs a little more
+ * than half a page, and each took a whole page of 64 KiB (live data about
+ * 50% of the segment); a slab of several pages holds them 34952 B apart. */
+START_TEST(values_just_over_half_a_page_fill_the_segment)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 1M\n"), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "cache");
+	uint32_t n = fill_until_evicting(sm, m, "v-", 0, 33000);
+	/* And the segment turned over once more. */
+	for (uint32_t i = 0; i < n; i++) {
+		int rc = put_kv(sm, m, "w-", i, 33000, 1);
+		CK_MSG(rc == 0, "put w-%u: %s", i, shmmap_strerror(rc));
+	}
+	struct shmmap_stats st = stats_of(sm, m);
+	fprintf(stderr, "  values of 33000 B: %u fit before the first eviction, %" PRIu64
+		" live bytes (%.1f%% of the segment)\n", n, st.bytes,
+		100.0 * (double)st.bytes / SEG_BYTES);
+	CK_MSG(st.bytes * 4 >= (uint64_t)SEG_BYTES * 3,
+	       "live key and value bytes %" PRIu64 " (%.1f%% of %u)", st.bytes,
+	       100.0 * (double)st.bytes / SEG_BYTES, SEG_BYTES);
+	unsigned found = 0;
+	for (uint32_t i = n - 100; i < n; i++)
+		found += (unsigned)present(sm, m, "w-", i, 33000, 1);
+	CK_MSG(found >= 99, "only %u of the last 100 keys written are present", found);
+	ctl_check_clean();
+	shmmap_detach(sm);
 }
 END_TEST
 
@@ -346,16 +396,22 @@ struct shared {
 
 /* Version ver (1-based) of a writer is in phase (ver - 1) / PHASE_PUTS:
  * even phases write 8..64 bytes, odd ones 900..4000 (several classes each),
- * or with large_phases 65,000..130,000 (runs of two or three pages, which
- * give their pages to the small values' classes: evict.c run_donor). */
-static bool large_phases;
+ * or with PHASES_RUNS 65,000..130,000 (runs of two or three pages, which
+ * give their pages to the small values' classes: evict.c run_donor), or
+ * with PHASES_SPANS 9,000..60,000 (classes whose slabs are 2 to 8 pages,
+ * whose blocks straddle pages: they take windows of pages from the small
+ * values' classes, and give their slabs back). */
+enum { PHASES_PAGES, PHASES_RUNS, PHASES_SPANS };
+static int large_phases;
 #define LARGE_MAX 130000u
 static size_t len_of(uint32_t key, uint32_t ver)
 {
 	uint32_t phase = (ver - 1) / PHASE_PUTS;
 	uint64_t r = mix((uint64_t)key * 31 + ver);
 	if (phase % 2)
-		return large_phases ? 65000 + r % (LARGE_MAX - 65000 + 1) : 900 + r % 3101;
+		return large_phases == PHASES_RUNS    ? 65000 + r % (LARGE_MAX - 65000 + 1)
+		       : large_phases == PHASES_SPANS ? 9000 + r % 51001
+						      : 900 + r % 3101;
 	return 8 + r % 57;
 }
 
@@ -453,7 +509,7 @@ static int reader(struct shared *sh, int r)
 
 START_TEST(handover_under_concurrency)
 {
-	large_phases = _i == 1;
+	large_phases = _i;
 	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 256K\n"), 0);
 	shmmap *sm = tu_attach(co.sock);
 	shmmap_map m = tu_open(sm, "mixed");
@@ -488,7 +544,8 @@ START_TEST(handover_under_concurrency)
 	struct shmmap_stats st = stats_of(sm, m);
 	uint64_t h = handovers();
 	fprintf(stderr, "  concurrency%s: %" PRIu64 " reads, %" PRIu64 " values checked, %" PRIu64
-		" evictions, %" PRIu64 " handovers\n", large_phases ? " (runs)" : "",
+		" evictions, %" PRIu64 " handovers\n",
+		large_phases == PHASES_RUNS ? " (runs)" : large_phases ? " (spans)" : "",
 		atomic_load(&sh->reads), atomic_load(&sh->hits), st.evictions, h);
 	CK_EQ(st.puts, WRITERS * PHASES * PHASE_PUTS);
 	CK_MSG(atomic_load(&sh->hits) >= 1000, "readers checked only %" PRIu64 " values",
@@ -1202,8 +1259,11 @@ int main(void)
 	tcase_add_test(tc, shift_small_to_large);
 	tcase_add_test(tc, shift_large_to_small);
 	tcase_add_test(tc, shift_runs_to_small);
+	tcase_add_test(tc, shift_small_to_spans);
+	tcase_add_test(tc, shift_spans_to_small);
+	tcase_add_test(tc, values_just_over_half_a_page_fill_the_segment);
 	tcase_add_test(tc, shift_after_turnover_keeps_newest);
-	tcase_add_loop_test(tc, handover_under_concurrency, 0, 2);
+	tcase_add_loop_test(tc, handover_under_concurrency, PHASES_PAGES, PHASES_SPANS + 1);
 	tcase_add_test(tc, cross_map_fairness);
 	tcase_add_test(tc, large_entries_give_pages_first);
 	tcase_add_loop_test(tc, large_values_after_fragmentation, 0, 2);
