@@ -308,6 +308,20 @@ static void pool_taken(const struct seg *s, const struct seg_geom *g, uint32_t f
 	CRASH_POINT();
 }
 
+/* Under pool_lock: write pages first + 1 .. first + n - 1 of a run (kind
+ * PAGE_CONT) or a slab (PAGE_SPAN, each naming how far back its head is)
+ * taken from the pool, before its head. */
+static void tail_pages(const struct seg *s, const struct seg_geom *g, uint32_t first, uint32_t n,
+		       uint16_t kind)
+{
+	for (uint32_t i = 1; i < n; i++) {
+		struct seg_page *q = seg_page(s, g, first + i);
+		memset(q, 0, sizeof *q);
+		q->run = kind == PAGE_SPAN ? i : 0;
+		q->kind = kind;
+	}
+}
+
 /* Under pool_lock: find and take a run of n free pages; index + 1, or 0. */
 static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, const struct lock_ctx *c,
 			  uint32_t n)
@@ -318,11 +332,7 @@ static uint32_t pool_take(const struct seg *s, const struct seg_geom *g, const s
 	uint32_t first = found - 1;
 	/* CONT pages first, the head last: until the head says RUN, a crash
 	 * leaves CONT pages that no run owns, which the sweep frees. */
-	for (uint32_t i = 1; i < n; i++) {
-		struct seg_page *q = seg_page(s, g, first + i);
-		memset(q, 0, sizeof *q);
-		q->kind = PAGE_CONT;
-	}
+	tail_pages(s, g, first, n, PAGE_CONT);
 	struct seg_page *p = seg_page(s, g, first);
 	memset(p, 0, sizeof *p);
 	p->run = n;
@@ -343,12 +353,7 @@ static uint32_t pool_take_slab(const struct seg *s, const struct seg_geom *g,
 	if (!found)
 		return 0;
 	uint32_t first = found - 1;
-	for (uint32_t i = 1; i < n; i++) {
-		struct seg_page *q = seg_page(s, g, first + i);
-		memset(q, 0, sizeof *q);
-		q->run = i;
-		q->kind = PAGE_SPAN;
-	}
+	tail_pages(s, g, first, n, PAGE_SPAN);
 	if (n > 1)
 		CRASH_POINT();
 	struct seg_page *p = seg_page(s, g, first);
