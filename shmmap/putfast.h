@@ -103,9 +103,7 @@ put_fast(const struct op_ctx *o, struct seg_undo *u, const struct map_view *v, c
 	*h = 0;
 	if (klen - 1 >= v->key_max)
 		return PUT_SLOW; /* 0 or too long: the general path says which */
-	/* table.c's call, not XXH3 inline: one inline copy in client.c (the
-	 * get's) stays inline; a second made the compiler call both. */
-	uint64_t hh = shmmap__hash(o->g, key, klen);
+	uint64_t hh = XXH3_64bits_withSeed(key, klen, o->g->hash_seed);
 	*h = hh;
 	if (vlen > SEG_UNDO_MAX || vlen > v->val_max || v->quota || v->default_ttl)
 		return PUT_SLOW;

@@ -907,6 +907,114 @@ START_TEST(many_keys_colliding)
 }
 END_TEST
 
+/* ---- the key hash ---- */
+
+/* A deterministic stream for seeds and keys (splitmix64). */
+static uint64_t mix_next(uint64_t *x)
+{
+	uint64_t z = (*x += UINT64_C(0x9e3779b97f4a7c15));
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+/*
+ * The hash the buckets, stripes and entry tags use (XXH3 with the
+ * segment's seed, inlined on the fast paths) spreads keys like a random
+ * function, for every key length up to 24 bytes (XXH3's paths of 1-3,
+ * 4-8, 9-16 and 17-128 bytes) and a few seeds: keys that differ in one
+ * character (a counter, as cache keys are) fill 2^16 buckets as balls
+ * thrown at random would (a share of about 1/e empty, no long chain),
+ * keys of the same bytes and another length differ, the seed changes
+ * every hash, and one flipped key bit flips about half of the low 32
+ * bits (the bucket index and the tag an entry keeps).
+ */
+START_TEST(hash_spreads_keys)
+{
+	enum { NB = 1 << 16 };
+	static uint32_t load[NB];
+	struct seg_geom g = {0};
+	uint64_t rs = 42;
+	for (int si = 0; si < 3; si++) {
+		g.hash_seed = si == 0 ? 0 : mix_next(&rs);
+		for (size_t kl = 1; kl <= 24; kl++) {
+			/* n keys of kl bytes: from 5 bytes a counter in the last
+			 * five (decimal, zero-padded) after a fixed prefix; up to 4,
+			 * the counter's two bytes in the first and the last (all 256
+			 * values of one byte). */
+			uint32_t n = kl == 1 ? 256 : NB;
+			memset(load, 0, sizeof load);
+			unsigned char k[24];
+			for (uint32_t i = 0; i < n; i++) {
+				if (kl <= 4) {
+					memset(k, 'k', kl);
+					k[0] = (unsigned char)i;
+					k[kl - 1] ^= (unsigned char)(i >> 8);
+				} else {
+					memset(k, 'k', kl);
+					for (size_t j = kl, x = i; j > 0 && j > kl - 5; j--, x /= 10)
+						k[j - 1] = (unsigned char)('0' + x % 10);
+				}
+				uint64_t h = shmmap__hash(&g, k, kl);
+				load[h & (NB - 1)]++;
+			}
+			uint32_t empty = 0, most = 0;
+			for (uint32_t b = 0; b < NB; b++) {
+				empty += load[b] == 0;
+				most = load[b] > most ? load[b] : most;
+			}
+			if (n == NB) { /* mean 1: 1/e empty (24109), longest about 8 */
+				CK_MSG(empty > 23000 && empty < 25200,
+				       "seed %d, %zu-byte keys: %u of %u buckets empty", si, kl, empty, NB);
+				CK_MSG(most <= 12, "seed %d, %zu-byte keys: a bucket of %u", si, kl, most);
+			} else {
+				CK_MSG(most <= 2, "seed %d, 1-byte keys: a bucket of %u", si, most);
+			}
+		}
+		/* The same bytes, another length; the same key, another seed. */
+		const unsigned char z[24] = {0};
+		for (size_t kl = 1; kl < 24; kl++)
+			CK_MSG(shmmap__hash(&g, z, kl) != shmmap__hash(&g, z, kl + 1),
+			       "seed %d: %zu and %zu zero bytes hash alike", si, kl, kl + 1);
+		struct seg_geom g2 = g;
+		g2.hash_seed = g.hash_seed ^ 1;
+		for (size_t kl = 1; kl <= 24; kl++)
+			CK_MSG((uint32_t)shmmap__hash(&g, "0123456789abcdefghijklmn", kl) !=
+				       (uint32_t)shmmap__hash(&g2, "0123456789abcdefghijklmn", kl),
+			       "seed %d: %zu-byte key: the seed's low bit changes nothing", si, kl);
+		/* Avalanche into the low 32 bits, over random keys of 4, 8, 13
+		 * and 16 bytes: the mean of flipped bits near 16, and no input
+		 * bit that flips fewer than 12 on average. */
+		static const size_t lens[] = {4, 8, 13, 16};
+		for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+			size_t kl = lens[li];
+			double total = 0, least = 32;
+			for (size_t bit = 0; bit < kl * 8; bit++) {
+				uint64_t flips = 0;
+				enum { TRIES = 400 };
+				for (int t = 0; t < TRIES; t++) {
+					unsigned char k[16];
+					for (size_t j = 0; j < kl; j++)
+						k[j] = (unsigned char)mix_next(&rs);
+					uint32_t a = (uint32_t)shmmap__hash(&g, k, kl);
+					k[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+					uint32_t b = (uint32_t)shmmap__hash(&g, k, kl);
+					flips += (uint64_t)__builtin_popcount(a ^ b);
+				}
+				double mean = (double)flips / TRIES;
+				total += mean;
+				least = mean < least ? mean : least;
+			}
+			double avg = total / (double)(kl * 8);
+			CK_MSG(avg > 15.5 && avg < 16.5 && least > 14.0,
+			       "seed %d, %zu-byte keys: a flipped bit flips %.2f of the low 32 on "
+			       "average, %.2f for the weakest input bit",
+			       si, kl, avg, least);
+		}
+	}
+}
+END_TEST
+
 /* ---- a full segment ---- */
 
 static void big_value(char *v, size_t n, int i)
@@ -1533,6 +1641,7 @@ static Suite *table_suite(void)
 	tcase_add_test(tc, write_times_are_fine_and_wrap);
 	tcase_add_test(tc, default_ttl_entries_expire);
 	tcase_add_test(tc, many_keys_colliding);
+	tcase_add_test(tc, hash_spreads_keys);
 	tcase_add_test(tc, counters_and_intent);
 	tcase_add_test(tc, multiprocess_incr_and_puts);
 	tcase_add_test(tc, reader_never_sees_torn_values);
