@@ -42,11 +42,13 @@
  * probation: age, evict_t), like with like, so that a class nobody
  * writes any more, full of entries nobody read, gives its pages to one
  * that is written now.  Main hand victims' ages are weighed by what their
- * blocks cost (class_weight: the square root of the block size, rounded
- * to a power of two; after GreedyDual-Size): of two entries unread as
- * long, the larger frees more memory, so a class of 4 KiB entries gives
- * its pages before one of 100-byte entries not 8 times older (bench-cache,
- * mixed sizes: hit ratio 0.60 -> 0.66 at 1%, 0.74 -> 0.78 at 5%).  Rounded,
+ * blocks cost (class_weight: the block size rounded down to a power of
+ * two; after GreedyDual-Size): of two entries unread as long, the larger
+ * frees more memory, so a class of 4 KiB entries gives its pages before
+ * one of 100-byte entries not 32 times older (bench-cache, mixed sizes:
+ * hit ratio 0.60 -> 0.66 at 1% with the square root of the size, which
+ * the slabs of several pages, whose blocks are smaller, brought down to
+ * 0.65; 0.67 with the size itself, and 0.80 at 5%).  Rounded,
  * so that neighbouring classes (a stream of values growing a little at a
  * time) compare by age alone: with the exact root, a class weighed 5%
  * more than its neighbour evicted its own newest entries rather than
@@ -762,13 +764,15 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 }
 
 /* What keeping an entry of class cls costs, in the units by which the
- * ages of classes are weighed against each other: the square root of its
- * block size rounded down to a power of two (48..63 B: 4, 64..255 B: 8,
- * 256 B..1 KiB: 16, ..., 16 KiB..64 KiB: 128, 64 KiB: 256). */
+ * ages of classes are weighed against each other: its block size rounded
+ * down to a power of two (48..63 B: 32, 64..127 B: 64, ..., 32 KiB..64
+ * KiB: 32768).  Ages are at most 2^33 units, so age times weight fits 64
+ * bits with room (a run's weight, run_weight, is at most 2^31: values
+ * are at most 1 GiB). */
 static uint64_t class_weight(uint32_t cls)
 {
 	uint32_t size = shmmap__class_size(cls);
-	return size ? UINT64_C(1) << ((31 - (uint32_t)__builtin_clz(size)) / 2) : 1;
+	return size ? UINT64_C(1) << (31 - (uint32_t)__builtin_clz(size)) : 1;
 }
 
 /* Classes asked for a page in turn, the oldest (weighed) first: the
@@ -879,11 +883,14 @@ static int evict_in_class(struct evictor *ev, uint32_t cls, uint64_t cap)
  * REFUSED_WAIT (seg_header.run_refused_t). */
 #define RUN_LOOKS 64u
 
-/* The weight of a run of n >= 1 pages (class_weight's, for its bytes). */
+/* The weight of a run of n >= 1 pages (class_weight's, for its bytes, at
+ * most 2^31: a run length read from the segment may be a scribble). */
 static uint64_t run_weight(uint32_t n)
 {
 	uint64_t size = (uint64_t)(n ? n : 1) * SEG_PAGE;
-	return UINT64_C(1) << ((63 - (uint32_t)__builtin_clzll(size)) / 2);
+	if (size > (UINT64_C(1) << 31))
+		size = UINT64_C(1) << 31;
+	return UINT64_C(1) << (63 - (uint32_t)__builtin_clzll(size));
 }
 
 /* Evict one run older than class cls's next victims (cage): 1, 0, -errno. */
