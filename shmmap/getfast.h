@@ -75,18 +75,21 @@ static inline __attribute__((always_inline)) void count(_Atomic uint64_t *c)
 
 #define GF_RELAXED(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
-/* A value copy of a length known only now: up to 64 bytes as two
- * overlapping moves of 16 or 32 (no call), longer ones by memcpy. */
+/* A value copy of a length known only now: 16 to 64 bytes as two
+ * overlapping moves of 16 or 32 (no call; one range test, then which),
+ * others by memcpy. */
 static inline __attribute__((always_inline)) void copy_value(void *dst, const void *src, size_t n)
 {
 	unsigned char *d = dst;
 	const unsigned char *p = src;
-	if (n >= 16 && n <= 32) {
-		memcpy(d, p, 16);
-		memcpy(d + n - 16, p + n - 16, 16);
-	} else if (n > 32 && n <= 64) {
-		memcpy(d, p, 32);
-		memcpy(d + n - 32, p + n - 32, 32);
+	if (n - 16 <= 48) {
+		if (n > 32) {
+			memcpy(d, p, 32);
+			memcpy(d + n - 32, p + n - 32, 32);
+		} else {
+			memcpy(d, p, 16);
+			memcpy(d + n - 16, p + n - 16, 16);
+		}
 	} else {
 		memcpy(d, p, n);
 	}

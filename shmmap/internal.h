@@ -56,6 +56,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "shmmap.h"
 
@@ -366,7 +367,8 @@ struct seg_mapdir {
 	uint64_t dropped_ns;           /* 200: when the last map here was dropped */
 };
 _Static_assert(sizeof(struct seg_mapdir) == 208, "directory entry");
-_Static_assert(offsetof(struct seg_mapdir, tbl) == 8 && offsetof(struct seg_mapdir, arr) == 16 &&
+_Static_assert(offsetof(struct seg_mapdir, state) == 0 && offsetof(struct seg_mapdir, gen) == 4 &&
+		       offsetof(struct seg_mapdir, tbl) == 8 && offsetof(struct seg_mapdir, arr) == 16 &&
 		       offsetof(struct seg_mapdir, name) == 48 &&
 		       offsetof(struct seg_mapdir, clock_hand) == 112 &&
 		       offsetof(struct seg_mapdir, quota) == 184,
@@ -787,7 +789,13 @@ uint64_t shmmap__mono_ms(void);
 #define ITIME_FROM_MS(ms) ((uint32_t)((uint64_t)(ms) * 1000000u >> ITIME_SHIFT))
 #define ITIME_TO_MS(t) ((uint32_t)(((uint64_t)(t) << ITIME_SHIFT) / 1000000u))
 uint32_t shmmap__itime(void);
-uint32_t shmmap__itime_coarse(void);
+/* (Inline: the rewrite in place, put's fast path, calls it every time.) */
+static inline uint32_t shmmap__itime_coarse(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint32_t)(((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) >> ITIME_SHIFT);
+}
 uint64_t shmmap__now_ns(void);
 /* /proc/PID/stat starttime; -ESRCH if the process is gone or a zombie. */
 int shmmap__proc_start_time(pid_t pid, uint64_t *out);
@@ -1029,16 +1037,30 @@ struct map_view {
 	_Atomic uint64_t *buckets; /* the initial array (in the table run) */
 	struct seg_stripe *stripes;
 	struct seg_mapdir *dir;
+	uint64_t live;           /* dir's state and gen words, as one, while the
+				    map is this view's (view_live) */
+	uint32_t put_vlim;       /* put's fast path takes values shorter than this:
+				    min(SEG_UNDO_MAX, val_max) + 1, or 0 (none: a map
+				    with a quota or a default ttl) */
 };
+/* The first 8 bytes of a directory entry (state, then gen) as one word. */
+static inline uint64_t dir_live_word(uint32_t gen)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return (uint64_t)gen << 32 | MAP_LIVE;
+#else
+	return (uint64_t)MAP_LIVE << 32 | gen;
+#endif
+}
 /* Is v's map still the one the view was made for (live, same generation)?
- * A writer checks it under the stripe lock, so that it never links into a
+ * One load of the directory entry's state and gen together (8-byte
+ * aligned, offsets 0 and 4), compared with what they were at open.  A
+ * writer checks it under the stripe lock, so that it never links into a
  * map that is being dropped. */
 static inline bool view_live(const struct map_view *v)
 {
-	const struct seg_mapdir *d = v->dir;
-	return atomic_load_explicit((_Atomic uint32_t *)&d->state, memory_order_acquire) ==
-		       MAP_LIVE &&
-	       atomic_load_explicit((_Atomic uint32_t *)&d->gen, memory_order_relaxed) == v->gen;
+	return __atomic_load_n((const uint64_t *)(const void *)v->dir, __ATOMIC_ACQUIRE) ==
+	       v->live;
 }
 struct map_params {
 	uint32_t nbuckets, nstripes, key_max, val_max, policy;

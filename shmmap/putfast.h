@@ -105,7 +105,7 @@ put_fast(const struct op_ctx *o, struct seg_undo *u, const struct map_view *v, c
 		return PUT_SLOW; /* 0 or too long: the general path says which */
 	uint64_t hh = XXH3_64bits_withSeed(key, klen, o->g->hash_seed);
 	*h = hh;
-	if (vlen > SEG_UNDO_MAX || vlen > v->val_max || v->quota || v->default_ttl)
+	if (vlen >= v->put_vlim) /* (see map_view) */
 		return PUT_SLOW;
 	const struct seg *s = o->s;
 	uint32_t sb = (uint32_t)hh & (v->nstripes - 1);

@@ -72,11 +72,6 @@ uint32_t shmmap__itime(void)
 	return itime_of(CLOCK_MONOTONIC);
 }
 
-uint32_t shmmap__itime_coarse(void)
-{
-	return itime_of(CLOCK_MONOTONIC_COARSE);
-}
-
 int shmmap__proc_start_time(pid_t pid, uint64_t *out)
 {
 	char path[64], buf[1024];

@@ -226,6 +226,10 @@ static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx
 	w.buckets = seg_ptr(s, d->buckets_off);
 	w.stripes = seg_ptr(s, d->stripes_off);
 	w.dir = (struct seg_mapdir *)d;
+	w.live = dir_live_word(w.gen);
+	w.put_vlim = w.quota || w.default_ttl
+			     ? 0
+			     : (w.val_max < SEG_UNDO_MAX ? w.val_max : SEG_UNDO_MAX) + 1;
 	*v = w;
 	return 0;
 }
