@@ -766,9 +766,11 @@ static int handover(struct evictor *ev, uint32_t d, bool force, uint64_t asker)
 /* What keeping an entry of class cls costs, in the units by which the
  * ages of classes are weighed against each other: its block size rounded
  * down to a power of two (48..63 B: 32, 64..127 B: 64, ..., 32 KiB..64
- * KiB: 32768).  Ages are at most 2^33 units, so age times weight fits 64
- * bits with room (a run's weight, run_weight, is at most 2^31: values
- * are at most 1 GiB). */
+ * KiB: 32768, 64 KiB: 65536).  A class's age (class_age, probe_age) is
+ * below 2^33 units, so its products with these weights stay below 2^51;
+ * a run's weight (run_weight, at most 2^31) multiplies only an entry's
+ * ENT_AGE (below 2^29): below 2^60.  A class age must never meet a run
+ * weight unbounded. */
 static uint64_t class_weight(uint32_t cls)
 {
 	uint32_t size = shmmap__class_size(cls);

@@ -565,16 +565,16 @@ START_TEST(handover_under_concurrency)
 END_TEST
 
 /* Pages go first from the class whose entries cost most to keep: a class
- * weighs its victims' age by the square root of their block size (rounded
- * to a power of two), after GreedyDual-Size, so of two classes nobody
- * writes, the one of 4 KiB entries gives its pages before the one of
- * 100-byte entries that is not 8 times older.  Three maps, so that each
- * map's losses are its class's: S (100 B values) written first, L (4 KiB)
- * about 150 ms later, both left unread; then M (1 KiB), which needs about
- * 3 MB more than the pool has.  Told by the clock alone (no weights), S's
- * entries are the older and S would give them.  The waits age the data:
- * the policy is one of ages. */
-START_TEST(large_entries_give_pages_first)
+ * weighs its victims' age by their block size (rounded down to a power of
+ * two), after GreedyDual-Size, so of two classes nobody writes, the one of
+ * 4 KiB entries (weight 4096) gives its pages before the one of 100-byte
+ * entries (blocks of 136 B: weight 128) that is not 32 times older.  Three
+ * maps, so that each map's losses are its class's: S (100 B values)
+ * written first, L (4 KiB) gap_ms later, both left unread; then, after
+ * wait_ms, M (1 KiB), which needs about 3 MB more than the pool has.  Told
+ * by the clock alone (no weights), S's entries are the older and S would
+ * give them.  The waits age the data: the policy is one of ages. */
+static void large_entries_give_first(long gap_ms, long wait_ms)
 {
 	enum { S_KV = 100, L_KV = 4096, M_KV = 1024, S_N = 40000, L_N = 1200, M_N = 7000 };
 	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map]\nvalue_max = 64K\n"), 0);
@@ -582,11 +582,12 @@ START_TEST(large_entries_give_pages_first)
 	shmmap_map ms = tu_open(sm, "S"), ml = tu_open(sm, "L"), mm = tu_open(sm, "M");
 	for (uint32_t i = 0; i < S_N; i++)
 		CK_EQ(put_kv(sm, ms, "s-", i, S_KV, 1), 0);
-	struct timespec gap = {0, 150 * 1000 * 1000};
+	struct timespec gap = {gap_ms / 1000, gap_ms % 1000 * 1000 * 1000};
 	nanosleep(&gap, NULL);
 	for (uint32_t i = 0; i < L_N; i++)
 		CK_EQ(put_kv(sm, ml, "l-", i, L_KV, 1), 0);
-	nanosleep(&gap, NULL);
+	struct timespec wait = {wait_ms / 1000, wait_ms % 1000 * 1000 * 1000};
+	nanosleep(&wait, NULL);
 	CK_EQ(stats_of(sm, ms).evictions + stats_of(sm, ml).evictions, 0);
 	uint64_t h0 = handovers();
 	for (uint32_t i = 0; i < M_N; i++) {
@@ -595,10 +596,11 @@ START_TEST(large_entries_give_pages_first)
 	}
 	struct shmmap_stats ss = stats_of(sm, ms), sl = stats_of(sm, ml), sm_ = stats_of(sm, mm);
 	fprintf(stderr,
-		"  sizes: S lost %" PRIu64 " of %d (%" PRIu64 " B), L lost %" PRIu64
-		" of %d (%" PRIu64 " B), M holds %" PRIu64 ", %" PRIu64 " handovers\n",
-		ss.evictions, S_N, ss.evictions * S_KV, sl.evictions, L_N, sl.evictions * L_KV,
-		sm_.entries, handovers() - h0);
+		"  sizes (S %ld ms older): S lost %" PRIu64 " of %d (%" PRIu64
+		" B), L lost %" PRIu64 " of %d (%" PRIu64 " B), M holds %" PRIu64 ", %" PRIu64
+		" handovers\n",
+		gap_ms, ss.evictions, S_N, ss.evictions * S_KV, sl.evictions, L_N,
+		sl.evictions * L_KV, sm_.entries, handovers() - h0);
 	CK_MSG(handovers() > h0, "M took no page from another class");
 	/* The bytes M took came from L, the class of larger entries, not from
 	 * S (a few of S's pages may go with a donor's refusals: at most a
@@ -608,6 +610,22 @@ START_TEST(large_entries_give_pages_first)
 	       sl.evictions * L_KV);
 	ctl_check_clean();
 	shmmap_detach(sm);
+}
+
+/* S about twice as old as L when M comes. */
+START_TEST(large_entries_give_pages_first)
+{
+	large_entries_give_first(150, 150);
+}
+END_TEST
+
+/* S about 16 times as old as L (1.5 s and 0.1 s): still L gives, as its
+ * weight is 32 times S's.  (With the square root of the block size, 8
+ * times S's, S gave: the mixed trace of bench-cache lost a point of hit
+ * ratio at 1% when the slabs of several pages made large blocks smaller.) */
+START_TEST(large_entries_give_pages_first_weighed_by_size)
+{
+	large_entries_give_first(1500, 100);
 }
 END_TEST
 
@@ -1266,6 +1284,7 @@ int main(void)
 	tcase_add_loop_test(tc, handover_under_concurrency, PHASES_PAGES, PHASES_SPANS + 1);
 	tcase_add_test(tc, cross_map_fairness);
 	tcase_add_test(tc, large_entries_give_pages_first);
+	tcase_add_test(tc, large_entries_give_pages_first_weighed_by_size);
 	tcase_add_loop_test(tc, large_values_after_fragmentation, 0, 2);
 	tcase_add_test(tc, large_value_takes_the_cheapest_window);
 	tcase_add_test(tc, read_keys_stay);
