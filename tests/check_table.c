@@ -984,7 +984,7 @@ START_TEST(hash_spreads_keys)
 			       "seed %d: %zu-byte key: the seed's low bit changes nothing", si, kl);
 		/* Avalanche into the low 32 bits, over random keys of 4, 8, 13
 		 * and 16 bytes: the mean of flipped bits near 16, and no input
-		 * bit that flips fewer than 12 on average. */
+		 * bit that flips 14 or fewer on average. */
 		static const size_t lens[] = {4, 8, 13, 16};
 		for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
 			size_t kl = lens[li];
