@@ -70,6 +70,7 @@ struct client_ext {
 	uint32_t seq;
 	uint32_t hello_flags;       /* HELLO_F_* this attachment asked for */
 	_Atomic uint64_t grow_quiet_ms; /* no MSG_GROW before this (CLOCK_MONOTONIC ms) */
+	struct arr_memo *_Atomic memos; /* every array note made (shmmap__memo_note) */
 	shmmap *reg_prev, *reg_next;/* the registry of attachments (reg_mu) */
 };
 
@@ -719,6 +720,10 @@ SHMMAP_EXPORT void shmmap_detach(shmmap *sm)
 		next = n->next;
 		free(n);
 	}
+	for (struct arr_memo *m = atomic_load(&x->memos), *next; m; m = next) {
+		next = m->next;
+		free(m);
+	}
 	free(x->views);
 	free(x);
 	pthread_mutex_destroy(&sm->sock_mu);
@@ -794,6 +799,7 @@ SHMMAP_EXPORT int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
 		if (rc == 0 && n->v.gen != rep.u.opened.gen)
 			rc = -ESTALE; /* dropped and re-created meanwhile: ask again */
 		n->id = shmmap__handle_id(sm->tag, n->v.gen, n->v.idx);
+		n->v.memo_list = &ext(sm)->memos; /* its fast paths note arrays */
 		if (rc < 0) {
 			free(n);
 			if (rc == -ESTALE || rc == -ENOENT)
@@ -815,6 +821,36 @@ SHMMAP_EXPORT int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
 		return 0;
 	}
 	return -ESTALE;
+}
+
+/*
+ * The fast paths (getfast.h's bucket_word) found the array of view v's map
+ * under table word w at aoff, mask + 1 buckets, and the bucket they
+ * wanted in bounds: note the array for the next ones (struct arr_memo), if
+ * the view takes notes (a client's: memo_list, its attachment's list) and
+ * every bucket of the array is in the heap and aligned (the mapped length
+ * len only grows).  Lock-free: the note goes on the list by a CAS and into
+ * the view by a release store; a thread that loses a race to another's
+ * note of the same word has merely noted it twice.
+ */
+__attribute__((noinline, cold)) void shmmap__memo_note(const struct map_view *v, uint64_t w,
+						     uint64_t aoff, uint64_t mask, size_t len)
+{
+	struct map_view *mv = (struct map_view *)v;
+	uint64_t n = mask + 1;
+	if (!v->memo_list || (w & TBL_GROWING) || (n & mask) || (aoff & 7) || aoff < v->heap_off ||
+	    aoff > len || n > (len - aoff) / 8 ||
+	    atomic_fetch_add_explicit(&mv->memos, 1, memory_order_relaxed) >= MEMO_MAX)
+		return;
+	struct arr_memo *m = malloc(sizeof *m);
+	if (!m)
+		return;
+	*m = (struct arr_memo){.w = w, .aoff = aoff, .mask = mask};
+	m->next = atomic_load_explicit(v->memo_list, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(v->memo_list, &m->next, m,
+						      memory_order_release, memory_order_relaxed))
+		;
+	atomic_store_explicit(&mv->memo, m, memory_order_release);
 }
 
 /* Why handle m does not name view n (NULL: none at its index): -ESTALE

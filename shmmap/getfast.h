@@ -103,16 +103,24 @@ static inline __attribute__((always_inline)) void copy_value(void *dst, const vo
  * cannot wrap), else NULL.  len: the mapped length, the bound of every
  * offset (it only grows).  An array of a size that is not a power of two
  * would only name a wrong bucket in bounds: a miss here, damage for the
- * general path and check to find.  (put_fast's too.) */
+ * general path and check to find.  A client's view keeps a note of the
+ * array under the word it saw last (struct arr_memo, internal.h): under
+ * that word, the bucket is found with no check.  (put_fast's too.) */
 static inline __attribute__((always_inline)) const _Atomic uint64_t *
 bucket_word(const struct seg *s, const struct map_view *v, uint64_t w, uint64_t h, size_t len)
 {
+	/* The view's note of the array under w, if it has one (struct
+	 * arr_memo): checked already, every bucket of it. */
+	const struct arr_memo *mo = atomic_load_explicit(&v->memo, memory_order_acquire);
+	if (__builtin_expect(mo->w == w, 1))
+		return (const _Atomic uint64_t *)(s->base + mo->aoff + (h & mo->mask) * 8);
 	const struct seg_array *a = &v->dir->arr[TBL_CUR(w)];
 	uint64_t aoff = GF_RELAXED(a->off);
 	uint32_t mask = GF_RELAXED(a->nbuckets) - 1;
 	uint64_t bo = aoff + (h & mask) * 8;
 	if (aoff > len || bo < v->heap_off || bo > len - 8 || (bo & 7))
 		return NULL;
+	shmmap__memo_note(v, w, aoff, mask, len); /* (a call: only after a change) */
 	return (const _Atomic uint64_t *)(s->base + bo);
 }
 

@@ -1039,10 +1039,42 @@ struct map_view {
 	struct seg_mapdir *dir;
 	uint64_t live;           /* dir's state and gen words, as one, while the
 				    map is this view's (view_live) */
+	const struct arr_memo *_Atomic memo; /* the view's note of its current
+				    array (getfast.h), or shmmap__memo_none */
+	_Atomic uint32_t memos;  /* notes made for this view (at most MEMO_MAX) */
 	uint32_t put_vlim;       /* put's fast path takes values shorter than this:
 				    min(SEG_UNDO_MAX, val_max) + 1, or 0 (none: a map
 				    with a quota or a default ttl) */
+	struct arr_memo *_Atomic *memo_list; /* where its notes go (a client's
+				    view: its attachment's list), NULL: none */
 };
+/*
+ * A client view's note of the bucket array its map's table word w named
+ * (getfast.h's bucket_word, client.c's shmmap__memo_note): the array's
+ * offset and mask, checked once against the mapping (aligned, in the heap,
+ * every bucket below the mapped length, which only grows), so that the
+ * fast paths index it with no bounds check while the word is still w.  A
+ * table word never comes back (its generation moves at every change, a
+ * map's creation included), so a note of w is right for as long as the
+ * word is w; one made from a read the word then moved under names no word
+ * that will come.  Immutable once published; freed at detach.  Only a
+ * client's views take notes (memo_list: their attachment's list; views
+ * made elsewhere, the coordinator's, check's, the tests', have none and
+ * keep shmmap__memo_none).  A view takes at most MEMO_MAX notes (a word
+ * scribbled over and over costs no memory past that: the fast paths check
+ * the bounds every time instead).
+ */
+struct arr_memo {
+	uint64_t w, aoff, mask;
+	struct arr_memo *next; /* the attachment's list of them, to free */
+};
+#define MEMO_MAX 64u
+/* A view's note before its first (view_fill's): w = 1 names no array (the
+ * fast paths look only under a table word without TBL_GROWING). */
+extern const struct arr_memo shmmap__memo_none;
+void shmmap__memo_note(const struct map_view *v, uint64_t w, uint64_t aoff, uint64_t mask,
+		       size_t len);
+
 /* The first 8 bytes of a directory entry (state, then gen) as one word. */
 static inline uint64_t dir_live_word(uint32_t gen)
 {

@@ -68,6 +68,8 @@ uint64_t shmmap__hash(const struct seg_geom *g, const void *key, size_t klen)
 	return XXH3_64bits_withSeed(key, klen, g->hash_seed);
 }
 
+const struct arr_memo shmmap__memo_none = {.w = TBL_GROWING};
+
 /* ---- maps ---- */
 
 uint64_t shmmap__table_bytes(uint32_t nbuckets, uint32_t nstripes)
@@ -227,6 +229,7 @@ static int view_fill(const struct seg *s, const struct seg_geom *g, uint32_t idx
 	w.stripes = seg_ptr(s, d->stripes_off);
 	w.dir = (struct seg_mapdir *)d;
 	w.live = dir_live_word(w.gen);
+	w.memo = &shmmap__memo_none;
 	w.put_vlim = w.quota || w.default_ttl
 			     ? 0
 			     : (w.val_max < SEG_UNDO_MAX ? w.val_max : SEG_UNDO_MAX) + 1;

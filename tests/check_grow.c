@@ -329,6 +329,63 @@ START_TEST(small_segment_grows_to_a_bucket_per_entry)
 }
 END_TEST
 
+/* Keys w's 0..n-1 put into map m of sm. */
+static void put_all(shmmap *sm, shmmap_map m, int w, int n)
+{
+	char k[64], v[128];
+	for (int i = 0; i < n; i++) {
+		int kl = key_of(k, sizeof k, w, i), vl = val_of(v, sizeof v, w, i);
+		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, (size_t)vl, 0, 0), 0);
+	}
+}
+
+/*
+ * A client's fast paths keep a note of the array its map's table word
+ * names (struct arr_memo) and index it without bounds checks while the
+ * word stays: after a resize, and after the array it noted was freed and
+ * its pages reused, every get still finds every key.  A reader attached
+ * once the map has grown once notes that array (its first gets), a second
+ * resize retires and frees it, and another map's values of zero bytes,
+ * more than the segment holds, take every free page (the map under test
+ * is `reject`: it loses nothing to them).  A note kept past its word read
+ * zeros there: gets of present keys answered -ENOENT.
+ */
+START_TEST(gets_follow_the_array_after_resizes)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", "[map " MAP "]\npolicy = reject\n"), 0);
+	shmmap *sm = tu_attach(co.sock), *rd = NULL;
+	shmmap_map m = tu_open(sm, MAP), other = tu_open(sm, "other"), rm = {0};
+	int n = 0;
+	uint32_t nb = buckets_of(sm, m, NULL);
+	for (int phase = 0; phase < 2; phase++) {
+		int more = phase == 0 ? 6000 : n * 2;
+		put_all(sm, m, 0, n + more);
+		n += more;
+		struct idle_arg a = {sm, m, nb * 2};
+		CK_MSG(tu_wait(grown_and_idle, &a, 20000), "phase %d: not grown past %u: %u buckets",
+		       phase, nb, buckets_of(sm, m, NULL));
+		nb = buckets_of(sm, m, NULL);
+		if (!rd) {
+			rd = tu_attach(co.sock);
+			rm = tu_open(rd, MAP);
+		}
+		expect_all_of(rd, rm, 0, n);
+	}
+	static const char zeros[1000];
+	char k[32];
+	for (int i = 0; i < 24000; i++) {
+		int kl = snprintf(k, sizeof k, "z%d", i);
+		CK_EQ(shmmap_put(sm, other, k, (size_t)kl, zeros, sizeof zeros, 0, 0), 0);
+	}
+	expect_all_of(rd, rm, 0, n);
+	expect_all_of(sm, m, 0, n);
+	fprintf(stderr, "  %d keys, %u buckets, then 24 MB of zeros in another map\n", n, nb);
+	shmmap_detach(rd);
+	expect_clean(sm, "gets after resizes");
+	shmmap_detach(sm);
+}
+END_TEST
+
 START_TEST(max_buckets_caps_growth)
 {
 	ck_assert_int_eq(tu_coord_start(&co, "64M",
@@ -657,6 +714,7 @@ int main(void)
 	tcase_add_test(tc, grows_under_readers_and_writers);
 	tcase_add_test(tc, coordinator_killed_mid_resize);
 	tcase_add_test(tc, max_buckets_caps_growth);
+	tcase_add_test(tc, gets_follow_the_array_after_resizes);
 	tcase_add_test(tc, small_segment_grows_to_a_bucket_per_entry);
 	tcase_add_test(tc, full_small_cache_leaves_growth_idle);
 	tcase_add_test(tc, full_segment_grows_a_new_map);
