@@ -834,12 +834,21 @@ SHMMAP_EXPORT int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
  * note of the same word has merely noted it twice.
  */
 __attribute__((noinline, cold)) void shmmap__memo_note(const struct map_view *v, uint64_t w,
-						     uint64_t aoff, uint64_t mask, size_t len)
+						     uint64_t aoff, uint32_t mask, size_t len)
 {
 	struct map_view *mv = (struct map_view *)v;
-	uint64_t n = mask + 1;
+	uint64_t n = (uint64_t)mask + 1;
 	if (!v->memo_list || (w & TBL_GROWING) || (n & mask) || (aoff & 7) || aoff < v->heap_off ||
-	    aoff > len || n > (len - aoff) / 8 ||
+	    aoff > len || n > (len - aoff) / 8)
+		return;
+	/* Not again for a word noted already (by another thread meanwhile),
+	 * nor over the note of a newer word (a thread that read the word
+	 * before a resize), nor past MEMO_MAX: so a view's count is of words
+	 * its map really went through, and once at its cap a call costs no
+	 * write to the view's line. */
+	const struct arr_memo *cur = atomic_load_explicit(&v->memo, memory_order_acquire);
+	if (cur->w == w || (cur != &shmmap__memo_none && (cur->w >> 32) > (w >> 32)) ||
+	    atomic_load_explicit(&v->memos, memory_order_relaxed) >= MEMO_MAX ||
 	    atomic_fetch_add_explicit(&mv->memos, 1, memory_order_relaxed) >= MEMO_MAX)
 		return;
 	struct arr_memo *m = malloc(sizeof *m);

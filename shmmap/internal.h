@@ -1072,7 +1072,7 @@ struct arr_memo {
 /* A view's note before its first (view_fill's): w = 1 names no array (the
  * fast paths look only under a table word without TBL_GROWING). */
 extern const struct arr_memo shmmap__memo_none;
-void shmmap__memo_note(const struct map_view *v, uint64_t w, uint64_t aoff, uint64_t mask,
+void shmmap__memo_note(const struct map_view *v, uint64_t w, uint64_t aoff, uint32_t mask,
 		       size_t len);
 
 /* The first 8 bytes of a directory entry (state, then gen) as one word. */
