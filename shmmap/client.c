@@ -830,8 +830,8 @@ SHMMAP_EXPORT int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
  * the view takes notes (a client's: memo_list, its attachment's list) and
  * every bucket of the array is in the heap and aligned (the mapped length
  * len only grows).  Lock-free: the note goes on the list by a CAS and into
- * the view by a release store; a thread that loses a race to another's
- * note of the same word has merely noted it twice.
+ * the view by a release store; two threads that note the same word at
+ * once have merely noted it twice.
  */
 __attribute__((noinline, cold)) void shmmap__memo_note(const struct map_view *v, uint64_t w,
 						     uint64_t aoff, uint32_t mask, size_t len)
@@ -847,7 +847,7 @@ __attribute__((noinline, cold)) void shmmap__memo_note(const struct map_view *v,
 	 * its map really went through, and once at its cap a call costs no
 	 * write to the view's line. */
 	const struct arr_memo *cur = atomic_load_explicit(&v->memo, memory_order_acquire);
-	if (cur->w == w || (cur != &shmmap__memo_none && (cur->w >> 32) > (w >> 32)) ||
+	if (cur->w == w || (cur->w >> 32) > (w >> 32) || /* (shmmap__memo_none: generation 0) */
 	    atomic_load_explicit(&v->memos, memory_order_relaxed) >= MEMO_MAX ||
 	    atomic_fetch_add_explicit(&mv->memos, 1, memory_order_relaxed) >= MEMO_MAX)
 		return;

@@ -788,13 +788,18 @@ uint64_t shmmap__mono_ms(void);
 #define ITIME_SHIFT 18u
 #define ITIME_FROM_MS(ms) ((uint32_t)((uint64_t)(ms) * 1000000u >> ITIME_SHIFT))
 #define ITIME_TO_MS(t) ((uint32_t)(((uint64_t)(t) << ITIME_SHIFT) / 1000000u))
+/* Clock clk in those units. */
+static inline uint32_t shmmap__itime_of(clockid_t clk)
+{
+	struct timespec ts;
+	clock_gettime(clk, &ts);
+	return (uint32_t)(((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) >> ITIME_SHIFT);
+}
 uint32_t shmmap__itime(void);
 /* (Inline: the rewrite in place, put's fast path, calls it every time.) */
 static inline uint32_t shmmap__itime_coarse(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint32_t)(((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) >> ITIME_SHIFT);
+	return shmmap__itime_of(CLOCK_MONOTONIC_COARSE);
 }
 uint64_t shmmap__now_ns(void);
 /* /proc/PID/stat starttime; -ESRCH if the process is gone or a zombie. */

@@ -60,16 +60,9 @@ uint64_t shmmap__mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static uint32_t itime_of(clockid_t clk)
-{
-	struct timespec ts;
-	clock_gettime(clk, &ts);
-	return (uint32_t)(((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) >> ITIME_SHIFT);
-}
-
 uint32_t shmmap__itime(void)
 {
-	return itime_of(CLOCK_MONOTONIC);
+	return shmmap__itime_of(CLOCK_MONOTONIC);
 }
 
 int shmmap__proc_start_time(pid_t pid, uint64_t *out)
