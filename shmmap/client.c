@@ -967,7 +967,12 @@ static inline __attribute__((always_inline)) void rec_release(shmmap *sm, struct
 		atomic_fetch_or_explicit(&x->rec_free, 1u << k, memory_order_release);
 }
 
-/* The context of one data call on map view v, without an intent record. */
+/* The context of one data call on map view v, without an intent record.
+ * Every field is set (one by one: a compound literal cost a put 13
+ * instructions of zeroing).  The lock context's wait_ms, once left to the
+ * stack, made a write give up on a live lock holder with -EBUSY (or a put
+ * with -ENOSPC) after whatever time the stack said: 0, a client waits as
+ * long as the holder lives (check_api's writes_wait_for_a_live_lock_holder). */
 static void op_fill(shmmap *sm, const struct map_view *v, struct op_ctx *o)
 {
 	o->s = &sm->seg;
@@ -975,10 +980,14 @@ static void op_fill(shmmap *sm, const struct map_view *v, struct op_ctx *o)
 	o->lk.s = &sm->seg;
 	o->lk.g = &sm->geom;
 	o->lk.owner = sm->slot + 1;
+	o->lk.wait_ms = 0;
 	o->ctr = sm->ctr ? sm->ctr + v->idx : NULL;
 	o->intent = NULL;
 	o->spare_cls = NULL;
 }
+_Static_assert(sizeof(struct op_ctx) == 8 + 8 + sizeof(struct lock_ctx) + 8 + 8 + 8 &&
+		       sizeof(struct lock_ctx) == 8 + 8 + 4 + 4,
+	       "op_fill sets every field: a field added must be set there too");
 
 /* Resolve the handle and build the context of one data call (a write
  * claims an intent record: op_end releases it).  Inlined, with the claim

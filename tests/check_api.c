@@ -179,6 +179,92 @@ START_TEST(incr_from_many_processes_is_exact)
 }
 END_TEST
 
+/* ---- a write waits for a live lock holder as long as it holds ---- */
+
+/* Fill the stack below the caller with 32-bit words w: what a call made
+ * next leaves unwritten in its frame reads as w. */
+static __attribute__((noinline)) void dirty_stack(uint32_t w)
+{
+	volatile uint32_t junk[8192];
+	for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++)
+		junk[i] = w;
+}
+
+struct lw {
+	struct seg_stripe *st;
+	uint32_t waits0;
+	pid_t pid;
+};
+
+static bool stripe_waited(void *arg)
+{
+	const struct lw *l = arg;
+	return atomic_load(&l->st->lock_waits) != l->waits0;
+}
+
+static bool child_exited(void *arg)
+{
+	struct lw *l = arg;
+	int ws;
+	return waitpid(l->pid, &ws, WNOHANG) == l->pid && (l->pid = -ws - 1, true);
+}
+
+/*
+ * A client's lock wait has no time limit (lock_ctx.wait_ms is the
+ * coordinator's): a put, del, incr or cas waits for a live process that
+ * holds the key's stripe lock as long as it holds it, whatever the stack
+ * under the call held before.  (The call's context once left wait_ms
+ * unset: with the stack full of small words, a write gave up at once with
+ * -EBUSY; in the chaos test, now and then.)
+ */
+START_TEST(writes_wait_for_a_live_lock_holder)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "held");
+	ck_assert_int_eq(shmmap_put(sm, m, "w", 1, "1", 1, 0, 0), 0);
+	const struct map_view *v;
+	ck_assert_int_eq(shmmap__resolve(sm, m, &v), 0);
+	struct seg_stripe *st = &v->stripes[shmmap__hash(&sm->geom, "w", 1) & (v->nstripes - 1)];
+	struct lock_ctx lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1};
+	for (int op = 0; op < 4; op++) {
+		ck_assert_int_eq(shmmap__lock(&st->lock, &lk, NULL), 0);
+		struct lw l = {st, atomic_load(&st->lock_waits), -1};
+		l.pid = tu_fork();
+		ck_assert_int_ge(l.pid, 0);
+		if (l.pid == 0) {
+			shmmap *s2;
+			shmmap_map m2;
+			if (shmmap_attach(co.sock, &s2) < 0 || shmmap_open(s2, "held", 0, &m2) < 0)
+				_exit(20);
+			int64_t n;
+			dirty_stack(2); /* wait_ms 2 ms, if left unset */
+			int rc = op == 0 ? shmmap_put(s2, m2, "w", 1, "22", 2, 5, 0)
+				 : op == 1 ? shmmap_incr(s2, m2, "w", 1, 1, &n)
+				 : op == 2 ? shmmap_cas(s2, m2, "w", 1, "23", 2, "3", 1, 0)
+					   : shmmap_del(s2, m2, "w", 1);
+			_exit(rc == 0 ? 0 : rc == -EBUSY ? 30 : 31);
+		}
+		bool waited = tu_wait(stripe_waited, &l, 10000);
+		/* Held on: the child must still be waiting 300 ms on. */
+		bool gave_up = waited && tu_wait(child_exited, &l, 300);
+		shmmap__unlock(&st->lock);
+		CK_MSG(waited, "op %d: the child did not wait for the lock", op);
+		if (gave_up) {
+			int ws = -l.pid - 1;
+			ck_abort_msg("op %d: the child stopped waiting while the lock was held "
+				     "(exit %d; 30: -EBUSY)", op, WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
+		}
+		int ws = tu_waitpid(l.pid, 10000);
+		CK_MSG(ws != -1 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "op %d: exit %d", op,
+		       ws != -1 && WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
+	}
+	char buf[8];
+	size_t n;
+	ck_assert_int_eq(shmmap_get(sm, m, "w", 1, buf, sizeof buf, &n), -ENOENT);
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* ---- several threads of one attachment ---- */
 
 struct thr {
@@ -1193,6 +1279,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, two_workers_share_a_map);
 	tcase_add_test(tc, incr_from_many_processes_is_exact);
 	tcase_add_test(tc, threads_share_one_attachment);
+	tcase_add_test(tc, writes_wait_for_a_live_lock_holder);
 	tcase_add_test(tc, attach_when_base_is_taken);
 	tcase_add_test(tc, readers_never_see_torn_values);
 	tcase_add_test(tc, rewrites_in_place_are_never_torn);
