@@ -433,6 +433,8 @@ static int reattach_locked(shmmap *sm)
 		sm->seg.rdonly = true; /* imposed on this process: writes give -EPERM */
 	sm->sock = sock;
 	set_slot(sm, w.u.welcome.slot, w.u.welcome.slot_gen);
+	for (struct view_node *n = x->all; n; n = n->next) /* (under sock_mu) */
+		n->v.ctr = sm->ctr ? sm->ctr + n->v.idx : NULL; /* the child's own row */
 	x->seq = 1;
 	atomic_store_explicit(&x->rec_parked, 0, memory_order_relaxed);
 	atomic_store_explicit(&x->rec_free, (uint32_t)((1ull << SEG_INTENTS) - 1),
@@ -800,6 +802,7 @@ SHMMAP_EXPORT int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
 			rc = -ESTALE; /* dropped and re-created meanwhile: ask again */
 		n->id = shmmap__handle_id(sm->tag, n->v.gen, n->v.idx);
 		n->v.memo_list = &ext(sm)->memos; /* its fast paths note arrays */
+		n->v.ctr = sm->ctr ? sm->ctr + n->v.idx : NULL;
 		if (rc < 0) {
 			free(n);
 			if (rc == -ESTALE || rc == -ENOENT)
@@ -942,6 +945,7 @@ static inline __attribute__((always_inline)) int rec_claim(shmmap *sm, struct op
 								  memory_order_relaxed)) {
 				o->intent = &sm->own->intent[k];
 				o->spare_cls = &x->spare_cls[k];
+				o->undo = k < SEG_UNDOS ? &sm->own->undo[k] : NULL;
 				return 0;
 			}
 			continue;
@@ -981,11 +985,12 @@ static void op_fill(shmmap *sm, const struct map_view *v, struct op_ctx *o)
 	o->lk.g = &sm->geom;
 	o->lk.owner = sm->slot + 1;
 	o->lk.wait_ms = 0;
-	o->ctr = sm->ctr ? sm->ctr + v->idx : NULL;
+	o->ctr = v->ctr;
 	o->intent = NULL;
 	o->spare_cls = NULL;
+	o->undo = NULL;
 }
-_Static_assert(sizeof(struct op_ctx) == 8 + 8 + sizeof(struct lock_ctx) + 8 + 8 + 8 &&
+_Static_assert(sizeof(struct op_ctx) == 8 + 8 + sizeof(struct lock_ctx) + 8 + 8 + 8 + 8 &&
 		       sizeof(struct lock_ctx) == 8 + 8 + 4 + 4,
 	       "op_fill sets every field: a field added must be set there too");
 
@@ -1043,7 +1048,7 @@ SHMMAP_EXPORT int shmmap_put(shmmap *sm, shmmap_map m, const void *key, size_t k
 	 * undo record of the write's intent record; what that cannot do, and
 	 * every other write, goes the general way. */
 	uint64_t h = 0;
-	struct seg_undo *u = o.intent ? slot_undo(sm->own, o.intent) : NULL;
+	struct seg_undo *u = o.undo;
 	if (flags || ttl_s || !u ||
 	    (rc = put_fast(&o, u, v, key, klen, val, vlen, &h)) == PUT_SLOW)
 		rc = h ? shmmap__tbl_put_hashed(&o, v, h, key, klen, val, vlen, ttl_s, flags)
@@ -1074,7 +1079,7 @@ SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t k
 	int rc = fork_check(sm);
 	if (rc < 0 || (rc = resolve(sm, m, &v)) < 0)
 		return rc;
-	rc = get_fast(&sm->seg, &sm->geom, v, sm->ctr, key, klen, buf, cap, vlen);
+	rc = get_fast(&sm->seg, &sm->geom, v, v->ctr, key, klen, buf, cap, vlen);
 	if (__builtin_expect(rc != GET_SLOW, 1))
 		return rc;
 	return get_slow(sm, v, key, klen, buf, cap, vlen);

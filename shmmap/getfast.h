@@ -126,11 +126,11 @@ bucket_word(const struct seg *s, const struct map_view *v, uint64_t w, uint64_t 
 
 /* shmmap__tbl_get's first try (see the top of this file): 0 (a hit, the
  * value copied into buf), -ENOENT, -ENOBUFS (*vlen says the size), or
- * GET_SLOW.  row: this attachment's counters row (the map's are
- * row[v->idx]), or NULL. */
+ * GET_SLOW.  ctr: this attachment's counters of the map (map_view's
+ * ctr), or NULL. */
 static inline __attribute__((always_inline)) int
 get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v,
-	 struct seg_counters *row, const void *key, size_t klen, void *buf, size_t cap,
+	 struct seg_counters *ctr, const void *key, size_t klen, void *buf, size_t cap,
 	 size_t *vlen)
 {
 	if (klen - 1 >= v->key_max)
@@ -186,12 +186,12 @@ get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v
 	    atomic_load_explicit(&d->tbl, memory_order_relaxed) != w)
 		return GET_SLOW;
 	if (!e) {
-		if (row)
-			count(&row[v->idx].misses);
+		if (ctr)
+			count(&ctr->misses);
 		return -ENOENT;
 	}
-	if (row) {
-		count(&row[v->idx].hits);
+	if (ctr) {
+		count(&ctr->hits);
 		ent_mark_used(e, meta);
 	}
 	if (vlen)

@@ -1052,6 +1052,10 @@ struct map_view {
 				    with a quota or a default ttl) */
 	struct arr_memo *_Atomic *memo_list; /* where its notes go (a client's
 				    view: its attachment's list), NULL: none */
+	struct seg_counters *ctr; /* a client's view: its attachment's counters
+				    row of the map (set again when a forked child
+				    re-attaches), NULL: none (read-only, or not a
+				    client's) */
 };
 /*
  * A client view's note of the bucket array its map's table word w named
@@ -1161,6 +1165,9 @@ struct op_ctx {
 	 * spare (class + 1; 0: none or not known): a hint, private, that tells
 	 * a write whether the spare will do before it looks at its page. */
 	uint8_t *spare_cls;
+	/* With intent, its undo record (slot_undo), or NULL: set where the
+	 * record is claimed, which knows its index. */
+	struct seg_undo *undo;
 };
 int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen, void *buf, size_t cap, size_t *vlen);

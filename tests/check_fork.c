@@ -229,6 +229,48 @@ START_TEST(prefork_workers_share_inherited_handles)
 }
 END_TEST
 
+/* In the child: K hits and K puts (in place) counted in the child's own
+ * counters row of the map, none in the parent's.  0, or what differs. */
+static int count_in_own_row(uint32_t pslot)
+{
+	enum { K = 50 };
+	char buf[8];
+	size_t n;
+	if (shmmap_get(g_sm, g_m, "nokey", 5, buf, sizeof buf, &n) != -ENOENT)
+		return 10; /* (re-attaches: a slot of its own) */
+	const struct map_view *v;
+	if (shmmap__resolve(g_sm, g_m, &v) < 0 || g_sm->slot == pslot)
+		return 11;
+	const struct seg_counters *own = seg_ctr(&g_sm->seg, &g_sm->geom, g_sm->slot, v->idx);
+	const struct seg_counters *par = seg_ctr(&g_sm->seg, &g_sm->geom, pslot, v->idx);
+	uint64_t h0 = atomic_load(&own->hits), p0 = atomic_load(&own->puts);
+	uint64_t ph = atomic_load(&par->hits), pp = atomic_load(&par->puts);
+	for (int i = 0; i < K; i++) {
+		if (shmmap_get(g_sm, g_m, "row", 3, buf, sizeof buf, &n) != 0 ||
+		    shmmap_put(g_sm, g_m, "row", 3, "b", 1, 0, 0) != 0)
+			return 12;
+	}
+	if (atomic_load(&own->hits) - h0 != K || atomic_load(&own->puts) - p0 != K)
+		return 13;
+	if (atomic_load(&par->hits) != ph || atomic_load(&par->puts) != pp)
+		return 14;
+	return 0;
+}
+
+/* A child counts its calls in its own row of counters (its slot's), not
+ * in the parent's it inherited: each view's row follows the re-attach. */
+START_TEST(child_counts_in_its_own_row)
+{
+	CK_EQ(shmmap_put(g_sm, g_m, "row", 3, "a", 1, 0, 0), 0);
+	uint32_t pslot = g_sm->slot;
+	pid_t pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(count_in_own_row(pslot));
+	expect_exit0(pid);
+}
+END_TEST
+
 /* A child that detaches what it inherited (before or after using it)
  * releases its own resources only: the parent stays attached. */
 START_TEST(child_detach_leaves_parent_attached)
@@ -462,6 +504,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, prefork_workers_share_inherited_handles);
 	tcase_add_test(tc, child_detach_leaves_parent_attached);
+	tcase_add_test(tc, child_counts_in_its_own_row);
 	tcase_add_test(tc, child_killed_mid_write);
 	tcase_add_test(tc, grandchildren_work);
 	tcase_add_test(tc, threads_in_parent_while_forking);
