@@ -33,14 +33,15 @@
  * touches nothing.  The check on the data path is one load of `forked`.
  */
 #include <errno.h>
+#include <linux/futex.h>
 #include <stddef.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
@@ -66,6 +67,7 @@ struct client_ext {
 	char path[108];             /* the coordinator's socket, for resuming */
 	_Atomic uint32_t rec_free;  /* bit k: the slot's intent record k is free */
 	_Atomic uint32_t rec_parked;/* bit k: record k holds a block whose free failed */
+	_Atomic uint32_t rec_waiters;/* threads asleep until a record is free (rec_sleep) */
 	uint8_t spare_cls[SEG_INTENTS]; /* record k's spare's class + 1, 0 unknown (op_ctx) */
 	uint32_t seq;
 	uint32_t hello_flags;       /* HELLO_F_* this attachment asked for */
@@ -330,6 +332,7 @@ static void fork_child(void)
 		/* The parent's records: the child's slot will have its own. */
 		atomic_store_explicit(&x->rec_free, 0, memory_order_relaxed);
 		atomic_store_explicit(&x->rec_parked, 0, memory_order_relaxed);
+		atomic_store_explicit(&x->rec_waiters, 0, memory_order_relaxed);
 		atomic_store_explicit(&sm->forked, 1, memory_order_release);
 		pthread_mutex_init(&sm->sock_mu, NULL);
 	}
@@ -911,6 +914,33 @@ int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v)
  * coordinator's repair) leaves its block recorded; the record is parked
  * and the next write that finds it parked finishes that free first.
  */
+/* A thread past the SEG_INTENTS writing at once sleeps until a record is
+ * released (rec_free's futex; at most REC_SLEEP_MS, then it looks again):
+ * a record's write may wait long (for a stopped process's stripe lock),
+ * and a waiter that spun meanwhile burned a CPU.  Dekker with the
+ * release: the waiter counts itself, then the kernel checks rec_free is
+ * still 0; the releaser sets its bit, then looks at the count. */
+#define REC_SLEEP_MS 100
+static __attribute__((noinline, cold)) void rec_sleep(struct client_ext *x)
+{
+	atomic_fetch_add(&x->rec_waiters, 1);
+	struct timespec ts = {0, REC_SLEEP_MS * 1000000L};
+	syscall(SYS_futex, (uint32_t *)&x->rec_free, FUTEX_WAIT_PRIVATE, 0u, &ts, NULL, 0);
+	atomic_fetch_sub(&x->rec_waiters, 1);
+}
+
+static __attribute__((noinline, cold)) void rec_wake(struct client_ext *x)
+{
+	syscall(SYS_futex, (uint32_t *)&x->rec_free, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* After a record went back to rec_free (seq_cst: see rec_sleep). */
+static inline __attribute__((always_inline)) void rec_freed(struct client_ext *x)
+{
+	if (__builtin_expect(atomic_load(&x->rec_waiters) != 0, 0))
+		rec_wake(x);
+}
+
 static void unpark(shmmap *sm, const struct op_ctx *base)
 {
 	struct client_ext *x = ext(sm);
@@ -924,10 +954,12 @@ static void unpark(shmmap *sm, const struct op_ctx *base)
 			shmmap__free(base->s, base->g, &base->lk, b, &in->b);
 		if (a)
 			shmmap__free(base->s, base->g, &base->lk, a, &in->a);
-		if (atomic_load(&in->a) || atomic_load(&in->b))
+		if (atomic_load(&in->a) || atomic_load(&in->b)) {
 			atomic_fetch_or(&x->rec_parked, 1u << k);
-		else
+		} else {
 			atomic_fetch_or(&x->rec_free, 1u << k);
+			rec_freed(x);
+		}
 	}
 }
 
@@ -950,12 +982,17 @@ static inline __attribute__((always_inline)) int rec_claim(shmmap *sm, struct op
 			}
 			continue;
 		}
-		/* More writing threads than records: wait for one (every write
-		 * is short), unless they are all parked on a broken allocator. */
+		/* More writing threads than records: wait for one (a write is
+		 * short, but may wait for a stopped process: then asleep),
+		 * unless they are all parked on a broken allocator; a record
+		 * parked meanwhile may be freed here. */
 		if (atomic_load(&x->rec_parked) == (1u << SEG_INTENTS) - 1)
 			return -EAGAIN;
-		if (spins > 64)
-			sched_yield();
+		if (spins > 64) {
+			if (atomic_load_explicit(&x->rec_parked, memory_order_relaxed))
+				unpark(sm, o);
+			rec_sleep(x); /* (returns at once if one is free now) */
+		}
 	}
 }
 
@@ -965,10 +1002,12 @@ static inline __attribute__((always_inline)) void rec_release(shmmap *sm, struct
 	struct seg_intent *in = o->intent;
 	uint32_t k = (uint32_t)(in - sm->own->intent);
 	if (atomic_load_explicit(&in->a, memory_order_relaxed) ||
-	    atomic_load_explicit(&in->b, memory_order_relaxed))
+	    atomic_load_explicit(&in->b, memory_order_relaxed)) {
 		atomic_fetch_or_explicit(&x->rec_parked, 1u << k, memory_order_release);
-	else
-		atomic_fetch_or_explicit(&x->rec_free, 1u << k, memory_order_release);
+	} else {
+		atomic_fetch_or(&x->rec_free, 1u << k);
+		rec_freed(x);
+	}
 }
 
 /* The context of one data call on map view v, without an intent record.

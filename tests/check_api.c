@@ -9,6 +9,7 @@
 #include <check.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -19,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -261,6 +263,79 @@ START_TEST(writes_wait_for_a_live_lock_holder)
 	char buf[8];
 	size_t n;
 	ck_assert_int_eq(shmmap_get(sm, m, "w", 1, buf, sizeof buf, &n), -ENOENT);
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* ---- more writing threads than intent records ---- */
+
+struct many {
+	shmmap *sm;
+	shmmap_map m;
+	int rc;
+};
+
+static void *many_put(void *arg)
+{
+	struct many *t = arg;
+	t->rc = shmmap_put(t->sm, t->m, "s", 1, "v", 1, 0, 0);
+	return NULL;
+}
+
+static bool waits_reach(void *arg)
+{
+	const struct lw *l = arg;
+	return atomic_load(&l->st->lock_waits) - l->waits0 >= SEG_INTENTS;
+}
+
+static double cpu_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/*
+ * SEG_INTENTS + 4 threads of one attachment put the same key while a live
+ * holder (this thread) keeps its stripe locked: SEG_INTENTS of them take
+ * the intent records and wait for the lock, the 4 others wait for a
+ * record, asleep (they spun on sched_yield once: two CPUs busy for as long
+ * as the holder held on, which a stopped process may do for hours).  Once
+ * the lock is let go, every put succeeds.
+ */
+START_TEST(writers_past_the_records_sleep)
+{
+	enum { N = SEG_INTENTS + 4, WINDOW_MS = 300 };
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "many");
+	const struct map_view *v;
+	ck_assert_int_eq(shmmap__resolve(sm, m, &v), 0);
+	struct seg_stripe *st = &v->stripes[shmmap__hash(&sm->geom, "s", 1) & (v->nstripes - 1)];
+	struct lock_ctx lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1};
+	ck_assert_int_eq(shmmap__lock(&st->lock, &lk, NULL), 0);
+	struct lw l = {st, atomic_load(&st->lock_waits), -1};
+	pthread_t th[N];
+	struct many t[N];
+	for (int i = 0; i < N; i++) {
+		t[i] = (struct many){sm, m, 1};
+		ck_assert_int_eq(pthread_create(&th[i], NULL, many_put, &t[i]), 0);
+	}
+	bool all_in = tu_wait(waits_reach, &l, 10000);
+	/* Every record taken: what the other threads cost while they wait. */
+	double c0 = cpu_ms();
+	long long w0 = tu_mono_ms();
+	while (tu_mono_ms() - w0 < WINDOW_MS)
+		poll(NULL, 0, WINDOW_MS / 10); /* (a measuring window, not a wait for anything) */
+	double used = cpu_ms() - c0;
+	shmmap__unlock(&st->lock);
+	for (int i = 0; i < N; i++)
+		pthread_join(th[i], NULL);
+	CK_MSG(all_in, "only %u of %u writers reached the lock",
+	       (unsigned)(atomic_load(&st->lock_waits) - l.waits0), SEG_INTENTS);
+	CK_MSG(used < WINDOW_MS / 5.0, "%.0f ms of CPU in %d ms while the writers waited", used,
+	       WINDOW_MS);
+	for (int i = 0; i < N; i++)
+		CK_MSG(t[i].rc == 0, "thread %d: %s", i, shmmap_strerror(t[i].rc));
 	shmmap_detach(sm);
 }
 END_TEST
@@ -1280,6 +1355,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, incr_from_many_processes_is_exact);
 	tcase_add_test(tc, threads_share_one_attachment);
 	tcase_add_test(tc, writes_wait_for_a_live_lock_holder);
+	tcase_add_test(tc, writers_past_the_records_sleep);
 	tcase_add_test(tc, attach_when_base_is_taken);
 	tcase_add_test(tc, readers_never_see_torn_values);
 	tcase_add_test(tc, rewrites_in_place_are_never_torn);
