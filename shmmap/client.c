@@ -865,7 +865,12 @@ __attribute__((noinline, cold)) void shmmap__memo_note(const struct map_view *v,
 	while (!atomic_compare_exchange_weak_explicit(v->memo_list, &m->next, m,
 						      memory_order_release, memory_order_relaxed))
 		;
-	atomic_store_explicit(&mv->memo, m, memory_order_release);
+	/* Into the view unless another thread noted this word or a newer
+	 * one meanwhile (then m stays on the list, freed at detach). */
+	while (!atomic_compare_exchange_weak_explicit(&mv->memo, &cur, m, memory_order_release,
+						      memory_order_acquire))
+		if (cur->w == w || (cur->w >> 32) > (w >> 32))
+			return;
 }
 
 /* Why handle m does not name view n (NULL: none at its index): -ESTALE

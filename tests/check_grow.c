@@ -25,6 +25,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -379,6 +380,16 @@ START_TEST(gets_follow_the_array_after_resizes)
 	}
 	expect_all_of(rd, rm, 0, n);
 	expect_all_of(sm, m, 0, n);
+	/* The gets took a note of the array the map's word names now (and
+	 * the reader, attached after the first resizes, at most one a word
+	 * since). */
+	const struct map_view *v;
+	ck_assert_int_eq(shmmap__resolve(rd, rm, &v), 0);
+	uint64_t w = atomic_load(&v->dir->tbl);
+	CK_MSG(atomic_load(&v->memo)->w == w, "the reader's note is of word %#" PRIx64 ", not %#" PRIx64,
+	       atomic_load(&v->memo)->w, w);
+	CK_MSG(atomic_load(&v->memos) >= 1 && atomic_load(&v->memos) <= 8,
+	       "the reader took %u notes", atomic_load(&v->memos));
 	fprintf(stderr, "  %d keys, %u buckets, then 24 MB of zeros in another map\n", n, nb);
 	shmmap_detach(rd);
 	expect_clean(sm, "gets after resizes");
