@@ -76,7 +76,8 @@
  *   All calls on one attachment may be made from several threads at once,
  *   except shmmap_detach(), which must be the last call on it.  Up to 16
  *   threads of one attachment write at the same instant; more wait their
- *   turn (each write is short).
+ *   turn, asleep (each write is short, unless it waits for a stopped
+ *   process's lock).
  */
 #ifndef SHMMAP_H
 #define SHMMAP_H
