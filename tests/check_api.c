@@ -328,6 +328,8 @@ START_TEST(writers_past_the_records_sleep)
 		poll(NULL, 0, WINDOW_MS / 10); /* (a measuring window, not a wait for anything) */
 	double used = cpu_ms() - c0;
 	shmmap__unlock(&st->lock);
+	fprintf(stderr, "  %d writers, %u records: %.1f ms of CPU in %d ms of waiting\n", N,
+		SEG_INTENTS, used, WINDOW_MS);
 	for (int i = 0; i < N; i++)
 		pthread_join(th[i], NULL);
 	CK_MSG(all_in, "only %u of %u writers reached the lock",
