@@ -1018,9 +1018,9 @@ static inline __attribute__((always_inline)) void rec_release(shmmap *sm, struct
 /* The context of one data call on map view v, without an intent record.
  * Every field is set (one by one: a compound literal cost a put 13
  * instructions of zeroing).  The lock context's wait_ms, once left to the
- * stack, made a write give up on a live lock holder with -EBUSY (or a put
- * with -ENOSPC) after whatever time the stack said: 0, a client waits as
- * long as the holder lives (check_api's writes_wait_for_a_live_lock_holder). */
+ * stack, made a write give up on a live lock holder with -EBUSY after
+ * whatever time the stack said: 0, a client waits as long as the holder
+ * lives (check_api's writes_wait_for_a_live_lock_holder). */
 static void op_fill(shmmap *sm, const struct map_view *v, struct op_ctx *o)
 {
 	o->s = &sm->seg;
