@@ -912,13 +912,6 @@ int shmmap__resolve(shmmap *sm, shmmap_map m, const struct map_view **v)
 	return sm ? resolve(sm, m, v) : -EINVAL;
 }
 
-/*
- * The intent records of this attachment's slot: one per writing thread at
- * a time (claimed from rec_free for the length of one write).  A write
- * whose final free failed (-EAGAIN: an allocator lock awaits the
- * coordinator's repair) leaves its block recorded; the record is parked
- * and the next write that finds it parked finishes that free first.
- */
 /* A thread past the SEG_INTENTS writing at once sleeps until a record is
  * released (rec_free's futex; at most REC_SLEEP_MS, then it looks again):
  * a record's write may wait long (for a stopped process's stripe lock),
@@ -946,6 +939,13 @@ static inline __attribute__((always_inline)) void rec_freed(struct client_ext *x
 		rec_wake(x);
 }
 
+/*
+ * The intent records of this attachment's slot: one per writing thread at
+ * a time (claimed from rec_free for the length of one write).  A write
+ * whose final free failed (-EAGAIN: an allocator lock awaits the
+ * coordinator's repair) leaves its block recorded; the record is parked
+ * and the next write that finds it parked finishes that free first.
+ */
 static void unpark(shmmap *sm, const struct op_ctx *base)
 {
 	struct client_ext *x = ext(sm);
