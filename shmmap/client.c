@@ -968,11 +968,23 @@ static void unpark(shmmap *sm, const struct op_ctx *base)
 	}
 }
 
-static inline __attribute__((always_inline)) int rec_claim(shmmap *sm, struct op_ctx *o)
+/* Record k, just taken from rec_free, is o's. */
+static inline __attribute__((always_inline)) void rec_take(shmmap *sm, struct op_ctx *o,
+							     uint32_t k)
+{
+	o->intent = &sm->own->intent[k];
+	o->spare_cls = &ext(sm)->spare_cls[k];
+	o->undo = k < SEG_UNDOS ? &sm->own->undo[k] : NULL;
+}
+
+/* rec_claim's wait: every record taken or contended.  More writing
+ * threads than records wait for one (a write is short, but may wait for a
+ * stopped process: then asleep), unless they are all parked on a broken
+ * allocator; a record parked meanwhile may be freed here. */
+static __attribute__((noinline, cold)) int rec_claim_wait(shmmap *sm, struct op_ctx *o)
 {
 	struct client_ext *x = ext(sm);
-	if (atomic_load_explicit(&x->rec_parked, memory_order_relaxed))
-		unpark(sm, o);
+	bool hooked = false;
 	for (int spins = 0;; spins++) {
 		uint32_t m = atomic_load_explicit(&x->rec_free, memory_order_relaxed);
 		if (m) {
@@ -980,25 +992,42 @@ static inline __attribute__((always_inline)) int rec_claim(shmmap *sm, struct op
 			if (atomic_compare_exchange_weak_explicit(&x->rec_free, &m, m & ~(1u << k),
 								  memory_order_acquire,
 								  memory_order_relaxed)) {
-				o->intent = &sm->own->intent[k];
-				o->spare_cls = &x->spare_cls[k];
-				o->undo = k < SEG_UNDOS ? &sm->own->undo[k] : NULL;
+				rec_take(sm, o, k);
 				return 0;
 			}
 			continue;
 		}
-		/* More writing threads than records: wait for one (a write is
-		 * short, but may wait for a stopped process: then asleep),
-		 * unless they are all parked on a broken allocator; a record
-		 * parked meanwhile may be freed here. */
 		if (atomic_load(&x->rec_parked) == (1u << SEG_INTENTS) - 1)
 			return -EAGAIN;
 		if (spins > 64) {
 			if (atomic_load_explicit(&x->rec_parked, memory_order_relaxed))
 				unpark(sm, o);
+			if (!hooked) /* (once, as a lock wait does: the Python
+					binding lets its GIL go) */
+				shmmap__wait_hook_run();
+			hooked = true;
 			rec_sleep(x); /* (returns at once if one is free now) */
 		}
 	}
+}
+
+/* A free record for o's write: one try inline, the rest in rec_claim_wait. */
+static inline __attribute__((always_inline)) int rec_claim(shmmap *sm, struct op_ctx *o)
+{
+	struct client_ext *x = ext(sm);
+	if (atomic_load_explicit(&x->rec_parked, memory_order_relaxed))
+		unpark(sm, o);
+	uint32_t m = atomic_load_explicit(&x->rec_free, memory_order_relaxed);
+	if (__builtin_expect(m != 0, 1)) {
+		uint32_t k = (uint32_t)__builtin_ctz(m);
+		if (atomic_compare_exchange_strong_explicit(&x->rec_free, &m, m & ~(1u << k),
+							    memory_order_acquire,
+							    memory_order_relaxed)) {
+			rec_take(sm, o, k);
+			return 0;
+		}
+	}
+	return rec_claim_wait(sm, o);
 }
 
 static inline __attribute__((always_inline)) void rec_release(shmmap *sm, struct op_ctx *o)

@@ -282,10 +282,21 @@ static void *many_put(void *arg)
 	return NULL;
 }
 
+static _Atomic unsigned hook_calls;
+
+static void count_hook(void)
+{
+	atomic_fetch_add(&hook_calls, 1);
+}
+
+/* Every thread is waiting: SEG_INTENTS for the lock, the others for a
+ * record, each having called the wait hook once (as the Python binding
+ * needs, to let its GIL go). */
 static bool waits_reach(void *arg)
 {
 	const struct lw *l = arg;
-	return atomic_load(&l->st->lock_waits) - l->waits0 >= SEG_INTENTS;
+	return atomic_load(&l->st->lock_waits) - l->waits0 >= SEG_INTENTS &&
+	       atomic_load(&hook_calls) >= SEG_INTENTS + 4;
 }
 
 static double cpu_ms(void)
@@ -300,8 +311,9 @@ static double cpu_ms(void)
  * holder (this thread) keeps its stripe locked: SEG_INTENTS of them take
  * the intent records and wait for the lock, the 4 others wait for a
  * record, asleep (they spun on sched_yield once: two CPUs busy for as long
- * as the holder held on, which a stopped process may do for hours).  Once
- * the lock is let go, every put succeeds.
+ * as the holder held on, which a stopped process may do for hours), each
+ * after calling the wait hook as a lock wait does.  Once the lock is let
+ * go, every put succeeds.
  */
 START_TEST(writers_past_the_records_sleep)
 {
@@ -314,6 +326,8 @@ START_TEST(writers_past_the_records_sleep)
 	struct lock_ctx lk = {.s = &sm->seg, .g = &sm->geom, .owner = sm->slot + 1};
 	ck_assert_int_eq(shmmap__lock(&st->lock, &lk, NULL), 0);
 	struct lw l = {st, atomic_load(&st->lock_waits), -1};
+	atomic_store(&hook_calls, 0);
+	shmmap_set_wait_hook(count_hook);
 	pthread_t th[N];
 	struct many t[N];
 	for (int i = 0; i < N; i++) {
@@ -332,8 +346,10 @@ START_TEST(writers_past_the_records_sleep)
 		SEG_INTENTS, used, WINDOW_MS);
 	for (int i = 0; i < N; i++)
 		pthread_join(th[i], NULL);
-	CK_MSG(all_in, "only %u of %u writers reached the lock",
-	       (unsigned)(atomic_load(&st->lock_waits) - l.waits0), SEG_INTENTS);
+	shmmap_set_wait_hook(NULL);
+	CK_MSG(all_in, "%u of %u writers reached the lock, %u of %d called the wait hook",
+	       (unsigned)(atomic_load(&st->lock_waits) - l.waits0), SEG_INTENTS,
+	       atomic_load(&hook_calls), N);
 	CK_MSG(used < WINDOW_MS / 5.0, "%.0f ms of CPU in %d ms while the writers waited", used,
 	       WINDOW_MS);
 	for (int i = 0; i < N; i++)

@@ -805,11 +805,11 @@ struct collect {
 	int want;
 };
 
-static int collect_one(const void *key, size_t klen, const void *val, size_t vlen,
-		       uint64_t expire_ms, void *arg)
+/* Called outside any lock of the segment (shmmap_foreach): the GIL back
+ * if the walk's wait hook let it go, and the hook armed again after. */
+static int collect_entry(struct collect *cl, const void *key, size_t klen, const void *val,
+			 size_t vlen)
 {
-	(void)expire_ms;
-	struct collect *cl = arg;
 	PyObject *o = NULL, *k = NULL, *v = NULL;
 	if (cl->want != WANT_VALUES && !(k = PyBytes_FromStringAndSize(key, (Py_ssize_t)klen)))
 		return 1;
@@ -831,6 +831,16 @@ static int collect_one(const void *key, size_t klen, const void *val, size_t vle
 	return rc < 0 ? 1 : 0;
 }
 
+static int collect_one(const void *key, size_t klen, const void *val, size_t vlen,
+		       uint64_t expire_ms, void *arg)
+{
+	(void)expire_ms;
+	small_disarm();
+	int rc = collect_entry(arg, key, klen, val, vlen);
+	t_armed = 1;
+	return rc;
+}
+
 static PyObject *map_collect(MapObj *m, int want)
 {
 	struct collect cl = {PyList_New(0), want};
@@ -842,7 +852,12 @@ static PyObject *map_collect(MapObj *m, int want)
 		Py_DECREF(cl.list);
 		return NULL;
 	}
+	/* The walk may wait for another process's stripe lock (a stopped
+	 * writer's): armed, as a small call is, so that the wait lets the
+	 * GIL go; the callback takes it back for its Python objects. */
+	t_armed = 1;
 	int rc = shmmap_foreach(sm, m->h, collect_one, &cl);
+	small_disarm();
 	client_release(m->client);
 	if (rc == 0)
 		return cl.list;
@@ -1079,11 +1094,14 @@ static PyObject *map_incr(MapObj *m, PyObject *const *args, Py_ssize_t nargs, Py
 	int rc = sm ? shmmap_incr_ttl(sm, m->h, k.p, (size_t)k.n, (int64_t)d, ttl, &out) : 1;
 	if (sm)
 		small_end(m->client);
+	Py_ssize_t kn = k.n;
 	arg_done(&k);
 	if (rc == 0)
 		return PyLong_FromLongLong((long long)out);
-	/* -EINVAL: the value is not a number (the library's detail says so). */
-	return rc < 0 ? raise_rc_detail(rc, NULL, rc == -EINVAL) : NULL;
+	/* -EINVAL for a key: the value is not a number (the library's detail
+	 * says so).  For an empty key the library sets none: an older call's
+	 * would be shown. */
+	return rc < 0 ? raise_rc_detail(rc, NULL, rc == -EINVAL && kn > 0) : NULL;
 }
 
 static PyObject *map_cas(MapObj *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn)

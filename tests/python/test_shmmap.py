@@ -273,6 +273,18 @@ class TestIncrCas(MapTest):
             m.incr("text")
         self.assertIn("not a decimal integer", str(cm.exception))
 
+    def test_incr_empty_key_has_no_stale_why(self):
+        # An empty key is EINVAL without the library's detail: the detail
+        # of an earlier call (a value that is not a number) was shown.
+        m = self.m
+        m["text"] = "abc"
+        with self.assertRaises(shmmap.Error):
+            m.incr("text")
+        with self.assertRaises(shmmap.Error) as cm:
+            m.incr("")
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+        self.assertNotIn("decimal integer", str(cm.exception))
+
     def test_incr_ttl(self):
         # A rate limiter's window: the TTL goes to the key incr creates.
         m = self.m
@@ -840,6 +852,39 @@ class TestRaces(MapTest):
         bad = [i for i in range(n) for who in "AB"
                if self.m["seen-%s-%d" % (who, i)] != self.m["k%d" % i]]
         self.assertEqual(bad, [], "setdefault returned a value the map does not keep")
+
+
+class TestWalkWait(unittest.TestCase):
+    """Run by tests/check_python.c's walk_lets_other_threads_run, which
+    holds the stripe of key "w" of the map named by $SHMMAP_WALK_MAP as a
+    writer stopped in mid-write would (its lock held, its seq odd), and
+    lets it go once this process's walk has waited for it 300 ms."""
+
+    @unittest.skipUnless(os.environ.get("SHMMAP_WALK_MAP"), "run by check_python's walk test")
+    def test_walk_lets_other_threads_run(self):
+        c = shmmap.attach()
+        m = c.open(os.environ["SHMMAP_WALK_MAP"])
+        ticks = [0]
+        stop = threading.Event()
+
+        def tick():
+            while not stop.is_set():
+                ticks[0] += 1
+                time.sleep(0.001)
+        t = threading.Thread(target=tick)
+        t.start()
+        try:
+            self.assertTrue(wait_until(lambda: ticks[0] > 0, 5.0))
+            before = ticks[0]
+            keys = m.keys()
+            after = ticks[0]
+        finally:
+            stop.set()
+            t.join()
+        self.assertIn(b"w", keys)
+        # 300 ms of waiting: the ticker ran meanwhile (it froze before).
+        self.assertGreater(after - before, 10)
+        c.detach()
 
 
 if __name__ == "__main__":
