@@ -977,6 +977,21 @@ static inline __attribute__((always_inline)) void rec_take(shmmap *sm, struct op
 	o->undo = k < SEG_UNDOS ? &sm->own->undo[k] : NULL;
 }
 
+/* Take a free record of m (rec_free's value as read) for o; false if
+ * none is free or another thread took it first. */
+static inline __attribute__((always_inline)) bool rec_try(shmmap *sm, struct op_ctx *o,
+							   uint32_t m)
+{
+	if (!m)
+		return false;
+	uint32_t k = (uint32_t)__builtin_ctz(m);
+	if (!atomic_compare_exchange_strong_explicit(&ext(sm)->rec_free, &m, m & ~(1u << k),
+						     memory_order_acquire, memory_order_relaxed))
+		return false;
+	rec_take(sm, o, k);
+	return true;
+}
+
 /* rec_claim's wait: every record taken or contended.  More writing
  * threads than records wait for one (a write is short, but may wait for a
  * stopped process: then asleep), unless they are all parked on a broken
@@ -987,16 +1002,10 @@ static __attribute__((noinline, cold)) int rec_claim_wait(shmmap *sm, struct op_
 	bool hooked = false;
 	for (int spins = 0;; spins++) {
 		uint32_t m = atomic_load_explicit(&x->rec_free, memory_order_relaxed);
-		if (m) {
-			uint32_t k = (uint32_t)__builtin_ctz(m);
-			if (atomic_compare_exchange_weak_explicit(&x->rec_free, &m, m & ~(1u << k),
-								  memory_order_acquire,
-								  memory_order_relaxed)) {
-				rec_take(sm, o, k);
-				return 0;
-			}
-			continue;
-		}
+		if (rec_try(sm, o, m))
+			return 0;
+		if (m)
+			continue; /* (taken meanwhile: look again) */
 		if (atomic_load(&x->rec_parked) == (1u << SEG_INTENTS) - 1)
 			return -EAGAIN;
 		if (spins > 64) {
@@ -1017,16 +1026,9 @@ static inline __attribute__((always_inline)) int rec_claim(shmmap *sm, struct op
 	struct client_ext *x = ext(sm);
 	if (atomic_load_explicit(&x->rec_parked, memory_order_relaxed))
 		unpark(sm, o);
-	uint32_t m = atomic_load_explicit(&x->rec_free, memory_order_relaxed);
-	if (__builtin_expect(m != 0, 1)) {
-		uint32_t k = (uint32_t)__builtin_ctz(m);
-		if (atomic_compare_exchange_strong_explicit(&x->rec_free, &m, m & ~(1u << k),
-							    memory_order_acquire,
-							    memory_order_relaxed)) {
-			rec_take(sm, o, k);
-			return 0;
-		}
-	}
+	if (__builtin_expect(rec_try(sm, o, atomic_load_explicit(&x->rec_free,
+								memory_order_relaxed)), 1))
+		return 0;
 	return rec_claim_wait(sm, o);
 }
 

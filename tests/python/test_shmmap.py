@@ -37,6 +37,29 @@ def wait_until(pred, deadline_s=10.0):
         time.sleep(0.01)
 
 
+def ticks_during(fn):
+    """Run fn() while another thread counts milliseconds: (fn's result,
+    how many it counted meanwhile; few if fn kept the GIL)."""
+    ticks = [0]
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks[0] += 1
+            time.sleep(0.001)
+    t = threading.Thread(target=tick)
+    t.start()
+    try:
+        if not wait_until(lambda: ticks[0] > 0, 5.0):
+            raise AssertionError("the ticker thread never ran")
+        before = ticks[0]
+        result = fn()
+        return result, ticks[0] - before
+    finally:
+        stop.set()
+        t.join()
+
+
 def unique(prefix="t"):
     return "%s-%d-%s" % (prefix, os.getpid(), uuid.uuid4().hex[:12])
 
@@ -541,24 +564,8 @@ class TestThreads(MapTest):
         # A small call that waits for another process's lock (as long as
         # that process is stopped) lets the other threads run: it froze
         # the whole interpreter before.
-        ticks = [0]
-        stop = threading.Event()
-
-        def tick():
-            while not stop.is_set():
-                ticks[0] += 1
-                time.sleep(0.001)
-        t = threading.Thread(target=tick)
-        t.start()
-        try:
-            self.assertTrue(wait_until(lambda: ticks[0] > 0, 5.0))
-            before = ticks[0]
-            shmmap._wait_hook_test(0.3)
-            after = ticks[0]
-        finally:
-            stop.set()
-            t.join()
-        self.assertGreater(after - before, 10)
+        _, ticks = ticks_during(lambda: shmmap._wait_hook_test(0.3))
+        self.assertGreater(ticks, 10)
 
     def test_threads_hammer_one_map(self):
         nthreads, n = 8, 2000
@@ -864,26 +871,10 @@ class TestWalkWait(unittest.TestCase):
     def test_walk_lets_other_threads_run(self):
         c = shmmap.attach()
         m = c.open(os.environ["SHMMAP_WALK_MAP"])
-        ticks = [0]
-        stop = threading.Event()
-
-        def tick():
-            while not stop.is_set():
-                ticks[0] += 1
-                time.sleep(0.001)
-        t = threading.Thread(target=tick)
-        t.start()
-        try:
-            self.assertTrue(wait_until(lambda: ticks[0] > 0, 5.0))
-            before = ticks[0]
-            keys = m.keys()
-            after = ticks[0]
-        finally:
-            stop.set()
-            t.join()
+        keys, ticks = ticks_during(m.keys)
         self.assertIn(b"w", keys)
         # 300 ms of waiting: the ticker ran meanwhile (it froze before).
-        self.assertGreater(after - before, 10)
+        self.assertGreater(ticks, 10)
         c.detach()
 
 
