@@ -385,6 +385,13 @@ static void reg_del(shmmap *sm)
 	pthread_mutex_unlock(&reg_mu);
 }
 
+/* This attachment's counters row of map idx (map_view's ctr), or NULL
+ * (read-only). */
+static struct seg_counters *ctr_row(const shmmap *sm, uint32_t idx)
+{
+	return sm->ctr ? sm->ctr + idx : NULL;
+}
+
 /* The client slot the coordinator gave (slot < max_clients, checked). */
 static void set_slot(shmmap *sm, uint32_t slot, uint64_t gen)
 {
@@ -437,7 +444,7 @@ static int reattach_locked(shmmap *sm)
 	sm->sock = sock;
 	set_slot(sm, w.u.welcome.slot, w.u.welcome.slot_gen);
 	for (struct view_node *n = x->all; n; n = n->next) /* (under sock_mu) */
-		n->v.ctr = sm->ctr ? sm->ctr + n->v.idx : NULL; /* the child's own row */
+		n->v.ctr = ctr_row(sm, n->v.idx); /* the child's own row */
 	x->seq = 1;
 	atomic_store_explicit(&x->rec_parked, 0, memory_order_relaxed);
 	atomic_store_explicit(&x->rec_free, (uint32_t)((1ull << SEG_INTENTS) - 1),
@@ -805,7 +812,7 @@ SHMMAP_EXPORT int shmmap_open_opts(shmmap *sm, const char *name, unsigned flags,
 			rc = -ESTALE; /* dropped and re-created meanwhile: ask again */
 		n->id = shmmap__handle_id(sm->tag, n->v.gen, n->v.idx);
 		n->v.memo_list = &ext(sm)->memos; /* its fast paths note arrays */
-		n->v.ctr = sm->ctr ? sm->ctr + n->v.idx : NULL;
+		n->v.ctr = ctr_row(sm, n->v.idx);
 		if (rc < 0) {
 			free(n);
 			if (rc == -ESTALE || rc == -ENOENT)

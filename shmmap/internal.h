@@ -300,13 +300,6 @@ struct seg_slot {
 };
 _Static_assert(sizeof(struct seg_slot) == 128 + 32 * SEG_INTENTS + 256 * SEG_UNDOS, "slot size");
 
-/* The undo record of intent record `in` of slot sl, or NULL past the first
- * SEG_UNDOS (a write with none never rewrites in place). */
-static inline struct seg_undo *slot_undo(struct seg_slot *sl, const struct seg_intent *in)
-{
-	size_t k = (size_t)(in - sl->intent);
-	return k < SEG_UNDOS ? &sl->undo[k] : NULL;
-}
 #define SLOT_F_RDONLY 0x1u
 #define SLOT_WAIT_NONE 0u
 #define SLOT_WAIT_STRIPE 1u /* a stripe lock */
@@ -1165,8 +1158,10 @@ struct op_ctx {
 	 * spare (class + 1; 0: none or not known): a hint, private, that tells
 	 * a write whether the spare will do before it looks at its page. */
 	uint8_t *spare_cls;
-	/* With intent, its undo record (slot_undo), or NULL: set where the
-	 * record is claimed, which knows its index. */
+	/* With a client's intent record k, its undo record (the slot's
+	 * undo[k]), or NULL: a scratch record (the coordinator's writes), or a
+	 * record past the first SEG_UNDOS, has none, and a write without one
+	 * never rewrites in place.  Set where the record is claimed. */
 	struct seg_undo *undo;
 };
 int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void *key,

@@ -1029,15 +1029,6 @@ static bool take_spare(const struct op_ctx *o, struct seg_intent *in, size_t n)
  * takes a dead writer's stripe lock over puts it back (undo_rewrites).
  * Readers are the seqlock's: the change is inside one seq change. */
 
-/* The undo record that goes with a client's intent record in, or NULL:
- * a scratch record (the coordinator's writes and unit tests) has none, nor
- * has a record past the first SEG_UNDOS of its slot; writes with none
- * never rewrite in place. */
-static inline struct seg_undo *undo_of(const struct op_ctx *o, const struct seg_intent *in)
-{
-	return keeps_spare(o) ? slot_undo(seg_slot(o->s, o->g, o->lk.owner - 1), in) : NULL;
-}
-
 /* Under the stripe lock: may the found entry old, at off, take a value of
  * vlen bytes (with an expiry slot or without) in its own block?  The same
  * slot, an old value the undo record holds, and the same size class (an
@@ -1549,7 +1540,7 @@ put_impl(const struct op_ctx *o, const struct map_view *v, uint64_t h, const voi
 	 * first.  (A spare of another class would make a new key's write
 	 * unlock, allocate and lock again: then allocate first.)  The block of
 	 * a write that did not need it becomes the spare. */
-	struct seg_undo *u = vlen <= SEG_UNDO_MAX ? undo_of(o, in) : NULL;
+	struct seg_undo *u = vlen <= SEG_UNDO_MAX ? o->undo : NULL;
 	bool filled = !u || !spare_will_do(o, in, need);
 	if (filled && (rc = new_entry(o, v, in, h, key, klen, val, vlen, expire)) < 0)
 		return rc;
@@ -1758,7 +1749,7 @@ int shmmap__tbl_incr(const struct op_ctx *o, const struct map_view *v, const voi
 	bool slot = ttl_s != 0;
 	/* Without a block at first if the record has a spare: a present
 	 * counter is rewritten in place (put_impl has the why). */
-	struct seg_undo *u = undo_of(o, in);
+	struct seg_undo *u = o->undo;
 	bool have = !u || !spare_will_do(o, in, ent_size(klen, room, slot));
 again:
 	if (have && (rc = alloc_entry(o, v, in, ent_size(klen, room, slot))) < 0)

@@ -1091,6 +1091,7 @@ START_TEST(counters_and_intent)
 	struct op_ctx o = g_op;
 	o.ctr = seg_ctr(&g_seg, &g_geom, 0, 0);
 	o.intent = &seg_slot(&g_seg, &g_geom, 0)->intent[3];
+	o.undo = &seg_slot(&g_seg, &g_geom, 0)->undo[3];
 	char buf[16];
 	size_t vl;
 	CK_EQ(shmmap__tbl_put(&o, &g_v, "a", 1, "1", 1, 0, 0), 0);
@@ -1518,6 +1519,7 @@ START_TEST(sweep_vs_spare_recycling)
 	mark_slot_live(1, getpid()); /* the sweeper's owner id 2 */
 	struct op_ctx o = g_op;
 	o.intent = &seg_slot(&g_seg, &g_geom, 0)->intent[0];
+	o.undo = &seg_slot(&g_seg, &g_geom, 0)->undo[0];
 	char k[32], v[40];
 	memset(v, 'v', sizeof v);
 	for (int i = 0; i < N; i++) {
@@ -1584,6 +1586,7 @@ START_TEST(large_puts_enospc_with_evictable_runs)
 	big_map(&bv, 1, "big", MAP_POLICY_EVICT);
 	struct op_ctx o = g_op;
 	o.intent = &seg_slot(&g_seg, &g_geom, 0)->intent[0];
+	o.undo = &seg_slot(&g_seg, &g_geom, 0)->undo[0];
 	static unsigned char big[100000]; /* 2 pages */
 	memset(big, 'b', sizeof big);
 	char k[32];
@@ -1603,6 +1606,7 @@ START_TEST(small_put_enospc_when_runs_fill_the_segment)
 	big_map(&rv, 2, "keep", MAP_POLICY_REJECT);
 	struct op_ctx o = g_op;
 	o.intent = &seg_slot(&g_seg, &g_geom, 0)->intent[0];
+	o.undo = &seg_slot(&g_seg, &g_geom, 0)->undo[0];
 	static unsigned char big[100000]; /* 2 pages */
 	memset(big, 'b', sizeof big);
 	char k[32];

@@ -473,7 +473,7 @@ static void write_paths(bool pristine)
 	struct lock_ctx lk = {.s = s, .g = &g, .owner = me + 1};
 	uint8_t spare_cls = 0; /* the client's note of its spare's class (client.c) */
 	struct op_ctx o = {.s = s, .g = &g, .lk = lk, .intent = &mine->intent[0],
-			   .spare_cls = &spare_cls};
+			   .spare_cls = &spare_cls, .undo = &mine->undo[0]};
 
 	/* An allocator lock held by a dead process: the allocator may be half
 	 * updated, and only the coordinator's sweep repairs it (a client gives
