@@ -183,7 +183,10 @@ const char *shmmap_errdetail(void);
  * A function a thread of this process calls when it is about to sleep on
  * a lock another process holds (after a short spin; never on the fast
  * path): a writer waiting for the writer of its lock stripe, say, which
- * may be stopped (SIGSTOP, a debugger) and hold it for as long.  For a
+ * may be stopped (SIGSTOP, a debugger) and hold it for as long.  Also
+ * before a call waits for the coordinator's answer (a stopped one: up to
+ * 10 s): a data call's asking for the segment to grow, a forked child's
+ * first call re-attaching, and every call that talks to it.  For a
  * language binding that runs its calls under an interpreter lock (a
  * GIL): the hook may release it, so that the process's other threads run
  * meanwhile, and take it back only after the library call returns (not

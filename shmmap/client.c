@@ -176,6 +176,10 @@ static int reattach_locked(shmmap *sm);
 int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *rep)
 {
 	errdetail[0] = '\0';
+	/* A wait on the coordinator (a stopped one: up to REPLY_TIMEOUT_S),
+	 * and maybe on another thread's request: the wait hook first, as for
+	 * a lock (a put that asks for growth runs with a binding's GIL). */
+	shmmap__wait_hook_run();
 	pthread_mutex_lock(&sm->sock_mu);
 	int rc = 0;
 	if (atomic_load_explicit(&sm->forked, memory_order_acquire))
@@ -458,6 +462,9 @@ static int reattach_locked(shmmap *sm)
 static int reattach(shmmap *sm)
 {
 	errdetail[0] = '\0';
+	/* A forked child's first call: a round trip to the coordinator (as in
+	 * shmmap__request, the wait hook first). */
+	shmmap__wait_hook_run();
 	pthread_mutex_lock(&sm->sock_mu);
 	int rc = reattach_locked(sm);
 	pthread_mutex_unlock(&sm->sock_mu);

@@ -15,6 +15,7 @@
 #include <check.h>
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,6 +192,25 @@ START_TEST(walk_lets_other_threads_run)
 }
 END_TEST
 
+/*
+ * A forked child's first call re-attaches: a round trip to the
+ * coordinator, which waits for as long as the coordinator is stopped (up
+ * to the reply timeout, 10 s).  It kept the GIL meanwhile, and the child's
+ * other threads froze (a gthread worker's other requests).  TestForkWait
+ * stops this coordinator, forks, and checks that the child's ticker ran
+ * while the child's first get waited; the coordinator goes on after 300 ms.
+ */
+START_TEST(fork_reattach_lets_other_threads_run)
+{
+	char pid[24];
+	snprintf(pid, sizeof pid, "%d", (int)co.pid);
+	fflush(stdout);
+	int rc = wait_python(start_python("TestForkWait", "SHMMAP_COORD_PID", pid), "TestForkWait");
+	kill(co.pid, SIGCONT); /* (whatever became of the Python side) */
+	ck_assert_msg(rc == 0, "TestForkWait: python exited with %d (its output is above)", rc);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("python");
@@ -206,6 +226,7 @@ int main(void)
 	tcase_add_test(tc, test_TestProcesses);
 	tcase_add_test(tc, test_TestRaces);
 	tcase_add_test(tc, walk_lets_other_threads_run);
+	tcase_add_test(tc, fork_reattach_lets_other_threads_run);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }

@@ -224,6 +224,33 @@ START_TEST(evict_policy_grows_before_evicting)
 }
 END_TEST
 
+/* A put that asks the coordinator for growth waits for its answer (for as
+ * long as the coordinator is stopped, up to the reply timeout): it runs the
+ * process's wait hook first, as a lock wait does, so that a binding lets
+ * its interpreter lock go (the Python binding's puts keep the GIL). */
+static _Atomic unsigned hook_calls;
+static void count_hook(void)
+{
+	atomic_fetch_add(&hook_calls, 1);
+}
+
+START_TEST(growth_request_runs_the_wait_hook)
+{
+	start("2M", "64M", "evict");
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "m");
+	uint64_t size0 = object_size();
+	atomic_store(&hook_calls, 0);
+	shmmap_set_wait_hook(count_hook);
+	for (uint64_t i = 0; i < 1000; i++) /* 1000 * 16000 B: 16 MB */
+		CK_EQ(put_i(sm, m, i, 16000, 4), 0);
+	shmmap_set_wait_hook(NULL);
+	CK_MSG(object_size() > size0, "the segment did not grow");
+	CK_MSG(atomic_load(&hook_calls) > 0, "no put that asked for growth ran the wait hook");
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* ---- shmmapctl grow ---- */
 
 START_TEST(ctl_grow)
@@ -841,6 +868,7 @@ static Suite *grow_suite(void)
 	tcase_add_test(tc, grows_to_hold_400mb_with_reject);
 	tcase_add_test(tc, at_max_size_the_policy_applies);
 	tcase_add_test(tc, evict_policy_grows_before_evicting);
+	tcase_add_test(tc, growth_request_runs_the_wait_hook);
 	tcase_add_test(tc, ctl_grow);
 	tcase_add_test(tc, many_processes_grow_at_once);
 	tcase_add_test(tc, a_put_does_not_wait_for_a_step_ahead);

@@ -306,19 +306,19 @@ static shmmap *client_live(Client *c)
 	return c->sm;
 }
 
-static void client_close(Client *c, int release_gil)
+/* Detach c's attachment, without the GIL: detaching may wait for the
+ * coordinator (a stopped one: seconds) or for an allocator lock of the
+ * segment (to give back the slot's spare blocks).  c->sm is NULL before
+ * the GIL goes, so other threads see a detached client meanwhile. */
+static void client_close(Client *c)
 {
 	shmmap *sm = c->sm;
 	c->sm = NULL;
 	if (!sm)
 		return;
-	if (release_gil) {
-		Py_BEGIN_ALLOW_THREADS
-		shmmap_detach(sm);
-		Py_END_ALLOW_THREADS
-	} else {
-		shmmap_detach(sm);
-	}
+	Py_BEGIN_ALLOW_THREADS
+	shmmap_detach(sm);
+	Py_END_ALLOW_THREADS
 }
 
 static shmmap *client_hold(Client *c)
@@ -332,7 +332,7 @@ static shmmap *client_hold(Client *c)
 static void client_release(Client *c)
 {
 	if (--*busy_of(c) == 0 && c->closing)
-		client_close(c, 0);
+		client_close(c);
 }
 
 /* ---- small calls that may wait for another process ----
@@ -438,7 +438,7 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 static void client_dealloc(Client *c)
 {
 	/* Nothing can be in flight: every use holds a reference. */
-	client_close(c, 0);
+	client_close(c);
 	Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
@@ -448,7 +448,7 @@ static PyObject *client_detach(Client *c, PyObject *unused)
 	if (c->sm && !c->closing) {
 		c->closing = 1;
 		if (*busy_of(c) == 0)
-			client_close(c, 1);
+			client_close(c);
 	}
 	Py_RETURN_NONE;
 }

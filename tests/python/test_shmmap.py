@@ -878,5 +878,61 @@ class TestWalkWait(unittest.TestCase):
         c.detach()
 
 
+class TestForkWait(unittest.TestCase):
+    """Run by tests/check_python.c's fork_reattach_lets_other_threads_run,
+    which names its coordinator's pid in $SHMMAP_COORD_PID: a forked
+    child's first call re-attaches (a round trip to the coordinator), and
+    while the coordinator is stopped that waits; the child's other threads
+    must run meanwhile (the call let the GIL go)."""
+
+    @unittest.skipUnless(os.environ.get("SHMMAP_COORD_PID"), "run by check_python's fork test")
+    def test_first_call_in_child_lets_other_threads_run(self):
+        import signal
+        import select
+        coord = int(os.environ["SHMMAP_COORD_PID"])
+        c = shmmap.attach()
+        m = c.open(unique("forkwait"))
+        m[b"k"] = b"v"
+        r, w = os.pipe()
+        os.kill(coord, signal.SIGSTOP)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: one thread ticks while the other's get waits
+                code = 3
+                try:
+                    def first_call():
+                        os.write(w, b"g")  # the window starts now
+                        return m.get(b"k")
+                    got, ticks = ticks_during(first_call)
+                    print("child: get gave %r, the ticker ran %d times meanwhile"
+                          % (got, ticks), flush=True)
+                    code = 0 if got == b"v" and ticks > 10 else 1
+                finally:
+                    os._exit(code)
+            os.close(w)
+            ready, _, _ = select.select([r], [], [], 10.0)
+            self.assertTrue(ready, "the child never made its first call")
+            # The window the child's ticker must run in while its get waits
+            # on the stopped coordinator (not a wait for it).
+            time.sleep(0.3)
+        finally:
+            os.kill(coord, signal.SIGCONT)
+        end = time.monotonic() + 20.0
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done or time.monotonic() > end:
+                break
+            time.sleep(0.01)
+        if not done:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        self.assertTrue(done, "the child did not finish")
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0,
+                         "the child's first call kept the GIL while it waited (see its output)")
+        self.assertEqual(m.get(b"k"), b"v")
+        c.drop(m.name)
+        c.detach()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
