@@ -1338,7 +1338,22 @@ static void *grow_main(void *arg)
 	struct op_ctx o = {.s = &c->seg, .g = &c->g, .lk = c->lk};
 	struct seg_header *h = seg_hdr(&c->seg);
 	uint32_t step = c->conf.map.grow_step;
+	uint64_t rested = 0; /* when a round last found a map resting and nothing to do */
 	while (!atomic_load(&c->stop)) {
+		/* Woken by a writer within GROW_BLOCKED_MS of a round that found
+		 * nothing to do while a map rests: most likely one of that map's
+		 * stripes looking over the limit again.  Wait the rest out with
+		 * the word set (writers do not wake a set word), so that writers
+		 * start at most one round per GROW_BLOCKED_MS.  Without this, a
+		 * writer that set the word only after the round's look below (a
+		 * loaded machine: the writer runs between the thread's look and
+		 * its sleep, or the round is short) woke the thread at once, round
+		 * after round: a third of a core again. */
+		uint64_t since = rested ? shmmap__mono_ms() - rested : GROW_BLOCKED_MS;
+		if (since < GROW_BLOCKED_MS) {
+			struct timespec ts = {0, (long)(GROW_BLOCKED_MS - since) * 1000000L};
+			syscall(SYS_futex, (uint32_t *)&h->grow_wake, FUTEX_WAIT, 1u, &ts, NULL, 0);
+		}
 		atomic_store(&h->grow_wake, 0);
 		int most = 0;
 		bool resting = false;
@@ -1349,6 +1364,7 @@ static void *grow_main(void *arg)
 			most = r > most ? r : most;
 			resting = resting || c->grow_track[m].resting;
 		}
+		rested = most == 0 && resting ? shmmap__mono_ms() : 0;
 		if (most == 2)
 			continue;
 		/* Asleep unless a writer set the word since we cleared it.  If

@@ -426,9 +426,23 @@ static long cpu_ticks(pid_t pid)
  * some stripes always look over it to their writers: the growth thread,
  * woken for a round with nothing to do, must not be woken again at once
  * (it spun at about a third of a core).  Its CPU over a stream of new
- * keys stays a small fraction of the writer's. */
+ * keys stays under a twentieth of the writer's. */
 START_TEST(full_small_cache_leaves_growth_idle)
 {
+	/* Two processes busy beside them from the start, as on a loaded
+	 * machine: there a writer often set the wake word just after the
+	 * thread's round had looked at it, and woke it at once, round after
+	 * round (5 to 13 ticks of the writer's 45 to 55 here, 0 or 1 on an idle
+	 * machine; 0 since the thread lets writers start a round at most once
+	 * per GROW_BLOCKED_MS). */
+	pid_t busy[2];
+	for (int b = 0; b < 2; b++) {
+		busy[b] = tu_fork();
+		ck_assert_int_ge(busy[b], 0);
+		if (busy[b] == 0)
+			for (volatile unsigned long spin = 0;; spin++)
+				;
+	}
 	ck_assert_int_eq(tu_coord_start(&co, "1088K", "[segment]\nmax_clients = 8\n"), 0);
 	shmmap *sm = tu_attach(co.sock);
 	shmmap_map m = tu_open(sm, MAP);
@@ -446,9 +460,13 @@ START_TEST(full_small_cache_leaves_growth_idle)
 		CK_EQ(shmmap_put(sm, m, k, (size_t)kl, v, sizeof v, 0, 0), 0);
 	}
 	long c = cpu_ticks(co.pid) - c0, w = cpu_ticks(getpid()) - w0;
+	for (int b = 0; b < 2; b++) {
+		kill(busy[b], SIGKILL);
+		ck_assert_int_ge(tu_waitpid(busy[b], 10000), 0);
+	}
 	uint32_t nb = buckets_of(sm, m, NULL);
 	fprintf(stderr, "  idle growth: coordinator %ld ticks, writer %ld\n", c, w);
-	CK_MSG(c * 10 <= w + 10, "coordinator used %ld ticks of CPU while the writer used %ld "
+	CK_MSG(c * 20 <= w + 20, "coordinator used %ld ticks of CPU while the writer used %ld "
 				 "(%u buckets)", c, w, nb);
 	expect_clean(sm, "full small cache");
 	shmmap_detach(sm);
