@@ -748,6 +748,21 @@ int shmmap__page_drain(const struct seg *s, const struct seg_geom *g, const stru
 		p->drain = c->owner;
 		CRASH_POINT();
 		rc = 0;
+	} else if (p->kind == PAGE_SLAB && p->cls == cls && p->drain == 0 && p->used == 0) {
+		/* An empty slab its last free could not give back (the pool
+		 * lock was busy): given now, which is what the drain is for
+		 * (the caller sees the page gone from the class).  A window of
+		 * pages for a large value failed on such a page, as if another
+		 * evictor were emptying it. */
+		struct seg_header *h = seg_hdr(s);
+		if (shmmap__lock_nosteal(&h->pool_lock, c) == 0) {
+			partial_remove(s, g, sc, pi);
+			sc->pages -= class_npages[cls];
+			CRASH_POINT();
+			pool_give(s, g, pi);
+			shmmap__unlock(&h->pool_lock);
+			rc = 0;
+		}
 	}
 	shmmap__unlock(&sc->lock);
 	return rc;

@@ -1120,6 +1120,13 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, unsigned
 		uint32_t cls = __atomic_load_n(&p->cls, __ATOMIC_RELAXED);
 		if (cls >= g->nclasses || cls + 1 == ev->avoid)
 			return false;
+		/* Being emptied by another evictor (its window, or a handover):
+		 * not a page to count on, nor to fight over (two writers of
+		 * large values chose the same cheapest window and each spent
+		 * its tries on the other's pages: -ENOSPC). */
+		uint32_t dr = __atomic_load_n(&p->drain, __ATOMIC_RELAXED);
+		if (dr && dr != ev->o->lk.owner)
+			return false;
 		uint32_t size = shmmap__class_size(cls), per = per_slab(cls);
 		uint32_t carved = __atomic_load_n(&p->carved, __ATOMIC_RELAXED);
 		uint32_t cv = carved < per ? carved : per;
@@ -1226,6 +1233,21 @@ static uint32_t cheapest_window(struct evictor *ev, uint32_t from, uint32_t need
 	return best;
 }
 
+/* The page after the run that page i (PAGE_RUN or PAGE_CONT) belongs to,
+ * or i + 1 if that cannot be told (a hint, read without locks). */
+static uint32_t run_end(const struct seg *s, const struct seg_geom *g, uint32_t i, uint32_t np)
+{
+	uint32_t j = i;
+	while (j > 0 && __atomic_load_n(&seg_page(s, g, j)->kind, __ATOMIC_RELAXED) == PAGE_CONT)
+		j--;
+	const struct seg_page *hp = seg_page(s, g, j);
+	uint32_t run = __atomic_load_n(&hp->run, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&hp->kind, __ATOMIC_RELAXED) != PAGE_RUN || run < 1 || run > np - j ||
+	    j + run <= i)
+		return i + 1;
+	return j + run;
+}
+
 /*
  * Empty a window of `need` contiguous pages (for an entry larger than a
  * page, or any one page when a class can take none from another): 1 if one
@@ -1317,8 +1339,33 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 					return r;
 				ok = r > 0;
 				if (!ok) {
-					looked += i + 1 - start;
-					start = i + 1;
+					/* Past the whole run or slab that failed, not
+					 * its next page: each page of a run in flight
+					 * (another writer's value, not linked yet)
+					 * cost a try, and two such runs of 17 pages
+					 * used them all up: -ENOSPC with most of the
+					 * segment evictable. */
+					uint32_t past = i + 1;
+					if (kind == PAGE_SLAB && cls < g->nclasses) {
+						past = head + shmmap__class_pages(cls);
+						/* Another evictor empties it (it came
+						 * to it since the look above): its
+						 * pages go to the pool all the same,
+						 * so not a try of ours that failed. */
+						const struct seg_page *hp = seg_page(s, g, head);
+						uint32_t dr = __atomic_load_n(&hp->drain,
+									      __ATOMIC_RELAXED);
+						if (__atomic_load_n(&hp->kind, __ATOMIC_RELAXED) ==
+							    PAGE_SLAB &&
+						    dr && dr != ev->o->lk.owner && t)
+							t--;
+					}
+					else if (kind == PAGE_RUN || kind == PAGE_CONT)
+						past = run_end(s, g, i, np);
+					if (past <= i || past > np)
+						past = i + 1;
+					looked += past - start;
+					start = past;
 				}
 			}
 			if (ok)

@@ -937,8 +937,10 @@ int shmmap__class_of(const struct seg *s, const struct seg_geom *g, size_t n);
  * Draining (evict.c empties a page for another class): mark SLAB page pi
  * of class cls as being emptied by c->owner, off its class's partial list,
  * so that none of its blocks is handed out; the free of its last block
- * gives it to the pool as usual.  0, -EBUSY (not such a page, empty, or
- * drained by another), -EINVAL, -EAGAIN.  undrain ends it (if the page is
+ * gives it to the pool as usual.  An empty slab still of the class (its
+ * last free found the pool lock busy) goes to the pool at once (0 too).
+ * 0, -EBUSY (not such a page, or drained by another), -EINVAL, -EAGAIN.
+ * undrain ends it (if the page is
  * still that class's and still marked by c->owner); alloc_undrain ends
  * every drain of a dead owner (the coordinator's recovery).
  */
