@@ -24,9 +24,10 @@
  *     the first call on an inherited attachment re-attaches it under a
  *     client slot of the child's own (one round trip to the coordinator),
  *     so no process ever writes under another's identity.  If that fails
- *     (no coordinator), the call returns the error and touches nothing;
- *     the next call tries again.  shmmap_detach() in the child releases
- *     only the child's own resources: the parent stays attached.  Only
+ *     (-ECONNREFUSED: no coordinator; -ETIMEDOUT: one that does not answer
+ *     within 10 s, stopped say), the call returns the error and touches
+ *     nothing; the next call tries again.  shmmap_detach() in the child
+ *     releases only the child's own resources: the parent stays attached.  Only
  *     fork() as glibc runs it (pthread_atfork handlers) is covered, not a
  *     raw clone() or vfork().
  *   - The socket connection of an attachment is the coordinator's liveness
@@ -149,8 +150,10 @@ typedef struct {
  *         -ECONNREFUSED if no coordinator listens there (no socket file, or
  *         nothing listening on it); -EACCES/-EPERM if it refuses this peer; -SHMMAP_EVERSION on a protocol mismatch;
  *         -SHMMAP_EBADSEG if the segment it hands over does not validate;
- *         -EAGAIN if it has no free client slot; -ENOMEM; -EMFILE if this
- *         process already has 65535 attachments.
+ *         -EAGAIN if it has no free client slot; -ETIMEDOUT if it took
+ *         the connection but did not answer within 10 s (stopped, or
+ *         overloaded); -ENOMEM; -EMFILE if this process already has 65535
+ *         attachments.  shmmap_errdetail() says more (the path, what to do).
  *
  * With $SHMMAP_READONLY set to 1 the attachment asks for read-only access;
  * the coordinator also imposes it on peers of its readonly_uids/gids lists.
@@ -361,6 +364,9 @@ int shmmap_incr_ttl(shmmap *sm, shmmap_map m, const void *key, size_t klen,
 /**
  * Compare and swap: store val under key only if the present value is
  * exactly expected (elen bytes), atomically across all processes.
+ * expected may be NULL when elen is 0: the empty value, not an absent key
+ * (to store only if the key is absent, shmmap_put with SHMMAP_NX, which
+ * the map's counters count as a put).
  *
  * @param ttl_s  as for shmmap_put (0: never, or the map's default TTL).
  * @return 0 (swapped); -ECANCELED (present, but the value differs: nothing
@@ -426,7 +432,8 @@ struct shmmap_stats {
 	uint64_t entries;     /**< entries linked (expired ones until reclaimed) */
 	uint64_t bytes;       /**< their key + value bytes */
 	uint64_t hits, misses;/**< gets that found a value / did not */
-	uint64_t puts, dels, incrs, cas;  /**< successful writes of each kind */
+	uint64_t puts, dels, incrs, cas;  /**< successful writes of each kind (puts: shmmap_put,
+					       NX and XX too; cas: shmmap_cas) */
 	uint64_t evictions;   /**< entries evicted to make room (policy evict) */
 	uint64_t expirations; /**< expired entries removed (by reclaim or a write) */
 	uint64_t lock_waits;  /**< times a writer had to wait for a stripe lock */

@@ -54,6 +54,10 @@
 
 #define REPLY_TIMEOUT_S 10
 
+/* The reply timeout of connections made from now on: REPLY_TIMEOUT_S,
+ * shorter in tests (shmmap__reply_timeout_default). */
+static _Atomic unsigned reply_timeout_s = REPLY_TIMEOUT_S;
+
 struct view_node {
 	struct view_node *next;
 	uint64_t id; /* the handle id that names this view */
@@ -109,18 +113,33 @@ static struct client_ext *ext(shmmap *sm)
 }
 
 static int connect_to(const char *path);
+static int connect_error(const char *path, int rc);
+
+/* A coordinator that took the connection but does not answer on it:
+ * stopped (SIGSTOP, a debugger) or overloaded.  The wait is the socket's
+ * (REPLY_TIMEOUT_S, or what shmmap__reply_timeout set). */
+static int timeout_error(const char *path, int sock)
+{
+	struct timeval tv = {0};
+	socklen_t n = sizeof tv;
+	(void)getsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, &n);
+	set_detail("the coordinator at %s did not answer within %lld s (is it stopped, or "
+		   "overloaded?)", path, (long long)tv.tv_sec);
+	return -ETIMEDOUT;
+}
 
 /*
  * The coordinator went away (restarted): connect again and ask to keep
  * this attachment's slot (RESUME).  The restarted coordinator adopted the
  * segment and our slot with it; if it created a new segment instead, or
- * does not know the slot, this attachment is stale.  Under sock_mu.
+ * does not know the slot, this attachment is stale.  Under sock_mu.  A
+ * failure sets the detail: why there is no coordinator to resume with.
  */
 static int resume(shmmap *sm)
 {
 	int s = connect_to(ext(sm)->path);
 	if (s < 0)
-		return s;
+		return connect_error(ext(sm)->path, s);
 	struct proto_msg m = {.type = MSG_RESUME, .seq = ++ext(sm)->seq};
 	m.u.resume.pid = (uint32_t)getpid();
 	m.u.resume.slot = sm->slot;
@@ -128,11 +147,15 @@ static int resume(shmmap *sm)
 	int fd = -1, rc = shmmap__proto_send(s, &m, -1);
 	if (rc == 0)
 		rc = shmmap__proto_recv(s, &m, &fd);
-	if (rc == 0 && m.type == MSG_ERROR)
+	if (rc == -EAGAIN)
+		rc = timeout_error(ext(sm)->path, s);
+	if (rc == 0 && m.type == MSG_ERROR) {
 		rc = m.u.error.err;
-	else if (rc == 0 && (m.type != MSG_WELCOME || m.u.welcome.slot != sm->slot ||
-			     m.u.welcome.size != sm->geom.max_size))
+		detail_from_reply(&m);
+	} else if (rc == 0 && (m.type != MSG_WELCOME || m.u.welcome.slot != sm->slot ||
+			       m.u.welcome.size != sm->geom.max_size)) {
 		rc = -ESTALE;
+	}
 	if (fd >= 0)
 		close(fd); /* the same segment, mapped already */
 	if (rc < 0) {
@@ -142,7 +165,9 @@ static int resume(shmmap *sm)
 				   "attachment is stale (detach and attach again)", ext(sm)->path);
 			return -SHMMAP_EDETACHED;
 		}
-		return rc == -EAGAIN ? -ETIMEDOUT : rc;
+		if (!errdetail[0])
+			set_detail("the coordinator at %s: %s", ext(sm)->path, shmmap_strerror(rc));
+		return rc;
 	}
 	close(sm->sock);
 	sm->sock = s;
@@ -190,15 +215,19 @@ int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *r
 		 * is idempotent: open, drop by name, stats, repair). */
 		if (conn_lost(rc)) {
 			int r2 = resume(sm);
-			if (r2 == 0)
+			if (r2 == 0) {
 				rc = round_trip(sm, req, rep);
-			else if (r2 == -SHMMAP_EDETACHED)
+			} else if (r2 == -SHMMAP_EDETACHED) {
 				rc = r2;
-			else
-				set_detail("the connection to the coordinator at %s was lost and it "
-					   "does not answer again: %s", ext(sm)->path,
-					   shmmap_strerror(r2));
+			} else { /* resume's detail says why (no socket there, say) */
+				char why[sizeof errdetail];
+				memcpy(why, errdetail, sizeof why);
+				set_detail("the connection to the coordinator was lost, and "
+					   "reconnecting failed: %s", why);
+			}
 		}
+		if (rc == -ETIMEDOUT)
+			timeout_error(ext(sm)->path, sm->sock);
 		if (rc == 0 && rep->type == MSG_ERROR) {
 			rc = rep->u.error.err;
 			detail_from_reply(rep);
@@ -217,6 +246,11 @@ int shmmap__reply_timeout(shmmap *sm, unsigned seconds)
 	return rc;
 }
 
+void shmmap__reply_timeout_default(unsigned seconds)
+{
+	atomic_store_explicit(&reply_timeout_s, seconds, memory_order_relaxed);
+}
+
 static int connect_to(const char *path)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -231,7 +265,8 @@ static int connect_to(const char *path)
 		close(s);
 		return -e;
 	}
-	struct timeval tv = {.tv_sec = REPLY_TIMEOUT_S};
+	struct timeval tv = {.tv_sec = (time_t)atomic_load_explicit(&reply_timeout_s,
+								   memory_order_relaxed)};
 	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	return s;
@@ -279,7 +314,7 @@ static int hello(const char *path, uint32_t flags, int *sockp, struct proto_msg 
 	if (rc == 0 || rc2 == 0)
 		rc = rc2;
 	if (rc == -EAGAIN)
-		rc = -ETIMEDOUT;
+		rc = timeout_error(path, sock);
 	if (rc == 0 && m.type == MSG_ERROR) {
 		rc = m.u.error.err;
 		detail_from_reply(&m);

@@ -719,13 +719,23 @@ static void defer_finish(struct coord *c, struct deferred *r)
 /*
  * MSG_SAVE: queue the save for the housekeeping thread (persist.c runs
  * it); defer_finish sends the reply.  Returns 0 (queued) or the error to
- * answer with at once.
+ * answer with at once (why says it).
  */
-static int save_request(struct coord *c, struct session *s, const struct proto_msg *m)
+static int save_request(struct coord *c, struct session *s, const struct proto_msg *m,
+			char *why, size_t whylen)
 {
 	const char *path = m->u.save.path[0] ? m->u.save.path : c->conf.persistence.snapshot;
-	if (m->u.save.flags || path[0] != '/')
-		return -EINVAL; /* no path given and none configured, or a relative one */
+	if (m->u.save.flags)
+		return -EINVAL;
+	if (!path[0]) {
+		snprintf(why, whylen, "no snapshot file: set [persistence] snapshot in the "
+			 "coordinator's config, or give a PATH (shmmapctl save PATH)");
+		return -EINVAL;
+	}
+	if (path[0] != '/') { /* shmmapctl sends it absolute; another client may not */
+		snprintf(why, whylen, "snapshot path '%.200s' is not absolute", path);
+		return -EINVAL;
+	}
 	/* The file is written with the coordinator's rights: a path of the
 	 * client's choosing only for peers that have those rights anyway. */
 	if (m->u.save.path[0] && s->uid != 0 && s->uid != geteuid())
@@ -892,11 +902,13 @@ static int handle(struct coord *c, struct session *s, const struct proto_msg *m)
 		r.type = MSG_OK;
 		return shmmap__proto_send(s->fd, &r, -1);
 	}
-	case MSG_SAVE: /* answered by save_finish once the save is done */
+	case MSG_SAVE: { /* answered by save_finish once the save is done */
 		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
 			return send_error(s->fd, m->seq, -EPERM);
-		rc = save_request(c, s, m);
-		return rc < 0 ? send_error(s->fd, m->seq, rc) : 0;
+		char why[PROTO_NAME_MAX + 1] = "";
+		rc = save_request(c, s, m, why, sizeof why);
+		return rc < 0 ? send_error_text(s->fd, m->seq, rc, why) : 0;
+	}
 	case MSG_REPAIR:
 		if (seg_slot(&c->seg, &c->g, s->slot)->flags & SLOT_F_RDONLY)
 			return send_error(s->fd, m->seq, -EPERM);

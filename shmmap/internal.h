@@ -1353,6 +1353,9 @@ int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *r
  * the attach): an admin tool's save or grow may take minutes on the
  * coordinator's side.  Until a reconnect.  0 or a negative errno. */
 int shmmap__reply_timeout(shmmap *sm, unsigned seconds);
+/* The same for every connection made from now on, attaches included (10 s
+ * unless set): tests of a stopped coordinator wait 1 s, not 10. */
+void shmmap__reply_timeout_default(unsigned seconds);
 
 /* ---- check.c ---- */
 struct check_report {

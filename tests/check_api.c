@@ -899,6 +899,79 @@ START_TEST(data_path_works_while_coordinator_is_stopped)
 }
 END_TEST
 
+static bool coordinator_stopped(void *arg)
+{
+	int st;
+	(void)arg;
+	return waitpid(co.pid, &st, WNOHANG | WUNTRACED) == co.pid && WIFSTOPPED(st);
+}
+
+/* A coordinator stopped (SIGSTOP) takes connections but answers none: a
+ * request, and an attach, time out with a detail that says so (it was
+ * empty).  The replies wait 1 s here, not 10. */
+START_TEST(stopped_coordinator_times_out_with_a_reason)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "stopped");
+	CK_EQ(shmmap__reply_timeout(sm, 1), 0);
+	shmmap__reply_timeout_default(1);
+	ck_assert_int_eq(kill(co.pid, SIGSTOP), 0);
+	/* (kill returns before every thread of it has stopped) */
+	ck_assert_msg(tu_wait(coordinator_stopped, NULL, 10000), "the coordinator did not stop");
+	int rc = shmmap_open(sm, "stopped", 0, &m);
+	char open_why[320];
+	snprintf(open_why, sizeof open_why, "%s", shmmap_errdetail());
+	shmmap *sm2 = NULL;
+	int rc2 = shmmap_attach(co.sock, &sm2);
+	char attach_why[320];
+	snprintf(attach_why, sizeof attach_why, "%s", shmmap_errdetail());
+	kill(co.pid, SIGCONT);
+	shmmap__reply_timeout_default(10);
+	CK_EQ(rc, -ETIMEDOUT);
+	CK_MSG(strstr(open_why, co.sock) && strstr(open_why, "did not answer within 1 s") &&
+		       strstr(open_why, "stopped"),
+	       "open's detail: '%s'", open_why);
+	CK_EQ(rc2, -ETIMEDOUT);
+	ck_assert_ptr_null(sm2);
+	CK_MSG(strstr(attach_why, co.sock) && strstr(attach_why, "did not answer within 1 s"),
+	       "attach's detail: '%s'", attach_why);
+	/* Running again, it answers (the late reply is skipped). */
+	CK_EQ(shmmap_open(sm, "stopped", 0, &m), 0);
+	CK_EQ(shmmap_errdetail()[0], '\0');
+	shmmap_detach(sm);
+}
+END_TEST
+
+/* After a clean stop (SIGTERM: the socket file is removed) a request says
+ * there is no socket, as a failed attach does: it said "no such key or
+ * map" (the library's text for ENOENT). */
+START_TEST(request_after_a_clean_stop_says_no_socket)
+{
+	shmmap *sm = attach();
+	shmmap_map m = open_map(sm, "gone");
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	int rcs[3] = {shmmap_open(sm, "gone", 0, &m), 0, 0};
+	char why[3][320];
+	snprintf(why[0], sizeof why[0], "%s", shmmap_errdetail());
+	rcs[1] = shmmap_flush(sm, m);
+	snprintf(why[1], sizeof why[1], "%s", shmmap_errdetail());
+	rcs[2] = shmmap_drop(sm, "gone");
+	snprintf(why[2], sizeof why[2], "%s", shmmap_errdetail());
+	for (int i = 0; i < 3; i++) {
+		CK_MSG(rcs[i] == -ECONNRESET || rcs[i] == -ECONNREFUSED, "call %d: %s", i,
+		       shmmap_strerror(rcs[i]));
+		CK_MSG(strstr(why[i], "connection to the coordinator was lost") &&
+			       strstr(why[i], co.sock) && strstr(why[i], "no socket there") &&
+			       !strstr(why[i], "no such key"),
+		       "call %d's detail: '%s'", i, why[i]);
+	}
+	/* A coordinator back on the socket: the same attachment goes on. */
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	CK_EQ(shmmap_open(sm, "gone", 0, &m), 0);
+	shmmap_detach(sm);
+}
+END_TEST
+
 /* ---- semantics ---- */
 
 START_TEST(put_flags_and_get_errors)
@@ -1379,6 +1452,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, rewrites_in_place_are_never_torn);
 	tcase_add_test(tc, put_rewrites_in_place_when_it_may);
 	tcase_add_test(tc, data_path_works_while_coordinator_is_stopped);
+	tcase_add_test(tc, stopped_coordinator_times_out_with_a_reason);
+	tcase_add_test(tc, request_after_a_clean_stop_says_no_socket);
 	tcase_add_test(tc, put_flags_and_get_errors);
 	tcase_add_test(tc, handles_are_checked);
 	tcase_add_test(tc, ttl_expires);

@@ -853,8 +853,13 @@ START_TEST(save_requests_are_checked)
 	shmmap *sm = attach();
 	shmmap_map m = open_map(sm, "m");
 	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "v", 1, 0, 0), 0);
+	/* Each says why (it was a bare "Invalid argument"). */
 	ck_assert_int_eq(request_save(sm, NULL), -EINVAL);
+	ck_assert_msg(strstr(shmmap_errdetail(), "no snapshot file: set [persistence] snapshot"),
+		      "detail: '%s'", shmmap_errdetail());
 	ck_assert_int_eq(request_save(sm, "relative/path"), -EINVAL);
+	ck_assert_msg(strstr(shmmap_errdetail(), "'relative/path' is not absolute"),
+		      "detail: '%s'", shmmap_errdetail());
 	char p[512];
 	snprintf(p, sizeof p, "%s/explicit.snap", co.dir);
 	ck_assert_int_eq(request_save(sm, p), 0);
@@ -866,7 +871,9 @@ START_TEST(save_requests_are_checked)
 	ck_assert_int_eq(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "save", p, NULL), 0);
 	ck_assert_uint_eq(snap_records(p), 1);
 	ck_assert_int_eq(tu_ctl(co.sock, out, sizeof out, err, sizeof err, "save", NULL), 4);
-	ck_assert_msg(strstr(err, "Invalid argument"), "stderr: %s", err);
+	ck_assert_msg(strstr(err, "Invalid argument: no snapshot file: set [persistence] snapshot "
+				  "in the coordinator's config, or give a PATH"),
+		      "stderr: %s", err);
 	/* Its health, without the log: two saves so far, none failed. */
 	char st[4096];
 	ck_assert_int_eq(tu_ctl(co.sock, st, sizeof st, err, sizeof err, "--json", "status", NULL), 0);

@@ -995,8 +995,9 @@ static PyObject *map_setdefault(MapObj *m, PyObject *const *args, Py_ssize_t nar
 			have_d = 1;
 		}
 		rc = store(m, &k, NULL, &d, 0, SHMMAP_NX);
-		if (rc == 0) {
-			ret = Py_NewRef(dflt);
+		if (rc == 0) { /* what the map keeps: bytes, as a get gives them */
+			ret = PyBytes_CheckExact(dflt) ? Py_NewRef(dflt)
+						       : PyBytes_FromStringAndSize(d.p, d.n);
 			break;
 		}
 		if (rc != -EEXIST) {
@@ -1189,18 +1190,19 @@ static PyMethodDef map_methods[] = {
 	{"cas", (PyCFunction)(void (*)(void))map_cas, METH_FASTCALL | METH_KEYWORDS,
 	 "cas(key, expected, new, ttl=0) -> bool\n\n"
 	 "Store new only if the value under key is expected (None: only if the\n"
-	 "key is absent), atomically across processes.  True if stored."},
+	 "key is absent: a put with nx, counted in stats()[\"puts\"], not\n"
+	 "[\"cas\"]), atomically across processes.  True if stored."},
 	{"pop", (PyCFunction)(void (*)(void))map_pop, METH_FASTCALL,
 	 "pop(key[, default]) -> bytes\n\n"
 	 "Remove key and return its value; default (else KeyError) if it is\n"
 	 "absent.  Of processes popping one key at once, only the one whose\n"
 	 "delete removed the entry gets the value; the others get default."},
 	{"setdefault", (PyCFunction)(void (*)(void))map_setdefault, METH_FASTCALL,
-	 "setdefault(key, default=None) -> bytes or default\n\n"
+	 "setdefault(key, default=None) -> bytes\n\n"
 	 "The value under key; if absent, store default (only if still absent,\n"
-	 "across processes) and return it.  What it returns is what the map\n"
-	 "holds: of processes calling it at once, one stores, the others get\n"
-	 "that value."},
+	 "across processes) and return it as stored (bytes; a str is UTF-8).\n"
+	 "What it returns is what the map holds: of processes calling it at\n"
+	 "once, one stores, the others get that value."},
 	{"popitem", (PyCFunction)map_popitem, METH_NOARGS,
 	 "popitem() -> (key, value)\n\n"
 	 "Remove and return some entry; KeyError only if the map is empty (an\n"

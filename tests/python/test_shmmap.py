@@ -170,6 +170,17 @@ class TestMapping(MapTest):
         self.assertEqual(len(m), 0)
         self.assertEqual(list(m), [])
 
+    def test_setdefault_returns_the_stored_bytes(self):
+        # What it stores it returns, as bytes: a str default came back as
+        # the str when stored, and as bytes from the next call on.
+        m = self.m
+        self.assertEqual(m.setdefault("sd", "\u00e9"), "\u00e9".encode())
+        self.assertEqual(m.setdefault("sd", "b"), "\u00e9".encode())
+        got = m.setdefault("ba", bytearray(b"x"))
+        self.assertIs(type(got), bytes)
+        self.assertEqual(got, b"x")
+        self.assertEqual(m.setdefault("by", b"y"), b"y")
+
     def test_flush(self):
         for i in range(50):
             self.m["k%d" % i] = "v"
@@ -366,6 +377,19 @@ class TestStats(MapTest):
         self.assertEqual(st["incrs"], 1)
         self.assertEqual(st["cas"], 1)
         self.assertEqual(st["evictions"], 0)
+
+
+    def test_cas_of_absent_counts_as_a_put(self):
+        # cas(k, None, v) is a put with nx (shmmap_cas compares with a
+        # present value): puts counts it, cas counts the C call's swaps.
+        m = self.m
+        self.assertTrue(m.cas("k", None, "v"))
+        self.assertFalse(m.cas("k", None, "w"))
+        st = m.stats()
+        self.assertEqual((st["puts"], st["cas"]), (1, 0))
+        self.assertTrue(m.cas("k", "v", "w"))
+        st = m.stats()
+        self.assertEqual((st["puts"], st["cas"]), (1, 1))
 
 
 class TestErrors(unittest.TestCase):
@@ -788,9 +812,9 @@ class TestRaces(MapTest):
         finally:
             done()
         stored = self.m["k"]
-        self.assertEqual(stored, mine.encode() if isinstance(mine, str) else mine)
+        self.assertEqual(mine, stored)
         for theirs in fired:  # the other caller was told the same value
-            self.assertEqual(theirs.encode() if isinstance(theirs, str) else theirs, stored)
+            self.assertEqual(theirs, stored)
         self.assertEqual(self.m.setdefault("k", "again"), stored)
         self.assertEqual(self.m.setdefault("k"), stored)
         with self.assertRaises(TypeError):  # None cannot be stored
