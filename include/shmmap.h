@@ -58,8 +58,10 @@
  *     on (they do not use the socket).  A restarted coordinator adopts the
  *     segment with all its data; the next call that needs the socket
  *     (shmmap_open) reconnects and keeps this attachment's slot.  A
- *     coordinator started with a new segment (--reinit, or after
- *     /dev/shm/NAME was removed) leaves this attachment on the old one,
+ *     coordinator started with a new segment (after /dev/shm/NAME was
+ *     removed, or with --reinit over an object that was not a valid
+ *     segment of its configuration; --reinit adopts a valid one, data and
+ *     all) leaves this attachment on the old one,
  *     where nothing written is seen by others: see below.
  *   - A process stopped (SIGSTOP, a debugger) while it holds a lock is not
  *     dead: writers of the same lock stripe wait for it, and so do writers
@@ -69,7 +71,7 @@
  *     process for dead), calls on the attachment fail with
  *     -SHMMAP_EDETACHED from then on: detach and attach again.  So do they
  *     once the segment was removed (/dev/shm/NAME deleted, or replaced by
- *     a coordinator started with --reinit): a write notices within 256
+ *     a coordinator started with --reinit, as above): a write notices within 256
  *     writes of this attachment (the writes before it went to the removed
  *     segment), a forked child at its first call.
  *
