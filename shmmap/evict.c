@@ -1359,9 +1359,9 @@ static int room_for_run(struct evictor *ev, uint32_t need)
 							    PAGE_SLAB &&
 						    dr && dr != ev->o->lk.owner && t)
 							t--;
-					}
-					else if (kind == PAGE_RUN || kind == PAGE_CONT)
+					} else if (kind == PAGE_RUN || kind == PAGE_CONT) {
 						past = run_end(s, g, i, np);
+					}
 					if (past <= i || past > np)
 						past = i + 1;
 					looked += past - start;
