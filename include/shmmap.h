@@ -73,7 +73,8 @@
  *     once the segment was removed (/dev/shm/NAME deleted, or replaced by
  *     a coordinator started with --reinit, as above): a write notices within 256
  *     writes of this attachment (the writes before it went to the removed
- *     segment), a forked child at its first call.
+ *     segment), a get within 4096 hits of its map (those before read the
+ *     removed segment's values), a forked child at its first call.
  *
  * Thread safety
  *   All calls on one attachment may be made from several threads at once,

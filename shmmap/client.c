@@ -512,7 +512,9 @@ static int reattach(shmmap *sm)
  * here, and writes to it succeed where nobody will ever see them: a
  * user's pool lost its increments without an error.  Every
  * ORPHAN_EVERY-th write of an attachment looks (one fstat: its link count
- * is 0 once removed); an orphaned attachment fails every call from then on
+ * is 0 once removed), and so does every GET_LOOK_EVERY-th hit of a map's
+ * lock-free get (a read-mostly worker served the old values forever:
+ * getfast.h counts, shmmap_get looks); an orphaned attachment fails every call from then on
  * with -SHMMAP_EDETACHED (forked = ATTACH_ORPHANED).  A fork handler's
  * mark (1) may overwrite it in a child: the child's re-attach then finds
  * the coordinator serving another segment and fails the same way.
@@ -1204,8 +1206,10 @@ SHMMAP_EXPORT int shmmap_get(shmmap *sm, shmmap_map m, const void *key, size_t k
 	if (rc < 0 || (rc = resolve(sm, m, &v)) < 0)
 		return rc;
 	rc = get_fast(&sm->seg, &sm->geom, v, v->ctr, key, klen, buf, cap, vlen);
-	if (__builtin_expect(rc != GET_SLOW, 1))
+	if (__builtin_expect(rc <= 0, 1))
 		return rc;
+	if (rc == GET_LOOK) /* every GET_LOOK_EVERY-th hit: is the segment still ours? */
+		return orphaned(sm) ? reattach(sm) : 0;
 	return get_slow(sm, v, key, klen, buf, cap, vlen);
 }
 

@@ -70,10 +70,11 @@ static inline __attribute__((always_inline)) bool key_eq(const unsigned char *a,
  * counters row (no shared hot line), with a plain load and store, not a
  * locked add: threads of one attachment that count at the same instant
  * may lose a count. */
-static inline __attribute__((always_inline)) void count(_Atomic uint64_t *c)
+static inline __attribute__((always_inline)) uint64_t count(_Atomic uint64_t *c)
 {
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
+	uint64_t n = atomic_load_explicit(c, memory_order_relaxed) + 1;
+	atomic_store_explicit(c, n, memory_order_relaxed);
+	return n;
 }
 
 #define GF_RELAXED(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -125,9 +126,10 @@ bucket_word(const struct seg *s, const struct map_view *v, uint64_t w, uint64_t 
 }
 
 /* shmmap__tbl_get's first try (see the top of this file): 0 (a hit, the
- * value copied into buf), -ENOENT, -ENOBUFS (*vlen says the size), or
- * GET_SLOW.  ctr: this attachment's counters of the map (map_view's
- * ctr), or NULL. */
+ * value copied into buf), -ENOENT, -ENOBUFS (*vlen says the size),
+ * GET_SLOW, or GET_LOOK (a hit as 0 is, and time for the caller's look at
+ * the segment: internal.h; only with ctr).  ctr: this attachment's
+ * counters of the map (map_view's ctr), or NULL. */
 static inline __attribute__((always_inline)) int
 get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v,
 	 struct seg_counters *ctr, const void *key, size_t klen, void *buf, size_t cap,
@@ -191,8 +193,13 @@ get_fast(const struct seg *s, const struct seg_geom *g, const struct map_view *v
 		return -ENOENT;
 	}
 	if (ctr) {
-		count(&ctr->hits);
+		uint64_t n = count(&ctr->hits);
 		ent_mark_used(e, meta);
+		if (__builtin_expect((n & (GET_LOOK_EVERY - 1)) == 0, 0) && vl <= cap) {
+			if (vlen)
+				*vlen = vl;
+			return GET_LOOK;
+		}
 	}
 	if (vlen)
 		*vlen = vl;

@@ -1170,6 +1170,12 @@ int shmmap__tbl_get(const struct op_ctx *o, const struct map_view *v, const void
 		    size_t klen, void *buf, size_t cap, size_t *vlen);
 /* get_fast (getfast.h) could not tell: ask shmmap__tbl_get. */
 #define GET_SLOW 1
+/* get_fast found the value and copied it (a 0 otherwise), and this
+ * attachment's hits of the map reached a multiple of GET_LOOK_EVERY: the
+ * caller looks whether the segment is still the one under its name (a read-
+ * mostly worker on a removed segment served its stale values forever). */
+#define GET_LOOK 2
+#define GET_LOOK_EVERY 4096u
 int shmmap__tbl_put(const struct op_ctx *o, const struct map_view *v, const void *key,
 		    size_t klen, const void *val, size_t vlen, uint32_t ttl_s, unsigned flags);
 /* The same with the key's hash h (shmmap__hash) computed already, or 0 if

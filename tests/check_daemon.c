@@ -1315,6 +1315,37 @@ START_TEST(removed_segment_fails_writes)
 }
 END_TEST
 
+/* The same for a process that only reads: it served the removed
+ * segment's values forever (a worker read the old version of a key
+ * 200,000 times after the operator had started from empty).  Every 4096th
+ * hit of a map looks, so within that many its gets fail too. */
+START_TEST(removed_segment_fails_reads)
+{
+	ck_assert_int_eq(tu_coord_start(&co, "16M", ""), 0);
+	shmmap *sm = tu_attach(co.sock);
+	shmmap_map m = tu_open(sm, "m");
+	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "old", 3, 0, 0), 0);
+	ck_assert_int_eq(tu_coord_stop(&co), 0);
+	ck_assert_int_eq(shm_unlink(co.shm), 0);
+	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	char buf[8];
+	size_t len;
+	int rc = 0, n = 0;
+	for (; n < 20000 && rc == 0; n++)
+		rc = shmmap_get(sm, m, "k", 1, buf, sizeof buf, &len);
+	ck_assert_msg(rc == -SHMMAP_EDETACHED, "get %d on the removed segment: %s", n,
+		      shmmap_strerror(rc));
+	ck_assert_msg(n <= 4096, "the gets noticed only at the %dth", n);
+	ck_assert_msg(strstr(shmmap_errdetail(), "removed"), "detail: %s", shmmap_errdetail());
+	ck_assert_int_eq(shmmap_get(sm, m, "k", 1, buf, sizeof buf, &len), -SHMMAP_EDETACHED);
+	shmmap_detach(sm);
+	sm = tu_attach(co.sock);
+	m = tu_open(sm, "m");
+	ck_assert_int_eq(shmmap_get(sm, m, "k", 1, buf, sizeof buf, &len), -ENOENT);
+	shmmap_detach(sm);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
@@ -1368,6 +1399,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, slot_refusals_are_logged_once_a_second);
 	tcase_add_test(tc, pending_floods_are_logged_in_summary);
 	tcase_add_test(tc, removed_segment_fails_writes);
+	tcase_add_test(tc, removed_segment_fails_reads);
 	suite_add_tcase(s, tc);
 	return s;
 }
