@@ -145,6 +145,30 @@ static int usage(const char *why)
 	return RC_USAGE;
 }
 
+/* A usage error of command cmd (NULL: of an option): the reason, and only
+ * cmd's own lines of usage_text, not all 50 of them (they buried the one
+ * line that said what was wrong). */
+static int usage_of(const char *cmd, const char *why)
+{
+	static const char more[] = "                               "; /* a continuation */
+	fprintf(stderr, "shmmapctl: %s\nusage: shmmapctl [-s SOCKET] [--json] COMMAND [ARGS]\n",
+		why);
+	size_t n = cmd ? strlen(cmd) : 0;
+	bool in = false;
+	for (const char *l = usage_text; cmd && *l;) {
+		const char *e = strchr(l, '\n');
+		size_t len = e ? (size_t)(e - l) + 1 : strlen(l);
+		if (strncmp(l, more, sizeof more - 1) != 0)
+			in = strncmp(l, "  ", 2) == 0 && strncmp(l + 2, cmd, n) == 0 &&
+			     (l[2 + n] == ' ' || l[2 + n] == '\n');
+		if (in)
+			fwrite(l, 1, len, stderr);
+		l += len;
+	}
+	fputs("(shmmapctl --help lists every command and option)\n", stderr);
+	return RC_USAGE;
+}
+
 /* ": " and the particulars of the last error (a path, the coordinator's
  * reason), if any, with control characters shown as '?': the text came
  * over a socket. */
@@ -1567,7 +1591,8 @@ static int cmd_grow(struct ctl *c, char **args)
 {
 	uint64_t want;
 	if (!parse_size_arg(args[0], &want) || want == 0)
-		return usage("grow: SIZE must be a number of bytes with an optional K, M, G or T");
+		return usage_of("grow", "grow: SIZE must be a number of bytes with an optional K, "
+					"M, G or T");
 	shmmap *sm = c->sm;
 	struct proto_msg req = {.type = MSG_GROW}, rep;
 	req.u.grow.target = want;
@@ -2447,7 +2472,7 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			if (!parse_ttl(optarg, &c.ttl))
-				return usage("--ttl: expects whole seconds, 0..4294967295");
+				return usage_of(NULL, "--ttl: expects whole seconds, 0..4294967295");
 			c.ttl_set = true;
 			break;
 		case 'r':
@@ -2455,13 +2480,13 @@ int main(int argc, char **argv)
 			break;
 		case 'i':
 			if (!parse_u64(optarg, 1, TOP_INTERVAL_MAX, &v))
-				return usage("--interval: expects milliseconds, 1..3600000");
+				return usage_of(NULL, "--interval: expects milliseconds, 1..3600000");
 			c.interval_ms = (uint32_t)v;
 			c.interval_set = true;
 			break;
 		case 'n':
 			if (!parse_u64(optarg, 1, UINT64_MAX, &v))
-				return usage("--iterations: expects a whole number, at least 1");
+				return usage_of(NULL, "--iterations: expects a whole number, at least 1");
 			c.iterations = v;
 			c.iterations_set = true;
 			break;
@@ -2489,17 +2514,18 @@ int main(int argc, char **argv)
 		return usage(NULL);
 	}
 	if (nargs < cmd->min || nargs > cmd->max) {
-		fprintf(stderr, "shmmapctl: %s: wrong number of arguments\n", name);
-		return usage(NULL);
+		char why[64];
+		snprintf(why, sizeof why, "%s: wrong number of arguments", name);
+		return usage_of(name, why);
 	}
 	if (c.ttl_set && cmd->fn != cmd_put)
-		return usage("--ttl applies to put only");
+		return usage_of(name, "--ttl applies to put only");
 	if (c.repair && cmd->fn != cmd_check)
-		return usage("--repair applies to check only");
+		return usage_of(name, "--repair applies to check only");
 	if ((c.interval_set || c.iterations_set) && cmd->fn != cmd_top)
-		return usage("--interval and --iterations apply to top only");
+		return usage_of(name, "--interval and --iterations apply to top only");
 	if (c.json && (cmd->fn == cmd_top || cmd->fn == cmd_metrics))
-		return usage("--json does not apply to top and metrics");
+		return usage_of(name, "--json does not apply to top and metrics");
 
 	int rc = shmmap__attach_admin(c.sock, &c.sm);
 	if (rc < 0) {

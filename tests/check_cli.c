@@ -436,11 +436,18 @@ START_TEST(usage_errors)
 	CTL_EXPECT(2, "put", "m", "k");
 	CTL_EXPECT(2, "put", "m");
 	CTL_EXPECT(2, "get", "m");
+	/* The reason and the command's own usage, not the whole help that
+	 * buried it. */
+	ck_assert_msg(strstr(err, "get: wrong number of arguments") && strstr(err, "\n  get MAP KEY ") &&
+			      !strstr(err, "commands:") && !strstr(err, "  put MAP"),
+		      "stderr: %s", err);
 	CTL_EXPECT(2, "get", "m", "k", "extra");
 	CTL_EXPECT(2, "keys");
 	CTL_EXPECT(2, "status", "extra");
 	CTL_EXPECT(2, "--no-such-option", "status");
 	CTL_EXPECT(2, "put", "m", "k", "v", "--ttl", "soon");
+	ck_assert_msg(strstr(err, "--ttl: expects whole seconds") && !strstr(err, "commands:"),
+		      "stderr: %s", err);
 	CTL_EXPECT(2, "get", "m", "k", "--ttl", "5");
 	/* None of these reached the segment. */
 	CTL_EXPECT(0, "maps");
