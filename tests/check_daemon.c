@@ -1283,15 +1283,25 @@ START_TEST(pending_floods_are_logged_in_summary)
 }
 END_TEST
 
-START_TEST(removed_segment_fails_writes)
+/* A process attached, map "m" holding "k" = val; then the coordinator
+ * stopped, the segment removed and a new coordinator started on a new
+ * one, the process still mapping the old. */
+static shmmap *attach_then_remove_segment(shmmap_map *m, const char *val)
 {
 	ck_assert_int_eq(tu_coord_start(&co, "16M", ""), 0);
 	shmmap *sm = tu_attach(co.sock);
-	shmmap_map m = tu_open(sm, "m");
-	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "v", 1, 0, 0), 0);
+	*m = tu_open(sm, "m");
+	ck_assert_int_eq(shmmap_put(sm, *m, "k", 1, val, strlen(val), 0, 0), 0);
 	ck_assert_int_eq(tu_coord_stop(&co), 0);
 	ck_assert_int_eq(shm_unlink(co.shm), 0);
 	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	return sm;
+}
+
+START_TEST(removed_segment_fails_writes)
+{
+	shmmap_map m;
+	shmmap *sm = attach_then_remove_segment(&m, "v");
 	int rc = 0, n = 0;
 	for (; n < 1000 && rc == 0; n++) {
 		char k[32];
@@ -1321,13 +1331,8 @@ END_TEST
  * hit of a map looks, so within that many its gets fail too. */
 START_TEST(removed_segment_fails_reads)
 {
-	ck_assert_int_eq(tu_coord_start(&co, "16M", ""), 0);
-	shmmap *sm = tu_attach(co.sock);
-	shmmap_map m = tu_open(sm, "m");
-	ck_assert_int_eq(shmmap_put(sm, m, "k", 1, "old", 3, 0, 0), 0);
-	ck_assert_int_eq(tu_coord_stop(&co), 0);
-	ck_assert_int_eq(shm_unlink(co.shm), 0);
-	ck_assert_int_eq(tu_coord_restart(&co), 0);
+	shmmap_map m;
+	shmmap *sm = attach_then_remove_segment(&m, "old");
 	char buf[8];
 	size_t len;
 	int rc = 0, n = 0;
