@@ -190,7 +190,7 @@ static int round_trip(shmmap *sm, const struct proto_msg *req, struct proto_msg 
 	while (rc == 0 && (int32_t)(rep->seq - q.seq) < 0)
 		rc = shmmap__proto_recv(sm->sock, rep, NULL);
 	if (rc == -EAGAIN)
-		rc = -ETIMEDOUT;
+		rc = timeout_error(ext(sm)->path, sm->sock);
 	if (rc == 0 && rep->seq != q.seq)
 		rc = -EPROTO;
 	return rc;
@@ -226,8 +226,6 @@ int shmmap__request(shmmap *sm, const struct proto_msg *req, struct proto_msg *r
 					   "reconnecting failed: %s", why);
 			}
 		}
-		if (rc == -ETIMEDOUT)
-			timeout_error(ext(sm)->path, sm->sock);
 		if (rc == 0 && rep->type == MSG_ERROR) {
 			rc = rep->u.error.err;
 			detail_from_reply(rep);

@@ -1098,6 +1098,24 @@ static bool any_used(const struct seg *s, uint64_t poff, uint32_t n, uint32_t si
  * cannot move: a used run's entry, or a used entry on the only page of its
  * class (a move needs a block on another page of the class: a small map's
  * counters and sessions were evicted over and over by puts of 70 KB). */
+/* The run of pages that page i (of np) lies in: its length, its head in
+ * *head; 0 if page i is not in a run that holds together (a hint, read
+ * without locks). */
+static uint32_t run_of(const struct seg *s, const struct seg_geom *g, uint32_t i, uint32_t np,
+		       uint32_t *head)
+{
+	uint32_t j = i;
+	while (j > 0 && __atomic_load_n(&seg_page(s, g, j)->kind, __ATOMIC_RELAXED) == PAGE_CONT)
+		j--;
+	const struct seg_page *hp = seg_page(s, g, j);
+	uint32_t run = __atomic_load_n(&hp->run, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&hp->kind, __ATOMIC_RELAXED) != PAGE_RUN || run < 1 ||
+	    run > np - j || j + run <= i)
+		return 0;
+	*head = j;
+	return run;
+}
+
 static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, unsigned spare,
 			   uint32_t *head)
 {
@@ -1144,13 +1162,8 @@ static bool page_may_empty(struct evictor *ev, uint32_t i, uint32_t np, unsigned
 				return false;
 		return true;
 	}
-	uint32_t j = i;
-	while (j > 0 && __atomic_load_n(&seg_page(s, g, j)->kind, __ATOMIC_RELAXED) == PAGE_CONT)
-		j--;
-	const struct seg_page *hp = seg_page(s, g, j);
-	uint32_t run = __atomic_load_n(&hp->run, __ATOMIC_RELAXED);
-	if (__atomic_load_n(&hp->kind, __ATOMIC_RELAXED) != PAGE_RUN || run < 1 ||
-	    run > np - j || j + run <= i)
+	uint32_t j;
+	if (!run_of(s, g, i, np, &j))
 		return false;
 	*head = j;
 	if ((spare & SPARE_STUCK) && ENT_FREQ(block_meta(s, seg_page_off(g, j))) != 0)
@@ -1237,15 +1250,8 @@ static uint32_t cheapest_window(struct evictor *ev, uint32_t from, uint32_t need
  * or i + 1 if that cannot be told (a hint, read without locks). */
 static uint32_t run_end(const struct seg *s, const struct seg_geom *g, uint32_t i, uint32_t np)
 {
-	uint32_t j = i;
-	while (j > 0 && __atomic_load_n(&seg_page(s, g, j)->kind, __ATOMIC_RELAXED) == PAGE_CONT)
-		j--;
-	const struct seg_page *hp = seg_page(s, g, j);
-	uint32_t run = __atomic_load_n(&hp->run, __ATOMIC_RELAXED);
-	if (__atomic_load_n(&hp->kind, __ATOMIC_RELAXED) != PAGE_RUN || run < 1 || run > np - j ||
-	    j + run <= i)
-		return i + 1;
-	return j + run;
+	uint32_t j, run = run_of(s, g, i, np, &j);
+	return run ? j + run : i + 1;
 }
 
 /*
